@@ -1,0 +1,45 @@
+# Set-up and the main jobs. `make run` and `make test` work on a fresh clone.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system-deps run test bench app fuzz clean
+
+# System packages for audio (FluidSynth + a GM soundfont, ffmpeg) and the
+# browser tests (Chromium). Installed when we are root and apt is present;
+# otherwise a note (audio and browser tests then say what is missing).
+system-deps:
+	@if command -v fluidsynth >/dev/null && [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] && command -v chromium >/dev/null && command -v ffmpeg >/dev/null; then \
+	  true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	     fluidsynth fluid-soundfont-gm ffmpeg chromium chromium-driver) >/dev/null 2>&1 \
+	  || echo "note: could not install fluidsynth/fluid-soundfont-gm/ffmpeg/chromium with apt-get"; \
+	else \
+	  echo "note: install fluidsynth, fluid-soundfont-gm, ffmpeg and chromium for audio and browser tests"; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,app]'
+	touch $(STAMP)
+
+setup: $(STAMP) system-deps
+
+run: setup
+	$(BIN)/chopinbot prepare --quiet
+	$(BIN)/chopinbot generate --out out/chopinbot.mid --wav --png --random-seed 1
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m chopinbot.bench all --out bench
+
+app: setup
+	$(BIN)/chopinbot app
+
+clean:
+	rm -rf out runs bench .pytest_cache

@@ -1,0 +1,69 @@
+"""`chopinbot prepare`: MIDI files -> a dataset folder, with a summary table."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..constants import DEFAULT_DATASET_DIR, GRID_PER_BEAT, MIN_STATE_BEATS, PEDAL_MODE
+from .args import nonneg_float, positive_int
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="*", help="MIDI files or folders (default: the bundled Chopin corpus)")
+    p.add_argument("--out", default=str(DEFAULT_DATASET_DIR), help="dataset folder (default: %(default)s)")
+    p.add_argument("--pedal", choices=["ignore", "apply"], default=PEDAL_MODE,
+                   help="sustain pedal: ignore it, or let notes ring until it is released (default: %(default)s)")
+    p.add_argument("--grid", type=positive_int, default=GRID_PER_BEAT,
+                   help="snap boundaries to 1/GRID of a beat (default: %(default)s)")
+    p.add_argument("--min-state-beats", type=nonneg_float, default=MIN_STATE_BEATS,
+                   help="merge shorter states into their neighbour (default: one grid step)")
+    p.add_argument("--jobs", type=positive_int, default=1, help="parallel worker processes (default: 1)")
+    p.add_argument("--strict", action="store_true", help="stop at the first unusable file")
+    p.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
+    p.add_argument("--plot", action="store_true", help="also write the key-usage histogram PNG")
+    p.add_argument("--quiet", action="store_true", help="print only the totals")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..dataset import PrepareSettings, prepare
+
+    settings = PrepareSettings(grid_per_beat=args.grid, pedal=args.pedal, min_state_beats=args.min_state_beats)
+    t0 = time.perf_counter()
+    rep = prepare(args.inputs or None, args.out, settings, jobs=args.jobs, strict=args.strict, force=args.force,
+                  progress=not args.quiet)
+    wall = time.perf_counter() - t0
+    m = rep.manifest
+    if not args.quiet:
+        print(format_table(m))
+    for s in m["skipped"]:
+        print(f"skipped {s['name']}: {s['reason']}")
+    tot = m["totals"]
+    n_files = sum(t["pieces"] for t in tot.values())
+    secs = sum(t["seconds"] for t in tot.values())
+    states = sum(t["states"] for t in tot.values())
+    moves = sum(f["octave_moves"] for f in m["files"])
+    print(
+        f"{'prepared' if rep.rebuilt else 'up to date:'} {n_files} files used, {len(m['skipped'])} skipped; "
+        f"{states:,} states, {secs / 60:.1f} min of music; octave moves {moves}; "
+        + ", ".join(f"{k} {v['pieces']} pieces / {v['states']:,} states" for k, v in tot.items())
+        + f"; {wall:.2f} s -> {Path(args.out) / 'manifest.json'}"
+    )
+    if args.plot:
+        from ..plots import plot_key_usage
+
+        png = plot_key_usage(m, Path(args.out) / "key_usage.png")
+        print(f"key-usage histogram: {png}")
+    return 0
+
+
+def format_table(manifest: dict) -> str:
+    rows = [("file", "key", "shift", "states", "duration", "moves", "split")]
+    for f in manifest["files"]:
+        keys = f["key"] + (f" (+{len(f['segments']) - 1} seg.)" if len(f["segments"]) > 1 else "")
+        mins, secs = divmod(int(round(f["seconds"])), 60)
+        rows.append((f["name"], keys, f"{f['shift']:+d}", str(f["states"]), f"{mins}:{secs:02d}",
+                     str(f["octave_moves"]), f["split"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)

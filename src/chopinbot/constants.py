@@ -1,0 +1,42 @@
+"""Every default of ChopinBot in one place, each with the reason it was chosen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# --- The keyboard -----------------------------------------------------------
+LOWEST_PITCH = 21  # A0, the lowest key of an 88-key piano (GM2 piano range)
+HIGHEST_PITCH = 108  # C8, the highest key
+N_KEYS = HIGHEST_PITCH - LOWEST_PITCH + 1  # 88
+
+# --- Building states from MIDI ----------------------------------------------
+# Boundaries are snapped to 1/48 of a beat: the grid holds 16ths, 32nds, 64ths
+# and all triplet values (48 = 16 * 3), yet legato overlaps of a few ticks in
+# these performances (8 % of raw states are shorter than 1/64 beat) vanish.
+GRID_PER_BEAT = 48
+# States shorter than this (in beats) are merged into their neighbour. One grid
+# step: after snapping no state can be shorter, so by default nothing merges;
+# a coarser value makes the representation simpler at the cost of ornaments.
+MIN_STATE_BEATS = 1 / GRID_PER_BEAT
+# Sustain pedal: ignored by default. The notes then keep the lengths the
+# performer's fingers gave them, which is what the model should learn (with the
+# pedal applied every state is a blur of the whole harmony); the pedal is an
+# effect of the performance that the renderer may add back.
+PEDAL_MODE = "ignore"
+# Safety caps for untrusted MIDI (a 100k-note file is almost surely hostile).
+MAX_NOTES_PER_FILE = 200_000
+MAX_STATES_PER_FILE = 200_000
+MAX_MIDI_BYTES = 20 * 1024 * 1024
+
+# --- Splits -----------------------------------------------------------------
+VALID_FRACTION = 0.10  # of the states, whole pieces only
+TEST_FRACTION = 0.10
+MIN_SPLIT_PIECES = 4
+
+# --- Paths ------------------------------------------------------------------
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The bundled corpus lives inside the package so that an installed ChopinBot
+# finds it without the source tree.
+BUNDLED_CORPUS_DIR = PACKAGE_DIR / "data" / "chopin"
+SHIPPED_MODEL_DIR = PACKAGE_DIR / "shipped_model"
+DEFAULT_DATASET_DIR = Path("runs") / "dataset"

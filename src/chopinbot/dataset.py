@@ -1,0 +1,436 @@
+"""The prepared dataset: MIDI files -> key segments of states, on disk.
+
+``prepare`` turns each file into states (see :mod:`chopinbot.states`), splits
+the piece where its key signature changes, finds each segment's key
+(:mod:`chopinbot.keys`), transposes it to C major / A minor and writes:
+
+* ``states.npy`` -- one structured array, a record of 31 bytes per state (keys
+  and onsets bit-packed into 11 bytes each, beats and seconds float32, velocity
+  uint8).  It is memory-mapped when loaded, so a corpus larger than RAM works
+  and nothing is copied until a batch asks for it.
+* ``manifest.json`` -- every source file with its sha256, key, shift, octave
+  moves, states, seconds and split; each segment's rows; the settings used.
+
+Splits are by whole piece, never by window (overlapping windows in train and
+valid made the original design's validation scores meaningless).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from . import __version__
+from .constants import (
+    BUNDLED_CORPUS_DIR,
+    GRID_PER_BEAT,
+    MAX_STATES_PER_FILE,
+    MIN_SPLIT_PIECES,
+    MIN_STATE_BEATS,
+    N_KEYS,
+    PEDAL_MODE,
+    TEST_FRACTION,
+    VALID_FRACTION,
+)
+from .errors import ChopinBotError, DatasetError, MidiError
+from .io_utils import atomic_write, atomic_write_json
+from .keys import Key, detect_key, pitch_class_histogram
+from .midi import read_midi
+from .states import States, notes_to_states, transpose_states
+
+FORMAT_VERSION = 1
+STATE_DTYPE = np.dtype(
+    [("keys", "u1", (11,)), ("onsets", "u1", (11,)), ("beats", "<f4"), ("seconds", "<f4"), ("velocity", "u1")]
+)
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """Everything that changes the prepared states (stored in the manifest)."""
+
+    grid_per_beat: int = GRID_PER_BEAT
+    pedal: str = PEDAL_MODE
+    min_state_beats: float = MIN_STATE_BEATS
+    max_states: int = MAX_STATES_PER_FILE
+
+
+@dataclass
+class Segment:
+    """A stretch of one piece in one key, transposed to C major / A minor."""
+
+    piece: str
+    start: int  # first row in states.npy
+    stop: int  # one past the last row
+    key: str  # the key found, e.g. "F# minor"
+    tonic: int
+    minor: bool
+    shift: int  # semitones applied to reach C major / A minor
+    split: str = "train"
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass
+class FileResult:
+    """What preparing one file gives (or why it could not be used)."""
+
+    name: str
+    sha256: str
+    error: str | None = None
+    segments: list[tuple[States, Key, int, int]] = field(default_factory=list)  # states, key, shift, first state
+    octave_moves: int = 0
+    n_states: int = 0
+    beats: float = 0.0
+    seconds: float = 0.0
+    piece_beats: float = 0.0  # first onset to last note end, from the notes
+    piece_seconds: float = 0.0
+    key_use_original: np.ndarray | None = None  # (88,) onsets per key before transposition
+    key_use_transposed: np.ndarray | None = None
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _dedupe_key_changes(keysigs: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
+    """(tick, sharps) where the signature really changes (last event at a tick wins)."""
+    at_tick: dict[int, int] = {}
+    for tick, sharps, _ in keysigs:
+        at_tick[tick] = sharps
+    out: list[tuple[int, int]] = []
+    for tick in sorted(at_tick):
+        if not out or out[-1][1] != at_tick[tick]:
+            out.append((tick, at_tick[tick]))
+    return out
+
+
+def process_file(path: str | os.PathLike, settings: PrepareSettings = PrepareSettings()) -> FileResult:
+    """Read one MIDI file and build its transposed key segments (never raises
+    for a bad file: the reason goes into ``FileResult.error``)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return FileResult(path.name, "", error=f"cannot read file ({e.strerror})")
+    res = FileResult(path.name, hashlib.sha256(data).hexdigest())
+    try:
+        notes = read_midi(path)
+        states, bound_ticks, moves = notes_to_states(
+            notes, settings.grid_per_beat, settings.pedal, settings.min_state_beats
+        )
+        if len(states) > settings.max_states:
+            raise MidiError(f"too many states ({len(states):,}; limit {settings.max_states:,})")
+    except ChopinBotError as e:
+        res.error = getattr(e, "reason", str(e))
+        return res
+    res.octave_moves = moves
+    res.n_states = len(states)
+    # exact: whole grid steps, not a float32 sum
+    res.beats = float(states.grid_units(settings.grid_per_beat).sum() / settings.grid_per_beat)
+    res.seconds = states.total_seconds
+    tpq = notes.ticks_per_quarter
+    step = tpq / settings.grid_per_beat
+    first = np.round(notes.start.min() / step) * step
+    last = max(np.round(notes.end / step).max(), np.round(notes.start / step).max() + 1) * step
+    res.piece_beats = float((last - first) / tpq)
+    res.piece_seconds = float(notes.seconds_at(np.array([last]))[0] - notes.seconds_at(np.array([first]))[0])
+    res.key_use_original = states.onsets.sum(axis=0).astype(np.int64)
+    res.key_use_transposed = np.zeros(N_KEYS, np.int64)
+    # Split where the signature changes: at the first state starting at or after the event.
+    changes = _dedupe_key_changes(notes.key_signatures)
+    cuts = [0]
+    sharps_of = [changes[0][1] if changes else None]
+    for tick, sharps in changes[1:]:
+        i = int(np.searchsorted(bound_ticks[:-1], tick - 1e-9))
+        if cuts[-1] < i < len(states):
+            cuts.append(i)
+            sharps_of.append(sharps)
+        elif i <= cuts[-1]:
+            sharps_of[-1] = sharps  # the change comes before any state of the segment
+    cuts.append(len(states))
+    for (a, b), sharps in zip(zip(cuts[:-1], cuts[1:]), sharps_of):
+        seg = states[a:b]
+        key = detect_key(pitch_class_histogram(seg.keys, seg.beats), sharps)
+        shifted, seg_moves = transpose_states(seg, key.shift_home)
+        res.octave_moves += seg_moves
+        res.key_use_transposed += shifted.onsets.sum(axis=0)
+        res.segments.append((shifted, key, key.shift_home, a))
+    return res
+
+
+def pack_states(states: States) -> np.ndarray:
+    rec = np.zeros(len(states), STATE_DTYPE)
+    rec["keys"] = np.packbits(states.keys, axis=1)
+    rec["onsets"] = np.packbits(states.onsets, axis=1)
+    rec["beats"] = states.beats
+    rec["seconds"] = states.seconds
+    rec["velocity"] = states.velocity
+    return rec
+
+
+def unpack_states(rec: np.ndarray) -> States:
+    return States(
+        np.unpackbits(np.asarray(rec["keys"]), axis=1, count=N_KEYS).astype(bool),
+        np.unpackbits(np.asarray(rec["onsets"]), axis=1, count=N_KEYS).astype(bool),
+        np.asarray(rec["beats"], np.float32),
+        np.asarray(rec["seconds"], np.float32),
+        np.asarray(rec["velocity"], np.uint8),
+    )
+
+
+def assign_splits(sizes: dict[str, int], committed: dict | None = None) -> dict[str, str]:
+    """Piece -> split.
+
+    With a committed list (the bundled corpus's ``splits.json``) use it.
+    Otherwise a stated rule: order pieces by the sha256 of their file name and
+    fill test, then valid, until each holds ``TEST_FRACTION``/``VALID_FRACTION``
+    of the states and at least ``MIN_SPLIT_PIECES`` pieces (fewer only when
+    the corpus is too small to leave most pieces for training).
+    """
+    if committed:
+        out = {p: "train" for p in sizes}
+        for split in ("valid", "test"):
+            for p in committed.get(split, []):
+                if p in out:
+                    out[p] = split
+        return out
+    order = sorted(sizes, key=lambda p: hashlib.sha256(p.encode()).hexdigest())
+    total = sum(sizes.values())
+    n = len(order)
+    min_pieces = min(MIN_SPLIT_PIECES, max(0, (n - 1) // 5)) if n >= 3 else 0
+    out = {}
+    i = 0
+    for split, frac in (("test", TEST_FRACTION), ("valid", VALID_FRACTION)):
+        got, cnt = 0, 0
+        while i < n and n - i > 1 and (got < frac * total or cnt < min_pieces) and (cnt < max(1, n // 3)):
+            if n >= 3 or split == "test":
+                out[order[i]] = split
+                got += sizes[order[i]]
+                cnt += 1
+                i += 1
+            else:
+                break
+    for p in order[i:]:
+        out[p] = "train"
+    return out
+
+
+def list_midi_files(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(q for q in p.iterdir() if q.suffix.lower() in (".mid", ".midi"))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise DatasetError(f"{p}: no such file or folder")
+    return files
+
+
+def _read_committed_splits(files: list[Path]) -> dict | None:
+    dirs = {f.parent.resolve() for f in files}
+    if len(dirs) == 1:
+        sp = next(iter(dirs)) / "splits.json"
+        if sp.exists():
+            return json.loads(sp.read_text())
+    return None
+
+
+@dataclass
+class PrepareReport:
+    out_dir: Path
+    results: list[FileResult]
+    manifest: dict
+    rebuilt: bool
+
+
+def prepare(
+    inputs: Iterable[str | os.PathLike] | None = None,
+    out_dir: str | os.PathLike = "runs/dataset",
+    settings: PrepareSettings = PrepareSettings(),
+    jobs: int = 1,
+    strict: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> PrepareReport:
+    """Prepare a dataset folder from MIDI files (default: the bundled corpus).
+
+    Rebuilds only when an input file or a setting changed (compared through
+    the manifest).  Raises :class:`DatasetError` when no file is usable, or
+    :class:`MidiError` on the first bad file with ``strict``.
+    """
+    out_dir = Path(out_dir)
+    files = list_midi_files(inputs or [BUNDLED_CORPUS_DIR])
+    if not files:
+        raise DatasetError("no MIDI files (.mid, .midi) found in the inputs")
+    names = [f.name for f in files]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise DatasetError(f"two input files share a name: {', '.join(dup[:5])}")
+    committed = _read_committed_splits(files)
+    shas = {f.name: sha256_file(f) for f in files}
+    manifest_path = out_dir / "manifest.json"
+    if not force and manifest_path.exists() and (out_dir / "states.npy").exists():
+        try:
+            old = json.loads(manifest_path.read_text())
+            same_inputs = sorted((f["name"], f["sha256"]) for f in old["files"] + old.get("skipped", [])) == sorted(
+                shas.items()
+            )
+            if same_inputs and old["settings"] == asdict(settings) and old.get("format") == FORMAT_VERSION:
+                return PrepareReport(out_dir, [], old, rebuilt=False)
+        except (KeyError, ValueError, TypeError):
+            pass  # unreadable manifest: rebuild
+    results = _process_all(files, settings, jobs, strict, progress)
+    good = [r for r in results if r.error is None]
+    if not good:
+        reasons = "; ".join(f"{r.name}: {r.error}" for r in results[:5])
+        raise DatasetError(f"no usable MIDI file among {len(results)} ({reasons})")
+    splits = assign_splits({r.name: r.n_states for r in good}, committed)
+    manifest = _write_dataset(out_dir, good, [r for r in results if r.error], splits, settings)
+    return PrepareReport(out_dir, results, manifest, rebuilt=True)
+
+
+def _process_all(files, settings, jobs, strict, progress) -> list[FileResult]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(files), desc="prepare", unit="file", disable=not progress, leave=False)
+    results: list[FileResult] = []
+    try:
+        if jobs > 1:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                it: Iterator[FileResult] = pool.map(process_file, files, [settings] * len(files), chunksize=8)
+                for r in it:
+                    results.append(r)
+                    bar.update()
+                    if strict and r.error:
+                        break
+        else:
+            for f in files:
+                r = process_file(f, settings)
+                results.append(r)
+                bar.update()
+                if strict and r.error:
+                    break
+    finally:
+        bar.close()
+    if strict:
+        for r in results:
+            if r.error:
+                raise MidiError(r.error, r.name)
+    return results
+
+
+def _write_dataset(out_dir: Path, good: list[FileResult], bad: list[FileResult], splits, settings) -> dict:
+    records = []
+    files_meta = []
+    row = 0
+    for r in good:
+        segs = []
+        for st, key, shift, first in r.segments:
+            records.append(pack_states(st))
+            segs.append(
+                dict(start=row, stop=row + len(st), first_state=first, key=key.name, tonic=key.tonic,
+                     minor=key.minor, shift=shift)
+            )
+            row += len(st)
+        files_meta.append(
+            dict(
+                name=r.name, sha256=r.sha256, split=splits[r.name], key=segs[0]["key"] if segs else None,
+                shift=segs[0]["shift"] if segs else 0, octave_moves=r.octave_moves, states=r.n_states,
+                beats=round(r.beats, 6), seconds=round(r.seconds, 3), piece_beats=round(r.piece_beats, 6),
+                piece_seconds=round(r.piece_seconds, 3), segments=segs,
+                key_use_original=r.key_use_original.tolist(), key_use_transposed=r.key_use_transposed.tolist(),
+            )
+        )
+    data = np.concatenate(records) if records else np.zeros(0, STATE_DTYPE)
+    atomic_write(out_dir / "states.npy", lambda tmp: np.save(open(tmp, "wb"), data))
+    totals = {
+        s: dict(
+            pieces=sum(1 for f in files_meta if f["split"] == s),
+            states=sum(f["states"] for f in files_meta if f["split"] == s),
+            seconds=round(sum(f["seconds"] for f in files_meta if f["split"] == s), 1),
+        )
+        for s in SPLITS
+    }
+    manifest = dict(
+        format=FORMAT_VERSION,
+        chopinbot=__version__,
+        settings=asdict(settings),
+        states_sha256=hashlib.sha256(data.tobytes()).hexdigest(),
+        totals=totals,
+        files=files_meta,
+        skipped=[dict(name=r.name, sha256=r.sha256, reason=r.error) for r in bad],
+    )
+    atomic_write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+class Dataset:
+    """A prepared dataset folder, memory-mapped.
+
+    ``segments(split)`` lists the key segments of a split; ``states(seg)``
+    unpacks one segment (or a slice of it) into :class:`States`.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        mpath = self.path / "manifest.json"
+        if not mpath.exists():
+            raise DatasetError(f"{self.path}: not a prepared dataset (no manifest.json); run `chopinbot prepare`")
+        self.manifest = json.loads(mpath.read_text())
+        if self.manifest.get("format") != FORMAT_VERSION:
+            raise DatasetError(f"{self.path}: dataset format {self.manifest.get('format')} is not {FORMAT_VERSION}")
+        self.records = np.load(self.path / "states.npy", mmap_mode="r")
+        self._segments = [
+            Segment(f["name"], s["start"], s["stop"], s["key"], s["tonic"], s["minor"], s["shift"], f["split"])
+            for f in self.manifest["files"]
+            for s in f["segments"]
+        ]
+
+    @property
+    def settings(self) -> PrepareSettings:
+        return PrepareSettings(**self.manifest["settings"])
+
+    @property
+    def manifest_hash(self) -> str:
+        return self.manifest["states_sha256"]
+
+    def segments(self, split: str | None = None) -> list[Segment]:
+        return [s for s in self._segments if split is None or s.split == split]
+
+    def pieces(self, split: str | None = None) -> list[str]:
+        return [f["name"] for f in self.manifest["files"] if split is None or f["split"] == split]
+
+    def states(self, seg: Segment, start: int = 0, stop: int | None = None) -> States:
+        stop = len(seg) if stop is None else stop
+        return unpack_states(self.records[seg.start + start : seg.start + stop])
+
+    def split_states(self, split: str) -> list[States]:
+        return [self.states(s) for s in self.segments(split)]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.records.nbytes)
+
+
+def load_or_prepare(data: str | os.PathLike | None, progress: bool = True) -> Dataset:
+    """The dataset at ``data``, or the bundled corpus prepared (once) into the default folder."""
+    from .constants import DEFAULT_DATASET_DIR
+
+    if data is not None and (Path(data) / "manifest.json").exists():
+        return Dataset(data)
+    if data is not None and Path(data).exists() and not Path(data).is_dir():
+        raise DatasetError(f"{data}: not a dataset folder")
+    out = Path(data) if data is not None else DEFAULT_DATASET_DIR
+    prepare(None, out, progress=progress)
+    return Dataset(out)

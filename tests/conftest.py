@@ -1,0 +1,68 @@
+"""Shared fixtures: the real bundled corpus, a prepared dataset, and a helper
+that writes small hand-made MIDI files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import symusic
+
+from chopinbot.constants import BUNDLED_CORPUS_DIR
+
+CORPUS = BUNDLED_CORPUS_DIR
+PRELUDE_KEYS = "C a G e D b A f# E c# B g# F# eb Db bb Ab f Eb c Bb g F d".split()
+
+
+def make_midi(
+    path: Path,
+    notes: list[tuple[float, float, int]] | list[tuple[float, float, int, int]],
+    tpq: int = 480,
+    qpm: float = 120.0,
+    sharps: int | None = None,
+    drum: bool = False,
+    tracks: int = 1,
+) -> Path:
+    """Write a MIDI file; notes are (start_beat, end_beat, pitch[, velocity])."""
+    score = symusic.Score(tpq)
+    score.tempos.append(symusic.Tempo(0, qpm))
+    if sharps is not None:
+        score.key_signatures.append(symusic.KeySignature(0, sharps, 0))
+    for t in range(tracks):
+        tr = symusic.Track(f"t{t}", 0, drum)
+        for i, n in enumerate(notes):
+            if i % tracks != t:
+                continue
+            s, e, p = n[:3]
+            v = n[3] if len(n) > 3 else 80
+            tr.notes.append(symusic.Note(int(round(s * tpq)), int(round((e - s) * tpq)), int(p), int(v)))
+        score.tracks.append(tr)
+    path.write_bytes(bytes(score.dumps_midi()))
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus_files() -> list[Path]:
+    return sorted(CORPUS.glob("*.mid"))
+
+
+@pytest.fixture(scope="session")
+def dataset_dir(tmp_path_factory) -> Path:
+    from chopinbot.dataset import prepare
+
+    out = tmp_path_factory.mktemp("dataset")
+    prepare(None, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def dataset(dataset_dir):
+    from chopinbot.dataset import Dataset
+
+    return Dataset(dataset_dir)
+
+
+@pytest.fixture()
+def rng():
+    return np.random.default_rng(0)
