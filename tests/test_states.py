@@ -62,7 +62,7 @@ def test_legato_overlap_snaps_away(tmp_path):
 def test_min_state_merge_keeps_time_and_onsets(tmp_path):
     path = make_midi(tmp_path / "m.mid", [(0, 1, 60), (1, 1.05, 62), (1.05, 2, 64), (1.02, 2, 67)])
     notes = read_midi(path)
-    fine = notes_to_states(notes)[0]
+    fine = notes_to_states(notes, min_state_beats=1 / 48)[0]
     coarse = notes_to_states(notes, min_state_beats=0.25)[0]
     assert len(coarse) < len(fine)
     assert coarse.total_beats == pytest.approx(fine.total_beats)

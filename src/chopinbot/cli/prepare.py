@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", type=positive_int, default=GRID_PER_BEAT,
                    help="snap boundaries to 1/GRID of a beat (default: %(default)s)")
     p.add_argument("--min-state-beats", type=nonneg_float, default=MIN_STATE_BEATS,
-                   help="merge shorter states into their neighbour (default: one grid step)")
+                   help="merge shorter states into their neighbour (default: %(default).4f, two grid steps)")
     p.add_argument("--jobs", type=positive_int, default=1, help="parallel worker processes (default: 1)")
     p.add_argument("--strict", action="store_true", help="stop at the first unusable file")
     p.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
