@@ -66,3 +66,43 @@ def dataset(dataset_dir):
 @pytest.fixture()
 def rng():
     return np.random.default_rng(0)
+
+
+TINY_PIECES = ["chpn-p1.mid", "chpn-p7.mid", "chpn-p10.mid", "chpn-p20.mid", "chpn-p6.mid", "chpn-p14.mid",
+               "chpn-p9.mid", "chpn-p2.mid"]
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_dir(tmp_path_factory) -> Path:
+    """Eight short preludes (~1,500 states), for fast training tests."""
+    import shutil
+
+    from chopinbot.dataset import prepare
+
+    src = tmp_path_factory.mktemp("tiny_midi")
+    for name in TINY_PIECES:
+        shutil.copy(CORPUS / name, src)
+    out = tmp_path_factory.mktemp("tiny_ds")
+    prepare([src], out, progress=False)
+    return out
+
+
+def tiny_train_config(data, out, **kw):
+    from chopinbot.model import ModelConfig
+    from chopinbot.train import TrainConfig
+
+    model = ModelConfig(layers=1, hidden=16, dropout=0.1, duration_classes=[1.0])
+    base = dict(data=str(data), out=str(out), epochs=2, context=32, batch=8, warmup=5, progress=False,
+                threads=1, model=model)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_dataset_dir, tmp_path_factory) -> Path:
+    """A tiny trained run folder (best/ and last/)."""
+    from chopinbot.train import train
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    train(tiny_train_config(tiny_dataset_dir, out, epochs=2))
+    return out

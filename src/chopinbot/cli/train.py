@@ -1,0 +1,96 @@
+"""`chopinbot train`: flags -> TrainConfig -> :func:`chopinbot.train.train`."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from ..model import ModelConfig
+from ..train import TrainConfig
+from .args import nonneg_float, nonneg_int, positive_float, positive_int
+
+D = TrainConfig()
+M = ModelConfig(duration_classes=[1.0])
+
+
+def _onoff(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError("use on or off")
+    return text == "on"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="prepared dataset folder (default: the bundled corpus, prepared if needed)")
+    p.add_argument("--out", default=D.out, help="run folder (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    g = p.add_argument_group("model")
+    g.add_argument("--layers", type=positive_int, default=M.layers)
+    g.add_argument("--hidden", type=positive_int, default=M.hidden)
+    g.add_argument("--dropout", type=nonneg_float, default=M.dropout)
+    g.add_argument("--dense-layers", type=nonneg_int, default=M.dense_layers)
+    g.add_argument("--layer-norm", type=_onoff, default=M.layer_norm, metavar="on|off")
+    g.add_argument("--onset-head", type=_onoff, default=M.onset_head, metavar="on|off")
+    g.add_argument("--skip", type=_onoff, default=M.skip, metavar="on|off",
+                   help="direct path from the current state to the key logits (default: on)")
+    g.add_argument("--duration-head", choices=["classes", "seed"], default=M.duration_head)
+    g.add_argument("--dur-nodes", type=positive_int, default=M.dur_nodes)
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=positive_int, default=None,
+                   help=f"maximum epochs (default: {D.epochs}; on --resume, the run's own)")
+    g.add_argument("--context", type=positive_int, default=D.context, help="states per chunk (default: %(default)s)")
+    g.add_argument("--window", type=nonneg_int, default=D.window,
+                   help="the original's window mode with this many states (e.g. 16); 0 = sequence mode")
+    g.add_argument("--batch", type=positive_int, default=D.batch)
+    g.add_argument("--optimizer", choices=["adamw", "rmsprop"], default=D.optimizer)
+    g.add_argument("--lr", type=positive_float, default=D.lr)
+    g.add_argument("--weight-decay", type=nonneg_float, default=D.weight_decay)
+    g.add_argument("--clip-grad", type=nonneg_float, default=D.clip_grad, help="gradient-norm clip; 0 = off")
+    g.add_argument("--schedule", choices=["cosine", "constant"], default=D.schedule)
+    g.add_argument("--warmup", type=nonneg_int, default=D.warmup)
+    g.add_argument("--patience", type=positive_int, default=D.patience)
+    g.add_argument("--harshness", type=nonneg_float, default=D.harshness)
+    g.add_argument("--no-loss-clip", action="store_true", help="use bce + dur instead of min(2 bce, bce + dur)")
+    g.add_argument("--max-norm", type=nonneg_float, default=D.max_norm, help="max-norm weight constraint; 0 = off")
+    g.add_argument("--seed", type=int, default=D.seed)
+    g.add_argument("--device", default=D.device, help="auto, cpu or cuda (default: %(default)s)")
+    g.add_argument("--threads", type=nonneg_int, default=D.threads, help="CPU threads; 0 = torch's default")
+    g.add_argument("--minutes", type=nonneg_float, default=D.minutes, help="wall-time budget; 0 = none")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    model = ModelConfig(**{f: getattr(args, f) for f in ("layers", "hidden", "dropout", "dense_layers", "layer_norm",
+                                                          "onset_head", "skip", "duration_head", "dur_nodes")},
+                        duration_classes=[1.0])
+    names = {f.name for f in fields(TrainConfig)} - {"model", "loss_clip", "progress"}
+    cfg = TrainConfig(**{n: getattr(args, n) for n in names if n != "epochs"}, model=model)
+    if args.epochs is not None:
+        cfg.epochs = args.epochs
+    elif args.resume:
+        import json
+        from pathlib import Path
+
+        saved = Path(args.out) / "train_config.json"
+        if saved.exists():
+            cfg.epochs = int(json.loads(saved.read_text()).get("epochs", cfg.epochs))
+    cfg.loss_clip = not args.no_loss_clip
+    cfg.progress = not args.quiet
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import train
+
+    cfg = config_from_args(args)
+    res = train(cfg, resume=args.resume)
+    if int(__import__("os").environ.get("RANK", "0")) != 0:
+        return 0
+    b = res.best
+    print(
+        f"{res.stopped} after epoch {res.epochs} ({res.seconds / 60:.1f} min, "
+        f"{res.predictions_per_s:,.0f} state-predictions/s); best epoch {res.best_epoch}: "
+        f"valid loss {b.get('valid_total', float('nan')):.4f}, key F1 {b.get('valid_f1_best', float('nan')):.3f} "
+        f"at threshold {b.get('valid_best_threshold', float('nan')):.2f}, duration error "
+        f"{b.get('valid_dur_error', float('nan')):.3f} -> {res.out / 'best'}"
+    )
+    return 0

@@ -1,0 +1,75 @@
+"""The Maestro loss of the original design, made numerically safe.
+
+    bce   = mean binary cross-entropy over the key outputs
+            (88 keys, plus 88 onsets when the onset head is on: mean over 176)
+    dur   = 2 * harshness * mean(|d_true - d_pred| / (d_true + d_pred + eps))
+    total = min(2 * bce, bce + dur)        (the original's clip; ``clip=False``: bce + dur)
+
+With the ``classes`` duration head, ``d_pred`` is the expected length under
+the predicted distribution, and the class cross-entropy is added to the total
+(outside the clip) so that the head learns a distribution, not just a mean.
+
+BCE is computed from logits (``binary_cross_entropy_with_logits``), never as
+``log(sigmoid(x))``, so no input gives NaN or inf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-6
+HARSHNESS = 0.05  # the original's default weight of the duration term
+
+
+@dataclass
+class Targets:
+    keys: torch.Tensor  # (B, T, 88) float 0/1
+    onsets: torch.Tensor  # (B, T, 88) float 0/1
+    dur_class: torch.Tensor  # (B, T) long
+    dur_beats: torch.Tensor  # (B, T) float
+    mask: torch.Tensor  # (B, T) float: 1 where a target exists
+
+    def to(self, device) -> "Targets":
+        return Targets(*(t.to(device) for t in (self.keys, self.onsets, self.dur_class, self.dur_beats, self.mask)))
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def relative_duration_error(d_true: torch.Tensor, d_pred: torch.Tensor) -> torch.Tensor:
+    """|d_true - d_pred| / (d_true + d_pred + eps), elementwise, in [0, 1]."""
+    return (d_true - d_pred).abs() / (d_true + d_pred + EPS)
+
+
+def maestro_loss(
+    key_logits: torch.Tensor,
+    onset_logits: torch.Tensor | None,
+    d_pred: torch.Tensor,
+    targets: Targets,
+    harshness: float = HARSHNESS,
+    clip: bool = True,
+    class_logits: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """All terms of the loss as a dict (``total`` is what is minimised)."""
+    m = targets.mask
+    bce_keys = F.binary_cross_entropy_with_logits(key_logits, targets.keys, reduction="none").mean(-1)
+    if onset_logits is not None:
+        bce_on = F.binary_cross_entropy_with_logits(onset_logits, targets.onsets, reduction="none").mean(-1)
+        bce = masked_mean((bce_keys + bce_on) / 2, m)
+    else:
+        bce = masked_mean(bce_keys, m)
+    dur = 2.0 * harshness * masked_mean(relative_duration_error(targets.dur_beats, d_pred), m)
+    total = torch.minimum(2.0 * bce, bce + dur) if clip else bce + dur
+    out = {"bce": bce, "dur": dur}
+    if class_logits is not None:
+        ce = F.cross_entropy(class_logits.flatten(0, 1), targets.dur_class.flatten(), reduction="none")
+        out["dur_ce"] = masked_mean(ce.view_as(m), m)
+        total = total + out["dur_ce"]
+    out["total"] = total
+    # key NLL per state in nats (keys only): the sum over 88 keys of the BCE
+    out["key_nll"] = masked_mean(bce_keys * key_logits.shape[-1], m)
+    return out

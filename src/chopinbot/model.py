@@ -1,0 +1,177 @@
+"""The network: a stacked LSTM that predicts the next piano state.
+
+input (keys, onsets, rhythmic value of the current state)
+  -> ``layers`` stacked LSTM of ``hidden`` units (dropout between layers)
+  -> optional LayerNorm
+  -> dense head: ``dense_layers`` x [Linear(h -> h/2), ReLU, dropout] (the original's)
+  -> 88 key logits, 88 onset logits, and a duration head:
+     * ``classes``: logits over the duration vocabulary (softmax), or
+     * ``seed``: the original design's ``dur_nodes`` sigmoid nodes, each
+       predicting duration / max_duration; their mean is the prediction.
+
+Outputs are logits: the sigmoid lives inside the loss (``BCEWithLogits``),
+where the original took ``log`` of sigmoids by hand and its runs ended in NaN.
+
+A direct path (``skip``) adds a linear map of the current state to the key
+and onset logits: "the same keys again" is the best first guess (copying the
+previous state scores F1 0.51), and without the path the LSTM must first learn
+to carry 88 bits through its gates, which kept plain models on the
+key-frequency plateau for ~1,000 updates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .constants import GRID_PER_BEAT, N_KEYS
+from .encoding import DurationVocab, input_dim
+from .errors import ConfigError
+
+MAX_HIDDEN = 4096  # refuse absurd configs from untrusted files before allocating
+MAX_LAYERS = 8
+
+
+@dataclass
+class ModelConfig:
+    """The model's shape; saved as JSON beside the weights."""
+
+    layers: int = 2  # stacked LSTM layers
+    hidden: int = 256  # units per LSTM layer
+    dropout: float = 0.2  # between LSTM layers and in the dense head, 0..0.9
+    dense_layers: int = 1  # Linear(h->h/2)+ReLU blocks before the output layers
+    layer_norm: bool = False  # LayerNorm on the LSTM output
+    onset_head: bool = True  # predict which keys are struck
+    skip: bool = True  # direct linear path from the current state to key/onset logits
+    duration_head: str = "classes"  # "classes" (softmax over rhythmic values) or "seed" (original)
+    dur_nodes: int = 20  # sigmoid nodes of the seed head
+    max_duration: float = 8.0  # beats; the seed head's normalisation (corpus maximum)
+    duration_classes: list[float] = field(default_factory=list)  # the duration vocabulary, beats
+    grid_per_beat: int = GRID_PER_BEAT
+    model_type: str = "lstm"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.model_type != "lstm":
+            raise ConfigError(f"unknown model_type {self.model_type!r} (this version knows 'lstm')")
+        if not (1 <= self.layers <= MAX_LAYERS):
+            raise ConfigError(f"layers must be 1..{MAX_LAYERS}, got {self.layers}")
+        if not (2 <= self.hidden <= MAX_HIDDEN):
+            raise ConfigError(f"hidden must be 2..{MAX_HIDDEN}, got {self.hidden}")
+        if not (0.0 <= self.dropout < 0.95):
+            raise ConfigError(f"dropout must be in [0, 0.95), got {self.dropout}")
+        if not (0 <= self.dense_layers <= 4):
+            raise ConfigError(f"dense_layers must be 0..4, got {self.dense_layers}")
+        if self.duration_head not in ("classes", "seed"):
+            raise ConfigError(f"duration_head must be 'classes' or 'seed', got {self.duration_head!r}")
+        if not (1 <= self.dur_nodes <= 256):
+            raise ConfigError(f"dur_nodes must be 1..256, got {self.dur_nodes}")
+        if not self.duration_classes or len(self.duration_classes) > 1024:
+            raise ConfigError("duration_classes must list 1..1024 rhythmic values")
+        if any(not (0 < v <= 1024) for v in self.duration_classes):
+            raise ConfigError("duration_classes must be positive lengths in beats")
+        if not (0 < self.max_duration <= 1024):
+            raise ConfigError(f"max_duration must be in (0, 1024], got {self.max_duration}")
+
+    @property
+    def vocab(self) -> DurationVocab:
+        return DurationVocab(tuple(self.duration_classes))
+
+    @property
+    def input_dim(self) -> int:
+        return input_dim(len(self.duration_classes))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown model config fields: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+class Outputs(NamedTuple):
+    key_logits: torch.Tensor  # (B, T, 88)
+    onset_logits: torch.Tensor | None  # (B, T, 88)
+    duration: torch.Tensor  # (B, T, V) class logits, or (B, T, dur_nodes) node logits
+
+
+class ChopinLSTM(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.lstm = nn.LSTM(c.input_dim, c.hidden, c.layers, batch_first=True, dropout=c.dropout if c.layers > 1 else 0.0)
+        self.norm = nn.LayerNorm(c.hidden) if c.layer_norm else nn.Identity()
+        dense: list[nn.Module] = []
+        width = c.hidden
+        for _ in range(c.dense_layers):
+            dense += [nn.Linear(width, max(width // 2, 8)), nn.ReLU(), nn.Dropout(c.dropout)]
+            width = max(width // 2, 8)
+        self.dense = nn.Sequential(*dense)
+        self.key_out = nn.Linear(width, N_KEYS)
+        self.onset_out = nn.Linear(width, N_KEYS) if c.onset_head else None
+        n_dur = len(c.duration_classes) if c.duration_head == "classes" else c.dur_nodes
+        self.dur_out = nn.Linear(width, n_dur)
+        n_skip = 2 * N_KEYS if c.onset_head else N_KEYS
+        self.skip = nn.Linear(2 * N_KEYS, n_skip, bias=False) if c.skip else None
+        if self.skip is not None:
+            # Start as "the keys now sounding will sound next" (the copy
+            # baseline): +4 on the key->key diagonal lifts a sounding key's
+            # logit from its log-odds (about -3.5) to about +0.5.
+            nn.init.zeros_(self.skip.weight)
+            with torch.no_grad():
+                self.skip.weight[:N_KEYS, :N_KEYS] += 4.0 * torch.eye(N_KEYS)
+
+    def init_output_biases(self, key_rate: torch.Tensor, onset_rate: torch.Tensor | None, dur_prior: torch.Tensor) -> None:
+        """Start at the data's marginals: key/onset biases at their log-odds,
+        duration logits at the log class frequencies (or the mean duration)."""
+        with torch.no_grad():
+            self.key_out.bias.copy_(torch.logit(key_rate.clamp(1e-4, 1 - 1e-4)))
+            if self.onset_out is not None and onset_rate is not None:
+                self.onset_out.bias.copy_(torch.logit(onset_rate.clamp(1e-4, 1 - 1e-4)))
+            self.dur_out.bias.copy_(dur_prior)
+
+    def forward(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[Outputs, tuple[torch.Tensor, torch.Tensor]]:
+        h, new_state = self.lstm(x, state)
+        h = self.dense(self.norm(h))
+        keys = self.key_out(h)
+        onsets = self.onset_out(h) if self.onset_out is not None else None
+        if self.skip is not None:
+            s = self.skip(x[..., : 2 * N_KEYS])
+            keys = keys + s[..., :N_KEYS]
+            if onsets is not None:
+                onsets = onsets + s[..., N_KEYS:]
+        return Outputs(keys, onsets, self.dur_out(h)), new_state
+
+    def expected_duration(self, duration_out: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """Predicted length in beats: the mean of the seed nodes, or the
+        expectation under the class distribution."""
+        c = self.config
+        if c.duration_head == "seed":
+            return torch.sigmoid(duration_out).mean(-1) * c.max_duration
+        values = torch.tensor(c.duration_classes, dtype=duration_out.dtype, device=duration_out.device)
+        return torch.softmax(duration_out / temperature, -1) @ values
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def apply_max_norm(model: nn.Module, max_norm: float) -> None:
+    """Keras-style max-norm constraint: rescale each weight row (a unit's
+    incoming weights) whose L2 norm exceeds ``max_norm``."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and "weight" in name:
+                norms = p.norm(dim=1, keepdim=True)
+                p.mul_(torch.clamp(max_norm / (norms + 1e-12), max=1.0))

@@ -1,0 +1,77 @@
+"""Running a model over held-out states: the metrics of a whole split.
+
+Used for validation during training and by ``chopinbot evaluate``.  Each key
+segment is one sequence from its first state (no windows), so the figures are
+those of a model that listens to the piece from its start.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .loss import HARSHNESS, maestro_loss
+from .metrics import EpochMetrics
+from .model import ChopinLSTM, Outputs
+from .sequences import Chunk, SplitData
+
+
+def batch_metrics_update(
+    metrics: EpochMetrics, model: ChopinLSTM, out: Outputs, targets, losses: dict[str, torch.Tensor]
+) -> None:
+    """Add one batch's predictions (masked positions only) to ``metrics``."""
+    m = targets.mask.bool()
+    with torch.no_grad():
+        probs = torch.sigmoid(out.key_logits[m]).float().cpu().numpy()
+        d_pred = model.expected_duration(out.duration[m]).float().cpu().numpy()
+        class_pred = out.duration[m].argmax(-1).cpu().numpy() if model.config.duration_head == "classes" else None
+    metrics.update(
+        probs,
+        targets.keys[m].cpu().numpy(),
+        targets.dur_beats[m].cpu().numpy(),
+        d_pred,
+        {k: v.item() for k, v in losses.items()},
+        float(m.sum()),
+        class_pred,
+        targets.dur_class[m].cpu().numpy() if class_pred is not None else None,
+    )
+
+
+def compute_losses(model: ChopinLSTM, out: Outputs, targets, harshness: float, clip: bool) -> dict[str, torch.Tensor]:
+    classes = model.config.duration_head == "classes"
+    return maestro_loss(
+        out.key_logits,
+        out.onset_logits,
+        model.expected_duration(out.duration),
+        targets,
+        harshness=harshness,
+        clip=clip,
+        class_logits=out.duration if classes else None,
+    )
+
+
+@torch.no_grad()
+def evaluate_split(
+    model: ChopinLSTM,
+    data: SplitData,
+    harshness: float = HARSHNESS,
+    clip: bool = True,
+    device: torch.device | str = "cpu",
+    max_states_per_batch: int = 8192,
+) -> EpochMetrics:
+    """Metrics of ``model`` over every target of the split (whole segments)."""
+    model.eval()
+    metrics = EpochMetrics()
+    chunks = sorted(data.whole_segments(), key=lambda c: c.length)
+    batch: list[Chunk] = []
+    for c in chunks + [None]:
+        if c is not None and (not batch or (len(batch) + 1) * c.length <= max_states_per_batch):
+            batch.append(c)
+            continue
+        if batch:
+            x, t = data.batch(batch)
+            x, t = x.to(device), t.to(device)
+            out, _ = model(x)
+            losses = compute_losses(model, out, t, harshness, clip)
+            batch_metrics_update(metrics, model, out, t, losses)
+        batch = [c] if c is not None else []
+    return metrics

@@ -1,0 +1,103 @@
+"""Cutting a split's states into training batches, on the fly.
+
+Nothing is materialised: a batch is a matrix of row indices into the
+memory-mapped dataset, gathered and unpacked only when the batch is built.
+
+* Sequence mode (default): each key segment is cut into consecutive chunks of
+  ``context`` predictions, starting at a random offset each epoch; the loss is
+  taken at every position, so every state is predicted once per epoch.
+* Window mode (``window=16``): the original design's way -- every run of
+  ``window`` states is an input with one target, the state after it; each
+  state is computed ``window`` times per epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .constants import N_KEYS
+from .dataset import Dataset
+from .encoding import DurationVocab, state_features
+from .loss import Targets
+
+
+@dataclass(frozen=True)
+class Chunk:
+    start: int  # row of the first input state
+    length: int  # number of inputs (= number of predictions in sequence mode)
+    last_only: bool = False  # window mode: only the last position has a target
+
+
+class SplitData:
+    """The states of one split of a dataset, ready to batch."""
+
+    def __init__(self, dataset: Dataset, split: str, vocab: DurationVocab) -> None:
+        self.records = dataset.records
+        self.vocab = vocab
+        self.segments = [(s.start, s.stop) for s in dataset.segments(split) if len(s) >= 2]
+        self.n_states = sum(b - a for a, b in self.segments)
+        self.n_targets = sum(b - a - 1 for a, b in self.segments)
+
+    def chunks(self, context: int, rng: np.random.Generator | None = None) -> list[Chunk]:
+        """Sequence mode: consecutive chunks covering every prediction once."""
+        out = []
+        for a, b in self.segments:
+            n_pred = b - a - 1
+            off = int(rng.integers(context)) if rng is not None and n_pred > context else 0
+            cuts = [0] + list(range(off if off else context, n_pred, context)) + [n_pred]
+            cuts = sorted(set(cuts))
+            out += [Chunk(a + i, j - i) for i, j in zip(cuts[:-1], cuts[1:]) if j > i]
+        return out
+
+    def whole_segments(self) -> list[Chunk]:
+        return [Chunk(a, b - a - 1) for a, b in self.segments]
+
+    def windows(self, window: int) -> list[Chunk]:
+        """Window mode: every run of ``window`` inputs followed by a target."""
+        return [Chunk(p, window, True) for a, b in self.segments for p in range(a, b - window)]
+
+    def batch(self, chunks: list[Chunk]) -> tuple[torch.Tensor, Targets]:
+        """Inputs (B, T, F) and targets for a list of chunks (padded, masked)."""
+        T = max(c.length for c in chunks)
+        B = len(chunks)
+        starts = np.array([c.start for c in chunks])
+        lengths = np.array([c.length for c in chunks])
+        steps = np.arange(T + 1)
+        idx = starts[:, None] + np.minimum(steps[None, :], lengths[:, None])  # clamp padding to the last row
+        rec = self.records[idx.ravel()]
+        keys = np.unpackbits(rec["keys"], axis=1, count=N_KEYS).astype(np.float32).reshape(B, T + 1, N_KEYS)
+        onsets = np.unpackbits(rec["onsets"], axis=1, count=N_KEYS).astype(np.float32).reshape(B, T + 1, N_KEYS)
+        beats = np.ascontiguousarray(rec["beats"], np.float32).reshape(B, T + 1)
+        x = state_features(keys[:, :T].reshape(-1, N_KEYS), onsets[:, :T].reshape(-1, N_KEYS), beats[:, :T].ravel(),
+                           self.vocab).reshape(B, T, -1)
+        mask = (steps[None, :T] < lengths[:, None]).astype(np.float32)
+        for i, c in enumerate(chunks):
+            if c.last_only:
+                mask[i, : c.length - 1] = 0.0
+        targets = Targets(
+            keys=torch.from_numpy(np.ascontiguousarray(keys[:, 1:])),
+            onsets=torch.from_numpy(np.ascontiguousarray(onsets[:, 1:])),
+            dur_class=torch.from_numpy(self.vocab.index(beats[:, 1:])),
+            dur_beats=torch.from_numpy(np.ascontiguousarray(beats[:, 1:])),
+            mask=torch.from_numpy(mask),
+        )
+        return torch.from_numpy(x), targets
+
+    def marginals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Key and onset frequencies, duration-class frequencies and mean length."""
+        k = np.zeros(N_KEYS)
+        o = np.zeros(N_KEYS)
+        cls = np.zeros(len(self.vocab))
+        beats_sum, n = 0.0, 0
+        for a, b in self.segments:
+            rec = self.records[a:b]
+            k += np.unpackbits(rec["keys"], axis=1, count=N_KEYS).sum(0)
+            o += np.unpackbits(rec["onsets"], axis=1, count=N_KEYS).sum(0)
+            cls += np.bincount(self.vocab.index(rec["beats"]), minlength=len(self.vocab))
+            beats_sum += float(rec["beats"].astype(np.float64).sum())
+            n += b - a
+        n = max(n, 1)
+        return k / n, o / n, cls / n, beats_sum / n
