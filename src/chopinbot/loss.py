@@ -53,6 +53,7 @@ def maestro_loss(
     harshness: float = HARSHNESS,
     clip: bool = True,
     class_logits: torch.Tensor | None = None,
+    class_weight: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """All terms of the loss as a dict (``total`` is what is minimised)."""
     m = targets.mask
@@ -68,7 +69,7 @@ def maestro_loss(
     if class_logits is not None:
         ce = F.cross_entropy(class_logits.flatten(0, 1), targets.dur_class.flatten(), reduction="none")
         out["dur_ce"] = masked_mean(ce.view_as(m), m)
-        total = total + out["dur_ce"]
+        total = total + class_weight * out["dur_ce"]
     out["total"] = total
     # key NLL per state in nats (keys only): the sum over 88 keys of the BCE
     out["key_nll"] = masked_mean(bce_keys * key_logits.shape[-1], m)

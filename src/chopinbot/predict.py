@@ -36,7 +36,8 @@ def batch_metrics_update(
     )
 
 
-def compute_losses(model: ChopinLSTM, out: Outputs, targets, harshness: float, clip: bool) -> dict[str, torch.Tensor]:
+def compute_losses(model: ChopinLSTM, out: Outputs, targets, harshness: float, clip: bool,
+                   class_weight: float = 1.0) -> dict[str, torch.Tensor]:
     classes = model.config.duration_head == "classes"
     return maestro_loss(
         out.key_logits,
@@ -46,6 +47,7 @@ def compute_losses(model: ChopinLSTM, out: Outputs, targets, harshness: float, c
         harshness=harshness,
         clip=clip,
         class_logits=out.duration if classes else None,
+        class_weight=class_weight,
     )
 
 
@@ -55,6 +57,7 @@ def evaluate_split(
     data: SplitData,
     harshness: float = HARSHNESS,
     clip: bool = True,
+    class_weight: float = 1.0,
     device: torch.device | str = "cpu",
     max_states_per_batch: int = 8192,
 ) -> EpochMetrics:
@@ -71,7 +74,7 @@ def evaluate_split(
             x, t = data.batch(batch)
             x, t = x.to(device), t.to(device)
             out, _ = model(x)
-            losses = compute_losses(model, out, t, harshness, clip)
+            losses = compute_losses(model, out, t, harshness, clip, class_weight)
             batch_metrics_update(metrics, model, out, t, losses)
         batch = [c] if c is not None else []
     return metrics

@@ -60,6 +60,7 @@ class TrainConfig:
     patience: int = 12  # epochs without valid improvement before stopping
     harshness: float = HARSHNESS
     loss_clip: bool = True  # the original's min(2*bce, bce + dur)
+    dur_ce_weight: float = 1.0  # weight of the duration-class cross-entropy (classes head)
     max_norm: float = 0.0  # max-norm weight constraint (the original used 2-4); 0 = off
     seed: int = 0
     device: str = "auto"
@@ -291,7 +292,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
                 x, t = x.to(device), t.to(device)
                 t0 = time.perf_counter()
                 out_b, _ = wrapped(x)
-                losses = compute_losses(model, out_b, t, cfg.harshness, cfg.loss_clip)
+                losses = compute_losses(model, out_b, t, cfg.harshness, cfg.loss_clip, cfg.dur_ce_weight)
                 if not torch.isfinite(losses["total"]):
                     raise FloatingPointError(f"non-finite loss at epoch {epoch}, step {step}")
                 opt.zero_grad(set_to_none=True)
@@ -311,7 +312,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
                 if step % 10 == 0:
                     bar.set_postfix(epoch=epoch, loss=f"{losses['total'].item():.4f}", best_f1=f"{best_summary.get('valid_f1_best', 0):.3f}")
             train_sum = tm.summary()
-            valid_metrics = evaluate_split(model, valid_split, cfg.harshness, cfg.loss_clip, device)
+            valid_metrics = evaluate_split(model, valid_split, cfg.harshness, cfg.loss_clip, cfg.dur_ce_weight, device)
             vsum = valid_metrics.summary()
             row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t_epoch, 3)}
             row.update({f"train_{k}": v for k, v in train_sum.items()})
