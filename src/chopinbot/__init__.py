@@ -1,3 +1,40 @@
-"""ChopinBot: a small LSTM that composes piano music in the style of Chopin."""
+"""ChopinBot: a small LSTM that composes piano music in the style of Chopin.
+
+Python API (what the CLI and the web app call)::
+
+    from chopinbot import load_model, generate, GenerateConfig, seed_from_test
+    model = load_model()                       # the shipped model
+    result = generate(model, seed_from_test(3), GenerateConfig(steps=200, key="F minor", random_seed=1))
+    result.save_midi("out/piece.mid"); result.save_wav("out/piece.wav"); result.save_png("out/piece.png")
+    result.notes                               # (N, 4): start beat, end beat, pitch, velocity
+"""
+
+from __future__ import annotations
 
 __version__ = "0.1.0"
+
+# Imported lazily so that `chopinbot prepare` never pays for importing torch.
+_LAZY = {
+    "load_model": "checkpoint",
+    "save_model": "checkpoint",
+    "generate": "generate",
+    "GenerateConfig": "generate",
+    "GenerationResult": "generate",
+    "seed_from_test": "seeds",
+    "seed_from_primer": "seeds",
+    "test_seeds": "seeds",
+    "prepare": "dataset",
+    "Dataset": "dataset",
+    "train": "train",
+    "TrainConfig": "train",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'chopinbot' has no attribute {name!r}")

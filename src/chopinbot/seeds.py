@@ -34,6 +34,7 @@ class Seed:
     key: Key  # the key of the source (the output goes back to it unless told otherwise)
     bpm: float  # the source's tempo around the seed
     source: str  # e.g. "chpn-p24.mid @ state 160" or "primer my.mid (last 16 states)"
+    start_beat: float = 0.0  # where the seed starts, in beats from its source's start (the metre's phase)
 
     @property
     def home(self) -> Key:
@@ -90,7 +91,8 @@ def seed_from_test(index: int, seed_len: int = SEED_LEN, settings: PrepareSettin
         if name == info.piece and key.name == info.key and info.position + seed_len <= len(states):
             w = states[info.position : info.position + seed_len]
             if np.isclose(w.total_beats, info.beats):
-                return Seed(w, key, _tempo(w), f"{info.piece} ({info.key}) @ state {info.position}")
+                start = float(states.beats[: info.position].astype(np.float64).sum())
+                return Seed(w, key, _tempo(w), f"{info.piece} ({info.key}) @ state {info.position}", start)
     raise ConfigError(f"seed {index} not found")  # pragma: no cover -- infos come from the same segments
 
 
@@ -130,7 +132,9 @@ def seed_from_primer(
     sharps = notes.key_signatures[-1][1] if notes.key_signatures else None
     key = detect_key(pitch_class_histogram(states.keys, states.beats), sharps)
     home, _ = transpose_states(states, key.shift_home)
-    tail = home[max(0, len(home) - primer_states) :]
+    first = max(0, len(home) - primer_states)
+    tail = home[first:]
     if not tail.keys.any():
         raise MidiError("the primer's last states hold no notes", label)
-    return Seed(tail, key, _tempo(tail), f"primer {label} ({key.name}, last {len(tail)} states)")
+    start = float(home.beats[:first].astype(np.float64).sum())
+    return Seed(tail, key, _tempo(tail), f"primer {label} ({key.name}, last {len(tail)} states)", start)

@@ -20,8 +20,32 @@ import torch
 
 from .constants import N_KEYS
 from .dataset import Dataset
-from .encoding import DurationVocab, state_features
+from .encoding import AGE_LOOKBACK, DurationVocab, end_positions, key_ages, state_features
 from .loss import Targets
+
+
+def _shift_tables() -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """For a shift of s semitones: which source key feeds each key, and
+    whether any does.  Keys pushed off the keyboard come back an octave
+    inside (never wrapped round); for augmentation the fold is approximated
+    by gathering, which is exact except where a folded key meets one already
+    sounding an octave away."""
+    from .states import fold_into_range
+
+    src_of, valid = {}, {}
+    for s in range(-6, 7):
+        dst, _ = fold_into_range(np.arange(N_KEYS) + s + 21)
+        dst -= 21
+        src = np.full(N_KEYS, 0)
+        ok = np.zeros(N_KEYS, np.float32)
+        for k in range(N_KEYS):
+            src[dst[k]] = k
+            ok[dst[k]] = 1.0
+        src_of[s], valid[s] = src, ok
+    return src_of, valid
+
+
+_SOURCE_OF, _VALID_AFTER = _shift_tables()
 
 
 @dataclass(frozen=True)
@@ -39,6 +63,12 @@ class SplitData:
         self.vocab = vocab
         self.segments = [(s.start, s.stop) for s in dataset.segments(split) if len(s) >= 2]
         self.n_states = sum(b - a for a, b in self.segments)
+        # Where each state ends, in beats from its segment's start (8 bytes a
+        # state: the one derived array kept in memory; windows never are).
+        self._seg_starts = np.array([a for a, _ in self.segments] or [0], np.int64)
+        self.end_pos = np.zeros(len(self.records), np.float64)
+        for a, b in self.segments:
+            self.end_pos[a:b] = end_positions(self.records["beats"][a:b])
         self.n_targets = sum(b - a - 1 for a, b in self.segments)
 
     def chunks(self, context: int, rng: np.random.Generator | None = None) -> list[Chunk]:
@@ -59,20 +89,42 @@ class SplitData:
         """Window mode: every run of ``window`` inputs followed by a target."""
         return [Chunk(p, window, True) for a, b in self.segments for p in range(a, b - window)]
 
-    def batch(self, chunks: list[Chunk]) -> tuple[torch.Tensor, Targets]:
-        """Inputs (B, T, F) and targets for a list of chunks (padded, masked)."""
+    def batch(self, chunks: list[Chunk], shifts: np.ndarray | None = None) -> tuple[torch.Tensor, Targets]:
+        """Inputs (B, T, F) and targets for a list of chunks (padded, masked).
+
+        ``shifts`` (one per chunk, semitones) transposes each chunk as data
+        augmentation: the corpus is small (39k training states) and a model
+        that has heard a phrase in several keys overfits it less.
+        """
         T = max(c.length for c in chunks)
         B = len(chunks)
+        L = AGE_LOOKBACK
         starts = np.array([c.start for c in chunks])
         lengths = np.array([c.length for c in chunks])
-        steps = np.arange(T + 1)
-        idx = starts[:, None] + np.minimum(steps[None, :], lengths[:, None])  # clamp padding to the last row
+        seg_start = self._seg_starts[np.searchsorted(self._seg_starts, starts, side="right") - 1]
+        steps = np.arange(-L, T + 1)
+        # rows: L of history (clamped to the segment), then inputs, then the last target
+        raw = starts[:, None] + np.minimum(steps[None, :], lengths[:, None])
+        before = raw < seg_start[:, None]
+        idx = np.maximum(raw, seg_start[:, None])
         rec = self.records[idx.ravel()]
-        keys = np.unpackbits(rec["keys"], axis=1, count=N_KEYS).astype(np.float32).reshape(B, T + 1, N_KEYS)
-        onsets = np.unpackbits(rec["onsets"], axis=1, count=N_KEYS).astype(np.float32).reshape(B, T + 1, N_KEYS)
-        beats = np.ascontiguousarray(rec["beats"], np.float32).reshape(B, T + 1)
+        S = L + T + 1
+        keys = np.unpackbits(rec["keys"], axis=1, count=N_KEYS).astype(np.float32).reshape(B, S, N_KEYS)
+        onsets = np.unpackbits(rec["onsets"], axis=1, count=N_KEYS).astype(np.float32).reshape(B, S, N_KEYS)
+        beats = np.ascontiguousarray(rec["beats"], np.float32).reshape(B, S)
+        keys[before] = 0.0
+        onsets[before] = 0.0
+        beats[before] = 0.0
+        if shifts is not None:
+            for i, sh in enumerate(shifts):
+                if sh:
+                    keys[i] = keys[i][:, _SOURCE_OF[int(sh)]] * _VALID_AFTER[int(sh)]
+                    onsets[i] = onsets[i][:, _SOURCE_OF[int(sh)]] * _VALID_AFTER[int(sh)]
+        ages = key_ages(keys, onsets, beats)[:, L : L + T]
+        keys, onsets, beats, idx = keys[:, L:], onsets[:, L:], beats[:, L:], idx[:, L:]
         x = state_features(keys[:, :T].reshape(-1, N_KEYS), onsets[:, :T].reshape(-1, N_KEYS), beats[:, :T].ravel(),
-                           self.vocab).reshape(B, T, -1)
+                           self.vocab, self.end_pos[idx[:, :T]].ravel(), ages.reshape(-1, N_KEYS)).reshape(B, T, -1)
+        steps = np.arange(T + 1)
         mask = (steps[None, :T] < lengths[:, None]).astype(np.float32)
         for i, c in enumerate(chunks):
             if c.last_only:

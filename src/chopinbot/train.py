@@ -61,6 +61,7 @@ class TrainConfig:
     harshness: float = HARSHNESS
     loss_clip: bool = True  # the original's min(2*bce, bce + dur)
     dur_ce_weight: float = 1.0  # weight of the duration-class cross-entropy (classes head)
+    transpose: int = 0  # augmentation: transpose each chunk by a random -N..+N semitones (0 = off, max 6)
     max_norm: float = 0.0  # max-norm weight constraint (the original used 2-4); 0 = off
     seed: int = 0
     device: str = "auto"
@@ -80,6 +81,7 @@ class TrainConfig:
             (self.schedule in ("cosine", "constant"), "schedule must be cosine or constant"),
             (self.harshness >= 0, "harshness must be 0 or more"),
             (self.patience >= 1, "patience must be at least 1"),
+            (0 <= self.transpose <= 6, "transpose must be 0..6 semitones"),
             (self.clip_grad >= 0 and self.max_norm >= 0, "clip_grad and max_norm must be 0 or more"),
         ]
         for ok, msg in checks:
@@ -288,7 +290,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
                 idx = mine[b : b + cfg.batch]
                 if ddp.world > 1 and len(idx) < cfg.batch:
                     break
-                x, t = train_split.batch([units[i] for i in idx])
+                shifts = rng.integers(-cfg.transpose, cfg.transpose + 1, len(idx)) if cfg.transpose else None
+                x, t = train_split.batch([units[i] for i in idx], shifts)
                 x, t = x.to(device), t.to(device)
                 t0 = time.perf_counter()
                 out_b, _ = wrapped(x)

@@ -51,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--harshness", type=nonneg_float, default=D.harshness)
     g.add_argument("--dur-ce-weight", type=nonneg_float, default=D.dur_ce_weight,
                    help="weight of the duration-class cross-entropy in the loss (default: %(default)s)")
+    g.add_argument("--transpose", type=nonneg_int, default=D.transpose,
+                   help="augment: transpose chunks by a random -N..+N semitones (default: %(default)s)")
     g.add_argument("--no-loss-clip", action="store_true", help="use bce + dur instead of min(2 bce, bce + dur)")
     g.add_argument("--max-norm", type=nonneg_float, default=D.max_norm, help="max-norm weight constraint; 0 = off")
     g.add_argument("--seed", type=int, default=D.seed)

@@ -1,0 +1,120 @@
+"""`chopinbot generate`: a seed or primer -> MIDI (+ WAV/MP3/OGG, PNG) and a summary."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import ConfigError
+from .args import nonneg_int, positive_float, positive_int, probability
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="checkpoint or run folder (default: the shipped model)")
+    g = p.add_argument_group("seed")
+    g.add_argument("--seed-index", type=nonneg_int, help="a test-piece window (see `chopinbot seeds`); default: random")
+    g.add_argument("--seed-len", type=positive_int, default=16, help="states in the seed window (default: %(default)s)")
+    g.add_argument("--primer", help="your own MIDI file to continue instead of a test piece")
+    g.add_argument("--primer-states", type=positive_int, default=16, help="use the primer's last K states")
+    g.add_argument("--include-seed", action=argparse.BooleanOptionalAction, default=True,
+                   help="start the output with the seed (default: yes)")
+    g = p.add_argument_group("decoding")
+    g.add_argument("--threshold", type=probability, help="deterministic: a key sounds if p >= T (the original app: 0.4)")
+    g.add_argument("--temperature", type=positive_float, default=1.0, help="sampling temperature (default: 1.0)")
+    g.add_argument("--top-k", type=nonneg_int, default=0, help="durations: sample among the k likeliest values")
+    g.add_argument("--top-p", type=probability, default=1.0, help="durations: nucleus sampling")
+    g.add_argument("--min-keys", type=nonneg_int, default=0)
+    g.add_argument("--max-keys", type=positive_int, default=10)
+    g.add_argument("--random-seed", type=int, help="reproducible sampling (and seed choice)")
+    g.add_argument("--no-retry", action="store_true", help="keep a silent/stuck result instead of retrying")
+    g = p.add_argument_group("result")
+    g.add_argument("--steps", type=positive_int, default=128, help="states to generate (default: %(default)s)")
+    g.add_argument("--seconds", type=positive_float, help="generate this many seconds instead of --steps")
+    g.add_argument("--bpm", type=positive_float, help="tempo (default: the seed's own)")
+    g.add_argument("--key", help="output key, e.g. 'C', 'A minor', 'F#m' (default: the seed's key)")
+    g.add_argument("--batch", type=positive_int, default=1, help="pieces at once (files get -1, -2, ...)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default="out/chopinbot.mid", help="MIDI file to write (default: %(default)s)")
+    g.add_argument("--wav", action="store_true", help="also render WAV audio (FluidSynth)")
+    g.add_argument("--mp3", action="store_true", help="also MP3 (ffmpeg)")
+    g.add_argument("--ogg", action="store_true", help="also OGG (ffmpeg)")
+    g.add_argument("--png", action="store_true", help="also a piano-roll picture")
+    g.add_argument("--force", action="store_true", help="overwrite existing output files")
+    g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu; batch-1 generation is "
+                                                   "faster on CPU)")
+
+
+def settings_of(model_path):
+    """The state settings a model was trained with (so seeds match its data)."""
+    from ..checkpoint import read_config, resolve_checkpoint
+    from ..dataset import PrepareSettings
+
+    cfg = read_config(resolve_checkpoint(model_path))
+    return PrepareSettings(**cfg["dataset_settings"]) if "dataset_settings" in cfg else PrepareSettings()
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..checkpoint import load_model
+    from ..device import resolve_device
+    from ..generate import GenerateConfig, generate
+    from ..keys import parse_key
+    from ..seeds import random_seed_index, seed_from_primer, seed_from_test
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".mid", ".midi"):
+        raise ConfigError(f"--out must name a .mid file, got {out}")
+    if args.primer and args.seed_index is not None:
+        raise ConfigError("give --seed-index or --primer, not both")
+    outputs = _output_paths(out, args)
+    if not args.force:
+        existing = [str(p) for p in outputs if p.exists()]
+        if existing:
+            raise ConfigError(f"{existing[0]} exists; use --force to overwrite")
+    cfg = GenerateConfig(
+        steps=args.steps, seconds=args.seconds, threshold=args.threshold, temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p, min_keys=args.min_keys, max_keys=args.max_keys, bpm=args.bpm,
+        key=args.key, random_seed=args.random_seed, include_seed=args.include_seed, retry=not args.no_retry,
+    )
+    cfg.validate()
+    model = load_model(args.model, resolve_device(args.device))
+    settings = settings_of(args.model)
+    if args.primer:
+        seed = seed_from_primer(args.primer, args.primer_states, settings)
+    else:
+        idx = args.seed_index
+        if idx is None:
+            minor = parse_key(args.key).minor if args.key else None
+            idx = random_seed_index(np.random.default_rng(args.random_seed), args.seed_len, minor, settings)
+        seed = seed_from_test(idx, args.seed_len, settings)
+    results = generate(model, seed, cfg, batch=args.batch)
+    results = results if isinstance(results, list) else [results]
+    for i, res in enumerate(results):
+        mid = out if len(results) == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
+        written = [res.save_midi(mid)]
+        if args.png:
+            written.append(res.save_png(mid.with_suffix(".png")))
+        if args.wav or args.mp3 or args.ogg:
+            from ..audio import encode_audio
+
+            wav = res.save_wav(mid.with_suffix(".wav"))
+            written.append(wav)
+            for flag, ext in ((args.mp3, ".mp3"), (args.ogg, ".ogg")):
+                if flag:
+                    written.append(encode_audio(wav, mid.with_suffix(ext)))
+        print(res.summary())
+        print("wrote " + ", ".join(str(w) for w in written))
+    return 0
+
+
+def _output_paths(out: Path, args) -> list[Path]:
+    stems = [out] if args.batch == 1 else [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(args.batch)]
+    paths = []
+    for s in stems:
+        paths.append(s)
+        for flag, ext in ((args.png, ".png"), (args.wav or args.mp3 or args.ogg, ".wav"), (args.mp3, ".mp3"),
+                          (args.ogg, ".ogg")):
+            if flag:
+                paths.append(s.with_suffix(ext))
+    return paths

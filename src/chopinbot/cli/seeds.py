@@ -1,0 +1,24 @@
+"""`chopinbot seeds`: list the seed windows of the held-out test pieces."""
+
+from __future__ import annotations
+
+import argparse
+
+from .args import positive_int
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed-len", type=positive_int, default=16, help="states per seed (default: %(default)s)")
+    p.add_argument("--model", help="model whose state settings to use (default: the shipped one)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..seeds import test_seeds
+    from .generate import settings_of
+
+    infos = test_seeds(args.seed_len, settings_of(args.model))
+    print(f"{'index':>5}  {'piece':<20} {'key':<10} {'position':>8}  {'beats':>6}  {'seconds':>7}")
+    for i in infos:
+        print(f"{i.index:>5}  {i.piece:<20} {i.key:<10} {i.position:>8}  {i.beats:>6.2f}  {i.seconds:>7.2f}")
+    print(f"{len(infos)} seeds of {args.seed_len} states from the test pieces")
+    return 0
