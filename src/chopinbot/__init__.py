@@ -22,7 +22,7 @@ _LAZY = {
     "GenerationResult": "generate",
     "seed_from_test": "seeds",
     "seed_from_primer": "seeds",
-    "test_seeds": "seeds",
+    "list_seeds": "seeds",
     "prepare": "dataset",
     "Dataset": "dataset",
     "train": "train",

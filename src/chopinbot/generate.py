@@ -227,7 +227,7 @@ class _Sampler:
         d = out.duration[:, -1]
         if self.m.config.duration_head == "classes":
             if c.threshold is not None:
-                cls = d.argmax(-1)
+                cls = torch.as_tensor(self.vocab.index(self.m.point_duration(d).numpy()))
             else:
                 probs = torch.softmax(_filter_logits(d / T, c.top_k, c.top_p), -1)
                 cls = torch.multinomial(probs, 1, generator=self.gen).squeeze(-1)

@@ -6,8 +6,14 @@
     total = min(2 * bce, bce + dur)        (the original's clip; ``clip=False``: bce + dur)
 
 With the ``classes`` duration head, ``d_pred`` is the expected length under
-the predicted distribution, and the class cross-entropy is added to the total
-(outside the clip) so that the head learns a distribution, not just a mean.
+the predicted distribution, and the class cross-entropy, weighted, is added to
+the minimised objective (outside the clip) so that the head learns a
+distribution, not just a mean:
+
+    objective = maestro + class_weight * class_ce
+
+``maestro`` (the Maestro loss as defined above) is what early stopping and
+the reports call "the loss"; the class cross-entropy is reported beside it.
 
 BCE is computed from logits (``binary_cross_entropy_with_logits``), never as
 ``log(sigmoid(x))``, so no input gives NaN or inf.
@@ -64,8 +70,9 @@ def maestro_loss(
     else:
         bce = masked_mean(bce_keys, m)
     dur = 2.0 * harshness * masked_mean(relative_duration_error(targets.dur_beats, d_pred), m)
-    total = torch.minimum(2.0 * bce, bce + dur) if clip else bce + dur
-    out = {"bce": bce, "dur": dur}
+    maestro = torch.minimum(2.0 * bce, bce + dur) if clip else bce + dur
+    total = maestro
+    out = {"bce": bce, "dur": dur, "maestro": maestro}
     if class_logits is not None:
         ce = F.cross_entropy(class_logits.flatten(0, 1), targets.dur_class.flatten(), reduction="none")
         out["dur_ce"] = masked_mean(ce.view_as(m), m)

@@ -204,6 +204,20 @@ class ChopinLSTM(nn.Module):
         values = torch.tensor(c.duration_classes, dtype=duration_out.dtype, device=duration_out.device)
         return torch.softmax(duration_out / temperature, -1) @ values
 
+    def point_duration(self, duration_out: torch.Tensor) -> torch.Tensor:
+        """One length in beats per state, for metrics and deterministic decoding.
+
+        Seed head: the mean of its nodes.  Classes head: the rhythmic value with
+        the least expected duration error 2|d - v| / (d + v) under the predicted
+        distribution (the Bayes decision for the metric we report; the mean of
+        a two-peaked distribution is a length that seldom occurs)."""
+        if self.config.duration_head == "seed":
+            return self.expected_duration(duration_out)
+        v = torch.tensor(self.config.duration_classes, dtype=duration_out.dtype, device=duration_out.device)
+        cost = 2 * (v[:, None] - v[None, :]).abs() / (v[:, None] + v[None, :])  # cost[true, chosen]
+        expected_cost = torch.softmax(duration_out, -1) @ cost
+        return v[expected_cost.argmin(-1)]
+
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

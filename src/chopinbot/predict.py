@@ -22,7 +22,7 @@ def batch_metrics_update(
     m = targets.mask.bool()
     with torch.no_grad():
         probs = torch.sigmoid(out.key_logits[m]).float().cpu().numpy()
-        d_pred = model.expected_duration(out.duration[m]).float().cpu().numpy()
+        d_pred = model.point_duration(out.duration[m]).float().cpu().numpy()
         class_pred = out.duration[m].argmax(-1).cpu().numpy() if model.config.duration_head == "classes" else None
     metrics.update(
         probs,

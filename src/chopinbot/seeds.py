@@ -68,7 +68,7 @@ def _test_segments(settings: PrepareSettings) -> tuple[tuple[str, Key, States], 
     return tuple(out)
 
 
-def test_seeds(seed_len: int = SEED_LEN, settings: PrepareSettings = PrepareSettings()) -> list[SeedInfo]:
+def list_seeds(seed_len: int = SEED_LEN, settings: PrepareSettings = PrepareSettings()) -> list[SeedInfo]:
     """Non-overlapping windows of ``seed_len`` states of the test pieces that
     start with at least one struck key."""
     if seed_len < 1:
@@ -83,7 +83,7 @@ def test_seeds(seed_len: int = SEED_LEN, settings: PrepareSettings = PrepareSett
 
 
 def seed_from_test(index: int, seed_len: int = SEED_LEN, settings: PrepareSettings = PrepareSettings()) -> Seed:
-    infos = test_seeds(seed_len, settings)
+    infos = list_seeds(seed_len, settings)
     if not 0 <= index < len(infos):
         raise ConfigError(f"seed index {index} out of range: there are {len(infos)} seeds (0..{len(infos) - 1})")
     info = infos[index]
@@ -100,7 +100,7 @@ def random_seed_index(rng: np.random.Generator, seed_len: int = SEED_LEN, minor:
                       settings: PrepareSettings = PrepareSettings()) -> int:
     """A random test seed, of the given mode if asked (so a requested key's
     mode can be honoured by transposition alone)."""
-    infos = test_seeds(seed_len, settings)
+    infos = list_seeds(seed_len, settings)
     pool = [i.index for i in infos if minor is None or ("minor" in i.key) == minor] or [i.index for i in infos]
     return int(rng.choice(pool))
 

@@ -13,10 +13,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..seeds import test_seeds
+    from ..seeds import list_seeds
     from .generate import settings_of
 
-    infos = test_seeds(args.seed_len, settings_of(args.model))
+    infos = list_seeds(args.seed_len, settings_of(args.model))
     print(f"{'index':>5}  {'piece':<20} {'key':<10} {'position':>8}  {'beats':>6}  {'seconds':>7}")
     for i in infos:
         print(f"{i.index:>5}  {i.piece:<20} {i.key:<10} {i.position:>8}  {i.beats:>6.2f}  {i.seconds:>7.2f}")

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{res.stopped} after epoch {res.epochs} ({res.seconds / 60:.1f} min, "
         f"{res.predictions_per_s:,.0f} state-predictions/s); best epoch {res.best_epoch}: "
-        f"valid loss {b.get('valid_total', float('nan')):.4f}, key F1 {b.get('valid_f1_best', float('nan')):.3f} "
+        f"valid loss {b.get('valid_maestro', float('nan')):.4f}, key F1 {b.get('valid_f1_best', float('nan')):.3f} "
         f"at threshold {b.get('valid_best_threshold', float('nan')):.2f}, duration error "
         f"{b.get('valid_dur_error', float('nan')):.3f} -> {res.out / 'best'}"
     )

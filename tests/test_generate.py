@@ -1,0 +1,177 @@
+"""Generation with a tiny trained model: control, keys, primers, guards."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from chopinbot.checkpoint import load_model
+from chopinbot.cli import main
+from chopinbot.errors import MidiError
+from chopinbot.generate import GenerateConfig, GenerationError, check_guards, generate
+from chopinbot.keys import Key
+from chopinbot.seeds import seed_from_primer, seed_from_test, list_seeds
+from chopinbot.states import States
+
+from conftest import make_midi
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    return load_model(tiny_model_dir)
+
+
+def _seed_notes(res):
+    n = res.notes
+    return n[n[:, 0] < res.seed_end_beat - 1e-9]
+
+
+def test_reproducible_byte_for_byte(model):
+    seed = seed_from_test(0)
+    a = generate(model, seed, GenerateConfig(steps=40, random_seed=7)).midi_bytes()
+    b = generate(model, seed, GenerateConfig(steps=40, random_seed=7)).midi_bytes()
+    c = generate(model, seed, GenerateConfig(steps=40, random_seed=8)).midi_bytes()
+    assert a == b and a != c
+
+
+def test_cli_same_flags_same_file(tiny_model_dir, tmp_path):
+    args = ["generate", "--model", str(tiny_model_dir), "--steps", "30", "--random-seed", "3"]
+    assert main(args + ["--out", str(tmp_path / "a.mid")]) == 0
+    assert main(args + ["--out", str(tmp_path / "b.mid")]) == 0
+    assert (tmp_path / "a.mid").read_bytes() == (tmp_path / "b.mid").read_bytes()
+    assert main(args + ["--out", str(tmp_path / "a.mid")]) == 2  # exists: needs --force
+
+
+def test_length_tempo_and_key_control(model):
+    infos = list_seeds()
+    minor_seed = next(i for i in infos if "minor" in i.key)
+    seed = seed_from_test(minor_seed.index)
+    res = generate(model, seed, GenerateConfig(steps=50, random_seed=1))
+    assert len(res.generated) == 50 and res.key == seed.key
+    timed = generate(model, seed, GenerateConfig(seconds=10, bpm=90, random_seed=1))
+    secs = timed.generated.beats.astype(np.float64).cumsum() * 60 / 90
+    assert secs[-1] >= 10 - 1e-6 and (len(secs) == 1 or secs[-2] < 10)
+    assert timed.bpm == 90 and timed.score().tempos[0].qpm == pytest.approx(90, abs=0.01)
+    # E minor: the seed part comes out transposed by the smallest shift from the seed's key
+    moved = generate(model, seed, GenerateConfig(steps=10, key="E minor", random_seed=1))
+    assert moved.key == Key(4, True)
+    shift = seed.key.shift_to(Key(4, True))
+    base, out = _seed_notes(res), _seed_notes(moved)
+    assert len(base) == len(out)
+    d = out[:, 2] - base[:, 2]
+    assert np.all((d == shift) | (d == shift + 12) | (d == shift - 12))
+
+
+def test_mode_mismatch_uses_relative_key_and_says_so(model):
+    seed = seed_from_test(next(i.index for i in list_seeds() if "minor" in i.key))
+    res = generate(model, seed, GenerateConfig(steps=5, key="C major", random_seed=1))
+    assert res.key == Key(9, True) and any("relative" in g for g in res.guards)
+
+
+def test_transposition_never_wraps(model, tmp_path):
+    # a primer in B major reaching C8: to reach, e.g., C# major (+2) the top notes fold down an octave
+    notes = [(i * 0.5, i * 0.5 + 0.5, p) for i, p in enumerate([71, 75, 78, 83, 107, 108, 106, 71])]
+    seed = seed_from_primer(make_midi(tmp_path / "b.mid", notes, sharps=5), 8)
+    res = generate(model, seed, GenerateConfig(steps=20, key="Db major", random_seed=2))
+    n = res.notes
+    assert n[:, 2].max() <= 108 and n[:, 2].min() >= 21
+    top = _seed_notes(res)
+    assert 109 - 12 <= top[:, 2].max() <= 108  # 108 + 2 would wrap; it moved down an octave instead
+
+
+def _fsharp_minor_notes():
+    # F# minor: i - iv - V(with E#) - i, with a melody
+    chords = [[54, 57, 61], [59, 62, 66], [61, 65, 68], [54, 57, 61]]
+    notes = []
+    for i, ch in enumerate(chords):
+        notes += [(i * 2, i * 2 + 2, p) for p in ch]
+        notes += [(i * 2 + j * 0.5, i * 2 + j * 0.5 + 0.5, 69 + [0, 4, 2, -1][j]) for j in range(4)]
+    return notes
+
+
+@pytest.mark.parametrize("sharps", [3, None])
+def test_primer_in_f_sharp_minor_continues_in_its_key(model, tmp_path, sharps):
+    path = make_midi(tmp_path / "fsm.mid", _fsharp_minor_notes(), sharps=sharps, qpm=80)
+    seed = seed_from_primer(path, 16)
+    assert seed.key == Key(6, True) and seed.bpm == pytest.approx(80, rel=0.01)
+    res = generate(model, seed, GenerateConfig(steps=20, random_seed=4))
+    assert res.key == Key(6, True)
+    # the primer comes back at its own pitches
+    primer_pitches = sorted({p for _, _, p in _fsharp_minor_notes()})
+    assert sorted(set(_seed_notes(res)[:, 2].astype(int))) == primer_pitches
+
+
+def _format0(path):
+    """A hand-written format-0 file: one track, two channels, running status."""
+    ev = b""
+    for pitch, ch in ((60, 0), (64, 1), (67, 0)):
+        ev += b"\x00" + bytes([0x90 | ch, pitch, 80])
+    ev += b"\x83\x60" + bytes([0x80, 60, 0]) + b"\x00" + bytes([0x81, 64, 0]) + b"\x00" + bytes([0x80, 67, 0])
+    ev += b"\x00\xff\x2f\x00"
+    data = b"MThd" + struct.pack(">IHHH", 6, 0, 1, 480) + b"MTrk" + struct.pack(">I", len(ev)) + ev
+    path.write_bytes(data)
+    return path
+
+
+def test_format0_primer(model, tmp_path):
+    seed = seed_from_primer(_format0(tmp_path / "f0.mid"), 16)
+    assert seed.key == Key(0, False)
+    assert seed.states.keys[0].sum() == 3 and seed.states.total_beats == pytest.approx(1.0)
+    res = generate(model, seed, GenerateConfig(steps=8, random_seed=1))
+    assert len(res.generated) == 8
+
+
+@pytest.mark.parametrize("kind, msg", [("text", "not a MIDI file"), ("empty", "no notes"), ("drums", "drum")])
+def test_bad_primers_clear_error_and_no_file(tiny_model_dir, tmp_path, capsys, kind, msg):
+    p = tmp_path / "p.mid"
+    if kind == "text":
+        p.write_text("hello")
+    elif kind == "empty":
+        make_midi(p, [])
+    else:
+        make_midi(p, [(0, 1, 36)], drum=True)
+    with pytest.raises(MidiError, match=msg):
+        seed_from_primer(p)
+    out = tmp_path / "o.mid"
+    assert main(["generate", "--model", str(tiny_model_dir), "--primer", str(p), "--out", str(out)]) == 1
+    assert msg in capsys.readouterr().err and not out.exists()
+
+
+def _states(keys_rows, onsets_rows, beats=0.5):
+    k = np.zeros((len(keys_rows), 88), bool)
+    o = np.zeros_like(k)
+    for i, (ks, os_) in enumerate(zip(keys_rows, onsets_rows)):
+        k[i, ks] = True
+        o[i, os_] = True
+    n = len(keys_rows)
+    return States(k, o, np.full(n, beats, np.float32), np.full(n, beats, np.float32), np.full(n, 70, np.uint8))
+
+
+def test_guards_detect_silence_stuck_and_loops():
+    assert check_guards(_states([[]] * 10, [[]] * 10))[0].startswith("silence")
+    stuck = _states([[39]] * 40, [[39]] + [[]] * 39)
+    assert any(p.startswith("stuck") for p in check_guards(stuck))
+    loop = _states([[39], [43]] * 30, [[39], [43]] * 30)
+    assert any(p.startswith("looping") for p in check_guards(loop))
+    fine = _states([[39 + (i * 5) % 12] for i in range(60)], [[39 + (i * 5) % 12] for i in range(60)])
+    assert check_guards(fine) == []
+
+
+def test_guard_retries_are_recorded_and_silence_is_an_error(model):
+    seed = seed_from_test(0)
+    res = generate(model, seed, GenerateConfig(steps=30, threshold=1.0, random_seed=1))
+    assert res.guards and "retried with threshold lowered" in res.guards[0]
+    with pytest.raises(GenerationError, match="silence"):
+        generate(model, seed, GenerateConfig(steps=30, threshold=1.0, retry=False, include_seed=False))
+
+
+def test_batch_and_outputs(model, tmp_path):
+    results = generate(model, seed_from_test(1), GenerateConfig(steps=20, random_seed=5), batch=3)
+    assert len(results) == 3 and len({r.midi_bytes() for r in results}) == 3
+    r = results[0]
+    assert r.notes.shape[1] == 4 and r.summary().startswith("20 new states")
+    png = r.save_png(tmp_path / "x.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert r.midi_bytes("seed") != r.midi_bytes("generated")
