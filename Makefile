@@ -30,7 +30,7 @@ setup: $(STAMP) system-deps
 
 run: setup
 	$(BIN)/chopinbot prepare --quiet
-	$(BIN)/chopinbot generate --out out/chopinbot.mid --wav --png --random-seed 1
+	$(BIN)/chopinbot generate --out out/chopinbot.mid --wav --png --seconds 30 --random-seed 1 --force
 
 test: setup
 	$(BIN)/python -m pytest -q

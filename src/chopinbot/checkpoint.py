@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .constants import SHIPPED_MODEL_DIR
 from .errors import ConfigError, ModelFileError
+from .io_utils import dir_mode, file_mode
 from .model import ChopinLSTM, ModelConfig
 
 WEIGHTS = "model.safetensors"
@@ -67,6 +68,8 @@ def write_checkpoint_dir(
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
+            os.chmod(f, file_mode())
+        os.chmod(tmp, dir_mode())  # mkdtemp makes a private folder
         old = folder.with_name(folder.name + ".old")
         if old.exists():
             shutil.rmtree(old)
@@ -152,3 +155,19 @@ def save_model(folder: str | os.PathLike, model: ChopinLSTM, meta: dict[str, Any
         sd = {k: v.to(dtype) for k, v in sd.items()}
     cfg = dict(meta or {}, model=model.config.to_dict())
     return write_checkpoint_dir(folder, sd, cfg, extra_files)
+
+
+def ship_model(run_dir: str | os.PathLike, dest: str | os.PathLike = SHIPPED_MODEL_DIR,
+               dtype: torch.dtype = torch.float16) -> Path:
+    """Make a run's best checkpoint the shipped model: weights cast to
+    ``dtype`` (fp16 halves the file; the evaluation checks quality holds),
+    plus the run's CSVs and training config so its curves can be redrawn."""
+    run = Path(run_dir)
+    model = load_model(run / "best")
+    files = {name: (run / name) for name in ("metrics.csv", "grads.csv", "weights.csv", "train_config.json")}
+    out = save_model(dest, model, {k: v for k, v in model.meta.items() if k not in ("model", "weights_sha256")},
+                     dtype=dtype)
+    for name, src in files.items():
+        if src.exists():
+            shutil.copyfile(src, out / name)
+    return out
