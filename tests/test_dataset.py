@@ -166,3 +166,25 @@ def test_read_bytes_rejects_garbage_quickly():
     for data in [b"", b"MThd", b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0MTrk\xff\xff\xff\xff"]:
         with pytest.raises(MidiError):
             read_midi_bytes(data)
+
+
+def test_shards_merge_into_the_same_dataset(tmp_path, dataset):
+    from chopinbot.dataset import merge_datasets
+
+    parts = [tmp_path / f"part{i}" for i in range(3)]
+    for i, p in enumerate(parts):
+        prepare(None, p, shard=(i, 3), progress=False)
+    merged = merge_datasets(parts, tmp_path / "merged")
+    assert merged["rows"] == len(dataset.records)
+    by_name = {f["name"]: f for f in dataset.manifest["files"]}
+    for f in merged["files"]:
+        assert f["split"] == by_name[f["name"]]["split"]  # splits unchanged
+    m = Dataset(tmp_path / "merged")
+    a = next(s for s in m.segments() if s.piece == "chpn-p2.mid")
+    b = next(s for s in dataset.segments() if s.piece == "chpn-p2.mid")
+    np.testing.assert_array_equal(m.states(a).keys, dataset.states(b).keys)
+
+
+def test_parallel_prepare_gives_identical_states(tmp_path, dataset_dir):
+    prepare(None, tmp_path / "par", jobs=2, progress=False)
+    assert (tmp_path / "par" / "states.npy").read_bytes() == (dataset_dir / "states.npy").read_bytes()

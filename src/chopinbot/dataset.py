@@ -20,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -95,6 +97,8 @@ class FileResult:
     piece_seconds: float = 0.0
     key_use_original: np.ndarray | None = None  # (88,) onsets per key before transposition
     key_use_transposed: np.ndarray | None = None
+    segment_keys: list[tuple[str, int, bool, int, int]] = field(default_factory=list)  # key, tonic, minor, shift, first
+    rows: list[tuple[int, int]] = field(default_factory=list)  # rows in states.npy, once written
 
 
 def sha256_file(path: Path) -> str:
@@ -164,6 +168,7 @@ def process_file(path: str | os.PathLike, settings: PrepareSettings = PrepareSet
         res.octave_moves += seg_moves
         res.key_use_transposed += shifted.onsets.sum(axis=0)
         res.segments.append((shifted, key, key.shift_home, a))
+        res.segment_keys.append((key.name, key.tonic, key.minor, key.shift_home, a))
     return res
 
 
@@ -262,12 +267,18 @@ def prepare(
     strict: bool = False,
     force: bool = False,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> PrepareReport:
     """Prepare a dataset folder from MIDI files (default: the bundled corpus).
 
     Rebuilds only when an input file or a setting changed (compared through
-    the manifest).  Raises :class:`DatasetError` when no file is usable, or
-    :class:`MidiError` on the first bad file with ``strict``.
+    the manifest).  ``shard=(i, n)`` prepares only the files whose position in
+    the sorted input list is ``i`` modulo ``n`` (one part per machine; join
+    the parts with :func:`merge_datasets`).  Files are processed in a stream
+    (``jobs`` worker processes) and their states appended to disk as they
+    come, so memory does not grow with the corpus.  Raises
+    :class:`DatasetError` when no file is usable, or :class:`MidiError` on the
+    first bad file with ``strict``.
     """
     out_dir = Path(out_dir)
     files = list_midi_files(inputs or [BUNDLED_CORPUS_DIR])
@@ -278,6 +289,13 @@ def prepare(
         dup = sorted({n for n in names if names.count(n) > 1})
         raise DatasetError(f"two input files share a name: {', '.join(dup[:5])}")
     committed = _read_committed_splits(files)
+    if shard is not None:
+        i, n = shard
+        if not (n >= 1 and 0 <= i < n):
+            raise DatasetError(f"shard must be i/n with 0 <= i < n, got {i}/{n}")
+        files = sorted(files, key=lambda f: f.name)[i::n]
+        if not files:
+            raise DatasetError(f"shard {i}/{n} holds no file")
     shas = {f.name: sha256_file(f) for f in files}
     manifest_path = out_dir / "manifest.json"
     if not force and manifest_path.exists() and (out_dir / "states.npy").exists():
@@ -290,71 +308,127 @@ def prepare(
                 return PrepareReport(out_dir, [], old, rebuilt=False)
         except (KeyError, ValueError, TypeError):
             pass  # unreadable manifest: rebuild
-    results = _process_all(files, settings, jobs, strict, progress)
-    good = [r for r in results if r.error is None]
-    if not good:
-        reasons = "; ".join(f"{r.name}: {r.error}" for r in results[:5])
-        raise DatasetError(f"no usable MIDI file among {len(results)} ({reasons})")
-    splits = assign_splits({r.name: r.n_states for r in good}, committed)
-    manifest = _write_dataset(out_dir, good, [r for r in results if r.error], splits, settings)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writer = _StatesWriter(out_dir)
+    results: list[FileResult] = []
+    try:
+        for r in _process_stream(files, settings, jobs, progress):
+            if r.error and strict:
+                raise MidiError(r.error, r.name)
+            if r.error is None:
+                r.rows = writer.add(r)
+            r.segments = []  # states are on disk now; keep only the metadata
+            results.append(r)
+        good = [r for r in results if r.error is None]
+        if not good:
+            reasons = "; ".join(f"{r.name}: {r.error}" for r in results[:5])
+            raise DatasetError(f"no usable MIDI file among {len(results)} ({reasons})")
+        splits = assign_splits({r.name: r.n_states for r in good}, committed)
+        states_sha = writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    manifest = _manifest(good, [r for r in results if r.error], splits, settings, states_sha, writer.n_rows)
+    atomic_write_json(out_dir / "manifest.json", manifest)
     return PrepareReport(out_dir, results, manifest, rebuilt=True)
 
 
-def _process_all(files, settings, jobs, strict, progress) -> list[FileResult]:
+def _process_stream(files, settings, jobs, progress) -> Iterator[FileResult]:
     from tqdm import tqdm
 
     bar = tqdm(total=len(files), desc="prepare", unit="file", disable=not progress, leave=False)
-    results: list[FileResult] = []
     try:
         if jobs > 1:
             with ProcessPoolExecutor(max_workers=jobs) as pool:
-                it: Iterator[FileResult] = pool.map(process_file, files, [settings] * len(files), chunksize=8)
-                for r in it:
-                    results.append(r)
+                for r in pool.map(process_file, files, [settings] * len(files), chunksize=16):
                     bar.update()
-                    if strict and r.error:
-                        break
+                    yield r
         else:
             for f in files:
-                r = process_file(f, settings)
-                results.append(r)
                 bar.update()
-                if strict and r.error:
-                    break
+                yield process_file(f, settings)
     finally:
         bar.close()
-    if strict:
-        for r in results:
-            if r.error:
-                raise MidiError(r.error, r.name)
-    return results
 
 
-def _write_dataset(out_dir: Path, good: list[FileResult], bad: list[FileResult], splits, settings) -> dict:
-    records = []
+class _StatesWriter:
+    """Appends packed states to a temp file, then writes ``states.npy``
+    (header + the streamed rows) atomically."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        fd, self.raw = tempfile.mkstemp(prefix=".states.", suffix=".raw", dir=out_dir)
+        self.f = os.fdopen(fd, "wb")
+        self.n_rows = 0
+        self.sha = hashlib.sha256()
+
+    def add(self, r: FileResult) -> list[tuple[int, int]]:
+        rows = []
+        for st, _, _, _ in r.segments:
+            data = pack_states(st).tobytes()
+            self.f.write(data)
+            self.sha.update(data)
+            rows.append((self.n_rows, self.n_rows + len(st)))
+            self.n_rows += len(st)
+        return rows
+
+    def add_bytes(self, data: bytes) -> None:
+        self.f.write(data)
+        self.sha.update(data)
+        self.n_rows += len(data) // STATE_DTYPE.itemsize
+
+    def finish(self) -> str:
+        self.f.close()
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as out, open(self.raw, "rb") as src:
+                np.lib.format.write_array_header_1_0(
+                    out, {"descr": np.lib.format.dtype_to_descr(STATE_DTYPE), "fortran_order": False,
+                          "shape": (self.n_rows,)})
+                shutil.copyfileobj(src, out, 1 << 20)
+
+        atomic_write(self.out_dir / "states.npy", write)
+        os.unlink(self.raw)
+        return self.sha.hexdigest()
+
+    def abort(self) -> None:
+        self.f.close()
+        if os.path.exists(self.raw):
+            os.unlink(self.raw)
+
+
+def _manifest(good: list[FileResult], bad: list[FileResult], splits, settings, states_sha: str, n_rows: int) -> dict:
     files_meta = []
-    row = 0
+    key_use_orig = np.zeros(N_KEYS, np.int64)
+    key_use_trans = np.zeros(N_KEYS, np.int64)
     for r in good:
-        segs = []
-        for st, key, shift, first in r.segments:
-            records.append(pack_states(st))
-            segs.append(
-                dict(start=row, stop=row + len(st), first_state=first, key=key.name, tonic=key.tonic,
-                     minor=key.minor, shift=shift)
-            )
-            row += len(st)
+        segs = [dict(start=a, stop=b, first_state=first, key=key, tonic=tonic, minor=minor, shift=shift)
+                for (a, b), (key, tonic, minor, shift, first) in zip(r.rows, r.segment_keys)]
+        key_use_orig += r.key_use_original
+        key_use_trans += r.key_use_transposed
         files_meta.append(
             dict(
                 name=r.name, sha256=r.sha256, split=splits[r.name], key=segs[0]["key"] if segs else None,
                 shift=segs[0]["shift"] if segs else 0, octave_moves=r.octave_moves, states=r.n_states,
                 beats=round(r.beats, 6), seconds=round(r.seconds, 3), piece_beats=round(r.piece_beats, 6),
                 piece_seconds=round(r.piece_seconds, 3), segments=segs,
-                key_use_original=r.key_use_original.tolist(), key_use_transposed=r.key_use_transposed.tolist(),
             )
         )
-    data = np.concatenate(records) if records else np.zeros(0, STATE_DTYPE)
-    atomic_write(out_dir / "states.npy", lambda tmp: np.save(open(tmp, "wb"), data))
-    totals = {
+    return dict(
+        format=FORMAT_VERSION,
+        chopinbot=__version__,
+        settings=asdict(settings),
+        states_sha256=states_sha,
+        rows=n_rows,
+        totals=_totals(files_meta),
+        key_use={"original": key_use_orig.tolist(), "transposed": key_use_trans.tolist()},
+        files=files_meta,
+        skipped=[dict(name=r.name, sha256=r.sha256, reason=r.error) for r in bad],
+    )
+
+
+def _totals(files_meta: list[dict]) -> dict:
+    return {
         s: dict(
             pieces=sum(1 for f in files_meta if f["split"] == s),
             states=sum(f["states"] for f in files_meta if f["split"] == s),
@@ -362,16 +436,54 @@ def _write_dataset(out_dir: Path, good: list[FileResult], bad: list[FileResult],
         )
         for s in SPLITS
     }
-    manifest = dict(
-        format=FORMAT_VERSION,
-        chopinbot=__version__,
-        settings=asdict(settings),
-        states_sha256=hashlib.sha256(data.tobytes()).hexdigest(),
-        totals=totals,
-        files=files_meta,
-        skipped=[dict(name=r.name, sha256=r.sha256, reason=r.error) for r in bad],
-    )
-    atomic_write_json(out_dir / "manifest.json", manifest)
+
+
+def merge_datasets(parts: Iterable[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
+    """Join prepared parts (e.g. shards from several machines) into one dataset.
+
+    Settings must match; every piece keeps the split its part gave it; the
+    states are streamed, not loaded."""
+    parts = [Path(p) for p in parts]
+    manifests = []
+    for p in parts:
+        try:
+            manifests.append(json.loads((p / "manifest.json").read_text()))
+        except (OSError, ValueError) as e:
+            raise DatasetError(f"{p}: not a prepared dataset ({e})") from None
+    if not manifests:
+        raise DatasetError("nothing to merge")
+    settings = manifests[0]["settings"]
+    for p, m in zip(parts, manifests):
+        if m["settings"] != settings or m.get("format") != FORMAT_VERSION:
+            raise DatasetError(f"{p}: prepared with other settings ({m['settings']} vs {settings})")
+    names = [f["name"] for m in manifests for f in m["files"]]
+    if len(set(names)) != len(names):
+        raise DatasetError("the parts share pieces: " + ", ".join(sorted({n for n in names if names.count(n) > 1})[:5]))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    writer = _StatesWriter(out)
+    files, skipped = [], []
+    key_use = {"original": np.zeros(N_KEYS, np.int64), "transposed": np.zeros(N_KEYS, np.int64)}
+    try:
+        for p, m in zip(parts, manifests):
+            offset = writer.n_rows
+            rec = np.load(p / "states.npy", mmap_mode="r")
+            for a in range(0, len(rec), 1 << 16):
+                writer.add_bytes(np.ascontiguousarray(rec[a : a + (1 << 16)]).tobytes())
+            for f in m["files"]:
+                f = dict(f, segments=[dict(s, start=s["start"] + offset, stop=s["stop"] + offset) for s in f["segments"]])
+                files.append(f)
+            skipped += m.get("skipped", [])
+            for k in key_use:
+                key_use[k] += np.asarray(m.get("key_use", {}).get(k, np.zeros(N_KEYS)), np.int64)
+        sha = writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    manifest = dict(format=FORMAT_VERSION, chopinbot=__version__, settings=settings, states_sha256=sha,
+                    rows=writer.n_rows, totals=_totals(files), key_use={k: v.tolist() for k, v in key_use.items()},
+                    files=files, skipped=skipped, merged_from=[str(p) for p in parts])
+    atomic_write_json(out / "manifest.json", manifest)
     return manifest
 
 

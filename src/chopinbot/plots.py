@@ -28,8 +28,8 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
 
 def plot_key_usage(manifest: dict, path: str | os.PathLike) -> Path:
     """Onsets per key, before and after transposition to C major / A minor."""
-    orig = np.sum([f["key_use_original"] for f in manifest["files"]], axis=0)
-    trans = np.sum([f["key_use_transposed"] for f in manifest["files"]], axis=0)
+    orig = np.asarray(manifest["key_use"]["original"])
+    trans = np.asarray(manifest["key_use"]["transposed"])
     x = np.arange(N_KEYS) + LOWEST_PITCH
     fig, axes = plt.subplots(2, 1, figsize=(11, 5), sharex=True, sharey=True)
     for ax, data, title in ((axes[0], orig, "as written"), (axes[1], trans, "transposed to C major / A minor")):

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ..constants import DEFAULT_DATASET_DIR, GRID_PER_BEAT, MIN_STATE_BEATS, PEDAL_MODE
+from ..errors import ConfigError
 from .args import nonneg_float, positive_int
 
 
@@ -20,19 +21,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-state-beats", type=nonneg_float, default=MIN_STATE_BEATS,
                    help="merge shorter states into their neighbour (default: %(default).4f, two grid steps)")
     p.add_argument("--jobs", type=positive_int, default=1, help="parallel worker processes (default: 1)")
+    p.add_argument("--shard", type=_shard, metavar="I/N",
+                   help="prepare only part I of N (0-based), e.g. on N machines; join with --merge")
+    p.add_argument("--merge", action="store_true",
+                   help="the inputs are prepared parts (dataset folders): join them into --out")
     p.add_argument("--strict", action="store_true", help="stop at the first unusable file")
     p.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
     p.add_argument("--plot", action="store_true", help="also write the key-usage histogram PNG")
     p.add_argument("--quiet", action="store_true", help="print only the totals")
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use I/N, e.g. 0/4") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= I < N")
+    return i, n
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..dataset import PrepareSettings, prepare
+    from ..dataset import PrepareSettings, merge_datasets, prepare
+
+    if args.merge:
+        if len(args.inputs) < 1:
+            raise ConfigError("--merge needs the prepared part folders as inputs")
+        m = merge_datasets(args.inputs, args.out)
+        print(f"merged {len(args.inputs)} parts: {len(m['files'])} files, {m['rows']:,} states -> {args.out}")
+        return 0
 
     settings = PrepareSettings(grid_per_beat=args.grid, pedal=args.pedal, min_state_beats=args.min_state_beats)
     t0 = time.perf_counter()
     rep = prepare(args.inputs or None, args.out, settings, jobs=args.jobs, strict=args.strict, force=args.force,
-                  progress=not args.quiet)
+                  progress=not args.quiet, shard=args.shard)
     wall = time.perf_counter() - t0
     m = rep.manifest
     if not args.quiet:
