@@ -1,0 +1,79 @@
+"""Evaluation: baselines on known cases, and the report end to end (tiny model)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from chopinbot.baselines import baseline_metrics, fit_rates
+from chopinbot.dataset import Dataset, PrepareSettings, prepare
+from chopinbot.encoding import DurationVocab
+from chopinbot.errors import ConfigError
+from chopinbot.evaluate import EvalSettings, evaluate
+from chopinbot.metrics import prf_from_sets
+from chopinbot.sequences import SplitData
+
+from conftest import make_midi
+
+
+def _split(ds_dir, split="train"):
+    return SplitData(Dataset(ds_dir), split, DurationVocab((1.0,)))
+
+
+def test_copy_baseline_is_perfect_on_a_repeated_state(tmp_path):
+    # the same chord struck again and again: copy predicts every next state exactly
+    notes = [(i, i + 1, p) for i in range(40) for p in (60, 64, 67)]
+    src = tmp_path / "m"
+    src.mkdir()
+    for i in range(3):
+        make_midi(src / f"rep{i}.mid", notes)
+    prepare([src], tmp_path / "ds", progress=False)
+    data = _split(tmp_path / "ds", "train")
+    m = baseline_metrics("copy", data, fit_rates(data), threshold=0.5)
+    assert m["f1_best"] == 1.0 and m["dur_error"] == 0.0
+    assert m["key_nll"] < 0.01  # p_stay = 1 - tiny, p_on = tiny
+
+
+def test_baselines_match_direct_computation(tiny_dataset_dir):
+    data = _split(tiny_dataset_dir, "train")
+    rates = fit_rates(data)
+    assert rates["p_on"] < 0.1 < rates["p_stay"]
+    m = baseline_metrics("copy", data, rates, threshold=(rates["p_on"] + rates["p_stay"]) / 2)
+    ds = Dataset(tiny_dataset_dir)
+    preds, trues = [], []
+    for seg in ds.segments("train"):
+        s = ds.states(seg)
+        preds.append(s.keys[:-1])
+        trues.append(s.keys[1:])
+    p, r, f = prf_from_sets(np.concatenate(preds), np.concatenate(trues))
+    assert m["f1_best"] == pytest.approx(f) and m["precision_best"] == pytest.approx(p)
+    freq = baseline_metrics("frequency", data, rates)
+    assert 0 < freq["f1_best"] < m["f1_best"]  # knowing the last state beats knowing nothing
+
+
+def test_report_end_to_end(tiny_model_dir, tiny_dataset_dir, tmp_path):
+    out = tmp_path / "report"
+    m = evaluate([str(tiny_model_dir)], out, tiny_dataset_dir, EvalSettings(pieces=2, steps=16, progress=False))
+    for name in ("report.md", "metrics.json", "threshold_guide.png", "pianoroll_generated_vs_real.png"):
+        assert (out / name).stat().st_size > 100, name
+    table = json.loads((out / "metrics.json").read_text())["table"]
+    assert any(k.startswith("baseline: copy") for k in table) and len(table) == 3
+    stats = m["statistics"]
+    assert stats["n_generated"] == 2 and 0 <= stats["originality"]["mean_overlap_8"] <= 1
+    assert "Originality" in (out / "report.md").read_text()
+
+
+def test_model_and_data_must_match(tiny_model_dir, tmp_path):
+    import shutil
+
+    from conftest import CORPUS, TINY_PIECES
+
+    src = tmp_path / "m"
+    src.mkdir()
+    for n in TINY_PIECES:
+        shutil.copy(CORPUS / n, src)
+    prepare([src], tmp_path / "ds", PrepareSettings(pedal="apply"), progress=False)
+    with pytest.raises(ConfigError, match="trained on states built with"):
+        evaluate([str(tiny_model_dir)], tmp_path / "r", tmp_path / "ds", EvalSettings(pieces=1, steps=8, progress=False))
