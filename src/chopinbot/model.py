@@ -52,7 +52,7 @@ class ModelConfig:
 
     layers: int = 2  # stacked LSTM layers
     hidden: int = 256  # units per LSTM layer
-    dropout: float = 0.2  # between LSTM layers and in the dense head, 0..0.9
+    dropout: float = 0.3  # between LSTM layers and in the dense head, 0..0.9
     dense_layers: int = 1  # Linear(h->h/2)+ReLU blocks before the output layers
     layer_norm: bool = False  # LayerNorm on the LSTM output
     onset_head: bool = True  # predict which keys are struck

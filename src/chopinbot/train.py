@@ -47,21 +47,21 @@ class TrainConfig:
 
     data: str | None = None  # dataset folder; None = the bundled corpus, prepared on the fly
     out: str = "runs/train"  # run folder
-    epochs: int = 300  # maximum; early stopping usually ends sooner
+    epochs: int = 60  # maximum; early stopping usually ends sooner
     context: int = 64  # states per training chunk (sequence mode)
     window: int = 0  # >0: the original's window mode (one target per window of this many states)
-    batch: int = 16  # chunks (or windows) per update
+    batch: int = 8  # chunks (or windows) per update: small batches leave the plateau sooner
     optimizer: str = "adamw"  # "adamw" or "rmsprop" (the original's)
-    lr: float = 3e-3
+    lr: float = 2e-3
     weight_decay: float = 0.01  # AdamW only
     clip_grad: float = 1.0  # gradient-norm clipping; 0 = off
     schedule: str = "cosine"  # "cosine" (after warm-up) or "constant"
     warmup: int = 100  # updates of linear warm-up
-    patience: int = 12  # epochs without valid improvement before stopping
+    patience: int = 8  # epochs without valid improvement before stopping
     harshness: float = HARSHNESS
     loss_clip: bool = True  # the original's min(2*bce, bce + dur)
     dur_ce_weight: float = 0.1  # weight of the duration-class cross-entropy (classes head)
-    transpose: int = 0  # augmentation: transpose each chunk by a random -N..+N semitones (0 = off, max 6)
+    transpose: int = 5  # augmentation: transpose each chunk by a random -N..+N semitones (0 = off, max 6)
     max_norm: float = 0.0  # max-norm weight constraint (the original used 2-4); 0 = off
     seed: int = 0
     device: str = "auto"

@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--onset-head", type=_onoff, default=M.onset_head, metavar="on|off")
     g.add_argument("--skip", type=_onoff, default=M.skip, metavar="on|off",
                    help="direct path from the current state to the key logits (default: on)")
+    g.add_argument("--note-head", type=_onoff, default=M.note_head, metavar="on|off",
+                   help="per-key MLP with weights tied across keys (default: on)")
     g.add_argument("--duration-head", choices=["classes", "seed"], default=M.duration_head)
     g.add_argument("--dur-nodes", type=positive_int, default=M.dur_nodes)
     g = p.add_argument_group("training")
@@ -64,7 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     model = ModelConfig(**{f: getattr(args, f) for f in ("layers", "hidden", "dropout", "dense_layers", "layer_norm",
-                                                          "onset_head", "skip", "duration_head", "dur_nodes")},
+                                                          "onset_head", "skip", "note_head", "duration_head",
+                                                          "dur_nodes")},
                         duration_classes=[1.0])
     names = {f.name for f in fields(TrainConfig)} - {"model", "loss_clip", "progress"}
     cfg = TrainConfig(**{n: getattr(args, n) for n in names if n != "epochs"}, model=model)
