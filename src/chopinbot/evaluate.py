@@ -40,6 +40,7 @@ class EvalSettings:
     steps: int = 256  # states per generated piece (after a 16-state seed)
     seed_len: int = 16
     temperature: float = 1.0
+    key_floor: float = 0.1
     progress: bool = True
 
 
@@ -70,18 +71,19 @@ def model_metrics(model, ds: Dataset, harshness: float = 0.05) -> dict:
     return {"test": out, "valid_best_threshold": thr, "valid_f1_best": valid.summary()["f1_best"], "curve": curve}
 
 
-def _real_excerpts(ds: Dataset, length: int) -> list:
+def _real_excerpts(ds: Dataset, length: int, split: str = "test") -> list:
     out = []
-    for seg in ds.segments("test"):
+    for seg in ds.segments(split):
         s = ds.states(seg)
         for a in range(0, len(s) - length + 1, length):
             out.append(s[a : a + length])
     return out
 
 
-def musical_statistics(model, ds: Dataset, settings: EvalSettings, train_index=None) -> dict:
+def musical_statistics(model, ds: Dataset, settings: EvalSettings, train_index=None, split: str = "test") -> dict:
     """Generate ``settings.pieces`` pieces (random seeds 0..N-1) and compare
-    their statistics with real test excerpts of the same length."""
+    their statistics with real excerpts of the same length from ``split``
+    (decoding settings are chosen against "valid", reported against "test")."""
     from tqdm import tqdm
 
     from .generate import GenerateConfig, generate
@@ -97,7 +99,7 @@ def musical_statistics(model, ds: Dataset, settings: EvalSettings, train_index=N
         idx = random_seed_index(np.random.default_rng(i), settings.seed_len, settings=ds.settings)
         seed = seed_from_test(idx, settings.seed_len, ds.settings)
         res = generate(model, seed, GenerateConfig(steps=settings.steps, random_seed=i,
-                                                   temperature=settings.temperature, key="C major" if not
+                                                   temperature=settings.temperature, key_floor=settings.key_floor, key="C major" if not
                                                    seed.key.minor else "A minor"))
         results.append(res)
         gen_stats.append(piece_stats(res.notes, res.bpm, res.states))
@@ -106,7 +108,7 @@ def musical_statistics(model, ds: Dataset, settings: EvalSettings, train_index=N
         run = longest_copied_run(new, train_index)
         originality.append({"overlap_8": ngram_overlap(new, train_index, 8), **run, "guards": res.guards})
     gen_seconds = time.perf_counter() - t0
-    real = _real_excerpts(ds, settings.seed_len + settings.steps)
+    real = _real_excerpts(ds, settings.seed_len + settings.steps, split)
     real_stats = [piece_stats(states_to_notes(s), None, s) for s in real]
     rows = compare_stats(gen_stats, real_stats)
     longest = max(originality, key=lambda o: o["states"]) if originality else {}
