@@ -36,6 +36,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m chopinbot.bench all --out bench
 
 app: setup

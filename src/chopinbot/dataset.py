@@ -340,7 +340,8 @@ def _process_stream(files, settings, jobs, progress) -> Iterator[FileResult]:
     try:
         if jobs > 1:
             with ProcessPoolExecutor(max_workers=jobs) as pool:
-                for r in pool.map(process_file, files, [settings] * len(files), chunksize=16):
+                for r in pool.map(process_file, files, [settings] * len(files),
+                                  chunksize=max(1, min(16, len(files) // (4 * jobs)))):
                     bar.update()
                     yield r
         else:

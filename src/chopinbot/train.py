@@ -111,6 +111,12 @@ class _Distributed:
     def __init__(self, device: torch.device) -> None:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = device
+        if self.world > 1 and device.type == "cuda":
+            # one GPU per process: NCCL refuses two ranks on one device
+            self.device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(self.device)
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
@@ -220,6 +226,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ddp = _Distributed(device)
+    device = ddp.device
     if ddp.main:
         _check_writable(out)
     ds = load_or_prepare(cfg.data, progress=cfg.progress and ddp.main)
@@ -246,7 +253,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
     model.to(device)
     wrapped: torch.nn.Module = model
     if ddp.world > 1:
-        wrapped = torch.nn.parallel.DistributedDataParallel(model)
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[ddp.local_rank] if device.type == "cuda" else None)
     opt = _make_optimizer(cfg, model)
     units_per_epoch = len(train_split.windows(cfg.window)) if cfg.window else len(train_split.chunks(cfg.context))
     steps_per_epoch = max(1, units_per_epoch // (cfg.batch * ddp.world))
