@@ -38,3 +38,10 @@ def test_bad_flag_is_one_line_exit_2(capsys):
 def test_missing_input_is_a_clear_error(tmp_path, capsys):
     assert main(["prepare", str(tmp_path / "nope"), "--out", str(tmp_path / "ds")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+def test_help_lists_every_command():
+    r = subprocess.run([sys.executable, "-m", "chopinbot", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for name in ("prepare", "train", "generate", "evaluate", "seeds", "plot", "app", "bench"):
+        assert name in r.stdout
