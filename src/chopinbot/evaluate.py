@@ -40,7 +40,7 @@ class EvalSettings:
     steps: int = 256  # states per generated piece (after a 16-state seed)
     seed_len: int = 16
     temperature: float = 1.0
-    key_floor: float = 0.1
+    key_top_k: int = 8
     progress: bool = True
 
 
@@ -99,7 +99,7 @@ def musical_statistics(model, ds: Dataset, settings: EvalSettings, train_index=N
         idx = random_seed_index(np.random.default_rng(i), settings.seed_len, settings=ds.settings)
         seed = seed_from_test(idx, settings.seed_len, ds.settings)
         res = generate(model, seed, GenerateConfig(steps=settings.steps, random_seed=i,
-                                                   temperature=settings.temperature, key_floor=settings.key_floor, key="C major" if not
+                                                   temperature=settings.temperature, key_top_k=settings.key_top_k, key="C major" if not
                                                    seed.key.minor else "A minor"))
         results.append(res)
         gen_stats.append(piece_stats(res.notes, res.bpm, res.states))

@@ -53,8 +53,8 @@ class GenerateConfig:
     seconds: float | None = None  # generate until the new part lasts this long at ``bpm``
     threshold: float | None = None  # deterministic decoding at this probability; None = sample
     temperature: float = 1.0  # sampling: < 1 safer, > 1 wilder
-    key_floor: float = 0.1  # sampling: a key below this probability is never drawn (cuts the noise of
-    #                         88 independent draws: at 1.5 % each they add ~1.3 random keys per state)
+    key_top_k: int = 8  # sampling: of the keys not sounding, only the k likeliest may start (88
+    #                     independent draws at ~1.5 % each would add ~1.3 random keys per state); 0 = all
     top_k: int = 0  # durations: sample among the k most likely rhythmic values (0 = all)
     top_p: float = 1.0  # durations: nucleus sampling (1 = off)
     min_keys: int = 0  # at least this many keys sound in every generated state
@@ -75,8 +75,8 @@ class GenerateConfig:
             raise ConfigError("seconds must be in (0, 3600]")
         if self.threshold is not None and not (0.0 <= self.threshold <= 1.0):
             raise ConfigError("threshold must be between 0 and 1")
-        if not (0.0 <= self.key_floor < 1.0):
-            raise ConfigError("key floor must be in [0, 1)")
+        if not (0 <= self.key_top_k <= N_KEYS):
+            raise ConfigError("key top-k must be 0..88")
         if not (self.temperature > 0 and np.isfinite(self.temperature)):
             raise ConfigError("temperature must be positive (use --threshold for deterministic decoding)")
         if self.top_k < 0 or not (0 < self.top_p <= 1):
@@ -220,7 +220,12 @@ class _Sampler:
         if c.threshold is not None:
             keys = (kp >= c.threshold).float()
         else:
-            keys = torch.bernoulli(torch.where(kp >= c.key_floor, kp, 0.0), generator=self.gen)
+            p = kp
+            if c.key_top_k:
+                silent = torch.where(prev_keys > 0, -1.0, kp)
+                kth = torch.topk(silent, c.key_top_k, dim=-1).values[..., -1:]
+                p = torch.where((prev_keys > 0) | (silent >= kth), kp, 0.0)
+            keys = torch.bernoulli(p, generator=self.gen)
         keys = _bound_polyphony(keys, kp, c.min_keys, c.max_keys)
         if out.onset_logits is not None:
             op = torch.sigmoid(out.onset_logits[:, -1] / (1.0 if c.threshold is not None else T))

@@ -57,7 +57,8 @@ class TrainConfig:
     clip_grad: float = 1.0  # gradient-norm clipping; 0 = off
     schedule: str = "cosine"  # "cosine" (after warm-up) or "constant"
     warmup: int = 100  # updates of linear warm-up
-    patience: int = 8  # epochs without valid improvement before stopping
+    patience: int = 8  # epochs without valid-loss improvement before stopping
+    select_on: str = "f1"  # best/ = the epoch with the best valid "f1" (at its best threshold) or "loss"
     harshness: float = HARSHNESS
     loss_clip: bool = True  # the original's min(2*bce, bce + dur)
     dur_ce_weight: float = 0.1  # weight of the duration-class cross-entropy (classes head)
@@ -82,6 +83,7 @@ class TrainConfig:
             (self.harshness >= 0, "harshness must be 0 or more"),
             (self.patience >= 1, "patience must be at least 1"),
             (0 <= self.transpose <= 6, "transpose must be 0..6 semitones"),
+            (self.select_on in ("f1", "loss"), "select_on must be f1 or loss"),
             (self.clip_grad >= 0 and self.max_norm >= 0, "clip_grad and max_norm must be 0 or more"),
         ]
         for ok, msg in checks:
@@ -260,12 +262,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
     steps_per_epoch = max(1, units_per_epoch // (cfg.batch * ddp.world))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, cfg.epochs * steps_per_epoch))
     start_epoch, best_loss, best_epoch, bad_epochs, step = 1, float("inf"), 0, 0, 0
+    best_score = -float("inf")
     best_summary: dict[str, float] = {}
     if resume:
         _restore(state, model, opt, sched)
         start_epoch = state["epoch"] + 1
         best_loss, best_epoch, bad_epochs, step = state["best_loss"], state["best_epoch"], state["bad_epochs"], state["step"]
         best_summary = state.get("best_summary", {})
+        best_score = state.get("best_score", -float("inf"))
         for name in ("metrics.csv", "grads.csv", "weights.csv"):
             _truncate_csv(out / name, state["epoch"])
     elif ddp.main:
@@ -329,13 +333,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
             row.update({f"train_{k}": v for k, v in train_sum.items()})
             row.update({f"valid_{k}": v for k, v in vsum.items()})
             history.append(row)
-            # select on the Maestro loss (the auxiliary class cross-entropy overfits
-            # long before the keys stop improving)
-            improved = vsum["maestro"] < best_loss - 1e-6
-            if improved:
-                best_loss, best_epoch, bad_epochs, best_summary = vsum["maestro"], epoch, 0, row
+            # Early stopping follows the valid Maestro loss; best/ keeps the epoch
+            # with the best valid key F1 (the headline metric; the loss keeps
+            # improving while F1 swings), or the best loss with select_on="loss".
+            improved_loss = vsum["maestro"] < best_loss - 1e-6
+            if improved_loss:
+                best_loss, bad_epochs = vsum["maestro"], 0
             else:
                 bad_epochs += 1
+            score = vsum["f1_best"] if cfg.select_on == "f1" else -vsum["maestro"]
+            improved = score > best_score + 1e-9
+            if improved:
+                best_score, best_epoch, best_summary = score, epoch, row
             elapsed = prior_seconds + time.perf_counter() - t_start
             if ddp.main:
                 _append_csv(out / "metrics.csv", [row])
@@ -347,7 +356,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
                 if improved:
                     save_model(out / "best", model, meta)
                 _save_last(out, model, opt, sched, cfg, ds, epoch, step, best_loss, best_epoch, bad_epochs,
-                           best_summary, elapsed)
+                           best_summary, elapsed, best_score)
                 bar.write(
                     f"epoch {epoch:3d}  train loss {train_sum['maestro']:.4f}  valid loss {vsum['maestro']:.4f}  "
                     f"valid F1 {vsum['f1_best']:.3f} @{vsum['best_threshold']:.2f}  dur err {vsum['dur_error']:.3f}  "
@@ -426,7 +435,8 @@ def _meta(cfg: TrainConfig, ds: Dataset, epoch: int, row: dict[str, float]) -> d
     }
 
 
-def _save_last(out, model, opt, sched, cfg, ds, epoch, step, best_loss, best_epoch, bad_epochs, best_summary, seconds):
+def _save_last(out, model, opt, sched, cfg, ds, epoch, step, best_loss, best_epoch, bad_epochs, best_summary, seconds,
+               best_score):
     """``last/``: the model plus everything needed to continue exactly."""
     tensors: dict[str, torch.Tensor] = {"torch_rng": torch.get_rng_state()}
     osd = opt.state_dict()
@@ -436,7 +446,7 @@ def _save_last(out, model, opt, sched, cfg, ds, epoch, step, best_loss, best_epo
                 tensors[f"opt.{pid}.{k}"] = v
     resume_state = {
         "epoch": epoch, "step": step, "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-        "best_summary": best_summary, "seconds": seconds, "param_groups": osd["param_groups"],
+        "best_summary": best_summary, "best_score": best_score, "seconds": seconds, "param_groups": osd["param_groups"],
         "scheduler": sched.state_dict(),
         "train_config": _config_json(cfg, ds),
     }

@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("decoding")
     g.add_argument("--threshold", type=probability, help="deterministic: a key sounds if p >= T (the original app: 0.4)")
     g.add_argument("--temperature", type=positive_float, default=1.0, help="sampling temperature (default: 1.0)")
+    g.add_argument("--key-top-k", type=nonneg_int, default=8,
+                   help="sampling: only the k likeliest silent keys may start (default: %(default)s; 0 = all)")
     g.add_argument("--top-k", type=nonneg_int, default=0, help="durations: sample among the k likeliest values")
     g.add_argument("--top-p", type=probability, default=1.0, help="durations: nucleus sampling")
     g.add_argument("--min-keys", type=nonneg_int, default=0)
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{existing[0]} exists; use --force to overwrite")
     cfg = GenerateConfig(
         steps=args.steps, seconds=args.seconds, threshold=args.threshold, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, min_keys=args.min_keys, max_keys=args.max_keys, bpm=args.bpm,
+        top_k=args.top_k, top_p=args.top_p, key_top_k=args.key_top_k, min_keys=args.min_keys, max_keys=args.max_keys, bpm=args.bpm,
         key=args.key, random_seed=args.random_seed, include_seed=args.include_seed, retry=not args.no_retry,
     )
     cfg.validate()

@@ -1,0 +1,266 @@
+"""The web app, headless: Streamlit's AppTest drives every control of
+src/chopinbot/app.py and checks that the result follows it.
+
+The app runs on the tiny test model (``$CHOPINBOT_MODEL``) with a models
+folder holding a second run (``$CHOPINBOT_MODELS_DIR``).  Audio is switched
+off (a missing soundfont) except in the test of the audio player, which keeps
+each generation short; the audio path itself is tested in test_service.py
+and in the browser test.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from chopinbot import service  # noqa: E402
+from chopinbot.audio import audio_available  # noqa: E402
+
+from conftest import make_midi  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "src" / "chopinbot" / "app.py")
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def app_env(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("app_models")
+    shutil.copytree(tiny_model_dir / "best", root / "second-run" / "best")
+    return {service.MODEL_ENV: str(tiny_model_dir), service.MODELS_DIR_ENV: str(root)}
+
+
+@pytest.fixture()
+def at(app_env, monkeypatch, tmp_path):
+    for k, v in app_env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("CHOPINBOT_SOUNDFONT", str(tmp_path / "no-soundfont.sf2"))  # audio off: fast
+    monkeypatch.delenv(service.SERVE_ENV, raising=False)
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    app.run()
+    _no_trouble(app)
+    return app
+
+
+def _no_trouble(app):
+    assert not app.exception, [e.value for e in app.exception]
+
+
+def _generate(app):
+    app.button(key="generate").click().run()
+    _no_trouble(app)
+    return app.session_state["result"] if "result" in app.session_state else None
+
+
+def _fixed_seed(app, seed=7):
+    app.checkbox(key="fresh_seed").uncheck()
+    app.number_input(key="random_seed").set_value(seed)
+
+
+def _seed_is_minor(app) -> bool:
+    infos = service.seed_infos(service.load_entry(*_model(app)))
+    return "minor" in infos[app.session_state["seed_window"]].key
+
+
+def _model(app):
+    label = app.selectbox(key="model").value
+    return str(service.list_models()[label]), label
+
+
+def test_page_shows_controls_guide_and_help(at, tiny_model_dir):
+    labels = {w.label for w in at.sidebar if hasattr(w, "label")}
+    assert {"Model", "Start from", "Measure in", "Seconds of new music", "How notes are chosen", "Temperature",
+            "Key", "Tempo (bpm)", "Random seed", "New random seed for each piece"} <= labels
+    assert at.selectbox(key="model").options[0] == f"{tiny_model_dir.name} (--model)"
+    assert "second-run" in at.selectbox(key="model").options
+    assert len(at.selectbox(key="key").options) == 25  # the seed's own key + 24 keys
+    assert any("Threshold guide" in e.label for e in at.expander)
+    assert any("What the controls do" in e.label for e in at.expander)
+    assert len(at.image) >= 1  # the guide
+    assert "session_id" in at.session_state and at.session_state["result"] is None
+
+
+def test_generate_shows_roll_downloads_stats_guards_and_audio_note(at):
+    res = _generate(at)
+    assert res is not None and res.model_label.endswith("(--model)")
+    assert [d.label for d in at.get("download_button")] == ["MIDI: seed", "MIDI: generated",
+                                                           "MIDI: seed + generated"]
+    assert any("No audio player" in i.value and "soundfont" in i.value for i in at.info)
+    assert len(at.image) >= 2  # piano roll + guide
+    assert len(at.dataframe) == 1 and "statistic" in at.dataframe[0].value.columns
+    assert any(f"piece {res.fingerprint}" in c.value for c in at.caption)
+    guards = [w.value for w in at.warning] + [s.value for s in at.success]
+    assert any("guards" in g for g in guards)
+    assert res.request.seconds == 30.0 and res.generation.generated.total_beats * 60 / res.bpm >= 30.0
+
+
+def test_audio_player_when_fluidsynth_is_present(at, monkeypatch):
+    if not audio_available()[0] and not _audio_with_default_soundfont(monkeypatch):
+        pytest.skip("FluidSynth or a GM soundfont is missing: " + audio_available()[1])
+    monkeypatch.delenv("CHOPINBOT_SOUNDFONT")
+    at.number_input(key="seconds").set_value(5.0)
+    res = _generate(at)
+    assert res.wav[:4] == b"RIFF"
+    assert len(at.get("audio")) == 1
+    assert "Audio (WAV)" in [d.label for d in at.get("download_button")]
+
+
+def _audio_with_default_soundfont(monkeypatch) -> bool:
+    with monkeypatch.context() as m:
+        m.delenv("CHOPINBOT_SOUNDFONT")
+        return audio_available()[0]
+
+
+def test_key_and_tempo_controls_change_the_result(at):
+    _fixed_seed(at)
+    mode = "minor" if _seed_is_minor(at) else "major"
+    at.selectbox(key="key").set_value(f"E {mode}")
+    at.number_input(key="bpm").set_value(90.0)
+    at.number_input(key="seconds").set_value(8.0)
+    first = _generate(at)
+    assert first.key_name == f"E {mode}" and first.bpm == 90.0
+    assert any(f"E {mode}, 90 bpm" in s.value for s in at.subheader)
+    at.selectbox(key="key").set_value(f"Bb {mode}")
+    at.number_input(key="bpm").set_value(140.0)
+    second = _generate(at)
+    assert second.key_name == f"Bb {mode}" and second.bpm == 140.0
+    assert second.fingerprint != first.fingerprint
+    # the other mode cannot be reached by transposing: the relative key, said so by a guard
+    other = "major" if mode == "minor" else "minor"
+    third = _generate_with(at, key=f"C {other}")
+    assert third.key_name == ("A minor" if other == "major" else "Eb major")
+    assert any("relative" in w.value for w in at.warning)
+
+
+def _generate_with(at, **widgets):
+    for key, value in widgets.items():
+        at.selectbox(key=key).set_value(value)
+    return _generate(at)
+
+
+def test_length_in_states_and_seconds(at):
+    at.radio(key="length_unit").set_value("states").run()
+    at.number_input(key="states").set_value(40)
+    res = _generate(at)
+    assert len(res.generation.generated) == 40 and res.request.seconds is None
+    at.radio(key="length_unit").set_value("seconds").run()
+    at.number_input(key="seconds").set_value(12.0)
+    res = _generate(at)
+    assert res.request.seconds == 12.0 and res.generation.generated.total_beats * 60 / res.bpm >= 12.0
+
+
+def test_decoding_threshold_and_temperature(at):
+    at.radio(key="decoding").set_value("threshold").run()
+    entry = service.load_entry(*_model(at))
+    assert at.slider(key="threshold").value == pytest.approx(round(entry.threshold, 2))
+    at.slider(key="threshold").set_value(0.2)
+    at.number_input(key="seconds").set_value(6.0)
+    res = _generate(at)
+    assert res.request.threshold == 0.2 and res.request.temperature == 1.0
+    at.radio(key="decoding").set_value("sampling").run()
+    at.slider(key="temperature").set_value(0.5)
+    res = _generate(at)
+    assert res.request.threshold is None and res.request.temperature == 0.5
+
+
+def test_random_seed_reproduces_and_fresh_seed_varies(at):
+    at.number_input(key="seconds").set_value(6.0)
+    _fixed_seed(at, 123)
+    a, b = _generate(at), _generate(at)
+    assert a.request.random_seed == b.request.random_seed == 123 and a.fingerprint == b.fingerprint
+    at.number_input(key="random_seed").set_value(124)
+    assert _generate(at).fingerprint != a.fingerprint
+    at.checkbox(key="fresh_seed").check()
+    fresh = _generate(at).request.random_seed
+    assert fresh != 124 and at.number_input(key="random_seed").value == fresh  # shown, to reproduce it
+
+
+def test_seed_window_controls_and_the_seed_is_kept(at):
+    n = len(service.seed_infos(service.load_entry(*_model(at))))
+    at.number_input(key="seed_index").set_value(3).run()
+    info = service.seed_infos(service.load_entry(*_model(at)))[3]
+    assert at.session_state["seed_window"] == 3
+    assert any(f"{info.piece}, {info.key}, from state {info.position}" in c.value for c in at.sidebar.caption)
+    at.number_input(key="seconds").set_value(4.0)
+    res = _generate(at)
+    assert res.request.seed_index == 3 and f"@ state {info.position}" in res.seed_source
+    at.run()  # a rerun keeps the visitor's seed
+    assert at.session_state["seed_window"] == 3
+    windows = set()
+    for _ in range(4):
+        at.button(key="new_seed").click().run()
+        windows.add(at.session_state["seed_window"])
+    assert windows - {3} and all(0 <= w < n for w in windows)
+    assert at.number_input(key="seed_index").value == at.session_state["seed_window"]
+    at.selectbox(key="key").set_value("A minor").run()  # a new random window follows the key's mode
+    for _ in range(3):
+        at.button(key="new_seed").click().run()
+        assert _seed_is_minor(at)
+
+
+def test_model_choice(at):
+    at.selectbox(key="model").set_value("second-run").run()
+    at.number_input(key="seconds").set_value(4.0)
+    res = _generate(at)
+    assert res.model_label == "second-run"
+    assert any("model second-run" in c.value for c in at.caption)
+
+
+def test_good_primer(at, tmp_path):
+    notes = [(i * 0.5, i * 0.5 + 0.5, 64 + (i * 5) % 12) for i in range(32)]
+    data = make_midi(tmp_path / "mine.mid", notes, sharps=0).read_bytes()
+    at.radio(key="seed_source").set_value("my MIDI file").run()
+    at.file_uploader(key="primer").upload("../../etc/mine.mid", data, "audio/midi").run()
+    _no_trouble(at)
+    assert not at.sidebar.error
+    assert any("Using primer mine.mid" in c.value and "last 16 states" in c.value for c in at.sidebar.caption)
+    at.number_input(key="primer_states").set_value(8)
+    at.number_input(key="seconds").set_value(4.0)
+    res = _generate(at)
+    assert res.seed_source.startswith("primer mine.mid") and res.request.primer == data
+    assert "last 8 states" in res.seed_source and res.generation.seed_len == 8
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("notes.mid", b"These are not the notes you are looking for." * 3, "is not a MIDI file"),
+    ("huge.mid", b"MThd" + bytes(service.MAX_UPLOAD_BYTES + 10), "primers are limited to 2 MB"),
+    ("drums.mid", None, "only drum notes"),
+    ("broken.mid", b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\x00\x00\xff", "cannot be used as a primer"),
+])
+def test_bad_upload_shows_a_message_and_the_app_stays_usable(at, tmp_path, name, data, message):
+    if data is None:
+        data = make_midi(tmp_path / name, [(0, 1, 38), (1, 2, 42)], drum=True).read_bytes()
+    at.radio(key="seed_source").set_value("my MIDI file").run()
+    at.file_uploader(key="primer").upload(name, data, "audio/midi").run()
+    _no_trouble(at)
+    assert any(message in e.value for e in at.sidebar.error), [e.value for e in at.sidebar.error]
+    assert _generate(at) is None
+    assert any("Upload a usable MIDI primer first" in w.value for w in at.warning)
+    at.radio(key="seed_source").set_value("a Chopin test piece").run()
+    at.number_input(key="seconds").set_value(4.0)
+    assert _generate(at) is not None  # still usable
+
+
+def test_over_long_request_is_refused_with_a_message(at):
+    at.number_input(key="seconds").set_value(300.0)
+    assert _generate(at) is None
+    assert any("at most 120 s" in w.value for w in at.warning)
+    at.radio(key="length_unit").set_value("states").run()
+    at.number_input(key="states").set_value(5000)
+    assert _generate(at) is None
+    assert any("at most 1,000" in w.value for w in at.warning)
+
+
+def test_library_error_is_a_message_not_a_traceback(at, monkeypatch):
+    def broken(request, entry, session_id=""):
+        raise RuntimeError("internal detail /secret/path")
+
+    monkeypatch.setattr(service, "compose", broken)
+    assert _generate(at) is None
+    errors = [e.value for e in at.error]
+    assert any("Something went wrong on the server" in e for e in errors)
+    assert not any("secret" in e for e in errors)

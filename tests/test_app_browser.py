@@ -1,0 +1,155 @@
+"""The web app in a real browser: `chopinbot app` on a free loopback port,
+driven by Playwright's Python package with the system Chromium
+(/usr/bin/chromium; no browser is ever downloaded).
+
+Open the page, press Generate, wait for the audio player (and for the audio to
+be loaded) and the download buttons, download the MIDI, change key and tempo,
+upload a primer, and save screenshots under the test's output folder.  With
+``CHOPINBOT_APP_SCREENSHOT=path.png`` the first result's screenshot is also
+copied there (that is how docs/app.png is made).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from chopinbot.audio import audio_available
+
+from conftest import make_midi
+from test_app_load import start_app, stop_app
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); the browser test needs it",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright's Python package is not installed")
+pytest.importorskip("streamlit", reason="Streamlit is not installed")
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("browser_app")
+    model = os.environ.get("CHOPINBOT_APP_TEST_MODEL") or tiny_model_dir  # e.g. the shipped model, to measure
+    proc, url = start_app(Path(model), out / "server.log")
+    try:
+        yield url, out / "server.log"
+    finally:
+        stop_app(proc)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _wait_for_result(page, timeout_ms=90_000):
+    page.wait_for_selector("audio, [data-testid='stAlertContentInfo']:has-text('No audio player')",
+                           timeout=timeout_ms)
+    page.wait_for_selector("[data-testid='stDownloadButton']", timeout=timeout_ms)
+
+
+def _click_to_audio(page, button, has_audio: bool) -> float:
+    """Seconds from clicking Generate until a new piece's audio is playable: the
+    browser has loaded the new WAV's metadata and knows its length (>= 30 s)."""
+    before = page.evaluate("() => { const a = document.querySelector('audio'); return a ? a.src : null; }")
+    t0 = time.perf_counter()
+    button.click()
+    if has_audio:
+        page.wait_for_function(
+            "prev => { const a = document.querySelector('audio');"
+            " return a && a.src !== prev && a.readyState >= 1 && a.duration >= 30; }", arg=before, timeout=120_000)
+    _wait_for_result(page)
+    return time.perf_counter() - t0
+
+
+def _caption_with(page, text):
+    return page.locator("[data-testid='stCaptionContainer']", has_text=text).first.inner_text()
+
+
+def test_generate_listen_download_change_key_tempo_and_upload(app_url, browser, tmp_path):
+    url, log_path = app_url
+    page = browser.new_page(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+    seen_hosts = set()
+    page.on("request", lambda req: seen_hosts.add(req.url.split("/")[2]))
+    page.goto(url)
+    button = page.get_by_role("button", name="Generate", exact=True)
+    button.wait_for(timeout=90_000)
+    page.get_by_text("Choose a seed and the settings on the left").wait_for(timeout=90_000)
+
+    has_audio = audio_available()[0]
+    times = [_click_to_audio(page, button, has_audio)]
+    for _ in range(int(os.environ.get("CHOPINBOT_LATENCY_REPEATS", "0"))):
+        times.append(_click_to_audio(page, button, has_audio))
+    text = ", ".join(f"{t:.2f}" for t in times)
+    print(f"\nclick -> playable 30-second piece (s): {text}; median {sorted(times)[len(times) // 2]:.2f}")
+    (tmp_path / "click_to_audio_seconds.txt").write_text(text + "\n")
+    caption = _caption_with(page, "piece ")
+    assert " · random seed " in caption and " · model " in caption
+    shot = tmp_path / "app.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 20_000
+    if os.environ.get("CHOPINBOT_APP_SCREENSHOT"):
+        shutil.copyfile(shot, os.environ["CHOPINBOT_APP_SCREENSHOT"])
+
+    # download the whole piece's MIDI
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="MIDI: seed + generated").click()
+    saved = tmp_path / dl.value.suggested_filename
+    dl.value.save_as(saved)
+    assert saved.suffix == ".mid" and saved.read_bytes()[:4] == b"MThd"
+    if has_audio:
+        assert page.get_by_role("button", name="Audio (WAV)").count() == 1
+
+    # change the key (to one of the seed's mode) and the tempo
+    subheader = page.locator("h3", has_text=" bpm").first.inner_text()
+    mode = "minor" if "minor" in subheader else "major"
+    target = f"F {mode}" if not subheader.startswith(f"F {mode}") else f"G {mode}"
+    page.locator("[data-testid='stSelectbox']", has_text="Key").click()
+    page.keyboard.type(target)  # the list is long and virtualised: filter it by typing
+    page.get_by_role("option", name=target, exact=True).click()
+    tempo = page.get_by_role("spinbutton", name="Tempo (bpm)")
+    tempo.fill("84")
+    tempo.press("Enter")
+    page.wait_for_timeout(500)
+    button.click()
+    page.locator("h3", has_text=f"{target}, 84 bpm").wait_for(timeout=90_000)
+    page.screenshot(path=str(tmp_path / "app-key-tempo.png"), full_page=True)
+
+    # upload a primer
+    page.get_by_text("my MIDI file", exact=True).click()
+    notes = [(i * 0.5, i * 0.5 + 0.5, 62 + (i * 5) % 12) for i in range(32)]
+    primer = make_midi(tmp_path / "my primer.mid", notes, sharps=2)
+    page.locator("input[type='file']").set_input_files(str(primer))
+    page.get_by_text("Using primer my primer.mid").wait_for(timeout=60_000)
+    button.click()
+    page.locator("[data-testid='stCaptionContainer']", has_text="seed: primer my primer.mid").wait_for(
+        timeout=90_000)
+    page.screenshot(path=str(tmp_path / "app-primer.png"), full_page=True)
+
+    # a bad upload: a friendly message, no traceback
+    bad = tmp_path / "not-midi.mid"
+    bad.write_bytes(b"just some text, not MIDI" * 4)
+    page.locator("input[type='file']").set_input_files(str(bad))
+    page.get_by_text("is not a MIDI file").wait_for(timeout=60_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert page.get_by_text("Traceback").count() == 0
+    page.close()
+
+    assert seen_hosts <= {url.split("/")[2]}, f"the page fetched from other hosts: {seen_hosts}"
+    log = log_path.read_text()
+    assert "[session " in log and "] compose:" in log and "] done: piece" in log

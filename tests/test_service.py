@@ -1,0 +1,332 @@
+"""The web app's engine (chopinbot.service), without Streamlit: model listing,
+uploads, limits, composing, the worker pool, statistics and the threshold guide."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+
+import pytest
+
+from chopinbot import service
+from chopinbot.audio import audio_available
+from chopinbot.errors import ConfigError, ModelFileError
+from chopinbot.midi import read_midi_bytes
+
+from conftest import make_midi
+
+
+@pytest.fixture(scope="module")
+def models_dir(tiny_model_dir, tmp_path_factory):
+    """runs/ with a run folder, a nested run folder, a bare checkpoint, and things to skip."""
+    root = tmp_path_factory.mktemp("models")
+    shutil.copytree(tiny_model_dir / "best", root / "alpha" / "best")
+    shutil.copytree(tiny_model_dir / "best", root / "group" / "beta" / "best")
+    shutil.copytree(tiny_model_dir / "best", root / "exported")  # a checkpoint folder itself
+    shutil.copytree(tiny_model_dir / "best", root / ".hidden" / "best")
+    (root / "empty").mkdir()
+    shutil.copytree(tiny_model_dir / "best", root / "broken")  # a checkpoint the loader refuses
+    (root / "broken" / "model.safetensors").write_bytes(b"not tensors")
+    outside = tmp_path_factory.mktemp("outside")
+    shutil.copytree(tiny_model_dir / "best", outside / "evil" / "best")
+    (root / "link").symlink_to(outside / "evil", target_is_directory=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def entry(tiny_model_dir):
+    return service.load_entry(tiny_model_dir / "best", "tiny")
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """Composing goes through a pool, as in the app (one intra-op thread per worker)."""
+    p = service.ComposePool(workers=1, max_queue=2)
+    yield p
+    p.shutdown()
+
+
+def _primer_bytes(tmp_path, **kw) -> bytes:
+    notes = [(i * 0.5, i * 0.5 + 0.5, 60 + (i * 7) % 12) for i in range(24)] + [(0, 4, 48), (4, 8, 43)]
+    return make_midi(tmp_path / "p.mid", notes, **kw).read_bytes()
+
+
+# --- models --------------------------------------------------------------------------
+
+
+def test_list_models_finds_runs_and_skips_the_rest(models_dir, tiny_model_dir, monkeypatch):
+    monkeypatch.delenv(service.MODEL_ENV, raising=False)
+    models = service.list_models(models_dir)
+    runs = {k: v for k, v in models.items() if k != service.SHIPPED_LABEL}
+    assert set(runs) == {"alpha", "group/beta", "exported"}
+    assert "broken" in service.list_models(models_dir, check=False)
+    assert runs["alpha"] == models_dir / "alpha" / "best"
+    assert runs["exported"] == models_dir / "exported"
+    # the operator's --model comes first
+    models = service.list_models(models_dir, configured=tiny_model_dir)
+    assert next(iter(models)) == f"{tiny_model_dir.name} (--model)"
+    assert models[next(iter(models))] == tiny_model_dir / "best"
+
+
+def test_list_models_from_environment_and_missing_folder(models_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv(service.MODELS_DIR_ENV, str(models_dir))
+    monkeypatch.delenv(service.MODEL_ENV, raising=False)
+    assert "alpha" in service.list_models()
+    assert set(service.list_models(tmp_path / "nope")) <= {service.SHIPPED_LABEL}
+    with pytest.raises(ModelFileError, match="not a ChopinBot checkpoint"):
+        service.list_models(models_dir, configured=tmp_path)
+
+
+@pytest.mark.parametrize("label", ["../outside", "/etc", "link", ".hidden", "alpha/../link", "empty", "broken", ""])
+def test_model_choice_only_from_the_listed_set(models_dir, label):
+    models = service.list_models(models_dir, configured="")
+    with pytest.raises(ConfigError, match="unknown model"):
+        service.resolve_model_label(label, models)
+    assert service.resolve_model_label("alpha", models) == models_dir / "alpha" / "best"
+
+
+def test_load_entry_is_cached_and_carries_settings(entry, tiny_model_dir):
+    again = service.load_entry(tiny_model_dir / "best", "tiny")
+    assert again is entry
+    assert 0.0 <= entry.threshold <= 1.0 and entry.threshold == pytest.approx(entry.meta["valid_threshold"])
+    assert "LSTM 1×16" in entry.description
+    assert len(service.seed_infos(entry)) > 100
+
+
+# --- uploads -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("../../etc/passwd", "passwd"), ("C:\\Users\\x\\song.mid", "song.mid"), ("..", "primer.mid"),
+    ("a\x00b<script>.mid", "a_b_script_.mid"), (None, "primer.mid"), ("x" * 200 + ".mid", "x" * 60),
+])
+def test_upload_names_are_labels_only(name, expected):
+    assert service.safe_upload_name(name) == expected
+
+
+def test_upload_checks(tmp_path):
+    good = _primer_bytes(tmp_path)
+    assert service.check_upload(good, "p.mid") == good
+    with pytest.raises(service.UploadError, match="empty"):
+        service.check_upload(b"", "e.mid")
+    with pytest.raises(service.UploadError, match="not a MIDI file"):
+        service.check_upload(b"hello, world" * 10, "notes.mid")
+    with pytest.raises(service.UploadError, match="limited to 2 MB"):
+        service.check_upload(b"MThd" + bytes(service.MAX_UPLOAD_BYTES), "big.mid")
+
+
+def test_primer_seed_friendly_errors(entry, tmp_path):
+    seed = service.primer_seed(_primer_bytes(tmp_path, sharps=0), "../my song.mid", entry)
+    assert "my song.mid" in seed.source and "/" not in seed.source
+    drums = make_midi(tmp_path / "d.mid", [(0, 1, 38), (1, 2, 42)], drum=True).read_bytes()
+    with pytest.raises(service.UploadError, match="cannot be used as a primer: only drum notes"):
+        service.primer_seed(drums, "drums.mid", entry)
+    truncated = _primer_bytes(tmp_path)[:30]
+    with pytest.raises(service.UploadError, match="cannot be used as a primer"):
+        service.primer_seed(truncated, "cut.mid", entry)
+
+
+# --- requests and composing ----------------------------------------------------------
+
+
+def test_request_limits():
+    service.ComposeRequest(seconds=service.MAX_REQUEST_SECONDS).check_limits()
+    with pytest.raises(service.RequestRefused, match="at most 120 s"):
+        service.ComposeRequest(seconds=300).check_limits()
+    with pytest.raises(service.RequestRefused, match="at most 1,000"):
+        service.ComposeRequest(seconds=None, steps=5000).check_limits()
+    for bad in (dict(seconds=-1), dict(seconds=float("nan")), dict(seconds=None, steps=0), dict(bpm=5),
+                dict(temperature=0), dict(threshold=1.5), dict(seed_index=-1)):
+        with pytest.raises(ConfigError):
+            service.ComposeRequest(**bad).check_limits()
+
+
+def test_compose_follows_every_setting(entry, pool):
+    def compose(req, entry, session_id="t"):
+        return pool.compose(req, entry, session_id)
+
+    base = dict(model="tiny", seed_index=0, seconds=None, steps=40, random_seed=3, render_audio=False)
+    seed = service.make_seed(service.ComposeRequest(**base), entry)
+    want = "D major" if not seed.key.minor else "D minor"
+    a = compose(service.ComposeRequest(**base, key=want, bpm=90), entry, "s1")
+    assert a.key_name == want and a.bpm == 90 and len(a.generation.generated) == 40
+    assert a.midi["all"][:4] == a.midi["seed"][:4] == a.midi["generated"][:4] == b"MThd"
+    assert len(read_midi_bytes(a.midi["seed"])) > 0 and a.png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert a.wav is None and a.audio_note and a.session_id == "s1"
+    assert {"seed", "generate", "statistics", "picture", "audio", "total", "generate_cpu"} <= set(a.timings)
+    table = a.stats_table()
+    assert table[0]["statistic"] == "pitch range (semitones)" and "±" in table[0]["real Chopin (mean ± sd)"]
+    assert a.n_real >= 5
+    assert a.file_name("generated") == f"chopinbot-D-{want.split()[1]}-90bpm-generated.mid"
+    # reproducible; a different random seed, key, tempo or length changes the piece
+    assert compose(service.ComposeRequest(**base, key=want, bpm=90), entry).fingerprint == a.fingerprint
+    b = compose(service.ComposeRequest(**{**base, "random_seed": 4}, key=want, bpm=90), entry)
+    assert b.fingerprint != a.fingerprint
+    other = "F major" if not seed.key.minor else "F minor"
+    assert compose(service.ComposeRequest(**base, key=other, bpm=90), entry).key_name == other
+    c = compose(service.ComposeRequest(**{**base, "seconds": 10.0, "steps": None}, bpm=120), entry)
+    new = c.generation.generated
+    assert 10.0 <= new.total_beats * 60 / 120 < 10.0 + 8 * 60 / 120  # stops within one (long) state of 10 s
+    t = compose(service.ComposeRequest(**base, threshold=0.3), entry)
+    assert t.generation.config.threshold is not None or any("threshold" in g or "sampling" in g for g in t.guards)
+    with pytest.raises(ConfigError, match="does not exist"):
+        compose(service.ComposeRequest(**{**base, "seed_index": 10**6}), entry)
+    with pytest.raises(ConfigError, match="names model"):
+        compose(service.ComposeRequest(**{**base, "model": "other"}), entry)
+
+
+def test_compose_random_seed_window_follows_the_key_mode(entry):
+    req = service.ComposeRequest(model="tiny", seed_index=None, seconds=None, steps=8, key="A minor",
+                                 random_seed=11, render_audio=False)
+    res = service.compose(req, entry)
+    assert res.key_name == "A minor"  # a minor window was chosen, so no relative-key fallback
+    assert not any("relative" in g for g in res.guards)
+
+
+def test_compose_from_a_primer_writes_nothing(entry, tmp_path, monkeypatch):
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    data = _primer_bytes(tmp_path)
+    req = service.ComposeRequest(model="tiny", primer=data, primer_name="../../x/evil.mid", seconds=8.0,
+                                 random_seed=1)
+    res = service.compose(req, entry)
+    assert res.seed_source.startswith("primer evil.mid")
+    ok, _ = audio_available()
+    if ok:
+        assert res.wav[:4] == b"RIFF" and res.audio_note is None
+    else:
+        assert res.wav is None and "FluidSynth" in res.audio_note
+    assert list(work.iterdir()) == []
+
+
+def test_missing_audio_is_a_note_not_an_error(entry, monkeypatch, tmp_path):
+    monkeypatch.setenv("CHOPINBOT_SOUNDFONT", str(tmp_path / "none.sf2"))
+    res = service.compose(service.ComposeRequest(model="tiny", seed_index=1, seconds=None, steps=16,
+                                                 random_seed=0), entry)
+    assert res.wav is None and "soundfont" in res.audio_note and "apt-get" in res.audio_note
+
+
+def test_reference_stats_and_threshold_guide(entry):
+    assert [service.reference_length(n) for n in (1, 40, 257, 300, 1000)] == [16, 32, 256, 320, 1024]
+    rows = service.reference_stats(entry.settings, 64)
+    assert len(rows) > 20 and service.reference_stats(entry.settings, 64) is rows
+    assert 2.0 < sum(r["pitch_class_entropy"] for r in rows) / len(rows) < 3.6
+    whole = service.reference_stats(entry.settings, 10**7)  # longer than any piece: whole segments
+    assert 5 <= len(whole) < 20
+    curve = service.threshold_curve(entry)
+    assert set(curve) == {"threshold", "precision", "recall", "f1"} and len(curve["f1"]) == 100
+    assert all(0.0 <= v <= 1.0 for k in ("precision", "recall", "f1") for v in curve[k])
+    assert max(curve["f1"]) > 0.3
+    png = service.threshold_guide_png(entry)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and service.threshold_guide_png(entry) is png
+
+
+def test_warm_up_fills_the_caches_once(entry):
+    thread = service.warm_up(entry, max_states=64, wait=True)
+    assert thread is not None and not thread.is_alive()
+    assert service.warm_up(entry) is None  # once per model
+    for n in (16, 32, 48, 64):
+        assert (entry.settings, n) in service._reference_memo._values
+    assert (entry.key, entry.label) in service._guide_memo._values
+
+
+# --- the pool ------------------------------------------------------------------------
+
+
+class _Gate:
+    """A fake compose that blocks until released, recording concurrency."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.running = self.peak = self.calls = 0
+
+    def __call__(self, request, entry, session_id=""):
+        with self.lock:
+            self.running += 1
+            self.calls += 1
+            self.peak = max(self.peak, self.running)
+        self.release.wait(10)
+        with self.lock:
+            self.running -= 1
+        return service.ComposeResult(request, "fake", None, {"all": session_id.encode()}, None, None, b"", [], 0,
+                                     {"total": 0.0}, session_id)
+
+
+def test_pool_bounds_workers_queue_and_sessions(monkeypatch):
+    gate = _Gate()
+    monkeypatch.setattr(service, "compose", gate)
+    pool = service.ComposePool(workers=2, max_queue=4)
+    req = service.ComposeRequest(seconds=5)
+    try:
+        futs = [pool.submit(req, None, f"s{i}") for i in range(4)]
+        with pytest.raises(service.RequestRefused, match="still being composed"):
+            pool.submit(req, None, "s0")
+        with pytest.raises(service.RequestRefused, match="busy"):
+            pool.submit(req, None, "s9")
+        with pytest.raises(service.RequestRefused, match="at most 120 s"):
+            pool.submit(service.ComposeRequest(seconds=1000), None, "s8")
+        time.sleep(0.2)
+        st = pool.status()
+        assert st["running"] == 2 and st["waiting"] == 2 and st["refused"] == 3
+        gate.release.set()
+        results = [f.result(10) for f in futs]
+        assert [r.session_id for r in results] == ["s0", "s1", "s2", "s3"]
+        assert all(r.midi["all"] == r.session_id.encode() for r in results)  # each gets its own
+        assert gate.peak == 2 and all("queued" in r.timings for r in results)
+        _wait_until(lambda: pool.status()["completed"] == 4)
+        pool.compose(req, None, "s0")  # the session may ask again once its piece is done
+    finally:
+        gate.release.set()
+        pool.shutdown()
+
+
+def test_pool_passes_errors_and_times_out(monkeypatch):
+    def boom(request, entry, session_id=""):
+        raise ConfigError("bad seed")
+
+    monkeypatch.setattr(service, "compose", boom)
+    pool = service.ComposePool(workers=1, max_queue=2)
+    try:
+        with pytest.raises(ConfigError, match="bad seed"):
+            pool.compose(service.ComposeRequest(), None, "a")
+        gate = _Gate()
+        monkeypatch.setattr(service, "compose", gate)
+        with pytest.raises(service.RequestRefused, match="took more than"):
+            pool.compose(service.ComposeRequest(), None, "b", timeout=0.2)
+        gate.release.set()
+    finally:
+        pool.shutdown()
+
+
+def test_get_pool_is_shared_and_sized_from_the_environment(monkeypatch):
+    monkeypatch.setattr(service, "_pool", None)
+    monkeypatch.setenv("CHOPINBOT_APP_WORKERS", "3")
+    monkeypatch.setenv("CHOPINBOT_APP_MAX_QUEUE", "oops")
+    pool = service.get_pool()
+    try:
+        assert service.get_pool() is pool and pool.workers == 3 and pool.max_queue == service.DEFAULT_MAX_QUEUE
+    finally:
+        pool.shutdown()
+
+
+def test_session_log_lines_carry_the_session_id(caplog):
+    with caplog.at_level(logging.INFO, logger="chopinbot.app"):
+        service.session_log("abc123").info("hello %s", "there")
+    assert caplog.records[-1].getMessage() == "[session abc123] hello there"
+    assert len(service.new_session_id()) == 12 and service.new_session_id() != service.new_session_id()
+
+
+def test_describe_request_hides_upload_content():
+    text = service.describe_request(service.ComposeRequest(primer=b"MThd secret", primer_name="../a.mid"))
+    assert "a.mid (11 bytes)" in text and "secret" not in text
+
+
+def _wait_until(cond, timeout=5.0):
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.02)
