@@ -261,9 +261,13 @@ def _continue(*args, **kwargs) -> list[States]:
 
 
 def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig, gen: torch.Generator,
-              steps: int | None, max_beats: float | None, rerun_window: int = 0, start: float = 0.0) -> list[States]:
+              steps: int | None, max_beats: float | None, rerun_window: int = 0, start: float = 0.0,
+              stop_when_stuck: bool = False) -> list[States]:
     """Generate after each seed (all seeds the same length, starting at beat
-    ``start`` of their source); returns the new states."""
+    ``start`` of their source); returns the new states.  With
+    ``stop_when_stuck`` an attempt in which every piece has gone
+    ``STUCK_STATES`` states without a struck key ends there (it will be
+    retried), instead of running to full length first."""
     vocab = model.config.vocab
     B = len(seeds)
     ages = AgeTracker(np.stack([s.keys for s in seeds]), np.stack([s.onsets for s in seeds]),
@@ -277,6 +281,7 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
     history = [x_seed[:, i : i + 1] for i in range(x_seed.shape[1])] if rerun_window else []
     ks, os_, bs = [], [], []
     total = torch.zeros(B, dtype=torch.float64)
+    quiet = torch.zeros(B, dtype=torch.long)  # states since the last struck key
     n = 0
     limit = steps if steps is not None else MAX_STEPS
     while n < limit:
@@ -297,6 +302,9 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
         else:
             out, hc = model(x, hc)
         prev = keys
+        quiet = torch.where(onsets.any(-1), 0, quiet + 1)
+        if stop_when_stuck and bool((quiet >= STUCK_STATES).all()):
+            break
     K = torch.stack(ks, 1).bool().numpy()
     O = torch.stack(os_, 1).bool().numpy()
     D = torch.stack(bs, 1).float().numpy()
@@ -373,7 +381,8 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
     bpm = float(cfg.bpm or seed.bpm)
     max_beats = cfg.seconds * bpm / 60.0 if cfg.seconds is not None else None
     steps = None if cfg.seconds is not None else cfg.steps
-    news = _continue(model, [seed.states] * batch, cfg, gen, steps, max_beats, rerun_window, seed.start_beat)
+    news = _continue(model, [seed.states] * batch, cfg, gen, steps, max_beats, rerun_window, seed.start_beat,
+                     stop_when_stuck=cfg.retry and cfg.max_retries > 0 and batch == 1)
     results = []
     for new in news:
         guards: list[str] = []
@@ -384,7 +393,8 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
         while problems and cfg.retry and tries < cfg.max_retries:
             attempt_cfg, change = _adjust(attempt_cfg, problems)
             guards.append(f"{'; '.join(problems)} -> retried with {change}")
-            new = _continue(model, [seed.states], attempt_cfg, gen, steps, max_beats, rerun_window, seed.start_beat)[0]
+            new = _continue(model, [seed.states], attempt_cfg, gen, steps, max_beats, rerun_window, seed.start_beat,
+                            stop_when_stuck=tries + 1 < cfg.max_retries)[0]
             problems = check_guards(new)
             tries += 1
         if problems:
