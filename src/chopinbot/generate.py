@@ -53,7 +53,8 @@ class GenerateConfig:
     seconds: float | None = None  # generate until the new part lasts this long at ``bpm``
     threshold: float | None = None  # deterministic decoding at this probability; None = sample
     temperature: float = 1.0  # sampling: < 1 safer, > 1 wilder
-    key_top_k: int = 8  # sampling: of the keys not sounding, only the k likeliest may start (88
+    key_top_k: int = 8  # sampling: of the keys not sounding, only the k likeliest may start, their
+    #                     probabilities scaled up to keep the expected number of new keys (88
     #                     independent draws at ~1.5 % each would add ~1.3 random keys per state); 0 = all
     top_k: int = 0  # durations: sample among the k most likely rhythmic values (0 = all)
     top_p: float = 1.0  # durations: nucleus sampling (1 = off)
@@ -224,7 +225,11 @@ class _Sampler:
             if c.key_top_k:
                 silent = torch.where(prev_keys > 0, -1.0, kp)
                 kth = torch.topk(silent, c.key_top_k, dim=-1).values[..., -1:]
-                p = torch.where((prev_keys > 0) | (silent >= kth), kp, 0.0)
+                top = (prev_keys == 0) & (silent >= kth)
+                # keep the expected number of new keys: the tail's mass moves to the k likeliest
+                mass = (kp * (prev_keys == 0)).sum(-1, keepdim=True)
+                top_mass = (kp * top).sum(-1, keepdim=True).clamp(min=1e-9)
+                p = torch.where(prev_keys > 0, kp, torch.where(top, (kp * mass / top_mass).clamp(max=1.0), 0.0))
             keys = torch.bernoulli(p, generator=self.gen)
         keys = _bound_polyphony(keys, kp, c.min_keys, c.max_keys)
         if out.onset_logits is not None:
