@@ -39,6 +39,9 @@ bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m chopinbot.bench all --out bench
 
+fuzz: setup
+	nice -n 19 $(BIN)/python -m chopinbot.fuzz --cases 10000 --seed 1 --jobs 2 --report bench/fuzz.json
+
 app: setup
 	$(BIN)/chopinbot app
 

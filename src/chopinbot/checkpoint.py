@@ -71,9 +71,9 @@ def write_checkpoint_dir(
             os.chmod(f, file_mode())
         os.chmod(tmp, dir_mode())  # mkdtemp makes a private folder
         old = folder.with_name(folder.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        if folder.exists():
+        if folder.exists():  # keep `old` while `folder` is missing (a crash between two renames)
+            if old.exists():
+                shutil.rmtree(old)
             os.rename(folder, old)
         os.rename(tmp, folder)
         if old.exists():
@@ -101,14 +101,31 @@ def resolve_checkpoint(path: str | os.PathLike | None) -> Path:
     raise ModelFileError(f"{p}: not a ChopinBot checkpoint (needs {CONFIG} and {WEIGHTS})")
 
 
+def model_file(folder: Path, name: str) -> Path:
+    """``folder/name`` if it is a regular file inside ``folder`` (a symlink may
+    point only within it): never a device, a pipe, a folder or a file elsewhere."""
+    p = folder / name
+    try:
+        real = p.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise ModelFileError(f"{p}: missing or unreadable") from None
+    if not real.is_relative_to(folder.resolve()):
+        raise ModelFileError(f"{p}: points outside the model folder")
+    if not real.is_file():
+        raise ModelFileError(f"{p}: not a regular file")
+    return p
+
+
 def read_config(folder: Path) -> dict[str, Any]:
-    cpath = folder / CONFIG
-    if cpath.stat().st_size > MAX_CONFIG_BYTES:
+    cpath = model_file(folder, CONFIG)
+    with open(cpath, "rb") as f:
+        raw = f.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
         raise ModelFileError(f"{cpath}: config larger than {MAX_CONFIG_BYTES:,} bytes")
     try:
-        cfg = json.loads(cpath.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{cpath}: not valid JSON ({e})") from None
+        cfg = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ModelFileError(f"{cpath}: not valid JSON ({str(e)[:100]})") from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
         raise ModelFileError(f"{cpath}: no 'model' section")
     return cfg
@@ -124,7 +141,7 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
         mcfg = ModelConfig.from_dict(cfg["model"])
     except (ConfigError, TypeError) as e:
         raise ModelFileError(f"{folder / CONFIG}: invalid model config: {e}") from None
-    wpath = folder / WEIGHTS
+    wpath = model_file(folder, WEIGHTS)
     if wpath.stat().st_size > MAX_WEIGHTS_BYTES:
         raise ModelFileError(f"{wpath}: weights file too large")
     if cfg.get("weights_sha256") and cfg["weights_sha256"] != _sha256(wpath):
@@ -142,6 +159,9 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
     for k, shape in expected.items():
         if got[k] != shape:
             raise ModelFileError(f"{wpath}: tensor {k} has shape {tuple(got[k])}, config implies {tuple(shape)}")
+    for k, v in tensors.items():
+        if not v.is_floating_point() or not torch.isfinite(v).all():
+            raise ModelFileError(f"{wpath}: tensor {k} is not float or holds NaN/infinite values")
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     model.meta = cfg
     return model.to(device).eval()

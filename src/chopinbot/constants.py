@@ -26,7 +26,8 @@ MIN_STATE_BEATS = 2 / GRID_PER_BEAT
 PEDAL_MODE = "ignore"
 # Safety caps for untrusted MIDI (a 100k-note file is almost surely hostile).
 MAX_NOTES_PER_FILE = 200_000
-MAX_STATES_PER_FILE = 200_000
+MAX_STATES_PER_FILE = 100_000  # note boundaries before merging; the largest corpus piece has 3,529
+MAX_KEY_SEGMENTS = 256  # key-signature segments per file (the corpus has at most 6)
 MAX_MIDI_BYTES = 20 * 1024 * 1024
 
 # --- Splits -----------------------------------------------------------------

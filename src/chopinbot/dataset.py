@@ -33,6 +33,8 @@ from . import __version__
 from .constants import (
     BUNDLED_CORPUS_DIR,
     GRID_PER_BEAT,
+    MAX_KEY_SEGMENTS,
+    MAX_MIDI_BYTES,
     MAX_STATES_PER_FILE,
     MIN_SPLIT_PIECES,
     MIN_STATE_BEATS,
@@ -102,7 +104,11 @@ class FileResult:
 
 
 def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _dedupe_key_changes(keysigs: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
@@ -122,14 +128,17 @@ def process_file(path: str | os.PathLike, settings: PrepareSettings = PrepareSet
     for a bad file: the reason goes into ``FileResult.error``)."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        if not path.is_file():
+            return FileResult(path.name, "", error="not a regular file")
+        with open(path, "rb") as f:
+            data = f.read(MAX_MIDI_BYTES + 1)
     except OSError as e:
         return FileResult(path.name, "", error=f"cannot read file ({e.strerror})")
     res = FileResult(path.name, hashlib.sha256(data).hexdigest())
     try:
         notes = read_midi(path)
         states, bound_ticks, moves = notes_to_states(
-            notes, settings.grid_per_beat, settings.pedal, settings.min_state_beats
+            notes, settings.grid_per_beat, settings.pedal, settings.min_state_beats, settings.max_states
         )
         if len(states) > settings.max_states:
             raise MidiError(f"too many states ({len(states):,}; limit {settings.max_states:,})")
@@ -161,6 +170,9 @@ def process_file(path: str | os.PathLike, settings: PrepareSettings = PrepareSet
         elif i <= cuts[-1]:
             sharps_of[-1] = sharps  # the change comes before any state of the segment
     cuts.append(len(states))
+    if len(cuts) - 1 > MAX_KEY_SEGMENTS:
+        res.error = f"too many key-signature changes ({len(cuts) - 1:,} segments; limit {MAX_KEY_SEGMENTS})"
+        return res
     for (a, b), sharps in zip(zip(cuts[:-1], cuts[1:]), sharps_of):
         seg = states[a:b]
         key = detect_key(pitch_class_histogram(seg.keys, seg.beats), sharps)
@@ -234,9 +246,11 @@ def list_midi_files(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += sorted(q for q in p.iterdir() if q.suffix.lower() in (".mid", ".midi"))
-        elif p.exists():
+            files += sorted(q for q in p.iterdir() if q.suffix.lower() in (".mid", ".midi") and q.is_file())
+        elif p.is_file():
             files.append(p)
+        elif p.exists():
+            raise DatasetError(f"{p}: not a regular file or folder")
         else:
             raise DatasetError(f"{p}: no such file or folder")
     return files
@@ -281,6 +295,8 @@ def prepare(
     first bad file with ``strict``.
     """
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DatasetError(f"{out_dir}: exists and is not a folder")
     files = list_midi_files(inputs or [BUNDLED_CORPUS_DIR])
     if not files:
         raise DatasetError("no MIDI files (.mid, .midi) found in the inputs")

@@ -61,12 +61,15 @@ def read_midi(path: str | os.PathLike, max_notes: int = MAX_NOTES_PER_FILE) -> P
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        if not path.is_file():  # a folder, a device (/dev/zero never ends), a pipe
+            raise MidiError("not a regular file", str(path))
+        with open(path, "rb") as f:
+            data = f.read(MAX_MIDI_BYTES + 1)  # bounded, whatever the size says
     except OSError as e:
         raise MidiError(f"cannot open file ({e.strerror})", str(path)) from None
-    if size > MAX_MIDI_BYTES:
-        raise MidiError(f"file too large ({size:,} bytes; limit {MAX_MIDI_BYTES:,})", str(path))
-    return read_midi_bytes(path.read_bytes(), name=str(path), max_notes=max_notes)
+    if len(data) > MAX_MIDI_BYTES:
+        raise MidiError(f"file too large (over {MAX_MIDI_BYTES:,} bytes)", str(path))
+    return read_midi_bytes(data, name=str(path), max_notes=max_notes)
 
 
 def read_midi_bytes(data: bytes, name: str = "<bytes>", max_notes: int = MAX_NOTES_PER_FILE) -> PianoNotes:
@@ -97,6 +100,9 @@ def _score_to_notes(score: symusic.Score, name: str, max_notes: int) -> PianoNot
         raise MidiError("only drum notes (no pitched instrument)", name)
     if n_total > max_notes:
         raise MidiError(f"too many notes ({n_total:,}; limit {max_notes:,})", name)
+    n_events = len(score.tempos) + len(score.key_signatures) + sum(len(t.pedals) for t in tracks)
+    if n_events > max_notes:  # each becomes a Python object below
+        raise MidiError(f"too many tempo, key-signature and pedal events ({n_events:,}; limit {max_notes:,})", name)
     arrays = [t.notes.numpy() for t in tracks if t.note_num()]
     start = np.concatenate([a["time"] for a in arrays]).astype(np.int64)
     dur = np.concatenate([a["duration"] for a in arrays]).astype(np.int64)

@@ -71,6 +71,24 @@ class ModelConfig:
         self.validate()
 
     def validate(self) -> None:
+        ints = ("layers", "hidden", "dense_layers", "note_hidden", "note_context", "dur_nodes", "grid_per_beat")
+        for name in ints:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ConfigError(f"{name} must be a whole number, got {v!r}")
+        for name in ("dropout", "max_duration"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise ConfigError(f"{name} must be a number, got {v!r}")
+        for name in ("layer_norm", "onset_head", "skip", "note_head"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false")
+        if not isinstance(self.duration_classes, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.duration_classes
+        ):
+            raise ConfigError("duration_classes must be a list of numbers")
+        if not (1 <= self.grid_per_beat <= 960):
+            raise ConfigError(f"grid_per_beat must be 1..960, got {self.grid_per_beat}")
         if self.model_type != "lstm":
             raise ConfigError(f"unknown model_type {self.model_type!r} (this version knows 'lstm')")
         if not (1 <= self.layers <= MAX_LAYERS):

@@ -101,6 +101,8 @@ def random_seed_index(rng: np.random.Generator, seed_len: int = SEED_LEN, minor:
     """A random test seed, of the given mode if asked (so a requested key's
     mode can be honoured by transposition alone)."""
     infos = list_seeds(seed_len, settings)
+    if not infos:
+        raise ConfigError(f"no test window of {seed_len} states: use a shorter --seed-len")
     pool = [i.index for i in infos if minor is None or ("minor" in i.key) == minor] or [i.index for i in infos]
     return int(rng.choice(pool))
 
@@ -126,7 +128,8 @@ def seed_from_primer(
         label = Path(primer).name
         notes = read_midi(primer)
     try:
-        states, _, _ = notes_to_states(notes, settings.grid_per_beat, settings.pedal, settings.min_state_beats)
+        states, _, _ = notes_to_states(notes, settings.grid_per_beat, settings.pedal, settings.min_state_beats,
+                                       settings.max_states)
     except MidiError as e:
         raise MidiError(e.reason, label) from None
     sharps = notes.key_signatures[-1][1] if notes.key_signatures else None

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .constants import GRID_PER_BEAT, HIGHEST_PITCH, LOWEST_PITCH, MIN_STATE_BEATS, N_KEYS
+from .constants import GRID_PER_BEAT, HIGHEST_PITCH, LOWEST_PITCH, MAX_STATES_PER_FILE, MIN_STATE_BEATS, N_KEYS
 from .errors import MidiError
 from .midi import PianoNotes
 
@@ -141,6 +141,7 @@ def notes_to_states(
     grid_per_beat: int = GRID_PER_BEAT,
     pedal: str = "ignore",
     min_state_beats: float = MIN_STATE_BEATS,
+    max_states: int = MAX_STATES_PER_FILE,
 ) -> tuple[States, np.ndarray, int]:
     """Build the states of a piece.
 
@@ -153,13 +154,15 @@ def notes_to_states(
     g = snap_notes(notes, grid_per_beat, pedal)
     bounds = np.unique(np.concatenate([g.start, g.end]))
     n = bounds.size - 1
+    if n > max_states:  # before anything of size n x 88 is allocated
+        raise MidiError(f"too many states ({n:,} note boundaries; limit {max_states:,})")
     si = np.searchsorted(bounds, g.start)
     ei = np.searchsorted(bounds, g.end)
     # Sounding keys: +1 where a note starts, -1 where it ends, then a running sum.
     count = np.zeros((n + 1, N_KEYS), np.int32)
     np.add.at(count, (si, g.key), 1)
     np.add.at(count, (ei, g.key), -1)
-    keys = np.cumsum(count, axis=0)[:n] > 0
+    keys = np.cumsum(count, axis=0, dtype=np.int32)[:n] > 0
     onsets = np.zeros((n, N_KEYS), bool)
     onsets[si, g.key] = True
     vel_sum = np.zeros(n, np.float64)
@@ -186,35 +189,36 @@ def _canonical(keys, onsets, units, secs, vel_sum, vel_cnt, starts, min_units):
     there, so a struck key is delayed by less than the tolerance, not lost.
     """
     n = units.size
-    keep = np.ones(n, bool)
     if min_units > 1 and n > 1:
-        units = units.copy()
-        secs = secs.copy()
-        onsets = onsets.copy()
-        vel_sum, vel_cnt = vel_sum.copy(), vel_cnt.copy()
-        prev = -1
-        for i in range(n):
-            if units[i] >= min_units or (prev < 0 and i == n - 1):
-                prev = i
-                continue
-            nxt = i + 1 if i + 1 < n else -1
-            if nxt >= 0:
-                moved = onsets[i] & keys[nxt]
-                onsets[nxt] |= moved
-                vel_sum[nxt] += vel_sum[i]
-                vel_cnt[nxt] += vel_cnt[i]
-            if prev >= 0:
-                units[prev] += units[i]
-                secs[prev] += secs[i]
-                keep[i] = False
-            else:  # the very first state: give its time to the next one
-                units[nxt] += units[i]
-                secs[nxt] += secs[i]
-                starts = starts.copy()
-                starts[nxt] = starts[i]
-                keep[i] = False
-        keys, onsets, units, secs = keys[keep], onsets[keep], units[keep], secs[keep]
-        vel_sum, vel_cnt, starts = vel_sum[keep], vel_cnt[keep], starts[keep]
+        # The first kept state: where the leading short states' time adds up to
+        # min_units (or the last state); after it, a state is kept when long enough.
+        reached = np.flatnonzero(np.cumsum(units) >= min_units)
+        first = int(reached[0]) if reached.size else n - 1
+        keep = units >= min_units
+        keep[:first] = False
+        keep[first] = True
+        kept = np.flatnonzero(keep)
+        # a short state's time goes to the kept state before it (the leading ones' to the first kept)
+        group = np.maximum(np.cumsum(keep) - 1, 0)
+        new_units = np.bincount(group, weights=units, minlength=kept.size).astype(units.dtype)
+        new_secs = np.bincount(group, weights=secs, minlength=kept.size)
+        new_starts = starts[kept]
+        new_starts[0] = starts[0]
+        # its onsets and velocity go to the next kept state (none after the last one); an
+        # onset arrives only if its key sounds in every state on the way
+        new_onsets, new_vs, new_vc = onsets[kept], vel_sum[kept], vel_cnt[kept]
+        short = np.flatnonzero(~keep)
+        to = np.searchsorted(kept, short, side="right")
+        short, to = short[to < kept.size], to[to < kept.size]
+        if short.size:
+            off = np.cumsum(np.asfortranarray(~keys), axis=0, dtype=np.int32)
+            arrive = onsets[short] & (off[kept[to]] == off[short])
+            heads = np.flatnonzero(np.diff(to, prepend=-1))  # `to` is sorted: one run per target
+            new_onsets[to[heads]] |= np.logical_or.reduceat(arrive, heads, axis=0)
+            new_vs[to[heads]] += np.add.reduceat(vel_sum[short], heads)
+            new_vc[to[heads]] += np.add.reduceat(vel_cnt[short], heads)
+        keys, onsets, units, secs = keys[kept], new_onsets, new_units, new_secs
+        vel_sum, vel_cnt, starts = new_vs, new_vc, new_starts
     # A state equal to its predecessor with nothing struck is the same state.
     same = np.zeros(units.size, bool)
     same[1:] = (keys[1:] == keys[:-1]).all(axis=1) & ~onsets[1:].any(axis=1)

@@ -15,13 +15,13 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from .args import positive_int
+from .args import port, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 = everyone)")
-    p.add_argument("--port", type=int, default=8501, help="port (default: %(default)s)")
+    p.add_argument("--port", type=port, default=8501, help="port (default: %(default)s)")
     p.add_argument("--model", help="the model offered first: a checkpoint or run folder (default: the shipped model)")
     p.add_argument("--models-dir", default=None,
                    help="also offer every run folder under this folder (default: $CHOPINBOT_MODELS_DIR or runs/)")

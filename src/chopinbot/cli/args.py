@@ -56,6 +56,27 @@ def probability(text: str) -> float:
     return v
 
 
+def seed_int(text: str) -> int:
+    """A random seed: 0 .. 2**32 - 1 (numpy refuses negatives, torch overflows past 2**64)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= v < 2**32:
+        raise argparse.ArgumentTypeError(f"must be 0 .. {2**32 - 1}, got {v}")
+    return v
+
+
+def port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 1..65535, got {v}")
+    return v
+
+
 def fraction_open(text: str) -> float:
     v = probability(text)
     if v in (0.0, 1.0):

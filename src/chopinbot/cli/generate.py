@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
-from .args import nonneg_int, positive_float, positive_int, probability
+from .args import nonneg_int, positive_float, positive_int, probability, seed_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--top-p", type=probability, default=1.0, help="durations: nucleus sampling")
     g.add_argument("--min-keys", type=nonneg_int, default=0)
     g.add_argument("--max-keys", type=positive_int, default=10)
-    g.add_argument("--random-seed", type=int, help="reproducible sampling (and seed choice)")
+    g.add_argument("--random-seed", type=seed_int, help="reproducible sampling (and seed choice)")
     g.add_argument("--no-retry", action="store_true", help="keep a silent/stuck result instead of retrying")
     g = p.add_argument_group("result")
     g.add_argument("--steps", type=positive_int, default=128, help="states to generate (default: %(default)s)")
@@ -70,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
     if args.primer and args.seed_index is not None:
         raise ConfigError("give --seed-index or --primer, not both")
     outputs = _output_paths(out, args)
+    for p in outputs:
+        if p.exists() and not p.is_file():
+            raise ConfigError(f"{p} exists and is not a file")
     if not args.force:
         existing = [str(p) for p in outputs if p.exists()]
         if existing:

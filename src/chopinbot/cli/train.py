@@ -7,7 +7,7 @@ from dataclasses import fields
 
 from ..model import ModelConfig
 from ..train import TrainConfig
-from .args import nonneg_float, nonneg_int, positive_float, positive_int
+from .args import nonneg_float, nonneg_int, positive_float, positive_int, seed_int
 
 D = TrainConfig()
 M = ModelConfig(duration_classes=[1.0])
@@ -23,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="prepared dataset folder (default: the bundled corpus, prepared if needed)")
     p.add_argument("--out", default=D.out, help="run folder (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    p.add_argument("--force", action="store_true", help="start a new run even if --out holds one (replaces it)")
     g = p.add_argument_group("model")
     g.add_argument("--layers", type=positive_int, default=M.layers)
     g.add_argument("--hidden", type=positive_int, default=M.hidden)
@@ -59,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="augment: transpose chunks by a random -N..+N semitones (default: %(default)s)")
     g.add_argument("--no-loss-clip", action="store_true", help="use bce + dur instead of min(2 bce, bce + dur)")
     g.add_argument("--max-norm", type=nonneg_float, default=D.max_norm, help="max-norm weight constraint; 0 = off")
-    g.add_argument("--seed", type=int, default=D.seed)
+    g.add_argument("--seed", type=seed_int, default=D.seed)
     g.add_argument("--device", default=D.device, help="auto, cpu or cuda (default: %(default)s)")
     g.add_argument("--threads", type=nonneg_int, default=D.threads, help="CPU threads; 0 = torch's default")
     g.add_argument("--minutes", type=nonneg_float, default=D.minutes, help="wall-time budget; 0 = none")
@@ -90,7 +91,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     from ..train import train
 
+    from pathlib import Path
+
+    from ..errors import ConfigError
+
     cfg = config_from_args(args)
+    out = Path(args.out)
+    if not args.resume and not args.force and any((out / n).exists() for n in ("metrics.csv", "last", "best")):
+        raise ConfigError(f"{out} holds a run: use --resume to continue it or --force to start over")
     res = train(cfg, resume=args.resume)
     if int(__import__("os").environ.get("RANK", "0")) != 0:
         return 0
