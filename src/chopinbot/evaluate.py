@@ -54,10 +54,13 @@ def _label(path: str | None) -> str:
 def check_compatible(model, ds: Dataset, label: str) -> None:
     """A model must have been trained on states built like this dataset's."""
     meta = getattr(model, "meta", {})
+    # the fields that change the states (max_states is only a safety cap)
+    fields = ("grid_per_beat", "pedal", "min_state_beats")
     want = meta.get("dataset_settings")
-    if want is not None and want != ds.manifest["settings"]:
+    have = ds.manifest["settings"]
+    if want is not None and any(want.get(f) != have.get(f) for f in fields):
         raise ConfigError(f"{label} was trained on states built with {want}, but the dataset uses "
-                          f"{ds.manifest['settings']}: prepare the data with the model's settings")
+                          f"{have}: prepare the data with the model's settings")
 
 
 def model_metrics(model, ds: Dataset, harshness: float = 0.05) -> dict:
