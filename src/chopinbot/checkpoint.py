@@ -137,6 +137,11 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
     The returned model is in eval mode and carries ``.meta`` (its config.json)."""
     folder = resolve_checkpoint(path)
     cfg = read_config(folder)
+    fmt = cfg.get("format", "fp32")
+    if fmt not in ("fp32", "fp16"):
+        from .compress import load_any  # lazy: compress imports this module
+
+        return load_any(folder, device)  # int8, sparse, ONNX or TorchScript exports
     try:
         mcfg = ModelConfig.from_dict(cfg["model"])
     except (ConfigError, TypeError) as e:

@@ -46,7 +46,6 @@ import json
 import math
 import os
 import shutil
-import statistics
 import tempfile
 import time
 import warnings
@@ -1255,6 +1254,7 @@ def plot_quality_vs_size(rows: list[dict[str, Any]], path: str | os.PathLike) ->
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     base = next((r for r in rows if r["label"].startswith("fp32")), None)
+    lo, hi = min(r["bytes"] for r in rows) / 1e6, max(r["bytes"] for r in rows) / 1e6
     groups = [("reference formats", lambda r: "target" not in r, "o", "#222222"),
               ("pruned, fp16 values", lambda r: "target" in r and "fp16" in r["format"], "s", "#4a6fa5"),
               ("pruned, int8 values", lambda r: "target" in r and "int8" in r["format"], "^", "#c17c2f"),
@@ -1268,14 +1268,19 @@ def plot_quality_vs_size(rows: list[dict[str, Any]], path: str | os.PathLike) ->
             ax.plot([r["bytes"] / 1e6 for r in sel], [r[key] for r in sel], marker=marker, color=color, label=label,
                     linestyle="-" if "target" in sel[0] else "none")
             for r in sel:
+                if r["label"] in ("onnx", "torchscript"):
+                    continue  # the fp32 model's size and quality: its label would only overprint fp32's
                 tag = f"{r['target']:.0%}" if "target" in r else "control" if "control" in r["label"] else \
                     r["label"].split(" ")[0]
                 ax.annotate(tag, (r["bytes"] / 1e6, r[key]), textcoords="offset points", xytext=(4, 4), fontsize=8)
         if base is not None and key == "test_f1":
             ax.axhline(base[key] - 0.01, color="#999999", linestyle="--", linewidth=1, label="fp32 F1 − 0.01")
         if base is not None:
-            ax.axvline(base["bytes"] / 4e6, color="#bbbbbb", linestyle=":", linewidth=1, label="¼ of fp32 size")
+            ax.axvline(base["bytes"] / 4e6, color="#bbbbbb", linestyle=":", linewidth=1, label="1/4 of fp32 size")
         ax.set_xscale("log")
+        ticks = [t for t in (0.1, 0.25, 0.5, 1, 2, 5, 10, 20) if lo / 1.5 <= t <= hi * 1.5]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
         ax.set_xlabel("weights on disk (MB, log scale)")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
