@@ -65,23 +65,30 @@ def write_checkpoint_dir(
                 (tmp / name).write_text(json.dumps(content, indent=2))
         cfg = dict(config, weights_sha256=_sha256(tmp / WEIGHTS), chopinbot=__version__)
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.chmod(f, file_mode())
-        os.chmod(tmp, dir_mode())  # mkdtemp makes a private folder
-        old = folder.with_name(folder.name + ".old")
-        if folder.exists():  # keep `old` while `folder` is missing (a crash between two renames)
-            if old.exists():
-                shutil.rmtree(old)
-            os.rename(folder, old)
-        os.rename(tmp, folder)
-        if old.exists():
-            shutil.rmtree(old)
+        swap_in(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def swap_in(tmp: Path, folder: Path) -> None:
+    """Make the fully written temp folder ``tmp`` the checkpoint ``folder``:
+    fsync and open up its files, then swap by renames, keeping ``folder.old``
+    while ``folder`` is missing (a crash between the two renames)."""
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(f, file_mode())
+    os.chmod(tmp, dir_mode())  # mkdtemp makes a private folder
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.rename(folder, old)
+    os.rename(tmp, folder)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def resolve_checkpoint(path: str | os.PathLike | None) -> Path:

@@ -59,7 +59,8 @@ from torch import nn
 from torch.nn.utils import prune
 
 from . import __version__
-from .checkpoint import CONFIG, MAX_WEIGHTS_BYTES, WEIGHTS, read_config, resolve_checkpoint, write_checkpoint_dir
+from .checkpoint import (CONFIG, MAX_WEIGHTS_BYTES, WEIGHTS, read_config, resolve_checkpoint, swap_in,
+                         write_checkpoint_dir)
 from .constants import N_KEYS
 from .errors import ConfigError, ModelFileError
 from .model import NEIGHBOURS, PITCH_EMB, ChopinLSTM, ModelConfig, Outputs
@@ -801,17 +802,7 @@ def _write_artifact_folder(folder: str | os.PathLike, artifact: Path, name: str,
         cfg = dict(cfg, artifact=name, artifact_sha256=_sha256(tmp / name), weights_sha256=_sha256(tmp / WEIGHTS),
                    chopinbot=__version__)
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        old = folder.with_name(folder.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        if folder.exists():
-            os.rename(folder, old)
-        os.rename(tmp, folder)
-        if old.exists():
-            shutil.rmtree(old)
+        swap_in(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

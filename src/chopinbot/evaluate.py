@@ -10,7 +10,6 @@ copy from the training pieces.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
