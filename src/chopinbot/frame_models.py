@@ -80,6 +80,14 @@ class FrameModelConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def used_settings(self) -> dict:
+        """Only the settings the chosen model type reads (for reports)."""
+        names = {"lstm": ("hidden", "layers"), "lstm-nade": ("hidden", "layers", "nade_hidden"),
+                 "biaxial": ("time_hidden", "time_layers", "note_hidden", "note_layers", "vicinity", "note_window",
+                             "global_hidden") + (("global_per_key",) if self.global_hidden else ())}
+        return {"model_type": self.model_type, **{k: getattr(self, k) for k in names[self.model_type]},
+                "dropout": self.dropout}
+
     @classmethod
     def from_dict(cls, d: dict) -> "FrameModelConfig":
         names = {f.name for f in dataclasses.fields(cls)}

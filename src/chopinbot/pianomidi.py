@@ -614,6 +614,15 @@ def _write_history(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
+def _used_settings(cfg: dict) -> dict:
+    from .frame_models import FrameModelConfig
+
+    try:
+        return FrameModelConfig.from_dict(cfg).used_settings()
+    except Exception:  # an unknown or older config: show it whole
+        return cfg
+
+
 def _f(v, pct: bool = False) -> str:
     if v is None:
         return "—"
@@ -637,7 +646,9 @@ def format_report(rep: dict) -> str:
     lines.append(f"| **ours: {m['type']}** | {_f(r['valid']['nll'])} | **{_f(r['test']['nll'])}** | "
                  f"{_f(r['valid']['acc'], True)} | {_f(r['test']['acc'], True)} | "
                  f"{_f(r['test']['acc_at_threshold'], True)} (τ = {r['test']['threshold']:g}) | {m['parameters']:,} | "
-                 f"{t['wall_seconds'] / 60:.1f} min, {t['threads_used']} thread(s) | this run |")
+                 f"{t['wall_seconds'] / 60:.1f} min wall"
+                 + (f" / {t['cpu_seconds'] / 60:.1f} CPU-min" if "cpu_seconds" in t else "")
+                 + f", {t['threads_used']} thread(s) | this run |")
     for b in rep["baselines"]:
         lines.append(f"| {b['model']} | {_f(b['valid']['nll'])} | {_f(b['test']['nll'])} | "
                      f"{_f(b['valid']['acc'], True)} | {_f(b['test']['acc'], True)} | — | — | — | this run |")
@@ -657,7 +668,7 @@ def format_report(rep: dict) -> str:
         f"Settings: batch {t['batch_size']}, chunk {t['chunk']}, lr {t['lr']:g} (warm-up {t['warmup_steps']}, "
         f"cosine to ×{t['min_lr_frac']:g}), weight decay {t['weight_decay']:g}, clip {t['clip']:g}, "
         f"transpose ±{t['transpose']}, seed {t['seed']}.",
-        f"Model: `{json.dumps(m['config'])}`.",
+        f"Model: `{json.dumps(_used_settings(m['config']))}`.",
         "",
         "Sources: " + "; ".join(f"{k}: {v}" for k, v in rep["sources"].items()) + ".",
     ]
