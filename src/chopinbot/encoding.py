@@ -126,19 +126,48 @@ def state_features(
     x = np.zeros((n, input_dim(len(vocab))), np.float32)
     x[:, :N_KEYS] = keys
     x[:, N_KEYS : 2 * N_KEYS] = onsets
-    x[:, 2 * N_KEYS : 3 * N_KEYS] = np.log2(1.0 + np.asarray(ages)) / 3.0
+    x[:, 2 * N_KEYS : 3 * N_KEYS] = age_features(ages)
     c = 3 * N_KEYS
-    x[np.arange(n), c + vocab.index(beats)] = 1.0
-    c += len(vocab)
+    x[:, c : c + len(vocab) + 1] = duration_features(beats, vocab)
+    x[:, c + len(vocab) + 1 :] = position_features(end_pos)
+    return x
+
+
+def age_features(ages: np.ndarray) -> np.ndarray:
+    """log2(1 + age) / 3: about [0, 1] for ages up to 7 beats."""
+    return np.log2(1.0 + np.asarray(ages)) / 3.0
+
+
+def duration_features(beats: np.ndarray, vocab: DurationVocab) -> np.ndarray:
+    """(n, V+1): the one-hot rhythmic value and the log-length."""
+    beats = np.asarray(beats)
+    n = beats.shape[0]
+    x = np.zeros((n, len(vocab) + 1), np.float32)
+    x[np.arange(n), vocab.index(beats)] = 1.0
     # log2 of the length, scaled to about [-1, 1] for 1/16 .. 16 beats
-    x[:, c] = np.log2(np.maximum(beats, 1e-3)) / 4.0
-    c += 1
+    x[:, -1] = np.log2(np.maximum(beats, 1e-3)) / 4.0
+    return x
+
+
+def position_features(end_pos: np.ndarray) -> np.ndarray:
+    """(n, 22): where each state ends in the metre (see the module docstring)."""
     pos = np.asarray(end_pos, np.float64)
+    n = pos.shape[0]
+    x = np.zeros((n, N_POSITION), np.float32)
     phase_bin = np.floor((pos % 1.0) * PHASE_BINS + 1e-6).astype(np.int64) % PHASE_BINS
-    x[np.arange(n), c + phase_bin] = 1.0
-    c += PHASE_BINS
+    x[np.arange(n), phase_bin] = 1.0
+    c = PHASE_BINS
     for i, period in enumerate(PHASE_PERIODS):
         ang = 2 * np.pi * (pos % period) / period
         x[:, c + 2 * i] = np.sin(ang)
         x[:, c + 2 * i + 1] = np.cos(ang)
     return x
+
+
+def position_period(grid_per_beat: int = GRID_PER_BEAT) -> int:
+    """Grid units after which :func:`position_features` repeat (12 beats on
+    the 1/48 grid): positions on the grid can be looked up in a table."""
+    import math
+
+    units = [grid_per_beat] + [round(p * grid_per_beat) for p in PHASE_PERIODS]
+    return math.lcm(*units)

@@ -2,7 +2,9 @@
 
 The LSTM state is carried forward one state at a time (the seed is read once,
 then every step feeds only the new state), where the original design re-ran
-the network over its last 16 states at every step.
+the network over its last 16 states at every step.  A step is computed by
+:mod:`chopinbot.stepper` (in NumPy on CPU, where a step at batch 1 costs what
+its few dozen tiny operations cost to call) and sampled here, in NumPy too.
 
 Decoding: with ``threshold`` a key sounds when its probability reaches it and
 the duration is the most likely rhythmic value (the original's deterministic
@@ -28,12 +30,13 @@ import numpy as np
 import torch
 
 from .constants import N_KEYS
-from .encoding import AgeTracker, end_positions, state_features
+from .encoding import end_positions, state_features
 from .errors import ChopinBotError, ConfigError
 from .keys import Key, parse_key
 from .model import ChopinLSTM
 from .seeds import Seed
 from .states import States, states_to_notes, states_to_score, transpose_states
+from .stepper import InputBuilder, sigmoid, stepper_for
 
 DEFAULT_VELOCITY = 72  # mezzo-forte, when the seed gives none
 MAX_STEPS = 20_000  # one generation's cap (about 40 minutes of music)
@@ -182,80 +185,92 @@ class GenerationResult:
         )
 
 
-def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _filter_logits(logits: np.ndarray, top_k: int, top_p: float) -> np.ndarray:
+    """Top-k, then nucleus (top-p), filtering of (B, n) logits: dropped values become -inf."""
     if top_k and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        kth = np.partition(logits, -top_k, axis=-1)[:, -top_k:-top_k + 1]
+        logits = np.where(logits < kth, -np.inf, logits)
     if top_p < 1.0:
-        sorted_l, idx = torch.sort(logits, descending=True, dim=-1)
-        probs = torch.softmax(sorted_l, -1)
-        drop = probs.cumsum(-1) - probs > top_p
-        sorted_l = sorted_l.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, sorted_l)
+        order = np.argsort(-logits, axis=-1, kind="stable")
+        probs = _softmax(np.take_along_axis(logits, order, -1))
+        drop_sorted = probs.cumsum(-1) - probs > top_p  # keep the smallest set whose mass reaches top_p
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, -1)
+        logits = np.where(drop, -np.inf, logits)
     return logits
 
 
-def _bound_polyphony(keys: torch.Tensor, probs: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+def _bound_polyphony(keys: np.ndarray, probs: np.ndarray, lo: int, hi: int) -> np.ndarray:
     count = keys.sum(-1)
     if (count > hi).any() or (count < lo).any():
         # keep the hi most likely chosen keys; add the most likely missing ones up to lo
         score = probs + keys * 2.0  # chosen keys rank first, by probability
-        order = torch.argsort(score, dim=-1, descending=True)
-        rank = torch.empty_like(order).scatter_(-1, order, torch.arange(N_KEYS).expand_as(order))
-        n = count.clamp(lo, hi).unsqueeze(-1)
-        keys = (rank < n).float()
+        rank = np.argsort(np.argsort(-score, axis=-1, kind="stable"), axis=-1, kind="stable")
+        keys = rank < np.clip(count, lo, hi)[:, None]
     return keys
 
 
 class _Sampler:
-    """One decoding step: next-state distributions -> a concrete state."""
+    """One decoding step: next-state logits -> a concrete state (NumPy: at
+    batch 1 a step is a few dozen tiny operations, and NumPy calls them for a
+    fraction of what PyTorch does)."""
 
-    def __init__(self, model: ChopinLSTM, cfg: GenerateConfig, gen: torch.Generator) -> None:
-        self.m, self.cfg, self.gen = model, cfg, gen
-        self.values = torch.tensor(model.config.duration_classes)
-        self.vocab = model.config.vocab
+    def __init__(self, model: ChopinLSTM, cfg: GenerateConfig, rng: np.random.Generator) -> None:
+        self.cfg, self.rng = cfg, rng
+        c = model.config
+        self.classes_head = c.duration_head == "classes"
+        self.max_duration = c.max_duration
+        self.vocab = c.vocab
+        v = np.asarray(c.duration_classes)
+        self.cost = 2 * np.abs(v[:, None] - v[None, :]) / (v[:, None] + v[None, :])  # cost[true, chosen]
 
-    def __call__(self, out, prev_keys: torch.Tensor):
-        c, T = self.cfg, self.cfg.temperature
-        kp = torch.sigmoid(out.key_logits[:, -1] / (1.0 if c.threshold is not None else T))
-        if c.threshold is not None:
-            keys = (kp >= c.threshold).float()
+    def __call__(self, key_logits: np.ndarray, onset_logits: np.ndarray | None, d: np.ndarray,
+                 prev_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Logits (B, 88), (B, 88) or None, (B, duration outputs); the previous
+        keys (B, 88) bool -> keys and onsets (B, 88) bool, rhythmic class (B,)."""
+        c, T, rng = self.cfg, self.cfg.temperature, self.rng
+        sample = c.threshold is None
+        kp = sigmoid(key_logits if not sample or T == 1.0 else key_logits / T)
+        if not sample:
+            keys = kp >= c.threshold
         else:
             p = kp
             if c.key_top_k:
-                silent = torch.where(prev_keys > 0, -1.0, kp)
-                kth = torch.topk(silent, c.key_top_k, dim=-1).values[..., -1:]
-                top = (prev_keys == 0) & (silent >= kth)
+                silent = np.where(prev_keys, -1.0, kp)
+                kth = np.partition(silent, -c.key_top_k, axis=-1)[:, -c.key_top_k:-c.key_top_k + 1]
+                top = ~prev_keys & (silent >= kth)
                 # keep the expected number of new keys: the tail's mass moves to the k likeliest
-                mass = (kp * (prev_keys == 0)).sum(-1, keepdim=True)
-                top_mass = (kp * top).sum(-1, keepdim=True).clamp(min=1e-9)
-                p = torch.where(prev_keys > 0, kp, torch.where(top, (kp * mass / top_mass).clamp(max=1.0), 0.0))
-            keys = torch.bernoulli(p, generator=self.gen)
+                mass = np.maximum(silent, 0.0).sum(-1, keepdims=True)
+                top_mass = np.maximum(np.where(top, kp, 0.0).sum(-1, keepdims=True), 1e-9)
+                p = np.where(prev_keys, kp, np.where(top, np.minimum(kp * (mass / top_mass), 1.0), 0.0))
+            keys = rng.random(p.shape, dtype=np.float32) < p
         keys = _bound_polyphony(keys, kp, c.min_keys, c.max_keys)
-        if out.onset_logits is not None:
-            op = torch.sigmoid(out.onset_logits[:, -1] / (1.0 if c.threshold is not None else T))
-            struck = (op >= 0.5).float() if c.threshold is not None else torch.bernoulli(op, generator=self.gen)
+        if onset_logits is not None:
+            op = sigmoid(onset_logits if not sample or T == 1.0 else onset_logits / T)
+            struck = op >= 0.5 if not sample else rng.random(op.shape, dtype=np.float32) < op
+            onsets = keys & (struck | ~prev_keys)  # a key that starts sounding is struck
         else:
-            struck = torch.zeros_like(keys)
-        onsets = keys * torch.clamp(struck + (1 - prev_keys), max=1.0)  # a key that starts sounding is struck
-        d = out.duration[:, -1]
-        if self.m.config.duration_head == "classes":
-            if c.threshold is not None:
-                cls = torch.as_tensor(self.vocab.index(self.m.point_duration(d).numpy()))
-            else:
-                probs = torch.softmax(_filter_logits(d / T, c.top_k, c.top_p), -1)
-                cls = torch.multinomial(probs, 1, generator=self.gen).squeeze(-1)
-            beats = self.values[cls]
+            onsets = keys & ~prev_keys
+        if not self.classes_head:
+            cls = self.vocab.index(sigmoid(d).mean(-1) * self.max_duration)
+        elif not sample:
+            cls = (_softmax(d.astype(np.float64)) @ self.cost).argmin(-1)  # as ChopinLSTM.point_duration
         else:
-            beats_cont = torch.sigmoid(d).mean(-1) * self.m.config.max_duration
-            cls = torch.as_tensor(self.vocab.index(beats_cont.numpy()))
-            beats = self.values[cls]
-        return keys, onsets, cls, beats
+            probs = _softmax(_filter_logits(d.astype(np.float64) / T, c.top_k, c.top_p))
+            cdf = probs.cumsum(-1)
+            u = rng.random((len(cdf), 1)) * cdf[:, -1:]
+            cls = np.minimum((cdf < u).sum(-1), cdf.shape[-1] - 1)  # inverse-CDF draw
+        return keys, onsets, cls
 
 
 def _continue(*args, **kwargs) -> list[States]:
-    # MKL-DNN's LSTM kernel costs ~5x more than the plain one for a single
-    # step at batch 1 (8.0 vs 1.6 ms measured here), so it is off while generating.
+    # MKL-DNN's LSTM kernel costs ~5x more than the plain one for a short
+    # sequence at batch 1 (8.0 vs 1.6 ms measured here), so it is off while generating.
     was = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = False
     try:
@@ -265,9 +280,9 @@ def _continue(*args, **kwargs) -> list[States]:
         torch.backends.mkldnn.enabled = was
 
 
-def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig, gen: torch.Generator,
-              steps: int | None, max_beats: float | None, rerun_window: int = 0, start: float = 0.0,
-              stop_when_stuck: bool = False) -> list[States]:
+def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig, rng: np.random.Generator,
+                    steps: int | None, max_beats: float | None, rerun_window: int = 0, start: float = 0.0,
+                    stop_when_stuck: bool = False, engine: str = "auto") -> list[States]:
     """Generate after each seed (all seeds the same length, starting at beat
     ``start`` of their source); returns the new states.  With
     ``stop_when_stuck`` an attempt in which every piece has gone
@@ -275,44 +290,44 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
     retried), instead of running to full length first."""
     vocab = model.config.vocab
     B = len(seeds)
-    ages = AgeTracker(np.stack([s.keys for s in seeds]), np.stack([s.onsets for s in seeds]),
-                      np.stack([s.beats for s in seeds]))
-    x_seed = torch.from_numpy(np.stack([state_features(s.keys, s.onsets, s.beats, vocab, end_positions(s.beats, start),
-                                                       ages.history_ages[i]) for i, s in enumerate(seeds)]))
-    pos = np.full(B, start + float(seeds[0].beats.astype(np.float64).sum()))
-    sampler = _Sampler(model, cfg, gen)
-    out, hc = model(x_seed)
-    prev = torch.from_numpy(np.stack([s.keys[-1] for s in seeds])).float()
-    history = [x_seed[:, i : i + 1] for i in range(x_seed.shape[1])] if rerun_window else []
-    ks, os_, bs = [], [], []
-    total = torch.zeros(B, dtype=torch.float64)
-    quiet = torch.zeros(B, dtype=torch.long)  # states since the last struck key
-    n = 0
+    seed_keys, seed_onsets = np.stack([s.keys for s in seeds]), np.stack([s.onsets for s in seeds])
+    seed_beats = np.stack([s.beats for s in seeds])
+    inputs = InputBuilder(model, seed_keys, seed_onsets, seed_beats, start)
+    x_seed = np.stack([state_features(s.keys, s.onsets, s.beats, vocab, end_positions(s.beats, start),
+                                      inputs.seed_ages[i]) for i, s in enumerate(seeds)])
+    stepper = stepper_for(model, engine)
+    out = stepper.start(x_seed)  # the seed is read in one call; then each step feeds one new state
+    sampler = _Sampler(model, cfg, rng)
+    prev = seed_keys[:, -1].astype(bool)
+    window = list(x_seed.transpose(1, 0, 2)) if rerun_window else []
+    ks, os_, cs = [], [], []
+    class_beats = np.asarray(model.config.duration_classes)
+    total = np.zeros(B)
+    quiet = np.zeros(B, np.int64)  # states since the last struck key
     limit = steps if steps is not None else MAX_STEPS
-    while n < limit:
-        keys, onsets, cls, beats = sampler(out, prev)
+    while len(ks) < limit:
+        keys, onsets, cls = sampler(*out, prev)
         ks.append(keys)
         os_.append(onsets)
-        bs.append(beats)
-        total += beats.double()
-        n += 1
-        if max_beats is not None and bool((total >= max_beats).all()):
-            break
-        pos = pos + beats.double().numpy()
-        k_np, o_np, b_np = keys.numpy(), onsets.numpy(), beats.numpy()
-        x = torch.from_numpy(state_features(k_np, o_np, b_np, vocab, pos, ages.step(k_np, o_np, b_np))).unsqueeze(1)
+        cs.append(cls)
+        if max_beats is not None:
+            total += class_beats[cls]
+            if (total >= max_beats).all():
+                break
+        x = inputs(keys, onsets, cls)
         if rerun_window:  # the original's way, for comparison: re-read the last window from scratch
-            history.append(x)
-            out, _ = model(torch.cat(history[-rerun_window:], 1))
+            window.append(x)
+            out = stepper.rerun(np.stack(window[-rerun_window:], 1))
         else:
-            out, hc = model(x, hc)
+            out = stepper.step(x)
         prev = keys
-        quiet = torch.where(onsets.any(-1), 0, quiet + 1)
-        if stop_when_stuck and bool((quiet >= STUCK_STATES).all()):
-            break
-    K = torch.stack(ks, 1).bool().numpy()
-    O = torch.stack(os_, 1).bool().numpy()
-    D = torch.stack(bs, 1).float().numpy()
+        if stop_when_stuck:
+            quiet = np.where(onsets.any(-1), 0, quiet + 1)
+            if (quiet >= STUCK_STATES).all():
+                break
+    K = np.stack(ks, 1)
+    O = np.stack(os_, 1)
+    D = class_beats[np.stack(cs, 1)].astype(np.float32)
     result = []
     for b in range(B):
         d = D[b]
@@ -323,7 +338,7 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
             sl = slice(0, len(d))
         vel = np.where(O[b, sl].any(1), seeds[b].velocity[seeds[b].velocity > 0].mean().round()
                        if (seeds[b].velocity > 0).any() else DEFAULT_VELOCITY, 0).astype(np.uint8)
-        result.append(States(K[b, sl], O[b, sl], d[sl].astype(np.float32), np.zeros(len(d[sl]), np.float32), vel))
+        result.append(States(K[b, sl], O[b, sl], d[sl], np.zeros(len(d[sl]), np.float32), vel))
     return result
 
 
@@ -373,21 +388,25 @@ def _output_key(seed: Seed, requested: str | None, guards: list[str]) -> Key:
 
 
 def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, batch: int = 1,
-             rerun_window: int = 0) -> GenerationResult | list[GenerationResult]:
-    """Continue ``seed``: one :class:`GenerationResult`, or a list of ``batch``."""
+             rerun_window: int = 0, engine: str = "auto") -> GenerationResult | list[GenerationResult]:
+    """Continue ``seed``: one :class:`GenerationResult`, or a list of ``batch``.
+
+    ``rerun_window``: re-read the last this many states from scratch at every
+    step, as the original design did (for speed comparisons only).  ``engine``:
+    how a step is computed (see :func:`chopinbot.stepper.stepper_for`); every
+    engine gives the same music up to float rounding."""
     cfg = cfg or GenerateConfig()
     cfg.validate()
     if batch < 1 or batch > 256:
         raise ConfigError("batch must be 1..256")
     if len(seed.states) == 0:
         raise ConfigError("the seed is empty")
-    gen = torch.Generator().manual_seed(cfg.random_seed if cfg.random_seed is not None
-                                        else int(np.random.SeedSequence().entropy % 2**63))
+    rng = np.random.default_rng(cfg.random_seed)  # None: fresh entropy
     bpm = float(cfg.bpm or seed.bpm)
     max_beats = cfg.seconds * bpm / 60.0 if cfg.seconds is not None else None
     steps = None if cfg.seconds is not None else cfg.steps
-    news = _continue(model, [seed.states] * batch, cfg, gen, steps, max_beats, rerun_window, seed.start_beat,
-                     stop_when_stuck=cfg.retry and cfg.max_retries > 0 and batch == 1)
+    news = _continue(model, [seed.states] * batch, cfg, rng, steps, max_beats, rerun_window, seed.start_beat,
+                     stop_when_stuck=cfg.retry and cfg.max_retries > 0 and batch == 1, engine=engine)
     results = []
     for new in news:
         guards: list[str] = []
@@ -398,8 +417,8 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
         while problems and cfg.retry and tries < cfg.max_retries:
             attempt_cfg, change = _adjust(attempt_cfg, problems)
             guards.append(f"{'; '.join(problems)} -> retried with {change}")
-            new = _continue(model, [seed.states], attempt_cfg, gen, steps, max_beats, rerun_window, seed.start_beat,
-                            stop_when_stuck=tries + 1 < cfg.max_retries)[0]
+            new = _continue(model, [seed.states], attempt_cfg, rng, steps, max_beats, rerun_window, seed.start_beat,
+                            stop_when_stuck=tries + 1 < cfg.max_retries, engine=engine)[0]
             problems = check_guards(new)
             tries += 1
         if problems:

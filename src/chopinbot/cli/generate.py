@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--force", action="store_true", help="overwrite existing output files")
     g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu; batch-1 generation is "
                                                    "faster on CPU)")
+    g.add_argument("--engine", choices=("auto", "numpy", "torch"), default="auto",
+                   help="how each step is computed: numpy (fastest on CPU), torch (the model's own forward; "
+                        "any device or export), auto (default: numpy where it applies); same music either way")
 
 
 def settings_of(model_path):
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             minor = parse_key(args.key).minor if args.key else None
             idx = random_seed_index(np.random.default_rng(args.random_seed), args.seed_len, minor, settings)
         seed = seed_from_test(idx, args.seed_len, settings)
-    results = generate(model, seed, cfg, batch=args.batch)
+    results = generate(model, seed, cfg, batch=args.batch, engine=args.engine)
     results = results if isinstance(results, list) else [results]
     for i, res in enumerate(results):
         mid = out if len(results) == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
