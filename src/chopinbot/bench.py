@@ -640,7 +640,9 @@ def bench_generate(ctx: BenchContext) -> list[dict]:
     model = load_model(None)
     model.eval()
     seed = seed_from_test(0)
-    steps = {(1, 0): 1000, (1, 16): 300, (32, 0): 300, (32, 16): 100}
+    # (batch, re-run window, engine): steps
+    steps = {(1, 0, "auto"): 1000, (1, 16, "auto"): 300, (32, 0, "auto"): 300, (32, 16, "auto"): 100,
+             (1, 0, "torch"): 300}
     if ctx.quick:
         steps = {k: max(20, v // 10) for k, v in steps.items()}
     if ctx.smoke:
@@ -650,20 +652,20 @@ def bench_generate(ctx: BenchContext) -> list[dict]:
 
     default_threads = torch.get_num_threads()
     thread_options = [1] if ctx.smoke else sorted({1, default_threads})
-    res: dict[tuple[int, int], dict] = {}
-    for (batch, window), n in steps.items():
+    res: dict[tuple[int, int, str], dict] = {}
+    for (batch, window, engine), n in steps.items():
         cfg = GenerateConfig(steps=n, random_seed=1, retry=False)
         per_threads = {}
         for threads in thread_options:
             box: dict[str, Any] = {}
 
-            def run(batch=batch, window=window, cfg=cfg, box=box) -> None:
-                box["out"] = generate(model, seed, cfg, batch=batch, rerun_window=window)
+            def run(batch=batch, window=window, cfg=cfg, box=box, engine=engine) -> None:
+                box["out"] = generate(model, seed, cfg, batch=batch, rerun_window=window, engine=engine)
 
             torch.set_num_threads(threads)
             try:
                 generate(model, seed, GenerateConfig(steps=2 if ctx.smoke else 16, random_seed=0, retry=False),
-                         batch=batch, rerun_window=window)  # warm-up
+                         batch=batch, rerun_window=window, engine=engine)  # warm-up
                 times = _timed(run, repeats, warmup=0)
             finally:
                 torch.set_num_threads(default_threads)
@@ -674,9 +676,9 @@ def bench_generate(ctx: BenchContext) -> list[dict]:
                                     "seconds": t, "music_seconds": music_s, "realtime_factor": music_s / t,
                                     **_spread(times)}
         best = max(per_threads.values(), key=lambda r: r["states_per_s"])
-        res[(batch, window)] = dict(best, by_threads={str(k): round(v["states_per_s"], 1)
-                                                      for k, v in per_threads.items()})
-        ctx.log(f"  generate batch {batch} {'re-run 16' if window else 'incremental'}: "
+        res[(batch, window, engine)] = dict(best, by_threads={str(k): round(v["states_per_s"], 1)
+                                                              for k, v in per_threads.items()})
+        ctx.log(f"  generate batch {batch} {'re-run 16' if window else 'incremental'} (engine {engine}): "
                 + ", ".join(f"{v['states_per_s']:,.0f} states/s ({k} thread{'s' if k > 1 else ''})"
                             for k, v in per_threads.items()))
     c = model.config
@@ -686,7 +688,7 @@ def bench_generate(ctx: BenchContext) -> list[dict]:
              f"{ORIGINAL_GENERATE_STEPS_PER_S[1]} steps/s at batch 1 ({FIELD_NOTES})")
     rows = []
     for batch in (1, 32):
-        inc, rerun = res[(batch, 0)], res[(batch, 16)]
+        inc, rerun = res[(batch, 0, "auto")], res[(batch, 16, "auto")]
         rows.append(make_row(
             "generate", f"generate_batch{batch}", inc["states_per_s"], "states/s",
             baseline="re-running the last 16 states every step (--rerun-window 16), same model",
@@ -696,14 +698,23 @@ def bench_generate(ctx: BenchContext) -> list[dict]:
                    f"steps at {rerun['threads']}); " + about),
             details={"incremental": inc, "rerun16": rerun},
         ))
-    inc, rerun = res[(1, 0)], res[(1, 16)]
+    inc, torch_inc = res[(1, 0, "auto")], res[(1, 0, "torch")]
+    rows.append(make_row(
+        "generate", "generate_engine_batch1", inc["states_per_s"], "states/s",
+        baseline="the same incremental generation through the model's own PyTorch forward (--engine torch)",
+        baseline_figure=torch_inc["states_per_s"], baseline_source=MEASURED,
+        notes=("NumPy step (chopinbot.stepper) vs PyTorch modules, both carrying the LSTM state; the same music "
+               "either way; shows how much of the batch-1 speed is call overhead, not arithmetic"),
+        details={"numpy": inc, "torch": torch_inc},
+    ))
+    inc, rerun = res[(1, 0, "auto")], res[(1, 16, "auto")]
     rows.append(make_row(
         "generate", "realtime_factor_batch1", inc["realtime_factor"], "s of music / s",
         baseline="re-running the last 16 states every step, same model", baseline_figure=rerun["realtime_factor"],
         baseline_source=MEASURED,
         notes=(f"seconds of generated music (at the seed's tempo) per second of compute, batch 1; at batch 32 "
-               f"{res[(32, 0)]['realtime_factor']:,.0f} (all 32 pieces together)"),
-        details={"batch1": inc["realtime_factor"], "batch32": res[(32, 0)]["realtime_factor"]},
+               f"{res[(32, 0, 'auto')]['realtime_factor']:,.0f} (all 32 pieces together)"),
+        details={"batch1": inc["realtime_factor"], "batch32": res[(32, 0, "auto")]["realtime_factor"]},
     ))
     return rows
 

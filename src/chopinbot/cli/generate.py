@@ -45,8 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu; batch-1 generation is "
                                                    "faster on CPU)")
     g.add_argument("--engine", choices=("auto", "numpy", "torch"), default="auto",
-                   help="how each step is computed: numpy (fastest on CPU), torch (the model's own forward; "
-                        "any device or export), auto (default: numpy where it applies); same music either way")
+                   help="how each step is computed: numpy (fastest at batch 1 on CPU), torch (the model's own "
+                        "forward; any device or export), auto (default: numpy at batch 1 where it applies); "
+                        "same music either way")
 
 
 def settings_of(model_path):
