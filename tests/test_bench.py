@@ -59,7 +59,7 @@ def test_smoke_runs_write_json_and_table_and_merge(tmp_path, tiny_corpus):
     _check_schema(on_disk)
     names = [r["name"] for r in on_disk["rows"]]
     assert names == ["prepare_4_files_jobs1", "prepare_4_files_jobs2", "generate_batch1", "generate_batch32",
-                     "realtime_factor_batch1"]
+                     "generate_engine_batch1", "realtime_factor_batch1"]
     assert set(on_disk["benchmarks"]) == {"prepare", "generate"}
     g1 = next(r for r in on_disk["rows"] if r["name"] == "generate_batch1")
     assert g1["target"]["on"] == "figure" and g1["target"]["min"] == 2000 and g1["baseline_figure"] > 0
