@@ -92,8 +92,13 @@ def test_generate_listen_download_change_key_tempo_and_upload(app_url, browser, 
     page.get_by_text("Choose a seed and the settings on the left").wait_for(timeout=90_000)
 
     has_audio = audio_available()[0]
+    repeats = int(os.environ.get("CHOPINBOT_LATENCY_REPEATS", "0"))
+    if repeats:  # measuring: let the server finish its one-off warm-up (~8 s of CPU) first
+        deadline = time.time() + 120
+        while "warmed up" not in log_path.read_text() and time.time() < deadline:
+            time.sleep(0.2)
     times = [_click_to_audio(page, button, has_audio)]
-    for _ in range(int(os.environ.get("CHOPINBOT_LATENCY_REPEATS", "0"))):
+    for _ in range(repeats):
         times.append(_click_to_audio(page, button, has_audio))
     text = ", ".join(f"{t:.2f}" for t in times)
     print(f"\nclick -> playable 30-second piece (s): {text}; median {sorted(times)[len(times) // 2]:.2f}")
