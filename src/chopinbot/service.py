@@ -689,6 +689,10 @@ def warm_up(entry: ModelEntry, max_states: int = 512, wait: bool = False) -> thr
 
     def run() -> None:
         _worker_init(1)
+        try:  # this thread only (Linux: a thread id is a process id here), and the FluidSynth it starts
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # visitors' pieces come first
+        except (AttributeError, OSError):
+            pass
         t = time.perf_counter()
         try:
             threshold_guide_png(entry)
