@@ -18,10 +18,12 @@ valid made the original design's validation scores meaningless).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import tempfile
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -327,13 +329,16 @@ def prepare(
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = _StatesWriter(out_dir)
     results: list[FileResult] = []
+    key_use = np.zeros((2, N_KEYS), np.int64)  # onsets per key, before and after transposition
     try:
         for r in _process_stream(files, settings, jobs, progress):
             if r.error and strict:
                 raise MidiError(r.error, r.name)
             if r.error is None:
                 r.rows = writer.add(r)
-            r.segments = []  # states are on disk now; keep only the metadata
+                key_use += (r.key_use_original, r.key_use_transposed)
+            # states are on disk now and the key use is summed: keep only the manifest's metadata
+            r.segments, r.key_use_original, r.key_use_transposed = [], None, None
             results.append(r)
         good = [r for r in results if r.error is None]
         if not good:
@@ -344,7 +349,7 @@ def prepare(
     except BaseException:
         writer.abort()
         raise
-    manifest = _manifest(good, [r for r in results if r.error], splits, settings, states_sha, writer.n_rows)
+    manifest = _manifest(good, [r for r in results if r.error], splits, settings, states_sha, writer.n_rows, key_use)
     atomic_write_json(out_dir / "manifest.json", manifest)
     return PrepareReport(out_dir, results, manifest, rebuilt=True)
 
@@ -355,17 +360,32 @@ def _process_stream(files, settings, jobs, progress) -> Iterator[FileResult]:
     bar = tqdm(total=len(files), desc="prepare", unit="file", disable=not progress, leave=False)
     try:
         if jobs > 1:
+            # At most a few files in flight per worker: ``pool.map`` would submit
+            # every file at once, and results (states included) that come back
+            # faster than they are written would pile up in memory.
+            # Files go in batches of up to 8 (fewer round trips to the workers).
+            size = max(1, min(8, len(files) // (4 * jobs)))
+            batches = (files[i : i + size] for i in range(0, len(files), size))
             with ProcessPoolExecutor(max_workers=jobs) as pool:
-                for r in pool.map(process_file, files, [settings] * len(files),
-                                  chunksize=max(1, min(16, len(files) // (4 * jobs)))):
-                    bar.update()
-                    yield r
+                pending = deque(pool.submit(_process_files, b, settings) for b in itertools.islice(batches, 3 * jobs))
+                while pending:
+                    done = pending.popleft().result()
+                    nxt = next(batches, None)
+                    if nxt is not None:
+                        pending.append(pool.submit(_process_files, nxt, settings))
+                    for r in done:
+                        bar.update()
+                        yield r
         else:
             for f in files:
                 bar.update()
                 yield process_file(f, settings)
     finally:
         bar.close()
+
+
+def _process_files(files: list[Path], settings: PrepareSettings) -> list[FileResult]:
+    return [process_file(f, settings) for f in files]
 
 
 class _StatesWriter:
@@ -414,15 +434,12 @@ class _StatesWriter:
             os.unlink(self.raw)
 
 
-def _manifest(good: list[FileResult], bad: list[FileResult], splits, settings, states_sha: str, n_rows: int) -> dict:
+def _manifest(good: list[FileResult], bad: list[FileResult], splits, settings, states_sha: str, n_rows: int,
+              key_use: np.ndarray) -> dict:
     files_meta = []
-    key_use_orig = np.zeros(N_KEYS, np.int64)
-    key_use_trans = np.zeros(N_KEYS, np.int64)
     for r in good:
         segs = [dict(start=a, stop=b, first_state=first, key=key, tonic=tonic, minor=minor, shift=shift)
                 for (a, b), (key, tonic, minor, shift, first) in zip(r.rows, r.segment_keys)]
-        key_use_orig += r.key_use_original
-        key_use_trans += r.key_use_transposed
         files_meta.append(
             dict(
                 name=r.name, sha256=r.sha256, split=splits[r.name], key=segs[0]["key"] if segs else None,
@@ -438,7 +455,7 @@ def _manifest(good: list[FileResult], bad: list[FileResult], splits, settings, s
         states_sha256=states_sha,
         rows=n_rows,
         totals=_totals(files_meta),
-        key_use={"original": key_use_orig.tolist(), "transposed": key_use_trans.tolist()},
+        key_use={"original": key_use[0].tolist(), "transposed": key_use[1].tolist()},
         files=files_meta,
         skipped=[dict(name=r.name, sha256=r.sha256, reason=r.error) for r in bad],
     )
