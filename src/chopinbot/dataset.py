@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import textwrap
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -270,9 +271,20 @@ def _read_committed_splits(files: list[Path]) -> dict | None:
 @dataclass
 class PrepareReport:
     out_dir: Path
-    results: list[FileResult]
-    manifest: dict
     rebuilt: bool
+    files: int  # pieces used
+    skipped: int  # files that could not be used (their reasons are in the manifest)
+    rows: int  # states written
+    _manifest: dict | None = field(default=None, repr=False)
+
+    @property
+    def manifest(self) -> dict:
+        """The dataset's manifest (read from disk on first use: for a large
+        corpus it is the largest thing prepare makes, and is never held while
+        preparing)."""
+        if self._manifest is None:
+            self._manifest = json.loads((self.out_dir / "manifest.json").read_text())
+        return self._manifest
 
 
 def prepare(
@@ -323,12 +335,18 @@ def prepare(
                 shas.items()
             )
             if same_inputs and old["settings"] == asdict(settings) and old.get("format") == FORMAT_VERSION:
-                return PrepareReport(out_dir, [], old, rebuilt=False)
+                return PrepareReport(out_dir, False, len(old["files"]), len(old.get("skipped", [])), old["rows"], old)
         except (KeyError, ValueError, TypeError):
             pass  # unreadable manifest: rebuild
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = _StatesWriter(out_dir)
-    results: list[FileResult] = []
+    # Memory stays flat in the number of files: states go to disk as they come
+    # and so does each file's manifest entry (JSON lines in a temp file); kept
+    # are only what the split assignment and the totals need (states and
+    # seconds per piece) and the skipped files.
+    entries = tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_dir, prefix=".files.")
+    sizes: dict[str, tuple[int, float]] = {}
+    skipped: list[dict] = []
     key_use = np.zeros((2, N_KEYS), np.int64)  # onsets per key, before and after transposition
     try:
         for r in _process_stream(files, settings, jobs, progress):
@@ -337,21 +355,66 @@ def prepare(
             if r.error is None:
                 r.rows = writer.add(r)
                 key_use += (r.key_use_original, r.key_use_transposed)
-            # states are on disk now and the key use is summed: keep only the manifest's metadata
-            r.segments, r.key_use_original, r.key_use_transposed = [], None, None
-            results.append(r)
-        good = [r for r in results if r.error is None]
-        if not good:
-            reasons = "; ".join(f"{r.name}: {r.error}" for r in results[:5])
-            raise DatasetError(f"no usable MIDI file among {len(results)} ({reasons})")
-        splits = assign_splits({r.name: r.n_states for r in good}, committed)
+                entries.write(json.dumps(_file_entry(r)) + "\n")
+                sizes[r.name] = (r.n_states, round(r.seconds, 3))
+            else:
+                skipped.append(dict(name=r.name, sha256=r.sha256, reason=r.error))
+        if not sizes:
+            reasons = "; ".join(f"{s['name']}: {s['reason']}" for s in skipped[:5])
+            raise DatasetError(f"no usable MIDI file among {len(skipped)} ({reasons})")
+        splits = assign_splits({name: n for name, (n, _) in sizes.items()}, committed)
         states_sha = writer.finish()
+        header = dict(
+            format=FORMAT_VERSION,
+            chopinbot=__version__,
+            settings=asdict(settings),
+            states_sha256=states_sha,
+            rows=writer.n_rows,
+            totals=_totals([dict(split=splits[n], states=k, seconds=sec) for n, (k, sec) in sizes.items()]),
+            key_use={"original": key_use[0].tolist(), "transposed": key_use[1].tolist()},
+        )
+        entries.seek(0)
+        _write_manifest(out_dir / "manifest.json", header, entries, splits, skipped)
     except BaseException:
         writer.abort()
         raise
-    manifest = _manifest(good, [r for r in results if r.error], splits, settings, states_sha, writer.n_rows, key_use)
-    atomic_write_json(out_dir / "manifest.json", manifest)
-    return PrepareReport(out_dir, results, manifest, rebuilt=True)
+    finally:
+        entries.close()
+    return PrepareReport(out_dir, True, len(sizes), len(skipped), writer.n_rows)
+
+
+def _file_entry(r: FileResult) -> dict:
+    """A used file's manifest entry, without its split (assigned at the end)."""
+    segs = [dict(start=a, stop=b, first_state=first, key=key, tonic=tonic, minor=minor, shift=shift)
+            for (a, b), (key, tonic, minor, shift, first) in zip(r.rows, r.segment_keys)]
+    return dict(
+        name=r.name, sha256=r.sha256, key=segs[0]["key"] if segs else None,
+        shift=segs[0]["shift"] if segs else 0, octave_moves=r.octave_moves, states=r.n_states,
+        beats=round(r.beats, 6), seconds=round(r.seconds, 3), piece_beats=round(r.piece_beats, 6),
+        piece_seconds=round(r.piece_seconds, 3), segments=segs,
+    )
+
+
+_FILES_MARK = "\u0000files\u0000"
+
+
+def _write_manifest(path: Path, header: dict, entries, splits: dict[str, str], skipped: list[dict]) -> None:
+    """Write ``manifest.json`` (as ``json.dumps(manifest, indent=2)`` would) with
+    the file entries streamed from the JSON-lines file ``entries``, one at a time."""
+    text = json.dumps({**header, "files": _FILES_MARK, "skipped": skipped}, indent=2) + "\n"
+    before, after = text.split(json.dumps(_FILES_MARK), 1)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.write(before + "[\n")
+            for i, line in enumerate(entries):
+                e = json.loads(line)
+                name, sha = e.pop("name"), e.pop("sha256")
+                e = {"name": name, "sha256": sha, "split": splits[name], **e}
+                out.write((",\n" if i else "") + textwrap.indent(json.dumps(e, indent=2), "    "))
+            out.write("\n  ]" + after)
+
+    atomic_write(path, write)
 
 
 def _process_stream(files, settings, jobs, progress) -> Iterator[FileResult]:
@@ -432,33 +495,6 @@ class _StatesWriter:
         self.f.close()
         if os.path.exists(self.raw):
             os.unlink(self.raw)
-
-
-def _manifest(good: list[FileResult], bad: list[FileResult], splits, settings, states_sha: str, n_rows: int,
-              key_use: np.ndarray) -> dict:
-    files_meta = []
-    for r in good:
-        segs = [dict(start=a, stop=b, first_state=first, key=key, tonic=tonic, minor=minor, shift=shift)
-                for (a, b), (key, tonic, minor, shift, first) in zip(r.rows, r.segment_keys)]
-        files_meta.append(
-            dict(
-                name=r.name, sha256=r.sha256, split=splits[r.name], key=segs[0]["key"] if segs else None,
-                shift=segs[0]["shift"] if segs else 0, octave_moves=r.octave_moves, states=r.n_states,
-                beats=round(r.beats, 6), seconds=round(r.seconds, 3), piece_beats=round(r.piece_beats, 6),
-                piece_seconds=round(r.piece_seconds, 3), segments=segs,
-            )
-        )
-    return dict(
-        format=FORMAT_VERSION,
-        chopinbot=__version__,
-        settings=asdict(settings),
-        states_sha256=states_sha,
-        rows=n_rows,
-        totals=_totals(files_meta),
-        key_use={"original": key_use[0].tolist(), "transposed": key_use[1].tolist()},
-        files=files_meta,
-        skipped=[dict(name=r.name, sha256=r.sha256, reason=r.error) for r in bad],
-    )
 
 
 def _totals(files_meta: list[dict]) -> dict:
