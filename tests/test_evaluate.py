@@ -63,6 +63,10 @@ def test_report_end_to_end(tiny_model_dir, tiny_dataset_dir, tmp_path):
     stats = m["statistics"]
     assert stats["n_generated"] == 2 and 0 <= stats["originality"]["mean_overlap_8"] <= 1
     assert "Originality" in (out / "report.md").read_text()
+    before = (out / "report.md").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a report"):  # nothing lost without --force
+        evaluate([str(tiny_model_dir)], out, tiny_dataset_dir, EvalSettings(pieces=2, steps=16, progress=False))
+    assert (out / "report.md").read_bytes() == before
 
 
 def test_model_and_data_must_match(tiny_model_dir, tmp_path):

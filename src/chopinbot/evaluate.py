@@ -131,13 +131,16 @@ def musical_statistics(model, ds: Dataset, settings: EvalSettings, train_index=N
 
 
 def evaluate(models: list[str | None], out_dir: str | os.PathLike, data: str | os.PathLike | None = None,
-             settings: EvalSettings = EvalSettings()) -> dict:
+             settings: EvalSettings = EvalSettings(), force: bool = False) -> dict:
     """Write ``report.md``, ``metrics.json`` and PNGs for the given models
-    (``None`` = the shipped model) into ``out_dir``; return the metrics."""
+    (``None`` = the shipped model) into ``out_dir``; return the metrics.  A
+    folder that already holds a report is refused unless ``force``."""
     from .musicstats import format_stats_table
     from .plots import plot_threshold_guide, plot_training
 
     out = Path(out_dir)
+    if not force and ((out / "report.md").exists() or (out / "metrics.json").exists()):
+        raise ConfigError(f"{out} already holds a report; choose another --out or pass --force to replace it")
     out.mkdir(parents=True, exist_ok=True)
     ds = load_or_prepare(data, progress=settings.progress)
     vocab_free = SplitData(ds, "train", _any_vocab())
