@@ -11,9 +11,10 @@ and its previous inter-onset interval; capped at 16 beats).
     .venv/bin/chopinbot prepare --out runs/dataset
     .venv/bin/python scripts/key_auc.py [--model src/chopinbot/shipped_model] [--data runs/dataset]
 
-Measured 2026-11-25 (shipped model, valid pieces): new-key onsets AUC 0.839 for
-the model vs 0.860 for the tree on base features and 0.910 with recency;
-continuation 0.542 for the model.  See docs/training.md.
+Measured 2026-11-25 on the valid pieces with the shipped model of that time
+(before the recency input): new-key onsets AUC 0.839 for the model vs 0.860
+for the tree on base features and 0.910 with recency; continuation 0.542 for
+the model.  That led to the note head's recency input; see docs/training.md.
 """
 
 from __future__ import annotations

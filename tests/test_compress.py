@@ -183,3 +183,15 @@ def test_prune_and_export_commands(tiny_model_dir, tiny_dataset_dir, tmp_path):
     assert rc == 0 and (tmp_path / "e" / "config.json").exists()
     assert main(["export", "--model", str(tiny_model_dir), "--format", "int8", "--out", str(tmp_path / "e")]) == 2
     assert main(["prune", "--model", str(tiny_model_dir), "--sparsity", "0.8,0.5", "--out", str(out)]) == 2
+
+
+def test_torchscript_export_of_a_recency_model(seed, tmp_path):
+    import torch
+
+    from chopinbot.model import ChopinLSTM, ModelConfig
+
+    torch.manual_seed(0)
+    m = ChopinLSTM(ModelConfig(hidden=16, key_recency=True, duration_classes=[0.25, 0.5, 1.0, 2.0])).eval()
+    m.meta = {}
+    info = C.export_model(m, "torchscript", tmp_path / "t")  # checks the export's outputs against forward
+    assert info["max_abs_diff"] <= C.EXPORT_TOLERANCE

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from chopinbot.encoding import end_positions, key_ages, state_features
+from chopinbot.encoding import end_positions, key_ages, key_recency, state_features
 from chopinbot.errors import ConfigError
 from chopinbot.generate import GenerateConfig, _bound_polyphony, _filter_logits, _softmax, generate
 from chopinbot.model import ChopinLSTM, ModelConfig
@@ -29,6 +29,7 @@ def _inputs(config: ModelConfig, B: int, T: int, seed: int = 0) -> np.ndarray:
     {"layers": 3, "layer_norm": True, "dense_layers": 2},
     {"onset_head": False, "note_head": False, "skip": False, "duration_head": "seed", "dense_layers": 0},
     {"onset_head": False},
+    {"key_recency": False},
 ])
 def test_numpy_step_equals_forward(kw):
     torch.manual_seed(0)
@@ -65,7 +66,7 @@ def test_rerun_reads_the_window_from_scratch():
 
 
 def test_input_builder_equals_training_inputs():
-    m = ChopinLSTM(ModelConfig(hidden=16, duration_classes=CLASSES)).eval()
+    m = ChopinLSTM(ModelConfig(hidden=16, duration_classes=CLASSES, key_recency=False)).eval()
     rng = np.random.default_rng(3)
     n, S, start = 60, 10, 7.25
     keys = rng.random((n, 88)) < 0.05
@@ -77,6 +78,14 @@ def test_input_builder_equals_training_inputs():
     got = np.stack([build(keys[None, i], onsets[None, i], cls[i : i + 1])[0] for i in range(S, n)])
     # the table is exact on the grid; the training path sums float lengths (error ~1e-6)
     np.testing.assert_allclose(got, want[S:], atol=1e-5)
+    # with the recency block (a model that reads it): the same, plus every key's recency
+    mr = ChopinLSTM(ModelConfig(hidden=16, duration_classes=CLASSES, key_recency=True)).eval()
+    want_r = state_features(keys, onsets, beats, mr.config.vocab, end_positions(beats, start),
+                            key_ages(keys, onsets, beats), key_recency(keys, onsets, beats))
+    build = InputBuilder(mr, keys[None, :S], onsets[None, :S], beats[None, :S], start)
+    got = np.stack([build(keys[None, i], onsets[None, i], cls[i : i + 1])[0] for i in range(S, n)])
+    assert got.shape[1] == mr.config.input_dim == mr.config.lstm_input_dim + 2 * 88
+    np.testing.assert_allclose(got, want_r[S:], atol=1e-5)
 
 
 def test_engines_give_the_same_music(tiny_model_dir):
@@ -115,3 +124,12 @@ def test_duration_filters_and_polyphony_bounds():
     assert _bound_polyphony(many, probs, 0, 10).sum() == 10
     assert _bound_polyphony(many, probs, 0, 10)[0, -10:].all()  # the likeliest ten stay
     assert _bound_polyphony(np.zeros((1, 88), bool), probs, 3, 10)[0, -3:].all()
+
+
+def test_key_recency_by_hand():
+    keys = np.zeros((1, 6, 88), bool)
+    keys[0, 0, 40] = keys[0, 3, 40] = True  # struck at beats 0 and 3, one beat each
+    rec = key_recency(keys, keys.copy(), np.ones((1, 6)))
+    assert rec[0, :, 0, 40].tolist() == [1, 2, 3, 1, 2, 3]  # beats since struck, at each state's end
+    assert rec[0, :, 1, 40].tolist() == [16, 16, 16, 3, 3, 3]  # the previous interval (unknown = the cap)
+    assert (rec[0, :, :, 41] == 16).all()  # never struck

@@ -65,8 +65,11 @@ N_POSITION = PHASE_BINS + 2 * len(PHASE_PERIODS)
 AGE_LOOKBACK = 32  # states of history read before a training chunk to know each key's age
 
 
-def input_dim(n_classes: int) -> int:
-    return 3 * N_KEYS + n_classes + 1 + N_POSITION
+RECENCY_CAP = 16.0  # beats: a key struck longer ago than this (or never) counts as this long ago
+
+
+def input_dim(n_classes: int, recency: bool = False) -> int:
+    return 3 * N_KEYS + n_classes + 1 + N_POSITION + (2 * N_KEYS if recency else 0)
 
 
 def key_ages(keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray) -> np.ndarray:
@@ -111,6 +114,51 @@ class AgeTracker:
         return np.where(keys, self.now[:, None] - self.last, 0.0)
 
 
+def key_recency(keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray) -> np.ndarray:
+    """(..., S, 2, 88): for *every* key at the end of each state, the beats since
+    it was last struck (sounding now or not) and the interval between its last
+    two strikes, both capped at ``RECENCY_CAP`` (also where unknown).  Figures
+    in accompaniments and repeated notes come back at the interval they came
+    before: a small tree model ranks which silent keys start next at AUC 0.91
+    with these, 0.86 without (``scripts/key_auc.py``)."""
+    tracker = RecencyTracker(np.zeros(keys.shape[:-2] + (N_KEYS,), bool), np.zeros(beats.shape[:-1]))
+    out = np.empty(keys.shape[:-1] + (2, N_KEYS))
+    for s in range(keys.shape[-2]):
+        out[..., s, :, :] = tracker.step(keys[..., s, :], onsets[..., s, :], beats[..., s])
+    return out
+
+
+class RecencyTracker:
+    """:func:`key_recency`, one state at a time."""
+
+    def __init__(self, prev_keys: np.ndarray, now: np.ndarray) -> None:
+        self.prev = np.asarray(prev_keys, bool)
+        self.now = np.asarray(now, np.float64)
+        self.last = np.full(self.prev.shape, -np.inf)
+        self.last2 = np.full(self.prev.shape, -np.inf)
+
+    def step(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray) -> np.ndarray:
+        """(..., 2, 88) at the end of the new states ``keys``/``onsets`` (..., 88) lasting ``beats``."""
+        keys = np.asarray(keys, bool)
+        strike = np.asarray(onsets, bool) | (keys & ~self.prev)
+        start = self.now[..., None]
+        self.last2 = np.where(strike, self.last, self.last2)
+        self.last = np.where(strike, start, self.last)
+        self.prev = keys
+        self.now = self.now + np.asarray(beats, np.float64)
+        with np.errstate(invalid="ignore"):  # -inf - -inf where a key was struck at most once
+            since = self.now[..., None] - self.last
+            interval = self.last - self.last2
+        return np.stack([np.minimum(since, RECENCY_CAP), np.where(np.isfinite(interval), np.minimum(interval, RECENCY_CAP),
+                                                                   RECENCY_CAP)], -2)
+
+
+def recency_features(recency: np.ndarray) -> np.ndarray:
+    """(n, 2, 88) -> (n, 176) in [0, 1]: log2(1 + beats) / log2(1 + cap)."""
+    r = np.asarray(recency)
+    return (np.log2(1.0 + r) / np.log2(1.0 + RECENCY_CAP)).reshape(r.shape[0], -1)
+
+
 def end_positions(beats: np.ndarray, start: float = 0.0) -> np.ndarray:
     """Position (beats) at which each state ends, from a start position."""
     return start + np.cumsum(np.asarray(beats, np.float64))
@@ -118,18 +166,22 @@ def end_positions(beats: np.ndarray, start: float = 0.0) -> np.ndarray:
 
 def state_features(
     keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, vocab: DurationVocab, end_pos: np.ndarray,
-    ages: np.ndarray,
+    ages: np.ndarray, recency: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(n, 3*88+V+1+22) float32 inputs for ``n`` states ending at ``end_pos``
-    beats, whose keys have the given ``ages`` (see :func:`key_ages`)."""
+    """(n, 3*88+V+1+22 [+176]) float32 inputs for ``n`` states ending at
+    ``end_pos`` beats, whose keys have the given ``ages`` (see :func:`key_ages`)
+    and, optionally, ``recency`` (n, 2, 88) (see :func:`key_recency`)."""
     n = keys.shape[0]
-    x = np.zeros((n, input_dim(len(vocab))), np.float32)
+    x = np.zeros((n, input_dim(len(vocab), recency is not None)), np.float32)
     x[:, :N_KEYS] = keys
     x[:, N_KEYS : 2 * N_KEYS] = onsets
     x[:, 2 * N_KEYS : 3 * N_KEYS] = age_features(ages)
     c = 3 * N_KEYS
     x[:, c : c + len(vocab) + 1] = duration_features(beats, vocab)
-    x[:, c + len(vocab) + 1 :] = position_features(end_pos)
+    c += len(vocab) + 1
+    x[:, c : c + N_POSITION] = position_features(end_pos)
+    if recency is not None:
+        x[:, c + N_POSITION :] = recency_features(recency)
     return x
 
 

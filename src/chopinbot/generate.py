@@ -294,7 +294,9 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
     seed_beats = np.stack([s.beats for s in seeds])
     inputs = InputBuilder(model, seed_keys, seed_onsets, seed_beats, start)
     x_seed = np.stack([state_features(s.keys, s.onsets, s.beats, vocab, end_positions(s.beats, start),
-                                      inputs.seed_ages[i]) for i, s in enumerate(seeds)])
+                                      inputs.seed_ages[i],
+                                      inputs.seed_recency[i] if inputs.recency is not None else None)
+                       for i, s in enumerate(seeds)])
     stepper = stepper_for(model, engine, B)
     out = stepper.start(x_seed)  # the seed is read in one call; then each step feeds one new state
     sampler = _Sampler(model, cfg, rng)

@@ -60,6 +60,7 @@ class ModelConfig:
     note_head: bool = True  # per-key MLP with weights tied across keys
     note_hidden: int = 48  # its hidden units
     note_context: int = 32  # LSTM-state features it sees
+    key_recency: bool = True  # the note head also reads each key's recency (encoding.key_recency); off without it
     duration_head: str = "classes"  # "classes" (softmax over rhythmic values) or "seed" (original)
     dur_nodes: int = 20  # sigmoid nodes of the seed head
     max_duration: float = 8.0  # beats; the seed head's normalisation (corpus maximum)
@@ -68,6 +69,8 @@ class ModelConfig:
     model_type: str = "lstm"
 
     def __post_init__(self) -> None:
+        if self.note_head is False:
+            self.key_recency = False  # only the note head reads it
         self.validate()
 
     def validate(self) -> None:
@@ -80,7 +83,7 @@ class ModelConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool):
                 raise ConfigError(f"{name} must be a number, got {v!r}")
-        for name in ("layer_norm", "onset_head", "skip", "note_head"):
+        for name in ("layer_norm", "onset_head", "skip", "note_head", "key_recency"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false")
         if not isinstance(self.duration_classes, list) or not all(
@@ -118,6 +121,12 @@ class ModelConfig:
 
     @property
     def input_dim(self) -> int:
+        """Width of an input row (what :func:`~chopinbot.encoding.state_features` makes)."""
+        return input_dim(len(self.duration_classes), self.key_recency)
+
+    @property
+    def lstm_input_dim(self) -> int:
+        """The part of the row the LSTM reads (the recency block goes to the note head only)."""
         return input_dim(len(self.duration_classes))
 
     def to_dict(self) -> dict:
@@ -126,6 +135,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         known = {f.name for f in fields(cls)}
+        d = {"key_recency": False, **d}  # configs saved before the recency input existed
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown model config fields: {', '.join(sorted(unknown))}")
@@ -143,7 +153,7 @@ class ChopinLSTM(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.lstm = nn.LSTM(c.input_dim, c.hidden, c.layers, batch_first=True, dropout=c.dropout if c.layers > 1 else 0.0)
+        self.lstm = nn.LSTM(c.lstm_input_dim, c.hidden, c.layers, batch_first=True, dropout=c.dropout if c.layers > 1 else 0.0)
         self.norm = nn.LayerNorm(c.hidden) if c.layer_norm else nn.Identity()
         dense: list[nn.Module] = []
         width = c.hidden
@@ -158,7 +168,7 @@ class ChopinLSTM(nn.Module):
         if c.note_head:
             self.pitch_emb = nn.Parameter(torch.randn(N_KEYS, PITCH_EMB) * 0.1)
             self.note_ctx = nn.Linear(width, c.note_context)
-            n_in = 2 * (2 * NEIGHBOURS + 1) + 1 + PITCH_EMB + c.note_context
+            n_in = 2 * (2 * NEIGHBOURS + 1) + 1 + (2 if c.key_recency else 0) + PITCH_EMB + c.note_context
             self.note_mlp = nn.Sequential(nn.Linear(n_in, c.note_hidden), nn.ReLU(), nn.Linear(c.note_hidden, 2))
             nn.init.zeros_(self.note_mlp[2].weight)
             nn.init.zeros_(self.note_mlp[2].bias)
@@ -184,7 +194,7 @@ class ChopinLSTM(nn.Module):
     def forward(
         self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[Outputs, tuple[torch.Tensor, torch.Tensor]]:
-        h, new_state = self.lstm(x, state)
+        h, new_state = self.lstm(x[..., : self.config.lstm_input_dim] if self.config.key_recency else x, state)
         h = self.dense(self.norm(h))
         keys = self.key_out(h)
         onsets = self.onset_out(h) if self.onset_out is not None else None
@@ -209,6 +219,9 @@ class ChopinLSTM(nn.Module):
         local = padded.unfold(2, w, 1)  # (B*T, 2, 88, w): each key's neighbourhood
         local = local.permute(0, 2, 1, 3).reshape(B, T, N_KEYS, 2 * w)
         age = x[..., 2 * N_KEYS : 3 * N_KEYS].unsqueeze(-1)
+        if self.config.key_recency:  # (B, T, 88, 2): beats since struck, previous interval
+            base = self.config.lstm_input_dim
+            age = torch.cat([age, x[..., base : base + 2 * N_KEYS].reshape(B, T, 2, N_KEYS).transpose(2, 3)], -1)
         ctx = self.note_ctx(h).unsqueeze(2).expand(B, T, N_KEYS, self.config.note_context)
         emb = self.pitch_emb.expand(B, T, N_KEYS, PITCH_EMB)
         return self.note_mlp(torch.cat([local, age, emb, ctx], -1))

@@ -20,7 +20,7 @@ import torch
 
 from .constants import N_KEYS
 from .dataset import Dataset
-from .encoding import AGE_LOOKBACK, DurationVocab, end_positions, key_ages, state_features
+from .encoding import AGE_LOOKBACK, DurationVocab, end_positions, key_ages, key_recency, state_features
 from .loss import Targets
 
 
@@ -89,7 +89,8 @@ class SplitData:
         """Window mode: every run of ``window`` inputs followed by a target."""
         return [Chunk(p, window, True) for a, b in self.segments for p in range(a, b - window)]
 
-    def batch(self, chunks: list[Chunk], shifts: np.ndarray | None = None) -> tuple[torch.Tensor, Targets]:
+    def batch(self, chunks: list[Chunk], shifts: np.ndarray | None = None,
+              recency: bool = False) -> tuple[torch.Tensor, Targets]:
         """Inputs (B, T, F) and targets for a list of chunks (padded, masked).
 
         ``shifts`` (one per chunk, semitones) transposes each chunk as data
@@ -121,9 +122,11 @@ class SplitData:
                     keys[i] = keys[i][:, _SOURCE_OF[int(sh)]] * _VALID_AFTER[int(sh)]
                     onsets[i] = onsets[i][:, _SOURCE_OF[int(sh)]] * _VALID_AFTER[int(sh)]
         ages = key_ages(keys, onsets, beats)[:, L : L + T]
+        rec = key_recency(keys, onsets, beats)[:, L : L + T].reshape(-1, 2, N_KEYS) if recency else None
         keys, onsets, beats, idx = keys[:, L:], onsets[:, L:], beats[:, L:], idx[:, L:]
         x = state_features(keys[:, :T].reshape(-1, N_KEYS), onsets[:, :T].reshape(-1, N_KEYS), beats[:, :T].ravel(),
-                           self.vocab, self.end_pos[idx[:, :T]].ravel(), ages.reshape(-1, N_KEYS)).reshape(B, T, -1)
+                           self.vocab, self.end_pos[idx[:, :T]].ravel(), ages.reshape(-1, N_KEYS),
+                           rec).reshape(B, T, -1)
         steps = np.arange(T + 1)
         mask = (steps[None, :T] < lengths[:, None]).astype(np.float32)
         for i, c in enumerate(chunks):

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from .constants import N_KEYS
-from .encoding import AgeTracker, age_features, duration_features, position_features, position_period
+from .encoding import (AgeTracker, RecencyTracker, age_features, duration_features, key_recency, position_features,
+                       position_period, recency_features)
 from .errors import ConfigError
 from .model import NEIGHBOURS, PITCH_EMB, ChopinLSTM
 
@@ -115,6 +116,7 @@ class NumpyStepper:
             bias = getattr(lstm, f"bias_ih_l{i}") + getattr(lstm, f"bias_hh_l{i}")
             self.lstm.append((_np(w_ih.t()), _np(w_hh.t()), _np(bias)))
         self.hidden = c.hidden
+        self.lstm_in = c.lstm_input_dim
         self.norm = (_np(m.norm.weight), _np(m.norm.bias), m.norm.eps) if c.layer_norm else None
         self.dense = [(_np(layer.weight.t()), _np(layer.bias)) for layer in m.dense if isinstance(layer, torch.nn.Linear)]
         heads = [m.key_out] + ([m.onset_out] if m.onset_out is not None else []) + [m.dur_out]
@@ -122,11 +124,14 @@ class NumpyStepper:
         biases = [h.bias for h in heads]
         sizes = [w.shape[0] for w in weights]
         if c.note_head:
-            w1 = m.note_mlp[0].weight  # (nh, inputs): [neighbourhood (2 x w) | age | pitch embedding | context]
+            # (nh, inputs): [neighbourhood (2 x w) | age | recency (2, if on) | pitch embedding | context]
+            w1 = m.note_mlp[0].weight
             w = 2 * NEIGHBOURS + 1
+            n_age = 3 if c.key_recency else 1
             self.local_w = _np(w1[:, : 2 * w].t())  # (2w, nh)
-            self.age_w = _np(w1[:, 2 * w])
-            emb_w, ctx_w = w1[:, 2 * w + 1 : 2 * w + 1 + PITCH_EMB], w1[:, 2 * w + 1 + PITCH_EMB :]
+            self.age_w = _np(w1[:, 2 * w : 2 * w + n_age].t())  # (1 or 3, nh)
+            e0 = 2 * w + n_age
+            emb_w, ctx_w = w1[:, e0 : e0 + PITCH_EMB], w1[:, e0 + PITCH_EMB :]
             self.emb_term = _np(m.pitch_emb @ emb_w.t() + m.note_mlp[0].bias)  # (88, nh)
             weights.append(ctx_w @ m.note_ctx.weight)  # the context's term of the first layer, per state
             biases.append(ctx_w @ m.note_ctx.bias)
@@ -145,7 +150,7 @@ class NumpyStepper:
         self.state: list[list[np.ndarray]] = []
 
     def start(self, x_seed: np.ndarray) -> StepOutputs:
-        h, (hh, cc) = self.model.lstm(torch.from_numpy(x_seed))
+        h, (hh, cc) = self.model.lstm(torch.from_numpy(np.ascontiguousarray(x_seed[..., : self.lstm_in])))
         self.state = [[_np(hh[i]), _np(cc[i])] for i in range(hh.shape[0])]
         return self.heads(_np(h[:, -1]), x_seed[:, -1])
 
@@ -159,7 +164,7 @@ class NumpyStepper:
 
     def step(self, x: np.ndarray) -> StepOutputs:
         """``x`` (B, input_dim) float32: the outputs after it; the state moves on."""
-        inp = x
+        inp = x[:, : self.lstm_in]
         for (w_ih, w_hh, b), hc in zip(self.lstm, self.state):
             gates = inp @ w_ih
             gates += hc[0] @ w_hh
@@ -171,7 +176,7 @@ class NumpyStepper:
         """The original's way: read the whole window (B, W, D) from a zero state.
         PyTorch's LSTM does this faster than a loop of NumPy steps (measured
         here at a 16-state window: 227 vs 139 states/s), so it is used."""
-        h, _ = self.model.lstm(torch.from_numpy(window))
+        h, _ = self.model.lstm(torch.from_numpy(np.ascontiguousarray(window[..., : self.lstm_in])))
         return self.heads(_np(h[:, -1]), window[:, -1])
 
     def heads(self, h: np.ndarray, x: np.ndarray) -> StepOutputs:
@@ -200,7 +205,13 @@ class NumpyStepper:
             padded[:, :, NEIGHBOURS : NEIGHBOURS + N_KEYS] = kon.reshape(B, 2, N_KEYS)
             local = np.take(padded.reshape(B, -1), self.gather, axis=1)  # (B, 88, 2w): each key's neighbourhood
             hid = local @ self.local_w
-            hid += x[:, 2 * N_KEYS : 3 * N_KEYS, None] * self.age_w
+            if self.config.key_recency:  # age, beats since struck, previous interval: (B, 88, 3)
+                base = self.lstm_in
+                per_key = np.stack([x[:, 2 * N_KEYS : 3 * N_KEYS], x[:, base : base + N_KEYS],
+                                    x[:, base + N_KEYS : base + 2 * N_KEYS]], -1)
+                hid += per_key @ self.age_w
+            else:
+                hid += x[:, 2 * N_KEYS : 3 * N_KEYS, None] * self.age_w[0]
             hid += self.emb_term
             hid += parts[-1][:, None, :]
             adj = np.maximum(hid, 0.0) @ self.out_w + self.out_b  # (B, 88, 2)
@@ -229,12 +240,21 @@ class InputBuilder:
         ages = AgeTracker(keys, onsets, beats)
         self.seed_ages = ages.history_ages
         self.ages = ages
+        self.recency = None
+        if c.key_recency:
+            self.seed_recency = key_recency(keys, onsets, beats)  # (B, S, 2, 88)
+            self.recency = RecencyTracker(np.zeros(keys.shape[:-2] + (N_KEYS,), bool), np.zeros(keys.shape[0]))
+            for s in range(keys.shape[-2]):  # replay the seed so the tracker knows its strikes
+                self.recency.step(keys[:, s], onsets[:, s], beats[:, s])
         end = np.round((start_beat + np.asarray(beats, np.float64).sum(-1)) * grid)  # (B,) grid units
         self.pos = end.astype(np.int64).reshape(-1) % self.period
 
     def __call__(self, keys: np.ndarray, onsets: np.ndarray, cls: np.ndarray) -> np.ndarray:
         """(B, input_dim) float32 for new states ``keys``/``onsets`` (B, 88, bool) of rhythmic class ``cls`` (B,)."""
-        ages = self.ages.step(keys, onsets, self.class_beats[cls])
+        beats = self.class_beats[cls]
+        ages = self.ages.step(keys, onsets, beats)
         self.pos = (self.pos + self.class_units[cls]) % self.period
-        return np.concatenate([keys, onsets, age_features(ages), self.dur_table[cls], self.pos_table[self.pos]],
-                              axis=1, dtype=np.float32)
+        parts = [keys, onsets, age_features(ages), self.dur_table[cls], self.pos_table[self.pos]]
+        if self.recency is not None:
+            parts.append(recency_features(self.recency.step(keys, onsets, beats)))
+        return np.concatenate(parts, axis=1, dtype=np.float32)

@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="direct path from the current state to the key logits (default: on)")
     g.add_argument("--note-head", type=_onoff, default=M.note_head, metavar="on|off",
                    help="per-key MLP with weights tied across keys (default: on)")
+    g.add_argument("--key-recency", type=_onoff, default=M.key_recency, metavar="on|off",
+                   help="the note head also reads each key's beats since last struck and previous interval "
+                        "(default: on)")
     g.add_argument("--duration-head", choices=["classes", "seed"], default=M.duration_head)
     g.add_argument("--dur-nodes", type=positive_int, default=M.dur_nodes)
     g = p.add_argument_group("training")
@@ -70,7 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     model = ModelConfig(**{f: getattr(args, f) for f in ("layers", "hidden", "dropout", "dense_layers", "layer_norm",
                                                           "onset_head", "skip", "note_head", "duration_head",
-                                                          "dur_nodes")},
+                                                          "dur_nodes", "key_recency")},
                         duration_classes=[1.0])
     names = {f.name for f in fields(TrainConfig)} - {"model", "loss_clip", "progress"}
     cfg = TrainConfig(**{n: getattr(args, n) for n in names if n != "epochs"}, model=model)
