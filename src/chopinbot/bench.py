@@ -540,9 +540,8 @@ def _train_throughput(split, mcfg, window: int, batch: int, context: int, warmup
     import numpy as np
     import torch
 
-    from .model import ChopinLSTM, apply_max_norm
-    from .predict import compute_losses
-    from .train import TrainConfig, _accumulate_grads, _lr_lambda, _make_optimizer, _seed_everything
+    from .model import ChopinLSTM
+    from .train import TrainConfig, _lr_lambda, _make_optimizer, _seed_everything, train_step
 
     cfg = TrainConfig(context=context, window=window, batch=batch, model=mcfg)
     _seed_everything(cfg.seed)
@@ -562,19 +561,7 @@ def _train_throughput(split, mcfg, window: int, batch: int, context: int, warmup
         x, t = split.batch([units[j] for j in idx], recency=model.config.key_recency)
         tb = time.perf_counter() - tb
         t0 = time.perf_counter()
-        out, _ = model(x)
-        losses = compute_losses(model, out, t, cfg.harshness, cfg.loss_clip, cfg.dur_ce_weight)
-        if not torch.isfinite(losses["total"]):
-            raise FloatingPointError("non-finite loss in the training benchmark")
-        opt.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        if cfg.clip_grad:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-        _accumulate_grads(grad_acc, model)
-        opt.step()
-        sched.step()
-        if cfg.max_norm:
-            apply_max_norm(model, cfg.max_norm)
+        train_step(model, model, opt, sched, cfg, x, t, grad_acc, where="in the training benchmark")
         dt = time.perf_counter() - t0
         if i >= warmup:
             step_s.append(dt)
@@ -1106,23 +1093,15 @@ def markdown(results: dict) -> str:
 # --- Command line -----------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli.args import positive_int
+
     p.add_argument("name", nargs="?", default="all", choices=["all", *BENCHMARKS],
                    help="which benchmark (default: all)")
     p.add_argument("--out", default="bench", help="folder for results.json and results.md (default: %(default)s)")
     p.add_argument("--quick", action="store_true",
                    help="fewer repeats and smaller inputs: a smoke check, not reference figures")
-    p.add_argument("--jobs", type=_positive_int, default=2, help="worker processes for the parallel prepare runs (default: 2)")
+    p.add_argument("--jobs", type=positive_int, default=2, help="worker processes for the parallel prepare runs (default: 2)")
     p.add_argument("--corpus", default=None, help="a folder of MIDI files instead of the bundled corpus")
     p.add_argument("--no-music21", action="store_true", help="skip the music21 baseline even if installed")
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary folder, removed afterwards)")

@@ -13,7 +13,6 @@ tensors must match the architecture's names and shapes exactly.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,21 +27,13 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .constants import SHIPPED_MODEL_DIR
 from .errors import ConfigError, ModelFileError
-from .io_utils import dir_mode, file_mode
+from .io_utils import dir_mode, file_mode, sha256_file
 from .model import ChopinLSTM, ModelConfig
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 MAX_CONFIG_BYTES = 1_000_000
 MAX_WEIGHTS_BYTES = 2_000_000_000
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_checkpoint_dir(
@@ -63,7 +54,7 @@ def write_checkpoint_dir(
                 save_file({k: v.detach().contiguous().cpu() for k, v in content.items()}, str(tmp / name))
             else:
                 (tmp / name).write_text(json.dumps(content, indent=2))
-        cfg = dict(config, weights_sha256=_sha256(tmp / WEIGHTS), chopinbot=__version__)
+        cfg = dict(config, weights_sha256=sha256_file(tmp / WEIGHTS), chopinbot=__version__)
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2))
         swap_in(tmp, folder)
     except BaseException:
@@ -156,7 +147,7 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
     wpath = model_file(folder, WEIGHTS)
     if wpath.stat().st_size > MAX_WEIGHTS_BYTES:
         raise ModelFileError(f"{wpath}: weights file too large")
-    if cfg.get("weights_sha256") and cfg["weights_sha256"] != _sha256(wpath):
+    if cfg.get("weights_sha256") and cfg["weights_sha256"] != sha256_file(wpath):
         raise ModelFileError(f"{wpath}: weights do not match the config's sha256 (file changed or damaged)")
     try:
         tensors = load_file(str(wpath))

@@ -41,7 +41,6 @@ chosen so that this re-quantization reproduces the stored integers exactly.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import os
@@ -63,6 +62,7 @@ from .checkpoint import (CONFIG, MAX_WEIGHTS_BYTES, WEIGHTS, read_config, resolv
                          write_checkpoint_dir)
 from .constants import N_KEYS
 from .errors import ConfigError, ModelFileError
+from .io_utils import sha256_file
 from .model import NEIGHBOURS, PITCH_EMB, ChopinLSTM, ModelConfig, Outputs
 
 PLAIN_FORMATS = ("fp32", "fp16")
@@ -83,14 +83,6 @@ DEFAULT_INT8_LAYERS = ("lstm",)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def prunable(model: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -458,7 +450,7 @@ def _check_weights_file(folder: Path, cfg: dict[str, Any]) -> Path:
     wpath = folder / WEIGHTS
     if wpath.stat().st_size > MAX_WEIGHTS_BYTES:
         raise ModelFileError(f"{wpath}: weights file too large")
-    if cfg.get("weights_sha256") and cfg["weights_sha256"] != _sha256(wpath):
+    if cfg.get("weights_sha256") and cfg["weights_sha256"] != sha256_file(wpath):
         raise ModelFileError(f"{wpath}: weights do not match the config's sha256 (file changed or damaged)")
     return wpath
 
@@ -802,7 +794,7 @@ def _write_artifact_folder(folder: str | os.PathLike, artifact: Path, name: str,
     try:
         save_file({}, str(tmp / WEIGHTS))
         shutil.copyfile(artifact, tmp / name)
-        cfg = dict(cfg, artifact=name, artifact_sha256=_sha256(tmp / name), weights_sha256=_sha256(tmp / WEIGHTS),
+        cfg = dict(cfg, artifact=name, artifact_sha256=sha256_file(tmp / name), weights_sha256=sha256_file(tmp / WEIGHTS),
                    chopinbot=__version__)
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2))
         swap_in(tmp, folder)
@@ -896,7 +888,7 @@ def load_any(path: str | os.PathLike | None = None, device: str | torch.device =
         raise ModelFileError(f"{folder}: the {fmt} checkpoint has no {name}")
     if art.stat().st_size > MAX_ARTIFACT_BYTES:
         raise ModelFileError(f"{art}: file too large")
-    if cfg.get("artifact_sha256") != _sha256(art):
+    if cfg.get("artifact_sha256") != sha256_file(art):
         raise ModelFileError(f"{art}: does not match the config's sha256 (file changed or damaged)")
     runner = _onnx_runner(art) if fmt == "onnx" else _torchscript_runner(art)
     return ExportedModel(mcfg, runner, fmt, cfg)

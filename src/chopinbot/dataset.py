@@ -47,7 +47,7 @@ from .constants import (
     VALID_FRACTION,
 )
 from .errors import ChopinBotError, DatasetError, MidiError
-from .io_utils import atomic_write, atomic_write_json
+from .io_utils import atomic_write, atomic_write_json, sha256_file
 from .keys import Key, detect_key, pitch_class_histogram
 from .midi import read_midi
 from .states import States, notes_to_states, transpose_states
@@ -104,14 +104,6 @@ class FileResult:
     key_use_transposed: np.ndarray | None = None
     segment_keys: list[tuple[str, int, bool, int, int]] = field(default_factory=list)  # key, tonic, minor, shift, first
     rows: list[tuple[int, int]] = field(default_factory=list)  # rows in states.npy, once written
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _dedupe_key_changes(keysigs: list[tuple[int, int, int]]) -> list[tuple[int, int]]:

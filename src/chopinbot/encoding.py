@@ -121,21 +121,21 @@ def key_recency(keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray) -> np.n
     in accompaniments and repeated notes come back at the interval they came
     before: a small tree model ranks which silent keys start next at AUC 0.91
     with these, 0.86 without (``scripts/key_auc.py``)."""
-    tracker = RecencyTracker(np.zeros(keys.shape[:-2] + (N_KEYS,), bool), np.zeros(beats.shape[:-1]))
-    out = np.empty(keys.shape[:-1] + (2, N_KEYS))
-    for s in range(keys.shape[-2]):
-        out[..., s, :, :] = tracker.step(keys[..., s, :], onsets[..., s, :], beats[..., s])
-    return out
+    return RecencyTracker(keys, onsets, beats).history
 
 
 class RecencyTracker:
-    """:func:`key_recency`, one state at a time."""
+    """:func:`key_recency`, one state at a time (for generation)."""
 
-    def __init__(self, prev_keys: np.ndarray, now: np.ndarray) -> None:
-        self.prev = np.asarray(prev_keys, bool)
-        self.now = np.asarray(now, np.float64)
+    def __init__(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray) -> None:
+        """Start from a history of (..., S, 88) states; ``history`` is its recency (..., S, 2, 88)."""
+        self.prev = np.zeros(keys.shape[:-2] + (N_KEYS,), bool)
+        self.now = np.zeros(beats.shape[:-1])
         self.last = np.full(self.prev.shape, -np.inf)
         self.last2 = np.full(self.prev.shape, -np.inf)
+        self.history = np.empty(keys.shape[:-1] + (2, N_KEYS))
+        for s in range(keys.shape[-2]):
+            self.history[..., s, :, :] = self.step(keys[..., s, :], onsets[..., s, :], beats[..., s])
 
     def step(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray) -> np.ndarray:
         """(..., 2, 88) at the end of the new states ``keys``/``onsets`` (..., 88) lasting ``beats``."""

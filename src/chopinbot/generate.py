@@ -295,7 +295,7 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
     inputs = InputBuilder(model, seed_keys, seed_onsets, seed_beats, start)
     x_seed = np.stack([state_features(s.keys, s.onsets, s.beats, vocab, end_positions(s.beats, start),
                                       inputs.seed_ages[i],
-                                      inputs.seed_recency[i] if inputs.recency is not None else None)
+                                      inputs.seed_recency[i] if inputs.seed_recency is not None else None)
                        for i, s in enumerate(seeds)])
     stepper = stepper_for(model, engine, B)
     out = stepper.start(x_seed)  # the seed is read in one call; then each step feeds one new state

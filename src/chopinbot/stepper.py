@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .constants import N_KEYS
-from .encoding import (AgeTracker, RecencyTracker, age_features, duration_features, key_recency, position_features,
+from .encoding import (AgeTracker, RecencyTracker, age_features, duration_features, position_features,
                        position_period, recency_features)
 from .errors import ConfigError
 from .model import NEIGHBOURS, PITCH_EMB, ChopinLSTM
@@ -240,12 +240,10 @@ class InputBuilder:
         ages = AgeTracker(keys, onsets, beats)
         self.seed_ages = ages.history_ages
         self.ages = ages
-        self.recency = None
+        self.recency, self.seed_recency = None, None
         if c.key_recency:
-            self.seed_recency = key_recency(keys, onsets, beats)  # (B, S, 2, 88)
-            self.recency = RecencyTracker(np.zeros(keys.shape[:-2] + (N_KEYS,), bool), np.zeros(keys.shape[0]))
-            for s in range(keys.shape[-2]):  # replay the seed so the tracker knows its strikes
-                self.recency.step(keys[:, s], onsets[:, s], beats[:, s])
+            self.recency = RecencyTracker(keys, onsets, beats)
+            self.seed_recency = self.recency.history  # (B, S, 2, 88)
         end = np.round((start_beat + np.asarray(beats, np.float64).sum(-1)) * grid)  # (B,) grid units
         self.pos = end.astype(np.int64).reshape(-1) % self.period
 

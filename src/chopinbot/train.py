@@ -306,19 +306,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
                 x, t = train_split.batch([units[i] for i in idx], shifts, recency=model.config.key_recency)
                 x, t = x.to(device), t.to(device)
                 t0 = time.perf_counter()
-                out_b, _ = wrapped(x)
-                losses = compute_losses(model, out_b, t, cfg.harshness, cfg.loss_clip, cfg.dur_ce_weight)
-                if not torch.isfinite(losses["total"]):
-                    raise FloatingPointError(f"non-finite loss at epoch {epoch}, step {step}")
-                opt.zero_grad(set_to_none=True)
-                losses["total"].backward()
-                if cfg.clip_grad:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                _accumulate_grads(grad_rows_sum, model)
-                opt.step()
-                sched.step()
-                if cfg.max_norm:
-                    apply_max_norm(model, cfg.max_norm)
+                out_b, losses = train_step(model, wrapped, opt, sched, cfg, x, t, grad_rows_sum,
+                                           where=f"at epoch {epoch}, step {step}")
                 pred_time += time.perf_counter() - t0
                 pred_count += int(t.mask.sum().item())
                 step += 1
@@ -406,6 +395,29 @@ def _check_writable(out: Path) -> None:
 
     if shutil.disk_usage(out).free < 50 * 1024 * 1024:
         raise ConfigError(f"less than 50 MB free on the disk of {out}")
+
+
+def train_step(model: ChopinLSTM, forward, opt: torch.optim.Optimizer, sched, cfg: TrainConfig, x: torch.Tensor,
+               t, grad_stats: dict[str, dict[str, float]], where: str = ""):
+    """One update on batch ``x``/``t``: forward (through ``forward``, the model or
+    its DDP wrapper), the loss, backward, gradient clipping, the gradient
+    statistics (summed into ``grad_stats``), the optimiser and schedule steps,
+    max-norm.  Returns the outputs and the losses; a non-finite loss raises
+    ``FloatingPointError`` (``where`` says where, in the message)."""
+    out, _ = forward(x)
+    losses = compute_losses(model, out, t, cfg.harshness, cfg.loss_clip, cfg.dur_ce_weight)
+    if not torch.isfinite(losses["total"]):
+        raise FloatingPointError(f"non-finite loss {where}".rstrip())
+    opt.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    if cfg.clip_grad:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+    _accumulate_grads(grad_stats, model)
+    opt.step()
+    sched.step()
+    if cfg.max_norm:
+        apply_max_norm(model, cfg.max_norm)
+    return out, losses
 
 
 def _accumulate_grads(acc: dict[str, dict[str, float]], model: torch.nn.Module) -> None:
