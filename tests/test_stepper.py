@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from chopinbot.encoding import end_positions, key_ages, key_recency, state_features
+from chopinbot.encoding import key_recency, sequence_features
 from chopinbot.errors import ConfigError
 from chopinbot.generate import GenerateConfig, _bound_polyphony, _filter_logits, _softmax, generate
 from chopinbot.model import ChopinLSTM, ModelConfig
+from chopinbot.repeats import RepeatTracker, find_repeats
 from chopinbot.seeds import seed_from_test
 from chopinbot.stepper import InputBuilder, ModuleStepper, NumpyStepper, stepper_for
 
@@ -30,6 +31,8 @@ def _inputs(config: ModelConfig, B: int, T: int, seed: int = 0) -> np.ndarray:
     {"onset_head": False, "note_head": False, "skip": False, "duration_head": "seed", "dense_layers": 0},
     {"onset_head": False},
     {"key_recency": False},
+    {"repeats": False},
+    {"key_recency": False, "duration_head": "seed"},
 ])
 def test_numpy_step_equals_forward(kw):
     torch.manual_seed(0)
@@ -65,27 +68,65 @@ def test_rerun_reads_the_window_from_scratch():
             np.testing.assert_allclose(dur, ref.duration[:, -1].numpy(), atol=2e-5)
 
 
-def test_input_builder_equals_training_inputs():
-    m = ChopinLSTM(ModelConfig(hidden=16, duration_classes=CLASSES, key_recency=False)).eval()
-    rng = np.random.default_rng(3)
-    n, S, start = 60, 10, 7.25
-    keys = rng.random((n, 88)) < 0.05
-    onsets = keys & (rng.random((n, 88)) < 0.5)
-    cls = rng.integers(0, len(CLASSES), n)
-    beats = np.asarray(CLASSES, np.float32)[cls]
-    want = state_features(keys, onsets, beats, m.config.vocab, end_positions(beats, start), key_ages(keys, onsets, beats))
+def _repetitive_states(n: int, seed: int = 3):
+    """States that repeat an 8-state figure with a few changes, so repeats are found."""
+    rng = np.random.default_rng(seed)
+    figure = rng.random((8, 88)) < 0.05
+    keys = np.tile(figure, (n // 8 + 1, 1))[:n]
+    keys[rng.random(n) < 0.2] ^= rng.random(88) < 0.03  # some states differ from the figure
+    onsets = keys & np.tile(rng.random((8, 88)) < 0.5, (n // 8 + 1, 1))[:n]
+    cls = np.tile(rng.integers(0, len(CLASSES), 8), n // 8 + 1)[:n]
+    return keys, onsets, cls, np.asarray(CLASSES, np.float32)[cls]
+
+
+@pytest.mark.parametrize("recency,repeats", [(False, False), (True, False), (False, True), (True, True)])
+def test_input_builder_equals_training_inputs(recency, repeats):
+    m = ChopinLSTM(ModelConfig(hidden=16, duration_classes=CLASSES, key_recency=recency, repeats=repeats)).eval()
+    n, S, start = 80, 10, 7.25
+    keys, onsets, cls, beats = _repetitive_states(n)
+    want = sequence_features(keys, onsets, beats, m.config.vocab, start, recency, repeats)
+    assert want.shape[1] == m.config.input_dim == m.config.lstm_input_dim + (2 * 88 if recency else 0) + (
+        2 * 88 if repeats else 0)
     build = InputBuilder(m, keys[None, :S], onsets[None, :S], beats[None, :S], start)
     got = np.stack([build(keys[None, i], onsets[None, i], cls[i : i + 1])[0] for i in range(S, n)])
     # the table is exact on the grid; the training path sums float lengths (error ~1e-6)
+    np.testing.assert_allclose(build.seed_inputs[0], want[:S], atol=1e-5)
     np.testing.assert_allclose(got, want[S:], atol=1e-5)
-    # with the recency block (a model that reads it): the same, plus every key's recency
-    mr = ChopinLSTM(ModelConfig(hidden=16, duration_classes=CLASSES, key_recency=True)).eval()
-    want_r = state_features(keys, onsets, beats, mr.config.vocab, end_positions(beats, start),
-                            key_ages(keys, onsets, beats), key_recency(keys, onsets, beats))
-    build = InputBuilder(mr, keys[None, :S], onsets[None, :S], beats[None, :S], start)
-    got = np.stack([build(keys[None, i], onsets[None, i], cls[i : i + 1])[0] for i in range(S, n)])
-    assert got.shape[1] == mr.config.input_dim == mr.config.lstm_input_dim + 2 * 88
-    np.testing.assert_allclose(got, want_r[S:], atol=1e-5)
+    if repeats:  # the figure came back: the repeat block is used
+        assert (want[:, m.config.layout.repeat_global.stop - 1] > 0).mean() > 0.5
+
+
+def test_repeats_by_hand():
+    # A B C A B D A B C: the longest earlier passage ending at each state, and what followed it
+    names = "A B C A B D A B C".split()
+    cont, length = find_repeats([n.encode() for n in names])
+    assert length.tolist() == [0, 0, 0, 1, 2, 0, 1, 2, 3]
+    assert cont.tolist() == [-1, -1, -1, 1, 2, -1, 4, 5, 3]  # at the last C: "A B C" first ended at 2 -> 3
+    # at the second-to-last B, "A B" ended last at 4 (followed by D), not at 1 (followed by C): the most recent
+    t = RepeatTracker(max_match=2)
+    assert [t.push(n.encode()) for n in names][-1] == (3, 2)  # capped at 2 states
+
+
+def test_training_batches_carry_the_same_repeats(dataset):
+    """The repeat block of a training batch (precomputed per split, gathered per
+    chunk, transposed with it) equals the one computed from the segment itself."""
+    from chopinbot.sequences import Chunk, SplitData
+
+    split = SplitData(dataset, "valid", ModelConfig(duration_classes=CLASSES).vocab)
+    a, b = split.segments[0]
+    states = dataset.states(dataset.segments("valid")[0])
+    chunk = Chunk(a + 100, 50)  # inside the segment: its history is the segment before it
+    x, _ = split.batch([chunk], np.array([3]), repeats=True)
+    lay = ModelConfig(duration_classes=CLASSES, key_recency=False).layout
+    want = sequence_features(states.keys, states.onsets, states.beats, split.vocab, repeats=True)[100:150]
+    got = x[0].numpy()
+    np.testing.assert_array_equal(got[:, lay.repeat_global], want[:, lay.repeat_global])
+    rk = want[:, lay.repeat_keys].reshape(50, 2, 88)
+    shifted = np.zeros_like(rk)
+    shifted[..., 3:] = rk[..., :-3]  # the chunk is transposed up 3 semitones (nothing reaches the top here)
+    assert rk[..., -3:].sum() == 0
+    np.testing.assert_array_equal(got[:, lay.repeat_keys].reshape(50, 2, 88), shifted)
+    assert (want[:, lay.repeat_global.stop - 1] > 0).any()
 
 
 def test_engines_give_the_same_music(tiny_model_dir):

@@ -558,7 +558,7 @@ def _train_throughput(split, mcfg, window: int, batch: int, context: int, warmup
         a = (i * batch) % max(1, len(order) - batch + 1)
         idx = order[a : a + batch]
         tb = time.perf_counter()
-        x, t = split.batch([units[j] for j in idx], recency=model.config.key_recency)
+        x, t = split.batch([units[j] for j in idx], **model.config.input_blocks)
         tb = time.perf_counter() - tb
         t0 = time.perf_counter()
         train_step(model, model, opt, sched, cfg, x, t, grad_acc, where="in the training benchmark")

@@ -63,7 +63,7 @@ from .checkpoint import (CONFIG, MAX_WEIGHTS_BYTES, WEIGHTS, read_config, resolv
 from .constants import N_KEYS
 from .errors import ConfigError, ModelFileError
 from .io_utils import sha256_file
-from .model import NEIGHBOURS, PITCH_EMB, ChopinLSTM, ModelConfig, Outputs
+from .model import NEIGHBOURS, ChopinLSTM, ModelConfig, Outputs
 
 PLAIN_FORMATS = ("fp32", "fp16")
 FORMATS = ("fp32", "fp16", "sparse", "int8", "onnx", "torchscript")
@@ -324,7 +324,7 @@ def prune_schedule(model: ChopinLSTM, targets: list[float], dataset, settings: F
                         prune_model(work, points[update])
                     idx = order[b : b + batch]
                     shifts = rng.integers(-transpose, transpose + 1, len(idx)) if transpose else None
-                    x, t = train_split.batch([units[k] for k in idx], shifts, recency=work.config.key_recency)
+                    x, t = train_split.batch([units[k] for k in idx], shifts, **work.config.input_blocks)
                     out, _ = work(x)
                     losses = compute_losses(work, out, t, harshness, loss_clip, ce_weight)
                     opt.zero_grad(set_to_none=True)
@@ -588,7 +588,7 @@ class _ExportStep(nn.Module):
 
     def forward(self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor):
         m, c = self.m, self.m.config
-        h, (h1, c1) = m.lstm(x[..., : c.lstm_input_dim] if c.key_recency else x, (h0, c0))
+        h, (h1, c1) = m.lstm(x[..., : c.lstm_input_dim] if c.lstm_input_dim < c.input_dim else x, (h0, c0))
         h = m.dense(m.norm(h))
         keys = m.key_out(h)
         onsets = m.onset_out(h) if m.onset_out is not None else None
@@ -603,17 +603,11 @@ class _ExportStep(nn.Module):
             padded = torch.nn.functional.pad(kon, (NEIGHBOURS, NEIGHBOURS))
             local = padded[..., self.neigh]  # (B, T, 2, 88, w)
             local = local.transpose(2, 3).flatten(3)  # (B, T, 88, 2w), onsets' window after the keys'
-            age = x[..., 2 * N_KEYS : 3 * N_KEYS].unsqueeze(-1)
-            if c.key_recency:
-                base = c.lstm_input_dim
-                age = torch.cat([age, x[..., base : base + 2 * N_KEYS].reshape(B, T, 2, N_KEYS).transpose(2, 3)], -1)
-            ctx = m.note_ctx(h).unsqueeze(2).expand(B, T, N_KEYS, c.note_context)
-            emb = m.pitch_emb.expand(B, T, N_KEYS, PITCH_EMB)
-            adj = m.note_mlp(torch.cat([local, age, emb, ctx], -1))
+            adj = m.note_mlp_on(local, x, h)
             keys = keys + adj[..., 0]
             if onsets is not None:
                 onsets = onsets + adj[..., 1]
-        dur = m.dur_out(h)
+        dur = m.duration_outputs(x, h)
         if onsets is None:
             return keys, dur, h1, c1
         return keys, onsets, dur, h1, c1

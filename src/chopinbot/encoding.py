@@ -17,15 +17,23 @@ The *duration vocabulary* is the set of rhythmic values (on the 1/48-beat
 grid, which holds triplets, 32nds and 64ths) seen at least ``min_count``
 times in the training pieces; a rarer value is folded into the nearest kept
 one in log space (a 0.98-beat state is closer to 1 beat than to 0.75).
+
+Two optional blocks serve the note head and the duration head (see
+:class:`InputLayout` for where each sits in a row): every key's *recency*
+(:func:`key_recency`) and the *repeat* of the passage just heard (the state
+that followed its last occurrence, and the match's length; see
+:mod:`chopinbot.repeats`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from .constants import GRID_PER_BEAT, N_KEYS
+from .repeats import RepeatTracker, find_repeats, match_length_feature, state_symbol, state_symbols
 
 DURATION_MIN_COUNT = 10  # below ~10 examples a class cannot be learned; fold it
 
@@ -68,8 +76,51 @@ AGE_LOOKBACK = 32  # states of history read before a training chunk to know each
 RECENCY_CAP = 16.0  # beats: a key struck longer ago than this (or never) counts as this long ago
 
 
-def input_dim(n_classes: int, recency: bool = False) -> int:
-    return 3 * N_KEYS + n_classes + 1 + N_POSITION + (2 * N_KEYS if recency else 0)
+@dataclass(frozen=True)
+class InputLayout:
+    """Where each block sits in an input row.
+
+    ``[keys | onsets | ages | duration (V+1) | position | repeat: duration (V+1), match length]``
+    is what the LSTM reads (the first ``lstm`` columns); after it, for the
+    note head only, ``[recency: beats since struck, previous interval (2 x 88) |
+    repeat: keys, onsets (2 x 88)]``.  A block that is off takes no columns, so
+    a row without the optional blocks is the row of the first models."""
+
+    n_classes: int
+    recency: bool = False
+    repeats: bool = False
+
+    @property
+    def base(self) -> int:
+        """The state's own features: keys, onsets, ages, duration, position."""
+        return 3 * N_KEYS + self.n_classes + 1 + N_POSITION
+
+    @property
+    def repeat_global(self) -> slice:
+        """The repeat's rhythmic value (one-hot, log-length) and its match length."""
+        return slice(self.base, self.base + (self.n_classes + 2 if self.repeats else 0))
+
+    @property
+    def lstm(self) -> int:
+        return self.repeat_global.stop
+
+    @property
+    def recency_block(self) -> slice:
+        return slice(self.lstm, self.lstm + (2 * N_KEYS if self.recency else 0))
+
+    @property
+    def repeat_keys(self) -> slice:
+        """The repeat's keys and onsets."""
+        a = self.recency_block.stop
+        return slice(a, a + (2 * N_KEYS if self.repeats else 0))
+
+    @property
+    def width(self) -> int:
+        return self.repeat_keys.stop
+
+
+def input_dim(n_classes: int, recency: bool = False, repeats: bool = False) -> int:
+    return InputLayout(n_classes, recency, repeats).width
 
 
 def key_ages(keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray) -> np.ndarray:
@@ -166,23 +217,97 @@ def end_positions(beats: np.ndarray, start: float = 0.0) -> np.ndarray:
 
 def state_features(
     keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, vocab: DurationVocab, end_pos: np.ndarray,
-    ages: np.ndarray, recency: np.ndarray | None = None,
+    ages: np.ndarray, recency: np.ndarray | None = None, repeats: "Continuations | None" = None,
 ) -> np.ndarray:
-    """(n, 3*88+V+1+22 [+176]) float32 inputs for ``n`` states ending at
-    ``end_pos`` beats, whose keys have the given ``ages`` (see :func:`key_ages`)
-    and, optionally, ``recency`` (n, 2, 88) (see :func:`key_recency`)."""
+    """(n, width) float32 inputs (laid out as :class:`InputLayout` says) for
+    ``n`` states ending at ``end_pos`` beats, whose keys have the given
+    ``ages`` (see :func:`key_ages`) and, optionally, ``recency`` (n, 2, 88)
+    (see :func:`key_recency`) and ``repeats`` (see :func:`repeat_continuations`)."""
     n = keys.shape[0]
-    x = np.zeros((n, input_dim(len(vocab), recency is not None)), np.float32)
+    lay = InputLayout(len(vocab), recency is not None, repeats is not None)
+    x = np.zeros((n, lay.width), np.float32)
     x[:, :N_KEYS] = keys
     x[:, N_KEYS : 2 * N_KEYS] = onsets
     x[:, 2 * N_KEYS : 3 * N_KEYS] = age_features(ages)
     c = 3 * N_KEYS
     x[:, c : c + len(vocab) + 1] = duration_features(beats, vocab)
     c += len(vocab) + 1
-    x[:, c : c + N_POSITION] = position_features(end_pos)
+    x[:, c : lay.base] = position_features(end_pos)
     if recency is not None:
-        x[:, c + N_POSITION :] = recency_features(recency)
+        x[:, lay.recency_block] = recency_features(recency)
+    if repeats is not None:
+        found = repeats.length > 0
+        g = x[:, lay.repeat_global]
+        g[:, :-1] = duration_features(np.where(found, repeats.beats, 1.0), vocab) * found[:, None]
+        g[:, -1] = match_length_feature(repeats.length)
+        x[:, lay.repeat_global] = g
+        x[:, lay.repeat_keys] = np.concatenate([repeats.keys, repeats.onsets], axis=1) * found[:, None]
     return x
+
+
+class Continuations(NamedTuple):
+    """For each of ``n`` states, the state that followed the longest earlier
+    match of the passage ending there (:mod:`chopinbot.repeats`); rows with
+    ``length`` 0 (no match) are ignored."""
+
+    keys: np.ndarray  # (n, 88)
+    onsets: np.ndarray  # (n, 88)
+    beats: np.ndarray  # (n,)
+    length: np.ndarray  # (n,) states matched, 0 = none
+
+
+def repeat_continuations(keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
+                         grid_per_beat: int = GRID_PER_BEAT) -> Continuations:
+    """:class:`Continuations` of one sequence of ``n`` states, each matched
+    against the states before it only."""
+    keys, onsets = np.asarray(keys, bool), np.asarray(onsets, bool)
+    units = np.round(np.asarray(beats, np.float64) * grid_per_beat).astype(np.int64)
+    cont, length = find_repeats(state_symbols(np.packbits(keys, axis=1), np.packbits(onsets, axis=1), units))
+    at = np.maximum(cont, 0)
+    return Continuations(keys[at], onsets[at], np.asarray(beats)[at], length)
+
+
+class ContinuationTracker:
+    """:func:`repeat_continuations` for ``B`` sequences, one state at a time (for generation)."""
+
+    def __init__(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
+                 grid_per_beat: int = GRID_PER_BEAT) -> None:
+        """Start from histories of (B, S >= 1, 88) states; ``history`` holds
+        their continuations, each field (B, S, ...)."""
+        self.grid = grid_per_beat
+        self.trackers = [RepeatTracker() for _ in range(keys.shape[0])]
+        self.keys: list[np.ndarray] = []  # every state so far, (B, 88) each
+        self.onsets: list[np.ndarray] = []
+        self.beats: list[np.ndarray] = []
+        steps = [self.step(keys[:, s], onsets[:, s], beats[:, s]) for s in range(keys.shape[1])]
+        self.history = Continuations(*(np.stack(field, 1) for field in zip(*steps)))
+
+    def step(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray) -> Continuations:
+        """The continuations (B, ...) after new states ``keys``/``onsets`` (B, 88) lasting ``beats`` (B,)."""
+        keys, onsets = np.asarray(keys, bool), np.asarray(onsets, bool)
+        beats = np.asarray(beats)
+        self.keys.append(keys)
+        self.onsets.append(onsets)
+        self.beats.append(beats)
+        units = np.round(beats.astype(np.float64) * self.grid).astype(np.int64)
+        found = [tr.push(state_symbol(keys[b], onsets[b], units[b])) for b, tr in enumerate(self.trackers)]
+        at = [max(c, 0) for c, _ in found]
+        rows = range(len(found))
+        return Continuations(np.stack([self.keys[a][b] for b, a in zip(rows, at)]),
+                             np.stack([self.onsets[a][b] for b, a in zip(rows, at)]),
+                             np.array([self.beats[a][b] for b, a in zip(rows, at)]),
+                             np.array([n for _, n in found], np.int64))
+
+
+def sequence_features(keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, vocab: DurationVocab,
+                      start_beat: float = 0.0, recency: bool = False, repeats: bool = False,
+                      grid_per_beat: int = GRID_PER_BEAT) -> np.ndarray:
+    """The input rows of a whole sequence heard from its first state, starting
+    at ``start_beat`` in the metre (what a model reads of a seed or a piece)."""
+    return state_features(
+        keys, onsets, beats, vocab, end_positions(beats, start_beat), key_ages(keys, onsets, beats),
+        key_recency(keys, onsets, beats) if recency else None,
+        repeat_continuations(keys, onsets, beats, grid_per_beat) if repeats else None)
 
 
 def age_features(ages: np.ndarray) -> np.ndarray:

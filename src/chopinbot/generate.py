@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 from .constants import N_KEYS
-from .encoding import end_positions, state_features
 from .errors import ChopinBotError, ConfigError
 from .keys import Key, parse_key
 from .model import ChopinLSTM
@@ -288,15 +287,11 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
     ``stop_when_stuck`` an attempt in which every piece has gone
     ``STUCK_STATES`` states without a struck key ends there (it will be
     retried), instead of running to full length first."""
-    vocab = model.config.vocab
     B = len(seeds)
     seed_keys, seed_onsets = np.stack([s.keys for s in seeds]), np.stack([s.onsets for s in seeds])
     seed_beats = np.stack([s.beats for s in seeds])
     inputs = InputBuilder(model, seed_keys, seed_onsets, seed_beats, start)
-    x_seed = np.stack([state_features(s.keys, s.onsets, s.beats, vocab, end_positions(s.beats, start),
-                                      inputs.seed_ages[i],
-                                      inputs.seed_recency[i] if inputs.seed_recency is not None else None)
-                       for i, s in enumerate(seeds)])
+    x_seed = inputs.seed_inputs
     stepper = stepper_for(model, engine, B)
     out = stepper.start(x_seed)  # the seed is read in one call; then each step feeds one new state
     sampler = _Sampler(model, cfg, rng)

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from .constants import GRID_PER_BEAT, N_KEYS
-from .encoding import DurationVocab, input_dim
+from .encoding import DurationVocab, InputLayout
 from .errors import ConfigError
 
 NEIGHBOURS = 12  # the note head sees keys up to an octave either side
@@ -61,6 +61,7 @@ class ModelConfig:
     note_hidden: int = 48  # its hidden units
     note_context: int = 32  # LSTM-state features it sees
     key_recency: bool = True  # the note head also reads each key's recency (encoding.key_recency); off without it
+    repeats: bool = True  # read what followed the passage's last occurrence (chopinbot.repeats); off without the note head
     duration_head: str = "classes"  # "classes" (softmax over rhythmic values) or "seed" (original)
     dur_nodes: int = 20  # sigmoid nodes of the seed head
     max_duration: float = 8.0  # beats; the seed head's normalisation (corpus maximum)
@@ -71,6 +72,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.note_head is False:
             self.key_recency = False  # only the note head reads it
+            self.repeats = False  # its keys go to the note head
         self.validate()
 
     def validate(self) -> None:
@@ -83,7 +85,7 @@ class ModelConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool):
                 raise ConfigError(f"{name} must be a number, got {v!r}")
-        for name in ("layer_norm", "onset_head", "skip", "note_head", "key_recency"):
+        for name in ("layer_norm", "onset_head", "skip", "note_head", "key_recency", "repeats"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false")
         if not isinstance(self.duration_classes, list) or not all(
@@ -120,14 +122,30 @@ class ModelConfig:
         return DurationVocab(tuple(self.duration_classes))
 
     @property
+    def layout(self) -> InputLayout:
+        """Where each block of an input row sits."""
+        return InputLayout(len(self.duration_classes), self.key_recency, self.repeats)
+
+    @property
     def input_dim(self) -> int:
         """Width of an input row (what :func:`~chopinbot.encoding.state_features` makes)."""
-        return input_dim(len(self.duration_classes), self.key_recency)
+        return self.layout.width
 
     @property
     def lstm_input_dim(self) -> int:
-        """The part of the row the LSTM reads (the recency block goes to the note head only)."""
-        return input_dim(len(self.duration_classes))
+        """The part of the row the LSTM reads (the per-key blocks go to the note head only)."""
+        return self.layout.lstm
+
+    @property
+    def input_blocks(self) -> dict[str, bool]:
+        """The optional input blocks, as :meth:`~chopinbot.sequences.SplitData.batch` takes them."""
+        return {"recency": self.key_recency, "repeats": self.repeats}
+
+    @property
+    def per_key_inputs(self) -> int:
+        """Per-key values the note head reads besides the neighbourhood: age
+        [, beats since struck, previous interval] [, the repeat's key, onset and match length]."""
+        return 1 + (2 if self.key_recency else 0) + (3 if self.repeats else 0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,7 +153,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         known = {f.name for f in fields(cls)}
-        d = {"key_recency": False, **d}  # configs saved before the recency input existed
+        d = {"key_recency": False, "repeats": False, **d}  # configs saved before these inputs existed
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown model config fields: {', '.join(sorted(unknown))}")
@@ -165,10 +183,15 @@ class ChopinLSTM(nn.Module):
         self.onset_out = nn.Linear(width, N_KEYS) if c.onset_head else None
         n_dur = len(c.duration_classes) if c.duration_head == "classes" else c.dur_nodes
         self.dur_out = nn.Linear(width, n_dur)
+        # The repeat's rhythmic value, as is and scaled by the match's length (a
+        # long match is trusted more), straight to the duration outputs; starts at 0.
+        self.repeat_dur = nn.Linear(2 * len(c.duration_classes), n_dur, bias=False) if c.repeats else None
+        if self.repeat_dur is not None:
+            nn.init.zeros_(self.repeat_dur.weight)
         if c.note_head:
             self.pitch_emb = nn.Parameter(torch.randn(N_KEYS, PITCH_EMB) * 0.1)
             self.note_ctx = nn.Linear(width, c.note_context)
-            n_in = 2 * (2 * NEIGHBOURS + 1) + 1 + (2 if c.key_recency else 0) + PITCH_EMB + c.note_context
+            n_in = 2 * (2 * NEIGHBOURS + 1) + c.per_key_inputs + PITCH_EMB + c.note_context
             self.note_mlp = nn.Sequential(nn.Linear(n_in, c.note_hidden), nn.ReLU(), nn.Linear(c.note_hidden, 2))
             nn.init.zeros_(self.note_mlp[2].weight)
             nn.init.zeros_(self.note_mlp[2].bias)
@@ -194,7 +217,8 @@ class ChopinLSTM(nn.Module):
     def forward(
         self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[Outputs, tuple[torch.Tensor, torch.Tensor]]:
-        h, new_state = self.lstm(x[..., : self.config.lstm_input_dim] if self.config.key_recency else x, state)
+        c = self.config
+        h, new_state = self.lstm(x[..., : c.lstm_input_dim] if c.lstm_input_dim < c.input_dim else x, state)
         h = self.dense(self.norm(h))
         keys = self.key_out(h)
         onsets = self.onset_out(h) if self.onset_out is not None else None
@@ -208,7 +232,30 @@ class ChopinLSTM(nn.Module):
             keys = keys + adj[..., 0]
             if onsets is not None:
                 onsets = onsets + adj[..., 1]
-        return Outputs(keys, onsets, self.dur_out(h)), new_state
+        return Outputs(keys, onsets, self.duration_outputs(x, h)), new_state
+
+    def duration_outputs(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The duration head's outputs from the dense features ``h`` (and the repeat's rhythm in ``x``)."""
+        out = self.dur_out(h)
+        if self.repeat_dur is not None:
+            g = x[..., self.config.layout.repeat_global]
+            onehot, length = g[..., : len(self.config.duration_classes)], g[..., -1:]
+            out = out + self.repeat_dur(torch.cat([onehot, onehot * length], -1))
+        return out
+
+    def key_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, 88, per_key_inputs): what the note head reads of each key
+        besides its neighbourhood (see :attr:`ModelConfig.per_key_inputs`)."""
+        c = self.config
+        lay = c.layout
+        B, T = x.shape[0], x.shape[1]
+        parts = [x[..., 2 * N_KEYS : 3 * N_KEYS].unsqueeze(-1)]  # age
+        if c.key_recency:  # beats since struck, previous interval
+            parts.append(x[..., lay.recency_block].reshape(B, T, 2, N_KEYS).transpose(2, 3))
+        if c.repeats:  # the repeat's key and onset, the match length
+            parts.append(x[..., lay.repeat_keys].reshape(B, T, 2, N_KEYS).transpose(2, 3))
+            parts.append(x[..., lay.repeat_global.stop - 1 : lay.repeat_global.stop, None].expand(B, T, N_KEYS, 1))
+        return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
 
     def _note_logits(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """(B, T, 88, 2) key/onset logit corrections from the shared per-key MLP."""
@@ -218,13 +265,14 @@ class ChopinLSTM(nn.Module):
         padded = torch.nn.functional.pad(kon, (NEIGHBOURS, NEIGHBOURS))
         local = padded.unfold(2, w, 1)  # (B*T, 2, 88, w): each key's neighbourhood
         local = local.permute(0, 2, 1, 3).reshape(B, T, N_KEYS, 2 * w)
-        age = x[..., 2 * N_KEYS : 3 * N_KEYS].unsqueeze(-1)
-        if self.config.key_recency:  # (B, T, 88, 2): beats since struck, previous interval
-            base = self.config.lstm_input_dim
-            age = torch.cat([age, x[..., base : base + 2 * N_KEYS].reshape(B, T, 2, N_KEYS).transpose(2, 3)], -1)
+        return self.note_mlp_on(local, x, h)
+
+    def note_mlp_on(self, local: torch.Tensor, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The note head's MLP on each key's neighbourhood ``local`` (B, T, 88, 2w) and the rest of its inputs."""
+        B, T = x.shape[0], x.shape[1]
         ctx = self.note_ctx(h).unsqueeze(2).expand(B, T, N_KEYS, self.config.note_context)
         emb = self.pitch_emb.expand(B, T, N_KEYS, PITCH_EMB)
-        return self.note_mlp(torch.cat([local, age, emb, ctx], -1))
+        return self.note_mlp(torch.cat([local, self.key_features(x), emb, ctx], -1))
 
     def expected_duration(self, duration_out: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """Predicted length in beats: the mean of the seed nodes, or the

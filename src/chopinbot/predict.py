@@ -71,7 +71,7 @@ def evaluate_split(
             batch.append(c)
             continue
         if batch:
-            x, t = data.batch(batch, recency=model.config.key_recency)
+            x, t = data.batch(batch, **model.config.input_blocks)
             x, t = x.to(device), t.to(device)
             out, _ = model(x)
             losses = compute_losses(model, out, t, harshness, clip, class_weight)

@@ -32,8 +32,10 @@ import numpy as np
 import torch
 
 from .constants import N_KEYS
-from .encoding import (AgeTracker, RecencyTracker, age_features, duration_features, position_features,
-                       position_period, recency_features)
+from .encoding import (AgeTracker, ContinuationTracker, Continuations, RecencyTracker, age_features,
+                       duration_features, end_positions, position_features, position_period, recency_features,
+                       state_features)
+from .repeats import match_length_feature
 from .errors import ConfigError
 from .model import NEIGHBOURS, PITCH_EMB, ChopinLSTM
 
@@ -123,14 +125,15 @@ class NumpyStepper:
         weights = [h.weight for h in heads]
         biases = [h.bias for h in heads]
         sizes = [w.shape[0] for w in weights]
+        self.layout = c.layout
         if c.note_head:
-            # (nh, inputs): [neighbourhood (2 x w) | age | recency (2, if on) | pitch embedding | context]
+            # (nh, inputs): [neighbourhood (2 x w) | per-key inputs (ModelConfig.per_key_inputs) | pitch
+            # embedding | context]
             w1 = m.note_mlp[0].weight
             w = 2 * NEIGHBOURS + 1
-            n_age = 3 if c.key_recency else 1
             self.local_w = _np(w1[:, : 2 * w].t())  # (2w, nh)
-            self.age_w = _np(w1[:, 2 * w : 2 * w + n_age].t())  # (1 or 3, nh)
-            e0 = 2 * w + n_age
+            self.key_w = _np(w1[:, 2 * w : 2 * w + c.per_key_inputs].t())  # (per-key inputs, nh)
+            e0 = 2 * w + c.per_key_inputs
             emb_w, ctx_w = w1[:, e0 : e0 + PITCH_EMB], w1[:, e0 + PITCH_EMB :]
             self.emb_term = _np(m.pitch_emb @ emb_w.t() + m.note_mlp[0].bias)  # (88, nh)
             weights.append(ctx_w @ m.note_ctx.weight)  # the context's term of the first layer, per state
@@ -147,6 +150,7 @@ class NumpyStepper:
         ends = np.cumsum(sizes)
         self.parts = [slice(a, b) for a, b in zip([0, *ends[:-1]], ends)]
         self.skip_w = _np(m.skip.weight.t()) if m.skip is not None else None
+        self.repeat_dur_w = _np(m.repeat_dur.weight.t()) if m.repeat_dur is not None else None
         self.state: list[list[np.ndarray]] = []
 
     def start(self, x_seed: np.ndarray) -> StepOutputs:
@@ -193,6 +197,10 @@ class NumpyStepper:
         keys = parts[0]
         onsets = parts[1] if self.config.onset_head else None
         dur = parts[2 if self.config.onset_head else 1]
+        if self.repeat_dur_w is not None:
+            g = x[:, self.layout.repeat_global]
+            onehot = g[:, : self.layout.n_classes]
+            dur = dur + np.concatenate([onehot, onehot * g[:, -1:]], 1) @ self.repeat_dur_w
         kon = x[:, : 2 * N_KEYS]
         if self.skip_w is not None:
             s = kon @ self.skip_w
@@ -205,13 +213,7 @@ class NumpyStepper:
             padded[:, :, NEIGHBOURS : NEIGHBOURS + N_KEYS] = kon.reshape(B, 2, N_KEYS)
             local = np.take(padded.reshape(B, -1), self.gather, axis=1)  # (B, 88, 2w): each key's neighbourhood
             hid = local @ self.local_w
-            if self.config.key_recency:  # age, beats since struck, previous interval: (B, 88, 3)
-                base = self.lstm_in
-                per_key = np.stack([x[:, 2 * N_KEYS : 3 * N_KEYS], x[:, base : base + N_KEYS],
-                                    x[:, base + N_KEYS : base + 2 * N_KEYS]], -1)
-                hid += per_key @ self.age_w
-            else:
-                hid += x[:, 2 * N_KEYS : 3 * N_KEYS, None] * self.age_w[0]
+            hid += self._key_features(x) @ self.key_w
             hid += self.emb_term
             hid += parts[-1][:, None, :]
             adj = np.maximum(hid, 0.0) @ self.out_w + self.out_b  # (B, 88, 2)
@@ -220,32 +222,47 @@ class NumpyStepper:
                 onsets = onsets + adj[..., 1]
         return keys, onsets, dur
 
+    def _key_features(self, x: np.ndarray) -> np.ndarray:
+        """(B, 88, per-key inputs), as :meth:`ChopinLSTM.key_features`."""
+        lay = self.layout
+        cols = [x[:, 2 * N_KEYS : 3 * N_KEYS]]  # age
+        for block in ((lay.recency_block,) if self.config.key_recency else ()) + (
+                (lay.repeat_keys,) if self.config.repeats else ()):
+            b = x[:, block]
+            cols += [b[:, :N_KEYS], b[:, N_KEYS:]]
+        if self.config.repeats:  # the match length, the same for every key
+            cols.append(np.broadcast_to(x[:, lay.repeat_global.stop - 1, None], (x.shape[0], N_KEYS)))
+        return np.stack(cols, -1)
+
 
 class InputBuilder:
-    """The input row of each new state, tracking key ages and the position in
-    the metre (on the model's grid) across steps."""
+    """The input row of each new state, tracking key ages, recency, repeats and
+    the position in the metre (on the model's grid) across steps."""
 
     def __init__(self, model, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
                  start_beat: float = 0.0) -> None:
         """Start after seed histories ``keys``/``onsets`` (B, S, 88) and ``beats`` (B, S)
-        that begin at ``start_beat``."""
+        that begin at ``start_beat``; ``seed_inputs`` (B, S, input_dim) are their rows."""
         c = model.config
         grid = c.grid_per_beat
+        self.vocab = c.vocab
         values = np.asarray(c.duration_classes)
         self.dur_table = duration_features(values, c.vocab)
         self.period = position_period(grid)
         self.pos_table = position_features(np.arange(self.period) / grid)
         self.class_units = np.round(values * grid).astype(np.int64)
         self.class_beats = values.astype(np.float32).astype(np.float64)  # as stored in the dataset
-        ages = AgeTracker(keys, onsets, beats)
-        self.seed_ages = ages.history_ages
-        self.ages = ages
-        self.recency, self.seed_recency = None, None
-        if c.key_recency:
-            self.recency = RecencyTracker(keys, onsets, beats)
-            self.seed_recency = self.recency.history  # (B, S, 2, 88)
+        self.ages = AgeTracker(keys, onsets, beats)
+        self.recency = RecencyTracker(keys, onsets, beats) if c.key_recency else None
+        self.repeats = ContinuationTracker(keys, onsets, beats, grid) if c.repeats else None
         end = np.round((start_beat + np.asarray(beats, np.float64).sum(-1)) * grid)  # (B,) grid units
         self.pos = end.astype(np.int64).reshape(-1) % self.period
+        self.seed_inputs = np.stack([
+            state_features(keys[i], onsets[i], beats[i], c.vocab, end_positions(beats[i], start_beat),
+                           self.ages.history_ages[i],
+                           self.recency.history[i] if self.recency is not None else None,
+                           Continuations(*(f[i] for f in self.repeats.history)) if self.repeats is not None else None)
+            for i in range(keys.shape[0])])
 
     def __call__(self, keys: np.ndarray, onsets: np.ndarray, cls: np.ndarray) -> np.ndarray:
         """(B, input_dim) float32 for new states ``keys``/``onsets`` (B, 88, bool) of rhythmic class ``cls`` (B,)."""
@@ -253,6 +270,12 @@ class InputBuilder:
         ages = self.ages.step(keys, onsets, beats)
         self.pos = (self.pos + self.class_units[cls]) % self.period
         parts = [keys, onsets, age_features(ages), self.dur_table[cls], self.pos_table[self.pos]]
+        if self.repeats is not None:  # in InputLayout's order: the repeat's rhythm and length, ..., its keys
+            rep = self.repeats.step(keys, onsets, beats)
+            found = (rep.length > 0)[:, None]
+            parts += [duration_features(rep.beats, self.vocab) * found, match_length_feature(rep.length)[:, None]]
         if self.recency is not None:
             parts.append(recency_features(self.recency.step(keys, onsets, beats)))
+        if self.repeats is not None:
+            parts += [rep.keys & found, rep.onsets & found]
         return np.concatenate(parts, axis=1, dtype=np.float32)

@@ -303,7 +303,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
                 if ddp.world > 1 and len(idx) < cfg.batch:
                     break
                 shifts = rng.integers(-cfg.transpose, cfg.transpose + 1, len(idx)) if cfg.transpose else None
-                x, t = train_split.batch([units[i] for i in idx], shifts, recency=model.config.key_recency)
+                x, t = train_split.batch([units[i] for i in idx], shifts, **model.config.input_blocks)
                 x, t = x.to(device), t.to(device)
                 t0 = time.perf_counter()
                 out_b, losses = train_step(model, wrapped, opt, sched, cfg, x, t, grad_rows_sum,

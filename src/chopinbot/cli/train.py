@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--key-recency", type=_onoff, default=M.key_recency, metavar="on|off",
                    help="the note head also reads each key's beats since last struck and previous interval "
                         "(default: on)")
+    g.add_argument("--repeats", type=_onoff, default=M.repeats, metavar="on|off",
+                   help="read the state that followed the last occurrence of the passage just heard "
+                        "(default: on)")
     g.add_argument("--duration-head", choices=["classes", "seed"], default=M.duration_head)
     g.add_argument("--dur-nodes", type=positive_int, default=M.dur_nodes)
     g = p.add_argument_group("training")
@@ -73,7 +76,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     model = ModelConfig(**{f: getattr(args, f) for f in ("layers", "hidden", "dropout", "dense_layers", "layer_norm",
                                                           "onset_head", "skip", "note_head", "duration_head",
-                                                          "dur_nodes", "key_recency")},
+                                                          "dur_nodes", "key_recency", "repeats")},
                         duration_classes=[1.0])
     names = {f.name for f in fields(TrainConfig)} - {"model", "loss_clip", "progress"}
     cfg = TrainConfig(**{n: getattr(args, n) for n in names if n != "epochs"}, model=model)
