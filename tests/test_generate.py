@@ -159,12 +159,30 @@ def test_guards_detect_silence_stuck_and_loops():
     assert check_guards(fine) == []
 
 
-def test_guard_retries_are_recorded_and_silence_is_an_error(model):
+def test_every_state_changes_something_and_silence_cannot_persist(model):
+    """No key reaches a threshold of 1: the original's decoding fell silent.
+    A state boundary is a change, so after one silent state the likeliest key starts."""
     seed = seed_from_test(0)
-    res = generate(model, seed, GenerateConfig(steps=30, threshold=1.0, random_seed=1))
-    assert res.guards and "retried with threshold lowered" in res.guards[0]
+    res = generate(model, seed, GenerateConfig(steps=30, threshold=1.0, min_keys=0, include_seed=False, retry=False))
+    s = res.states
+    assert s.onsets.any(1).sum() >= 14 and not any(p.startswith("silence") for p in res.guards)
+    assert not ((s.keys[1:] == s.keys[:-1]).all(1) & ~s.onsets[1:].any(1)).any()
+    sampled = generate(model, seed, GenerateConfig(steps=200, random_seed=2, min_keys=0))
+    g = sampled.states[sampled.seed_len - 1 :]
+    assert not ((g.keys[1:] == g.keys[:-1]).all(1) & ~g.onsets[1:].any(1)).any()
+    assert generate(model, seed, GenerateConfig(steps=100, random_seed=2)).generated.keys.any(1).all()  # min_keys 1
     with pytest.raises(GenerationError, match="silence"):
-        generate(model, seed, GenerateConfig(steps=30, threshold=1.0, retry=False, include_seed=False))
+        generate(model, seed, GenerateConfig(steps=1, threshold=1.0, min_keys=0, retry=False, include_seed=False))
+
+
+def test_guard_retries_are_recorded(model, monkeypatch):
+    import chopinbot.generate as gen
+
+    verdicts = iter([["stuck: 30 states in a row with nothing struck"], []])
+    monkeypatch.setattr(gen, "check_guards", lambda new: next(verdicts))
+    res = generate(model, seed_from_test(0), GenerateConfig(steps=30, threshold=0.5, random_seed=1))
+    assert res.guards == ["stuck: 30 states in a row with nothing struck -> retried with threshold lowered to 0.40"]
+    assert res.config.threshold == pytest.approx(0.4)
 
 
 def test_batch_and_outputs(model, tmp_path):

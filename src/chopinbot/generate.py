@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .constants import N_KEYS
+from .constants import MIN_KEYS, N_KEYS
 from .errors import ChopinBotError, ConfigError
 from .keys import Key, parse_key
 from .model import ChopinLSTM
@@ -41,6 +41,7 @@ DEFAULT_VELOCITY = 72  # mezzo-forte, when the seed gives none
 MAX_STEPS = 20_000  # one generation's cap (about 40 minutes of music)
 STUCK_STATES = 24  # this many states in a row with nothing struck = stuck
 LOOP_WINDOW = 48  # the last this many states drawn from a cycle of <= 4 states = looping
+REDRAWS = 8  # draws of a step before its likeliest change is forced (a draw that changes nothing is redrawn)
 
 
 class GenerationError(ChopinBotError):
@@ -60,7 +61,7 @@ class GenerateConfig:
     #                     independent draws at ~1.5 % each would add ~1.3 random keys per state); 0 = all
     top_k: int = 0  # durations: sample among the k most likely rhythmic values (0 = all)
     top_p: float = 1.0  # durations: nucleus sampling (1 = off)
-    min_keys: int = 0  # at least this many keys sound in every generated state
+    min_keys: int = MIN_KEYS  # at least this many keys sound in every generated state (1: no rests, see constants)
     max_keys: int = 10  # at most this many (two hands)
     bpm: float | None = None  # None = the seed's own tempo
     key: str | None = None  # output key, e.g. "F# minor"; None = the seed's key
@@ -231,11 +232,48 @@ class _Sampler:
     def __call__(self, key_logits: np.ndarray, onset_logits: np.ndarray | None, d: np.ndarray,
                  prev_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Logits (B, 88), (B, 88) or None, (B, duration outputs); the previous
-        keys (B, 88) bool -> keys and onsets (B, 88) bool, rhythmic class (B,)."""
+        keys (B, 88) bool -> keys and onsets (B, 88) bool, rhythmic class (B,).
+
+        A new state always differs from the previous one (a key starts or
+        stops, or one is struck again): a state boundary *is* such a change,
+        and no state of the corpus repeats its predecessor.  Drawn keys and
+        onsets are independent, so a draw may change nothing (27 % of the states
+        of a model with the repeats input, which then read their own standstill
+        as a passage repeating); such a draw is drawn again (sampling from the
+        model's distribution given that something changes), and after
+        ``REDRAWS`` tries, or when decoding by threshold, the likeliest single
+        change is made."""
         c, T, rng = self.cfg, self.cfg.temperature, self.rng
         sample = c.threshold is None
         kp = sigmoid(key_logits if not sample or T == 1.0 else key_logits / T)
-        if not sample:
+        op = None
+        if onset_logits is not None:
+            op = sigmoid(onset_logits if not sample or T == 1.0 else onset_logits / T)
+        keys, onsets = self._draw(kp, op, prev_keys)
+        for _ in range(REDRAWS if sample else 0):
+            same = _unchanged(keys, onsets, prev_keys)
+            if not same.any():
+                break
+            k2, o2 = self._draw(kp, op, prev_keys)
+            keys, onsets = np.where(same[:, None], k2, keys), np.where(same[:, None], o2, onsets)
+        same = _unchanged(keys, onsets, prev_keys)
+        if same.any():
+            keys, onsets = self._likeliest_change(keys, onsets, kp, op, same)
+        if not self.classes_head:
+            cls = self.vocab.index(sigmoid(d).mean(-1) * self.max_duration)
+        elif not sample:
+            cls = (_softmax(d.astype(np.float64)) @ self.cost).argmin(-1)  # as ChopinLSTM.point_duration
+        else:
+            probs = _softmax(_filter_logits(d.astype(np.float64) / T, c.top_k, c.top_p))
+            cdf = probs.cumsum(-1)
+            u = rng.random((len(cdf), 1)) * cdf[:, -1:]
+            cls = np.minimum((cdf < u).sum(-1), cdf.shape[-1] - 1)  # inverse-CDF draw
+        return keys, onsets, cls
+
+    def _draw(self, kp: np.ndarray, op: np.ndarray | None, prev_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keys and onsets from their probabilities (by threshold or by sampling)."""
+        c, rng = self.cfg, self.rng
+        if c.threshold is not None:
             keys = kp >= c.threshold
         else:
             p = kp
@@ -249,22 +287,37 @@ class _Sampler:
                 p = np.where(prev_keys, kp, np.where(top, np.minimum(kp * (mass / top_mass), 1.0), 0.0))
             keys = rng.random(p.shape, dtype=np.float32) < p
         keys = _bound_polyphony(keys, kp, c.min_keys, c.max_keys)
-        if onset_logits is not None:
-            op = sigmoid(onset_logits if not sample or T == 1.0 else onset_logits / T)
-            struck = op >= 0.5 if not sample else rng.random(op.shape, dtype=np.float32) < op
+        if op is not None:
+            struck = op >= 0.5 if c.threshold is not None else rng.random(op.shape, dtype=np.float32) < op
             onsets = keys & (struck | ~prev_keys)  # a key that starts sounding is struck
         else:
             onsets = keys & ~prev_keys
-        if not self.classes_head:
-            cls = self.vocab.index(sigmoid(d).mean(-1) * self.max_duration)
-        elif not sample:
-            cls = (_softmax(d.astype(np.float64)) @ self.cost).argmin(-1)  # as ChopinLSTM.point_duration
-        else:
-            probs = _softmax(_filter_logits(d.astype(np.float64) / T, c.top_k, c.top_p))
-            cdf = probs.cumsum(-1)
-            u = rng.random((len(cdf), 1)) * cdf[:, -1:]
-            cls = np.minimum((cdf < u).sum(-1), cdf.shape[-1] - 1)  # inverse-CDF draw
-        return keys, onsets, cls
+        return keys, onsets
+
+    def _likeliest_change(self, keys: np.ndarray, onsets: np.ndarray, kp: np.ndarray, op: np.ndarray | None,
+                          rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """In ``rows`` (whose ``keys`` are the previous keys, nothing struck), make
+        the likeliest single change the polyphony bounds allow: release a
+        sounding key (1 - p), strike one again (its onset p) or start a silent one (p)."""
+        c = self.cfg
+        count = keys.sum(-1, keepdims=True)
+        release = np.where(keys & (count > c.min_keys), 1.0 - kp, -1.0)
+        restrike = np.where(keys, op, -1.0) if op is not None else np.full_like(kp, -1.0)
+        start = np.where(~keys & (count < c.max_keys), kp, -1.0)
+        best = np.stack([release, restrike, start], 1).reshape(len(keys), -1).argmax(-1)  # over (kind, key)
+        kind, key = best // N_KEYS, best % N_KEYS
+        keys, onsets = keys.copy(), onsets.copy()
+        for b in np.flatnonzero(rows):
+            if kind[b] == 0:
+                keys[b, key[b]] = False
+            else:  # struck again, or started (and so struck)
+                keys[b, key[b]] = onsets[b, key[b]] = True
+        return keys, onsets
+
+
+def _unchanged(keys: np.ndarray, onsets: np.ndarray, prev_keys: np.ndarray) -> np.ndarray:
+    """(B,) True where a drawn state repeats the previous one: same keys, nothing struck."""
+    return (keys == prev_keys).all(-1) & ~onsets.any(-1)
 
 
 def _continue(*args, **kwargs) -> list[States]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..constants import MIN_KEYS
 from ..errors import ConfigError
 from .args import nonneg_int, positive_float, positive_int, probability, seed_int
 
@@ -25,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sampling: only the k likeliest silent keys may start (default: %(default)s; 0 = all)")
     g.add_argument("--top-k", type=nonneg_int, default=0, help="durations: sample among the k likeliest values")
     g.add_argument("--top-p", type=probability, default=1.0, help="durations: nucleus sampling")
-    g.add_argument("--min-keys", type=nonneg_int, default=0)
+    g.add_argument("--min-keys", type=nonneg_int, default=MIN_KEYS,
+                   help="at least this many keys sound in every state (default: %(default)s; 0 allows rests)")
     g.add_argument("--max-keys", type=positive_int, default=10)
     g.add_argument("--random-seed", type=seed_int, help="reproducible sampling (and seed choice)")
     g.add_argument("--no-retry", action="store_true", help="keep a silent/stuck result instead of retrying")
