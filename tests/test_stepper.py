@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from chopinbot.encoding import key_recency, sequence_features
+from chopinbot.encoding import InputLayout, key_recency, repeat_continuations, sequence_features
 from chopinbot.errors import ConfigError
 from chopinbot.generate import GenerateConfig, _bound_polyphony, _filter_logits, _softmax, generate
 from chopinbot.model import ChopinLSTM, ModelConfig
-from chopinbot.repeats import RepeatTracker, find_repeats
+from chopinbot.repeats import KINDS, RepeatTracker, find_repeats
 from chopinbot.seeds import seed_from_test
 from chopinbot.stepper import InputBuilder, ModuleStepper, NumpyStepper, stepper_for
 
@@ -32,6 +32,8 @@ def _inputs(config: ModelConfig, B: int, T: int, seed: int = 0) -> np.ndarray:
     {"onset_head": False},
     {"key_recency": False},
     {"repeats": False},
+    {"repeats_transposed": False},
+    {"repeats": False, "repeats_transposed": False},
     {"key_recency": False, "duration_head": "seed"},
 ])
 def test_numpy_step_equals_forward(kw):
@@ -69,31 +71,37 @@ def test_rerun_reads_the_window_from_scratch():
 
 
 def _repetitive_states(n: int, seed: int = 3):
-    """States that repeat an 8-state figure with a few changes, so repeats are found."""
+    """States that repeat an 8-state figure, every other time 2 semitones up, with a
+    few changes, so exact and transposed repeats are found."""
     rng = np.random.default_rng(seed)
     figure = rng.random((8, 88)) < 0.05
-    keys = np.tile(figure, (n // 8 + 1, 1))[:n]
+    figure[:, -2:] = False
+    keys = np.tile(np.concatenate([figure, np.roll(figure, 2, axis=1)]), (n // 16 + 1, 1))[:n]
     keys[rng.random(n) < 0.2] ^= rng.random(88) < 0.03  # some states differ from the figure
     onsets = keys & np.tile(rng.random((8, 88)) < 0.5, (n // 8 + 1, 1))[:n]
+    onsets |= keys & ~np.concatenate([np.zeros((1, 88), bool), keys[:-1]])  # a key that starts is struck
     cls = np.tile(rng.integers(0, len(CLASSES), 8), n // 8 + 1)[:n]
     return keys, onsets, cls, np.asarray(CLASSES, np.float32)[cls]
 
 
-@pytest.mark.parametrize("recency,repeats", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("recency,repeats", [(False, ()), (True, ()), (False, ("exact",)), (True, ("transposed",)),
+                                             (True, ("exact", "transposed"))])
 def test_input_builder_equals_training_inputs(recency, repeats):
-    m = ChopinLSTM(ModelConfig(hidden=16, duration_classes=CLASSES, key_recency=recency, repeats=repeats)).eval()
+    m = ChopinLSTM(ModelConfig(hidden=16, duration_classes=CLASSES, key_recency=recency, repeats="exact" in repeats,
+                               repeats_transposed="transposed" in repeats)).eval()
+    assert m.config.repeat_kinds == repeats
     n, S, start = 80, 10, 7.25
     keys, onsets, cls, beats = _repetitive_states(n)
     want = sequence_features(keys, onsets, beats, m.config.vocab, start, recency, repeats)
     assert want.shape[1] == m.config.input_dim == m.config.lstm_input_dim + (2 * 88 if recency else 0) + (
-        2 * 88 if repeats else 0)
+        2 * 88 * len(repeats))
     build = InputBuilder(m, keys[None, :S], onsets[None, :S], beats[None, :S], start)
     got = np.stack([build(keys[None, i], onsets[None, i], cls[i : i + 1])[0] for i in range(S, n)])
     # the table is exact on the grid; the training path sums float lengths (error ~1e-6)
     np.testing.assert_allclose(build.seed_inputs[0], want[:S], atol=1e-5)
     np.testing.assert_allclose(got, want[S:], atol=1e-5)
-    if repeats:  # the figure came back: the repeat block is used
-        assert (want[:, m.config.layout.repeat_global.stop - 1] > 0).mean() > 0.5
+    for i in range(len(repeats)):  # the figure came back: the repeat blocks are used
+        assert (want[:, m.config.layout.repeat_global(i).stop - 1] > 0).mean() > 0.5
 
 
 def test_repeats_by_hand():
@@ -107,7 +115,19 @@ def test_repeats_by_hand():
     assert [t.push(n.encode()) for n in names][-1] == (3, 2)  # capped at 2 states
 
 
-def test_training_batches_carry_the_same_repeats(dataset):
+def test_transposed_repeats_by_hand():
+    # single keys 40 44 47 | 42 46 49: the same arpeggio 2 semitones up
+    keys = np.zeros((6, 88), bool)
+    keys[np.arange(6), [40, 44, 47, 42, 46, 49]] = True
+    rep = repeat_continuations(keys, keys.copy(), np.ones(6), kind="transposed")
+    assert rep.length.tolist() == [0, 0, 0, 0, 1, 2]  # 42 follows 47 by -5: no earlier step of -5
+    assert np.flatnonzero(rep.keys[4]).tolist() == [49]  # after 44 came 47: after 46, 47 + 2
+    assert np.flatnonzero(rep.keys[5]).tolist() == [44]  # after 44 47 came 42: after 46 49, 42 + 2
+    assert repeat_continuations(keys, keys.copy(), np.ones(6)).length.tolist() == [0] * 6  # nothing exact
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_training_batches_carry_the_same_repeats(dataset, kind):
     """The repeat block of a training batch (precomputed per split, gathered per
     chunk, transposed with it) equals the one computed from the segment itself."""
     from chopinbot.sequences import Chunk, SplitData
@@ -116,17 +136,17 @@ def test_training_batches_carry_the_same_repeats(dataset):
     a, b = split.segments[0]
     states = dataset.states(dataset.segments("valid")[0])
     chunk = Chunk(a + 100, 50)  # inside the segment: its history is the segment before it
-    x, _ = split.batch([chunk], np.array([3]), repeats=True)
-    lay = ModelConfig(duration_classes=CLASSES, key_recency=False).layout
-    want = sequence_features(states.keys, states.onsets, states.beats, split.vocab, repeats=True)[100:150]
+    x, _ = split.batch([chunk], np.array([3]), repeats=(kind,))
+    lay = InputLayout(len(CLASSES), repeats=1)
+    want = sequence_features(states.keys, states.onsets, states.beats, split.vocab, repeats=(kind,))[100:150]
     got = x[0].numpy()
-    np.testing.assert_array_equal(got[:, lay.repeat_global], want[:, lay.repeat_global])
-    rk = want[:, lay.repeat_keys].reshape(50, 2, 88)
+    np.testing.assert_array_equal(got[:, lay.repeat_global(0)], want[:, lay.repeat_global(0)])
+    rk = want[:, lay.repeat_keys(0)].reshape(50, 2, 88)
     shifted = np.zeros_like(rk)
     shifted[..., 3:] = rk[..., :-3]  # the chunk is transposed up 3 semitones (nothing reaches the top here)
     assert rk[..., -3:].sum() == 0
-    np.testing.assert_array_equal(got[:, lay.repeat_keys].reshape(50, 2, 88), shifted)
-    assert (want[:, lay.repeat_global.stop - 1] > 0).any()
+    np.testing.assert_array_equal(got[:, lay.repeat_keys(0)].reshape(50, 2, 88), shifted)
+    assert (want[:, lay.repeat_global(0).stop - 1] > 0).mean() > 0.1  # the valid piece repeats itself
 
 
 def test_engines_give_the_same_music(tiny_model_dir):

@@ -28,12 +28,13 @@ that followed its last occurrence, and the match's length; see
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
 from .constants import GRID_PER_BEAT, N_KEYS
-from .repeats import RepeatTracker, find_repeats, match_length_feature, state_symbol, state_symbols
+from .repeats import (RepeatTracker, find_repeats, lowest_keys, match_length_feature, shape_symbols, shift_keys,
+                      state_symbols)
 
 DURATION_MIN_COUNT = 10  # below ~10 examples a class cannot be learned; fold it
 
@@ -80,46 +81,46 @@ RECENCY_CAP = 16.0  # beats: a key struck longer ago than this (or never) counts
 class InputLayout:
     """Where each block sits in an input row.
 
-    ``[keys | onsets | ages | duration (V+1) | position | repeat: duration (V+1), match length]``
-    is what the LSTM reads (the first ``lstm`` columns); after it, for the
-    note head only, ``[recency: beats since struck, previous interval (2 x 88) |
-    repeat: keys, onsets (2 x 88)]``.  A block that is off takes no columns, so
-    a row without the optional blocks is the row of the first models."""
+    ``[keys | onsets | ages | duration (V+1) | position | repeats: per kind,
+    duration (V+1) and match length]`` is what the LSTM reads (the first
+    ``lstm`` columns); after it, for the note head only, ``[recency: beats since
+    struck, previous interval (2 x 88) | repeats: per kind, keys and onsets
+    (2 x 88)]``.  A block that is off takes no columns, so a row without the
+    optional blocks is the row of the first models."""
 
     n_classes: int
     recency: bool = False
-    repeats: bool = False
+    repeats: int = 0  # repeat kinds read (chopinbot.repeats.KINDS)
 
     @property
     def base(self) -> int:
         """The state's own features: keys, onsets, ages, duration, position."""
         return 3 * N_KEYS + self.n_classes + 1 + N_POSITION
 
-    @property
-    def repeat_global(self) -> slice:
-        """The repeat's rhythmic value (one-hot, log-length) and its match length."""
-        return slice(self.base, self.base + (self.n_classes + 2 if self.repeats else 0))
+    def repeat_global(self, i: int) -> slice:
+        """Repeat kind ``i``'s rhythmic value (one-hot, log-length) and match length."""
+        a = self.base + i * (self.n_classes + 2)
+        return slice(a, a + self.n_classes + 2)
 
     @property
     def lstm(self) -> int:
-        return self.repeat_global.stop
+        return self.base + self.repeats * (self.n_classes + 2)
 
     @property
     def recency_block(self) -> slice:
         return slice(self.lstm, self.lstm + (2 * N_KEYS if self.recency else 0))
 
-    @property
-    def repeat_keys(self) -> slice:
-        """The repeat's keys and onsets."""
-        a = self.recency_block.stop
-        return slice(a, a + (2 * N_KEYS if self.repeats else 0))
+    def repeat_keys(self, i: int) -> slice:
+        """Repeat kind ``i``'s keys and onsets."""
+        a = self.recency_block.stop + i * 2 * N_KEYS
+        return slice(a, a + 2 * N_KEYS)
 
     @property
     def width(self) -> int:
-        return self.repeat_keys.stop
+        return self.recency_block.stop + self.repeats * 2 * N_KEYS
 
 
-def input_dim(n_classes: int, recency: bool = False, repeats: bool = False) -> int:
+def input_dim(n_classes: int, recency: bool = False, repeats: int = 0) -> int:
     return InputLayout(n_classes, recency, repeats).width
 
 
@@ -217,14 +218,15 @@ def end_positions(beats: np.ndarray, start: float = 0.0) -> np.ndarray:
 
 def state_features(
     keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, vocab: DurationVocab, end_pos: np.ndarray,
-    ages: np.ndarray, recency: np.ndarray | None = None, repeats: "Continuations | None" = None,
+    ages: np.ndarray, recency: np.ndarray | None = None, repeats: Sequence["Continuations"] = (),
 ) -> np.ndarray:
     """(n, width) float32 inputs (laid out as :class:`InputLayout` says) for
     ``n`` states ending at ``end_pos`` beats, whose keys have the given
     ``ages`` (see :func:`key_ages`) and, optionally, ``recency`` (n, 2, 88)
-    (see :func:`key_recency`) and ``repeats`` (see :func:`repeat_continuations`)."""
+    (see :func:`key_recency`) and ``repeats``, one :class:`Continuations` per
+    repeat kind read (see :func:`repeat_continuations`)."""
     n = keys.shape[0]
-    lay = InputLayout(len(vocab), recency is not None, repeats is not None)
+    lay = InputLayout(len(vocab), recency is not None, len(repeats))
     x = np.zeros((n, lay.width), np.float32)
     x[:, :N_KEYS] = keys
     x[:, N_KEYS : 2 * N_KEYS] = onsets
@@ -235,20 +237,26 @@ def state_features(
     x[:, c : lay.base] = position_features(end_pos)
     if recency is not None:
         x[:, lay.recency_block] = recency_features(recency)
-    if repeats is not None:
-        found = repeats.length > 0
-        g = x[:, lay.repeat_global]
-        g[:, :-1] = duration_features(np.where(found, repeats.beats, 1.0), vocab) * found[:, None]
-        g[:, -1] = match_length_feature(repeats.length)
-        x[:, lay.repeat_global] = g
-        x[:, lay.repeat_keys] = np.concatenate([repeats.keys, repeats.onsets], axis=1) * found[:, None]
+    for i, rep in enumerate(repeats):
+        x[:, lay.repeat_global(i)] = repeat_global_features(rep, vocab)
+        found = (rep.length > 0)[:, None]
+        x[:, lay.repeat_keys(i)] = np.concatenate([rep.keys, rep.onsets], axis=1) * found
     return x
+
+
+def repeat_global_features(rep: "Continuations", vocab: DurationVocab) -> np.ndarray:
+    """(n, V+2): the continuation's rhythmic value (one-hot, log-length) and the
+    match length feature; all 0 where nothing matched."""
+    found = rep.length > 0
+    dur = duration_features(np.where(found, rep.beats, 1.0), vocab) * found[:, None]
+    return np.concatenate([dur, match_length_feature(rep.length)[:, None]], axis=1)
 
 
 class Continuations(NamedTuple):
     """For each of ``n`` states, the state that followed the longest earlier
-    match of the passage ending there (:mod:`chopinbot.repeats`); rows with
-    ``length`` 0 (no match) are ignored."""
+    match of the passage ending there (:mod:`chopinbot.repeats`; for a
+    transposed match, moved to this passage's pitch); rows with ``length`` 0
+    (no match) are ignored."""
 
     keys: np.ndarray  # (n, 88)
     onsets: np.ndarray  # (n, 88)
@@ -256,58 +264,97 @@ class Continuations(NamedTuple):
     length: np.ndarray  # (n,) states matched, 0 = none
 
 
+def repeat_symbols(kind: str, keys: np.ndarray, onsets: np.ndarray, units: np.ndarray) -> list[bytes]:
+    """The symbols a repeat ``kind`` compares, for (n, 88) boolean states."""
+    if kind == "exact":
+        return state_symbols(np.packbits(keys, axis=1), np.packbits(onsets, axis=1), units)
+    if kind == "transposed":
+        return shape_symbols(keys, onsets, units)
+    raise ValueError(f"unknown repeat kind {kind!r}")
+
+
+def continuation_shift(kind: str, low_now: np.ndarray, low_end: np.ndarray, cont: np.ndarray) -> np.ndarray:
+    """Semitones to move each continuation by: 0 for exact matches; for
+    transposed ones, from the lowest key ``low_end`` of the matched passage's
+    last state (the one before the continuation ``cont``) to ``low_now``, that
+    of the current state (-1: silent, no move)."""
+    if kind == "exact":
+        return np.zeros(len(cont), np.int64)
+    return np.where((cont > 0) & (low_now >= 0) & (low_end >= 0), low_now - low_end, 0)
+
+
 def repeat_continuations(keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
-                         grid_per_beat: int = GRID_PER_BEAT) -> Continuations:
+                         grid_per_beat: int = GRID_PER_BEAT, kind: str = "exact") -> Continuations:
     """:class:`Continuations` of one sequence of ``n`` states, each matched
     against the states before it only."""
     keys, onsets = np.asarray(keys, bool), np.asarray(onsets, bool)
     units = np.round(np.asarray(beats, np.float64) * grid_per_beat).astype(np.int64)
-    cont, length = find_repeats(state_symbols(np.packbits(keys, axis=1), np.packbits(onsets, axis=1), units))
+    cont, length = find_repeats(repeat_symbols(kind, keys, onsets, units))
     at = np.maximum(cont, 0)
-    return Continuations(keys[at], onsets[at], np.asarray(beats)[at], length)
+    low = lowest_keys(keys)
+    shift = continuation_shift(kind, low, low[np.maximum(cont - 1, 0)], cont)
+    return Continuations(shift_keys(keys[at], shift), shift_keys(onsets[at], shift), np.asarray(beats)[at], length)
 
 
 class ContinuationTracker:
-    """:func:`repeat_continuations` for ``B`` sequences, one state at a time (for generation)."""
+    """:func:`repeat_continuations` of each kind for ``B`` sequences, one state
+    at a time (for generation)."""
 
     def __init__(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
-                 grid_per_beat: int = GRID_PER_BEAT) -> None:
+                 grid_per_beat: int = GRID_PER_BEAT, kinds: Sequence[str] = ("exact",)) -> None:
         """Start from histories of (B, S >= 1, 88) states; ``history`` holds
-        their continuations, each field (B, S, ...)."""
-        self.grid = grid_per_beat
-        self.trackers = [RepeatTracker() for _ in range(keys.shape[0])]
+        their continuations, one :class:`Continuations` per kind, each field (B, S, ...)."""
+        self.grid, self.kinds = grid_per_beat, tuple(kinds)
+        B = keys.shape[0]
+        self.trackers = [[RepeatTracker() for _ in range(B)] for _ in self.kinds]
         self.keys: list[np.ndarray] = []  # every state so far, (B, 88) each
         self.onsets: list[np.ndarray] = []
         self.beats: list[np.ndarray] = []
+        self.low: list[np.ndarray] = []
         steps = [self.step(keys[:, s], onsets[:, s], beats[:, s]) for s in range(keys.shape[1])]
-        self.history = Continuations(*(np.stack(field, 1) for field in zip(*steps)))
+        self.history = [Continuations(*(np.stack(field, 1) for field in zip(*(st[k] for st in steps))))
+                        for k in range(len(self.kinds))]
 
-    def step(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray) -> Continuations:
-        """The continuations (B, ...) after new states ``keys``/``onsets`` (B, 88) lasting ``beats`` (B,)."""
+    def step(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray) -> list[Continuations]:
+        """The continuations (B, ...) of each kind after new states
+        ``keys``/``onsets`` (B, 88) lasting ``beats`` (B,)."""
         keys, onsets = np.asarray(keys, bool), np.asarray(onsets, bool)
         beats = np.asarray(beats)
+        units = np.round(beats.astype(np.float64) * self.grid).astype(np.int64)
+        prev = (self.keys[-1], self.onsets[-1]) if self.keys else None
         self.keys.append(keys)
         self.onsets.append(onsets)
         self.beats.append(beats)
-        units = np.round(beats.astype(np.float64) * self.grid).astype(np.int64)
-        found = [tr.push(state_symbol(keys[b], onsets[b], units[b])) for b, tr in enumerate(self.trackers)]
-        at = [max(c, 0) for c, _ in found]
-        rows = range(len(found))
-        return Continuations(np.stack([self.keys[a][b] for b, a in zip(rows, at)]),
-                             np.stack([self.onsets[a][b] for b, a in zip(rows, at)]),
-                             np.array([self.beats[a][b] for b, a in zip(rows, at)]),
-                             np.array([n for _, n in found], np.int64))
+        self.low.append(lowest_keys(keys))
+        out = []
+        for kind, trackers in zip(self.kinds, self.trackers):
+            found = []
+            for b, tr in enumerate(trackers):
+                pair = (np.stack([prev[0][b], keys[b]]), np.stack([prev[1][b], onsets[b]]), [0, units[b]]) if prev \
+                    else (keys[b : b + 1], onsets[b : b + 1], units[b : b + 1])
+                found.append(tr.push(repeat_symbols(kind, *pair)[-1]))  # a symbol may read the state before
+            cont = np.array([c for c, _ in found], np.int64)
+            at = np.maximum(cont, 0)
+            end = np.array([self.low[max(a - 1, 0)][b] for b, a in enumerate(at)])
+            shift = continuation_shift(kind, self.low[-1], end, cont)
+            ck = np.stack([self.keys[a][b] for b, a in enumerate(at)])
+            co = np.stack([self.onsets[a][b] for b, a in enumerate(at)])
+            out.append(Continuations(shift_keys(ck, shift), shift_keys(co, shift),
+                                     np.array([self.beats[a][b] for b, a in enumerate(at)]),
+                                     np.array([n for _, n in found], np.int64)))
+        return out
 
 
 def sequence_features(keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, vocab: DurationVocab,
-                      start_beat: float = 0.0, recency: bool = False, repeats: bool = False,
+                      start_beat: float = 0.0, recency: bool = False, repeats: Sequence[str] = (),
                       grid_per_beat: int = GRID_PER_BEAT) -> np.ndarray:
     """The input rows of a whole sequence heard from its first state, starting
-    at ``start_beat`` in the metre (what a model reads of a seed or a piece)."""
+    at ``start_beat`` in the metre, with the given repeat kinds (what a model
+    reads of a seed or a piece)."""
     return state_features(
         keys, onsets, beats, vocab, end_positions(beats, start_beat), key_ages(keys, onsets, beats),
         key_recency(keys, onsets, beats) if recency else None,
-        repeat_continuations(keys, onsets, beats, grid_per_beat) if repeats else None)
+        [repeat_continuations(keys, onsets, beats, grid_per_beat, kind) for kind in repeats])
 
 
 def age_features(ages: np.ndarray) -> np.ndarray:

@@ -62,6 +62,7 @@ class ModelConfig:
     note_context: int = 32  # LSTM-state features it sees
     key_recency: bool = True  # the note head also reads each key's recency (encoding.key_recency); off without it
     repeats: bool = True  # read what followed the passage's last occurrence (chopinbot.repeats); off without the note head
+    repeats_transposed: bool = True  # ... and the last occurrence at another pitch; off without the note head
     duration_head: str = "classes"  # "classes" (softmax over rhythmic values) or "seed" (original)
     dur_nodes: int = 20  # sigmoid nodes of the seed head
     max_duration: float = 8.0  # beats; the seed head's normalisation (corpus maximum)
@@ -72,7 +73,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.note_head is False:
             self.key_recency = False  # only the note head reads it
-            self.repeats = False  # its keys go to the note head
+            self.repeats = self.repeats_transposed = False  # their keys go to the note head
         self.validate()
 
     def validate(self) -> None:
@@ -85,7 +86,8 @@ class ModelConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool):
                 raise ConfigError(f"{name} must be a number, got {v!r}")
-        for name in ("layer_norm", "onset_head", "skip", "note_head", "key_recency", "repeats"):
+        for name in ("layer_norm", "onset_head", "skip", "note_head", "key_recency", "repeats",
+                     "repeats_transposed"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false")
         if not isinstance(self.duration_classes, list) or not all(
@@ -124,7 +126,12 @@ class ModelConfig:
     @property
     def layout(self) -> InputLayout:
         """Where each block of an input row sits."""
-        return InputLayout(len(self.duration_classes), self.key_recency, self.repeats)
+        return InputLayout(len(self.duration_classes), self.key_recency, len(self.repeat_kinds))
+
+    @property
+    def repeat_kinds(self) -> tuple[str, ...]:
+        """The repeat kinds read (:data:`chopinbot.repeats.KINDS`), in the order of their input blocks."""
+        return (("exact",) if self.repeats else ()) + (("transposed",) if self.repeats_transposed else ())
 
     @property
     def input_dim(self) -> int:
@@ -139,13 +146,14 @@ class ModelConfig:
     @property
     def input_blocks(self) -> dict[str, bool]:
         """The optional input blocks, as :meth:`~chopinbot.sequences.SplitData.batch` takes them."""
-        return {"recency": self.key_recency, "repeats": self.repeats}
+        return {"recency": self.key_recency, "repeats": self.repeat_kinds}
 
     @property
     def per_key_inputs(self) -> int:
         """Per-key values the note head reads besides the neighbourhood: age
-        [, beats since struck, previous interval] [, the repeat's key, onset and match length]."""
-        return 1 + (2 if self.key_recency else 0) + (3 if self.repeats else 0)
+        [, beats since struck, previous interval] [, per repeat kind: the continuation's key and
+        onset, the match length]."""
+        return 1 + (2 if self.key_recency else 0) + 3 * len(self.repeat_kinds)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -153,7 +161,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         known = {f.name for f in fields(cls)}
-        d = {"key_recency": False, "repeats": False, **d}  # configs saved before these inputs existed
+        d = {"key_recency": False, "repeats": False, "repeats_transposed": False, **d}  # saved before these inputs
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown model config fields: {', '.join(sorted(unknown))}")
@@ -185,7 +193,8 @@ class ChopinLSTM(nn.Module):
         self.dur_out = nn.Linear(width, n_dur)
         # The repeat's rhythmic value, as is and scaled by the match's length (a
         # long match is trusted more), straight to the duration outputs; starts at 0.
-        self.repeat_dur = nn.Linear(2 * len(c.duration_classes), n_dur, bias=False) if c.repeats else None
+        n_rep = len(c.repeat_kinds)
+        self.repeat_dur = nn.Linear(2 * n_rep * len(c.duration_classes), n_dur, bias=False) if n_rep else None
         if self.repeat_dur is not None:
             nn.init.zeros_(self.repeat_dur.weight)
         if c.note_head:
@@ -238,9 +247,12 @@ class ChopinLSTM(nn.Module):
         """The duration head's outputs from the dense features ``h`` (and the repeat's rhythm in ``x``)."""
         out = self.dur_out(h)
         if self.repeat_dur is not None:
-            g = x[..., self.config.layout.repeat_global]
-            onehot, length = g[..., : len(self.config.duration_classes)], g[..., -1:]
-            out = out + self.repeat_dur(torch.cat([onehot, onehot * length], -1))
+            c, parts = self.config, []
+            for i in range(len(c.repeat_kinds)):
+                g = x[..., c.layout.repeat_global(i)]
+                onehot = g[..., : len(c.duration_classes)]
+                parts += [onehot, onehot * g[..., -1:]]
+            out = out + self.repeat_dur(torch.cat(parts, -1))
         return out
 
     def key_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -252,9 +264,10 @@ class ChopinLSTM(nn.Module):
         parts = [x[..., 2 * N_KEYS : 3 * N_KEYS].unsqueeze(-1)]  # age
         if c.key_recency:  # beats since struck, previous interval
             parts.append(x[..., lay.recency_block].reshape(B, T, 2, N_KEYS).transpose(2, 3))
-        if c.repeats:  # the repeat's key and onset, the match length
-            parts.append(x[..., lay.repeat_keys].reshape(B, T, 2, N_KEYS).transpose(2, 3))
-            parts.append(x[..., lay.repeat_global.stop - 1 : lay.repeat_global.stop, None].expand(B, T, N_KEYS, 1))
+        for i in range(len(c.repeat_kinds)):  # the continuation's key and onset, the match length
+            parts.append(x[..., lay.repeat_keys(i)].reshape(B, T, 2, N_KEYS).transpose(2, 3))
+            end = lay.repeat_global(i).stop
+            parts.append(x[..., end - 1 : end, None].expand(B, T, N_KEYS, 1))
         return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
 
     def _note_logits(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,17 @@ only ever reads the past of the same sequence -- a key segment of a piece in
 training and evaluation, the seed and what has been generated so far while
 generating -- so it is as causal as the LSTM.
 
+Two kinds of match, each its own input block:
+
+* ``exact``: the states are equal in keys, onsets and rhythmic value.
+* ``transposed``: the same passage at another pitch -- a sequence, the same
+  figure on another degree.  Each state is compared by its *shape* (keys and
+  onsets relative to its lowest key), its rhythmic value and the step of its
+  lowest key from the previous state's; the continuation is moved by the
+  distance between the two passages.  Where the exact match is shorter, it
+  raises the lookup's key F1 on the valid pieces from 0.728 to 0.763 (test:
+  0.684 to 0.706).
+
 Passages are compared exactly through a rolling hash of state ids, every hit
 verified against the states themselves.
 """
@@ -30,6 +41,39 @@ import numpy as np
 MAX_MATCH = 16  # states; longer matches add nothing measurable (test F1 0.684 at 16 and 0.685 at 32)
 _MOD = (1 << 61) - 1  # a Mersenne prime: hash arithmetic stays exact in Python ints
 _BASE = 1_000_003
+
+
+KINDS = ("exact", "transposed")
+_NO_STEP = 1 << 14  # the step code of a state after a silent one (or of the first): no lowest key to step from
+
+
+def lowest_keys(keys: np.ndarray) -> np.ndarray:
+    """(n,) index of each state's lowest sounding key, -1 where silent."""
+    keys = np.asarray(keys, bool)
+    return np.where(keys.any(-1), keys.argmax(-1), -1)
+
+
+def shift_keys(keys: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Move each row of (n, 88) keys up by its ``shift`` semitones; keys pushed
+    off the keyboard are dropped (a continuation is a guess, not a note to keep)."""
+    n, width = keys.shape
+    src = np.arange(width)[None, :] - np.asarray(shift, np.int64).reshape(-1, 1)
+    ok = (src >= 0) & (src < width)
+    return np.take_along_axis(keys, np.clip(src, 0, width - 1), axis=1) & ok
+
+
+def shape_symbols(keys: np.ndarray, onsets: np.ndarray, units: np.ndarray) -> list[bytes]:
+    """One bytes object per state of a sequence, equal for two states of two
+    passages that are transpositions of each other (see the module docstring)."""
+    keys, onsets = np.asarray(keys, bool), np.asarray(onsets, bool)
+    low = lowest_keys(keys)
+    shift = -np.maximum(low, 0)
+    prev = np.concatenate([[-1], low[:-1]])
+    step = np.where((low >= 0) & (prev >= 0), low - prev, _NO_STEP)
+    tail = np.stack([np.asarray(units, np.int64), step], 1).astype("<i4").view(np.uint8)
+    rows = np.concatenate([np.packbits(shift_keys(keys, shift), axis=1), np.packbits(shift_keys(onsets, shift), axis=1),
+                           tail], axis=1)
+    return [r.tobytes() for r in rows]
 
 
 def state_symbols(keys_packed: np.ndarray, onsets_packed: np.ndarray, units: np.ndarray) -> list[bytes]:

@@ -14,15 +14,17 @@ memory-mapped dataset, gathered and unpacked only when the batch is built.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from .constants import N_KEYS
 from .dataset import Dataset
-from .encoding import AGE_LOOKBACK, Continuations, DurationVocab, end_positions, key_ages, key_recency, state_features
+from .encoding import (AGE_LOOKBACK, Continuations, DurationVocab, continuation_shift, end_positions, key_ages,
+                       key_recency, repeat_symbols, state_features)
 from .loss import Targets
-from .repeats import find_repeats, state_symbols
+from .repeats import find_repeats, lowest_keys, shift_keys
 
 
 def _shift_tables() -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
@@ -71,24 +73,30 @@ class SplitData:
         for a, b in self.segments:
             self.end_pos[a:b] = end_positions(self.records["beats"][a:b])
         self.n_targets = sum(b - a - 1 for a, b in self.segments)
-        self._repeats: tuple[np.ndarray, np.ndarray] | None = None
+        self._repeats: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._grid = dataset.settings.grid_per_beat
 
-    def repeats(self) -> tuple[np.ndarray, np.ndarray]:
+    def repeats(self, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For every row: the row of the continuation of its passage's longest
-        earlier match within its segment (-1: none), and the match's length.
-        Found once per split (about 0.5 s for the corpus), 9 bytes a state."""
-        if self._repeats is None:
+        earlier match of this kind within its segment (-1: none), the match's
+        length and the semitones to move the continuation by.  Found once per
+        split and kind (under a second for the corpus), 10 bytes a state."""
+        if kind not in self._repeats:
             cont = np.full(len(self.records), -1, np.int64)
             length = np.zeros(len(self.records), np.uint8)
+            shift = np.zeros(len(self.records), np.int8)
             for a, b in self.segments:
                 rec = self.records[a:b]
+                keys = np.unpackbits(rec["keys"], axis=1, count=N_KEYS).astype(bool)
+                onsets = np.unpackbits(rec["onsets"], axis=1, count=N_KEYS).astype(bool)
                 units = np.round(np.asarray(rec["beats"], np.float64) * self._grid).astype(np.int64)
-                c, n = find_repeats(state_symbols(rec["keys"], rec["onsets"], units))
+                c, n = find_repeats(repeat_symbols(kind, keys, onsets, units))
+                low = lowest_keys(keys)
                 cont[a:b] = np.where(c >= 0, c + a, -1)
                 length[a:b] = n
-            self._repeats = cont, length
-        return self._repeats
+                shift[a:b] = continuation_shift(kind, low, low[np.maximum(c - 1, 0)], c)
+            self._repeats[kind] = cont, length, shift
+        return self._repeats[kind]
 
     def chunks(self, context: int, rng: np.random.Generator | None = None) -> list[Chunk]:
         """Sequence mode: consecutive chunks covering every prediction once."""
@@ -109,9 +117,9 @@ class SplitData:
         return [Chunk(p, window, True) for a, b in self.segments for p in range(a, b - window)]
 
     def batch(self, chunks: list[Chunk], shifts: np.ndarray | None = None,
-              recency: bool = False, repeats: bool = False) -> tuple[torch.Tensor, Targets]:
+              recency: bool = False, repeats: Sequence[str] = ()) -> tuple[torch.Tensor, Targets]:
         """Inputs (B, T, F) and targets for a list of chunks (padded, masked),
-        with the optional ``recency`` and ``repeats`` blocks.
+        with the optional ``recency`` block and a block per repeat kind.
 
         ``shifts`` (one per chunk, semitones) transposes each chunk as data
         augmentation: the corpus is small (39k training states) and a model
@@ -136,24 +144,25 @@ class SplitData:
         keys[before] = 0.0
         onsets[before] = 0.0
         beats[before] = 0.0
-        cont = None
-        if repeats:
-            rows, length = self.repeats()
-            at, length = rows[idx[:, L : L + T]], length[idx[:, L : L + T]]
-            crec = self.records[np.maximum(at, 0).ravel()]
-            ck = np.unpackbits(crec["keys"], axis=1, count=N_KEYS).astype(np.float32).reshape(B, T, N_KEYS)
-            co = np.unpackbits(crec["onsets"], axis=1, count=N_KEYS).astype(np.float32).reshape(B, T, N_KEYS)
-            cont = (ck, co, np.asarray(crec["beats"], np.float32).reshape(B, T), length)
+        conts = []  # per repeat kind: continuation keys, onsets (B, T, 88), beats, length (B, T)
+        for kind in repeats:
+            rows, length, move = self.repeats(kind)
+            at = idx[:, L : L + T]
+            crec = self.records[np.maximum(rows[at], 0).ravel()]
+            ck = np.unpackbits(crec["keys"], axis=1, count=N_KEYS).astype(bool)
+            co = np.unpackbits(crec["onsets"], axis=1, count=N_KEYS).astype(bool)
+            ck, co = (shift_keys(v, move[at].ravel()).astype(np.float32).reshape(B, T, N_KEYS) for v in (ck, co))
+            conts.append((ck, co, np.asarray(crec["beats"], np.float32).reshape(B, T), length[at]))
         if shifts is not None:
             for i, sh in enumerate(shifts):
                 if sh:
                     src, ok = _SOURCE_OF[int(sh)], _VALID_AFTER[int(sh)]
-                    for a in (keys, onsets) + (cont[:2] if cont else ()):
+                    for a in (keys, onsets) + tuple(v for c in conts for v in c[:2]):
                         a[i] = a[i][:, src] * ok
         ages = key_ages(keys, onsets, beats)[:, L : L + T]
         rec = key_recency(keys, onsets, beats)[:, L : L + T].reshape(-1, 2, N_KEYS) if recency else None
-        reps = Continuations(cont[0].reshape(-1, N_KEYS), cont[1].reshape(-1, N_KEYS), cont[2].ravel(),
-                             cont[3].ravel()) if cont else None
+        reps = [Continuations(c[0].reshape(-1, N_KEYS), c[1].reshape(-1, N_KEYS), c[2].ravel(), c[3].ravel())
+                for c in conts]
         keys, onsets, beats, idx = keys[:, L:], onsets[:, L:], beats[:, L:], idx[:, L:]
         x = state_features(keys[:, :T].reshape(-1, N_KEYS), onsets[:, :T].reshape(-1, N_KEYS), beats[:, :T].ravel(),
                            self.vocab, self.end_pos[idx[:, :T]].ravel(), ages.reshape(-1, N_KEYS),

@@ -34,8 +34,7 @@ import torch
 from .constants import N_KEYS
 from .encoding import (AgeTracker, ContinuationTracker, Continuations, RecencyTracker, age_features,
                        duration_features, end_positions, position_features, position_period, recency_features,
-                       state_features)
-from .repeats import match_length_feature
+                       repeat_global_features, state_features)
 from .errors import ConfigError
 from .model import NEIGHBOURS, PITCH_EMB, ChopinLSTM
 
@@ -198,9 +197,12 @@ class NumpyStepper:
         onsets = parts[1] if self.config.onset_head else None
         dur = parts[2 if self.config.onset_head else 1]
         if self.repeat_dur_w is not None:
-            g = x[:, self.layout.repeat_global]
-            onehot = g[:, : self.layout.n_classes]
-            dur = dur + np.concatenate([onehot, onehot * g[:, -1:]], 1) @ self.repeat_dur_w
+            cols = []
+            for i in range(self.layout.repeats):
+                g = x[:, self.layout.repeat_global(i)]
+                onehot = g[:, : self.layout.n_classes]
+                cols += [onehot, onehot * g[:, -1:]]
+            dur = dur + np.concatenate(cols, 1) @ self.repeat_dur_w
         kon = x[:, : 2 * N_KEYS]
         if self.skip_w is not None:
             s = kon @ self.skip_w
@@ -226,12 +228,12 @@ class NumpyStepper:
         """(B, 88, per-key inputs), as :meth:`ChopinLSTM.key_features`."""
         lay = self.layout
         cols = [x[:, 2 * N_KEYS : 3 * N_KEYS]]  # age
-        for block in ((lay.recency_block,) if self.config.key_recency else ()) + (
-                (lay.repeat_keys,) if self.config.repeats else ()):
-            b = x[:, block]
-            cols += [b[:, :N_KEYS], b[:, N_KEYS:]]
-        if self.config.repeats:  # the match length, the same for every key
-            cols.append(np.broadcast_to(x[:, lay.repeat_global.stop - 1, None], (x.shape[0], N_KEYS)))
+        if self.config.key_recency:
+            cols += [x[:, lay.recency_block][:, :N_KEYS], x[:, lay.recency_block][:, N_KEYS:]]
+        for i in range(lay.repeats):  # the continuation's key and onset; the match length, the same for every key
+            b = x[:, lay.repeat_keys(i)]
+            cols += [b[:, :N_KEYS], b[:, N_KEYS:],
+                     np.broadcast_to(x[:, lay.repeat_global(i).stop - 1, None], (x.shape[0], N_KEYS))]
         return np.stack(cols, -1)
 
 
@@ -254,14 +256,14 @@ class InputBuilder:
         self.class_beats = values.astype(np.float32).astype(np.float64)  # as stored in the dataset
         self.ages = AgeTracker(keys, onsets, beats)
         self.recency = RecencyTracker(keys, onsets, beats) if c.key_recency else None
-        self.repeats = ContinuationTracker(keys, onsets, beats, grid) if c.repeats else None
+        self.repeats = ContinuationTracker(keys, onsets, beats, grid, c.repeat_kinds) if c.repeat_kinds else None
         end = np.round((start_beat + np.asarray(beats, np.float64).sum(-1)) * grid)  # (B,) grid units
         self.pos = end.astype(np.int64).reshape(-1) % self.period
         self.seed_inputs = np.stack([
             state_features(keys[i], onsets[i], beats[i], c.vocab, end_positions(beats[i], start_beat),
                            self.ages.history_ages[i],
                            self.recency.history[i] if self.recency is not None else None,
-                           Continuations(*(f[i] for f in self.repeats.history)) if self.repeats is not None else None)
+                           [Continuations(*(f[i] for f in h)) for h in self.repeats.history] if self.repeats else [])
             for i in range(keys.shape[0])])
 
     def __call__(self, keys: np.ndarray, onsets: np.ndarray, cls: np.ndarray) -> np.ndarray:
@@ -270,12 +272,11 @@ class InputBuilder:
         ages = self.ages.step(keys, onsets, beats)
         self.pos = (self.pos + self.class_units[cls]) % self.period
         parts = [keys, onsets, age_features(ages), self.dur_table[cls], self.pos_table[self.pos]]
-        if self.repeats is not None:  # in InputLayout's order: the repeat's rhythm and length, ..., its keys
-            rep = self.repeats.step(keys, onsets, beats)
-            found = (rep.length > 0)[:, None]
-            parts += [duration_features(rep.beats, self.vocab) * found, match_length_feature(rep.length)[:, None]]
+        reps = self.repeats.step(keys, onsets, beats) if self.repeats is not None else []
+        parts += [repeat_global_features(r, self.vocab) for r in reps]  # in InputLayout's order
         if self.recency is not None:
             parts.append(recency_features(self.recency.step(keys, onsets, beats)))
-        if self.repeats is not None:
-            parts += [rep.keys & found, rep.onsets & found]
+        for r in reps:
+            found = (r.length > 0)[:, None]
+            parts += [r.keys & found, r.onsets & found]
         return np.concatenate(parts, axis=1, dtype=np.float32)

@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--repeats", type=_onoff, default=M.repeats, metavar="on|off",
                    help="read the state that followed the last occurrence of the passage just heard "
                         "(default: on)")
+    g.add_argument("--repeats-transposed", type=_onoff, default=M.repeats_transposed, metavar="on|off",
+                   help="... and that of its last occurrence at another pitch (default: on)")
     g.add_argument("--duration-head", choices=["classes", "seed"], default=M.duration_head)
     g.add_argument("--dur-nodes", type=positive_int, default=M.dur_nodes)
     g = p.add_argument_group("training")
@@ -76,7 +78,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     model = ModelConfig(**{f: getattr(args, f) for f in ("layers", "hidden", "dropout", "dense_layers", "layer_norm",
                                                           "onset_head", "skip", "note_head", "duration_head",
-                                                          "dur_nodes", "key_recency", "repeats")},
+                                                          "dur_nodes", "key_recency", "repeats",
+                                                          "repeats_transposed")},
                         duration_classes=[1.0])
     names = {f.name for f in fields(TrainConfig)} - {"model", "loss_clip", "progress"}
     cfg = TrainConfig(**{n: getattr(args, n) for n in names if n != "epochs"}, model=model)
