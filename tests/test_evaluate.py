@@ -36,6 +36,25 @@ def test_copy_baseline_is_perfect_on_a_repeated_state(tmp_path):
     assert m["key_nll"] < 0.01  # p_stay = 1 - tiny, p_on = tiny
 
 
+@pytest.mark.parametrize("step", [0, 2])
+def test_repeat_baseline_continues_a_figure_copy_cannot(tmp_path, step):
+    """An arpeggio played 12 times (each time ``step`` semitones higher): every
+    next state differs from the current one, so copying is always wrong; after
+    the first time round the repeat baseline is right, exactly or transposed."""
+    notes = [(4 * r + i, 4 * r + i + 1, p + step * r) for r in range(12) for i, p in enumerate((48, 52, 55, 60))]
+    src = tmp_path / "m"
+    src.mkdir()
+    for i in range(3):
+        make_midi(src / f"arp{i}.mid", notes)
+    prepare([src], tmp_path / "ds", progress=False)
+    data = _split(tmp_path / "ds", "train")
+    rates = fit_rates(data)
+    copy = baseline_metrics("copy", data, rates, threshold=0.5)
+    repeat = baseline_metrics("repeat", data, rates, threshold=0.5)
+    assert copy["f1_best"] == 0.0
+    assert repeat["f1_best"] > 0.85 and repeat["key_nll"] < copy["key_nll"] / 3  # wrong only the first time round
+
+
 def test_baselines_match_direct_computation(tiny_dataset_dir):
     data = _split(tiny_dataset_dir, "train")
     rates = fit_rates(data)
@@ -59,7 +78,8 @@ def test_report_end_to_end(tiny_model_dir, tiny_dataset_dir, tmp_path):
     for name in ("report.md", "metrics.json", "threshold_guide.png", "pianoroll_generated_vs_real.png"):
         assert (out / name).stat().st_size > 100, name
     table = json.loads((out / "metrics.json").read_text())["table"]
-    assert any(k.startswith("baseline: copy") for k in table) and len(table) == 3
+    assert any(k.startswith("baseline: copy") for k in table) and any(k.startswith("baseline: repeat") for k in table)
+    assert len(table) == 4
     stats = m["statistics"]
     assert stats["n_generated"] == 2 and 0 <= stats["originality"]["mean_overlap_8"] <= 1
     assert "Originality" in (out / "report.md").read_text()

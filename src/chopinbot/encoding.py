@@ -33,8 +33,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from .constants import GRID_PER_BEAT, N_KEYS
-from .repeats import (RepeatTracker, find_repeats, lowest_keys, match_length_feature, shape_symbols, shift_keys,
-                      state_symbols)
+from .repeats import (RepeatTracker, find_repeats, lowest_keys, match_length_feature, shape_symbol, shape_symbols,
+                      shift_keys, state_symbol, state_symbols)
 
 DURATION_MIN_COUNT = 10  # below ~10 examples a class cannot be learned; fold it
 
@@ -273,6 +273,13 @@ def repeat_symbols(kind: str, keys: np.ndarray, onsets: np.ndarray, units: np.nd
     raise ValueError(f"unknown repeat kind {kind!r}")
 
 
+def repeat_symbol(kind: str, keys: np.ndarray, onsets: np.ndarray, units: int, prev_low: int) -> bytes:
+    """:func:`repeat_symbols` of one (88,) state after one whose lowest key was ``prev_low``."""
+    if kind == "exact":
+        return state_symbol(keys, onsets, units)
+    return shape_symbol(keys, onsets, units, prev_low)
+
+
 def continuation_shift(kind: str, low_now: np.ndarray, low_end: np.ndarray, cont: np.ndarray) -> np.ndarray:
     """Semitones to move each continuation by: 0 for exact matches; for
     transposed ones, from the lowest key ``low_end`` of the matched passage's
@@ -321,24 +328,22 @@ class ContinuationTracker:
         keys, onsets = np.asarray(keys, bool), np.asarray(onsets, bool)
         beats = np.asarray(beats)
         units = np.round(beats.astype(np.float64) * self.grid).astype(np.int64)
-        prev = (self.keys[-1], self.onsets[-1]) if self.keys else None
+        prev_low = self.low[-1] if self.low else np.full(len(keys), -1)
         self.keys.append(keys)
         self.onsets.append(onsets)
         self.beats.append(beats)
-        self.low.append(lowest_keys(keys))
+        low = lowest_keys(keys)
+        self.low.append(low)
         out = []
         for kind, trackers in zip(self.kinds, self.trackers):
-            found = []
-            for b, tr in enumerate(trackers):
-                pair = (np.stack([prev[0][b], keys[b]]), np.stack([prev[1][b], onsets[b]]), [0, units[b]]) if prev \
-                    else (keys[b : b + 1], onsets[b : b + 1], units[b : b + 1])
-                found.append(tr.push(repeat_symbols(kind, *pair)[-1]))  # a symbol may read the state before
+            found = [tr.push(repeat_symbol(kind, keys[b], onsets[b], units[b], prev_low[b]))
+                     for b, tr in enumerate(trackers)]
             cont = np.array([c for c, _ in found], np.int64)
             at = np.maximum(cont, 0)
             end = np.array([self.low[max(a - 1, 0)][b] for b, a in enumerate(at)])
-            shift = continuation_shift(kind, self.low[-1], end, cont)
-            ck = np.stack([self.keys[a][b] for b, a in enumerate(at)])
-            co = np.stack([self.onsets[a][b] for b, a in enumerate(at)])
+            shift = continuation_shift(kind, low, end, cont)
+            ck = np.array([self.keys[a][b] for b, a in enumerate(at)])
+            co = np.array([self.onsets[a][b] for b, a in enumerate(at)])
             out.append(Continuations(shift_keys(ck, shift), shift_keys(co, shift),
                                      np.array([self.beats[a][b] for b, a in enumerate(at)]),
                                      np.array([n for _, n in found], np.int64)))

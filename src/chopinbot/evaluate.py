@@ -33,6 +33,10 @@ REPORT_METRICS = [
 ]
 
 
+BASELINES = {"copy": "copy previous state", "frequency": "key frequency",
+             "repeat": "repeat what followed the passage's last occurrence"}
+
+
 @dataclass
 class EvalSettings:
     pieces: int = 20  # generated pieces for the statistics
@@ -147,10 +151,9 @@ def evaluate(models: list[str | None], out_dir: str | os.PathLike, data: str | o
     rates = fit_rates(vocab_free)
     valid_free, test_free = SplitData(ds, "valid", _any_vocab()), SplitData(ds, "test", _any_vocab())
     rows: dict[str, dict] = {}
-    for name in ("copy", "frequency"):
+    for name, label in BASELINES.items():
         thr = baseline_metrics(name, valid_free, rates)["best_threshold"]
-        rows[f"baseline: {name} previous state" if name == "copy" else "baseline: key frequency"] = \
-            baseline_metrics(name, test_free, rates, thr)
+        rows[f"baseline: {label}"] = baseline_metrics(name, test_free, rates, thr)
     details: dict[str, dict] = {}
     loaded = []
     for m in models:

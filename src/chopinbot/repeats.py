@@ -55,9 +55,21 @@ def lowest_keys(keys: np.ndarray) -> np.ndarray:
 
 def shift_keys(keys: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """Move each row of (n, 88) keys up by its ``shift`` semitones; keys pushed
-    off the keyboard are dropped (a continuation is a guess, not a note to keep)."""
+    off the keyboard are dropped (a continuation is a guess, not a note to keep).
+    Rows that do not move may be returned as they are (not copied)."""
+    shift = np.asarray(shift, np.int64).reshape(-1)
+    if not shift.any():
+        return keys
     n, width = keys.shape
-    src = np.arange(width)[None, :] - np.asarray(shift, np.int64).reshape(-1, 1)
+    if n <= 4:  # generation: a few rows, where slicing costs a fraction of the gather below
+        out = np.zeros_like(keys)
+        for i, s in enumerate(shift):
+            if s >= 0:
+                out[i, s:] = keys[i, : width - s]
+            else:
+                out[i, :s] = keys[i, -s:]
+        return out
+    src = np.arange(width)[None, :] - shift[:, None]
     ok = (src >= 0) & (src < width)
     return np.take_along_axis(keys, np.clip(src, 0, width - 1), axis=1) & ok
 
@@ -74,6 +86,18 @@ def shape_symbols(keys: np.ndarray, onsets: np.ndarray, units: np.ndarray) -> li
     rows = np.concatenate([np.packbits(shift_keys(keys, shift), axis=1), np.packbits(shift_keys(onsets, shift), axis=1),
                            tail], axis=1)
     return [r.tobytes() for r in rows]
+
+
+def shape_symbol(keys: np.ndarray, onsets: np.ndarray, units: int, prev_low: int) -> bytes:
+    """:func:`shape_symbols` of one state given as (88,) booleans, after a state
+    whose lowest key was ``prev_low`` (-1: silent or none)."""
+    low = int(keys.argmax()) if keys.any() else -1
+    at = max(low, 0)
+    k, o = np.zeros(len(keys), bool), np.zeros(len(keys), bool)
+    k[: len(keys) - at], o[: len(keys) - at] = keys[at:], onsets[at:]
+    step = low - prev_low if low >= 0 and prev_low >= 0 else _NO_STEP
+    return (np.packbits(k).tobytes() + np.packbits(o).tobytes() + int(units).to_bytes(4, "little", signed=True)
+            + int(step).to_bytes(4, "little", signed=True))
 
 
 def state_symbols(keys_packed: np.ndarray, onsets_packed: np.ndarray, units: np.ndarray) -> list[bytes]:
