@@ -11,10 +11,17 @@ and its previous inter-onset interval; capped at 16 beats).
     .venv/bin/chopinbot prepare --out runs/dataset
     .venv/bin/python scripts/key_auc.py [--model src/chopinbot/shipped_model] [--data runs/dataset]
 
-Measured 2026-11-25 on the valid pieces with the shipped model of that time
-(before the recency input): new-key onsets AUC 0.839 for the model vs 0.860
-for the tree on base features and 0.910 with recency; continuation 0.542 for
-the model.  That led to the note head's recency input; see docs/training.md.
+Measured on the valid pieces (see docs/training.md):
+
+| model | new-key onsets | continuation |
+|---|---|---|
+| shipped model of 2026-11-25 morning (no recency input) | 0.839 | 0.542 |
+| tree, base features / + recency | 0.860 / 0.910 | |
+| shipped model of 2026-11-25 evening (recency input) | 0.898 | 0.586 |
+| shipped model of 2026-12-01 (recency and repeats inputs) | **0.960** | **0.925** |
+
+The first row led to the recency input; the continuation column, which
+recency did not move, to the repeats input.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from sklearn.metrics import roc_auc_score
 
 from chopinbot import load_model
 from chopinbot.dataset import Dataset
-from chopinbot.encoding import end_positions, key_ages, state_features
+from chopinbot.encoding import sequence_features
 
 CAP = 16.0  # beats
 
@@ -71,8 +78,9 @@ def model_aucs(ds: Dataset, model, split: str) -> tuple[float, float]:
             st = ds.states(seg)
             if len(st.beats) < 3:
                 continue
-            x = state_features(st.keys, st.onsets, st.beats, model.config.vocab, end_positions(st.beats),
-                               key_ages(st.keys, st.onsets, st.beats))
+            c = model.config
+            x = sequence_features(st.keys, st.onsets, st.beats, c.vocab, recency=c.key_recency,
+                                  repeats=c.repeat_kinds, grid_per_beat=c.grid_per_beat)
             out, _ = model(torch.from_numpy(x)[None])
             p = torch.sigmoid(out.key_logits[0]).numpy()[:-1]
             now, nxt = st.keys[:-1], st.keys[1:]
