@@ -7,7 +7,7 @@ import pytest
 from chopinbot.errors import ConfigError
 from chopinbot.keys import Key, detect_key, parse_key, pitch_class_histogram
 
-from conftest import CORPUS, PRELUDE_KEYS
+from conftest import PRELUDE_KEYS
 
 
 def test_all_24_prelude_keys(dataset):

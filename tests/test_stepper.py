@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from chopinbot.encoding import InputLayout, key_recency, repeat_continuations, sequence_features
+from chopinbot.encoding import InputLayout, key_recency, sequence_features
 from chopinbot.errors import ConfigError
 from chopinbot.generate import GenerateConfig, _bound_polyphony, _filter_logits, _softmax, generate
 from chopinbot.model import ChopinLSTM, ModelConfig
-from chopinbot.repeats import KINDS, RepeatTracker, find_repeats
+from chopinbot.repeats import KINDS, RepeatTracker, find_repeats, repeat_continuations
 from chopinbot.seeds import seed_from_test
 from chopinbot.stepper import InputBuilder, ModuleStepper, NumpyStepper, stepper_for
 

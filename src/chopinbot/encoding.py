@@ -28,13 +28,12 @@ that followed its last occurrence, and the match's length; see
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .constants import GRID_PER_BEAT, N_KEYS
-from .repeats import (RepeatTracker, find_repeats, lowest_keys, match_length_feature, shape_symbol, shape_symbols,
-                      shift_keys, state_symbol, state_symbols)
+from .repeats import Continuations, match_length_feature, repeat_continuations
 
 DURATION_MIN_COUNT = 10  # below ~10 examples a class cannot be learned; fold it
 
@@ -218,7 +217,7 @@ def end_positions(beats: np.ndarray, start: float = 0.0) -> np.ndarray:
 
 def state_features(
     keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, vocab: DurationVocab, end_pos: np.ndarray,
-    ages: np.ndarray, recency: np.ndarray | None = None, repeats: Sequence["Continuations"] = (),
+    ages: np.ndarray, recency: np.ndarray | None = None, repeats: Sequence[Continuations] = (),
 ) -> np.ndarray:
     """(n, width) float32 inputs (laid out as :class:`InputLayout` says) for
     ``n`` states ending at ``end_pos`` beats, whose keys have the given
@@ -244,110 +243,12 @@ def state_features(
     return x
 
 
-def repeat_global_features(rep: "Continuations", vocab: DurationVocab) -> np.ndarray:
+def repeat_global_features(rep: Continuations, vocab: DurationVocab) -> np.ndarray:
     """(n, V+2): the continuation's rhythmic value (one-hot, log-length) and the
     match length feature; all 0 where nothing matched."""
     found = rep.length > 0
     dur = duration_features(np.where(found, rep.beats, 1.0), vocab) * found[:, None]
     return np.concatenate([dur, match_length_feature(rep.length)[:, None]], axis=1)
-
-
-class Continuations(NamedTuple):
-    """For each of ``n`` states, the state that followed the longest earlier
-    match of the passage ending there (:mod:`chopinbot.repeats`; for a
-    transposed match, moved to this passage's pitch); rows with ``length`` 0
-    (no match) are ignored."""
-
-    keys: np.ndarray  # (n, 88)
-    onsets: np.ndarray  # (n, 88)
-    beats: np.ndarray  # (n,)
-    length: np.ndarray  # (n,) states matched, 0 = none
-
-
-def repeat_symbols(kind: str, keys: np.ndarray, onsets: np.ndarray, units: np.ndarray) -> list[bytes]:
-    """The symbols a repeat ``kind`` compares, for (n, 88) boolean states."""
-    if kind == "exact":
-        return state_symbols(np.packbits(keys, axis=1), np.packbits(onsets, axis=1), units)
-    if kind == "transposed":
-        return shape_symbols(keys, onsets, units)
-    raise ValueError(f"unknown repeat kind {kind!r}")
-
-
-def repeat_symbol(kind: str, keys: np.ndarray, onsets: np.ndarray, units: int, prev_low: int) -> bytes:
-    """:func:`repeat_symbols` of one (88,) state after one whose lowest key was ``prev_low``."""
-    if kind == "exact":
-        return state_symbol(keys, onsets, units)
-    return shape_symbol(keys, onsets, units, prev_low)
-
-
-def continuation_shift(kind: str, low_now: np.ndarray, low_end: np.ndarray, cont: np.ndarray) -> np.ndarray:
-    """Semitones to move each continuation by: 0 for exact matches; for
-    transposed ones, from the lowest key ``low_end`` of the matched passage's
-    last state (the one before the continuation ``cont``) to ``low_now``, that
-    of the current state (-1: silent, no move)."""
-    if kind == "exact":
-        return np.zeros(len(cont), np.int64)
-    return np.where((cont > 0) & (low_now >= 0) & (low_end >= 0), low_now - low_end, 0)
-
-
-def repeat_continuations(keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
-                         grid_per_beat: int = GRID_PER_BEAT, kind: str = "exact") -> Continuations:
-    """:class:`Continuations` of one sequence of ``n`` states, each matched
-    against the states before it only."""
-    keys, onsets = np.asarray(keys, bool), np.asarray(onsets, bool)
-    units = np.round(np.asarray(beats, np.float64) * grid_per_beat).astype(np.int64)
-    cont, length = find_repeats(repeat_symbols(kind, keys, onsets, units))
-    at = np.maximum(cont, 0)
-    low = lowest_keys(keys)
-    shift = continuation_shift(kind, low, low[np.maximum(cont - 1, 0)], cont)
-    return Continuations(shift_keys(keys[at], shift), shift_keys(onsets[at], shift), np.asarray(beats)[at], length)
-
-
-class ContinuationTracker:
-    """:func:`repeat_continuations` of each kind for ``B`` sequences, one state
-    at a time (for generation)."""
-
-    def __init__(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
-                 grid_per_beat: int = GRID_PER_BEAT, kinds: Sequence[str] = ("exact",)) -> None:
-        """Start from histories of (B, S >= 1, 88) states; ``history`` holds
-        their continuations, one :class:`Continuations` per kind, each field (B, S, ...)."""
-        self.grid, self.kinds = grid_per_beat, tuple(kinds)
-        B = keys.shape[0]
-        self.trackers = [[RepeatTracker() for _ in range(B)] for _ in self.kinds]
-        self.keys: list[np.ndarray] = []  # every state so far, (B, 88) each
-        self.onsets: list[np.ndarray] = []
-        self.beats: list[np.ndarray] = []
-        self.low: list[np.ndarray] = []
-        steps = [self.step(keys[:, s], onsets[:, s], beats[:, s]) for s in range(keys.shape[1])]
-        self.history = [Continuations(*(np.stack(field, 1) for field in zip(*(st[k] for st in steps))))
-                        for k in range(len(self.kinds))]
-
-    def step(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray) -> list[Continuations]:
-        """The continuations (B, ...) of each kind after new states
-        ``keys``/``onsets`` (B, 88) lasting ``beats`` (B,)."""
-        keys, onsets = np.asarray(keys, bool), np.asarray(onsets, bool)
-        beats = np.asarray(beats)
-        units = np.round(beats.astype(np.float64) * self.grid).astype(np.int64)
-        prev_low = self.low[-1] if self.low else np.full(len(keys), -1)
-        self.keys.append(keys)
-        self.onsets.append(onsets)
-        self.beats.append(beats)
-        low = lowest_keys(keys)
-        self.low.append(low)
-        out = []
-        for kind, trackers in zip(self.kinds, self.trackers):
-            found = [tr.push(repeat_symbol(kind, keys[b], onsets[b], units[b], prev_low[b]))
-                     for b, tr in enumerate(trackers)]
-            cont = np.array([c for c, _ in found], np.int64)
-            at = np.maximum(cont, 0)
-            end = np.array([self.low[max(a - 1, 0)][b] for b, a in enumerate(at)])
-            shift = continuation_shift(kind, low, end, cont)
-            ck = np.array([self.keys[a][b] for b, a in enumerate(at)])
-            co = np.array([self.onsets[a][b] for b, a in enumerate(at)])
-            out.append(Continuations(shift_keys(ck, shift), shift_keys(co, shift),
-                                     np.array([self.beats[a][b] for b, a in enumerate(at)]),
-                                     np.array([n for _, n in found], np.int64)))
-        return out
 
 
 def sequence_features(keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, vocab: DurationVocab,

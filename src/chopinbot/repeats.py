@@ -14,12 +14,12 @@ in the same way in training and while generating.
 Measured on the test pieces (never trained on): predicting the next state as
 that continuation (and the current state where nothing matches) scores key F1
 0.684 and duration error 0.132, where copying the previous state scores 0.476
-and 0.229; half of all states continue a passage heard before.  The lookup
-only ever reads the past of the same sequence -- a key segment of a piece in
-training and evaluation, the seed and what has been generated so far while
-generating -- so it is as causal as the LSTM.
+and 0.229; about half of all states continue a passage heard before.  The
+lookup only ever reads the past of the same sequence -- a key segment of a
+piece in training and evaluation, the seed and what has been generated so far
+while generating -- so it is as causal as the LSTM.
 
-Two kinds of match, each its own input block:
+Two kinds of match (``KINDS``), each its own input block:
 
 * ``exact``: the states are equal in keys, onsets and rhythmic value.
 * ``transposed``: the same passage at another pitch -- a sequence, the same
@@ -36,15 +36,17 @@ verified against the states themselves.
 
 from __future__ import annotations
 
+from typing import NamedTuple, Sequence
+
 import numpy as np
 
+from .constants import GRID_PER_BEAT
+
+KINDS = ("exact", "transposed")  # the kinds of match, in the order of their input blocks
 MAX_MATCH = 16  # states; longer matches add nothing measurable (test F1 0.684 at 16 and 0.685 at 32)
+_NO_STEP = 1 << 14  # the step code of a state after a silent one (or of the first): no lowest key to step from
 _MOD = (1 << 61) - 1  # a Mersenne prime: hash arithmetic stays exact in Python ints
 _BASE = 1_000_003
-
-
-KINDS = ("exact", "transposed")
-_NO_STEP = 1 << 14  # the step code of a state after a silent one (or of the first): no lowest key to step from
 
 
 def lowest_keys(keys: np.ndarray) -> np.ndarray:
@@ -156,3 +158,100 @@ def find_repeats(symbols: list[bytes], max_match: int = MAX_MATCH) -> tuple[np.n
 def match_length_feature(length: np.ndarray, max_match: int = MAX_MATCH) -> np.ndarray:
     """log2(1 + length) / log2(1 + max): 0 for no match, 1 for the longest."""
     return (np.log2(1.0 + np.asarray(length, np.float64)) / np.log2(1.0 + max_match)).astype(np.float32)
+
+
+class Continuations(NamedTuple):
+    """For each of ``n`` states, the state that followed the longest earlier
+    match of the passage ending there (for a transposed match, moved to this
+    passage's pitch); rows with ``length`` 0 (no match) are ignored."""
+
+    keys: np.ndarray  # (n, 88)
+    onsets: np.ndarray  # (n, 88)
+    beats: np.ndarray  # (n,)
+    length: np.ndarray  # (n,) states matched, 0 = none
+
+
+def repeat_symbols(kind: str, keys: np.ndarray, onsets: np.ndarray, units: np.ndarray) -> list[bytes]:
+    """The symbols a repeat ``kind`` compares, for (n, 88) boolean states."""
+    if kind == "exact":
+        return state_symbols(np.packbits(keys, axis=1), np.packbits(onsets, axis=1), units)
+    if kind == "transposed":
+        return shape_symbols(keys, onsets, units)
+    raise ValueError(f"unknown repeat kind {kind!r}")
+
+
+def repeat_symbol(kind: str, keys: np.ndarray, onsets: np.ndarray, units: int, prev_low: int) -> bytes:
+    """:func:`repeat_symbols` of one (88,) state after one whose lowest key was ``prev_low``."""
+    if kind == "exact":
+        return state_symbol(keys, onsets, units)
+    return shape_symbol(keys, onsets, units, prev_low)
+
+
+def continuation_shift(kind: str, low_now: np.ndarray, low_end: np.ndarray, cont: np.ndarray) -> np.ndarray:
+    """Semitones to move each continuation by: 0 for exact matches; for
+    transposed ones, from the lowest key ``low_end`` of the matched passage's
+    last state (the one before the continuation ``cont``) to ``low_now``, that
+    of the current state (-1: silent, no move)."""
+    if kind == "exact":
+        return np.zeros(len(cont), np.int64)
+    return np.where((cont > 0) & (low_now >= 0) & (low_end >= 0), low_now - low_end, 0)
+
+
+def repeat_continuations(keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
+                         grid_per_beat: int = GRID_PER_BEAT, kind: str = "exact") -> Continuations:
+    """:class:`Continuations` of one sequence of ``n`` states, each matched
+    against the states before it only."""
+    keys, onsets = np.asarray(keys, bool), np.asarray(onsets, bool)
+    units = np.round(np.asarray(beats, np.float64) * grid_per_beat).astype(np.int64)
+    cont, length = find_repeats(repeat_symbols(kind, keys, onsets, units))
+    at = np.maximum(cont, 0)
+    low = lowest_keys(keys)
+    shift = continuation_shift(kind, low, low[np.maximum(cont - 1, 0)], cont)
+    return Continuations(shift_keys(keys[at], shift), shift_keys(onsets[at], shift), np.asarray(beats)[at], length)
+
+
+class ContinuationTracker:
+    """:func:`repeat_continuations` of each kind for ``B`` sequences, one state
+    at a time (for generation)."""
+
+    def __init__(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
+                 grid_per_beat: int = GRID_PER_BEAT, kinds: Sequence[str] = ("exact",)) -> None:
+        """Start from histories of (B, S >= 1, 88) states; ``history`` holds
+        their continuations, one :class:`Continuations` per kind, each field (B, S, ...)."""
+        self.grid, self.kinds = grid_per_beat, tuple(kinds)
+        B = keys.shape[0]
+        self.trackers = [[RepeatTracker() for _ in range(B)] for _ in self.kinds]
+        self.keys: list[np.ndarray] = []  # every state so far, (B, 88) each
+        self.onsets: list[np.ndarray] = []
+        self.beats: list[np.ndarray] = []
+        self.low: list[np.ndarray] = []
+        steps = [self.step(keys[:, s], onsets[:, s], beats[:, s]) for s in range(keys.shape[1])]
+        self.history = [Continuations(*(np.stack(field, 1) for field in zip(*(st[k] for st in steps))))
+                        for k in range(len(self.kinds))]
+
+    def step(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray) -> list[Continuations]:
+        """The continuations (B, ...) of each kind after new states
+        ``keys``/``onsets`` (B, 88) lasting ``beats`` (B,)."""
+        keys, onsets = np.asarray(keys, bool), np.asarray(onsets, bool)
+        beats = np.asarray(beats)
+        units = np.round(beats.astype(np.float64) * self.grid).astype(np.int64)
+        prev_low = self.low[-1] if self.low else np.full(len(keys), -1)
+        self.keys.append(keys)
+        self.onsets.append(onsets)
+        self.beats.append(beats)
+        low = lowest_keys(keys)
+        self.low.append(low)
+        out = []
+        for kind, trackers in zip(self.kinds, self.trackers):
+            found = [tr.push(repeat_symbol(kind, keys[b], onsets[b], units[b], prev_low[b]))
+                     for b, tr in enumerate(trackers)]
+            cont = np.array([c for c, _ in found], np.int64)
+            at = np.maximum(cont, 0)
+            end = np.array([self.low[max(a - 1, 0)][b] for b, a in enumerate(at)])
+            shift = continuation_shift(kind, low, end, cont)
+            ck = np.array([self.keys[a][b] for b, a in enumerate(at)])
+            co = np.array([self.onsets[a][b] for b, a in enumerate(at)])
+            out.append(Continuations(shift_keys(ck, shift), shift_keys(co, shift),
+                                     np.array([self.beats[a][b] for b, a in enumerate(at)]),
+                                     np.array([n for _, n in found], np.int64)))
+        return out

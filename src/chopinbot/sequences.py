@@ -21,10 +21,9 @@ import torch
 
 from .constants import N_KEYS
 from .dataset import Dataset
-from .encoding import (AGE_LOOKBACK, Continuations, DurationVocab, continuation_shift, end_positions, key_ages,
-                       key_recency, repeat_symbols, state_features)
+from .encoding import AGE_LOOKBACK, DurationVocab, end_positions, key_ages, key_recency, state_features
 from .loss import Targets
-from .repeats import find_repeats, lowest_keys, shift_keys
+from .repeats import Continuations, continuation_shift, find_repeats, lowest_keys, repeat_symbols, shift_keys
 
 
 def _shift_tables() -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from .constants import N_KEYS
-from .encoding import (AgeTracker, ContinuationTracker, Continuations, RecencyTracker, age_features,
-                       duration_features, end_positions, position_features, position_period, recency_features,
-                       repeat_global_features, state_features)
+from .encoding import (AgeTracker, RecencyTracker, age_features, duration_features, end_positions, position_features,
+                       position_period, recency_features, repeat_global_features, state_features)
+from .repeats import ContinuationTracker, Continuations
 from .errors import ConfigError
 from .model import NEIGHBOURS, PITCH_EMB, ChopinLSTM
 
