@@ -35,7 +35,7 @@ HELP = {
     "states": f"States of new music (at most {service.MAX_REQUEST_STATES:,} per request).",
     "decoding": "Sampling draws every key from its probability (varied, sometimes surprising); "
                 "a threshold plays every key whose probability reaches it (the original app's way: "
-                "repeatable, but it can fall silent or get stuck).",
+                "repeatable, but it soon goes round in circles: the same few chords again and again).",
     "temperature": "Below 1: safer, more predictable; above 1: wilder.",
     "threshold": "A key sounds when its probability is at least this. Lower = more notes. "
                  "The threshold guide below shows the trade-off; the default is the value that was best "

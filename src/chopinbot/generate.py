@@ -10,7 +10,9 @@ Decoding: with ``threshold`` a key sounds when its probability reaches it and
 the duration is the most likely rhythmic value (the original's deterministic
 decoding); otherwise (the default) every key and onset is drawn from its
 Bernoulli at ``temperature`` and the duration from its distribution, with
-optional top-k / top-p.  A key that starts sounding is always struck.
+optional top-k / top-p.  A key that starts sounding is always struck, every
+new state changes something (a key starts, stops or is struck again; see
+:meth:`_Sampler.__call__`) and at least ``min_keys`` keys sound.
 
 Guards: the original's decoding often collapsed into silence or one stuck
 chord.  After generating, the result is checked (no notes; a long stretch with
