@@ -22,15 +22,19 @@ def _split(ds_dir, split="train"):
     return SplitData(Dataset(ds_dir), split, DurationVocab((1.0,)))
 
 
-def test_copy_baseline_is_perfect_on_a_repeated_state(tmp_path):
-    # the same chord struck again and again: copy predicts every next state exactly
-    notes = [(i, i + 1, p) for i in range(40) for p in (60, 64, 67)]
+def _train_split_of(tmp_path, notes) -> SplitData:
+    """The train split of a dataset of three copies of one hand-made piece."""
     src = tmp_path / "m"
     src.mkdir()
     for i in range(3):
-        make_midi(src / f"rep{i}.mid", notes)
+        make_midi(src / f"piece{i}.mid", notes)
     prepare([src], tmp_path / "ds", progress=False)
-    data = _split(tmp_path / "ds", "train")
+    return _split(tmp_path / "ds", "train")
+
+
+def test_copy_baseline_is_perfect_on_a_repeated_state(tmp_path):
+    # the same chord struck again and again: copy predicts every next state exactly
+    data = _train_split_of(tmp_path, [(i, i + 1, p) for i in range(40) for p in (60, 64, 67)])
     m = baseline_metrics("copy", data, fit_rates(data), threshold=0.5)
     assert m["f1_best"] == 1.0 and m["dur_error"] == 0.0
     assert m["key_nll"] < 0.01  # p_stay = 1 - tiny, p_on = tiny
@@ -41,13 +45,8 @@ def test_repeat_baseline_continues_a_figure_copy_cannot(tmp_path, step):
     """An arpeggio played 12 times (each time ``step`` semitones higher): every
     next state differs from the current one, so copying is always wrong; after
     the first time round the repeat baseline is right, exactly or transposed."""
-    notes = [(4 * r + i, 4 * r + i + 1, p + step * r) for r in range(12) for i, p in enumerate((48, 52, 55, 60))]
-    src = tmp_path / "m"
-    src.mkdir()
-    for i in range(3):
-        make_midi(src / f"arp{i}.mid", notes)
-    prepare([src], tmp_path / "ds", progress=False)
-    data = _split(tmp_path / "ds", "train")
+    data = _train_split_of(tmp_path, [(4 * r + i, 4 * r + i + 1, p + step * r)
+                                      for r in range(12) for i, p in enumerate((48, 52, 55, 60))])
     rates = fit_rates(data)
     copy = baseline_metrics("copy", data, rates, threshold=0.5)
     repeat = baseline_metrics("repeat", data, rates, threshold=0.5)
