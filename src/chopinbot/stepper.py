@@ -257,6 +257,7 @@ class InputBuilder:
         self.ages = AgeTracker(keys, onsets, beats)
         self.recency = RecencyTracker(keys, onsets, beats) if c.key_recency else None
         self.repeats = ContinuationTracker(keys, onsets, beats, grid, c.repeat_kinds) if c.repeat_kinds else None
+        self._repeat_rows: dict = {}  # (beats, match length) -> the repeat's global columns
         end = np.round((start_beat + np.asarray(beats, np.float64).sum(-1)) * grid)  # (B,) grid units
         self.pos = end.astype(np.int64).reshape(-1) % self.period
         self.seed_inputs = np.stack([
@@ -273,10 +274,23 @@ class InputBuilder:
         self.pos = (self.pos + self.class_units[cls]) % self.period
         parts = [keys, onsets, age_features(ages), self.dur_table[cls], self.pos_table[self.pos]]
         reps = self.repeats.step(keys, onsets, beats) if self.repeats is not None else []
-        parts += [repeat_global_features(r, self.vocab) for r in reps]  # in InputLayout's order
+        parts += [self._repeat_global(r) for r in reps]  # in InputLayout's order
         if self.recency is not None:
             parts.append(recency_features(self.recency.step(keys, onsets, beats)))
         for r in reps:
             found = (r.length > 0)[:, None]
             parts += [r.keys & found, r.onsets & found]
         return np.concatenate(parts, axis=1, dtype=np.float32)
+
+    def _repeat_global(self, rep: Continuations) -> np.ndarray:
+        """:func:`~chopinbot.encoding.repeat_global_features`, looked up: a piece
+        has few distinct (length, match length) pairs, and a step is cheaper without the log."""
+        rows = []
+        for beats, length in zip(rep.beats.tolist(), rep.length.tolist()):
+            key = (beats, length) if length else 0
+            row = self._repeat_rows.get(key)
+            if row is None:
+                row = self._repeat_rows[key] = repeat_global_features(
+                    Continuations(None, None, np.array([beats]), np.array([length])), self.vocab)[0]
+            rows.append(row)
+        return np.stack(rows)
