@@ -113,6 +113,12 @@ def test_repeats_by_hand():
     # at the second-to-last B, "A B" ended last at 4 (followed by D), not at 1 (followed by C): the most recent
     t = RepeatTracker(max_match=2)
     assert [t.push(n.encode()) for n in names][-1] == (3, 2)  # capped at 2 states
+    # only passages that ended within the last `window` states count: the last A, B and C
+    # before the final A B C ended 3, 3 and 6 states earlier
+    t = RepeatTracker(window=3)
+    assert [t.push(n.encode()) for n in names][-3:] == [(4, 1), (5, 2), (-1, 0)]
+    t = RepeatTracker(window=2)
+    assert [t.push(n.encode()) for n in names][-3:] == [(-1, 0)] * 3
 
 
 def test_transposed_repeats_by_hand():

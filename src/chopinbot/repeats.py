@@ -36,6 +36,7 @@ verified against the states themselves.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -44,6 +45,9 @@ from .constants import GRID_PER_BEAT
 
 KINDS = ("exact", "transposed")  # the kinds of match, in the order of their input blocks
 MAX_MATCH = 16  # states; longer matches add nothing measurable (test F1 0.684 at 16 and 0.685 at 32)
+# Passages are looked for among the last this many states: more than the corpus's longest key
+# segment (3,529), and it bounds what a tracker holds (under 8 MB) however long a piece grows.
+MATCH_WINDOW = 4096
 _NO_STEP = 1 << 14  # the step code of a state after a silent one (or of the first): no lowest key to step from
 _MOD = (1 << 61) - 1  # a Mersenne prime: hash arithmetic stays exact in Python ints
 _BASE = 1_000_003
@@ -116,14 +120,16 @@ def state_symbol(keys: np.ndarray, onsets: np.ndarray, units: int) -> bytes:
 
 
 class RepeatTracker:
-    """The longest earlier match of the passage ending at each new state."""
+    """The longest earlier match of the passage ending at each new state,
+    among the passages that ended within the last ``window`` states."""
 
-    def __init__(self, max_match: int = MAX_MATCH) -> None:
-        self.max_match = max_match
+    def __init__(self, max_match: int = MAX_MATCH, window: int = MATCH_WINDOW) -> None:
+        self.max_match, self.window = max_match, window
         self.ids: list[int] = []  # each state's id (ids number distinct states in order of appearance)
         self._id_of: dict[bytes, int] = {}
         self._hashes = [0] * max_match  # hash of the passage of length o+1 ending at the last state
-        self._last_end: dict[tuple[int, int], int] = {}  # (length, hash) -> where it last ended
+        self._last_end: list[dict[int, int]] = [{} for _ in range(max_match)]  # [o-1]: hash -> where it last ended
+        self._ended: deque[list[int]] = deque()  # the hashes each state of the window ended, to forget them
 
     def push(self, symbol: bytes) -> tuple[int, int]:
         """Add the next state; returns ``(continuation, length)``: the index of
@@ -138,12 +144,19 @@ class RepeatTracker:
         self._hashes = hashes
         best, length = -1, 0
         for o in range(1, min(t, self.max_match) + 1):  # a match must end before this state
-            j = self._last_end.get((o, hashes[o - 1]))
+            j = self._last_end[o - 1].get(hashes[o - 1])
             if j is None or self.ids[j - o + 1 : j + 1] != self.ids[t - o + 1 : t + 1]:
                 break  # no earlier passage of length o ends like this one: none longer does
             best, length = j + 1, o
-        for o in range(1, min(t + 1, self.max_match) + 1):
-            self._last_end[(o, hashes[o - 1])] = t
+        ended = hashes[: min(t + 1, self.max_match)]
+        for table, h in zip(self._last_end, ended):
+            table[h] = t
+        self._ended.append(ended)
+        if len(self._ended) > self.window:  # forget what ended window states ago (unless it ended again since)
+            old = t - self.window
+            for table, h in zip(self._last_end, self._ended.popleft()):
+                if table.get(h) == old:
+                    del table[h]
         return best, length
 
 
