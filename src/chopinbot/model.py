@@ -144,7 +144,7 @@ class ModelConfig:
         return self.layout.lstm
 
     @property
-    def input_blocks(self) -> dict[str, bool]:
+    def input_blocks(self) -> dict[str, bool | tuple[str, ...]]:
         """The optional input blocks, as :meth:`~chopinbot.sequences.SplitData.batch` takes them."""
         return {"recency": self.key_recency, "repeats": self.repeat_kinds}
 

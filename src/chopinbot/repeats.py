@@ -210,16 +210,25 @@ def continuation_shift(kind: str, low_now: np.ndarray, low_end: np.ndarray, cont
     return np.where((cont > 0) & (low_now >= 0) & (low_end >= 0), low_now - low_end, 0)
 
 
+def find_continuations(kind: str, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
+                       grid_per_beat: int = GRID_PER_BEAT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each of a sequence's ``n`` states (boolean (n, 88) keys and onsets),
+    matched against the states before it only: the index of the continuation of
+    its longest earlier match of this ``kind`` (-1: none), the match's length (0:
+    none) and the semitones to move the continuation by."""
+    units = np.round(np.asarray(beats, np.float64) * grid_per_beat).astype(np.int64)
+    cont, length = find_repeats(repeat_symbols(kind, keys, onsets, units))
+    low = lowest_keys(keys)
+    return cont, length, continuation_shift(kind, low, low[np.maximum(cont - 1, 0)], cont)
+
+
 def repeat_continuations(keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
                          grid_per_beat: int = GRID_PER_BEAT, kind: str = "exact") -> Continuations:
     """:class:`Continuations` of one sequence of ``n`` states, each matched
     against the states before it only."""
     keys, onsets = np.asarray(keys, bool), np.asarray(onsets, bool)
-    units = np.round(np.asarray(beats, np.float64) * grid_per_beat).astype(np.int64)
-    cont, length = find_repeats(repeat_symbols(kind, keys, onsets, units))
+    cont, length, shift = find_continuations(kind, keys, onsets, beats, grid_per_beat)
     at = np.maximum(cont, 0)
-    low = lowest_keys(keys)
-    shift = continuation_shift(kind, low, low[np.maximum(cont - 1, 0)], cont)
     return Continuations(shift_keys(keys[at], shift), shift_keys(onsets[at], shift), np.asarray(beats)[at], length)
 
 

@@ -23,7 +23,7 @@ from .constants import N_KEYS
 from .dataset import Dataset
 from .encoding import AGE_LOOKBACK, DurationVocab, end_positions, key_ages, key_recency, state_features
 from .loss import Targets
-from .repeats import Continuations, continuation_shift, find_repeats, lowest_keys, repeat_symbols, shift_keys
+from .repeats import Continuations, find_continuations, shift_keys
 
 
 def _shift_tables() -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
@@ -88,12 +88,8 @@ class SplitData:
                 rec = self.records[a:b]
                 keys = np.unpackbits(rec["keys"], axis=1, count=N_KEYS).astype(bool)
                 onsets = np.unpackbits(rec["onsets"], axis=1, count=N_KEYS).astype(bool)
-                units = np.round(np.asarray(rec["beats"], np.float64) * self._grid).astype(np.int64)
-                c, n = find_repeats(repeat_symbols(kind, keys, onsets, units))
-                low = lowest_keys(keys)
+                c, length[a:b], shift[a:b] = find_continuations(kind, keys, onsets, rec["beats"], self._grid)
                 cont[a:b] = np.where(c >= 0, c + a, -1)
-                length[a:b] = n
-                shift[a:b] = continuation_shift(kind, low, low[np.maximum(c - 1, 0)], c)
             self._repeats[kind] = cont, length, shift
         return self._repeats[kind]
 
