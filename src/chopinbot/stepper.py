@@ -34,9 +34,9 @@ import torch
 from .constants import N_KEYS
 from .encoding import (AgeTracker, RecencyTracker, age_features, duration_features, end_positions, position_features,
                        position_period, recency_features, repeat_global_features, state_features)
-from .repeats import ContinuationTracker, Continuations
 from .errors import ConfigError
 from .model import NEIGHBOURS, PITCH_EMB, ChopinLSTM
+from .repeats import ContinuationTracker, Continuations
 
 # (key logits (B, 88), onset logits (B, 88) or None, duration outputs (B, n)), float32
 StepOutputs = tuple[np.ndarray, "np.ndarray | None", np.ndarray]
@@ -284,7 +284,7 @@ class InputBuilder:
 
     def _repeat_global(self, rep: Continuations) -> np.ndarray:
         """:func:`~chopinbot.encoding.repeat_global_features`, looked up: a piece
-        has few distinct (length, match length) pairs, and a step is cheaper without the log."""
+        has few distinct (rhythmic value, match length) pairs, and a step is cheaper without the log."""
         rows = []
         for beats, length in zip(rep.beats.tolist(), rep.length.tolist()):
             key = (beats, length) if length else 0
