@@ -588,7 +588,7 @@ class _ExportStep(nn.Module):
 
     def forward(self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor):
         m, c = self.m, self.m.config
-        h, (h1, c1) = m.lstm(x[..., : c.lstm_input_dim] if c.lstm_input_dim < c.input_dim else x, (h0, c0))
+        h, (h1, c1) = m.lstm(m.lstm_inputs(x), (h0, c0))
         h = m.dense(m.norm(h))
         keys = m.key_out(h)
         onsets = m.onset_out(h) if m.onset_out is not None else None

@@ -119,10 +119,6 @@ class InputLayout:
         return self.recency_block.stop + self.repeats * 2 * N_KEYS
 
 
-def input_dim(n_classes: int, recency: bool = False, repeats: int = 0) -> int:
-    return InputLayout(n_classes, recency, repeats).width
-
-
 def key_ages(keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray) -> np.ndarray:
     """Beats from each sounding key's last strike to the end of each state.
 

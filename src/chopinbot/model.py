@@ -226,8 +226,7 @@ class ChopinLSTM(nn.Module):
     def forward(
         self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[Outputs, tuple[torch.Tensor, torch.Tensor]]:
-        c = self.config
-        h, new_state = self.lstm(x[..., : c.lstm_input_dim] if c.lstm_input_dim < c.input_dim else x, state)
+        h, new_state = self.lstm(self.lstm_inputs(x), state)
         h = self.dense(self.norm(h))
         keys = self.key_out(h)
         onsets = self.onset_out(h) if self.onset_out is not None else None
@@ -242,6 +241,11 @@ class ChopinLSTM(nn.Module):
             if onsets is not None:
                 onsets = onsets + adj[..., 1]
         return Outputs(keys, onsets, self.duration_outputs(x, h)), new_state
+
+    def lstm_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The columns of the input rows the LSTM reads (the per-key blocks go to the note head only)."""
+        c = self.config
+        return x[..., : c.lstm_input_dim] if c.lstm_input_dim < c.input_dim else x
 
     def duration_outputs(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """The duration head's outputs from the dense features ``h`` (and the repeat's rhythm in ``x``)."""
