@@ -91,10 +91,6 @@ class TrainConfig:
                 raise ConfigError(msg)
 
 
-MODEL_FLAGS = ("layers", "hidden", "dropout", "dense_layers", "layer_norm", "onset_head", "skip",
-               "duration_head", "dur_nodes")
-
-
 @dataclass
 class RunResult:
     out: Path
