@@ -37,10 +37,10 @@ test: setup
 
 bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
-	$(BIN)/python -m chopinbot.bench all --out bench
+	$(BIN)/python -m chopinbot_tools.bench all --out bench
 
 fuzz: setup
-	nice -n 19 $(BIN)/python -m chopinbot.fuzz --cases 10000 --seed 1 --jobs 2 --report bench/fuzz.json
+	nice -n 19 $(BIN)/python -m chopinbot_tools.fuzz --cases 10000 --seed 1 --jobs 2 --report bench/fuzz.json
 
 app: setup
 	$(BIN)/chopinbot app

@@ -34,8 +34,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
 from chopinbot import load_model
-from chopinbot.dataset import Dataset
-from chopinbot.encoding import sequence_features
+from chopinbot.dataset.prepare import Dataset
+from chopinbot.dataset.features import sequence_features
 
 CAP = 16.0  # beats
 

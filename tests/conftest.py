@@ -49,7 +49,7 @@ def corpus_files() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def dataset_dir(tmp_path_factory) -> Path:
-    from chopinbot.dataset import prepare
+    from chopinbot.dataset.prepare import prepare
 
     out = tmp_path_factory.mktemp("dataset")
     prepare(None, out, progress=False)
@@ -58,7 +58,7 @@ def dataset_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def dataset(dataset_dir):
-    from chopinbot.dataset import Dataset
+    from chopinbot.dataset.prepare import Dataset
 
     return Dataset(dataset_dir)
 
@@ -77,7 +77,7 @@ def tiny_dataset_dir(tmp_path_factory) -> Path:
     """Eight short preludes (~1,500 states), for fast training tests."""
     import shutil
 
-    from chopinbot.dataset import prepare
+    from chopinbot.dataset.prepare import prepare
 
     src = tmp_path_factory.mktemp("tiny_midi")
     for name in TINY_PIECES:
@@ -88,8 +88,8 @@ def tiny_dataset_dir(tmp_path_factory) -> Path:
 
 
 def tiny_train_config(data, out, **kw):
-    from chopinbot.model import ModelConfig
-    from chopinbot.train import TrainConfig
+    from chopinbot.model.network import ModelConfig
+    from chopinbot.training.train import TrainConfig
 
     model = ModelConfig(layers=1, hidden=16, dropout=0.1, duration_classes=[1.0])
     base = dict(data=str(data), out=str(out), epochs=2, context=32, batch=8, warmup=5, progress=False,
@@ -101,7 +101,7 @@ def tiny_train_config(data, out, **kw):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tiny_dataset_dir, tmp_path_factory) -> Path:
     """A tiny trained run folder (best/ and last/)."""
-    from chopinbot.train import train
+    from chopinbot.training.train import train
 
     out = tmp_path_factory.mktemp("tiny_run")
     train(tiny_train_config(tiny_dataset_dir, out, epochs=2))

@@ -18,12 +18,12 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from chopinbot import service  # noqa: E402
-from chopinbot.audio import audio_available  # noqa: E402
+from chopinbot.app import service  # noqa: E402
+from chopinbot.render.audio import audio_available  # noqa: E402
 
 from conftest import make_midi  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "src" / "chopinbot" / "app.py")
+APP = str(Path(__file__).resolve().parents[1] / "src" / "chopinbot" / "app" / "layout.py")
 TIMEOUT = 120
 
 

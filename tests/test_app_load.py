@@ -184,7 +184,7 @@ def _session(url: str, i: int, seconds: float, barrier: threading.Barrier, resul
 
 
 def test_many_concurrent_sessions(tiny_model_dir, tmp_path):
-    from chopinbot.audio import audio_available
+    from chopinbot.render.audio import audio_available
 
     if not audio_available()[0]:
         pytest.skip("FluidSynth or a GM soundfont is missing: " + audio_available()[1])

@@ -1,4 +1,4 @@
-"""Pruning, int8/fp16 storage and ONNX/TorchScript export (chopinbot.compress)."""
+"""Pruning, int8/fp16 storage and ONNX/TorchScript export (chopinbot.compress.study)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from chopinbot import compress as C
-from chopinbot.checkpoint import load_model
+from chopinbot.compress import study as C
+from chopinbot.model.checkpoint import load_model
 from chopinbot.errors import ModelFileError
-from chopinbot.generate import GenerateConfig, generate
-from chopinbot.model import ChopinLSTM
+from chopinbot.compose.generate import GenerateConfig, generate
+from chopinbot.model.network import ChopinLSTM
 
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
 
@@ -24,7 +24,7 @@ def tiny(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def seed():
-    from chopinbot.seeds import seed_from_test
+    from chopinbot.compose.seeds import seed_from_test
 
     return seed_from_test(0, 8)
 
@@ -150,7 +150,7 @@ def test_untrusted_files_are_refused(tiny, tmp_path):
 
 
 def test_prune_schedule_finetunes_and_keeps_the_best_epoch(tiny, tiny_dataset_dir):
-    from chopinbot.dataset import Dataset
+    from chopinbot.dataset.prepare import Dataset
 
     ds = Dataset(tiny_dataset_dir)
     steps = list(C.prune_schedule(tiny, [0.5, 0.8], ds, C.FinetuneSettings(epochs=2, schedule="polynomial")))
@@ -188,7 +188,7 @@ def test_prune_and_export_commands(tiny_model_dir, tiny_dataset_dir, tmp_path):
 def test_torchscript_export_of_a_recency_model(seed, tmp_path):
     import torch
 
-    from chopinbot.model import ChopinLSTM, ModelConfig
+    from chopinbot.model.network import ChopinLSTM, ModelConfig
 
     torch.manual_seed(0)
     m = ChopinLSTM(ModelConfig(hidden=16, key_recency=True, duration_classes=[0.25, 0.5, 1.0, 2.0])).eval()

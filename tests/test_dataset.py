@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-from chopinbot.dataset import Dataset, PrepareSettings, assign_splits, prepare, process_file
+from chopinbot.dataset.prepare import Dataset, PrepareSettings, assign_splits, prepare, process_file
 from chopinbot.errors import DatasetError, MidiError
-from chopinbot.midi import read_midi, read_midi_bytes
+from chopinbot.music.midi import read_midi, read_midi_bytes
 
 from conftest import CORPUS, make_midi
 
@@ -45,7 +45,7 @@ def test_key_change_splits_the_piece(dataset):
 
 
 def test_segments_are_in_c_major_or_a_minor(dataset):
-    from chopinbot.keys import pitch_class_histogram
+    from chopinbot.music.keys import pitch_class_histogram
 
     for seg in dataset.segments():
         assert (seg.tonic + seg.shift) % 12 == (9 if seg.minor else 0)
@@ -169,7 +169,7 @@ def test_read_bytes_rejects_garbage_quickly():
 
 
 def test_shards_merge_into_the_same_dataset(tmp_path, dataset):
-    from chopinbot.dataset import merge_datasets
+    from chopinbot.dataset.prepare import merge_datasets
 
     parts = [tmp_path / f"part{i}" for i in range(3)]
     for i, p in enumerate(parts):

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from chopinbot.baselines import baseline_metrics, fit_rates
-from chopinbot.dataset import Dataset, PrepareSettings, prepare
-from chopinbot.encoding import DurationVocab
+from chopinbot.evaluation.baselines import baseline_metrics, fit_rates
+from chopinbot.dataset.prepare import Dataset, PrepareSettings, prepare
+from chopinbot.dataset.features import DurationVocab
 from chopinbot.errors import ConfigError
-from chopinbot.evaluate import EvalSettings, evaluate
-from chopinbot.metrics import prf_from_sets
-from chopinbot.sequences import SplitData
+from chopinbot.evaluation.report import EvalSettings, evaluate
+from chopinbot.model.metrics import prf_from_sets
+from chopinbot.dataset.batches import SplitData
 
 from conftest import make_midi
 

@@ -1,6 +1,6 @@
 """Hostile MIDI: every input ends in a valid result or a readable MidiError.
 
-The fast version of ``python -m chopinbot.fuzz`` (docs/reliability.md has the
+The fast version of ``python -m chopinbot_tools.fuzz`` (docs/reliability.md has the
 10,000-case figures): a few hundred mutated and synthesized files through the
 whole reading path in worker processes (time and memory capped), hypothesis
 over the mutators in-process, named hostile files with the error they must
@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chopinbot import fuzz
+from chopinbot_tools import fuzz
 from chopinbot.errors import MidiError
-from chopinbot.midi import read_midi_bytes
+from chopinbot.music.midi import read_midi_bytes
 
 FAST_CASES = 300  # cases 0..299 of seed 0: six of them synthesized files of 100k+ notes or events
 

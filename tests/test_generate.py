@@ -7,13 +7,13 @@ import struct
 import numpy as np
 import pytest
 
-from chopinbot.checkpoint import load_model
+from chopinbot.model.checkpoint import load_model
 from chopinbot.cli import main
 from chopinbot.errors import MidiError
-from chopinbot.generate import GenerateConfig, GenerationError, check_guards, generate
-from chopinbot.keys import Key
-from chopinbot.seeds import seed_from_primer, seed_from_test, list_seeds
-from chopinbot.states import States
+from chopinbot.compose.generate import GenerateConfig, GenerationError, check_guards, generate
+from chopinbot.music.keys import Key
+from chopinbot.compose.seeds import seed_from_primer, seed_from_test, list_seeds
+from chopinbot.music.states import States
 
 from conftest import make_midi
 
@@ -176,7 +176,7 @@ def test_every_state_changes_something_and_silence_cannot_persist(model):
 
 
 def test_guard_retries_are_recorded(model, monkeypatch):
-    import chopinbot.generate as gen
+    import chopinbot.compose.generate as gen
 
     verdicts = iter([["stuck: 30 states in a row with nothing struck"], []])
     monkeypatch.setattr(gen, "check_guards", lambda new: next(verdicts))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chopinbot.errors import ConfigError
-from chopinbot.keys import Key, detect_key, parse_key, pitch_class_histogram
+from chopinbot.music.keys import Key, detect_key, parse_key, pitch_class_histogram
 
 from conftest import PRELUDE_KEYS
 
@@ -26,8 +26,8 @@ def test_relative_minor_is_not_read_as_major(tmp_path):
     # An A minor cadence (A, E, G#, A) under a C major (no sharps) signature.
     import numpy as np
 
-    from chopinbot.midi import read_midi
-    from chopinbot.states import notes_to_states
+    from chopinbot.music.midi import read_midi
+    from chopinbot.music.states import notes_to_states
 
     from conftest import make_midi
 

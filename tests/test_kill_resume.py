@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from chopinbot.checkpoint import load_model, resolve_checkpoint
+from chopinbot.model.checkpoint import load_model, resolve_checkpoint
 from chopinbot.errors import ConfigError
 
 # A tiny model on the eight-prelude dataset: about a second per epoch.
@@ -112,7 +112,7 @@ def test_sigkill_at_random_moments_then_resume(tiny_dataset_dir, tmp_path):
     # gives the same metrics epoch for epoch
     from chopinbot.cli import build_parser
     from chopinbot.cli.train import config_from_args
-    from chopinbot.train import train
+    from chopinbot.training.train import train
 
     ref = tmp_path / "ref"
     args = build_parser("train").parse_args(["train", "--data", str(tiny_dataset_dir), "--out", str(ref), *FLAGS,
@@ -132,8 +132,8 @@ def test_swap_interrupted_between_renames_leaves_a_usable_checkpoint(tmp_path):
 
     import torch
 
-    from chopinbot.checkpoint import save_model
-    from chopinbot.model import ChopinLSTM, ModelConfig
+    from chopinbot.model.checkpoint import save_model
+    from chopinbot.model.network import ChopinLSTM, ModelConfig
 
     model = ChopinLSTM(ModelConfig(hidden=8, layers=1, duration_classes=[1.0]))
     folder = tmp_path / "last"
@@ -167,7 +167,7 @@ def test_swap_interrupted_between_renames_leaves_a_usable_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("how", ["under-a-file", "read-only"])
 def test_unwritable_run_folder_is_refused_before_training(how, tmp_path, tiny_dataset_dir, monkeypatch):
-    from chopinbot import train as train_mod
+    from chopinbot.training import train as train_mod
 
     if how == "under-a-file":
         (tmp_path / "file").write_text("x")
@@ -188,7 +188,7 @@ def test_unwritable_run_folder_is_refused_before_training(how, tmp_path, tiny_da
 def test_full_disk_is_refused_before_training(tmp_path, tiny_dataset_dir, monkeypatch):
     import shutil
 
-    from chopinbot import train as train_mod
+    from chopinbot.training import train as train_mod
 
     real = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=10 * 1024 * 1024))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from chopinbot.loss import Targets, maestro_loss
-from chopinbot.metrics import EpochMetrics, KeyCounts, prf_from_sets
+from chopinbot.model.loss import Targets, maestro_loss
+from chopinbot.model.metrics import EpochMetrics, KeyCounts, prf_from_sets
 
 
 def _targets(keys, d_true, onsets=None, cls=None):

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from chopinbot.checkpoint import load_model, save_model
+from chopinbot.model.checkpoint import load_model, save_model
 from chopinbot.errors import ConfigError, ModelFileError
-from chopinbot.model import ChopinLSTM, ModelConfig
+from chopinbot.model.network import ChopinLSTM, ModelConfig
 
 CLASSES = [0.25, 0.5, 1.0]
 

@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from chopinbot import musicstats as ms
+from chopinbot.evaluation import musicstats as ms
 from chopinbot.constants import BUNDLED_CORPUS_DIR, N_KEYS
-from chopinbot.midi import read_midi
-from chopinbot.states import States, notes_to_states, states_to_notes
+from chopinbot.music.midi import read_midi
+from chopinbot.music.states import States, notes_to_states, states_to_notes
 
 C_MAJOR = [60, 62, 64, 65, 67, 69, 71, 72]
 

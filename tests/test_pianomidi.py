@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from chopinbot.cli import main
-from chopinbot.frame_models import FrameModelConfig, build_model, frame_nll
-from chopinbot.pianomidi import (
+from chopinbot_tools.frame_models import FrameModelConfig, build_model, frame_nll
+from chopinbot_tools.pianomidi import (
     DEFAULT_MAT,
     CopyBaseline,
     FrameCounts,
@@ -170,7 +170,7 @@ def test_untrained_nade_is_a_normalised_distribution_over_a_small_keyboard():
     """Exact likelihood: with only 4 keys in play the 16 frame probabilities sum to 1."""
     import itertools
 
-    from chopinbot.frame_models import LSTMNADE
+    from chopinbot_tools.frame_models import LSTMNADE
 
     torch.manual_seed(0)
     m = LSTMNADE(FrameModelConfig(model_type="lstm-nade", hidden=4, layers=1, nade_hidden=3, dropout=0.0)).eval()

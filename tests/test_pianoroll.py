@@ -8,9 +8,9 @@ import pytest
 from matplotlib.collections import PolyCollection
 
 from chopinbot.constants import BUNDLED_CORPUS_DIR
-from chopinbot.midi import read_midi
-from chopinbot.pianoroll import pianoroll_figure, plot_pianoroll, plot_pianoroll_pair
-from chopinbot.states import notes_to_states, states_to_notes
+from chopinbot.music.midi import read_midi
+from chopinbot.render.pianoroll import pianoroll_figure, plot_pianoroll, plot_pianoroll_pair
+from chopinbot.music.states import notes_to_states, states_to_notes
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_png_files(real_notes, tmp_path):
 
 def test_pair_shares_the_time_scale(real_notes, tmp_path, monkeypatch):
     figures = []
-    monkeypatch.setattr("chopinbot.pianoroll.save_figure", lambda fig, path: figures.append(fig) or path)
+    monkeypatch.setattr("chopinbot.render.pianoroll.save_figure", lambda fig, path: figures.append(fig) or path)
     plot_pianoroll_pair(real_notes, real_notes[real_notes[:, 0] < 16], tmp_path / "pair.png", bpm=120)
     top, bottom = figures[0].axes
     assert top.get_xlim() == bottom.get_xlim() == pytest.approx((0, real_notes[:, 1].max() / 2))

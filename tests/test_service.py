@@ -1,4 +1,4 @@
-"""The web app's engine (chopinbot.service), without Streamlit: model listing,
+"""The web app's engine (chopinbot.app.service), without Streamlit: model listing,
 uploads, limits, composing, the worker pool, statistics and the threshold guide."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from chopinbot import service
-from chopinbot.audio import audio_available
+from chopinbot.app import service
+from chopinbot.render.audio import audio_available
 from chopinbot.errors import ConfigError, ModelFileError
-from chopinbot.midi import read_midi_bytes
+from chopinbot.music.midi import read_midi_bytes
 
 from conftest import make_midi
 

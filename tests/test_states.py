@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from chopinbot.constants import LOWEST_PITCH
-from chopinbot.midi import read_midi, read_midi_bytes
-from chopinbot.states import notes_to_states, states_to_notes, states_to_score, transpose_states
+from chopinbot.music.midi import read_midi, read_midi_bytes
+from chopinbot.music.states import notes_to_states, states_to_notes, states_to_score, transpose_states
 
 from conftest import make_midi
 

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from chopinbot.encoding import InputLayout, key_recency, sequence_features
+from chopinbot.dataset.features import InputLayout, key_recency, sequence_features
 from chopinbot.errors import ConfigError
-from chopinbot.generate import GenerateConfig, _bound_polyphony, _filter_logits, _softmax, generate
-from chopinbot.model import ChopinLSTM, ModelConfig
-from chopinbot.repeats import KINDS, RepeatTracker, find_repeats, repeat_continuations
-from chopinbot.seeds import seed_from_test
-from chopinbot.stepper import InputBuilder, ModuleStepper, NumpyStepper, stepper_for
+from chopinbot.compose.generate import GenerateConfig, _bound_polyphony, _filter_logits, _softmax, generate
+from chopinbot.model.network import ChopinLSTM, ModelConfig
+from chopinbot.music.repeats import KINDS, RepeatTracker, find_repeats, repeat_continuations
+from chopinbot.compose.seeds import seed_from_test
+from chopinbot.compose.stepper import InputBuilder, ModuleStepper, NumpyStepper, stepper_for
 
 CLASSES = [1 / 12, 0.125, 0.25, 1 / 3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0]
 
@@ -136,7 +136,7 @@ def test_transposed_repeats_by_hand():
 def test_training_batches_carry_the_same_repeats(dataset, kind):
     """The repeat block of a training batch (precomputed per split, gathered per
     chunk, transposed with it) equals the one computed from the segment itself."""
-    from chopinbot.sequences import Chunk, SplitData
+    from chopinbot.dataset.batches import Chunk, SplitData
 
     split = SplitData(dataset, "valid", ModelConfig(duration_classes=CLASSES).vocab)
     a, b = split.segments[0]
@@ -156,7 +156,7 @@ def test_training_batches_carry_the_same_repeats(dataset, kind):
 
 
 def test_engines_give_the_same_music(tiny_model_dir):
-    from chopinbot.checkpoint import load_model
+    from chopinbot.model.checkpoint import load_model
 
     model = load_model(tiny_model_dir)
     seed = seed_from_test(0)
@@ -170,8 +170,8 @@ def test_engines_give_the_same_music(tiny_model_dir):
 
 
 def test_exported_and_int8_models_step_through_their_own_forward(tiny_model_dir):
-    from chopinbot.checkpoint import load_model
-    from chopinbot.compress import quantize_int8
+    from chopinbot.model.checkpoint import load_model
+    from chopinbot.compress.study import quantize_int8
 
     q = quantize_int8(load_model(tiny_model_dir))
     assert isinstance(stepper_for(q), ModuleStepper)

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from chopinbot.checkpoint import load_model
-from chopinbot.train import train
+from chopinbot.model.checkpoint import load_model
+from chopinbot.training.train import train
 
 from conftest import tiny_train_config
 
@@ -50,7 +50,7 @@ def test_same_seed_same_bits(tiny_dataset_dir, tmp_path):
 
 
 def test_resume_continues_exactly(tiny_dataset_dir, tmp_path, monkeypatch):
-    import chopinbot.train as train_mod
+    import chopinbot.training.train as train_mod
 
     straight = train(tiny_train_config(tiny_dataset_dir, tmp_path / "s", epochs=3, patience=99))
     # Ctrl-C during epoch 3's validation: last/ holds epoch 2.
@@ -75,9 +75,9 @@ def test_resume_continues_exactly(tiny_dataset_dir, tmp_path, monkeypatch):
 
 
 def test_window_mode_has_one_target_per_window(tiny_dataset_dir, tmp_path):
-    from chopinbot.dataset import Dataset
-    from chopinbot.encoding import DurationVocab
-    from chopinbot.sequences import SplitData
+    from chopinbot.dataset.prepare import Dataset
+    from chopinbot.dataset.features import DurationVocab
+    from chopinbot.dataset.batches import SplitData
 
     data = SplitData(Dataset(tiny_dataset_dir), "train", DurationVocab((0.25, 0.5, 1.0)))
     windows = data.windows(16)

@@ -15,18 +15,18 @@ __version__ = "0.1.0"
 
 # Imported lazily so that `chopinbot prepare` never pays for importing torch.
 _LAZY = {
-    "load_model": "checkpoint",
-    "save_model": "checkpoint",
-    "generate": "generate",
-    "GenerateConfig": "generate",
-    "GenerationResult": "generate",
-    "seed_from_test": "seeds",
-    "seed_from_primer": "seeds",
-    "list_seeds": "seeds",
-    "prepare": "dataset",
-    "Dataset": "dataset",
-    "train": "train",
-    "TrainConfig": "train",
+    "load_model": "model.checkpoint",
+    "save_model": "model.checkpoint",
+    "generate": "compose.generate",
+    "GenerateConfig": "compose.generate",
+    "GenerationResult": "compose.generate",
+    "seed_from_test": "compose.seeds",
+    "seed_from_primer": "compose.seeds",
+    "list_seeds": "compose.seeds",
+    "prepare": "dataset.prepare",
+    "Dataset": "dataset.prepare",
+    "train": "training.train",
+    "TrainConfig": "training.train",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -1,6 +1,6 @@
 """`chopinbot app`: start the web app (Streamlit) on this machine.
 
-The app's script is :mod:`chopinbot.app`; this command only checks the flags,
+The app's script is :mod:`chopinbot.app.layout`; this command only checks the flags,
 passes the model choice on through environment variables
 (``CHOPINBOT_MODEL``, ``CHOPINBOT_MODELS_DIR``, ``CHOPINBOT_APP_WORKERS``,
 ``CHOPINBOT_APP_MAX_QUEUE``) and replaces itself with ``streamlit run``,
@@ -14,8 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import ConfigError
-from .args import port, positive_int
+from chopinbot.errors import ConfigError
+from chopinbot.cli.args import port, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def streamlit_command(args: argparse.Namespace) -> list[str]:
     """The ``streamlit run`` command line for ``args``."""
-    script = Path(__file__).resolve().parent.parent / "app.py"
+    script = Path(__file__).resolve().parent.parent / "app" / "layout.py"
     return [
         sys.executable, "-m", "streamlit", "run", str(script),
         "--server.address", args.host,
@@ -55,7 +55,7 @@ def streamlit_command(args: argparse.Namespace) -> list[str]:
 
 def app_environment(args: argparse.Namespace) -> dict[str, str]:
     """The environment of the server process."""
-    from ..service import MODEL_ENV, MODELS_DIR_ENV, SERVE_ENV, list_models
+    from chopinbot.app.service import MODEL_ENV, MODELS_DIR_ENV, SERVE_ENV, list_models
 
     env = dict(os.environ)
     if args.model:

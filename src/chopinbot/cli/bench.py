@@ -1,5 +1,5 @@
 """`chopinbot bench [NAME|all]`: the speed and memory benchmarks (same as
-``python -m chopinbot.bench``); writes results.json and results.md."""
+``python -m chopinbot_tools.bench``); writes results.json and results.md."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import sys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..bench import add_arguments as bench_arguments
+    from chopinbot_tools.bench import add_arguments as bench_arguments
 
     bench_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench import run_args
+    from chopinbot_tools.bench import run_args
 
     command = "chopinbot " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if "bench" in sys.argv[1:] else ""
     return run_args(args, command)

@@ -7,13 +7,13 @@ import argparse
 import shlex
 import sys
 
-from .args import nonneg_float, nonneg_int, positive_float, positive_int, probability
+from chopinbot.cli.args import nonneg_float, nonneg_int, positive_float, positive_int, probability
 
 BENCHMARKS = ("piano-midi",)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..frame_models import MODEL_TYPES, FrameModelConfig
+    from chopinbot_tools.frame_models import MODEL_TYPES, FrameModelConfig
 
     d = FrameModelConfig()
     p.add_argument("benchmark", choices=BENCHMARKS, help="which benchmark (only piano-midi for now)")
@@ -69,8 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..frame_models import FrameModelConfig
-    from ..pianomidi import TrainSettings, reevaluate, run_benchmark
+    from chopinbot_tools.frame_models import FrameModelConfig
+    from chopinbot_tools.pianomidi import TrainSettings, reevaluate, run_benchmark
 
     if args.eval_only:
         rep = reevaluate(args.out, data_path=args.data, threads=args.threads)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .args import positive_float, positive_int
+from chopinbot.cli.args import positive_float, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import EvalSettings, evaluate
+    from chopinbot.evaluation.report import EvalSettings, evaluate
 
     m = evaluate(args.model or [None], args.out, args.data,
                  EvalSettings(pieces=args.pieces, steps=args.steps, temperature=args.temperature,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import positive_float
+from chopinbot.cli.args import positive_float
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import compress as C
-    from ..errors import ConfigError
+    from chopinbot.compress import study as C
+    from chopinbot.errors import ConfigError
 
     out = Path(args.out)
     if out.exists() and not args.force:
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
           + (f" (int8 weights in float: {info['max_abs_diff_float_runtime']:.3g})"
              if "max_abs_diff_float_runtime" in info else ""))
     if args.measure:
-        from ..dataset import load_or_prepare
+        from chopinbot.dataset.prepare import load_or_prepare
 
         ds = load_or_prepare(args.data, progress=False)
         exported = C.load_any(out)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..constants import MIN_KEYS
-from ..errors import ConfigError
-from .args import nonneg_int, positive_float, positive_int, probability, seed_int
+from chopinbot.constants import MIN_KEYS
+from chopinbot.errors import ConfigError
+from chopinbot.cli.args import nonneg_int, positive_float, positive_int, probability, seed_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,8 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def settings_of(model_path):
     """The state settings a model was trained with (so seeds match its data)."""
-    from ..checkpoint import read_config, resolve_checkpoint
-    from ..dataset import PrepareSettings
+    from chopinbot.model.checkpoint import read_config, resolve_checkpoint
+    from chopinbot.dataset.prepare import PrepareSettings
 
     cfg = read_config(resolve_checkpoint(model_path))
     return PrepareSettings(**cfg["dataset_settings"]) if "dataset_settings" in cfg else PrepareSettings()
@@ -64,11 +64,11 @@ def settings_of(model_path):
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..checkpoint import load_model
-    from ..device import resolve_device
-    from ..generate import GenerateConfig, generate
-    from ..keys import parse_key
-    from ..seeds import random_seed_index, seed_from_primer, seed_from_test
+    from chopinbot.model.checkpoint import load_model
+    from chopinbot.device import resolve_device
+    from chopinbot.compose.generate import GenerateConfig, generate
+    from chopinbot.music.keys import parse_key
+    from chopinbot.compose.seeds import random_seed_index, seed_from_primer, seed_from_test
 
     out = Path(args.out)
     if out.suffix.lower() not in (".mid", ".midi"):
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         if args.png:
             written.append(res.save_png(mid.with_suffix(".png")))
         if args.wav or args.mp3 or args.ogg:
-            from ..audio import encode_audio
+            from chopinbot.render.audio import encode_audio
 
             wav = res.save_wav(mid.with_suffix(".wav"))
             written.append(wav)

@@ -11,7 +11,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..plots import plot_training
+    from chopinbot.render.plots import plot_training
 
     for path in plot_training(args.run, args.out):
         print(path)

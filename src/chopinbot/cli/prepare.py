@@ -6,9 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
-from ..constants import DEFAULT_DATASET_DIR, GRID_PER_BEAT, MIN_STATE_BEATS, PEDAL_MODE
-from ..errors import ConfigError
-from .args import nonneg_float, positive_int
+from chopinbot.constants import DEFAULT_DATASET_DIR, GRID_PER_BEAT, MIN_STATE_BEATS, PEDAL_MODE
+from chopinbot.errors import ConfigError
+from chopinbot.cli.args import nonneg_float, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,7 +42,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..dataset import PrepareSettings, merge_datasets, prepare
+    from chopinbot.dataset.prepare import PrepareSettings, merge_datasets, prepare
 
     if args.merge:
         if len(args.inputs) < 1:
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         + f"; {wall:.2f} s -> {Path(args.out) / 'manifest.json'}"
     )
     if args.plot:
-        from ..plots import plot_key_usage
+        from chopinbot.render.plots import plot_key_usage
 
         png = plot_key_usage(m, Path(args.out) / "key_usage.png")
         print(f"key-usage histogram: {png}")

@@ -10,7 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .args import nonneg_int, positive_float, positive_int, seed_int
+from chopinbot.cli.args import nonneg_int, positive_float, positive_int, seed_int
 
 DEFAULT_SPARSITIES = "0.5,0.6,0.7,0.8,0.9"
 
@@ -58,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .. import compress as C
-    from ..dataset import load_or_prepare
-    from ..errors import ConfigError
+    from chopinbot.compress import study as C
+    from chopinbot.dataset.prepare import load_or_prepare
+    from chopinbot.errors import ConfigError
 
     targets = C.parse_sparsities(args.sparsity)
     values = tuple(v.strip() for v in args.values.split(",") if v.strip())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .args import positive_int
+from chopinbot.cli.args import positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -13,8 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..seeds import list_seeds
-    from .generate import settings_of
+    from chopinbot.compose.seeds import list_seeds
+    from chopinbot.cli.generate import settings_of
 
     infos = list_seeds(args.seed_len, settings_of(args.model))
     print(f"{'index':>5}  {'piece':<20} {'key':<10} {'position':>8}  {'beats':>6}  {'seconds':>7}")

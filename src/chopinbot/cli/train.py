@@ -1,13 +1,13 @@
-"""`chopinbot train`: flags -> TrainConfig -> :func:`chopinbot.train.train`."""
+"""`chopinbot train`: flags -> TrainConfig -> :func:`chopinbot.training.train.train`."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import fields
 
-from ..model import ModelConfig
-from ..train import TrainConfig
-from .args import nonneg_float, nonneg_int, positive_float, positive_int, seed_int
+from chopinbot.model.network import ModelConfig
+from chopinbot.training.train import TrainConfig
+from chopinbot.cli.args import nonneg_float, nonneg_int, positive_float, positive_int, seed_int
 
 D = TrainConfig()
 M = ModelConfig(duration_classes=[1.0])
@@ -98,11 +98,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import train
+    from chopinbot.training.train import train
 
     from pathlib import Path
 
-    from ..errors import ConfigError
+    from chopinbot.errors import ConfigError
 
     cfg = config_from_args(args)
     out = Path(args.out)

@@ -1,0 +1,1 @@
+"""Composing: seeds, the step-by-step engines and the generation loop."""

@@ -1,0 +1,488 @@
+"""Composing: :func:`generate` continues a :class:`~chopinbot.compose.seeds.Seed`.
+
+The LSTM state is carried forward one state at a time (the seed is read once,
+then every step feeds only the new state), where the original design re-ran
+the network over its last 16 states at every step.  A step is computed by
+:mod:`chopinbot.compose.stepper` (in NumPy on CPU, where a step at batch 1 costs what
+its few dozen tiny operations cost to call) and sampled here, in NumPy too.
+
+Decoding: with ``threshold`` a key sounds when its probability reaches it and
+the duration is the most likely rhythmic value (the original's deterministic
+decoding); otherwise (the default) every key and onset is drawn from its
+Bernoulli at ``temperature`` and the duration from its distribution, with
+optional top-k / top-p.  A key that starts sounding is always struck, every
+new state changes something (a key starts, stops or is struck again; see
+:meth:`_Sampler.__call__`) and at least ``min_keys`` keys sound.
+
+Guards: the original's decoding often collapsed into silence or one stuck
+chord.  After generating, the result is checked (no notes; a long stretch with
+nothing struck; a short loop repeating); unless ``retry`` is off, it is
+generated again with a recorded adjustment (more temperature / a lower
+threshold).  A result with no notes at all is an error, never a silent empty file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from chopinbot.constants import MIN_KEYS, N_KEYS
+from chopinbot.errors import ChopinBotError, ConfigError
+from chopinbot.music.keys import Key, parse_key
+from chopinbot.model.network import ChopinLSTM
+from chopinbot.compose.seeds import Seed
+from chopinbot.music.states import States, states_to_notes, states_to_score, transpose_states
+from chopinbot.compose.stepper import InputBuilder, sigmoid, stepper_for
+
+DEFAULT_VELOCITY = 72  # mezzo-forte, when the seed gives none
+MAX_STEPS = 20_000  # one generation's cap (about 40 minutes of music)
+STUCK_STATES = 24  # this many states in a row with nothing struck = stuck
+LOOP_WINDOW = 48  # the last this many states drawn from a cycle of <= 4 states = looping
+REDRAWS = 8  # draws of a step before its likeliest change is forced (a draw that changes nothing is redrawn)
+
+
+class GenerationError(ChopinBotError):
+    """Generation produced nothing usable (after any retries)."""
+
+
+@dataclass
+class GenerateConfig:
+    """How to continue a seed."""
+
+    steps: int | None = 128  # states to generate (ignored when ``seconds`` is set)
+    seconds: float | None = None  # generate until the new part lasts this long at ``bpm``
+    threshold: float | None = None  # deterministic decoding at this probability; None = sample
+    temperature: float = 1.0  # sampling: < 1 safer, > 1 wilder
+    key_top_k: int = 8  # sampling: of the keys not sounding, only the k likeliest may start, their
+    #                     probabilities scaled up to keep the expected number of new keys (88
+    #                     independent draws at ~1.5 % each would add ~1.3 random keys per state); 0 = all
+    top_k: int = 0  # durations: sample among the k most likely rhythmic values (0 = all)
+    top_p: float = 1.0  # durations: nucleus sampling (1 = off)
+    min_keys: int = MIN_KEYS  # at least this many keys sound in every generated state (1: no rests, see constants)
+    max_keys: int = 10  # at most this many (two hands)
+    bpm: float | None = None  # None = the seed's own tempo
+    key: str | None = None  # output key, e.g. "F# minor"; None = the seed's key
+    random_seed: int | None = None  # makes sampling reproducible
+    include_seed: bool = True  # start the output with the seed
+    retry: bool = True  # retry when a guard fires
+    max_retries: int = 3
+
+    def validate(self) -> None:
+        if self.seconds is None and (self.steps is None or self.steps < 1):
+            raise ConfigError("steps must be at least 1")
+        if self.steps is not None and self.steps > MAX_STEPS:
+            raise ConfigError(f"steps must be at most {MAX_STEPS:,}")
+        if self.seconds is not None and not (0 < self.seconds <= 3600):
+            raise ConfigError("seconds must be in (0, 3600]")
+        if self.threshold is not None and not (0.0 <= self.threshold <= 1.0):
+            raise ConfigError("threshold must be between 0 and 1")
+        if not (0 <= self.key_top_k <= N_KEYS):
+            raise ConfigError("key top-k must be 0..88")
+        if not (self.temperature > 0 and np.isfinite(self.temperature)):
+            raise ConfigError("temperature must be positive (use --threshold for deterministic decoding)")
+        if self.top_k < 0 or not (0 < self.top_p <= 1):
+            raise ConfigError("top-k must be 0 or more and top-p in (0, 1]")
+        if not (0 <= self.min_keys <= self.max_keys <= N_KEYS) or self.max_keys < 1:
+            raise ConfigError("need 0 <= min-keys <= max-keys <= 88 and max-keys >= 1")
+        if self.bpm is not None and not (10 <= self.bpm <= 400):
+            raise ConfigError("bpm must be between 10 and 400")
+        if self.key is not None:
+            parse_key(self.key)
+
+
+@dataclass
+class GenerationResult:
+    """A generated piece (seed included or not), in its output key."""
+
+    states: States
+    seed_len: int  # how many of ``states`` are the seed (0 if not included)
+    key: Key
+    bpm: float
+    source: str
+    guards: list[str] = field(default_factory=list)
+    config: GenerateConfig | None = None
+
+    @property
+    def generated(self) -> States:
+        return self.states[self.seed_len :]
+
+    @property
+    def seed_end_beat(self) -> float:
+        return float(self.states.beats[: self.seed_len].astype(np.float64).sum())
+
+    @property
+    def notes(self) -> np.ndarray:
+        """(N, 4): start beat, end beat, MIDI pitch, velocity."""
+        return states_to_notes(self.states)
+
+    @property
+    def seconds(self) -> float:
+        return self.states.total_beats * 60.0 / self.bpm
+
+    def score(self):
+        return states_to_score(self.states, bpm=self.bpm)
+
+    def midi_bytes(self, part: str = "all") -> bytes:
+        """MIDI of the whole piece (``all``), the ``seed`` or the ``generated`` part."""
+        st = {"all": self.states, "seed": self.states[: self.seed_len], "generated": self.generated}[part]
+        return bytes(states_to_score(st, bpm=self.bpm).dumps_midi())
+
+    def save_midi(self, path: str | os.PathLike) -> Path:
+        from chopinbot.io_utils import atomic_write_bytes
+
+        return atomic_write_bytes(path, self.midi_bytes())
+
+    def save_wav(self, path: str | os.PathLike) -> Path:
+        from chopinbot.render.audio import render_wav
+        from chopinbot.io_utils import atomic_write_bytes
+
+        path = Path(path)
+        mid = path.with_name(f".{path.stem}.render.mid")
+        atomic_write_bytes(mid, self.midi_bytes())
+        try:
+            return render_wav(mid, path)
+        finally:
+            mid.unlink(missing_ok=True)
+
+    def wav_bytes(self) -> bytes:
+        from chopinbot.render.audio import render_wav_bytes
+
+        return render_wav_bytes(self.midi_bytes())
+
+    def figure(self, title: str | None = None):
+        from chopinbot.render.pianoroll import pianoroll_figure
+
+        return pianoroll_figure(self.notes, bpm=self.bpm, seed_end_beat=self.seed_end_beat if self.seed_len else None,
+                                title=title or f"ChopinBot in {self.key.name}, {self.bpm:.0f} bpm")
+
+    def save_png(self, path: str | os.PathLike) -> Path:
+        from chopinbot.render.plots import save_figure
+
+        return save_figure(self.figure(), path)
+
+    def png_bytes(self) -> bytes:
+        from chopinbot.render.plots import plt
+
+        buf = io.BytesIO()
+        fig = self.figure()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        return buf.getvalue()
+
+    def summary(self) -> str:
+        g = self.generated
+        notes = states_to_notes(g)
+        poly = g.keys.sum(1)
+        guards = "; ".join(self.guards) if self.guards else "none fired"
+        return (
+            f"{len(g)} new states ({g.total_beats * 60 / self.bpm:.1f} s at {self.bpm:.0f} bpm) after a "
+            f"{self.seed_len}-state seed from {self.source}; {len(notes)} notes in {self.key.name}; "
+            f"polyphony {poly.mean():.1f} keys on average (max {poly.max() if len(poly) else 0}); "
+            f"rests {np.mean(poly == 0):.0%} of states; guards: {guards}."
+        )
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _filter_logits(logits: np.ndarray, top_k: int, top_p: float) -> np.ndarray:
+    """Top-k, then nucleus (top-p), filtering of (B, n) logits: dropped values become -inf."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = np.partition(logits, -top_k, axis=-1)[:, -top_k:-top_k + 1]
+        logits = np.where(logits < kth, -np.inf, logits)
+    if top_p < 1.0:
+        order = np.argsort(-logits, axis=-1, kind="stable")
+        probs = _softmax(np.take_along_axis(logits, order, -1))
+        drop_sorted = probs.cumsum(-1) - probs > top_p  # keep the smallest set whose mass reaches top_p
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, -1)
+        logits = np.where(drop, -np.inf, logits)
+    return logits
+
+
+def _bound_polyphony(keys: np.ndarray, probs: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    count = keys.sum(-1)
+    if (count > hi).any() or (count < lo).any():
+        # keep the hi most likely chosen keys; add the most likely missing ones up to lo
+        score = probs + keys * 2.0  # chosen keys rank first, by probability
+        rank = np.argsort(np.argsort(-score, axis=-1, kind="stable"), axis=-1, kind="stable")
+        keys = rank < np.clip(count, lo, hi)[:, None]
+    return keys
+
+
+class _Sampler:
+    """One decoding step: next-state logits -> a concrete state (NumPy: at
+    batch 1 a step is a few dozen tiny operations, and NumPy calls them for a
+    fraction of what PyTorch does)."""
+
+    def __init__(self, model: ChopinLSTM, cfg: GenerateConfig, rng: np.random.Generator) -> None:
+        self.cfg, self.rng = cfg, rng
+        c = model.config
+        self.classes_head = c.duration_head == "classes"
+        self.max_duration = c.max_duration
+        self.vocab = c.vocab
+        v = np.asarray(c.duration_classes)
+        self.cost = 2 * np.abs(v[:, None] - v[None, :]) / (v[:, None] + v[None, :])  # cost[true, chosen]
+
+    def __call__(self, key_logits: np.ndarray, onset_logits: np.ndarray | None, d: np.ndarray,
+                 prev_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Logits (B, 88), (B, 88) or None, (B, duration outputs); the previous
+        keys (B, 88) bool -> keys and onsets (B, 88) bool, rhythmic class (B,).
+
+        A new state always differs from the previous one (a key starts or
+        stops, or one is struck again): a state boundary *is* such a change,
+        and no state of the corpus repeats its predecessor.  Drawn keys and
+        onsets are independent, so a draw may change nothing (27 % of the states
+        of a model with the repeats input, which then read their own standstill
+        as a passage repeating); such a draw is drawn again (sampling from the
+        model's distribution given that something changes), and after
+        ``REDRAWS`` tries, or when decoding by threshold, the likeliest single
+        change is made."""
+        c, T, rng = self.cfg, self.cfg.temperature, self.rng
+        sample = c.threshold is None
+        kp = sigmoid(key_logits if not sample or T == 1.0 else key_logits / T)
+        op = None
+        if onset_logits is not None:
+            op = sigmoid(onset_logits if not sample or T == 1.0 else onset_logits / T)
+        keys, onsets = self._draw(kp, op, prev_keys)
+        for _ in range(REDRAWS if sample else 0):
+            same = _unchanged(keys, onsets, prev_keys)
+            if not same.any():
+                break
+            k2, o2 = self._draw(kp, op, prev_keys)
+            keys, onsets = np.where(same[:, None], k2, keys), np.where(same[:, None], o2, onsets)
+        same = _unchanged(keys, onsets, prev_keys)
+        if same.any():
+            keys, onsets = self._likeliest_change(keys, onsets, kp, op, same)
+        if not self.classes_head:
+            cls = self.vocab.index(sigmoid(d).mean(-1) * self.max_duration)
+        elif not sample:
+            cls = (_softmax(d.astype(np.float64)) @ self.cost).argmin(-1)  # as ChopinLSTM.point_duration
+        else:
+            probs = _softmax(_filter_logits(d.astype(np.float64) / T, c.top_k, c.top_p))
+            cdf = probs.cumsum(-1)
+            u = rng.random((len(cdf), 1)) * cdf[:, -1:]
+            cls = np.minimum((cdf < u).sum(-1), cdf.shape[-1] - 1)  # inverse-CDF draw
+        return keys, onsets, cls
+
+    def _draw(self, kp: np.ndarray, op: np.ndarray | None, prev_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keys and onsets from their probabilities (by threshold or by sampling)."""
+        c, rng = self.cfg, self.rng
+        if c.threshold is not None:
+            keys = kp >= c.threshold
+        else:
+            p = kp
+            if c.key_top_k:
+                silent = np.where(prev_keys, -1.0, kp)
+                kth = np.partition(silent, -c.key_top_k, axis=-1)[:, -c.key_top_k:-c.key_top_k + 1]
+                top = ~prev_keys & (silent >= kth)
+                # keep the expected number of new keys: the tail's mass moves to the k likeliest
+                mass = np.maximum(silent, 0.0).sum(-1, keepdims=True)
+                top_mass = np.maximum(np.where(top, kp, 0.0).sum(-1, keepdims=True), 1e-9)
+                p = np.where(prev_keys, kp, np.where(top, np.minimum(kp * (mass / top_mass), 1.0), 0.0))
+            keys = rng.random(p.shape, dtype=np.float32) < p
+        keys = _bound_polyphony(keys, kp, c.min_keys, c.max_keys)
+        if op is not None:
+            struck = op >= 0.5 if c.threshold is not None else rng.random(op.shape, dtype=np.float32) < op
+            onsets = keys & (struck | ~prev_keys)  # a key that starts sounding is struck
+        else:
+            onsets = keys & ~prev_keys
+        return keys, onsets
+
+    def _likeliest_change(self, keys: np.ndarray, onsets: np.ndarray, kp: np.ndarray, op: np.ndarray | None,
+                          rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """In ``rows`` (whose ``keys`` are the previous keys, nothing struck), make
+        the likeliest single change the polyphony bounds allow: release a
+        sounding key (1 - p), strike one again (its onset p) or start a silent one (p)."""
+        c = self.cfg
+        count = keys.sum(-1, keepdims=True)
+        release = np.where(keys & (count > c.min_keys), 1.0 - kp, -1.0)
+        restrike = np.where(keys, op, -1.0) if op is not None else np.full_like(kp, -1.0)
+        start = np.where(~keys & (count < c.max_keys), kp, -1.0)
+        best = np.stack([release, restrike, start], 1).reshape(len(keys), -1).argmax(-1)  # over (kind, key)
+        kind, key = best // N_KEYS, best % N_KEYS
+        keys, onsets = keys.copy(), onsets.copy()
+        for b in np.flatnonzero(rows):
+            if kind[b] == 0:
+                keys[b, key[b]] = False
+            else:  # struck again, or started (and so struck)
+                keys[b, key[b]] = onsets[b, key[b]] = True
+        return keys, onsets
+
+
+def _unchanged(keys: np.ndarray, onsets: np.ndarray, prev_keys: np.ndarray) -> np.ndarray:
+    """(B,) True where a drawn state repeats the previous one: same keys, nothing struck."""
+    return (keys == prev_keys).all(-1) & ~onsets.any(-1)
+
+
+def _continue(*args, **kwargs) -> list[States]:
+    # MKL-DNN's LSTM kernel costs ~5x more than the plain one for a short
+    # sequence at batch 1 (8.0 vs 1.6 ms measured here), so it is off while generating.
+    was = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        with torch.inference_mode():
+            return _continue_steps(*args, **kwargs)
+    finally:
+        torch.backends.mkldnn.enabled = was
+
+
+def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig, rng: np.random.Generator,
+                    steps: int | None, max_beats: float | None, rerun_window: int = 0, start: float = 0.0,
+                    stop_when_stuck: bool = False, engine: str = "auto") -> list[States]:
+    """Generate after each seed (all seeds the same length, starting at beat
+    ``start`` of their source); returns the new states.  With
+    ``stop_when_stuck`` an attempt in which every piece has gone
+    ``STUCK_STATES`` states without a struck key ends there (it will be
+    retried), instead of running to full length first."""
+    B = len(seeds)
+    seed_keys, seed_onsets = np.stack([s.keys for s in seeds]), np.stack([s.onsets for s in seeds])
+    seed_beats = np.stack([s.beats for s in seeds])
+    inputs = InputBuilder(model, seed_keys, seed_onsets, seed_beats, start)
+    x_seed = inputs.seed_inputs
+    stepper = stepper_for(model, engine, B)
+    out = stepper.start(x_seed)  # the seed is read in one call; then each step feeds one new state
+    sampler = _Sampler(model, cfg, rng)
+    prev = seed_keys[:, -1].astype(bool)
+    window = list(x_seed.transpose(1, 0, 2)) if rerun_window else []
+    ks, os_, cs = [], [], []
+    class_beats = np.asarray(model.config.duration_classes)
+    total = np.zeros(B)
+    quiet = np.zeros(B, np.int64)  # states since the last struck key
+    limit = steps if steps is not None else MAX_STEPS
+    while len(ks) < limit:
+        keys, onsets, cls = sampler(*out, prev)
+        ks.append(keys)
+        os_.append(onsets)
+        cs.append(cls)
+        if max_beats is not None:
+            total += class_beats[cls]
+            if (total >= max_beats).all():
+                break
+        x = inputs(keys, onsets, cls)
+        if rerun_window:  # the original's way, for comparison: re-read the last window from scratch
+            window.append(x)
+            out = stepper.rerun(np.stack(window[-rerun_window:], 1))
+        else:
+            out = stepper.step(x)
+        prev = keys
+        if stop_when_stuck:
+            quiet = np.where(onsets.any(-1), 0, quiet + 1)
+            if (quiet >= STUCK_STATES).all():
+                break
+    K = np.stack(ks, 1)
+    O = np.stack(os_, 1)
+    D = class_beats[np.stack(cs, 1)].astype(np.float32)
+    result = []
+    for b in range(B):
+        d = D[b]
+        if max_beats is not None:  # trim each piece to its own length
+            cut = int(np.searchsorted(np.cumsum(d), max_beats - 1e-9)) + 1
+            sl = slice(0, min(cut, len(d)))
+        else:
+            sl = slice(0, len(d))
+        vel = np.where(O[b, sl].any(1), seeds[b].velocity[seeds[b].velocity > 0].mean().round()
+                       if (seeds[b].velocity > 0).any() else DEFAULT_VELOCITY, 0).astype(np.uint8)
+        result.append(States(K[b, sl], O[b, sl], d[sl], np.zeros(len(d[sl]), np.float32), vel))
+    return result
+
+
+def check_guards(new: States) -> list[str]:
+    """Problems of a generated part, in plain words (empty list = fine)."""
+    problems = []
+    if len(new) == 0 or not new.onsets.any():
+        return ["silence: nothing was struck"]
+    struck = new.onsets.any(1)
+    run = best = 0
+    for s in struck:
+        run = 0 if s else run + 1
+        best = max(best, run)
+    if best >= STUCK_STATES:
+        problems.append(f"stuck: {best} states in a row with nothing struck")
+    if len(new) >= LOOP_WINDOW:
+        tail = new[len(new) - LOOP_WINDOW :]
+        sig = [hash((tail.keys[i].tobytes(), tail.onsets[i].tobytes(), float(tail.beats[i]))) for i in range(len(tail))]
+        for period in (1, 2, 3, 4):
+            if all(sig[i] == sig[i - period] for i in range(period, len(sig))):
+                problems.append(f"looping: the last {LOOP_WINDOW} states repeat a cycle of {period}")
+                break
+    return problems
+
+
+def _adjust(cfg: GenerateConfig, problems: list[str]) -> tuple[GenerateConfig, str]:
+    if cfg.threshold is not None and any(p.startswith(("silence", "stuck")) for p in problems):
+        t = max(0.05, cfg.threshold - 0.1)
+        return replace(cfg, threshold=t), f"threshold lowered to {t:.2f}"
+    if cfg.threshold is not None:
+        return replace(cfg, threshold=None, temperature=1.0), "switched from threshold to sampling"
+    t = min(cfg.temperature * 1.25, 3.0)
+    return replace(cfg, temperature=t), f"temperature raised to {t:.2f}"
+
+
+def _output_key(seed: Seed, requested: str | None, guards: list[str]) -> Key:
+    if requested is None:
+        return seed.key
+    want = parse_key(requested)
+    if want.minor != seed.key.minor:
+        # Transposition cannot change the mode: keep the signature the user asked for.
+        rel = Key((want.tonic + 9) % 12, True) if not want.minor else Key((want.tonic + 3) % 12, False)
+        guards.append(f"the seed is in a {'minor' if seed.key.minor else 'major'} key: wrote {rel.name}, "
+                      f"the relative of {want.name}")
+        return rel
+    return want
+
+
+def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, batch: int = 1,
+             rerun_window: int = 0, engine: str = "auto") -> GenerationResult | list[GenerationResult]:
+    """Continue ``seed``: one :class:`GenerationResult`, or a list of ``batch``.
+
+    ``rerun_window``: re-read the last this many states from scratch at every
+    step, as the original design did (for speed comparisons only).  ``engine``:
+    how a step is computed (see :func:`chopinbot.compose.stepper.stepper_for`); every
+    engine gives the same music up to float rounding."""
+    cfg = cfg or GenerateConfig()
+    cfg.validate()
+    if batch < 1 or batch > 256:
+        raise ConfigError("batch must be 1..256")
+    if len(seed.states) == 0:
+        raise ConfigError("the seed is empty")
+    rng = np.random.default_rng(cfg.random_seed)  # None: fresh entropy
+    bpm = float(cfg.bpm or seed.bpm)
+    max_beats = cfg.seconds * bpm / 60.0 if cfg.seconds is not None else None
+    steps = None if cfg.seconds is not None else cfg.steps
+    news = _continue(model, [seed.states] * batch, cfg, rng, steps, max_beats, rerun_window, seed.start_beat,
+                     stop_when_stuck=cfg.retry and cfg.max_retries > 0 and batch == 1, engine=engine)
+    results = []
+    for new in news:
+        guards: list[str] = []
+        key = _output_key(seed, cfg.key, guards)
+        attempt_cfg = cfg
+        problems = check_guards(new)
+        tries = 0
+        while problems and cfg.retry and tries < cfg.max_retries:
+            attempt_cfg, change = _adjust(attempt_cfg, problems)
+            guards.append(f"{'; '.join(problems)} -> retried with {change}")
+            new = _continue(model, [seed.states], attempt_cfg, rng, steps, max_beats, rerun_window, seed.start_beat,
+                            stop_when_stuck=tries + 1 < cfg.max_retries, engine=engine)[0]
+            problems = check_guards(new)
+            tries += 1
+        if problems:
+            guards.append("; ".join(problems) + (" (kept: --no-retry)" if not cfg.retry else " (after retries)"))
+        if not new.onsets.any() and not (cfg.include_seed and seed.states.keys.any()):
+            raise GenerationError("the model produced only silence, even after retries; try sampling or a lower "
+                                  "threshold")
+        new.seconds = (new.beats * 60.0 / bpm).astype(np.float32)
+        seed_states = seed.states.copy()
+        seed_states.seconds = (seed_states.beats * 60.0 / bpm).astype(np.float32)
+        full = States.concat([seed_states, new]) if cfg.include_seed else new
+        out_states, _ = transpose_states(full, seed.home.shift_to(key))
+        results.append(GenerationResult(out_states, len(seed.states) if cfg.include_seed else 0, key, bpm,
+                                        seed.source, guards, attempt_cfg))
+    return results[0] if batch == 1 else results

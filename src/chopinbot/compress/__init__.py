@@ -1,0 +1,1 @@
+"""Smaller models: pruning, int8 and fp16 storage, ONNX and TorchScript export, and their study."""

@@ -1,0 +1,1 @@
+"""From MIDI files to a prepared dataset, and from its states to the model's input rows and batches."""

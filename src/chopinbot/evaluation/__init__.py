@@ -1,0 +1,1 @@
+"""Judging models and pieces: baselines, music statistics and the evaluation report."""

@@ -1,0 +1,1 @@
+"""The network, its loss and metrics, predictions over a split, and checkpoints."""
