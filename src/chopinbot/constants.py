@@ -31,6 +31,10 @@ MAX_KEY_SEGMENTS = 256  # key-signature segments per file (the corpus has at mos
 MAX_MIDI_BYTES = 20 * 1024 * 1024
 
 # --- Generating ---------------------------------------------------------------
+# A seed is a window of this many states of a held-out piece or a primer, as in
+# the original app (the CLI's --seed-len and --primer-states, the web app and the
+# evaluation read it from here).
+SEED_STATES = 16
 # At least one key sounds in every generated state: 0.02 % of the corpus's
 # states are silent (notes are held to the next one), but keys drawn one by one
 # leave every key off far more often (13 % of the states of the first model with
