@@ -34,6 +34,7 @@ import numpy as np
 
 from chopinbot.constants import PACKAGE_DIR
 from chopinbot.errors import ConfigError, DatasetError, ModelFileError
+from chopinbot.progress import Progress
 from chopinbot.io_utils import atomic_write, atomic_write_json, atomic_write_text
 
 N_KEYS = 88
@@ -419,7 +420,6 @@ def train(model, data: dict[str, list[np.ndarray]], settings: TrainSettings, run
     """AdamW with warm-up and cosine decay, gradient clipping, transposition augmentation;
     selection and early stopping on the valid NLL; the best model is saved to ``run_dir``."""
     import torch
-    from tqdm import tqdm
 
     settings.validate()
     rng = np.random.default_rng(settings.seed)
@@ -453,7 +453,8 @@ def train(model, data: dict[str, list[np.ndarray]], settings: TrainSettings, run
         return settings.lr * (m + (1 - m) * 0.5 * (1 + math.cos(math.pi * progress_frac())))
 
     total = max_steps if max_steps else None
-    bar = tqdm(total=total, disable=not settings.progress, unit="step", dynamic_ncols=True, mininterval=1.0)
+    # A bar on a terminal only; in a log the periodic evaluation lines are the progress.
+    bar = Progress(total, unit="step", enabled=settings.progress, log_every=0, dynamic_ncols=True, mininterval=1.0)
     epoch = 0
     done = False
     try:

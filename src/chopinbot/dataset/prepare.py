@@ -410,9 +410,9 @@ def _write_manifest(path: Path, header: dict, entries, splits: dict[str, str], s
 
 
 def _process_stream(files, settings, jobs, progress) -> Iterator[FileResult]:
-    from tqdm import tqdm
+    from chopinbot.progress import Progress  # tqdm's import is paid only when files are read
 
-    bar = tqdm(total=len(files), desc="prepare", unit="file", disable=not progress, leave=False)
+    bar = Progress(len(files), desc="prepare", unit="files", enabled=progress, leave=False)
     try:
         if jobs > 1:
             # At most a few files in flight per worker: ``pool.map`` would submit

@@ -24,6 +24,7 @@ from chopinbot.errors import ConfigError
 from chopinbot.io_utils import atomic_write_json, atomic_write_text
 from chopinbot.model.predict import evaluate_split
 from chopinbot.dataset.batches import SplitData
+from chopinbot.progress import Progress
 
 REPORT_METRICS = [
     ("maestro", "Maestro loss"), ("bce", "BCE"), ("dur", "dur term"), ("key_nll", "key NLL (nats/state)"),
@@ -90,8 +91,6 @@ def musical_statistics(model, ds: Dataset, settings: EvalSettings, train_index=N
     """Generate ``settings.pieces`` pieces (random seeds 0..N-1) and compare
     their statistics with real excerpts of the same length from ``split``
     (decoding settings are chosen against "valid", reported against "test")."""
-    from tqdm import tqdm
-
     from chopinbot.compose.generate import GenerateConfig, generate
     from chopinbot.evaluation.musicstats import CorpusIndex, compare_stats, longest_copied_run, ngram_overlap, piece_stats
     from chopinbot.compose.seeds import random_seed_index, seed_from_test
@@ -101,7 +100,8 @@ def musical_statistics(model, ds: Dataset, settings: EvalSettings, train_index=N
         train_index = CorpusIndex([(s.piece, ds.states(s)) for s in ds.segments("train")])
     gen_stats, originality, results = [], [], []
     t0 = time.perf_counter()
-    for i in tqdm(range(settings.pieces), desc="generate", disable=not settings.progress, leave=False):
+    bar = Progress(settings.pieces, desc="generate", unit="pieces", enabled=settings.progress, leave=False)
+    for i in range(settings.pieces):
         idx = random_seed_index(np.random.default_rng(i), settings.seed_len, settings=ds.settings)
         seed = seed_from_test(idx, settings.seed_len, ds.settings)
         res = generate(model, seed, GenerateConfig(steps=settings.steps, random_seed=i,
@@ -113,6 +113,8 @@ def musical_statistics(model, ds: Dataset, settings: EvalSettings, train_index=N
         new.seconds = (new.beats * 60 / res.bpm).astype(np.float32)
         run = longest_copied_run(new, train_index)
         originality.append({"overlap_8": ngram_overlap(new, train_index, 8), **run, "guards": res.guards})
+        bar.update()
+    bar.close()
     gen_seconds = time.perf_counter() - t0
     real = _real_excerpts(ds, settings.seed_len + settings.steps, split)
     real_stats = [piece_stats(states_to_notes(s), None, s) for s in real]

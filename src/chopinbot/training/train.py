@@ -37,6 +37,7 @@ from chopinbot.io_utils import atomic_write_json, atomic_write_text
 from chopinbot.model.loss import HARSHNESS
 from chopinbot.model.metrics import EpochMetrics
 from chopinbot.model.network import ChopinLSTM, ModelConfig, apply_max_norm
+from chopinbot.progress import Progress
 from chopinbot.model.predict import batch_metrics_update, compute_losses, evaluate_split
 from chopinbot.dataset.batches import SplitData
 
@@ -273,10 +274,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
             (out / name).unlink(missing_ok=True)
         atomic_write_json(out / "train_config.json", _config_json(cfg, ds))
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=(cfg.epochs - start_epoch + 1) * steps_per_epoch, disable=not (cfg.progress and ddp.main),
-               unit="step", dynamic_ncols=True)
+    # A bar on a terminal only; in a log the epoch lines below are the progress.
+    bar = Progress((cfg.epochs - start_epoch + 1) * steps_per_epoch, unit="step", enabled=cfg.progress and ddp.main,
+                   log_every=0, dynamic_ncols=True)
     t_start = time.perf_counter()
     prior_seconds = state.get("seconds", 0.0)
     stopped = "max-epochs"
@@ -310,7 +310,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
                 batch_metrics_update(tm, model, out_b, t, losses)
                 bar.update()
                 if step % 10 == 0:
-                    bar.set_postfix(epoch=epoch, loss=f"{losses['total'].item():.4f}", best_f1=f"{best_summary.get('valid_f1_best', 0):.3f}")
+                    bar.set_postfix_str(f"epoch={epoch}, loss={losses['total'].item():.4f}, "
+                                        f"best_f1={best_summary.get('valid_f1_best', 0):.3f}")
             train_sum = tm.summary()
             valid_metrics = evaluate_split(model, valid_split, cfg.harshness, cfg.loss_clip, cfg.dur_ce_weight, device)
             vsum = valid_metrics.summary()
