@@ -34,8 +34,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
 from chopinbot import load_model
-from chopinbot.dataset.prepare import Dataset
-from chopinbot.dataset.features import sequence_features
+from chopinbot.dataset.store import Dataset
 
 CAP = 16.0  # beats
 
@@ -78,9 +77,7 @@ def model_aucs(ds: Dataset, model, split: str) -> tuple[float, float]:
             st = ds.states(seg)
             if len(st.beats) < 3:
                 continue
-            c = model.config
-            x = sequence_features(st.keys, st.onsets, st.beats, c.vocab, recency=c.key_recency,
-                                  repeats=c.repeat_kinds, grid_per_beat=c.grid_per_beat)
+            x = model.config.layout.sequence_rows(st.keys, st.onsets, st.beats)
             out, _ = model(torch.from_numpy(x)[None])
             p = torch.sigmoid(out.key_logits[0]).numpy()[:-1]
             now, nxt = st.keys[:-1], st.keys[1:]

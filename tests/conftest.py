@@ -58,7 +58,7 @@ def dataset_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def dataset(dataset_dir):
-    from chopinbot.dataset.prepare import Dataset
+    from chopinbot.dataset.store import Dataset
 
     return Dataset(dataset_dir)
 

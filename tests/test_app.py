@@ -1,5 +1,5 @@
 """The web app, headless: Streamlit's AppTest drives every control of
-src/chopinbot/app.py and checks that the result follows it.
+src/chopinbot/app/layout.py and checks that the result follows it.
 
 The app runs on the tiny test model (``$CHOPINBOT_MODEL``) with a models
 folder holding a second run (``$CHOPINBOT_MODELS_DIR``).  Audio is switched
@@ -18,9 +18,23 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from chopinbot.app import service  # noqa: E402
+from chopinbot.app import pool as app_pool  # noqa: E402
+from chopinbot.app.registry import list_models, load_entry  # noqa: E402
+from chopinbot.app.request import ComposeRequest, RequestRefused  # noqa: E402
+from chopinbot.app.seeds import seed_infos  # noqa: E402
+from chopinbot.app.settings import (  # noqa: E402
+    BPM_RANGE,
+    MAX_PRIMER_STATES,
+    MAX_REQUEST_SECONDS,
+    MAX_REQUEST_STATES,
+    MAX_UPLOAD_BYTES,
+    MODEL_ENV,
+    MODELS_DIR_ENV,
+    SERVE_ENV,
+    UPLOAD_LIMIT_MB,
+)
+from chopinbot.compose.generate import TEMPERATURE_RANGE, THRESHOLD_RANGE, GenerateConfig  # noqa: E402
 from chopinbot.render.audio import audio_available  # noqa: E402
-
 from conftest import make_midi  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "src" / "chopinbot" / "app" / "layout.py")
@@ -31,7 +45,7 @@ TIMEOUT = 120
 def app_env(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("app_models")
     shutil.copytree(tiny_model_dir / "best", root / "second-run" / "best")
-    return {service.MODEL_ENV: str(tiny_model_dir), service.MODELS_DIR_ENV: str(root)}
+    return {MODEL_ENV: str(tiny_model_dir), MODELS_DIR_ENV: str(root)}
 
 
 @pytest.fixture()
@@ -39,7 +53,7 @@ def at(app_env, monkeypatch, tmp_path):
     for k, v in app_env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("CHOPINBOT_SOUNDFONT", str(tmp_path / "no-soundfont.sf2"))  # audio off: fast
-    monkeypatch.delenv(service.SERVE_ENV, raising=False)
+    monkeypatch.delenv(SERVE_ENV, raising=False)
     app = AppTest.from_file(APP, default_timeout=TIMEOUT)
     app.run()
     _no_trouble(app)
@@ -62,13 +76,13 @@ def _fixed_seed(app, seed=7):
 
 
 def _seed_is_minor(app) -> bool:
-    infos = service.seed_infos(service.load_entry(*_model(app)))
+    infos = seed_infos(load_entry(*_model(app)))
     return "minor" in infos[app.session_state["seed_window"]].key
 
 
 def _model(app):
     label = app.selectbox(key="model").value
-    return str(service.list_models()[label]), label
+    return str(list_models()[label]), label
 
 
 def test_page_shows_controls_guide_and_help(at, tiny_model_dir):
@@ -155,7 +169,7 @@ def test_length_in_states_and_seconds(at):
 
 def test_decoding_threshold_and_temperature(at):
     at.radio(key="decoding").set_value("threshold").run()
-    entry = service.load_entry(*_model(at))
+    entry = load_entry(*_model(at))
     assert at.slider(key="threshold").value == pytest.approx(round(entry.threshold, 2))
     at.slider(key="threshold").set_value(0.2)
     at.number_input(key="seconds").set_value(6.0)
@@ -180,9 +194,9 @@ def test_random_seed_reproduces_and_fresh_seed_varies(at):
 
 
 def test_seed_window_controls_and_the_seed_is_kept(at):
-    n = len(service.seed_infos(service.load_entry(*_model(at))))
+    n = len(seed_infos(load_entry(*_model(at))))
     at.number_input(key="seed_index").set_value(3).run()
-    info = service.seed_infos(service.load_entry(*_model(at)))[3]
+    info = seed_infos(load_entry(*_model(at)))[3]
     assert at.session_state["seed_window"] == 3
     assert any(f"{info.piece}, {info.key}, from state {info.position}" in c.value for c in at.sidebar.caption)
     at.number_input(key="seconds").set_value(4.0)
@@ -227,7 +241,7 @@ def test_good_primer(at, tmp_path):
 
 @pytest.mark.parametrize("name, data, message", [
     ("notes.mid", b"These are not the notes you are looking for." * 3, "is not a MIDI file"),
-    ("huge.mid", b"MThd" + bytes(service.MAX_UPLOAD_BYTES + 10), "primers are limited to 2 MB"),
+    ("huge.mid", b"MThd" + bytes(MAX_UPLOAD_BYTES + 10), "primers are limited to 2 MB"),
     ("drums.mid", None, "only drum notes"),
     ("broken.mid", b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\x00\x00\xff", "cannot be used as a primer"),
 ])
@@ -245,21 +259,59 @@ def test_bad_upload_shows_a_message_and_the_app_stays_usable(at, tmp_path, name,
     assert _generate(at) is not None  # still usable
 
 
-def test_over_long_request_is_refused_with_a_message(at):
-    at.number_input(key="seconds").set_value(300.0)
-    assert _generate(at) is None
-    assert any("at most 120 s" in w.value for w in at.warning)
+def test_controls_offer_what_the_service_accepts(at, tmp_path):
+    """Every control's range and default come from the service's limits and GenerateConfig:
+    the page never offers what the server refuses."""
+    defaults, library = ComposeRequest(), GenerateConfig()
+    seconds = at.number_input(key="seconds")
+    assert (seconds.min, seconds.max, seconds.value) == (1.0, MAX_REQUEST_SECONDS, defaults.seconds)
+    temperature = at.slider(key="temperature")
+    assert (temperature.min, temperature.max) == TEMPERATURE_RANGE
+    assert temperature.value == defaults.temperature == library.temperature
+    bpm = at.number_input(key="bpm")
+    assert (bpm.min, bpm.max) == BPM_RANGE
     at.radio(key="length_unit").set_value("states").run()
-    at.number_input(key="states").set_value(5000)
+    states = at.number_input(key="states")
+    assert (states.min, states.max, states.value) == (1, MAX_REQUEST_STATES, library.steps)
+    at.radio(key="decoding").set_value("threshold").run()
+    assert (at.slider(key="threshold").min, at.slider(key="threshold").max) == THRESHOLD_RANGE
+    at.radio(key="seed_source").set_value("my MIDI file").run()
+    primer_states = at.number_input(key="primer_states")
+    assert (primer_states.min, primer_states.max, primer_states.value) == (1, MAX_PRIMER_STATES,
+                                                                            defaults.primer_states)
+    assert at.get("file_uploader")[0].proto.max_upload_size_mb == UPLOAD_LIMIT_MB
+    # the service accepts each control's extremes
+    for extreme in (dict(seconds=MAX_REQUEST_SECONDS), dict(seconds=None, steps=MAX_REQUEST_STATES),
+                    dict(temperature=TEMPERATURE_RANGE[0]), dict(temperature=TEMPERATURE_RANGE[1]),
+                    dict(threshold=THRESHOLD_RANGE[0]), dict(threshold=THRESHOLD_RANGE[1]), dict(bpm=BPM_RANGE[0]),
+                    dict(bpm=BPM_RANGE[1]), dict(primer=b"MThd", primer_states=MAX_PRIMER_STATES)):
+        ComposeRequest(**extreme).check_limits()
+
+
+def test_a_length_over_the_cap_is_never_composed(at):
+    """A value past a control's maximum (a hand-made client) is not honoured: Streamlit
+    resets it to the default, and the service would refuse it anyway."""
+    at.number_input(key="seconds").set_value(MAX_REQUEST_SECONDS + 180)
+    res = _generate(at)
+    assert res is None or res.request.seconds <= MAX_REQUEST_SECONDS
+    if res is None:
+        assert any(f"at most {MAX_REQUEST_SECONDS:g} s" in w.value for w in at.warning)
+
+
+def test_a_refused_request_is_a_warning(at, monkeypatch):
+    def refuse(request, entry, session_id=""):
+        raise RequestRefused("The server is busy (32 pieces are being composed or waiting).")
+
+    monkeypatch.setattr(app_pool, "compose", refuse)
     assert _generate(at) is None
-    assert any("at most 1,000" in w.value for w in at.warning)
+    assert any("The server is busy" in w.value for w in at.warning)
 
 
 def test_library_error_is_a_message_not_a_traceback(at, monkeypatch):
     def broken(request, entry, session_id=""):
         raise RuntimeError("internal detail /secret/path")
 
-    monkeypatch.setattr(service, "compose", broken)
+    monkeypatch.setattr(app_pool, "compose", broken)
     assert _generate(at) is None
     errors = [e.value for e in at.error]
     assert any("Something went wrong on the server" in e for e in errors)

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from chopinbot.render.audio import audio_available
-
 from conftest import make_midi
 from test_app_load import start_app, stop_app
 

@@ -10,8 +10,10 @@ A browser per session would cost far more CPU than the server under test.
 
 Checks: all sessions succeed; each sees its own result (its own random seed
 and tempo in the page, a distinct piece fingerprint and audio file); an
-over-long request in the same crowd is refused with a message; the server
-log has one "done" line per session.  Latency (press -> audio element) is
+over-long request in the same crowd (a length past the control's maximum,
+as only a hand-made client sends) is never composed: refused with a message,
+or reset by Streamlit to the control's default; the server log has one "done"
+line per piece composed.  Latency (press -> audio element) is
 printed with p50/p95/max; bounded: 20 sessions and a 240 s deadline.
 ``CHOPINBOT_LOAD_SESSIONS`` changes the number of sessions.
 """
@@ -37,6 +39,8 @@ from streamlit.proto.BackMsg_pb2 import BackMsg  # noqa: E402
 from streamlit.proto.ClientState_pb2 import ClientState  # noqa: E402
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
 from streamlit.proto.WidgetStates_pb2 import WidgetState, WidgetStates  # noqa: E402
+
+from chopinbot.app.settings import MAX_REQUEST_SECONDS  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -166,10 +170,13 @@ def _session(url: str, i: int, seconds: float, barrier: threading.Barrier, resul
         out["latency"] = latency
         caption = next((t for t in texts if t.startswith("piece ")), "")
         m = re.match(r"piece ([0-9a-f]{12}) · random seed (\d+)", caption)
-        if seconds > 120:
-            out["ok"] = any("at most 120 s" in t for t in texts) and not caption
-            return
         heading = next((t for t in texts if " bpm — " in t), "")
+        if seconds > MAX_REQUEST_SECONDS:
+            length = re.search(r"— ([\d.]+) s of new music", heading)
+            out["composed"] = bool(caption)
+            out["ok"] = (any(f"at most {MAX_REQUEST_SECONDS:g} s" in t for t in texts) and not caption
+                         or bool(length) and float(length.group(1)) < seconds)  # not at its asked length
+            return
         audio = [el.audio.url for el in elements if el.WhichOneof("type") == "audio"]
         out.update(fingerprint=m.group(1) if m else None, seed=int(m.group(2)) if m else None, heading=heading,
                    audio_url=audio[0] if audio else None)
@@ -193,7 +200,8 @@ def test_many_concurrent_sessions(tiny_model_dir, tmp_path):
         n = SESSIONS + 1  # plus one visitor asking for too much
         results: list = [None] * n
         barrier = threading.Barrier(n)
-        threads = [threading.Thread(target=_session, args=(url, i, 300.0 if i == SESSIONS else 30.0, barrier,
+        over_long = MAX_REQUEST_SECONDS + 180.0
+        threads = [threading.Thread(target=_session, args=(url, i, over_long if i == SESSIONS else 30.0, barrier,
                                                           results), daemon=True) for i in range(n)]
         t0 = time.perf_counter()
         for t in threads:
@@ -207,7 +215,7 @@ def test_many_concurrent_sessions(tiny_model_dir, tmp_path):
     pieces = results[:SESSIONS]
     failed = [r for r in pieces if not r["ok"]]
     assert not failed, json.dumps(failed[:3], indent=1)[:3000]
-    assert results[SESSIONS]["ok"], results[SESSIONS]  # the over-long request: refused with a message
+    assert results[SESSIONS]["ok"], results[SESSIONS]  # the over-long request: never composed at its length
     fingerprints = {r["fingerprint"] for r in pieces}
     assert len(fingerprints) == SESSIONS, "two sessions were shown the same piece"
     assert len({r["audio_url"] for r in pieces}) == SESSIONS
@@ -215,8 +223,9 @@ def test_many_concurrent_sessions(tiny_model_dir, tmp_path):
     p50, p95 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
     log = (tmp_path / "server.log").read_text()
     done = set(re.findall(r"\[session (\w+)\] done: piece", log))
-    assert len(done) == SESSIONS
-    summary = {"sessions": SESSIONS, "succeeded": SESSIONS - len(failed), "refused_over_long": 1,
+    assert len(done) == SESSIONS + results[SESSIONS]["composed"]
+    summary = {"sessions": SESSIONS, "succeeded": SESSIONS - len(failed),
+               "over_long": "reset to the default" if results[SESSIONS]["composed"] else "refused",
                "p50_s": round(p50, 2), "p95_s": round(p95, 2), "max_s": round(lat[-1], 2),
                "wall_s": round(wall, 1), "mean_wav_mb": round(sum(r["wav_bytes"] for r in pieces) / SESSIONS / 1e6, 2)}
     (tmp_path / "load.json").write_text(json.dumps(summary, indent=1))

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chopinbot.render import audio
-from chopinbot.render.audio import AudioUnavailable, audio_available, encode_audio, render_wav, render_wav_bytes
 from chopinbot.constants import BUNDLED_CORPUS_DIR
 from chopinbot.errors import ChopinBotError, ConfigError, MidiError
 from chopinbot.music.midi import read_midi, write_score
 from chopinbot.music.states import notes_to_states, states_to_score
+from chopinbot.render import audio
+from chopinbot.render.audio import AudioUnavailable, audio_available, encode_audio, render_wav, render_wav_bytes
 
 needs_fluidsynth = pytest.mark.skipif(not audio_available()[0], reason=audio_available()[1])
 BPM = 120.0

@@ -71,7 +71,7 @@ def test_smoke_runs_write_json_and_table_and_merge(tmp_path, tiny_corpus):
 
 
 def test_dataset_memory_against_float64_windows(tiny_dataset_dir):
-    from chopinbot.dataset.prepare import Dataset
+    from chopinbot.dataset.store import Dataset
 
     dm = bench.dataset_memory(tiny_dataset_dir)
     ds = Dataset(tiny_dataset_dir)
@@ -127,9 +127,9 @@ def test_cli_wrapper_parses_the_same_options():
 def test_training_step_benchmark_runs_both_modes(tiny_dataset_dir):
     """The train benchmark's step mirrors train.py (and imports its helpers): one
     update of a tiny model in each mode catches drift in those interfaces."""
-    from chopinbot.dataset.prepare import Dataset
-    from chopinbot.model.network import ModelConfig
     from chopinbot.dataset.batches import SplitData
+    from chopinbot.dataset.store import Dataset
+    from chopinbot.model.network import ModelConfig
     from chopinbot.training.train import TrainConfig, build_model_config
 
     ds = Dataset(tiny_dataset_dir)

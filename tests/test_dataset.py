@@ -8,10 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from chopinbot.dataset.prepare import Dataset, PrepareSettings, assign_splits, prepare, process_file
+from chopinbot.dataset.prepare import assign_splits, prepare, process_file
+from chopinbot.dataset.store import Dataset, PrepareSettings, merge_datasets
 from chopinbot.errors import DatasetError, MidiError
 from chopinbot.music.midi import read_midi, read_midi_bytes
-
 from conftest import CORPUS, make_midi
 
 
@@ -169,8 +169,6 @@ def test_read_bytes_rejects_garbage_quickly():
 
 
 def test_shards_merge_into_the_same_dataset(tmp_path, dataset):
-    from chopinbot.dataset.prepare import merge_datasets
-
     parts = [tmp_path / f"part{i}" for i in range(3)]
     for i, p in enumerate(parts):
         prepare(None, p, shard=(i, 3), progress=False)

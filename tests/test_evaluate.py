@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from chopinbot.evaluation.baselines import baseline_metrics, fit_rates
-from chopinbot.dataset.prepare import Dataset, PrepareSettings, prepare
+from chopinbot.dataset.prepare import prepare
+from chopinbot.dataset.store import Dataset, PrepareSettings
 from chopinbot.dataset.features import DurationVocab
 from chopinbot.errors import ConfigError
 from chopinbot.evaluation.report import EvalSettings, evaluate

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chopinbot_tools import fuzz
 from chopinbot.errors import MidiError
 from chopinbot.music.midi import read_midi_bytes
+from chopinbot_tools import fuzz
 
 FAST_CASES = 300  # cases 0..299 of seed 0: six of them synthesized files of 100k+ notes or events
 

@@ -7,14 +7,13 @@ import struct
 import numpy as np
 import pytest
 
-from chopinbot.model.checkpoint import load_model
 from chopinbot.cli import main
-from chopinbot.errors import MidiError
 from chopinbot.compose.generate import GenerateConfig, GenerationError, check_guards, generate
+from chopinbot.compose.seeds import list_seeds, seed_from_primer, seed_from_test
+from chopinbot.errors import MidiError
+from chopinbot.model.formats import load_model
 from chopinbot.music.keys import Key
-from chopinbot.compose.seeds import seed_from_primer, seed_from_test, list_seeds
 from chopinbot.music.states import States
-
 from conftest import make_midi
 
 

@@ -6,7 +6,6 @@ import pytest
 
 from chopinbot.errors import ConfigError
 from chopinbot.music.keys import Key, detect_key, parse_key, pitch_class_histogram
-
 from conftest import PRELUDE_KEYS
 
 
@@ -28,7 +27,6 @@ def test_relative_minor_is_not_read_as_major(tmp_path):
 
     from chopinbot.music.midi import read_midi
     from chopinbot.music.states import notes_to_states
-
     from conftest import make_midi
 
     notes = [(0, 2, 57), (0, 2, 60), (0, 2, 64), (2, 3, 52), (2, 3, 56), (2, 3, 59), (3, 5, 57), (3, 5, 64), (3, 5, 69)]

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from chopinbot.model.checkpoint import load_model, resolve_checkpoint
 from chopinbot.errors import ConfigError
+from chopinbot.model.checkpoint import resolve_checkpoint
+from chopinbot.model.formats import load_model
 
 # A tiny model on the eight-prelude dataset: about a second per epoch.
 FLAGS = ["--layers", "1", "--hidden", "16", "--context", "32", "--batch", "8", "--warmup", "5", "--threads", "1",
@@ -66,7 +67,8 @@ def _wait_for_epoch(proc: subprocess.Popen, run: Path, epoch: int, timeout: floa
     t0 = time.monotonic()
     while not _epochs(run) or _epochs(run)[-1] < epoch:
         if proc.poll() is not None:
-            raise AssertionError(f"training ended early (code {proc.returncode}): {proc.stderr.read().decode()[-2000:]}")
+            err = proc.stderr.read().decode()[-2000:]
+            raise AssertionError(f"training ended early (code {proc.returncode}): {err}")
         if time.monotonic() - t0 > timeout:
             raise AssertionError(f"no epoch {epoch} after {timeout:.0f} s")
         time.sleep(0.05)

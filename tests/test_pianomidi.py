@@ -20,8 +20,8 @@ from chopinbot_tools.pianomidi import (
     bernoulli_nll,
     evaluate,
     frame_accuracy,
-    load_piano_midi,
     load_checkpoint,
+    load_piano_midi,
     nll_per_frame,
     previous_frames,
 )

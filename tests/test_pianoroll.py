@@ -9,8 +9,8 @@ from matplotlib.collections import PolyCollection
 
 from chopinbot.constants import BUNDLED_CORPUS_DIR
 from chopinbot.music.midi import read_midi
-from chopinbot.render.pianoroll import pianoroll_figure, plot_pianoroll, plot_pianoroll_pair
 from chopinbot.music.states import notes_to_states, states_to_notes
+from chopinbot.render.pianoroll import pianoroll_figure, plot_pianoroll, plot_pianoroll_pair
 
 
 @pytest.fixture(scope="module")

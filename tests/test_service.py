@@ -1,8 +1,10 @@
-"""The web app's engine (chopinbot.app.service), without Streamlit: model listing,
-uploads, limits, composing, the worker pool, statistics and the threshold guide."""
+"""The web app's engine (the modules of chopinbot.app beside the page), without
+Streamlit: model listing, uploads, limits, composing, the worker pool,
+statistics and the threshold guide."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import shutil
 import threading
@@ -10,11 +12,34 @@ import time
 
 import pytest
 
-from chopinbot.app import service
-from chopinbot.render.audio import audio_available
+from chopinbot.app import pool as app_pool
+from chopinbot.app import reference
+from chopinbot.app.pool import ComposePool, get_pool, warm_up
+from chopinbot.app.reference import reference_length, reference_stats, threshold_curve, threshold_guide_png
+from chopinbot.app.registry import SHIPPED_LABEL, list_models, load_entry, resolve_model_label
+from chopinbot.app.request import ComposeRequest, ComposeResult, RequestRefused, compose, describe_request, make_seed
+from chopinbot.app.seeds import UploadError, check_upload, primer_seed, safe_upload_name, seed_infos
+from chopinbot.app.sessions import new_session_id, session_log
+from chopinbot.app.settings import (
+    BPM_RANGE,
+    DEFAULT_MAX_QUEUE,
+    MAX_PRIMER_STATES,
+    MAX_REQUEST_SECONDS,
+    MAX_REQUEST_STATES,
+    MAX_UPLOAD_BYTES,
+    MODEL_ENV,
+    MODELS_DIR_ENV,
+    UPLOAD_LIMIT_MB,
+)
+from chopinbot.cli import build_parser
+from chopinbot.cli.app import streamlit_command
+from chopinbot.cli.generate import config_from_args
+from chopinbot.compose import generate as library
+from chopinbot.compose.generate import GenerateConfig
+from chopinbot.constants import SEED_STATES
 from chopinbot.errors import ConfigError, ModelFileError
 from chopinbot.music.midi import read_midi_bytes
-
+from chopinbot.render.audio import audio_available
 from conftest import make_midi
 
 
@@ -37,13 +62,13 @@ def models_dir(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def entry(tiny_model_dir):
-    return service.load_entry(tiny_model_dir / "best", "tiny")
+    return load_entry(tiny_model_dir / "best", "tiny")
 
 
 @pytest.fixture(scope="module")
 def pool():
     """Composing goes through a pool, as in the app (one intra-op thread per worker)."""
-    p = service.ComposePool(workers=1, max_queue=2)
+    p = ComposePool(workers=1, max_queue=2)
     yield p
     p.shutdown()
 
@@ -57,42 +82,42 @@ def _primer_bytes(tmp_path, **kw) -> bytes:
 
 
 def test_list_models_finds_runs_and_skips_the_rest(models_dir, tiny_model_dir, monkeypatch):
-    monkeypatch.delenv(service.MODEL_ENV, raising=False)
-    models = service.list_models(models_dir)
-    runs = {k: v for k, v in models.items() if k != service.SHIPPED_LABEL}
+    monkeypatch.delenv(MODEL_ENV, raising=False)
+    models = list_models(models_dir)
+    runs = {k: v for k, v in models.items() if k != SHIPPED_LABEL}
     assert set(runs) == {"alpha", "group/beta", "exported"}
-    assert "broken" in service.list_models(models_dir, check=False)
+    assert "broken" in list_models(models_dir, check=False)
     assert runs["alpha"] == models_dir / "alpha" / "best"
     assert runs["exported"] == models_dir / "exported"
     # the operator's --model comes first
-    models = service.list_models(models_dir, configured=tiny_model_dir)
+    models = list_models(models_dir, configured=tiny_model_dir)
     assert next(iter(models)) == f"{tiny_model_dir.name} (--model)"
     assert models[next(iter(models))] == tiny_model_dir / "best"
 
 
 def test_list_models_from_environment_and_missing_folder(models_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv(service.MODELS_DIR_ENV, str(models_dir))
-    monkeypatch.delenv(service.MODEL_ENV, raising=False)
-    assert "alpha" in service.list_models()
-    assert set(service.list_models(tmp_path / "nope")) <= {service.SHIPPED_LABEL}
+    monkeypatch.setenv(MODELS_DIR_ENV, str(models_dir))
+    monkeypatch.delenv(MODEL_ENV, raising=False)
+    assert "alpha" in list_models()
+    assert set(list_models(tmp_path / "nope")) <= {SHIPPED_LABEL}
     with pytest.raises(ModelFileError, match="not a ChopinBot checkpoint"):
-        service.list_models(models_dir, configured=tmp_path)
+        list_models(models_dir, configured=tmp_path)
 
 
 @pytest.mark.parametrize("label", ["../outside", "/etc", "link", ".hidden", "alpha/../link", "empty", "broken", ""])
 def test_model_choice_only_from_the_listed_set(models_dir, label):
-    models = service.list_models(models_dir, configured="")
+    models = list_models(models_dir, configured="")
     with pytest.raises(ConfigError, match="unknown model"):
-        service.resolve_model_label(label, models)
-    assert service.resolve_model_label("alpha", models) == models_dir / "alpha" / "best"
+        resolve_model_label(label, models)
+    assert resolve_model_label("alpha", models) == models_dir / "alpha" / "best"
 
 
 def test_load_entry_is_cached_and_carries_settings(entry, tiny_model_dir):
-    again = service.load_entry(tiny_model_dir / "best", "tiny")
+    again = load_entry(tiny_model_dir / "best", "tiny")
     assert again is entry
     assert 0.0 <= entry.threshold <= 1.0 and entry.threshold == pytest.approx(entry.meta["valid_threshold"])
     assert "LSTM 1×16" in entry.description
-    assert len(service.seed_infos(entry)) > 100
+    assert len(seed_infos(entry)) > 100
 
 
 # --- uploads -------------------------------------------------------------------------
@@ -103,44 +128,88 @@ def test_load_entry_is_cached_and_carries_settings(entry, tiny_model_dir):
     ("a\x00b<script>.mid", "a_b_script_.mid"), (None, "primer.mid"), ("x" * 200 + ".mid", "x" * 60),
 ])
 def test_upload_names_are_labels_only(name, expected):
-    assert service.safe_upload_name(name) == expected
+    assert safe_upload_name(name) == expected
 
 
 def test_upload_checks(tmp_path):
     good = _primer_bytes(tmp_path)
-    assert service.check_upload(good, "p.mid") == good
-    with pytest.raises(service.UploadError, match="empty"):
-        service.check_upload(b"", "e.mid")
-    with pytest.raises(service.UploadError, match="not a MIDI file"):
-        service.check_upload(b"hello, world" * 10, "notes.mid")
-    with pytest.raises(service.UploadError, match="limited to 2 MB"):
-        service.check_upload(b"MThd" + bytes(service.MAX_UPLOAD_BYTES), "big.mid")
+    assert check_upload(good, "p.mid") == good
+    with pytest.raises(UploadError, match="empty"):
+        check_upload(b"", "e.mid")
+    with pytest.raises(UploadError, match="not a MIDI file"):
+        check_upload(b"hello, world" * 10, "notes.mid")
+    with pytest.raises(UploadError, match="limited to 2 MB"):
+        check_upload(b"MThd" + bytes(MAX_UPLOAD_BYTES), "big.mid")
 
 
 def test_primer_seed_friendly_errors(entry, tmp_path):
-    seed = service.primer_seed(_primer_bytes(tmp_path, sharps=0), "../my song.mid", entry)
+    seed = primer_seed(_primer_bytes(tmp_path, sharps=0), "../my song.mid", entry)
     assert "my song.mid" in seed.source and "/" not in seed.source
     drums = make_midi(tmp_path / "d.mid", [(0, 1, 38), (1, 2, 42)], drum=True).read_bytes()
-    with pytest.raises(service.UploadError, match="cannot be used as a primer: only drum notes"):
-        service.primer_seed(drums, "drums.mid", entry)
+    with pytest.raises(UploadError, match="cannot be used as a primer: only drum notes"):
+        primer_seed(drums, "drums.mid", entry)
     truncated = _primer_bytes(tmp_path)[:30]
-    with pytest.raises(service.UploadError, match="cannot be used as a primer"):
-        service.primer_seed(truncated, "cut.mid", entry)
+    with pytest.raises(UploadError, match="cannot be used as a primer"):
+        primer_seed(truncated, "cut.mid", entry)
 
 
 # --- requests and composing ----------------------------------------------------------
 
 
 def test_request_limits():
-    service.ComposeRequest(seconds=service.MAX_REQUEST_SECONDS).check_limits()
-    with pytest.raises(service.RequestRefused, match="at most 120 s"):
-        service.ComposeRequest(seconds=300).check_limits()
-    with pytest.raises(service.RequestRefused, match="at most 1,000"):
-        service.ComposeRequest(seconds=None, steps=5000).check_limits()
+    ComposeRequest(seconds=MAX_REQUEST_SECONDS).check_limits()
+    with pytest.raises(RequestRefused, match="at most 120 s"):
+        ComposeRequest(seconds=300).check_limits()
+    with pytest.raises(RequestRefused, match="at most 1,000"):
+        ComposeRequest(seconds=None, steps=5000).check_limits()
     for bad in (dict(seconds=-1), dict(seconds=float("nan")), dict(seconds=None, steps=0), dict(bpm=5),
-                dict(temperature=0), dict(threshold=1.5), dict(seed_index=-1)):
+                dict(temperature=0), dict(temperature=3.5), dict(temperature=float("nan")), dict(threshold=1.5),
+                dict(seed_index=-1), dict(primer=b"MThd", primer_states=0),
+                dict(primer=b"MThd", primer_states=MAX_PRIMER_STATES + 1)):
         with pytest.raises(ConfigError):
-            service.ComposeRequest(**bad).check_limits()
+            ComposeRequest(**bad).check_limits()
+
+
+def _parsed(command: str, *argv: str) -> argparse.Namespace:
+    return build_parser(command).parse_args([command, *argv])
+
+
+def test_one_source_for_every_default_and_bound():
+    """`chopinbot generate`'s flags, the app's requests and GenerateConfig share their
+    defaults; the app's limits lie within the library's bounds and the uploader's
+    limit covers the service's."""
+    library_defaults = GenerateConfig()
+    args = _parsed("generate")
+    assert config_from_args(args) == library_defaults
+    assert args.seed_len == args.primer_states == _parsed("seeds").seed_len == SEED_STATES
+    request = ComposeRequest()
+    assert request.primer_states == SEED_STATES
+    shared = ("threshold", "temperature", "key", "bpm", "random_seed", "key_top_k", "top_k", "top_p", "min_keys",
+              "max_keys", "include_seed", "retry", "max_retries")
+    made = request.generate_config()
+    assert {f: getattr(made, f) for f in shared} == {f: getattr(library_defaults, f) for f in shared}
+    # the app's caps lie within the library's bounds
+    assert MAX_REQUEST_STATES <= library.MAX_STEPS and MAX_REQUEST_SECONDS <= library.MAX_SECONDS
+    assert library.BPM_RANGE[0] <= BPM_RANGE[0] < BPM_RANGE[1] <= library.BPM_RANGE[1]
+    # Streamlit's upload limit (whole MB of 10**6 or 2**20 bytes) lets through every upload the service accepts
+    assert UPLOAD_LIMIT_MB * 10**6 >= MAX_UPLOAD_BYTES and (UPLOAD_LIMIT_MB - 1) * 10**6 < MAX_UPLOAD_BYTES
+    cmd = streamlit_command(_parsed("app"))
+    assert cmd[cmd.index("--server.maxUploadSize") + 1] == str(UPLOAD_LIMIT_MB)
+
+
+@pytest.mark.parametrize("flag, low, high", [("--temperature", *library.TEMPERATURE_RANGE),
+                                             ("--threshold", *library.THRESHOLD_RANGE),
+                                             ("--bpm", *library.BPM_RANGE)])
+def test_generate_flags_take_the_library_bounds(flag, low, high, capsys):
+    for ok in (low, high):
+        assert config_from_args(_parsed("generate", flag, str(ok))).validate() is None
+    for bad in (low - 0.01, high + 0.01):
+        with pytest.raises(SystemExit):
+            _parsed("generate", flag, str(bad))
+        assert f"must be between {low:g} and {high:g}" in capsys.readouterr().err
+        cfg = GenerateConfig(**{flag[2:]: bad})
+        with pytest.raises(ConfigError, match=f"between {low:g} and {high:g}"):
+            cfg.validate()
 
 
 def test_compose_follows_every_setting(entry, pool):
@@ -148,9 +217,9 @@ def test_compose_follows_every_setting(entry, pool):
         return pool.compose(req, entry, session_id)
 
     base = dict(model="tiny", seed_index=0, seconds=None, steps=40, random_seed=3, render_audio=False)
-    seed = service.make_seed(service.ComposeRequest(**base), entry)
+    seed = make_seed(ComposeRequest(**base), entry)
     want = "D major" if not seed.key.minor else "D minor"
-    a = compose(service.ComposeRequest(**base, key=want, bpm=90), entry, "s1")
+    a = compose(ComposeRequest(**base, key=want, bpm=90), entry, "s1")
     assert a.key_name == want and a.bpm == 90 and len(a.generation.generated) == 40
     assert a.midi["all"][:4] == a.midi["seed"][:4] == a.midi["generated"][:4] == b"MThd"
     assert len(read_midi_bytes(a.midi["seed"])) > 0 and a.png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -161,26 +230,26 @@ def test_compose_follows_every_setting(entry, pool):
     assert a.n_real >= 5
     assert a.file_name("generated") == f"chopinbot-D-{want.split()[1]}-90bpm-generated.mid"
     # reproducible; a different random seed, key, tempo or length changes the piece
-    assert compose(service.ComposeRequest(**base, key=want, bpm=90), entry).fingerprint == a.fingerprint
-    b = compose(service.ComposeRequest(**{**base, "random_seed": 4}, key=want, bpm=90), entry)
+    assert compose(ComposeRequest(**base, key=want, bpm=90), entry).fingerprint == a.fingerprint
+    b = compose(ComposeRequest(**{**base, "random_seed": 4}, key=want, bpm=90), entry)
     assert b.fingerprint != a.fingerprint
     other = "F major" if not seed.key.minor else "F minor"
-    assert compose(service.ComposeRequest(**base, key=other, bpm=90), entry).key_name == other
-    c = compose(service.ComposeRequest(**{**base, "seconds": 10.0, "steps": None}, bpm=120), entry)
+    assert compose(ComposeRequest(**base, key=other, bpm=90), entry).key_name == other
+    c = compose(ComposeRequest(**{**base, "seconds": 10.0, "steps": None}, bpm=120), entry)
     new = c.generation.generated
     assert 10.0 <= new.total_beats * 60 / 120 < 10.0 + 8 * 60 / 120  # stops within one (long) state of 10 s
-    t = compose(service.ComposeRequest(**base, threshold=0.3), entry)
+    t = compose(ComposeRequest(**base, threshold=0.3), entry)
     assert t.generation.config.threshold is not None or any("threshold" in g or "sampling" in g for g in t.guards)
     with pytest.raises(ConfigError, match="does not exist"):
-        compose(service.ComposeRequest(**{**base, "seed_index": 10**6}), entry)
+        compose(ComposeRequest(**{**base, "seed_index": 10**6}), entry)
     with pytest.raises(ConfigError, match="names model"):
-        compose(service.ComposeRequest(**{**base, "model": "other"}), entry)
+        compose(ComposeRequest(**{**base, "model": "other"}), entry)
 
 
 def test_compose_random_seed_window_follows_the_key_mode(entry):
-    req = service.ComposeRequest(model="tiny", seed_index=None, seconds=None, steps=8, key="A minor",
+    req = ComposeRequest(model="tiny", seed_index=None, seconds=None, steps=8, key="A minor",
                                  random_seed=11, render_audio=False)
-    res = service.compose(req, entry)
+    res = compose(req, entry)
     assert res.key_name == "A minor"  # a minor window was chosen, so no relative-key fallback
     assert not any("relative" in g for g in res.guards)
 
@@ -190,9 +259,9 @@ def test_compose_from_a_primer_writes_nothing(entry, tmp_path, monkeypatch):
     work.mkdir()
     monkeypatch.chdir(work)
     data = _primer_bytes(tmp_path)
-    req = service.ComposeRequest(model="tiny", primer=data, primer_name="../../x/evil.mid", seconds=8.0,
+    req = ComposeRequest(model="tiny", primer=data, primer_name="../../x/evil.mid", seconds=8.0,
                                  random_seed=1)
-    res = service.compose(req, entry)
+    res = compose(req, entry)
     assert res.seed_source.startswith("primer evil.mid")
     ok, _ = audio_available()
     if ok:
@@ -204,33 +273,33 @@ def test_compose_from_a_primer_writes_nothing(entry, tmp_path, monkeypatch):
 
 def test_missing_audio_is_a_note_not_an_error(entry, monkeypatch, tmp_path):
     monkeypatch.setenv("CHOPINBOT_SOUNDFONT", str(tmp_path / "none.sf2"))
-    res = service.compose(service.ComposeRequest(model="tiny", seed_index=1, seconds=None, steps=16,
+    res = compose(ComposeRequest(model="tiny", seed_index=1, seconds=None, steps=16,
                                                  random_seed=0), entry)
     assert res.wav is None and "soundfont" in res.audio_note and "apt-get" in res.audio_note
 
 
 def test_reference_stats_and_threshold_guide(entry):
-    assert [service.reference_length(n) for n in (1, 40, 257, 300, 1000)] == [16, 32, 256, 320, 1024]
-    rows = service.reference_stats(entry.settings, 64)
-    assert len(rows) > 20 and service.reference_stats(entry.settings, 64) is rows
+    assert [reference_length(n) for n in (1, 40, 257, 300, 1000)] == [16, 32, 256, 320, 1024]
+    rows = reference_stats(entry.settings, 64)
+    assert len(rows) > 20 and reference_stats(entry.settings, 64) is rows
     assert 2.0 < sum(r["pitch_class_entropy"] for r in rows) / len(rows) < 3.6
-    whole = service.reference_stats(entry.settings, 10**7)  # longer than any piece: whole segments
+    whole = reference_stats(entry.settings, 10**7)  # longer than any piece: whole segments
     assert 5 <= len(whole) < 20
-    curve = service.threshold_curve(entry)
+    curve = threshold_curve(entry)
     assert set(curve) == {"threshold", "precision", "recall", "f1"} and len(curve["f1"]) == 100
     assert all(0.0 <= v <= 1.0 for k in ("precision", "recall", "f1") for v in curve[k])
     assert max(curve["f1"]) > 0.3
-    png = service.threshold_guide_png(entry)
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and service.threshold_guide_png(entry) is png
+    png = threshold_guide_png(entry)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and threshold_guide_png(entry) is png
 
 
 def test_warm_up_fills_the_caches_once(entry):
-    thread = service.warm_up(entry, max_states=64, wait=True)
+    thread = warm_up(entry, max_states=64, wait=True)
     assert thread is not None and not thread.is_alive()
-    assert service.warm_up(entry) is None  # once per model
+    assert warm_up(entry) is None  # once per model
     for n in (16, 32, 48, 64):
-        assert (entry.settings, n) in service._reference_memo._values
-    assert (entry.key, entry.label) in service._guide_memo._values
+        assert (entry.settings, n) in reference._reference_memo._values
+    assert (entry.key, entry.label) in reference._guide_memo._values
 
 
 # --- the pool ------------------------------------------------------------------------
@@ -252,23 +321,23 @@ class _Gate:
         self.release.wait(10)
         with self.lock:
             self.running -= 1
-        return service.ComposeResult(request, "fake", None, {"all": session_id.encode()}, None, None, b"", [], 0,
+        return ComposeResult(request, "fake", None, {"all": session_id.encode()}, None, None, b"", [], 0,
                                      {"total": 0.0}, session_id)
 
 
 def test_pool_bounds_workers_queue_and_sessions(monkeypatch):
     gate = _Gate()
-    monkeypatch.setattr(service, "compose", gate)
-    pool = service.ComposePool(workers=2, max_queue=4)
-    req = service.ComposeRequest(seconds=5)
+    monkeypatch.setattr(app_pool, "compose", gate)
+    pool = ComposePool(workers=2, max_queue=4)
+    req = ComposeRequest(seconds=5)
     try:
         futs = [pool.submit(req, None, f"s{i}") for i in range(4)]
-        with pytest.raises(service.RequestRefused, match="still being composed"):
+        with pytest.raises(RequestRefused, match="still being composed"):
             pool.submit(req, None, "s0")
-        with pytest.raises(service.RequestRefused, match="busy"):
+        with pytest.raises(RequestRefused, match="busy"):
             pool.submit(req, None, "s9")
-        with pytest.raises(service.RequestRefused, match="at most 120 s"):
-            pool.submit(service.ComposeRequest(seconds=1000), None, "s8")
+        with pytest.raises(RequestRefused, match="at most 120 s"):
+            pool.submit(ComposeRequest(seconds=1000), None, "s8")
         time.sleep(0.2)
         st = pool.status()
         assert st["running"] == 2 and st["waiting"] == 2 and st["refused"] == 3
@@ -288,40 +357,40 @@ def test_pool_passes_errors_and_times_out(monkeypatch):
     def boom(request, entry, session_id=""):
         raise ConfigError("bad seed")
 
-    monkeypatch.setattr(service, "compose", boom)
-    pool = service.ComposePool(workers=1, max_queue=2)
+    monkeypatch.setattr(app_pool, "compose", boom)
+    pool = ComposePool(workers=1, max_queue=2)
     try:
         with pytest.raises(ConfigError, match="bad seed"):
-            pool.compose(service.ComposeRequest(), None, "a")
+            pool.compose(ComposeRequest(), None, "a")
         gate = _Gate()
-        monkeypatch.setattr(service, "compose", gate)
-        with pytest.raises(service.RequestRefused, match="took more than"):
-            pool.compose(service.ComposeRequest(), None, "b", timeout=0.2)
+        monkeypatch.setattr(app_pool, "compose", gate)
+        with pytest.raises(RequestRefused, match="took more than"):
+            pool.compose(ComposeRequest(), None, "b", timeout=0.2)
         gate.release.set()
     finally:
         pool.shutdown()
 
 
 def test_get_pool_is_shared_and_sized_from_the_environment(monkeypatch):
-    monkeypatch.setattr(service, "_pool", None)
+    monkeypatch.setattr(app_pool, "_pool", None)
     monkeypatch.setenv("CHOPINBOT_APP_WORKERS", "3")
     monkeypatch.setenv("CHOPINBOT_APP_MAX_QUEUE", "oops")
-    pool = service.get_pool()
+    pool = get_pool()
     try:
-        assert service.get_pool() is pool and pool.workers == 3 and pool.max_queue == service.DEFAULT_MAX_QUEUE
+        assert get_pool() is pool and pool.workers == 3 and pool.max_queue == DEFAULT_MAX_QUEUE
     finally:
         pool.shutdown()
 
 
 def test_session_log_lines_carry_the_session_id(caplog):
     with caplog.at_level(logging.INFO, logger="chopinbot.app"):
-        service.session_log("abc123").info("hello %s", "there")
+        session_log("abc123").info("hello %s", "there")
     assert caplog.records[-1].getMessage() == "[session abc123] hello there"
-    assert len(service.new_session_id()) == 12 and service.new_session_id() != service.new_session_id()
+    assert len(new_session_id()) == 12 and new_session_id() != new_session_id()
 
 
 def test_describe_request_hides_upload_content():
-    text = service.describe_request(service.ComposeRequest(primer=b"MThd secret", primer_name="../a.mid"))
+    text = describe_request(ComposeRequest(primer=b"MThd secret", primer_name="../a.mid"))
     assert "a.mid (11 bytes)" in text and "secret" not in text
 
 

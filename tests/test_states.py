@@ -8,7 +8,6 @@ import pytest
 from chopinbot.constants import LOWEST_PITCH
 from chopinbot.music.midi import read_midi, read_midi_bytes
 from chopinbot.music.states import notes_to_states, states_to_notes, states_to_score, transpose_states
-
 from conftest import make_midi
 
 

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from chopinbot.dataset.features import InputLayout, key_recency, sequence_features
-from chopinbot.errors import ConfigError
 from chopinbot.compose.generate import GenerateConfig, _bound_polyphony, _filter_logits, _softmax, generate
-from chopinbot.model.network import ChopinLSTM, ModelConfig
-from chopinbot.music.repeats import KINDS, RepeatTracker, find_repeats, repeat_continuations
 from chopinbot.compose.seeds import seed_from_test
 from chopinbot.compose.stepper import InputBuilder, ModuleStepper, NumpyStepper, stepper_for
+from chopinbot.dataset.features import key_recency
+from chopinbot.dataset.inputs import OPTIONAL_BLOCKS, RepeatsBlock
+from chopinbot.errors import ConfigError
+from chopinbot.model.network import ChopinLSTM, ModelConfig
+from chopinbot.music.repeats import KINDS, RepeatTracker, find_repeats, repeat_continuations
 
 CLASSES = [1 / 12, 0.125, 0.25, 1 / 3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0]
 
@@ -89,10 +90,11 @@ def _repetitive_states(n: int, seed: int = 3):
 def test_input_builder_equals_training_inputs(recency, repeats):
     m = ChopinLSTM(ModelConfig(hidden=16, duration_classes=CLASSES, key_recency=recency, repeats="exact" in repeats,
                                repeats_transposed="transposed" in repeats)).eval()
-    assert m.config.repeat_kinds == repeats
+    assert [b.name for b in m.config.blocks] == ["base"] + ["recency"] * recency + [f"repeats {k}" for k in repeats]
     n, S, start = 80, 10, 7.25
     keys, onsets, cls, beats = _repetitive_states(n)
-    want = sequence_features(keys, onsets, beats, m.config.vocab, start, recency, repeats)
+    lay = m.config.layout
+    want = lay.sequence_rows(keys, onsets, beats, start)
     assert want.shape[1] == m.config.input_dim == m.config.lstm_input_dim + (2 * 88 if recency else 0) + (
         2 * 88 * len(repeats))
     build = InputBuilder(m, keys[None, :S], onsets[None, :S], beats[None, :S], start)
@@ -100,8 +102,9 @@ def test_input_builder_equals_training_inputs(recency, repeats):
     # the table is exact on the grid; the training path sums float lengths (error ~1e-6)
     np.testing.assert_allclose(build.seed_inputs[0], want[:S], atol=1e-5)
     np.testing.assert_allclose(got, want[S:], atol=1e-5)
-    for i in range(len(repeats)):  # the figure came back: the repeat blocks are used
-        assert (want[:, m.config.layout.repeat_global(i).stop - 1] > 0).mean() > 0.5
+    for i, block in enumerate(lay.blocks):  # the figure came back: the repeat blocks are used
+        if isinstance(block, RepeatsBlock):
+            assert (want[:, lay.lstm_columns(i).stop - 1] > 0).mean() > 0.5
 
 
 def test_repeats_by_hand():
@@ -138,25 +141,93 @@ def test_training_batches_carry_the_same_repeats(dataset, kind):
     chunk, transposed with it) equals the one computed from the segment itself."""
     from chopinbot.dataset.batches import Chunk, SplitData
 
-    split = SplitData(dataset, "valid", ModelConfig(duration_classes=CLASSES).vocab)
+    config = ModelConfig(duration_classes=CLASSES, key_recency=False, repeats=kind == "exact",
+                         repeats_transposed=kind == "transposed")
+    split = SplitData(dataset, "valid", config.vocab)
     a, b = split.segments[0]
     states = dataset.states(dataset.segments("valid")[0])
     chunk = Chunk(a + 100, 50)  # inside the segment: its history is the segment before it
-    x, _ = split.batch([chunk], np.array([3]), repeats=(kind,))
-    lay = InputLayout(len(CLASSES), repeats=1)
-    want = sequence_features(states.keys, states.onsets, states.beats, split.vocab, repeats=(kind,))[100:150]
+    x, _ = split.batch([chunk], np.array([3]), **config.input_blocks)
+    lay = config.layout
+    assert [b.name for b in lay.blocks] == ["base", f"repeats {kind}"]
+    want = lay.sequence_rows(states.keys, states.onsets, states.beats)[100:150]
     got = x[0].numpy()
-    np.testing.assert_array_equal(got[:, lay.repeat_global(0)], want[:, lay.repeat_global(0)])
-    rk = want[:, lay.repeat_keys(0)].reshape(50, 2, 88)
+    np.testing.assert_array_equal(got[:, lay.lstm_columns(1)], want[:, lay.lstm_columns(1)])
+    rk = want[:, lay.note_columns(1)].reshape(50, 2, 88)
     shifted = np.zeros_like(rk)
     shifted[..., 3:] = rk[..., :-3]  # the chunk is transposed up 3 semitones (nothing reaches the top here)
     assert rk[..., -3:].sum() == 0
-    np.testing.assert_array_equal(got[:, lay.repeat_keys(0)].reshape(50, 2, 88), shifted)
-    assert (want[:, lay.repeat_global(0).stop - 1] > 0).mean() > 0.1  # the valid piece repeats itself
+    np.testing.assert_array_equal(got[:, lay.note_columns(1)].reshape(50, 2, 88), shifted)
+    assert (want[:, lay.lstm_columns(1).stop - 1] > 0).mean() > 0.1  # the valid piece repeats itself
+
+
+def test_the_block_registry_is_the_single_source():
+    """Every width and every column the model reads comes from the blocks of
+    chopinbot.dataset.inputs, in the order shipped weights depend on."""
+    c = ModelConfig(duration_classes=CLASSES)  # every block on
+    V, lay = len(CLASSES), c.layout
+    assert [b.name for b in c.blocks] == ["base", "recency", "repeats exact", "repeats transposed"]
+    assert {b.flag for b in OPTIONAL_BLOCKS} <= {f for f, v in c.to_dict().items() if isinstance(v, bool)}
+    assert sum(b.lstm_width + b.note_width for b in c.blocks) == c.input_dim == lay.width
+    assert sum(b.lstm_width for b in c.blocks) == c.lstm_input_dim == 3 * 88 + (V + 1) + 22 + 2 * (V + 2)
+    # LSTM part: base | per repeat kind (duration V+1, match length); then recency | per kind (keys, onsets)
+    base = 3 * 88 + V + 1 + 22
+    assert [lay.lstm_columns(i) for i in range(4)] == [slice(0, base), slice(base, base), slice(base, base + V + 2),
+                                                     slice(base + V + 2, base + 2 * V + 4)]
+    lstm = base + 2 * V + 4
+    assert [lay.note_columns(i) for i in range(4)] == [slice(lstm, lstm), slice(lstm, lstm + 176),
+                                                     slice(lstm + 176, lstm + 352), slice(lstm + 352, lstm + 528)]
+    # per key: age, (since struck, interval), per kind (key, onset, match length)
+    k = np.arange(88)
+    want = [176 + k, lstm + k, lstm + 88 + k]
+    for i in range(2):
+        want += [lstm + 176 * (i + 1) + k, lstm + 176 * (i + 1) + 88 + k, np.full(88, base + (V + 2) * i + V + 1)]
+    np.testing.assert_array_equal(lay.key_index(), np.stack(want, 1))
+    assert c.per_key_inputs == 9
+    assert lay.duration_terms() == [(base, base + V, None), (base, base + V, base + V + 1),
+                                    (base + V + 2, base + 2 * V + 2, None),
+                                    (base + V + 2, base + 2 * V + 2, base + 2 * V + 3)]
+    # a block only the note head reads is off without it, and off in configs saved before it
+    assert [b.name for b in ModelConfig(duration_classes=CLASSES, note_head=False).blocks] == ["base"]
+    assert [b.name for b in ModelConfig.from_dict({"duration_classes": CLASSES}).blocks] == ["base"]
+    assert ChopinLSTM(c).lstm.input_size == c.lstm_input_dim
+
+
+def test_note_head_gather_equals_unfold():
+    """The note head's constant-index gather reads what ``unfold`` of the padded keys and onsets read."""
+    m = ChopinLSTM(ModelConfig(hidden=16, duration_classes=CLASSES))
+    x = torch.from_numpy(_inputs(m.config, B=2, T=5))
+    got = torch.nn.functional.pad(x, (0, 1))[..., m.note_index]
+    w = 2 * 12 + 1
+    kon = torch.nn.functional.pad(x[..., : 2 * 88].reshape(10, 2, 88), (12, 12))
+    local = kon.unfold(2, w, 1).permute(0, 2, 1, 3).reshape(2, 5, 88, 2 * w)
+    key_feats = x[..., m.config.layout.key_index()]
+    assert torch.equal(got, torch.cat([local, key_feats], -1))
+
+
+def test_training_batches_equal_the_composing_inputs(dataset):
+    """With every block on, a training batch's rows are the rows the generator
+    builds from the same states (seed rows, then one state at a time)."""
+    from chopinbot.dataset.batches import Chunk, SplitData
+
+    states = dataset.states(dataset.segments("valid")[0])
+    n, S = 60, 20  # the batch's history (AGE_LOOKBACK = 32) reaches back to the segment's start
+    values = np.unique(states.beats[:n])
+    config = ModelConfig(hidden=16, duration_classes=values.astype(np.float64).tolist())  # every length a class
+    assert len(config.blocks) == 4
+    split = SplitData(dataset, "valid", config.vocab)
+    a, _ = split.segments[0]
+    x, _ = split.batch([Chunk(a, S), Chunk(a + S, n - S)], **config.input_blocks)
+    build = InputBuilder(ChopinLSTM(config), states.keys[None, :S], states.onsets[None, :S], states.beats[None, :S])
+    cls = config.vocab.index(states.beats)
+    got = np.stack([build(states.keys[None, i], states.onsets[None, i], cls[i : i + 1])[0] for i in range(S, n)])
+    assert x.shape[-1] == config.input_dim
+    np.testing.assert_allclose(build.seed_inputs[0], x[0, :S].numpy(), atol=1e-5)
+    np.testing.assert_allclose(got, x[1].numpy(), atol=1e-5)
 
 
 def test_engines_give_the_same_music(tiny_model_dir):
-    from chopinbot.model.checkpoint import load_model
+    from chopinbot.model.formats import load_model
 
     model = load_model(tiny_model_dir)
     seed = seed_from_test(0)
@@ -170,8 +241,7 @@ def test_engines_give_the_same_music(tiny_model_dir):
 
 
 def test_exported_and_int8_models_step_through_their_own_forward(tiny_model_dir):
-    from chopinbot.model.checkpoint import load_model
-    from chopinbot.compress.study import quantize_int8
+    from chopinbot.model.formats import load_model, quantize_int8
 
     q = quantize_int8(load_model(tiny_model_dir))
     assert isinstance(stepper_for(q), ModuleStepper)
@@ -182,7 +252,8 @@ def test_exported_and_int8_models_step_through_their_own_forward(tiny_model_dir)
 
 def test_duration_filters_and_polyphony_bounds():
     logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))
-    assert np.isinf(_filter_logits(logits, 2, 1.0)[0, 2:]).all() and np.isfinite(_filter_logits(logits, 2, 1.0)[0, :2]).all()
+    top2 = _filter_logits(logits, 2, 1.0)[0]
+    assert np.isinf(top2[2:]).all() and np.isfinite(top2[:2]).all()
     kept = np.isfinite(_filter_logits(logits, 0, 0.7)[0])  # 0.5 + 0.3 reach 0.7: the rest goes
     assert kept.tolist() == [True, True, False, False]
     np.testing.assert_allclose(_softmax(_filter_logits(logits, 0, 0.7))[0, :2], [0.625, 0.375])

@@ -12,9 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from chopinbot.model.checkpoint import load_model
+from chopinbot.model.formats import load_model
 from chopinbot.training.train import train
-
 from conftest import tiny_train_config
 
 
@@ -75,9 +74,9 @@ def test_resume_continues_exactly(tiny_dataset_dir, tmp_path, monkeypatch):
 
 
 def test_window_mode_has_one_target_per_window(tiny_dataset_dir, tmp_path):
-    from chopinbot.dataset.prepare import Dataset
-    from chopinbot.dataset.features import DurationVocab
     from chopinbot.dataset.batches import SplitData
+    from chopinbot.dataset.features import DurationVocab
+    from chopinbot.dataset.store import Dataset
 
     data = SplitData(Dataset(tiny_dataset_dir), "train", DurationVocab((0.25, 0.5, 1.0)))
     windows = data.windows(16)

@@ -22,8 +22,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from chopinbot.model.checkpoint import load_model, save_model
 from chopinbot.errors import ModelFileError
+from chopinbot.model.checkpoint import save_model
+from chopinbot.model.formats import load_model
 from chopinbot.model.network import ChopinLSTM, ModelConfig
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "chopinbot"
@@ -204,7 +205,7 @@ _SPECIAL = {
 _PROBE = r"""
 import json, resource, signal, sys
 resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
-from chopinbot.model.checkpoint import load_model
+from chopinbot.model.formats import load_model
 class Alarm(Exception): pass
 def on_alarm(*_): raise Alarm()
 signal.signal(signal.SIGALRM, on_alarm)

@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 # Imported lazily so that `chopinbot prepare` never pays for importing torch.
 _LAZY = {
-    "load_model": "model.checkpoint",
+    "load_model": "model.formats",
     "save_model": "model.checkpoint",
     "generate": "compose.generate",
     "GenerateConfig": "compose.generate",
@@ -24,7 +24,7 @@ _LAZY = {
     "seed_from_primer": "compose.seeds",
     "list_seeds": "compose.seeds",
     "prepare": "dataset.prepare",
-    "Dataset": "dataset.prepare",
+    "Dataset": "dataset.store",
     "train": "training.train",
     "TrainConfig": "training.train",
 }

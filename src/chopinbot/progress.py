@@ -76,7 +76,7 @@ class Progress:
     def _print(self, line: str, stream: IO[str] | None = None) -> None:
         print(line, file=stream or self.stream, flush=True)
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:

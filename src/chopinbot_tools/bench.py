@@ -23,8 +23,10 @@ How each figure is measured (details in ``docs/bench.md``):
   the child, ``RUSAGE_CHILDREN`` for its worker processes), so the parent's
   own allocations never count.
 
-Nothing here imports torch at module level: the child processes that measure
-``prepare`` pay only for what ``prepare`` itself imports.
+Nothing here imports torch at module level (torch and the modules that load it
+are imported inside the functions that need them): the child processes that
+measure ``prepare`` pay only for what ``prepare`` itself imports, plus under
+1 MB of standard library and :mod:`chopinbot.cli.args`.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import multiprocessing
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,9 +45,26 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+import numpy as np
+import symusic
+
+from chopinbot import __version__
+from chopinbot.cli.args import positive_int
+from chopinbot.compose.seeds import seed_from_test
+from chopinbot.constants import BUNDLED_CORPUS_DIR
+from chopinbot.dataset.features import DurationVocab
+from chopinbot.dataset.prepare import list_midi_files, prepare
+from chopinbot.dataset.store import Dataset
+from chopinbot.io_utils import atomic_write_json, atomic_write_text
+from chopinbot.music.midi import read_midi
 
 SCHEMA_VERSION = 1
 ROW_FIELDS = ("benchmark", "name", "figure", "unit", "better", "baseline", "baseline_figure", "baseline_source",
@@ -146,8 +167,6 @@ def _loadavg() -> list[float] | None:
 
 def _version(module: str) -> str | None:
     try:
-        from importlib.metadata import version
-
         return version(module)
     except Exception:
         return None
@@ -169,9 +188,7 @@ def _git_commit() -> str | None:
 
 def machine_summary() -> dict:
     """CPU model, cores, memory, library versions and torch's threads."""
-    import torch
-
-    from chopinbot import __version__
+    import torch  # not at module level: see the module docstring
 
     try:
         usable = len(os.sched_getaffinity(0))
@@ -320,8 +337,6 @@ def run_child(kind: str, args: dict, timeout: float = 900) -> dict:
 
 
 def _child_main(kind: str, arg_path: str) -> int:
-    import resource
-
     args = json.loads(Path(arg_path).read_text())
     fn = _CHILDREN[kind]
     result = fn(args)
@@ -338,7 +353,8 @@ def _child_main(kind: str, arg_path: str) -> int:
 
 
 def _child_floor(args: dict) -> dict:
-    """Only the imports (torch, numpy, the package): the floor every figure sits on."""
+    """Only the imports (torch, numpy, the package): the floor every figure sits on.
+    The imports are what this child measures, so they are here."""
     import numpy  # noqa: F401
     import torch  # noqa: F401
 
@@ -350,14 +366,12 @@ def _child_floor(args: dict) -> dict:
 
 
 def _child_floor_prepare(args: dict) -> dict:
-    import chopinbot.dataset.prepare  # noqa: F401
+    import chopinbot.dataset.prepare  # noqa: F401  (what this child measures)
 
     return {}
 
 
 def _child_prepare(args: dict) -> dict:
-    from chopinbot.dataset.prepare import prepare
-
     inputs = args.get("inputs") or None
     if args.get("files_list"):
         inputs = json.loads(Path(args["files_list"]).read_text())
@@ -368,6 +382,7 @@ def _child_prepare(args: dict) -> dict:
 
 
 def _child_train_epoch(args: dict) -> dict:
+    # torch-side imports stay in the functions that need them (module docstring)
     from chopinbot.model.network import ModelConfig
     from chopinbot.training.train import TrainConfig, train
 
@@ -406,20 +421,14 @@ class BenchContext:
 
     @property
     def corpus_dir(self) -> Path:
-        from chopinbot.constants import BUNDLED_CORPUS_DIR
-
         return Path(self.corpus) if self.corpus else BUNDLED_CORPUS_DIR
 
     def corpus_files(self) -> list[Path]:
-        from chopinbot.dataset.prepare import list_midi_files
-
         return list_midi_files([self.corpus_dir])
 
     def dataset_dir(self) -> Path:
         """The corpus prepared once (default settings) for the training and memory benchmarks."""
         if self._dataset_dir is None:
-            from chopinbot.dataset.prepare import prepare
-
             out = self.work / "dataset"
             prepare([self.corpus_dir], out, progress=False)
             self._dataset_dir = out
@@ -450,14 +459,11 @@ def _music21_parse_seconds(files: list[Path], quick: bool) -> tuple[float, dict]
     """Seconds for music21's ``converter.parse`` of ``files`` (parse only, no pickle
     cache), or None when music21 is not installed.  Quick: four files spread
     over the size range, scaled to all files by their note count."""
-    import warnings
-
-    try:
+    try:  # music21 is optional (the bench extra)
         import music21  # noqa: F401
         from music21 import converter
     except ImportError:
         return None
-    from chopinbot.music.midi import read_midi
 
     def parse(p: Path) -> None:
         with warnings.catch_warnings():
@@ -489,8 +495,6 @@ def _music21_parse_seconds(files: list[Path], quick: bool) -> tuple[float, dict]
 def bench_prepare(ctx: BenchContext) -> list[dict]:
     """Wall time to prepare the corpus (default: the 48 bundled files), 1 and
     ``jobs`` worker processes, against music21's parse of the same files."""
-    from chopinbot.dataset.prepare import prepare
-
     files = ctx.corpus_files()
     n = len(files)
     repeats = 1 if ctx.smoke else 2 if ctx.quick else 5
@@ -539,8 +543,7 @@ def bench_prepare(ctx: BenchContext) -> list[dict]:
 def _train_throughput(split, mcfg, window: int, batch: int, context: int, warmup: int, updates: int) -> dict:
     """State-predictions/s of the real training step over ``updates`` updates
     (after ``warmup``): the same region :func:`chopinbot.training.train.train` times."""
-    import numpy as np
-    import torch
+    import torch  # torch-side imports stay in the functions that need them (module docstring)
 
     from chopinbot.model.network import ChopinLSTM
     from chopinbot.training.train import TrainConfig, _lr_lambda, _make_optimizer, _seed_everything, train_step
@@ -583,9 +586,9 @@ def _train_throughput(split, mcfg, window: int, batch: int, context: int, warmup
 def bench_train(ctx: BenchContext) -> list[dict]:
     """Sequence training vs the original's 16-state windows, same model, same run:
     2x512 (the original's size) and the default model."""
-    from chopinbot.dataset.prepare import Dataset
-    from chopinbot.model.network import ChopinLSTM, ModelConfig
+    # torch-side imports stay in the functions that need them (module docstring)
     from chopinbot.dataset.batches import SplitData
+    from chopinbot.model.network import ChopinLSTM, ModelConfig
     from chopinbot.training.train import TrainConfig, build_model_config
 
     ds = Dataset(ctx.dataset_dir())
@@ -598,7 +601,8 @@ def bench_train(ctx: BenchContext) -> list[dict]:
         split = SplitData(ds, "train", mcfg.vocab)
         seq = _train_throughput(split, mcfg, 0, d.batch, d.context, warm, seq_updates)
         win = _train_throughput(split, mcfg, ORIGINAL_WINDOW, ORIGINAL_BATCH, d.context, warm, win_updates)
-        ctx.log(f"  train {label}: sequence {seq['predictions_per_s']:,.0f}/s, window {win['predictions_per_s']:,.0f}/s")
+        ctx.log(f"  train {label}: sequence {seq['predictions_per_s']:,.0f}/s, "
+                f"window {win['predictions_per_s']:,.0f}/s")
         n_params = ChopinLSTM(mcfg).n_params()
         rows.append(make_row(
             "train", f"train_sequence_vs_window_{label.split()[0]}", seq["predictions_per_s"], "state-predictions/s",
@@ -608,7 +612,8 @@ def bench_train(ctx: BenchContext) -> list[dict]:
             notes=(f"LSTM {label}, {n_params:,} params; sequence mode: batch {d.batch} x context {d.context}; "
                    f"{seq_updates} timed updates (window: {win_updates}) after {warm} warm-up; training step only "
                    f"(batch assembly excluded, as train.py counts it; with it: "
-                   f"{seq['predictions_per_s_with_batching']:,.0f} vs {win['predictions_per_s_with_batching']:,.0f}/s); "
+                   f"{seq['predictions_per_s_with_batching']:,.0f} vs "
+                   f"{win['predictions_per_s_with_batching']:,.0f}/s); "
                    f"the original Keras model: {ORIGINAL_TRAIN_WINDOWS_PER_S[0]}-{ORIGINAL_TRAIN_WINDOWS_PER_S[1]} "
                    f"windows/s (2x512, {FIELD_NOTES})"),
             details={"model": label, "parameters": n_params, "sequence": seq, "window": win},
@@ -622,9 +627,11 @@ def bench_train(ctx: BenchContext) -> list[dict]:
 def bench_generate(ctx: BenchContext) -> list[dict]:
     """States/s at batch 1 and 32, carried LSTM state vs re-running the last 16
     states every step (the original app's way), and the real-time factor."""
-    from chopinbot.model.checkpoint import load_model
+    # torch-side imports stay in the functions that need them (module docstring)
+    import torch
+
     from chopinbot.compose.generate import GenerateConfig, generate
-    from chopinbot.compose.seeds import seed_from_test
+    from chopinbot.model.formats import load_model
 
     model = load_model(None)
     model.eval()
@@ -637,8 +644,6 @@ def bench_generate(ctx: BenchContext) -> list[dict]:
     if ctx.smoke:
         steps = {k: 8 for k in steps}
     repeats = 1 if ctx.quick else 3
-    import torch
-
     default_threads = torch.get_num_threads()
     thread_options = [1] if ctx.smoke else sorted({1, default_threads})
     res: dict[tuple[int, int, str], dict] = {}
@@ -692,8 +697,8 @@ def bench_generate(ctx: BenchContext) -> list[dict]:
         "generate", "generate_engine_batch1", inc["states_per_s"], "states/s",
         baseline="the same incremental generation through the model's own PyTorch forward (--engine torch)",
         baseline_figure=torch_inc["states_per_s"], baseline_source=MEASURED,
-        notes=("NumPy step (chopinbot.compose.stepper) vs PyTorch modules, both carrying the LSTM state; the same music "
-               "either way; shows how much of the batch-1 speed is call overhead, not arithmetic"),
+        notes=("NumPy step (chopinbot.compose.stepper) vs PyTorch modules, both carrying the LSTM state; "
+               "the same music either way; shows how much of the batch-1 speed is call overhead, not arithmetic"),
         details={"numpy": inc, "torch": torch_inc},
     ))
     inc, rerun = res[(1, 0, "auto")], res[(1, 16, "auto")]
@@ -714,9 +719,7 @@ def bench_generate(ctx: BenchContext) -> list[dict]:
 def dataset_memory(dataset_dir: str | os.PathLike) -> dict:
     """Bytes our training data needs in memory vs the original's float64 windows
     (every 16-state window of each piece as 16 x 108 float64)."""
-    from chopinbot.dataset.prepare import Dataset
-    from chopinbot.dataset.features import DurationVocab
-    from chopinbot.dataset.batches import SplitData
+    from chopinbot.dataset.batches import SplitData  # torch (module docstring)
 
     ds = Dataset(dataset_dir)
     rows = int(len(ds.records))
@@ -756,7 +759,8 @@ def bench_memory(ctx: BenchContext) -> list[dict]:
         make_row("memory", "peak_rss_train_epoch", ep["peak_rss_mb"], "MiB", better="lower",
                  baseline="the original Keras 2x512 training (TensorFlow, window 16, batch 512)",
                  baseline_figure=ORIGINAL_TRAIN_PEAK_RSS_MB, baseline_source=FIELD_NOTES,
-                 notes=(f"peak RSS (VmHWM) of a child process: `train` for one epoch of LSTM {ep['layers']}x{ep['hidden']}"
+                 notes=(f"peak RSS (VmHWM) of a child process: `train` for one epoch of LSTM "
+                        f"{ep['layers']}x{ep['hidden']}"
                         f"{' (quick: a small model)' if ctx.quick else ' (the default model)'}, validation and "
                         f"checkpoints included, {ep['seconds']:.1f} s; of which {floor['peak_rss_mb']:.0f} MiB is "
                         "Python + torch + the package imports"),
@@ -778,26 +782,26 @@ def bench_memory(ctx: BenchContext) -> list[dict]:
 
 def bench_app(ctx: BenchContext) -> list[dict]:
     """Click-to-audio latency for a 30-second piece: the web app's
-    ``service.compose`` when present, else generate + render_wav_bytes."""
+    ``chopinbot.app.request.compose`` when present, else generate + render_wav_bytes."""
     repeats = 1 if ctx.quick else 3
     path, timings, audio_note = "", {}, None
     try:
-        from chopinbot.app import service
+        from chopinbot.app.registry import SHIPPED_LABEL, load_entry
+        from chopinbot.app.request import ComposeRequest, compose
+        from chopinbot.constants import SHIPPED_MODEL_DIR
 
-        compose, request_cls = service.compose, service.ComposeRequest
-        entry = service.load_entry(service.SHIPPED_MODEL_DIR, service.SHIPPED_LABEL)
-        request = request_cls(seconds=30.0, seed_index=0, random_seed=1)
+        entry = load_entry(SHIPPED_MODEL_DIR, SHIPPED_LABEL)
+        request = ComposeRequest(seconds=30.0, seed_index=0, random_seed=1)
         box: dict[str, Any] = {}
 
         def run() -> None:
             box["r"] = compose(request, entry)
 
-        path = "service.compose(ComposeRequest(seconds=30, seed_index=0, random_seed=1), shipped model)"
+        path = "app.request.compose(ComposeRequest(seconds=30, seed_index=0, random_seed=1), shipped model)"
     except (ImportError, AttributeError, TypeError):
-        from chopinbot.render.audio import render_wav_bytes
-        from chopinbot.model.checkpoint import load_model
         from chopinbot.compose.generate import GenerateConfig, generate
-        from chopinbot.compose.seeds import seed_from_test
+        from chopinbot.model.formats import load_model
+        from chopinbot.render.audio import render_wav_bytes
 
         box = {}
 
@@ -809,16 +813,16 @@ def bench_app(ctx: BenchContext) -> list[dict]:
             box["wav"] = render_wav_bytes(gen.midi_bytes())
 
         path = ("generate(shipped model, seed 0, GenerateConfig(seconds=30)) + audio.render_wav_bytes "
-                "(chopinbot.app.service.compose not available)")
-    import torch
+                "(chopinbot.app.request.compose not available)")
+    import torch  # not at module level: see the module docstring
 
     threads, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
     tuned = ""
     try:
-        from chopinbot.app.service import tune_for_serving
+        from chopinbot.app.pool import tune_for_serving
 
         tune_for_serving()  # what `chopinbot app` does at start: 1 thread per generation, MKL-DNN off
-        tuned = f"; tuned as the server is (service.tune_for_serving: {torch.get_num_threads()} thread(s))"
+        tuned = f"; tuned as the server is (pool.tune_for_serving: {torch.get_num_threads()} thread(s))"
     except ImportError:
         pass
     try:
@@ -865,8 +869,6 @@ def build_synthetic_corpus(folder: str | os.PathLike, n: int, sources: list[Path
     """``n`` MIDI files made from ``sources``: each transposed by -5..+6 semitones
     (key signatures moved with it) and time-stretched by a tempo factor of
     0.8..1.25, every combination distinct up to len(sources) x 108 files."""
-    import symusic
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     scores = [(p.stem, symusic.Score(str(p))) for p in sources]
@@ -960,8 +962,6 @@ def run_benchmarks(names: list[str], out: str | os.PathLike = "bench", quick: bo
     Running a subset keeps the other benchmarks' rows of an existing
     ``results.json`` from the same machine (CPU model, cores, torch), so each
     benchmark can be re-run on its own."""
-    from chopinbot.io_utils import atomic_write_json, atomic_write_text
-
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise ValueError(f"unknown benchmark(s): {', '.join(unknown)} (known: {', '.join(BENCHMARKS)})")
@@ -996,7 +996,8 @@ def run_benchmarks(names: list[str], out: str | os.PathLike = "bench", quick: bo
         "quick": quick,
         "suite_seconds": round(time.perf_counter() - t_all, 1),
         "machine": machine,
-        "ratio_meaning": "times better than the baseline: figure/baseline for rates, baseline/figure for times and memory",
+        "ratio_meaning": ("times better than the baseline: figure/baseline for rates, baseline/figure for times and "
+                          "memory"),
         "benchmarks": runs,
         "rows": rows,
     }
@@ -1005,7 +1006,8 @@ def run_benchmarks(names: list[str], out: str | os.PathLike = "bench", quick: bo
         kept = [r for r in old["rows"] if r["benchmark"] not in runs]
         results["benchmarks"] = {**{k: v for k, v in old["benchmarks"].items() if k not in runs}, **runs}
         order = list(BENCHMARKS)
-        results["rows"] = sorted(kept + rows, key=lambda r: order.index(r["benchmark"]) if r["benchmark"] in order else 99)
+        results["rows"] = sorted(kept + rows,
+                                 key=lambda r: order.index(r["benchmark"]) if r["benchmark"] in order else 99)
         results["quick"] = any(v.get("quick") for v in results["benchmarks"].values())
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", markdown(results))
@@ -1017,9 +1019,6 @@ def _run_isolated(name: str, ctx: BenchContext) -> list[dict]:
     the next (in one `all` run, batch-1 generation measured 1,686 states/s right
     after the training benchmark in the same process, and 2,501 when run alone a
     minute later).  Its log lines go to this process's stdout."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     child_ctx = BenchContext(ctx.work, quick=ctx.quick, smoke=ctx.smoke, jobs=ctx.jobs, corpus=ctx.corpus,
                              music21=ctx.music21)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -1041,7 +1040,8 @@ def _load_previous(path: Path, machine: dict) -> dict | None:
     except (OSError, ValueError):
         return None
     m = old.get("machine", {})
-    same = all(m.get(k) == machine.get(k) for k in ("cpu_model", "cores", "torch")) and old.get("schema") == SCHEMA_VERSION
+    same = (all(m.get(k) == machine.get(k) for k in ("cpu_model", "cores", "torch"))
+            and old.get("schema") == SCHEMA_VERSION)
     return old if same else None
 
 
@@ -1096,14 +1096,13 @@ def markdown(results: dict) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from chopinbot.cli.args import positive_int
-
     p.add_argument("name", nargs="?", default="all", choices=["all", *BENCHMARKS],
                    help="which benchmark (default: all)")
     p.add_argument("--out", default="bench", help="folder for results.json and results.md (default: %(default)s)")
     p.add_argument("--quick", action="store_true",
                    help="fewer repeats and smaller inputs: a smoke check, not reference figures")
-    p.add_argument("--jobs", type=positive_int, default=2, help="worker processes for the parallel prepare runs (default: 2)")
+    p.add_argument("--jobs", type=positive_int, default=2,
+                   help="worker processes for the parallel prepare runs (default: 2)")
     p.add_argument("--corpus", default=None, help="a folder of MIDI files instead of the bundled corpus")
     p.add_argument("--no-music21", action="store_true", help="skip the music21 baseline even if installed")
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary folder, removed afterwards)")
@@ -1123,7 +1122,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_child"]:
         return _child_main(argv[1], argv[2])
-    p = argparse.ArgumentParser(prog="python -m chopinbot_tools.bench", description="ChopinBot speed and memory benchmarks")
+    p = argparse.ArgumentParser(prog="python -m chopinbot_tools.bench",
+                                description="ChopinBot speed and memory benchmarks")
     add_arguments(p)
     return run_args(p.parse_args(argv), "python -m chopinbot_tools.bench " + " ".join(argv))
 

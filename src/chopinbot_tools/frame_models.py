@@ -35,8 +35,8 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 from chopinbot.errors import ConfigError
 
@@ -63,7 +63,7 @@ class FrameModelConfig:
     global_hidden: int = 0  # > 0: add a frame LSTM of this size whose state reaches every key
     global_per_key: int = 16  # its per-key projection size
 
-    def validate(self) -> "FrameModelConfig":
+    def validate(self) -> FrameModelConfig:
         if self.model_type not in MODEL_TYPES:
             raise ConfigError(f"unknown model type {self.model_type!r} (choose from {', '.join(MODEL_TYPES)})")
         for name in ("hidden", "layers", "nade_hidden", "time_hidden", "time_layers", "note_hidden", "note_layers"):
@@ -89,7 +89,7 @@ class FrameModelConfig:
                 "dropout": self.dropout}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FrameModelConfig":
+    def from_dict(cls, d: dict) -> FrameModelConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -97,7 +97,7 @@ class FrameModelConfig:
         return cls(**d).validate()
 
 
-def build_model(cfg: FrameModelConfig) -> "FrameModel":
+def build_model(cfg: FrameModelConfig) -> FrameModel:
     cfg.validate()
     return {"lstm": IndependentLSTM, "lstm-nade": LSTMNADE, "biaxial": BiaxialLSTM}[cfg.model_type](cfg)
 

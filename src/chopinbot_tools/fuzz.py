@@ -34,18 +34,31 @@ is 0 when no case failed, 1 otherwise (2 for bad flags).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import random
 import re
+import resource
 import select
 import struct
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+
+import numpy as np
+
+from chopinbot.cli.args import nonneg_int, positive_float, positive_int
+from chopinbot.compose.seeds import seed_from_primer
+from chopinbot.constants import BUNDLED_CORPUS_DIR, SEED_STATES
+from chopinbot.dataset.prepare import process_file
+from chopinbot.dataset.store import PrepareSettings
+from chopinbot.errors import MidiError
+from chopinbot.io_utils import atomic_write_json
 
 FAILURES = ("crash", "hang", "slow", "memory", "invalid")
 OUTCOMES = ("ok", "midi_error") + FAILURES
@@ -68,7 +81,7 @@ def vlq(n: int) -> bytes:
 
 def read_vlq(data: bytes, pos: int) -> tuple[int, int]:
     value = 0
-    for i in range(4):
+    for _ in range(4):
         if pos >= len(data):
             raise ValueError("truncated variable-length quantity")
         b = data[pos]
@@ -283,7 +296,8 @@ def m_running_status(rng, data, corpus):
         if choice == 1:  # a status byte replaced by a data byte
             return body[:i] + bytes([body[i] & 0x7F]) + body[i + 1 :]
         if choice == 2:  # system real-time / undefined status bytes in the stream
-            return body[:i] + bytes([rng.choice([0xF1, 0xF2, 0xF3, 0xF4, 0xF5, 0xF6, 0xF8, 0xF9, 0xFA, 0xFD, 0xFE])]) + body[i:]
+            status = rng.choice([0xF1, 0xF2, 0xF3, 0xF4, 0xF5, 0xF6, 0xF8, 0xF9, 0xFA, 0xFD, 0xFE])
+            return body[:i] + bytes([status]) + body[i:]
         if choice == 3:  # a status with no data bytes, then a new event
             return body[:i] + bytes([rng.choice([0x90, 0x80, 0xB0, 0xE0, 0xC0])]) + body[i:]
         if choice == 4:  # garbage run of data bytes after an event
@@ -561,8 +575,6 @@ class Case:
 
 
 def load_corpus(folder: str | os.PathLike | None = None) -> list[bytes]:
-    from chopinbot.constants import BUNDLED_CORPUS_DIR
-
     files = sorted(Path(folder or BUNDLED_CORPUS_DIR).glob("*.mid"))
     if not files:
         raise FileNotFoundError(f"no .mid files in {folder or BUNDLED_CORPUS_DIR}")
@@ -614,8 +626,6 @@ def _one_line_ok(msg: str) -> bool:
 
 def _check_states(states, max_states: int | None = None) -> str | None:
     """The invariants of a valid result; a description of the first broken one, or None."""
-    import numpy as np
-
     n = len(states)
     if states.keys.shape != (n, 88) or states.onsets.shape != (n, 88):
         return f"keys/onsets shape {states.keys.shape}/{states.onsets.shape} for {n} states"
@@ -641,12 +651,6 @@ def check_bytes(data: bytes, name: str = "fuzz.mid", workdir: str | os.PathLike 
     "states", "segments"}`` (``message``: the first MidiError reason, or what
     went wrong).  Memory errors are not caught here (the worker reports them).
     """
-    import tempfile
-
-    from chopinbot.dataset.prepare import PrepareSettings, process_file
-    from chopinbot.errors import MidiError
-    from chopinbot.compose.seeds import seed_from_primer
-
     settings = PrepareSettings()
     messages = []
     result = {"outcome": "ok", "message": "", "states": 0, "segments": 0}
@@ -666,7 +670,7 @@ def check_bytes(data: bytes, name: str = "fuzz.mid", workdir: str | os.PathLike 
             result["states"] = res.n_states
             result["segments"] = len(res.segments)
             total = 0
-            for states, key, shift, first in res.segments:
+            for states, _key, _shift, _first in res.segments:
                 bad = _check_states(states)
                 if bad:
                     return {"outcome": "invalid", "message": f"process_file: {bad}", "states": res.n_states}
@@ -677,7 +681,7 @@ def check_bytes(data: bytes, name: str = "fuzz.mid", workdir: str | os.PathLike 
                 return {"outcome": "invalid", "message": f"{res.n_states} states above the cap", "states": total}
     # 2) what `generate --primer` and the app's upload do with it
     try:
-        seed = seed_from_primer(data, 16, settings, name=name)
+        seed = seed_from_primer(data, SEED_STATES, settings, name=name)
     except MidiError as e:
         messages.append(e.reason)
     except MemoryError:
@@ -686,7 +690,7 @@ def check_bytes(data: bytes, name: str = "fuzz.mid", workdir: str | os.PathLike 
         return {"outcome": "crash", "message": f"seed_from_primer: {type(e).__name__}: {e}"[:1000],
                 "states": result["states"]}
     else:
-        bad = _check_states(seed.states, 16)
+        bad = _check_states(seed.states, SEED_STATES)
         if bad:
             return {"outcome": "invalid", "message": f"seed_from_primer: {bad}", "states": result["states"]}
     for m in messages:
@@ -705,16 +709,12 @@ def check_bytes(data: bytes, name: str = "fuzz.mid", workdir: str | os.PathLike 
 
 
 def _import_target(spec: str) -> Callable[[bytes], dict]:
-    import importlib
-
     mod, _, fn = spec.partition(":")
     return getattr(importlib.import_module(mod), fn or "check_bytes")
 
 
 def _worker(target: str, mem_cap_mb: int) -> None:
     """Read cases from stdin (4-byte length + bytes), answer one JSON line each."""
-    import resource
-
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if mem_cap_mb:
         cap = mem_cap_mb * 1024 * 1024
@@ -760,7 +760,8 @@ class _Worker:
     def __init__(self, target: str, mem_cap_mb: int) -> None:
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from chopinbot_tools.fuzz import _worker; _worker(sys.argv[1], int(sys.argv[2]))",
+            [sys.executable, "-c",
+             "import sys; from chopinbot_tools.fuzz import _worker; _worker(sys.argv[1], int(sys.argv[2]))",
              target, str(mem_cap_mb)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
         )
@@ -875,8 +876,6 @@ def run_fuzz(
     without using CPU); CPU time, unlike wall time, does not grow when the
     machine is busy with other work.
     """
-    from chopinbot.constants import BUNDLED_CORPUS_DIR
-
     folder = Path(corpus_dir or BUNDLED_CORPUS_DIR)
     corpus = load_corpus(folder)
     hang_cpu = hang_cpu or max(10.0, 5 * time_cap)
@@ -983,11 +982,6 @@ def run_fuzz(
 
 def _reproduce(seed: int, index: int, corpus_dir: str | None, save: str | None) -> int:
     """Run one case in-process, without catching anything, so its traceback shows."""
-    from chopinbot.constants import BUNDLED_CORPUS_DIR
-    from chopinbot.dataset.prepare import PrepareSettings, process_file
-    from chopinbot.errors import MidiError
-    from chopinbot.compose.seeds import seed_from_primer
-
     case = make_case(seed, index, load_corpus(corpus_dir or BUNDLED_CORPUS_DIR))
     print(f"case #{case.index} of seed {seed}: {case.name} ({len(case.data):,} bytes)")
     if save:
@@ -999,21 +993,17 @@ def _reproduce(seed: int, index: int, corpus_dir: str | None, save: str | None) 
     res = check_bytes(case.data)
     print(f"{res['outcome']}: {res['message'] or res.get('states', 0)} ({time.process_time() - t0:.3f} s CPU)")
     if res["outcome"] == "crash":  # again, letting the exception through
-        import tempfile
-
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "case.mid").write_bytes(case.data)
             process_file(Path(tmp) / "case.mid", PrepareSettings())
         try:
-            seed_from_primer(case.data, 16, PrepareSettings())
+            seed_from_primer(case.data, SEED_STATES, PrepareSettings())
         except MidiError:
             pass
     return 0 if res["outcome"] in ("ok", "midi_error") else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    from chopinbot.cli.args import nonneg_int, positive_float, positive_int
-
     p = argparse.ArgumentParser(prog="python -m chopinbot_tools.fuzz", description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", type=positive_int, default=1000, help="number of inputs (default: %(default)s)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="run seed: case i of seed s is always the same bytes")
@@ -1038,8 +1028,6 @@ def main(argv: list[str] | None = None) -> int:
                        progress=not args.quiet)
     print(summary.text())
     if args.report:
-        from chopinbot.io_utils import atomic_write_json
-
         atomic_write_json(args.report, dict(asdict(summary), failed=summary.failed))
     return 1 if summary.failed else 0
 

@@ -26,16 +26,21 @@ import math
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+import scipy.io
+import torch
+from safetensors.torch import load_file, save_file
 
 from chopinbot.constants import PACKAGE_DIR
 from chopinbot.errors import ConfigError, DatasetError, ModelFileError
-from chopinbot.progress import Progress
 from chopinbot.io_utils import atomic_write, atomic_write_json, atomic_write_text
+from chopinbot.model.checkpoint import CONFIG, WEIGHTS
+from chopinbot.progress import Progress
+from chopinbot_tools.frame_models import FrameModelConfig, build_model, count_parameters, frame_nll
 
 N_KEYS = 88
 SPLITS = ("train", "valid", "test")
@@ -74,8 +79,6 @@ def load_piano_midi(path: str | os.PathLike | None = None, limit: int | None = N
 
     ``limit`` keeps only the first ``limit`` pieces of each split (for quick tests).
     """
-    import scipy.io
-
     path = Path(path) if path is not None else DEFAULT_MAT
     if not path.is_file():
         raise DatasetError(f"{path}: no such file (the Piano-midi.de .mat file)")
@@ -133,7 +136,7 @@ class FrameCounts:
     fp: int = 0
     fn: int = 0
 
-    def add(self, pred: np.ndarray, true: np.ndarray) -> "FrameCounts":
+    def add(self, pred: np.ndarray, true: np.ndarray) -> FrameCounts:
         pred = np.asarray(pred).astype(bool)
         true = np.asarray(true).astype(bool)
         self.tp += int((pred & true).sum())
@@ -180,7 +183,7 @@ class CopyBaseline:
     eps_off: float
 
     @classmethod
-    def fit(cls, pieces: list[np.ndarray]) -> "CopyBaseline":
+    def fit(cls, pieces: list[np.ndarray]) -> CopyBaseline:
         on_on = on_off = off_on = off_off = 0
         for x in pieces:
             prev = previous_frames(x).astype(bool)
@@ -243,7 +246,7 @@ class TrainSettings:
     eval_window: int = 512  # frames per forward pass at evaluation (state is carried: exact)
     progress: bool = True
 
-    def validate(self) -> "TrainSettings":
+    def validate(self) -> TrainSettings:
         if self.minutes is None and self.epochs is None:
             raise ConfigError("give --minutes or --epochs (or both): training needs a stopping rule")
         if self.minutes is not None and not self.minutes > 0:
@@ -350,8 +353,6 @@ def evaluate(model, pieces: list[np.ndarray], window: int = 512, accuracy: bool 
     """Exact NLL per frame over whole pieces (state carried across windows of ``window`` frames,
     so the result does not depend on the window) and, if ``accuracy``, the frame accuracy of the
     greedy prediction at each threshold."""
-    import torch
-
     model.eval()
     total, n = 0.0, 0
     counts = {float(t): FrameCounts() for t in thresholds} if accuracy else {}
@@ -363,17 +364,11 @@ def evaluate(model, pieces: list[np.ndarray], window: int = 512, accuracy: bool 
             for a in range(0, len(piece), window):
                 prev, x = prev_all[:, a:a + window], x_all[:, a:a + window]
                 ctx, state = model.encode(prev, state)
-                total += float(_frame_nll(model.logits(ctx, x), x).double().sum())
+                total += float(frame_nll(model.logits(ctx, x), x).double().sum())
                 for t, c in counts.items():
                     c.add(model.greedy(ctx, t)[0].numpy(), piece[a:a + window])
             n += len(piece)
     return EvalResult(nll=total / n, frames=n, counts=counts)
-
-
-def _frame_nll(logits, x):
-    from chopinbot_tools.frame_models import frame_nll
-
-    return frame_nll(logits, x)
 
 
 @dataclass
@@ -389,24 +384,18 @@ class TrainResult:
 
 
 def save_checkpoint(model, cfg_dict: dict, run_dir: Path, extra: dict | None = None) -> None:
-    from safetensors.torch import save_file
-
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    atomic_write(run_dir / "model.safetensors", lambda tmp: save_file(state, tmp))
-    atomic_write_json(run_dir / "config.json", {"model": cfg_dict, **(extra or {})})
+    atomic_write(run_dir / WEIGHTS, lambda tmp: save_file(state, tmp))
+    atomic_write_json(run_dir / CONFIG, {"model": cfg_dict, **(extra or {})})
 
 
 def load_checkpoint(run_dir: str | os.PathLike):
     """(model, config dict) from a run folder written by :func:`run_benchmark`."""
-    from safetensors.torch import load_file
-
-    from chopinbot_tools.frame_models import FrameModelConfig, build_model
-
     run_dir = Path(run_dir)
     try:
-        cfg = json.loads((run_dir / "config.json").read_text())
+        cfg = json.loads((run_dir / CONFIG).read_text())
         model = build_model(FrameModelConfig.from_dict(cfg["model"]))
-        model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+        model.load_state_dict(load_file(str(run_dir / WEIGHTS)))
     except FileNotFoundError as e:
         raise ModelFileError(f"{run_dir}: missing {Path(e.filename).name}") from None
     except (KeyError, ValueError, RuntimeError) as e:
@@ -419,8 +408,6 @@ def train(model, data: dict[str, list[np.ndarray]], settings: TrainSettings, run
           cfg_dict: dict) -> TrainResult:
     """AdamW with warm-up and cosine decay, gradient clipping, transposition augmentation;
     selection and early stopping on the valid NLL; the best model is saved to ``run_dir``."""
-    import torch
-
     settings.validate()
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
@@ -477,7 +464,7 @@ def train(model, data: dict[str, list[np.ndarray]], settings: TrainSettings, run
                 run_frames += int(mask_t.sum())
                 bar.update(1)
                 bar.set_postfix_str(f"ep {epoch} train {run_loss / run_frames:.3f} valid {last_valid:.3f} "
-                                    f"lr {lr_now():.1e}", refresh=False)
+                                    f"lr {lr_now():.1e}")  # Progress never forces a redraw for it
                 elapsed = clock() - t0
                 out_of_time = elapsed + eval_seconds >= budget
                 out_of_steps = max_steps is not None and step >= max_steps
@@ -528,10 +515,6 @@ def run_benchmark(run_dir: str | os.PathLike, model_cfg, settings: TrainSettings
     """Train on traindata, select on validdata, report valid and test NLL / accuracy with the
     published table and our baselines. Writes model.safetensors, config.json, history.csv,
     report.json and report.md into ``run_dir``; returns the report dict."""
-    import torch
-
-    from chopinbot_tools.frame_models import build_model, count_parameters
-
     settings.validate()
     model_cfg.validate()
     run_dir = Path(run_dir)
@@ -566,8 +549,6 @@ def run_benchmark(run_dir: str | os.PathLike, model_cfg, settings: TrainSettings
 def reevaluate(run_dir: str | os.PathLike, data_path=None, threads: int | None = None, window: int = 512) -> dict:
     """Evaluate a finished run's saved (best) model again and rewrite its report, keeping the
     training record. The data slice is the one the run used."""
-    import torch
-
     run_dir = Path(run_dir)
     try:
         report = json.loads((run_dir / "report.json").read_text())
@@ -616,8 +597,6 @@ def _write_history(path: Path, rows: list[dict]) -> None:
 
 
 def _used_settings(cfg: dict) -> dict:
-    from chopinbot_tools.frame_models import FrameModelConfig
-
     try:
         return FrameModelConfig.from_dict(cfg).used_settings()
     except Exception:  # an unknown or older config: show it whole

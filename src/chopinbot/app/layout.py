@@ -1,10 +1,16 @@
 """ChopinBot's web app (Streamlit): layout only.
 
-Start it with ``chopinbot app`` (or ``make app``).  Every piece of logic —
-models, seeds, uploads, limits, the worker pool, audio, pictures, statistics —
-lives in :mod:`chopinbot.app.service`, which calls the same library functions as
-the CLI.  Each visitor's choices and results live in ``st.session_state``
-only; nothing is written to disk.
+Start it with ``chopinbot app`` (or ``make app``).  Every piece of logic lives
+in the modules beside this one, which call the same library functions as the
+CLI: models (:mod:`~chopinbot.app.registry`), seeds and uploads
+(:mod:`~chopinbot.app.seeds`), requests, composing and results
+(:mod:`~chopinbot.app.request`), the worker pool (:mod:`~chopinbot.app.pool`),
+real Chopin's statistics and the threshold guide (:mod:`~chopinbot.app.reference`),
+session logs (:mod:`~chopinbot.app.sessions`).  Every control takes its range
+and default from :mod:`chopinbot.app.settings` and the bounds beside
+:class:`~chopinbot.compose.generate.GenerateConfig`, so none offers what the
+server refuses.  Each visitor's choices and results live in
+``st.session_state`` only; nothing is written to disk.
 """
 
 from __future__ import annotations
@@ -14,25 +20,44 @@ import os
 import numpy as np
 import streamlit as st
 
-from chopinbot.app import service
+from chopinbot.app import registry
+from chopinbot.app.pool import get_pool, tune_for_serving, warm_up
+from chopinbot.app.reference import threshold_guide_png
+from chopinbot.app.registry import ModelEntry, list_models
+from chopinbot.app.request import ComposeRequest, ComposeResult, RequestRefused, describe_request
+from chopinbot.app.seeds import pick_random_seed, primer_seed, seed_infos
+from chopinbot.app.sessions import configure_logging, new_session_id, session_log
+from chopinbot.app.settings import (
+    BPM_RANGE,
+    MAX_PRIMER_STATES,
+    MAX_REQUEST_SECONDS,
+    MAX_REQUEST_STATES,
+    MAX_UPLOAD_BYTES,
+    SERVE_ENV,
+    UPLOAD_LIMIT_MB,
+)
+from chopinbot.compose.generate import TEMPERATURE_RANGE, THRESHOLD_RANGE, GenerateConfig
+from chopinbot.constants import SEED_STATES
 from chopinbot.errors import ChopinBotError
 from chopinbot.music.keys import ALL_KEYS
+
+REQUEST_DEFAULTS = ComposeRequest()
+GENERATE_DEFAULTS = GenerateConfig()
 
 SEED_KEY_OPTION = "the seed's own key"
 HELP = {
     "model": "Which trained network composes. Only the models listed here can be chosen.",
-    "seed_source": "The music ChopinBot continues: a 16-state window of a held-out Chopin piece "
+    "seed_source": f"The music ChopinBot continues: a {SEED_STATES}-state window of a held-out Chopin piece "
                    "(one it never trained on), or the last bars of your own MIDI file.",
     "seed_index": "Which window of the held-out pieces to start from; the same index always gives the same seed.",
     "new_seed": "Pick another window at random (in the mode of the chosen key, if one is chosen).",
-    "primer": "A standard MIDI file (.mid, at most 2 MB). Its last states become the seed; "
-              "drums are ignored.",
+    "primer": f"A standard MIDI file (.mid, at most {MAX_UPLOAD_BYTES / 1024 / 1024:.0f} MB). Its last states "
+              "become the seed; drums are ignored.",
     "primer_states": "How many of the primer's last states (chords or rests) ChopinBot listens to.",
     "length_unit": "Say how long the new music should be in seconds, or in states (one state = one chord "
                    "or rest, a fraction of a beat to a few beats).",
-    "seconds": f"Seconds of new music (the server composes at most {service.MAX_REQUEST_SECONDS:g} s "
-               "per request).",
-    "states": f"States of new music (at most {service.MAX_REQUEST_STATES:,} per request).",
+    "seconds": f"Seconds of new music (the server composes at most {MAX_REQUEST_SECONDS:g} s per request).",
+    "states": f"States of new music (at most {MAX_REQUEST_STATES:,} per request).",
     "decoding": "Sampling draws every key from its probability (varied, sometimes surprising); "
                 "a threshold plays every key whose probability reaches it (the original app's way: "
                 "repeatable, but it soon goes round in circles: the same few chords again and again).",
@@ -49,15 +74,15 @@ HELP = {
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
-def load_entry(path: str, label: str) -> service.ModelEntry:
-    return service.load_entry(path, label)
+def load_entry(path: str, label: str) -> ModelEntry:
+    return registry.load_entry(path, label)
 
 
 def init_session() -> None:
     ss = st.session_state
     if "session_id" not in ss:
-        ss.session_id = service.new_session_id()
-        service.session_log(ss.session_id).info("session started")
+        ss.session_id = new_session_id()
+        session_log(ss.session_id).info("session started")
     rng = np.random.default_rng()
     ss.setdefault("random_seed", int(rng.integers(0, 1_000_000)))
     ss.setdefault("fresh_seed", True)
@@ -65,24 +90,24 @@ def init_session() -> None:
     ss.setdefault("message", None)
 
 
-def sidebar_controls(models: dict) -> tuple[service.ModelEntry, dict]:
+def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
     ss = st.session_state
     sb = st.sidebar
     sb.header("Controls")
     label = sb.selectbox("Model", list(models), key="model", help=HELP["model"])
     entry = load_entry(str(models[label]), label)
-    if os.environ.get(service.SERVE_ENV) == "1":
-        service.warm_up(entry)  # once per model, in the background
+    if os.environ.get(SERVE_ENV) == "1":
+        warm_up(entry)  # once per model, in the background
     sb.caption(entry.description)
 
     sb.subheader("Seed")
     source = sb.radio("Start from", ["a Chopin test piece", "my MIDI file"], key="seed_source",
                       help=HELP["seed_source"], horizontal=True)
-    infos = service.seed_infos(entry)
+    infos = seed_infos(entry)
     # The visitor's seed window lives in "seed_window" (kept across reruns, even
     # while the widget is hidden); the widget "seed_index" only edits it.
     if "seed_window" not in ss or not 0 <= ss.seed_window < len(infos):
-        ss.seed_window = service.pick_random_seed(entry)
+        ss.seed_window = pick_random_seed(entry)
     primer = None
     if source == "a Chopin test piece":
         ss.seed_index = ss.seed_window
@@ -94,45 +119,44 @@ def sidebar_controls(models: dict) -> tuple[service.ModelEntry, dict]:
         sb.caption(f"{info.piece}, {info.key}, from state {info.position} ({info.seconds:.1f} s)")
     else:
         upload = sb.file_uploader("MIDI primer", type=["mid", "midi"], key="primer", help=HELP["primer"],
-                                  max_upload_size=8)
-        sb.number_input("States of the primer to use", min_value=1, max_value=256, value=service.SEED_STATES,
-                        key="primer_states", help=HELP["primer_states"])
+                                  max_upload_size=UPLOAD_LIMIT_MB)
+        sb.number_input("States of the primer to use", min_value=1, max_value=MAX_PRIMER_STATES,
+                        value=REQUEST_DEFAULTS.primer_states, key="primer_states", help=HELP["primer_states"])
         if upload is not None:
             data = upload.getvalue()
             try:
-                seed = service.primer_seed(data, upload.name, entry, int(ss.primer_states))
+                seed = primer_seed(data, upload.name, entry, int(ss.primer_states))
                 primer = (data, upload.name)
                 sb.caption(f"Using {seed.source}.")
             except ChopinBotError as e:
                 sb.error(str(e))
                 if ss.get("logged_primer") != upload.file_id:  # once per upload, not on every rerun
                     ss.logged_primer = upload.file_id
-                    service.session_log(ss.session_id).info("primer refused: %s", e)
+                    session_log(ss.session_id).info("primer refused: %s", e)
 
     sb.subheader("Length")
     unit = sb.radio("Measure in", ["seconds", "states"], key="length_unit", horizontal=True,
                     help=HELP["length_unit"])
     if unit == "seconds":
-        length = sb.number_input("Seconds of new music", min_value=1.0, max_value=600.0, value=30.0, step=5.0,
-                                 key="seconds", help=HELP["seconds"])
+        length = sb.number_input("Seconds of new music", min_value=1.0, max_value=MAX_REQUEST_SECONDS,
+                                 value=REQUEST_DEFAULTS.seconds, step=5.0, key="seconds", help=HELP["seconds"])
     else:
-        length = sb.number_input("States of new music", min_value=1, max_value=20_000, value=128, step=16,
-                                 key="states", help=HELP["states"])
+        length = sb.number_input("States of new music", min_value=1, max_value=MAX_REQUEST_STATES,
+                                 value=GENERATE_DEFAULTS.steps, step=16, key="states", help=HELP["states"])
 
     sb.subheader("Decoding")
     decoding = sb.radio("How notes are chosen", ["sampling", "threshold"], key="decoding", horizontal=True,
                         help=HELP["decoding"])
     if decoding == "sampling":
-        value = sb.slider("Temperature", min_value=service.TEMPERATURE_RANGE[0],
-                          max_value=service.TEMPERATURE_RANGE[1], value=1.0, step=0.05, key="temperature",
-                          help=HELP["temperature"])
+        value = sb.slider("Temperature", min_value=TEMPERATURE_RANGE[0], max_value=TEMPERATURE_RANGE[1],
+                          value=REQUEST_DEFAULTS.temperature, step=0.05, key="temperature", help=HELP["temperature"])
     else:
-        value = sb.slider("Threshold", min_value=0.0, max_value=1.0, value=round(entry.threshold, 2), step=0.01,
-                          key="threshold", help=HELP["threshold"])
+        value = sb.slider("Threshold", min_value=THRESHOLD_RANGE[0], max_value=THRESHOLD_RANGE[1],
+                          value=round(entry.threshold, 2), step=0.01, key="threshold", help=HELP["threshold"])
 
     sb.subheader("Result")
     key = sb.selectbox("Key", [SEED_KEY_OPTION] + [k.name for k in ALL_KEYS], key="key", help=HELP["key"])
-    bpm = sb.number_input("Tempo (bpm)", min_value=service.BPM_RANGE[0], max_value=service.BPM_RANGE[1],
+    bpm = sb.number_input("Tempo (bpm)", min_value=BPM_RANGE[0], max_value=BPM_RANGE[1],
                           value=None, step=5.0, placeholder="the seed's own tempo", key="bpm", help=HELP["bpm"])
     sb.number_input("Random seed", min_value=0, max_value=2**31 - 1, step=1, key="random_seed",
                     help=HELP["random_seed"])
@@ -143,11 +167,11 @@ def sidebar_controls(models: dict) -> tuple[service.ModelEntry, dict]:
         seed_index=int(ss.seed_window) if source == "a Chopin test piece" else None,
         primer=primer[0] if primer else None,
         primer_name=primer[1] if primer else None,
-        primer_states=int(ss.get("primer_states", service.SEED_STATES)),
+        primer_states=int(ss.get("primer_states", REQUEST_DEFAULTS.primer_states)),
         seconds=float(length) if unit == "seconds" else None,
         steps=int(length) if unit == "states" else None,
         threshold=float(value) if decoding == "threshold" else None,
-        temperature=float(value) if decoding == "sampling" else 1.0,
+        temperature=float(value) if decoding == "sampling" else REQUEST_DEFAULTS.temperature,
         key=None if key == SEED_KEY_OPTION else key,
         bpm=float(bpm) if bpm is not None else None,
         random_seed=int(ss.random_seed),
@@ -159,9 +183,9 @@ def _copy_seed_index() -> None:
     st.session_state.seed_window = int(st.session_state.seed_index)
 
 
-def new_random_seed(entry: service.ModelEntry) -> None:
+def new_random_seed(entry: ModelEntry) -> None:
     key = st.session_state.get("key")
-    st.session_state.seed_window = service.pick_random_seed(entry, key=None if key == SEED_KEY_OPTION else key)
+    st.session_state.seed_window = pick_random_seed(entry, key=None if key == SEED_KEY_OPTION else key)
 
 
 def before_generate() -> None:
@@ -169,20 +193,20 @@ def before_generate() -> None:
         st.session_state.random_seed = int(np.random.default_rng().integers(0, 1_000_000))
 
 
-def generate(entry: service.ModelEntry, fields: dict, wants_primer: bool) -> None:
+def generate(entry: ModelEntry, fields: dict, wants_primer: bool) -> None:
     ss = st.session_state
-    log = service.session_log(ss.session_id)
+    log = session_log(ss.session_id)
     ss.message = None
     if wants_primer and fields["primer"] is None:
         ss.message = ("warning", "Upload a usable MIDI primer first, or start from a Chopin test piece.")
         return
-    request = service.ComposeRequest(**fields)
-    pool = service.get_pool()
-    log.info("compose: %s", service.describe_request(request))
+    request = ComposeRequest(**fields)
+    pool = get_pool()
+    log.info("compose: %s", describe_request(request))
     try:
         with st.spinner("Composing…"):
             result = pool.compose(request, entry, ss.session_id)
-    except service.RequestRefused as e:
+    except RequestRefused as e:
         log.info("refused: %s", e)
         ss.message = ("warning", str(e))
         return
@@ -203,7 +227,7 @@ def generate(entry: service.ModelEntry, fields: dict, wants_primer: bool) -> Non
     ss.result = result
 
 
-def show_result(result: service.ComposeResult) -> None:
+def show_result(result: ComposeResult) -> None:
     gen = result.generation
     new_seconds = gen.generated.total_beats * 60 / gen.bpm
     st.subheader(f"{result.key_name}, {result.bpm:.0f} bpm — {new_seconds:.1f} s of new music")
@@ -234,10 +258,10 @@ def show_result(result: service.ComposeResult) -> None:
     st.dataframe(result.stats_table(), hide_index=True)
 
 
-def show_guide(entry: service.ModelEntry) -> None:
+def show_guide(entry: ModelEntry) -> None:
     with st.expander("Threshold guide: how the decision threshold trades precision for recall", expanded=False):
         with st.spinner("Scoring the model on the validation pieces (once per model)…"):
-            png = service.threshold_guide_png(entry)
+            png = threshold_guide_png(entry)
         st.image(png)
         st.markdown(
             f"With **threshold** decoding a key sounds when the model gives it at least that probability. "
@@ -254,14 +278,14 @@ def show_help() -> None:
 
 def main() -> None:
     st.set_page_config(page_title="ChopinBot", page_icon="🎹", layout="wide")
-    service.configure_logging()
-    if os.environ.get(service.SERVE_ENV) == "1":
-        service.tune_for_serving()
+    configure_logging()
+    if os.environ.get(SERVE_ENV) == "1":
+        tune_for_serving()
     init_session()
     st.title("ChopinBot")
     st.caption("A small LSTM continues a few bars of Chopin, or of your own MIDI, in Chopin's style.")
     try:
-        models = service.list_models()
+        models = list_models()
     except ChopinBotError as e:
         st.error(str(e))
         st.stop()

@@ -15,6 +15,7 @@ import importlib.util
 import logging
 import sys
 
+from chopinbot import __version__
 from chopinbot.errors import ChopinBotError, ConfigError
 
 # name -> (module, one-line help)
@@ -48,8 +49,6 @@ def _available() -> dict[str, tuple[str, str]]:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="chopinbot", description="ChopinBot: compose piano music in the style of Chopin.")
-    from chopinbot import __version__
-
     parser.add_argument("--version", action="version", version=f"chopinbot {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

@@ -4,7 +4,8 @@ The app's script is :mod:`chopinbot.app.layout`; this command only checks the fl
 passes the model choice on through environment variables
 (``CHOPINBOT_MODEL``, ``CHOPINBOT_MODELS_DIR``, ``CHOPINBOT_APP_WORKERS``,
 ``CHOPINBOT_APP_MAX_QUEUE``) and replaces itself with ``streamlit run``,
-headless, without usage statistics, file watcher or error details in the page.
+headless, without usage statistics, file watcher or error details in the page,
+and with the app's upload limit (:data:`chopinbot.app.settings.UPLOAD_LIMIT_MB`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,19 @@ import os
 import sys
 from pathlib import Path
 
-from chopinbot.errors import ConfigError
+from chopinbot.app.settings import (
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_MODELS_DIR,
+    DEFAULT_WORKERS,
+    MAX_QUEUE_ENV,
+    MODEL_ENV,
+    MODELS_DIR_ENV,
+    SERVE_ENV,
+    UPLOAD_LIMIT_MB,
+    WORKERS_ENV,
+)
 from chopinbot.cli.args import port, positive_int
+from chopinbot.errors import ConfigError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,12 +36,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=port, default=8501, help="port (default: %(default)s)")
     p.add_argument("--model", help="the model offered first: a checkpoint or run folder (default: the shipped model)")
     p.add_argument("--models-dir", default=None,
-                   help="also offer every run folder under this folder (default: $CHOPINBOT_MODELS_DIR or runs/)")
+                   help=f"also offer every run folder under this folder (default: ${MODELS_DIR_ENV} or "
+                        f"{DEFAULT_MODELS_DIR}/)")
     p.add_argument("--workers", type=positive_int, default=None,
-                   help="pieces composed at once (default: 2; more requests wait in a bounded queue)")
+                   help=f"pieces composed at once (default: {DEFAULT_WORKERS}; more requests wait in a bounded queue)")
     p.add_argument("--max-queue", type=positive_int, default=None,
                    help="requests waiting or running, all visitors together, before new ones are refused "
-                        "(default: 32)")
+                        f"(default: {DEFAULT_MAX_QUEUE})")
     p.add_argument("--dry-run", action="store_true", help="print the command instead of starting the server")
 
 
@@ -43,7 +56,7 @@ def streamlit_command(args: argparse.Namespace) -> list[str]:
         "--server.headless", "true",
         "--server.fileWatcherType", "none",
         "--server.runOnSave", "false",
-        "--server.maxUploadSize", "8",
+        "--server.maxUploadSize", str(UPLOAD_LIMIT_MB),
         "--server.showEmailPrompt", "false",
         "--browser.gatherUsageStats", "false",
         "--browser.serverAddress", args.host if args.host not in ("0.0.0.0", "::") else "localhost",
@@ -55,7 +68,7 @@ def streamlit_command(args: argparse.Namespace) -> list[str]:
 
 def app_environment(args: argparse.Namespace) -> dict[str, str]:
     """The environment of the server process."""
-    from chopinbot.app.service import MODEL_ENV, MODELS_DIR_ENV, SERVE_ENV, list_models
+    from chopinbot.app.registry import list_models  # loads models (torch): not for `chopinbot app --help`
 
     env = dict(os.environ)
     if args.model:
@@ -63,11 +76,11 @@ def app_environment(args: argparse.Namespace) -> dict[str, str]:
     if args.models_dir:
         env[MODELS_DIR_ENV] = str(Path(args.models_dir).resolve())
     elif MODELS_DIR_ENV not in env:
-        env[MODELS_DIR_ENV] = str(Path("runs").resolve())
+        env[MODELS_DIR_ENV] = str(DEFAULT_MODELS_DIR.resolve())
     if args.workers:
-        env["CHOPINBOT_APP_WORKERS"] = str(args.workers)
+        env[WORKERS_ENV] = str(args.workers)
     if args.max_queue:
-        env["CHOPINBOT_APP_MAX_QUEUE"] = str(args.max_queue)
+        env[MAX_QUEUE_ENV] = str(args.max_queue)
     env[SERVE_ENV] = "1"
     # one intra-op thread per generation: the pool runs several at once
     env.setdefault("OMP_NUM_THREADS", "1")

@@ -72,3 +72,17 @@ def fraction_open(text: str) -> float:
     v = probability(text)
     _check(v not in (0.0, 1.0), f"must be strictly between 0 and 1, got {text}")
     return v
+
+
+def number_in(low: float, high: float, kind: type = float, low_open: bool = False):
+    """An argument type for a ``kind`` (int or float) in [low, high], or (low, high]
+    with ``low_open``: the flag then checks the bound the library declares."""
+    def parse(text: str):
+        v = (_int if kind is int else _float)(text)
+        ok = (v > low if low_open else v >= low) and v <= high  # NaN fails
+        _check(ok, f"must be above {low:g} and at most {high:g}, got {text}" if low_open else
+               f"must be between {low:g} and {high:g}, got {text}")
+        return v
+
+    parse.__name__ = f"{kind.__name__}_in"
+    return parse

@@ -7,15 +7,14 @@ import argparse
 import shlex
 import sys
 
+from chopinbot_tools.bench import add_arguments as bench_arguments
+from chopinbot_tools.bench import run_args
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from chopinbot_tools.bench import add_arguments as bench_arguments
-
     bench_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from chopinbot_tools.bench import run_args
-
     command = "chopinbot " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if "bench" in sys.argv[1:] else ""
     return run_args(args, command)

@@ -8,13 +8,13 @@ import shlex
 import sys
 
 from chopinbot.cli.args import nonneg_float, nonneg_int, positive_float, positive_int, probability
+from chopinbot_tools.frame_models import MODEL_TYPES, FrameModelConfig
+from chopinbot_tools.pianomidi import TrainSettings, reevaluate, run_benchmark
 
 BENCHMARKS = ("piano-midi",)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from chopinbot_tools.frame_models import MODEL_TYPES, FrameModelConfig
-
     d = FrameModelConfig()
     p.add_argument("benchmark", choices=BENCHMARKS, help="which benchmark (only piano-midi for now)")
     p.add_argument("--out", required=True, help="run folder: checkpoint, history.csv, report.md, report.json")
@@ -69,9 +69,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chopinbot_tools.frame_models import FrameModelConfig
-    from chopinbot_tools.pianomidi import TrainSettings, reevaluate, run_benchmark
-
     if args.eval_only:
         rep = reevaluate(args.out, data_path=args.data, threads=args.threads)
         _print_summary(rep, args.out)

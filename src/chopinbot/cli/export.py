@@ -7,6 +7,12 @@ import argparse
 from pathlib import Path
 
 from chopinbot.cli.args import positive_float
+from chopinbot.compress.export import EXPORT_TOLERANCE, export_model
+from chopinbot.compress.study import measure_generation_speed, quality
+from chopinbot.dataset.prepare import load_or_prepare
+from chopinbot.errors import ConfigError
+from chopinbot.model.formats import load_model
+from chopinbot.model.network import ChopinLSTM
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,32 +35,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chopinbot.compress import study as C
-    from chopinbot.errors import ConfigError
 
     out = Path(args.out)
     if out.exists() and not args.force:
         raise ConfigError(f"{out} exists; use --force to replace it")
     if args.sparse is not None and args.format in ("onnx", "torchscript"):
         raise ConfigError("--sparse/--dense apply to fp32, fp16 and int8 only")
-    model = C.load_any(args.model, runtime="float")
-    if not isinstance(model, C.ChopinLSTM):
+    model = load_model(args.model, runtime="float")
+    if not isinstance(model, ChopinLSTM):
         raise ConfigError("--model must be a PyTorch checkpoint, not an export")
-    info = C.export_model(model, args.format, out, sparse=args.sparse,
-                          tolerance=args.tolerance if args.tolerance is not None else C.EXPORT_TOLERANCE)
+    info = export_model(model, args.format, out, sparse=args.sparse,
+                        tolerance=args.tolerance if args.tolerance is not None else EXPORT_TOLERANCE)
     print(f"wrote {info['folder']}: {args.format}, {info['bytes']:,} bytes of weights "
           f"({info['ratio']:.2f}x smaller than the fp32 {info['fp32_bytes']:,})")
     print(f"max abs difference of next-state probabilities from fp32 PyTorch: {info['max_abs_diff']:.3g}"
           + (f" (int8 weights in float: {info['max_abs_diff_float_runtime']:.3g})"
              if "max_abs_diff_float_runtime" in info else ""))
     if args.measure:
-        from chopinbot.dataset.prepare import load_or_prepare
 
         ds = load_or_prepare(args.data, progress=False)
-        exported = C.load_any(out)
+        exported = load_model(out)
         for name, m in (("fp32 source", model), (args.format, exported)):
-            q = C.quality(m, ds)
-            sp = C.measure_generation_speed(m, threads=1)
+            q = quality(m, ds)
+            sp = measure_generation_speed(m, threads=1)
             print(f"{name:<12} test key F1 {q['f1']:.4f}  key NLL {q['key_nll']:.3f}  duration error "
                   f"{q['dur_error']:.4f}  {sp['states_per_s']:.0f} states/s at batch 1 "
                   f"(forward alone {sp['forward_steps_per_s']:.0f} steps/s)")

@@ -1,40 +1,75 @@
-"""`chopinbot generate`: a seed or primer -> MIDI (+ WAV/MP3/OGG, PNG) and a summary."""
+"""`chopinbot generate`: a seed or primer -> MIDI (+ WAV/MP3/OGG, PNG) and a summary.
+
+The decoding flags take their defaults from :class:`~chopinbot.compose.generate.GenerateConfig`
+and their ranges from the bounds declared beside it, as the web app's controls do.
+"""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from pathlib import Path
 
-from chopinbot.constants import MIN_KEYS
+import numpy as np
+
+from chopinbot.cli.args import nonneg_int, number_in, positive_int, seed_int
+from chopinbot.compose.generate import (
+    BPM_RANGE,
+    MAX_SECONDS,
+    MAX_STEPS,
+    TEMPERATURE_RANGE,
+    THRESHOLD_RANGE,
+    GenerateConfig,
+    generate,
+)
+from chopinbot.compose.seeds import random_seed_index, seed_from_primer, seed_from_test
+from chopinbot.constants import N_KEYS, SEED_STATES
+from chopinbot.dataset.store import PrepareSettings
+from chopinbot.device import resolve_device
 from chopinbot.errors import ConfigError
-from chopinbot.cli.args import nonneg_int, positive_float, positive_int, probability, seed_int
+from chopinbot.model.checkpoint import read_config, resolve_checkpoint
+from chopinbot.model.formats import load_model
+from chopinbot.music.keys import parse_key
+from chopinbot.render.audio import encode_audio
+
+D = GenerateConfig()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="checkpoint or run folder (default: the shipped model)")
     g = p.add_argument_group("seed")
     g.add_argument("--seed-index", type=nonneg_int, help="a test-piece window (see `chopinbot seeds`); default: random")
-    g.add_argument("--seed-len", type=positive_int, default=16, help="states in the seed window (default: %(default)s)")
+    g.add_argument("--seed-len", type=positive_int, default=SEED_STATES,
+                   help="states in the seed window (default: %(default)s)")
     g.add_argument("--primer", help="your own MIDI file to continue instead of a test piece")
-    g.add_argument("--primer-states", type=positive_int, default=16, help="use the primer's last K states")
-    g.add_argument("--include-seed", action=argparse.BooleanOptionalAction, default=True,
+    g.add_argument("--primer-states", type=positive_int, default=SEED_STATES,
+                   help="use the primer's last K states (default: %(default)s)")
+    g.add_argument("--include-seed", action=argparse.BooleanOptionalAction, default=D.include_seed,
                    help="start the output with the seed (default: yes)")
     g = p.add_argument_group("decoding")
-    g.add_argument("--threshold", type=probability, help="deterministic: a key sounds if p >= T (the original app: 0.4)")
-    g.add_argument("--temperature", type=positive_float, default=1.0, help="sampling temperature (default: 1.0)")
-    g.add_argument("--key-top-k", type=nonneg_int, default=8,
+    g.add_argument("--threshold", type=number_in(*THRESHOLD_RANGE),
+                   help="deterministic: a key sounds if p >= T (the original app: 0.4)")
+    g.add_argument("--temperature", type=number_in(*TEMPERATURE_RANGE), default=D.temperature,
+                   help=f"sampling temperature, {TEMPERATURE_RANGE[0]:g} to {TEMPERATURE_RANGE[1]:g} "
+                        "(default: %(default)s)")
+    g.add_argument("--key-top-k", type=number_in(0, N_KEYS, int), default=D.key_top_k,
                    help="sampling: only the k likeliest silent keys may start (default: %(default)s; 0 = all)")
-    g.add_argument("--top-k", type=nonneg_int, default=0, help="durations: sample among the k likeliest values")
-    g.add_argument("--top-p", type=probability, default=1.0, help="durations: nucleus sampling")
-    g.add_argument("--min-keys", type=nonneg_int, default=MIN_KEYS,
+    g.add_argument("--top-k", type=nonneg_int, default=D.top_k, help="durations: sample among the k likeliest values")
+    g.add_argument("--top-p", type=number_in(0.0, 1.0, low_open=True), default=D.top_p,
+                   help="durations: nucleus sampling")
+    g.add_argument("--min-keys", type=number_in(0, N_KEYS, int), default=D.min_keys,
                    help="at least this many keys sound in every state (default: %(default)s; 0 allows rests)")
-    g.add_argument("--max-keys", type=positive_int, default=10)
+    g.add_argument("--max-keys", type=number_in(1, N_KEYS, int), default=D.max_keys,
+                   help="at most this many (default: %(default)s)")
     g.add_argument("--random-seed", type=seed_int, help="reproducible sampling (and seed choice)")
-    g.add_argument("--no-retry", action="store_true", help="keep a silent/stuck result instead of retrying")
+    g.add_argument("--no-retry", action="store_false", dest="retry", default=D.retry,
+                   help="keep a silent/stuck result instead of retrying")
     g = p.add_argument_group("result")
-    g.add_argument("--steps", type=positive_int, default=128, help="states to generate (default: %(default)s)")
-    g.add_argument("--seconds", type=positive_float, help="generate this many seconds instead of --steps")
-    g.add_argument("--bpm", type=positive_float, help="tempo (default: the seed's own)")
+    g.add_argument("--steps", type=number_in(1, MAX_STEPS, int), default=D.steps,
+                   help="states to generate (default: %(default)s)")
+    g.add_argument("--seconds", type=number_in(0.0, MAX_SECONDS, low_open=True),
+                   help="generate this many seconds instead of --steps")
+    g.add_argument("--bpm", type=number_in(*BPM_RANGE), help="tempo (default: the seed's own)")
     g.add_argument("--key", help="output key, e.g. 'C', 'A minor', 'F#m' (default: the seed's key)")
     g.add_argument("--batch", type=positive_int, default=1, help="pieces at once (files get -1, -2, ...)")
     g = p.add_argument_group("output")
@@ -52,24 +87,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "same music either way")
 
 
+def config_from_args(args: argparse.Namespace) -> GenerateConfig:
+    """The :class:`GenerateConfig` of the flags: every field with a flag of its name (``retry`` is
+    ``--no-retry``'s), the others at their defaults."""
+    return GenerateConfig(**{f.name: getattr(args, f.name) for f in fields(GenerateConfig) if hasattr(args, f.name)})
+
+
 def settings_of(model_path):
     """The state settings a model was trained with (so seeds match its data)."""
-    from chopinbot.model.checkpoint import read_config, resolve_checkpoint
-    from chopinbot.dataset.prepare import PrepareSettings
-
     cfg = read_config(resolve_checkpoint(model_path))
     return PrepareSettings(**cfg["dataset_settings"]) if "dataset_settings" in cfg else PrepareSettings()
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from chopinbot.model.checkpoint import load_model
-    from chopinbot.device import resolve_device
-    from chopinbot.compose.generate import GenerateConfig, generate
-    from chopinbot.music.keys import parse_key
-    from chopinbot.compose.seeds import random_seed_index, seed_from_primer, seed_from_test
-
     out = Path(args.out)
     if out.suffix.lower() not in (".mid", ".midi"):
         raise ConfigError(f"--out must name a .mid file, got {out}")
@@ -83,11 +113,7 @@ def run(args: argparse.Namespace) -> int:
         existing = [str(p) for p in outputs if p.exists()]
         if existing:
             raise ConfigError(f"{existing[0]} exists; use --force to overwrite")
-    cfg = GenerateConfig(
-        steps=args.steps, seconds=args.seconds, threshold=args.threshold, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, key_top_k=args.key_top_k, min_keys=args.min_keys, max_keys=args.max_keys, bpm=args.bpm,
-        key=args.key, random_seed=args.random_seed, include_seed=args.include_seed, retry=not args.no_retry,
-    )
+    cfg = config_from_args(args)
     cfg.validate()
     model = load_model(args.model, resolve_device(args.device))
     settings = settings_of(args.model)
@@ -107,8 +133,6 @@ def run(args: argparse.Namespace) -> int:
         if args.png:
             written.append(res.save_png(mid.with_suffix(".png")))
         if args.wav or args.mp3 or args.ogg:
-            from chopinbot.render.audio import encode_audio
-
             wav = res.save_wav(mid.with_suffix(".wav"))
             written.append(wav)
             for flag, ext in ((args.mp3, ".mp3"), (args.ogg, ".ogg")):

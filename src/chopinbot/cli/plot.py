@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from chopinbot.render.plots import plot_training
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a run folder written by `chopinbot train`")
@@ -11,8 +13,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chopinbot.render.plots import plot_training
-
     for path in plot_training(args.run, args.out):
         print(path)
     return 0

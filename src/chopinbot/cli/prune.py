@@ -5,12 +5,22 @@ ONNX and TorchScript formats) in one table."""
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shlex
 import sys
+import time
 from pathlib import Path
 
+import torch
+
 from chopinbot.cli.args import nonneg_int, positive_float, positive_int, seed_int
+from chopinbot.compress.prune import FinetuneSettings, parse_sparsities
+from chopinbot.compress.study import findings, prune_study, speed_comparison, write_table
+from chopinbot.dataset.prepare import load_or_prepare
+from chopinbot.errors import ConfigError
+from chopinbot.model.formats import VALUE_DTYPES, load_model
+from chopinbot.model.network import ChopinLSTM
 
 DEFAULT_SPARSITIES = "0.5,0.6,0.7,0.8,0.9"
 
@@ -53,27 +63,19 @@ def _cpu_name() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-    import time
 
-    import torch
-
-    from chopinbot.compress import study as C
-    from chopinbot.dataset.prepare import load_or_prepare
-    from chopinbot.errors import ConfigError
-
-    targets = C.parse_sparsities(args.sparsity)
+    targets = parse_sparsities(args.sparsity)
     values = tuple(v.strip() for v in args.values.split(",") if v.strip())
-    if not values or any(v not in C.VALUE_DTYPES for v in values):
-        raise ConfigError(f"--values must list some of {', '.join(C.VALUE_DTYPES)}")
-    settings = C.FinetuneSettings(epochs=args.finetune_epochs, schedule=args.schedule, lr=args.lr, seed=args.seed,
-                                  progress=not args.quiet)
+    if not values or any(v not in VALUE_DTYPES for v in values):
+        raise ConfigError(f"--values must list some of {', '.join(VALUE_DTYPES)}")
+    settings = FinetuneSettings(epochs=args.finetune_epochs, schedule=args.schedule, lr=args.lr, seed=args.seed,
+                                progress=not args.quiet)
     settings.validate()
     out = Path(args.out)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     torch.set_num_threads(args.threads)
-    model = C.load_any(args.model, runtime="float")
-    if not isinstance(model, C.ChopinLSTM):
+    model = load_model(args.model, runtime="float")
+    if not isinstance(model, ChopinLSTM):
         raise ConfigError("--model must be a PyTorch checkpoint (fp32, fp16, int8 or sparse), not an export")
     ds = load_or_prepare(args.data, progress=not args.quiet)
     want = getattr(model, "meta", {}).get("dataset_settings")
@@ -81,13 +83,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"the model was trained on states built with {want}, the dataset uses "
                           f"{ds.manifest['settings']}")
     t0 = time.perf_counter()
-    rows = C.prune_study(model, ds, targets, out, settings, values, reference=not args.no_reference,
-                         speed_steps=args.speed_steps, threads=args.threads, control=args.control, log=log)
+    rows = prune_study(model, ds, targets, out, settings, values, reference=not args.no_reference,
+                       speed_steps=args.speed_steps, threads=args.threads, control=args.control, log=log)
     speed = None
     if not args.no_reference and args.speed_steps:
         log("speed comparison ...")
         formats = ("fp32", "int8", "onnx", "torchscript")
-        speed = C.speed_comparison({k: out / k for k in formats if (out / k).exists()}, args.speed_steps, args.threads)
+        speed = speed_comparison({k: out / k for k in formats if (out / k).exists()}, args.speed_steps, args.threads)
     minutes = (time.perf_counter() - t0) / 60
     notes = [
         "command: `chopinbot " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "`"
@@ -111,8 +113,8 @@ def run(args: argparse.Namespace) -> int:
         "best valid-loss epoch at the target kept, then made permanent; stored as a 1-bit mask + non-zero values",
         "int8: per-row symmetric int8 weights on disk; run with dynamic quantization of the LSTM (CPU)",
     ]
-    fnd = C.findings(rows, speed)
-    paths = C.write_table(rows, out, notes=notes + fnd, speed=speed)
+    fnd = findings(rows, speed)
+    paths = write_table(rows, out, notes=notes + fnd, speed=speed)
     print(f"wrote {paths['md']}, {paths['csv']}, {paths['png']}")
     for line in fnd:
         print(line)

@@ -5,17 +5,17 @@ from __future__ import annotations
 import argparse
 
 from chopinbot.cli.args import positive_int
+from chopinbot.cli.generate import settings_of
+from chopinbot.compose.seeds import list_seeds
+from chopinbot.constants import SEED_STATES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed-len", type=positive_int, default=16, help="states per seed (default: %(default)s)")
+    p.add_argument("--seed-len", type=positive_int, default=SEED_STATES, help="states per seed (default: %(default)s)")
     p.add_argument("--model", help="model whose state settings to use (default: the shipped one)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from chopinbot.compose.seeds import list_seeds
-    from chopinbot.cli.generate import settings_of
-
     infos = list_seeds(args.seed_len, settings_of(args.model))
     print(f"{'index':>5}  {'piece':<20} {'key':<10} {'position':>8}  {'beats':>6}  {'seconds':>7}")
     for i in infos:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 from dataclasses import fields
+from pathlib import Path
 
-from chopinbot.model.network import ModelConfig
-from chopinbot.training.train import TrainConfig
 from chopinbot.cli.args import nonneg_float, nonneg_int, positive_float, positive_int, seed_int
+from chopinbot.errors import ConfigError
+from chopinbot.model.network import ModelConfig
+from chopinbot.training.train import TrainConfig, train
 
 D = TrainConfig()
 M = ModelConfig(duration_classes=[1.0])
@@ -86,9 +90,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.epochs is not None:
         cfg.epochs = args.epochs
     elif args.resume:
-        import json
-        from pathlib import Path
-
         saved = Path(args.out) / "train_config.json"
         if saved.exists():
             cfg.epochs = int(json.loads(saved.read_text()).get("epochs", cfg.epochs))
@@ -98,18 +99,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chopinbot.training.train import train
-
-    from pathlib import Path
-
-    from chopinbot.errors import ConfigError
-
     cfg = config_from_args(args)
     out = Path(args.out)
     if not args.resume and not args.force and any((out / n).exists() for n in ("metrics.csv", "last", "best")):
         raise ConfigError(f"{out} holds a run: use --resume to continue it or --force to start over")
     res = train(cfg, resume=args.resume)
-    if int(__import__("os").environ.get("RANK", "0")) != 0:
+    if int(os.environ.get("RANK", "0")) != 0:
         return 0
     b = res.best
     print(

@@ -31,16 +31,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from chopinbot.compose.seeds import Seed
+from chopinbot.compose.stepper import InputBuilder, sigmoid, stepper_for
 from chopinbot.constants import MIN_KEYS, N_KEYS
 from chopinbot.errors import ChopinBotError, ConfigError
-from chopinbot.music.keys import Key, parse_key
+from chopinbot.io_utils import atomic_write_bytes
 from chopinbot.model.network import ChopinLSTM
-from chopinbot.compose.seeds import Seed
+from chopinbot.music.keys import Key, parse_key
 from chopinbot.music.states import States, states_to_notes, states_to_score, transpose_states
-from chopinbot.compose.stepper import InputBuilder, sigmoid, stepper_for
+from chopinbot.render.audio import render_wav, render_wav_bytes
 
 DEFAULT_VELOCITY = 72  # mezzo-forte, when the seed gives none
+# Bounds of GenerateConfig's settings: validate() enforces them, and the flags of
+# `chopinbot generate` and the web app's controls take theirs from here.
 MAX_STEPS = 20_000  # one generation's cap (about 40 minutes of music)
+MAX_SECONDS = 3600.0  # one generation's cap in seconds of new music
+THRESHOLD_RANGE = (0.0, 1.0)  # a probability
+# Sampling temperature: towards 0 sampling becomes the threshold-0.5 decoding
+# (--threshold does that), above 3 the keys' probabilities are flattened towards
+# a coin toss; a guard's retry never raises the temperature past the top.
+TEMPERATURE_RANGE = (0.05, 3.0)
+BPM_RANGE = (10.0, 400.0)
 STUCK_STATES = 24  # this many states in a row with nothing struck = stuck
 LOOP_WINDOW = 48  # the last this many states drawn from a cycle of <= 4 states = looping
 REDRAWS = 8  # draws of a step before its likeliest change is forced (a draw that changes nothing is redrawn)
@@ -77,20 +88,21 @@ class GenerateConfig:
             raise ConfigError("steps must be at least 1")
         if self.steps is not None and self.steps > MAX_STEPS:
             raise ConfigError(f"steps must be at most {MAX_STEPS:,}")
-        if self.seconds is not None and not (0 < self.seconds <= 3600):
-            raise ConfigError("seconds must be in (0, 3600]")
-        if self.threshold is not None and not (0.0 <= self.threshold <= 1.0):
-            raise ConfigError("threshold must be between 0 and 1")
+        if self.seconds is not None and not (0 < self.seconds <= MAX_SECONDS):
+            raise ConfigError(f"seconds must be in (0, {MAX_SECONDS:g}]")
+        if self.threshold is not None and not (THRESHOLD_RANGE[0] <= self.threshold <= THRESHOLD_RANGE[1]):
+            raise ConfigError(f"threshold must be between {THRESHOLD_RANGE[0]:g} and {THRESHOLD_RANGE[1]:g}")
         if not (0 <= self.key_top_k <= N_KEYS):
-            raise ConfigError("key top-k must be 0..88")
-        if not (self.temperature > 0 and np.isfinite(self.temperature)):
-            raise ConfigError("temperature must be positive (use --threshold for deterministic decoding)")
+            raise ConfigError(f"key top-k must be 0..{N_KEYS}")
+        if not (TEMPERATURE_RANGE[0] <= self.temperature <= TEMPERATURE_RANGE[1]):  # NaN fails too
+            raise ConfigError(f"temperature must be between {TEMPERATURE_RANGE[0]:g} and {TEMPERATURE_RANGE[1]:g} "
+                              "(use --threshold for deterministic decoding)")
         if self.top_k < 0 or not (0 < self.top_p <= 1):
             raise ConfigError("top-k must be 0 or more and top-p in (0, 1]")
         if not (0 <= self.min_keys <= self.max_keys <= N_KEYS) or self.max_keys < 1:
-            raise ConfigError("need 0 <= min-keys <= max-keys <= 88 and max-keys >= 1")
-        if self.bpm is not None and not (10 <= self.bpm <= 400):
-            raise ConfigError("bpm must be between 10 and 400")
+            raise ConfigError(f"need 0 <= min-keys <= max-keys <= {N_KEYS} and max-keys >= 1")
+        if self.bpm is not None and not (BPM_RANGE[0] <= self.bpm <= BPM_RANGE[1]):
+            raise ConfigError(f"bpm must be between {BPM_RANGE[0]:g} and {BPM_RANGE[1]:g}")
         if self.key is not None:
             parse_key(self.key)
 
@@ -133,14 +145,9 @@ class GenerationResult:
         return bytes(states_to_score(st, bpm=self.bpm).dumps_midi())
 
     def save_midi(self, path: str | os.PathLike) -> Path:
-        from chopinbot.io_utils import atomic_write_bytes
-
         return atomic_write_bytes(path, self.midi_bytes())
 
     def save_wav(self, path: str | os.PathLike) -> Path:
-        from chopinbot.render.audio import render_wav
-        from chopinbot.io_utils import atomic_write_bytes
-
         path = Path(path)
         mid = path.with_name(f".{path.stem}.render.mid")
         atomic_write_bytes(mid, self.midi_bytes())
@@ -150,23 +157,21 @@ class GenerationResult:
             mid.unlink(missing_ok=True)
 
     def wav_bytes(self) -> bytes:
-        from chopinbot.render.audio import render_wav_bytes
-
         return render_wav_bytes(self.midi_bytes())
 
     def figure(self, title: str | None = None):
-        from chopinbot.render.pianoroll import pianoroll_figure
+        from chopinbot.render.pianoroll import pianoroll_figure  # here: matplotlib loads only for a picture
 
         return pianoroll_figure(self.notes, bpm=self.bpm, seed_end_beat=self.seed_end_beat if self.seed_len else None,
                                 title=title or f"ChopinBot in {self.key.name}, {self.bpm:.0f} bpm")
 
     def save_png(self, path: str | os.PathLike) -> Path:
-        from chopinbot.render.plots import save_figure
+        from chopinbot.render.plots import save_figure  # here: matplotlib loads only for a picture
 
         return save_figure(self.figure(), path)
 
     def png_bytes(self) -> bytes:
-        from chopinbot.render.plots import plt
+        from chopinbot.render.plots import plt  # here: matplotlib loads only for a picture
 
         buf = io.BytesIO()
         fig = self.figure()
@@ -378,7 +383,7 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
             if (quiet >= STUCK_STATES).all():
                 break
     K = np.stack(ks, 1)
-    O = np.stack(os_, 1)
+    onset_steps = np.stack(os_, 1)
     D = class_beats[np.stack(cs, 1)].astype(np.float32)
     result = []
     for b in range(B):
@@ -388,9 +393,9 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
             sl = slice(0, min(cut, len(d)))
         else:
             sl = slice(0, len(d))
-        vel = np.where(O[b, sl].any(1), seeds[b].velocity[seeds[b].velocity > 0].mean().round()
+        vel = np.where(onset_steps[b, sl].any(1), seeds[b].velocity[seeds[b].velocity > 0].mean().round()
                        if (seeds[b].velocity > 0).any() else DEFAULT_VELOCITY, 0).astype(np.uint8)
-        result.append(States(K[b, sl], O[b, sl], d[sl], np.zeros(len(d[sl]), np.float32), vel))
+        result.append(States(K[b, sl], onset_steps[b, sl], d[sl], np.zeros(len(d[sl]), np.float32), vel))
     return result
 
 
@@ -422,7 +427,7 @@ def _adjust(cfg: GenerateConfig, problems: list[str]) -> tuple[GenerateConfig, s
         return replace(cfg, threshold=t), f"threshold lowered to {t:.2f}"
     if cfg.threshold is not None:
         return replace(cfg, threshold=None, temperature=1.0), "switched from threshold to sampling"
-    t = min(cfg.temperature * 1.25, 3.0)
+    t = min(cfg.temperature * 1.25, TEMPERATURE_RANGE[1])
     return replace(cfg, temperature=t), f"temperature raised to {t:.2f}"
 
 

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from chopinbot.constants import BUNDLED_CORPUS_DIR
-from chopinbot.dataset.prepare import PrepareSettings, process_file
+from chopinbot.constants import BUNDLED_CORPUS_DIR, SEED_STATES
+from chopinbot.dataset.prepare import process_file
+from chopinbot.dataset.store import DEFAULT_SETTINGS, PrepareSettings
 from chopinbot.errors import ConfigError, MidiError
 from chopinbot.music.keys import Key, detect_key, pitch_class_histogram
 from chopinbot.music.midi import read_midi, read_midi_bytes
 from chopinbot.music.states import States, notes_to_states, transpose_states
-
-SEED_LEN = 16  # states, as the original app
 
 
 @dataclass
@@ -68,7 +67,7 @@ def _test_segments(settings: PrepareSettings) -> tuple[tuple[str, Key, States], 
     return tuple(out)
 
 
-def list_seeds(seed_len: int = SEED_LEN, settings: PrepareSettings = PrepareSettings()) -> list[SeedInfo]:
+def list_seeds(seed_len: int = SEED_STATES, settings: PrepareSettings = DEFAULT_SETTINGS) -> list[SeedInfo]:
     """Non-overlapping windows of ``seed_len`` states of the test pieces that
     start with at least one struck key."""
     if seed_len < 1:
@@ -82,7 +81,7 @@ def list_seeds(seed_len: int = SEED_LEN, settings: PrepareSettings = PrepareSett
     return infos
 
 
-def seed_from_test(index: int, seed_len: int = SEED_LEN, settings: PrepareSettings = PrepareSettings()) -> Seed:
+def seed_from_test(index: int, seed_len: int = SEED_STATES, settings: PrepareSettings = DEFAULT_SETTINGS) -> Seed:
     infos = list_seeds(seed_len, settings)
     if not 0 <= index < len(infos):
         raise ConfigError(f"seed index {index} out of range: there are {len(infos)} seeds (0..{len(infos) - 1})")
@@ -96,8 +95,8 @@ def seed_from_test(index: int, seed_len: int = SEED_LEN, settings: PrepareSettin
     raise ConfigError(f"seed {index} not found")  # pragma: no cover -- infos come from the same segments
 
 
-def random_seed_index(rng: np.random.Generator, seed_len: int = SEED_LEN, minor: bool | None = None,
-                      settings: PrepareSettings = PrepareSettings()) -> int:
+def random_seed_index(rng: np.random.Generator, seed_len: int = SEED_STATES, minor: bool | None = None,
+                      settings: PrepareSettings = DEFAULT_SETTINGS) -> int:
     """A random test seed, of the given mode if asked (so a requested key's
     mode can be honoured by transposition alone)."""
     infos = list_seeds(seed_len, settings)
@@ -109,8 +108,8 @@ def random_seed_index(rng: np.random.Generator, seed_len: int = SEED_LEN, minor:
 
 def seed_from_primer(
     primer: str | os.PathLike | bytes,
-    primer_states: int = SEED_LEN,
-    settings: PrepareSettings = PrepareSettings(),
+    primer_states: int = SEED_STATES,
+    settings: PrepareSettings = DEFAULT_SETTINGS,
     name: str | None = None,
 ) -> Seed:
     """The last ``primer_states`` states of the user's MIDI, in the model's home key.

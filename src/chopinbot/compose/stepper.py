@@ -13,17 +13,16 @@ bookkeeping than on its products.  So:
   step as plain NumPy: each LSTM layer's two products and its gates; the key,
   onset, duration and note-context outputs as *one* product (their weights
   stacked, the note head's context projection folded in); the note head's
-  per-key MLP, which reads each key's neighbourhood via ``unfold`` in
-  training, as a gather and one product, with its pitch-embedding term (the
-  same every step) computed once.  The seed is still read by PyTorch's LSTM in
+  per-key MLP as gathers (each key's neighbourhood and its values of the
+  input blocks) and products, with its pitch-embedding term (the same every
+  step) computed once.  The seed is still read by PyTorch's LSTM in
   one call.
 - :class:`ModuleStepper` calls the model's own ``forward`` one step at a time:
   for GPU models and the exported formats (int8, ONNX, TorchScript).
 
-:class:`InputBuilder` builds the next input row from the sampled state: the
-duration and metre-position parts are rows of tables made by the very
-functions that make the training inputs (:mod:`chopinbot.dataset.features`), so the
-two cannot drift apart.  Tests check both against the reference path.
+:class:`InputBuilder` builds the next input row from the sampled state, each
+input block tracking its own columns (:meth:`chopinbot.dataset.inputs.InputBlock.tracker`).
+Tests check both against the reference path.
 """
 
 from __future__ import annotations
@@ -32,11 +31,9 @@ import numpy as np
 import torch
 
 from chopinbot.constants import N_KEYS
-from chopinbot.dataset.features import (AgeTracker, RecencyTracker, age_features, duration_features, end_positions, position_features,
-                       position_period, recency_features, repeat_global_features, state_features)
+from chopinbot.dataset.inputs import NewStates
 from chopinbot.errors import ConfigError
-from chopinbot.model.network import NEIGHBOURS, PITCH_EMB, ChopinLSTM
-from chopinbot.music.repeats import ContinuationTracker, Continuations
+from chopinbot.model.network import NEIGHBOURS, PITCH_EMB, ChopinLSTM, neighbourhood_index
 
 # (key logits (B, 88), onset logits (B, 88) or None, duration outputs (B, n)), float32
 StepOutputs = tuple[np.ndarray, "np.ndarray | None", np.ndarray]
@@ -53,7 +50,7 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 ENGINES = ("auto", "numpy", "torch")
 
 
-def stepper_for(model, engine: str = "auto", batch: int = 1) -> "NumpyStepper | ModuleStepper":
+def stepper_for(model, engine: str = "auto", batch: int = 1) -> NumpyStepper | ModuleStepper:
     """A stepper computing ``model``'s function: ``numpy`` (fastest at batch 1
     on CPU; float models only), ``torch`` (the model's own forward: any device,
     any export) or ``auto``: numpy at batch 1 where it applies, else torch
@@ -119,12 +116,14 @@ class NumpyStepper:
         self.hidden = c.hidden
         self.lstm_in = c.lstm_input_dim
         self.norm = (_np(m.norm.weight), _np(m.norm.bias), m.norm.eps) if c.layer_norm else None
-        self.dense = [(_np(layer.weight.t()), _np(layer.bias)) for layer in m.dense if isinstance(layer, torch.nn.Linear)]
+        self.dense = [(_np(layer.weight.t()), _np(layer.bias)) for layer in m.dense
+                      if isinstance(layer, torch.nn.Linear)]
         heads = [m.key_out] + ([m.onset_out] if m.onset_out is not None else []) + [m.dur_out]
         weights = [h.weight for h in heads]
         biases = [h.bias for h in heads]
         sizes = [w.shape[0] for w in weights]
-        self.layout = c.layout
+        layout = c.layout
+        self.duration_terms = layout.duration_terms()
         if c.note_head:
             # (nh, inputs): [neighbourhood (2 x w) | per-key inputs (ModelConfig.per_key_inputs) | pitch
             # embedding | context]
@@ -139,11 +138,9 @@ class NumpyStepper:
             biases.append(ctx_w @ m.note_ctx.bias)
             sizes.append(ctx_w.shape[0])
             self.out_w, self.out_b = _np(m.note_mlp[2].weight.t()), _np(m.note_mlp[2].bias)
-            # key k reads keys k-12..k+12 of the (keys, onsets) rows, each padded by 12 zeros:
-            # indices into the flattened (2, 88 + 24) padded pair, in the weights' order
-            width = N_KEYS + 2 * NEIGHBOURS
-            self.gather = (np.arange(2)[None, :, None] * width + np.arange(N_KEYS)[:, None, None]
-                           + np.arange(w)[None, None, :]).reshape(N_KEYS, 2 * w)
+            # each key's neighbourhood in [keys | onsets | 0], and its values of the input blocks in the row
+            self.neighbourhood = neighbourhood_index(2 * N_KEYS)
+            self.key_index = layout.key_index()
         self.head_w = _np(torch.cat(weights, 0).t())
         self.head_b = _np(torch.cat(biases, 0))
         ends = np.cumsum(sizes)
@@ -197,11 +194,7 @@ class NumpyStepper:
         onsets = parts[1] if self.config.onset_head else None
         dur = parts[2 if self.config.onset_head else 1]
         if self.repeat_dur_w is not None:
-            cols = []
-            for i in range(self.layout.repeats):
-                g = x[:, self.layout.repeat_global(i)]
-                onehot = g[:, : self.layout.n_classes]
-                cols += [onehot, onehot * g[:, -1:]]
+            cols = [x[:, a:b] if s is None else x[:, a:b] * x[:, s : s + 1] for a, b, s in self.duration_terms]
             dur = dur + np.concatenate(cols, 1) @ self.repeat_dur_w
         kon = x[:, : 2 * N_KEYS]
         if self.skip_w is not None:
@@ -210,12 +203,11 @@ class NumpyStepper:
             if onsets is not None:
                 onsets = onsets + s[:, N_KEYS:]
         if self.config.note_head:
-            B = x.shape[0]
-            padded = np.zeros((B, 2, N_KEYS + 2 * NEIGHBOURS), np.float32)
-            padded[:, :, NEIGHBOURS : NEIGHBOURS + N_KEYS] = kon.reshape(B, 2, N_KEYS)
-            local = np.take(padded.reshape(B, -1), self.gather, axis=1)  # (B, 88, 2w): each key's neighbourhood
+            padded = np.zeros((x.shape[0], 2 * N_KEYS + 1), np.float32)
+            padded[:, : 2 * N_KEYS] = kon
+            local = np.take(padded, self.neighbourhood, axis=1)  # (B, 88, 2w): each key's neighbourhood
             hid = local @ self.local_w
-            hid += self._key_features(x) @ self.key_w
+            hid += np.take(x, self.key_index, axis=1) @ self.key_w  # (B, 88, per-key inputs)
             hid += self.emb_term
             hid += parts[-1][:, None, :]
             adj = np.maximum(hid, 0.0) @ self.out_w + self.out_b  # (B, 88, 2)
@@ -224,73 +216,23 @@ class NumpyStepper:
                 onsets = onsets + adj[..., 1]
         return keys, onsets, dur
 
-    def _key_features(self, x: np.ndarray) -> np.ndarray:
-        """(B, 88, per-key inputs), as :meth:`ChopinLSTM.key_features`."""
-        lay = self.layout
-        cols = [x[:, 2 * N_KEYS : 3 * N_KEYS]]  # age
-        if self.config.key_recency:
-            cols += [x[:, lay.recency_block][:, :N_KEYS], x[:, lay.recency_block][:, N_KEYS:]]
-        for i in range(lay.repeats):  # the continuation's key and onset; the match length, the same for every key
-            b = x[:, lay.repeat_keys(i)]
-            cols += [b[:, :N_KEYS], b[:, N_KEYS:],
-                     np.broadcast_to(x[:, lay.repeat_global(i).stop - 1, None], (x.shape[0], N_KEYS))]
-        return np.stack(cols, -1)
-
 
 class InputBuilder:
-    """The input row of each new state, tracking key ages, recency, repeats and
-    the position in the metre (on the model's grid) across steps."""
+    """The input row of each new state while composing: every input block of
+    the model tracks its own columns (key ages, recency, repeats, the position
+    in the metre) across steps."""
 
     def __init__(self, model, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
                  start_beat: float = 0.0) -> None:
         """Start after seed histories ``keys``/``onsets`` (B, S, 88) and ``beats`` (B, S)
         that begin at ``start_beat``; ``seed_inputs`` (B, S, input_dim) are their rows."""
         c = model.config
-        grid = c.grid_per_beat
-        self.vocab = c.vocab
-        values = np.asarray(c.duration_classes)
-        self.dur_table = duration_features(values, c.vocab)
-        self.period = position_period(grid)
-        self.pos_table = position_features(np.arange(self.period) / grid)
-        self.class_units = np.round(values * grid).astype(np.int64)
-        self.class_beats = values.astype(np.float32).astype(np.float64)  # as stored in the dataset
-        self.ages = AgeTracker(keys, onsets, beats)
-        self.recency = RecencyTracker(keys, onsets, beats) if c.key_recency else None
-        self.repeats = ContinuationTracker(keys, onsets, beats, grid, c.repeat_kinds) if c.repeat_kinds else None
-        self._repeat_rows: dict = {}  # (beats, match length) -> the repeat's global columns
-        end = np.round((start_beat + np.asarray(beats, np.float64).sum(-1)) * grid)  # (B,) grid units
-        self.pos = end.astype(np.int64).reshape(-1) % self.period
-        self.seed_inputs = np.stack([
-            state_features(keys[i], onsets[i], beats[i], c.vocab, end_positions(beats[i], start_beat),
-                           self.ages.history_ages[i],
-                           self.recency.history[i] if self.recency is not None else None,
-                           [Continuations(*(f[i] for f in h)) for h in self.repeats.history] if self.repeats else [])
-            for i in range(keys.shape[0])])
+        self.layout = c.layout
+        self.class_beats = np.asarray(c.duration_classes).astype(np.float32).astype(np.float64)  # as stored
+        self.trackers = [b.tracker(keys, onsets, beats, start_beat) for b in self.layout.blocks]
+        self.seed_inputs = self.layout.rows([t.seed for t in self.trackers])
 
     def __call__(self, keys: np.ndarray, onsets: np.ndarray, cls: np.ndarray) -> np.ndarray:
         """(B, input_dim) float32 for new states ``keys``/``onsets`` (B, 88, bool) of rhythmic class ``cls`` (B,)."""
-        beats = self.class_beats[cls]
-        ages = self.ages.step(keys, onsets, beats)
-        self.pos = (self.pos + self.class_units[cls]) % self.period
-        parts = [keys, onsets, age_features(ages), self.dur_table[cls], self.pos_table[self.pos]]
-        reps = self.repeats.step(keys, onsets, beats) if self.repeats is not None else []
-        parts += [self._repeat_global(r) for r in reps]  # in InputLayout's order
-        if self.recency is not None:
-            parts.append(recency_features(self.recency.step(keys, onsets, beats)))
-        for r in reps:
-            found = (r.length > 0)[:, None]
-            parts += [r.keys & found, r.onsets & found]
-        return np.concatenate(parts, axis=1, dtype=np.float32)
-
-    def _repeat_global(self, rep: Continuations) -> np.ndarray:
-        """:func:`~chopinbot.dataset.features.repeat_global_features`, looked up: a piece
-        has few distinct (rhythmic value, match length) pairs, and a step is cheaper without the log."""
-        rows = []
-        for beats, length in zip(rep.beats.tolist(), rep.length.tolist()):
-            key = (beats, length) if length else 0
-            row = self._repeat_rows.get(key)
-            if row is None:
-                row = self._repeat_rows[key] = repeat_global_features(
-                    Continuations(None, None, np.array([beats]), np.array([length])), self.vocab)[0]
-            rows.append(row)
-        return np.stack(rows)
+        new = NewStates(keys, onsets, cls, self.class_beats[cls])
+        return self.layout.rows([t.step(new) for t in self.trackers])

@@ -1,1 +1,1 @@
-"""Smaller models: pruning, int8 and fp16 storage, ONNX and TorchScript export, and their study."""
+"""Smaller models: pruning, ONNX/TorchScript export and their study (stored formats: chopinbot.model.formats)."""

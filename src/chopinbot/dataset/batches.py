@@ -13,17 +13,21 @@ memory-mapped dataset, gathered and unpacked only when the batch is built.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from chopinbot.constants import N_KEYS
-from chopinbot.dataset.prepare import Dataset
-from chopinbot.dataset.features import AGE_LOOKBACK, DurationVocab, end_positions, key_ages, key_recency, state_features
+from chopinbot.dataset.features import AGE_LOOKBACK, DurationVocab, end_positions
+from chopinbot.dataset.inputs import BaseBlock, BatchStates, InputBlock, InputLayout
+from chopinbot.dataset.store import Dataset
 from chopinbot.model.loss import Targets
-from chopinbot.music.repeats import Continuations, find_continuations, shift_keys
+from chopinbot.music.states import fold_into_range
+
+Table = TypeVar("Table")
 
 
 def _shift_tables() -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
@@ -32,8 +36,6 @@ def _shift_tables() -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
     inside (never wrapped round); for augmentation the fold is approximated
     by gathering, which is exact except where a folded key meets one already
     sounding an octave away."""
-    from chopinbot.music.states import fold_into_range
-
     src_of, valid = {}, {}
     for s in range(-6, 7):
         dst, _ = fold_into_range(np.arange(N_KEYS) + s + 21)
@@ -48,6 +50,17 @@ def _shift_tables() -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
 
 
 _SOURCE_OF, _VALID_AFTER = _shift_tables()
+
+
+def _transposer(shifts: np.ndarray | None) -> Callable[[np.ndarray], None]:
+    """Transposes chunk ``i`` of (B, n, 88) keys by ``shifts[i]`` semitones, in place."""
+
+    def transpose(a: np.ndarray) -> None:
+        for i, sh in enumerate(shifts if shifts is not None else ()):
+            if sh:
+                a[i] = a[i][:, _SOURCE_OF[int(sh)]] * _VALID_AFTER[int(sh)]
+
+    return transpose
 
 
 @dataclass(frozen=True)
@@ -72,26 +85,15 @@ class SplitData:
         for a, b in self.segments:
             self.end_pos[a:b] = end_positions(self.records["beats"][a:b])
         self.n_targets = sum(b - a - 1 for a, b in self.segments)
-        self._repeats: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._grid = dataset.settings.grid_per_beat
+        self.grid_per_beat = dataset.settings.grid_per_beat
+        self._tables: dict[str, Any] = {}
 
-    def repeats(self, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For every row: the row of the continuation of its passage's longest
-        earlier match of this kind within its segment (-1: none), the match's
-        length and the semitones to move the continuation by.  Found once per
-        split and kind (under a second for the corpus), 10 bytes a state."""
-        if kind not in self._repeats:
-            cont = np.full(len(self.records), -1, np.int64)
-            length = np.zeros(len(self.records), np.uint8)
-            shift = np.zeros(len(self.records), np.int8)
-            for a, b in self.segments:
-                rec = self.records[a:b]
-                keys = np.unpackbits(rec["keys"], axis=1, count=N_KEYS).astype(bool)
-                onsets = np.unpackbits(rec["onsets"], axis=1, count=N_KEYS).astype(bool)
-                c, length[a:b], shift[a:b] = find_continuations(kind, keys, onsets, rec["beats"], self._grid)
-                cont[a:b] = np.where(c >= 0, c + a, -1)
-            self._repeats[kind] = cont, length, shift
-        return self._repeats[kind]
+    def table(self, name: str, make: Callable[[SplitData], Table]) -> Table:
+        """A table an input block derives from the split's states (such as
+        :func:`chopinbot.dataset.inputs.split_repeats`), made on first use and kept."""
+        if name not in self._tables:
+            self._tables[name] = make(self)
+        return self._tables[name]
 
     def chunks(self, context: int, rng: np.random.Generator | None = None) -> list[Chunk]:
         """Sequence mode: consecutive chunks covering every prediction once."""
@@ -112,14 +114,16 @@ class SplitData:
         return [Chunk(p, window, True) for a, b in self.segments for p in range(a, b - window)]
 
     def batch(self, chunks: list[Chunk], shifts: np.ndarray | None = None,
-              recency: bool = False, repeats: Sequence[str] = ()) -> tuple[torch.Tensor, Targets]:
+              blocks: Sequence[InputBlock] | None = None) -> tuple[torch.Tensor, Targets]:
         """Inputs (B, T, F) and targets for a list of chunks (padded, masked),
-        with the optional ``recency`` block and a block per repeat kind.
+        with the given input ``blocks`` (default: the base block alone; a
+        model's are ``ModelConfig.blocks``, passed by ``**config.input_blocks``).
 
         ``shifts`` (one per chunk, semitones) transposes each chunk as data
         augmentation: the corpus is small (39k training states) and a model
         that has heard a phrase in several keys overfits it less.
         """
+        blocks = tuple(blocks) if blocks is not None else (BaseBlock(self.vocab, self.grid_per_beat),)
         T = max(c.length for c in chunks)
         B = len(chunks)
         L = AGE_LOOKBACK
@@ -139,29 +143,13 @@ class SplitData:
         keys[before] = 0.0
         onsets[before] = 0.0
         beats[before] = 0.0
-        conts = []  # per repeat kind: continuation keys, onsets (B, T, 88), beats, length (B, T)
-        for kind in repeats:
-            rows, length, move = self.repeats(kind)
-            at = idx[:, L : L + T]
-            crec = self.records[np.maximum(rows[at], 0).ravel()]
-            ck = np.unpackbits(crec["keys"], axis=1, count=N_KEYS).astype(bool)
-            co = np.unpackbits(crec["onsets"], axis=1, count=N_KEYS).astype(bool)
-            ck, co = (shift_keys(v, move[at].ravel()).astype(np.float32).reshape(B, T, N_KEYS) for v in (ck, co))
-            conts.append((ck, co, np.asarray(crec["beats"], np.float32).reshape(B, T), length[at]))
-        if shifts is not None:
-            for i, sh in enumerate(shifts):
-                if sh:
-                    src, ok = _SOURCE_OF[int(sh)], _VALID_AFTER[int(sh)]
-                    for a in (keys, onsets) + tuple(v for c in conts for v in c[:2]):
-                        a[i] = a[i][:, src] * ok
-        ages = key_ages(keys, onsets, beats)[:, L : L + T]
-        rec = key_recency(keys, onsets, beats)[:, L : L + T].reshape(-1, 2, N_KEYS) if recency else None
-        reps = [Continuations(c[0].reshape(-1, N_KEYS), c[1].reshape(-1, N_KEYS), c[2].ravel(), c[3].ravel())
-                for c in conts]
-        keys, onsets, beats, idx = keys[:, L:], onsets[:, L:], beats[:, L:], idx[:, L:]
-        x = state_features(keys[:, :T].reshape(-1, N_KEYS), onsets[:, :T].reshape(-1, N_KEYS), beats[:, :T].ravel(),
-                           self.vocab, self.end_pos[idx[:, :T]].ravel(), ages.reshape(-1, N_KEYS),
-                           rec, reps).reshape(B, T, -1)
+        transpose = _transposer(shifts)
+        transpose(keys)
+        transpose(onsets)
+        rows = idx[:, L : L + T]
+        x = InputLayout(blocks).batch_rows(BatchStates(keys, onsets, beats, L, rows, self.end_pos[rows].ravel(), self,
+                                                       transpose))
+        keys, onsets, beats = keys[:, L:], onsets[:, L:], beats[:, L:]
         steps = np.arange(T + 1)
         mask = (steps[None, :T] < lengths[:, None]).astype(np.float32)
         for i, c in enumerate(chunks):

@@ -18,22 +18,21 @@ grid, which holds triplets, 32nds and 64ths) seen at least ``min_count``
 times in the training pieces; a rarer value is folded into the nearest kept
 one in log space (a 0.98-beat state is closer to 1 beat than to 0.75).
 
-Two optional blocks serve the note head and the duration head (see
-:class:`InputLayout` for where each sits in a row): every key's *recency*
-(:func:`key_recency`) and the *repeat* of the passage just heard (the state
-that followed its last occurrence, and the match's length; see
-:mod:`chopinbot.music.repeats`).
+Optional inputs serve the note head and the duration head: every key's
+*recency* (:func:`key_recency`) and the *repeat* of the passage just heard (the
+state that followed its last occurrence, and the match's length; see
+:mod:`chopinbot.music.repeats`).  How these features make up an input row,
+block by block, is declared in :mod:`chopinbot.dataset.inputs`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from chopinbot.constants import GRID_PER_BEAT, N_KEYS
-from chopinbot.music.repeats import Continuations, match_length_feature, repeat_continuations
 
 DURATION_MIN_COUNT = 10  # below ~10 examples a class cannot be learned; fold it
 
@@ -45,7 +44,7 @@ class DurationVocab:
     @classmethod
     def from_units(
         cls, units: np.ndarray, grid_per_beat: int = GRID_PER_BEAT, min_count: int = DURATION_MIN_COUNT
-    ) -> "DurationVocab":
+    ) -> DurationVocab:
         vals, counts = np.unique(np.asarray(units, np.int64), return_counts=True)
         kept = vals[counts >= min_count]
         if kept.size == 0:  # a tiny corpus: keep everything
@@ -74,49 +73,6 @@ AGE_LOOKBACK = 32  # states of history read before a training chunk to know each
 
 
 RECENCY_CAP = 16.0  # beats: a key struck longer ago than this (or never) counts as this long ago
-
-
-@dataclass(frozen=True)
-class InputLayout:
-    """Where each block sits in an input row.
-
-    ``[keys | onsets | ages | duration (V+1) | position | repeats: per kind,
-    duration (V+1) and match length]`` is what the LSTM reads (the first
-    ``lstm`` columns); after it, for the note head only, ``[recency: beats since
-    struck, previous interval (2 x 88) | repeats: per kind, keys and onsets
-    (2 x 88)]``.  A block that is off takes no columns, so a row without the
-    optional blocks is the row of the first models."""
-
-    n_classes: int
-    recency: bool = False
-    repeats: int = 0  # repeat kinds read (chopinbot.music.repeats.KINDS)
-
-    @property
-    def base(self) -> int:
-        """The state's own features: keys, onsets, ages, duration, position."""
-        return 3 * N_KEYS + self.n_classes + 1 + N_POSITION
-
-    def repeat_global(self, i: int) -> slice:
-        """Repeat kind ``i``'s rhythmic value (one-hot, log-length) and match length."""
-        a = self.base + i * (self.n_classes + 2)
-        return slice(a, a + self.n_classes + 2)
-
-    @property
-    def lstm(self) -> int:
-        return self.base + self.repeats * (self.n_classes + 2)
-
-    @property
-    def recency_block(self) -> slice:
-        return slice(self.lstm, self.lstm + (2 * N_KEYS if self.recency else 0))
-
-    def repeat_keys(self, i: int) -> slice:
-        """Repeat kind ``i``'s keys and onsets."""
-        a = self.recency_block.stop + i * 2 * N_KEYS
-        return slice(a, a + 2 * N_KEYS)
-
-    @property
-    def width(self) -> int:
-        return self.recency_block.stop + self.repeats * 2 * N_KEYS
 
 
 def key_ages(keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray) -> np.ndarray:
@@ -196,67 +152,19 @@ class RecencyTracker:
         with np.errstate(invalid="ignore"):  # -inf - -inf where a key was struck at most once
             since = self.now[..., None] - self.last
             interval = self.last - self.last2
-        return np.stack([np.minimum(since, RECENCY_CAP), np.where(np.isfinite(interval), np.minimum(interval, RECENCY_CAP),
-                                                                   RECENCY_CAP)], -2)
+        interval = np.where(np.isfinite(interval), np.minimum(interval, RECENCY_CAP), RECENCY_CAP)
+        return np.stack([np.minimum(since, RECENCY_CAP), interval], -2)
 
 
 def recency_features(recency: np.ndarray) -> np.ndarray:
-    """(n, 2, 88) -> (n, 176) in [0, 1]: log2(1 + beats) / log2(1 + cap)."""
+    """(..., 2, 88) -> (..., 176) in [0, 1]: log2(1 + beats) / log2(1 + cap)."""
     r = np.asarray(recency)
-    return (np.log2(1.0 + r) / np.log2(1.0 + RECENCY_CAP)).reshape(r.shape[0], -1)
+    return (np.log2(1.0 + r) / np.log2(1.0 + RECENCY_CAP)).reshape(r.shape[:-2] + (2 * N_KEYS,))
 
 
 def end_positions(beats: np.ndarray, start: float = 0.0) -> np.ndarray:
-    """Position (beats) at which each state ends, from a start position."""
-    return start + np.cumsum(np.asarray(beats, np.float64))
-
-
-def state_features(
-    keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, vocab: DurationVocab, end_pos: np.ndarray,
-    ages: np.ndarray, recency: np.ndarray | None = None, repeats: Sequence[Continuations] = (),
-) -> np.ndarray:
-    """(n, width) float32 inputs (laid out as :class:`InputLayout` says) for
-    ``n`` states ending at ``end_pos`` beats, whose keys have the given
-    ``ages`` (see :func:`key_ages`) and, optionally, ``recency`` (n, 2, 88)
-    (see :func:`key_recency`) and ``repeats``, one :class:`Continuations` per
-    repeat kind read (see :func:`repeat_continuations`)."""
-    n = keys.shape[0]
-    lay = InputLayout(len(vocab), recency is not None, len(repeats))
-    x = np.zeros((n, lay.width), np.float32)
-    x[:, :N_KEYS] = keys
-    x[:, N_KEYS : 2 * N_KEYS] = onsets
-    x[:, 2 * N_KEYS : 3 * N_KEYS] = age_features(ages)
-    c = 3 * N_KEYS
-    x[:, c : c + len(vocab) + 1] = duration_features(beats, vocab)
-    c += len(vocab) + 1
-    x[:, c : lay.base] = position_features(end_pos)
-    if recency is not None:
-        x[:, lay.recency_block] = recency_features(recency)
-    for i, rep in enumerate(repeats):
-        x[:, lay.repeat_global(i)] = repeat_global_features(rep, vocab)
-        found = (rep.length > 0)[:, None]
-        x[:, lay.repeat_keys(i)] = np.concatenate([rep.keys, rep.onsets], axis=1) * found
-    return x
-
-
-def repeat_global_features(rep: Continuations, vocab: DurationVocab) -> np.ndarray:
-    """(n, V+2): the continuation's rhythmic value (one-hot, log-length) and the
-    match length feature; all 0 where nothing matched."""
-    found = rep.length > 0
-    dur = duration_features(np.where(found, rep.beats, 1.0), vocab) * found[:, None]
-    return np.concatenate([dur, match_length_feature(rep.length)[:, None]], axis=1)
-
-
-def sequence_features(keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, vocab: DurationVocab,
-                      start_beat: float = 0.0, recency: bool = False, repeats: Sequence[str] = (),
-                      grid_per_beat: int = GRID_PER_BEAT) -> np.ndarray:
-    """The input rows of a whole sequence heard from its first state, starting
-    at ``start_beat`` in the metre, with the given repeat kinds (what a model
-    reads of a seed or a piece)."""
-    return state_features(
-        keys, onsets, beats, vocab, end_positions(beats, start_beat), key_ages(keys, onsets, beats),
-        key_recency(keys, onsets, beats) if recency else None,
-        [repeat_continuations(keys, onsets, beats, grid_per_beat, kind) for kind in repeats])
+    """Position (beats) at which each state of (..., n) ends, from a start position."""
+    return start + np.cumsum(np.asarray(beats, np.float64), axis=-1)
 
 
 def age_features(ages: np.ndarray) -> np.ndarray:
@@ -293,7 +201,5 @@ def position_features(end_pos: np.ndarray) -> np.ndarray:
 def position_period(grid_per_beat: int = GRID_PER_BEAT) -> int:
     """Grid units after which :func:`position_features` repeat (12 beats on
     the 1/48 grid): positions on the grid can be looked up in a table."""
-    import math
-
     units = [grid_per_beat] + [round(p * grid_per_beat) for p in PHASE_PERIODS]
     return math.lcm(*units)

@@ -1,15 +1,11 @@
-"""The prepared dataset: MIDI files -> key segments of states, on disk.
+"""Preparing a dataset: MIDI files -> key segments of states, on disk.
 
 ``prepare`` turns each file into states (see :mod:`chopinbot.music.states`), splits
 the piece where its key signature changes, finds each segment's key
-(:mod:`chopinbot.music.keys`), transposes it to C major / A minor and writes:
-
-* ``states.npy`` -- one structured array, a record of 31 bytes per state (keys
-  and onsets bit-packed into 11 bytes each, beats and seconds float32, velocity
-  uint8).  It is memory-mapped when loaded, so a corpus larger than RAM works
-  and nothing is copied until a batch asks for it.
-* ``manifest.json`` -- every source file with its sha256, key, shift, octave
-  moves, states, seconds and split; each segment's rows; the settings used.
+(:mod:`chopinbot.music.keys`), transposes it to C major / A minor and writes
+them as a dataset folder (``states.npy`` + ``manifest.json``, the format of
+:mod:`chopinbot.dataset.store`).  Files are streamed: memory does not grow with
+the corpus.
 
 Splits are by whole piece, never by window (overlapping windows in train and
 valid made the original design's validation scores meaningless).
@@ -21,69 +17,40 @@ import hashlib
 import itertools
 import json
 import os
-import shutil
 import tempfile
 import textwrap
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
 from chopinbot import __version__
 from chopinbot.constants import (
     BUNDLED_CORPUS_DIR,
-    GRID_PER_BEAT,
+    DEFAULT_DATASET_DIR,
     MAX_KEY_SEGMENTS,
     MAX_MIDI_BYTES,
-    MAX_STATES_PER_FILE,
     MIN_SPLIT_PIECES,
-    MIN_STATE_BEATS,
     N_KEYS,
-    PEDAL_MODE,
     TEST_FRACTION,
     VALID_FRACTION,
 )
+from chopinbot.dataset.store import (
+    DEFAULT_SETTINGS,
+    FORMAT_VERSION,
+    Dataset,
+    PrepareSettings,
+    StatesWriter,
+    split_totals,
+)
 from chopinbot.errors import ChopinBotError, DatasetError, MidiError
-from chopinbot.io_utils import atomic_write, atomic_write_json, sha256_file
+from chopinbot.io_utils import atomic_write, sha256_file
 from chopinbot.music.keys import Key, detect_key, pitch_class_histogram
 from chopinbot.music.midi import read_midi
 from chopinbot.music.states import States, notes_to_states, transpose_states
-
-FORMAT_VERSION = 1
-STATE_DTYPE = np.dtype(
-    [("keys", "u1", (11,)), ("onsets", "u1", (11,)), ("beats", "<f4"), ("seconds", "<f4"), ("velocity", "u1")]
-)
-SPLITS = ("train", "valid", "test")
-
-
-@dataclass(frozen=True)
-class PrepareSettings:
-    """Everything that changes the prepared states (stored in the manifest)."""
-
-    grid_per_beat: int = GRID_PER_BEAT
-    pedal: str = PEDAL_MODE
-    min_state_beats: float = MIN_STATE_BEATS
-    max_states: int = MAX_STATES_PER_FILE
-
-
-@dataclass
-class Segment:
-    """A stretch of one piece in one key, transposed to C major / A minor."""
-
-    piece: str
-    start: int  # first row in states.npy
-    stop: int  # one past the last row
-    key: str  # the key found, e.g. "F# minor"
-    tonic: int
-    minor: bool
-    shift: int  # semitones applied to reach C major / A minor
-    split: str = "train"
-
-    def __len__(self) -> int:
-        return self.stop - self.start
 
 
 @dataclass
@@ -118,7 +85,7 @@ def _dedupe_key_changes(keysigs: list[tuple[int, int, int]]) -> list[tuple[int, 
     return out
 
 
-def process_file(path: str | os.PathLike, settings: PrepareSettings = PrepareSettings()) -> FileResult:
+def process_file(path: str | os.PathLike, settings: PrepareSettings = DEFAULT_SETTINGS) -> FileResult:
     """Read one MIDI file and build its transposed key segments (never raises
     for a bad file: the reason goes into ``FileResult.error``)."""
     path = Path(path)
@@ -177,26 +144,6 @@ def process_file(path: str | os.PathLike, settings: PrepareSettings = PrepareSet
         res.segments.append((shifted, key, key.shift_home, a))
         res.segment_keys.append((key.name, key.tonic, key.minor, key.shift_home, a))
     return res
-
-
-def pack_states(states: States) -> np.ndarray:
-    rec = np.zeros(len(states), STATE_DTYPE)
-    rec["keys"] = np.packbits(states.keys, axis=1)
-    rec["onsets"] = np.packbits(states.onsets, axis=1)
-    rec["beats"] = states.beats
-    rec["seconds"] = states.seconds
-    rec["velocity"] = states.velocity
-    return rec
-
-
-def unpack_states(rec: np.ndarray) -> States:
-    return States(
-        np.unpackbits(np.asarray(rec["keys"]), axis=1, count=N_KEYS).astype(bool),
-        np.unpackbits(np.asarray(rec["onsets"]), axis=1, count=N_KEYS).astype(bool),
-        np.asarray(rec["beats"], np.float32),
-        np.asarray(rec["seconds"], np.float32),
-        np.asarray(rec["velocity"], np.uint8),
-    )
 
 
 def assign_splits(sizes: dict[str, int], committed: dict | None = None) -> dict[str, str]:
@@ -282,7 +229,7 @@ class PrepareReport:
 def prepare(
     inputs: Iterable[str | os.PathLike] | None = None,
     out_dir: str | os.PathLike = "runs/dataset",
-    settings: PrepareSettings = PrepareSettings(),
+    settings: PrepareSettings = DEFAULT_SETTINGS,
     jobs: int = 1,
     strict: bool = False,
     force: bool = False,
@@ -331,7 +278,7 @@ def prepare(
         except (KeyError, ValueError, TypeError):
             pass  # unreadable manifest: rebuild
     out_dir.mkdir(parents=True, exist_ok=True)
-    writer = _StatesWriter(out_dir)
+    writer = StatesWriter(out_dir)
     # Memory stays flat in the number of files: states go to disk as they come
     # and so does each file's manifest entry (JSON lines in a temp file); kept
     # are only what the split assignment and the totals need (states and
@@ -345,7 +292,7 @@ def prepare(
             if r.error and strict:
                 raise MidiError(r.error, r.name)
             if r.error is None:
-                r.rows = writer.add(r)
+                r.rows = writer.add(st for st, _, _, _ in r.segments)
                 key_use += (r.key_use_original, r.key_use_transposed)
                 entries.write(json.dumps(_file_entry(r)) + "\n")
                 sizes[r.name] = (r.n_states, round(r.seconds, 3))
@@ -362,7 +309,7 @@ def prepare(
             settings=asdict(settings),
             states_sha256=states_sha,
             rows=writer.n_rows,
-            totals=_totals([dict(split=splits[n], states=k, seconds=sec) for n, (k, sec) in sizes.items()]),
+            totals=split_totals([dict(split=splits[n], states=k, seconds=sec) for n, (k, sec) in sizes.items()]),
             key_use={"original": key_use[0].tolist(), "transposed": key_use[1].tolist()},
         )
         entries.seek(0)
@@ -443,164 +390,8 @@ def _process_files(files: list[Path], settings: PrepareSettings) -> list[FileRes
     return [process_file(f, settings) for f in files]
 
 
-class _StatesWriter:
-    """Appends packed states to a temp file, then writes ``states.npy``
-    (header + the streamed rows) atomically."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.out_dir = out_dir
-        fd, self.raw = tempfile.mkstemp(prefix=".states.", suffix=".raw", dir=out_dir)
-        self.f = os.fdopen(fd, "wb")
-        self.n_rows = 0
-        self.sha = hashlib.sha256()
-
-    def add(self, r: FileResult) -> list[tuple[int, int]]:
-        rows = []
-        for st, _, _, _ in r.segments:
-            data = pack_states(st).tobytes()
-            self.f.write(data)
-            self.sha.update(data)
-            rows.append((self.n_rows, self.n_rows + len(st)))
-            self.n_rows += len(st)
-        return rows
-
-    def add_bytes(self, data: bytes) -> None:
-        self.f.write(data)
-        self.sha.update(data)
-        self.n_rows += len(data) // STATE_DTYPE.itemsize
-
-    def finish(self) -> str:
-        self.f.close()
-
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as out, open(self.raw, "rb") as src:
-                np.lib.format.write_array_header_1_0(
-                    out, {"descr": np.lib.format.dtype_to_descr(STATE_DTYPE), "fortran_order": False,
-                          "shape": (self.n_rows,)})
-                shutil.copyfileobj(src, out, 1 << 20)
-
-        atomic_write(self.out_dir / "states.npy", write)
-        os.unlink(self.raw)
-        return self.sha.hexdigest()
-
-    def abort(self) -> None:
-        self.f.close()
-        if os.path.exists(self.raw):
-            os.unlink(self.raw)
-
-
-def _totals(files_meta: list[dict]) -> dict:
-    return {
-        s: dict(
-            pieces=sum(1 for f in files_meta if f["split"] == s),
-            states=sum(f["states"] for f in files_meta if f["split"] == s),
-            seconds=round(sum(f["seconds"] for f in files_meta if f["split"] == s), 1),
-        )
-        for s in SPLITS
-    }
-
-
-def merge_datasets(parts: Iterable[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
-    """Join prepared parts (e.g. shards from several machines) into one dataset.
-
-    Settings must match; every piece keeps the split its part gave it; the
-    states are streamed, not loaded."""
-    parts = [Path(p) for p in parts]
-    manifests = []
-    for p in parts:
-        try:
-            manifests.append(json.loads((p / "manifest.json").read_text()))
-        except (OSError, ValueError) as e:
-            raise DatasetError(f"{p}: not a prepared dataset ({e})") from None
-    if not manifests:
-        raise DatasetError("nothing to merge")
-    settings = manifests[0]["settings"]
-    for p, m in zip(parts, manifests):
-        if m["settings"] != settings or m.get("format") != FORMAT_VERSION:
-            raise DatasetError(f"{p}: prepared with other settings ({m['settings']} vs {settings})")
-    names = [f["name"] for m in manifests for f in m["files"]]
-    if len(set(names)) != len(names):
-        raise DatasetError("the parts share pieces: " + ", ".join(sorted({n for n in names if names.count(n) > 1})[:5]))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    writer = _StatesWriter(out)
-    files, skipped = [], []
-    key_use = {"original": np.zeros(N_KEYS, np.int64), "transposed": np.zeros(N_KEYS, np.int64)}
-    try:
-        for p, m in zip(parts, manifests):
-            offset = writer.n_rows
-            rec = np.load(p / "states.npy", mmap_mode="r")
-            for a in range(0, len(rec), 1 << 16):
-                writer.add_bytes(np.ascontiguousarray(rec[a : a + (1 << 16)]).tobytes())
-            for f in m["files"]:
-                f = dict(f, segments=[dict(s, start=s["start"] + offset, stop=s["stop"] + offset) for s in f["segments"]])
-                files.append(f)
-            skipped += m.get("skipped", [])
-            for k in key_use:
-                key_use[k] += np.asarray(m.get("key_use", {}).get(k, np.zeros(N_KEYS)), np.int64)
-        sha = writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
-    manifest = dict(format=FORMAT_VERSION, chopinbot=__version__, settings=settings, states_sha256=sha,
-                    rows=writer.n_rows, totals=_totals(files), key_use={k: v.tolist() for k, v in key_use.items()},
-                    files=files, skipped=skipped, merged_from=[str(p) for p in parts])
-    atomic_write_json(out / "manifest.json", manifest)
-    return manifest
-
-
-class Dataset:
-    """A prepared dataset folder, memory-mapped.
-
-    ``segments(split)`` lists the key segments of a split; ``states(seg)``
-    unpacks one segment (or a slice of it) into :class:`States`.
-    """
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        mpath = self.path / "manifest.json"
-        if not mpath.exists():
-            raise DatasetError(f"{self.path}: not a prepared dataset (no manifest.json); run `chopinbot prepare`")
-        self.manifest = json.loads(mpath.read_text())
-        if self.manifest.get("format") != FORMAT_VERSION:
-            raise DatasetError(f"{self.path}: dataset format {self.manifest.get('format')} is not {FORMAT_VERSION}")
-        self.records = np.load(self.path / "states.npy", mmap_mode="r")
-        self._segments = [
-            Segment(f["name"], s["start"], s["stop"], s["key"], s["tonic"], s["minor"], s["shift"], f["split"])
-            for f in self.manifest["files"]
-            for s in f["segments"]
-        ]
-
-    @property
-    def settings(self) -> PrepareSettings:
-        return PrepareSettings(**self.manifest["settings"])
-
-    @property
-    def manifest_hash(self) -> str:
-        return self.manifest["states_sha256"]
-
-    def segments(self, split: str | None = None) -> list[Segment]:
-        return [s for s in self._segments if split is None or s.split == split]
-
-    def pieces(self, split: str | None = None) -> list[str]:
-        return [f["name"] for f in self.manifest["files"] if split is None or f["split"] == split]
-
-    def states(self, seg: Segment, start: int = 0, stop: int | None = None) -> States:
-        stop = len(seg) if stop is None else stop
-        return unpack_states(self.records[seg.start + start : seg.start + stop])
-
-    def split_states(self, split: str) -> list[States]:
-        return [self.states(s) for s in self.segments(split)]
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.records.nbytes)
-
-
 def load_or_prepare(data: str | os.PathLike | None, progress: bool = True) -> Dataset:
     """The dataset at ``data``, or the bundled corpus prepared (once) into the default folder."""
-    from chopinbot.constants import DEFAULT_DATASET_DIR
-
     if data is not None and (Path(data) / "manifest.json").exists():
         return Dataset(data)
     if data is not None and Path(data).exists() and not Path(data).is_dir():

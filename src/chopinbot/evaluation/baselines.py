@@ -19,10 +19,11 @@ from __future__ import annotations
 import numpy as np
 
 from chopinbot.constants import N_KEYS
-from chopinbot.dataset.prepare import unpack_states
+from chopinbot.dataset.batches import SplitData
+from chopinbot.dataset.inputs import split_repeats
+from chopinbot.dataset.store import unpack_states
 from chopinbot.model.metrics import KeyCounts
 from chopinbot.music.repeats import shift_keys
-from chopinbot.dataset.batches import SplitData
 
 
 def _pairs(data: SplitData):
@@ -33,7 +34,7 @@ def _pairs(data: SplitData):
 
 def _repeat_guesses(data: SplitData):
     """Per segment: the repeat baseline's guessed next keys and lengths, with the true ones."""
-    exact, moved = data.repeats("exact"), data.repeats("transposed")
+    exact, moved = split_repeats(data, "exact"), split_repeats(data, "transposed")
     for a, b in data.segments:
         s = unpack_states(data.records[a:b])
         (rows_e, len_e, _), (rows_t, len_t, shift_t) = ((v[a : b - 1] for v in r) for r in (exact, moved))

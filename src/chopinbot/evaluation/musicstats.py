@@ -20,8 +20,8 @@ being identified by its set of sounding keys and its length in grid steps.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Sequence
 
 import numpy as np
 
@@ -309,11 +309,13 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
-def compare_stats(generated: list[dict[str, float]], real: list[dict[str, float]]) -> list[dict]:
+def compare_stats(generated: list[dict[str, float]], real: list[dict[str, float]],
+                  order: Sequence[str] | None = None) -> list[dict]:
     """One row per statistic: generated vs real mean and standard deviation.
 
     Rows are ``{stat, gen_mean, gen_sd, real_mean, real_sd, flagged}``, for the
-    statistics present in every dict, in :data:`STAT_LABELS` order.  ``flagged``
+    statistics present in every dict, in ``order`` (default :data:`STAT_LABELS`;
+    statistics not named there follow, sorted).  ``flagged``
     is true when the generated mean lies outside the real mean ± one real
     (sample) standard deviation.  NaN values (e.g. entropy of an empty piece)
     are left out of the means.
@@ -322,9 +324,10 @@ def compare_stats(generated: list[dict[str, float]], real: list[dict[str, float]
     if not dicts:
         return []
     common = set.intersection(*(set(d) for d in dicts))
-    order = [k for k in STAT_LABELS if k in common] + sorted(common - set(STAT_LABELS))
+    known = list(STAT_LABELS if order is None else order)
+    names = [k for k in known if k in common] + sorted(common - set(known))
     rows = []
-    for stat in order:
+    for stat in names:
         gm, gs = _mean_sd([d[stat] for d in generated])
         rm, rs = _mean_sd([d[stat] for d in real])
         flagged = bool(not (math.isnan(gm) or math.isnan(rm)) and abs(gm - rm) > rs)

@@ -4,8 +4,11 @@ Every figure is measured on the test pieces, which no model trains on and no
 choice is tuned on: the decision threshold is chosen on the valid pieces and
 then applied to test.  Baselines are scored on the very same states.  The
 report also compares the musical statistics of generated pieces with real
-test excerpts of the same length, and measures how much the generated pieces
-copy from the training pieces.
+test excerpts of the same length, measures how much the generated pieces
+copy from the training pieces, and asks a classifier whether continuations
+of the held-out pieces' seeds can be told from real Chopin
+(:mod:`chopinbot.evaluation.realism`; test seeds by default, valid seeds for
+choosing between models).
 """
 
 from __future__ import annotations
@@ -17,13 +20,27 @@ from pathlib import Path
 
 import numpy as np
 
-from chopinbot.evaluation.baselines import baseline_metrics, fit_rates
-from chopinbot.model.checkpoint import load_model, resolve_checkpoint
-from chopinbot.dataset.prepare import Dataset, load_or_prepare
-from chopinbot.errors import ConfigError
-from chopinbot.io_utils import atomic_write_json, atomic_write_text
-from chopinbot.model.predict import evaluate_split
+from chopinbot.compose.generate import GenerateConfig, GenerationError, generate
+from chopinbot.compose.seeds import Seed, random_seed_index, seed_from_test
 from chopinbot.dataset.batches import SplitData
+from chopinbot.dataset.prepare import load_or_prepare
+from chopinbot.dataset.store import Dataset
+from chopinbot.errors import ConfigError
+from chopinbot.evaluation.baselines import baseline_metrics, fit_rates
+from chopinbot.evaluation.musicstats import (
+    CorpusIndex,
+    compare_stats,
+    format_stats_table,
+    longest_copied_run,
+    ngram_overlap,
+    piece_stats,
+)
+from chopinbot.evaluation.realism import ClassifierSettings, RealismSettings, evaluate_realism, format_realism_section
+from chopinbot.io_utils import atomic_write_json, atomic_write_text
+from chopinbot.model.checkpoint import resolve_checkpoint
+from chopinbot.model.formats import load_model
+from chopinbot.model.predict import evaluate_split
+from chopinbot.music.states import States, states_to_notes
 from chopinbot.progress import Progress
 
 REPORT_METRICS = [
@@ -46,6 +63,10 @@ class EvalSettings:
     temperature: float = 1.0
     key_top_k: int = 8
     progress: bool = True
+    realism: bool = True  # the classifier test of generated vs real excerpts
+    realism_split: str = "test"  # whose seeds are continued: "test" to report, "valid" to choose between models
+    realism_seconds: float = 60.0  # each seed's continuation, cut into 20-s excerpts
+    realism_repeats: int = 5  # random seeds of the classifier test
 
 
 def _label(path: str | None) -> str:
@@ -91,11 +112,6 @@ def musical_statistics(model, ds: Dataset, settings: EvalSettings, train_index=N
     """Generate ``settings.pieces`` pieces (random seeds 0..N-1) and compare
     their statistics with real excerpts of the same length from ``split``
     (decoding settings are chosen against "valid", reported against "test")."""
-    from chopinbot.compose.generate import GenerateConfig, generate
-    from chopinbot.evaluation.musicstats import CorpusIndex, compare_stats, longest_copied_run, ngram_overlap, piece_stats
-    from chopinbot.compose.seeds import random_seed_index, seed_from_test
-    from chopinbot.music.states import states_to_notes
-
     if train_index is None:
         train_index = CorpusIndex([(s.piece, ds.states(s)) for s in ds.segments("train")])
     gen_stats, originality, results = [], [], []
@@ -105,8 +121,8 @@ def musical_statistics(model, ds: Dataset, settings: EvalSettings, train_index=N
         idx = random_seed_index(np.random.default_rng(i), settings.seed_len, settings=ds.settings)
         seed = seed_from_test(idx, settings.seed_len, ds.settings)
         res = generate(model, seed, GenerateConfig(steps=settings.steps, random_seed=i,
-                                                   temperature=settings.temperature, key_top_k=settings.key_top_k, key="C major" if not
-                                                   seed.key.minor else "A minor"))
+                                                   temperature=settings.temperature, key_top_k=settings.key_top_k,
+                                                   key="C major" if not seed.key.minor else "A minor"))
         results.append(res)
         gen_stats.append(piece_stats(res.notes, res.bpm, res.states))
         new = res.generated
@@ -136,12 +152,32 @@ def musical_statistics(model, ds: Dataset, settings: EvalSettings, train_index=N
     }
 
 
+def realism_metrics(model, ds: Dataset, settings: EvalSettings) -> dict:
+    """The realism section (:func:`chopinbot.evaluation.realism.evaluate_realism`): the
+    seeds of the ``settings.realism_split`` pieces continued by ``model``, sampled
+    as the statistics' pieces are (random seed = the seed's index)."""
+
+    def continue_seed(seed: Seed, index: int) -> States:
+        cfg = GenerateConfig(seconds=settings.realism_seconds, random_seed=index, temperature=settings.temperature,
+                             key_top_k=settings.key_top_k, include_seed=False)
+        try:
+            return generate(model, seed, cfg).states
+        except GenerationError:  # silence even after retries: no excerpt, the seed is left out
+            return States.empty()
+
+    rs = RealismSettings(split=settings.realism_split, continuation_seconds=settings.realism_seconds,
+                         seed_len=settings.seed_len, test=ClassifierSettings(repeats=settings.realism_repeats))
+    return evaluate_realism(ds, continue_seed, rs, progress=settings.progress)
+
+
 def evaluate(models: list[str | None], out_dir: str | os.PathLike, data: str | os.PathLike | None = None,
-             settings: EvalSettings = EvalSettings(), force: bool = False) -> dict:
+             settings: EvalSettings | None = None, force: bool = False) -> dict:
     """Write ``report.md``, ``metrics.json`` and PNGs for the given models
     (``None`` = the shipped model) into ``out_dir``; return the metrics.  A
     folder that already holds a report is refused unless ``force``."""
-    from chopinbot.evaluation.musicstats import format_stats_table
+    settings = settings or EvalSettings()
+    # matplotlib is imported only when a report is drawn
+    from chopinbot.render.pianoroll import plot_pianoroll_pair
     from chopinbot.render.plots import plot_threshold_guide, plot_training
 
     out = Path(out_dir)
@@ -165,7 +201,8 @@ def evaluate(models: list[str | None], out_dir: str | os.PathLike, data: str | o
         res = model_metrics(model, ds, harshness=model.meta.get("harshness", 0.05))
         tr = model.meta.get("train", {})
         desc = f"{label} ({model.config.layers}x{model.config.hidden} LSTM, " + (
-            f"window {tr['window']}" if tr.get("window") else "sequence training") + f", {model.config.duration_head} durations)"
+            f"window {tr['window']}" if tr.get("window") else "sequence training"
+        ) + f", {model.config.duration_head} durations)"
         rows[desc] = res["test"]
         details[desc] = res
         loaded.append((desc, m, model))
@@ -180,18 +217,19 @@ def evaluate(models: list[str | None], out_dir: str | os.PathLike, data: str | o
     if (run_dir / "metrics.csv").exists():
         curves = plot_training(run_dir, out / "training")
     stats = musical_statistics(first_model, ds, settings)
-    from chopinbot.render.pianoroll import plot_pianoroll_pair
-    from chopinbot.music.states import states_to_notes
-
     ex = stats.pop("examples")[0]
     real = _real_excerpts(ds, settings.seed_len + settings.steps)[0]
     pngs.append(plot_pianoroll_pair(ex.notes, states_to_notes(real), out / "pianoroll_generated_vs_real.png",
                                     bpm=ex.bpm, seed_end_beat=ex.seed_end_beat))
     metrics = {"dataset": {"states_sha256": ds.manifest_hash, "totals": ds.manifest["totals"]},
-               "table": rows, "models": {k: {kk: vv for kk, vv in v.items() if kk != "curve"} for k, v in details.items()},
+               "table": rows,
+               "models": {k: {kk: vv for kk, vv in v.items() if kk != "curve"} for k, v in details.items()},
                "statistics": stats, "settings": settings.__dict__}
+    if settings.realism:
+        metrics["realism"] = realism_metrics(first_model, ds, settings)
     atomic_write_json(out / "metrics.json", _jsonable(metrics))
-    atomic_write_text(out / "report.md", _report_md(rows, stats, pngs, curves, out, settings, format_stats_table))
+    atomic_write_text(out / "report.md", _report_md(rows, stats, pngs, curves, out, settings, format_stats_table,
+                                                    metrics.get("realism")))
     return metrics
 
 
@@ -213,7 +251,8 @@ def _jsonable(x):
     return x
 
 
-def _report_md(rows, stats, pngs, curves, out: Path, settings: EvalSettings, format_stats_table) -> str:
+def _report_md(rows, stats, pngs, curves, out: Path, settings: EvalSettings, format_stats_table,
+               realism: dict | None = None) -> str:
     cols = [c for c in REPORT_METRICS if any(c[0] in r for r in rows.values())]
     lines = ["# ChopinBot evaluation report", "",
              "All figures on the **test pieces** (never trained on; the threshold is chosen on the valid pieces).",
@@ -236,6 +275,8 @@ def _report_md(rows, stats, pngs, curves, out: Path, settings: EvalSettings, for
               f"- Longest run copied from a training piece: {lr['states']} states ({_fmt(lr['beats'])} beats, "
               f"{_fmt(lr['seconds'])} s) from {lr['piece']}.",
               f"- Generation guards fired on {stats['guards_fired']} of {stats['n_generated']} pieces.", ""]
+    if realism is not None:
+        lines += ["## Realism: generated vs real Chopin", "", format_realism_section(realism)]
     if curves:
         lines += ["## Training curves", ""] + [f"![{p.stem}](training/{p.name})" for p in curves] + [""]
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Saving and loading models: ``model.safetensors`` + ``config.json``, never pickles.
+"""Plain checkpoints: ``model.safetensors`` + ``config.json``, never pickles.
 
 A checkpoint folder is replaced as a whole: it is written under a temporary
 name and swapped in by renames, and the config records the sha256 of the
@@ -9,6 +9,11 @@ and is used).
 Loading trusts nothing: the config is size-capped JSON whose fields are
 checked (:class:`ModelConfig` refuses unknown fields and absurd sizes) and the
 tensors must match the architecture's names and shapes exactly.
+
+This module reads and writes the plain formats (``format`` fp32 or fp16, or
+none) and holds the checks every format shares; :mod:`chopinbot.model.formats`
+builds the compressed and exported formats on it, and its
+:func:`~chopinbot.model.formats.load_model` reads any of them.
 """
 
 from __future__ import annotations
@@ -34,23 +39,29 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 MAX_CONFIG_BYTES = 1_000_000
 MAX_WEIGHTS_BYTES = 2_000_000_000
+PLAIN_FORMATS = ("fp32", "fp16")
 
 
 def write_checkpoint_dir(
     folder: str | os.PathLike,
     tensors: dict[str, torch.Tensor],
     config: dict[str, Any],
-    extra_files: dict[str, dict[str, torch.Tensor] | dict[str, Any]] | None = None,
+    extra_files: dict[str, dict[str, torch.Tensor] | dict[str, Any] | Path] | None = None,
 ) -> Path:
-    """Write ``tensors`` and ``config`` (plus optional extra safetensors/JSON
-    files) into ``folder``, replacing it atomically."""
+    """Write ``tensors`` and ``config`` into ``folder``, replacing it atomically.
+
+    ``extra_files`` maps further file names to their content: tensors (a
+    ``.safetensors`` name), JSON (any other name) or a :class:`~pathlib.Path`
+    whose file is copied in."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / WEIGHTS))
         for name, content in (extra_files or {}).items():
-            if name.endswith(".safetensors"):
+            if isinstance(content, Path):
+                shutil.copyfile(content, tmp / name)
+            elif name.endswith(".safetensors"):
                 save_file({k: v.detach().contiguous().cpu() for k, v in content.items()}, str(tmp / name))
             else:
                 (tmp / name).write_text(json.dumps(content, indent=2))
@@ -115,6 +126,7 @@ def model_file(folder: Path, name: str) -> Path:
 
 
 def read_config(folder: Path) -> dict[str, Any]:
+    """The checkpoint's ``config.json``: size-capped JSON with a ``model`` section."""
     cpath = model_file(folder, CONFIG)
     with open(cpath, "rb") as f:
         raw = f.read(MAX_CONFIG_BYTES + 1)
@@ -129,36 +141,55 @@ def read_config(folder: Path) -> dict[str, Any]:
     return cfg
 
 
-def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> ChopinLSTM:
-    """Load a model from a checkpoint folder or run folder (default: the shipped model).
-
-    The returned model is in eval mode and carries ``.meta`` (its config.json)."""
-    folder = resolve_checkpoint(path)
-    cfg = read_config(folder)
-    fmt = cfg.get("format", "fp32")
-    if fmt not in ("fp32", "fp16"):
-        from chopinbot.compress.study import load_any  # lazy: compress imports this module
-
-        return load_any(folder, device)  # int8, sparse, ONNX or TorchScript exports
+def model_config(folder: Path, cfg: dict[str, Any]) -> ModelConfig:
+    """The architecture a checkpoint's config describes (checked field by field)."""
     try:
-        mcfg = ModelConfig.from_dict(cfg["model"])
+        return ModelConfig.from_dict(cfg["model"])
     except (ConfigError, TypeError) as e:
         raise ModelFileError(f"{folder / CONFIG}: invalid model config: {e}") from None
+
+
+def checked_weights(folder: Path, cfg: dict[str, Any]) -> Path:
+    """The checkpoint's weights file: a regular file, not oversized, matching
+    the sha256 the config records."""
     wpath = model_file(folder, WEIGHTS)
     if wpath.stat().st_size > MAX_WEIGHTS_BYTES:
         raise ModelFileError(f"{wpath}: weights file too large")
     if cfg.get("weights_sha256") and cfg["weights_sha256"] != sha256_file(wpath):
         raise ModelFileError(f"{wpath}: weights do not match the config's sha256 (file changed or damaged)")
+    return wpath
+
+
+def read_tensors(folder: Path, cfg: dict[str, Any]) -> tuple[Path, dict[str, torch.Tensor]]:
+    """The weights file (see :func:`checked_weights`) and its tensors."""
+    wpath = checked_weights(folder, cfg)
     try:
-        tensors = load_file(str(wpath))
+        return wpath, load_file(str(wpath))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFileError(f"{wpath}: not a valid safetensors file ({e})") from None
+
+
+def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> ChopinLSTM:
+    """Load a plain (fp32/fp16) checkpoint from a checkpoint or run folder
+    (default: the shipped model); other formats are refused (see
+    :func:`chopinbot.model.formats.load_model`, which reads every format).
+
+    The returned model is in eval mode and carries ``.meta`` (its config.json)."""
+    folder = resolve_checkpoint(path)
+    cfg = read_config(folder)
+    fmt = cfg.get("format", "fp32")
+    if fmt not in PLAIN_FORMATS:
+        raise ModelFileError(f"{folder / CONFIG}: format {fmt!r} is not a plain checkpoint "
+                             f"(chopinbot.model.formats.load_model reads it)")
+    mcfg = model_config(folder, cfg)
+    wpath, tensors = read_tensors(folder, cfg)
     model = ChopinLSTM(mcfg)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     got = {k: v.shape for k, v in tensors.items()}
     if set(expected) != set(got):
         missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
-        raise ModelFileError(f"{wpath}: tensors do not match the config (missing {missing[:3]}, unexpected {extra[:3]})")
+        raise ModelFileError(f"{wpath}: tensors do not match the config "
+                             f"(missing {missing[:3]}, unexpected {extra[:3]})")
     for k, shape in expected.items():
         if got[k] != shape:
             raise ModelFileError(f"{wpath}: tensor {k} has shape {tuple(got[k])}, config implies {tuple(shape)}")
@@ -186,11 +217,8 @@ def ship_model(run_dir: str | os.PathLike, dest: str | os.PathLike = SHIPPED_MOD
     ``dtype`` (fp16 halves the file; the evaluation checks quality holds),
     plus the run's CSVs and training config so its curves can be redrawn."""
     run = Path(run_dir)
-    model = load_model(run / "best")
-    files = {name: (run / name) for name in ("metrics.csv", "grads.csv", "weights.csv", "train_config.json")}
-    out = save_model(dest, model, {k: v for k, v in model.meta.items() if k not in ("model", "weights_sha256")},
-                     dtype=dtype)
-    for name, src in files.items():
-        if src.exists():
-            shutil.copyfile(src, out / name)
-    return out
+    model = load_checkpoint(run / "best")
+    files = {name: run / name for name in ("metrics.csv", "grads.csv", "weights.csv", "train_config.json")
+             if (run / name).exists()}
+    return save_model(dest, model, {k: v for k, v in model.meta.items() if k not in ("model", "weights_sha256")},
+                      dtype=dtype, extra_files=files)

@@ -38,7 +38,7 @@ class Targets:
     dur_beats: torch.Tensor  # (B, T) float
     mask: torch.Tensor  # (B, T) float: 1 where a target exists
 
-    def to(self, device) -> "Targets":
+    def to(self, device) -> Targets:
         return Targets(*(t.to(device) for t in (self.keys, self.onsets, self.dur_class, self.dur_beats, self.mask)))
 
 

@@ -35,7 +35,8 @@ class KeyCounts:
         fn = self.pos.sum() - tp
         precision = np.divide(tp, tp + fp, out=np.ones_like(tp), where=(tp + fp) > 0)
         recall = np.divide(tp, tp + fn, out=np.zeros_like(tp), where=(tp + fn) > 0)
-        f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
+        f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp),
+                       where=(precision + recall) > 0)
         return {"threshold": np.arange(N_BINS) / N_BINS, "precision": precision, "recall": recall, "f1": f1}
 
     def at(self, threshold: float) -> tuple[float, float, float]:
@@ -70,7 +71,8 @@ class EpochMetrics:
     class_correct: float = 0.0
     has_classes: bool = False
 
-    def update(self, key_probs, key_true, d_true, d_pred, losses: dict, n_states: float, class_pred=None, class_true=None):
+    def update(self, key_probs, key_true, d_true, d_pred, losses: dict, n_states: float, class_pred=None,
+               class_true=None):
         """Arrays are flattened to the valid (masked) positions by the caller."""
         self.keys.update(key_probs, key_true)
         self.n += n_states

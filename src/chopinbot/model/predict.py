@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
+from chopinbot.dataset.batches import Chunk, SplitData
 from chopinbot.model.loss import HARSHNESS, maestro_loss
 from chopinbot.model.metrics import EpochMetrics
 from chopinbot.model.network import ChopinLSTM, Outputs
-from chopinbot.dataset.batches import Chunk, SplitData
 
 
 def batch_metrics_update(

@@ -50,11 +50,11 @@ class Key:
         return self.name
 
     @property
-    def home(self) -> "Key":
+    def home(self) -> Key:
         """The key the model works in: C major or A minor."""
         return Key(9, True) if self.minor else Key(0, False)
 
-    def shift_to(self, other: "Key") -> int:
+    def shift_to(self, other: Key) -> int:
         """Smallest shift in -6..+5 semitones taking this tonic to ``other``'s."""
         return (other.tonic - self.tonic + 6) % 12 - 6
 
@@ -62,7 +62,7 @@ class Key:
     def shift_home(self) -> int:
         return self.shift_to(self.home)
 
-    def with_mode(self, minor: bool) -> "Key":
+    def with_mode(self, minor: bool) -> Key:
         return Key(self.tonic, minor)
 
 

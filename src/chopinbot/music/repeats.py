@@ -37,7 +37,8 @@ verified against the states themselves.
 from __future__ import annotations
 
 from collections import deque
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 

@@ -27,10 +27,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import symusic
 
 from chopinbot.constants import GRID_PER_BEAT, HIGHEST_PITCH, LOWEST_PITCH, MAX_STATES_PER_FILE, MIN_STATE_BEATS, N_KEYS
 from chopinbot.errors import MidiError
-from chopinbot.music.midi import PianoNotes
+from chopinbot.music.midi import PianoNotes, notes_to_score
 
 
 @dataclass
@@ -46,11 +47,11 @@ class States:
     def __len__(self) -> int:
         return int(self.beats.size)
 
-    def __getitem__(self, idx: slice) -> "States":
+    def __getitem__(self, idx: slice) -> States:
         return States(self.keys[idx], self.onsets[idx], self.beats[idx], self.seconds[idx], self.velocity[idx])
 
     @staticmethod
-    def concat(parts: list["States"]) -> "States":
+    def concat(parts: list[States]) -> States:
         return States(
             np.concatenate([p.keys for p in parts]),
             np.concatenate([p.onsets for p in parts]),
@@ -60,12 +61,13 @@ class States:
         )
 
     @staticmethod
-    def empty() -> "States":
+    def empty() -> States:
         z = np.zeros((0, N_KEYS), bool)
         return States(z, z.copy(), np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.uint8))
 
-    def copy(self) -> "States":
-        return States(self.keys.copy(), self.onsets.copy(), self.beats.copy(), self.seconds.copy(), self.velocity.copy())
+    def copy(self) -> States:
+        return States(self.keys.copy(), self.onsets.copy(), self.beats.copy(), self.seconds.copy(),
+                      self.velocity.copy())
 
     @property
     def total_beats(self) -> float:
@@ -268,10 +270,6 @@ def states_to_score(states: States, bpm: float | None = None, ticks_per_quarter:
     state gets the tempo that makes it last its ``seconds`` (the expressive
     timing of the source is kept).
     """
-    import symusic
-
-    from chopinbot.music.midi import notes_to_score
-
     notes = states_to_notes(states)
     score = notes_to_score(notes[:, 0], notes[:, 1], notes[:, 2], notes[:, 3], bpm or 120.0, ticks_per_quarter)
     if bpm is None and len(states):

@@ -243,7 +243,8 @@ def render_wav(
             # 0.32 s); note timing stays sample-exact (the output differs from the
             # default's by < -60 dB rms, from the effects' block boundaries).
             cmd = [exe, "-ni", "-q", "-g", f"{gain:g}", "-r", str(int(sample_rate)),
-                   "-o", "synth.dynamic-sample-loading=1", "-z", "1024", "-T", "wav", "-O", "s16", "-F", raw, str(sf.resolve()), str(midi_path)]
+                   "-o", "synth.dynamic-sample-loading=1", "-z", "1024", "-T", "wav", "-O", "s16", "-F", raw,
+                   str(sf.resolve()), str(midi_path)]
             _run(cmd, _TIMEOUT_BASE_S + midi_seconds, "FluidSynth")
             keep, total, peak = _scan(raw, int(midi_seconds * sample_rate))
             scale = min(_PEAK_TARGET / peak, _MAX_BOOST) if normalize and peak > 0 else 1.0

@@ -11,8 +11,8 @@ louder.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from matplotlib.collections import PolyCollection
@@ -20,7 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from chopinbot.render.plots import plt, save_figure  # chopinbot.render.plots selects the Agg backend before pyplot loads
+# chopinbot.render.plots selects the Agg backend before pyplot loads
+from chopinbot.render.plots import plt, save_figure
 
 SEED_CMAP = "Greys"
 GENERATED_CMAP = "Blues"

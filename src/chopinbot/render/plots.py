@@ -6,6 +6,7 @@ PNG atomically and returns its path; the CLI and the app only call them.
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from chopinbot.constants import LOWEST_PITCH, N_KEYS  # noqa: E402
+from chopinbot.errors import DatasetError  # noqa: E402
 from chopinbot.io_utils import atomic_write  # noqa: E402
 
 
@@ -75,14 +77,10 @@ def plot_threshold_guide(curve: dict[str, np.ndarray], path: str | os.PathLike, 
 
 def plot_training(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
     """The curves of a run folder: loss terms, key metrics, duration, gradients, weights."""
-    import csv
-
     run = Path(run_dir)
     out = Path(out_dir) if out_dir else run / "plots"
     mpath = run / "metrics.csv"
     if not mpath.exists():
-        from chopinbot.errors import DatasetError
-
         raise DatasetError(f"{run}: no metrics.csv (is it a run folder?)")
     rows = list(csv.DictReader(mpath.open()))
     ep = [int(r["epoch"]) for r in rows]

@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -26,20 +27,21 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
-from chopinbot.model.checkpoint import read_config, resolve_checkpoint, save_model
-from chopinbot.dataset.prepare import Dataset, load_or_prepare
-from chopinbot.device import resolve_device
+from chopinbot.dataset.batches import SplitData
 from chopinbot.dataset.features import DurationVocab
+from chopinbot.dataset.prepare import load_or_prepare
+from chopinbot.dataset.store import Dataset
+from chopinbot.device import resolve_device
 from chopinbot.errors import ConfigError
 from chopinbot.io_utils import atomic_write_json, atomic_write_text
+from chopinbot.model.checkpoint import WEIGHTS, read_config, resolve_checkpoint, save_model
 from chopinbot.model.loss import HARSHNESS
 from chopinbot.model.metrics import EpochMetrics
 from chopinbot.model.network import ChopinLSTM, ModelConfig, apply_max_norm
-from chopinbot.progress import Progress
 from chopinbot.model.predict import batch_metrics_update, compute_losses, evaluate_split
-from chopinbot.dataset.batches import SplitData
+from chopinbot.progress import Progress
 
 
 @dataclass
@@ -246,8 +248,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
     model = ChopinLSTM(mcfg)
     if not resume:
         k, o, cls, mean_beats = train_split.marginals()
-        prior = (torch.log(torch.tensor(cls, dtype=torch.float32).clamp(min=1e-6)) if mcfg.duration_head == "classes"
-                 else torch.full((mcfg.dur_nodes,), math.log(mean_beats / mcfg.max_duration / (1 - mean_beats / mcfg.max_duration))))
+        if mcfg.duration_head == "classes":
+            prior = torch.log(torch.tensor(cls, dtype=torch.float32).clamp(min=1e-6))
+        else:
+            mean_frac = mean_beats / mcfg.max_duration
+            prior = torch.full((mcfg.dur_nodes,), math.log(mean_frac / (1 - mean_frac)))
         model.init_output_biases(torch.tensor(k, dtype=torch.float32), torch.tensor(o, dtype=torch.float32), prior)
     model.to(device)
     wrapped: torch.nn.Module = model
@@ -264,7 +269,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
     if resume:
         _restore(state, model, opt, sched)
         start_epoch = state["epoch"] + 1
-        best_loss, best_epoch, bad_epochs, step = state["best_loss"], state["best_epoch"], state["bad_epochs"], state["step"]
+        best_loss, best_epoch = state["best_loss"], state["best_epoch"]
+        bad_epochs, step = state["bad_epochs"], state["step"]
         best_summary = state.get("best_summary", {})
         best_score = state.get("best_score", -float("inf"))
         for name in ("metrics.csv", "grads.csv", "weights.csv"):
@@ -336,7 +342,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
                 _append_csv(out / "metrics.csv", [row])
                 n_steps = max(1, math.ceil(len(mine) / cfg.batch))
                 _append_csv(out / "grads.csv", [dict(epoch=epoch, **{k: v / n_steps if k != "layer" else v
-                                                                     for k, v in r.items()}) for r in grad_rows_sum.values()])
+                                                                     for k, v in r.items()})
+                                                for r in grad_rows_sum.values()])
                 _append_csv(out / "weights.csv", [dict(epoch=epoch, **r) for r in _param_stats(model, grads=False)])
                 meta = _meta(cfg, ds, epoch, row)
                 if improved:
@@ -373,8 +380,6 @@ def _dump_for_ddp_check(model, ddp: _Distributed, history) -> None:
     ranks stayed identical."""
     pattern = os.environ.get("CHOPINBOT_DDP_DUMP")
     if pattern and history:
-        from safetensors.torch import save_file
-
         tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         tensors["valid_total"] = torch.tensor([history[-1]["valid_total"]], dtype=torch.float64)
         save_file(tensors, pattern.format(rank=ddp.rank))
@@ -388,8 +393,6 @@ def _check_writable(out: Path) -> None:
         probe.unlink()
     except OSError as e:
         raise ConfigError(f"cannot write to the run folder {out}: {e.strerror or e}") from None
-    import shutil
-
     if shutil.disk_usage(out).free < 50 * 1024 * 1024:
         raise ConfigError(f"less than 50 MB free on the disk of {out}")
 
@@ -483,7 +486,7 @@ def _load_resume_state(out: Path, cfg: TrainConfig) -> tuple[dict[str, Any], Tra
 
 def _restore(state: dict[str, Any], model, opt, sched) -> None:
     folder = Path(state["folder"])
-    weights = load_file(str(folder / "model.safetensors"))
+    weights = load_file(str(folder / WEIGHTS))
     model.load_state_dict({k: v.float() for k, v in weights.items()})
     tensors = load_file(str(folder / "optimizer.safetensors"))
     osd = {"state": {}, "param_groups": state["param_groups"]}

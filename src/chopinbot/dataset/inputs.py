@@ -1,0 +1,523 @@
+"""The model's inputs, declared once: the blocks of an input row.
+
+An input row is made of *blocks*.  Each block (an :class:`InputBlock`)
+declares, here and nowhere else:
+
+* its widths: the columns the LSTM reads (``lstm_width``) and the columns only
+  the note head reads (``note_width``);
+* how it is built for a training batch (:meth:`InputBlock.batch_columns`,
+  from a :class:`BatchStates`), and for a whole sequence heard from its first
+  state (:meth:`InputBlock.sequence_columns`: the reference the others are
+  tested against);
+* how it is built from a seed history and then tracked one state at a time
+  while composing (:meth:`InputBlock.tracker`);
+* what the note head reads of it for each key (:meth:`InputBlock.key_columns`)
+  and what the duration head reads of it (:meth:`InputBlock.duration_columns`).
+
+A row is every block's LSTM columns, in block order, then every block's
+note-head columns, in block order (:class:`InputLayout`).  The blocks, in
+order (a block that is off takes no columns, so a row without the optional
+blocks is the row of the first models; shipped weights depend on this order):
+
+* base (always on): for the LSTM, keys, onsets, ages (3 x 88), the rhythmic
+  value (V+1) and the position in the metre (22); per key, the age.
+* recency (flag ``key_recency``): for the note head, each key's beats since
+  struck and previous interval (2 x 88); per key, both.
+* repeats, exact (``repeats``), then transposed (``repeats_transposed``): for
+  the LSTM, the continuation's rhythmic value (V+1) and the match length; for
+  the note head, its keys and onsets (2 x 88); per key, the key, the onset and
+  the match length; for the duration head, the rhythmic value's one-hot, as is
+  and times the match length.
+
+The network (:mod:`chopinbot.model.network`), the training batches
+(:mod:`chopinbot.dataset.batches`) and the composing step
+(:mod:`chopinbot.compose.stepper`) iterate over a model's blocks
+(``ModelConfig.blocks``) and hold no code of any one block.  A new block
+touches three source files:
+
+1. this module: its :class:`InputBlock` subclass and its entry in
+   :data:`OPTIONAL_BLOCKS` (where the entry sits is where its columns sit);
+2. ``src/chopinbot/model/network.py``: the :class:`~chopinbot.model.network.ModelConfig`
+   field (a bool) named by the entry's ``flag`` (validation, loading of
+   configs saved before it and switching it off without the note head follow
+   from the entry);
+3. the module of its music-level computation, if it has a new one (as
+   :mod:`chopinbot.music.repeats` for the repeats, :mod:`chopinbot.dataset.features`
+   for ages and recency).
+
+(To switch it from ``chopinbot train``, ``src/chopinbot/cli/train.py`` takes a
+flag as well.)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Literal, NamedTuple, Protocol, TypeVar
+
+import numpy as np
+
+from chopinbot.constants import N_KEYS
+from chopinbot.dataset.features import (
+    N_POSITION,
+    AgeTracker,
+    DurationVocab,
+    RecencyTracker,
+    age_features,
+    duration_features,
+    end_positions,
+    key_ages,
+    key_recency,
+    position_features,
+    position_period,
+    recency_features,
+)
+from chopinbot.music.repeats import (
+    Continuations,
+    ContinuationTracker,
+    find_continuations,
+    match_length_feature,
+    repeat_continuations,
+    shift_keys,
+)
+
+Table = TypeVar("Table")
+
+
+class SplitStates(Protocol):
+    """What a block reads of a training split (a :class:`~chopinbot.dataset.batches.SplitData`)."""
+
+    records: np.ndarray  # the dataset's packed states
+    segments: list[tuple[int, int]]  # the split's key segments, as row ranges
+    grid_per_beat: int
+
+    def table(self, name: str, make: Callable[[SplitStates], Table]) -> Table:
+        """A table derived from the split's states by ``make``, made once and kept."""
+        ...
+
+# A block's columns for n states: its LSTM parts and its note-head parts, (..., n, w) arrays each in
+# row order, which InputLayout.rows concatenates (as float32: bool parts count as 0/1).
+Columns = tuple[list[np.ndarray], list[np.ndarray]]
+
+
+class KeyColumn(NamedTuple):
+    """A value the note head reads for each key: key ``k`` reads column
+    ``at + k`` of the block's ``part`` (``per_key``), or column ``at`` (the
+    same value for every key)."""
+
+    part: Literal["lstm", "note"]
+    at: int
+    per_key: bool = True
+
+
+class DurationColumns(NamedTuple):
+    """Columns ``start:stop`` of the block's ``part`` that the duration head
+    reads, each multiplied by column ``scale`` of that part (None: as they are)."""
+
+    part: Literal["lstm", "note"]
+    start: int
+    stop: int
+    scale: int | None = None
+
+
+class NewStates(NamedTuple):
+    """The states just composed, one per sequence of a batch of B."""
+
+    keys: np.ndarray  # (B, 88) bool
+    onsets: np.ndarray  # (B, 88) bool
+    cls: np.ndarray  # (B,) rhythmic class (index into the duration vocabulary)
+    beats: np.ndarray  # (B,) float64: its length, as the dataset stores it (float32)
+
+
+@dataclass(frozen=True)
+class BatchStates:
+    """What the blocks of a training batch are built from: for each of ``B``
+    chunks, ``lookback`` states of history (rows before the chunk's segment
+    are zero, lasting 0 beats), its ``T`` input states and the last target,
+    already transposed as the batch is."""
+
+    keys: np.ndarray  # (B, lookback + T + 1, 88) float32
+    onsets: np.ndarray  # (B, lookback + T + 1, 88) float32
+    beats: np.ndarray  # (B, lookback + T + 1) float32
+    lookback: int
+    rows: np.ndarray  # (B, T): the dataset row of each input state
+    end_pos: np.ndarray  # (B * T,) where each input state ends, in beats from its segment's start
+    split: SplitStates  # the dataset rows and tables derived once per split
+    transpose: Callable[[np.ndarray], None]  # transposes (B, T, 88) keys in place as the batch's chunks are
+
+    @property
+    def steps(self) -> int:
+        """``T``: input states per chunk."""
+        return self.rows.shape[1]
+
+    def inputs(self, a: np.ndarray) -> np.ndarray:
+        """The input states' rows of a (B, lookback + T + 1, ...) array, as (B * T, ...)."""
+        return a[:, self.lookback : self.lookback + self.steps].reshape((-1,) + a.shape[2:])
+
+
+class BlockTracker(ABC):
+    """A block's columns while composing: ``seed`` holds those of the seed
+    histories (each part (B, S, w)); :meth:`step` gives those of the next states."""
+
+    seed: Columns
+
+    @abstractmethod
+    def step(self, new: NewStates) -> Columns:
+        """The columns (each part (B, w)) of the states just composed."""
+
+
+class InputBlock(ABC):
+    """One block of an input row (see the module docstring)."""
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """The block's name, for messages and tests."""
+
+    @property
+    def lstm_width(self) -> int:
+        """Columns the LSTM reads (and the heads may)."""
+        return 0
+
+    @property
+    def note_width(self) -> int:
+        """Columns only the note head (and the duration head) reads."""
+        return 0
+
+    def key_columns(self) -> tuple[KeyColumn, ...]:
+        """What the note head reads of this block for each key, in order."""
+        return ()
+
+    def duration_columns(self) -> tuple[DurationColumns, ...]:
+        """What the duration head reads of this block, in order."""
+        return ()
+
+    @abstractmethod
+    def sequence_columns(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
+                         start_beat: float = 0.0) -> Columns:
+        """The columns of a sequence of ``n`` states ((n, 88) keys and onsets, (n,)
+        beats) heard from its first, which starts ``start_beat`` into the metre."""
+
+    @abstractmethod
+    def batch_columns(self, batch: BatchStates) -> Columns:
+        """The columns (each part (B * T, w)) of a training batch's input states."""
+
+    @abstractmethod
+    def tracker(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, start_beat: float) -> BlockTracker:
+        """Track the columns after seed histories of (B, S, 88) states lasting (B, S) beats that start
+        ``start_beat`` into the metre."""
+
+
+# --------------------------------------------------------------------------- the state itself
+
+
+@dataclass(frozen=True)
+class BaseBlock(InputBlock):
+    """The state's own features: keys, onsets, each key's age, the rhythmic
+    value and where the state ends in the metre (:mod:`chopinbot.dataset.features`)."""
+
+    vocab: DurationVocab
+    grid_per_beat: int
+
+    @property
+    def name(self) -> str:
+        return "base"
+
+    @property
+    def lstm_width(self) -> int:
+        return 3 * N_KEYS + len(self.vocab) + 1 + N_POSITION
+
+    def key_columns(self) -> tuple[KeyColumn, ...]:
+        return (KeyColumn("lstm", 2 * N_KEYS),)  # the key's age
+
+    def columns(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, end_pos: np.ndarray,
+                ages: np.ndarray) -> Columns:
+        """The columns of states (..., 88) lasting ``beats`` (...), ending at ``end_pos``, with key ``ages``."""
+        lead = np.shape(beats)
+        dur = duration_features(np.asarray(beats).reshape(-1), self.vocab).reshape(lead + (len(self.vocab) + 1,))
+        pos = position_features(np.asarray(end_pos).reshape(-1)).reshape(lead + (N_POSITION,))
+        return [keys, onsets, age_features(ages), dur, pos], []
+
+    def sequence_columns(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
+                         start_beat: float = 0.0) -> Columns:
+        return self.columns(keys, onsets, beats, end_positions(beats, start_beat), key_ages(keys, onsets, beats))
+
+    def batch_columns(self, batch: BatchStates) -> Columns:
+        ages = batch.inputs(key_ages(batch.keys, batch.onsets, batch.beats))
+        return self.columns(batch.inputs(batch.keys), batch.inputs(batch.onsets), batch.inputs(batch.beats),
+                            batch.end_pos, ages)
+
+    def tracker(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, start_beat: float) -> BlockTracker:
+        return _BaseTracker(self, keys, onsets, beats, start_beat)
+
+
+class _BaseTracker(BlockTracker):
+    """Key ages and the position in the metre (on the model's grid) across steps;
+    the duration and position columns are rows of tables made by the very
+    functions that make the training inputs, so the two cannot drift apart."""
+
+    def __init__(self, block: BaseBlock, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
+                 start_beat: float) -> None:
+        grid, values = block.grid_per_beat, np.asarray(block.vocab.values)
+        self.dur_table = duration_features(values, block.vocab)
+        self.period = position_period(grid)
+        self.pos_table = position_features(np.arange(self.period) / grid)
+        self.class_units = np.round(values * grid).astype(np.int64)
+        self.ages = AgeTracker(keys, onsets, beats)
+        end = np.round((start_beat + np.asarray(beats, np.float64).sum(-1)) * grid)  # (B,) grid units
+        self.pos = end.astype(np.int64).reshape(-1) % self.period
+        self.seed = block.columns(keys, onsets, beats, end_positions(beats, start_beat), self.ages.history_ages)
+
+    def step(self, new: NewStates) -> Columns:
+        ages = self.ages.step(new.keys, new.onsets, new.beats)
+        self.pos = (self.pos + self.class_units[new.cls]) % self.period
+        return [new.keys, new.onsets, age_features(ages), self.dur_table[new.cls], self.pos_table[self.pos]], []
+
+
+# --------------------------------------------------------------------------- key recency
+
+
+@dataclass(frozen=True)
+class RecencyBlock(InputBlock):
+    """Every key's recency (:func:`~chopinbot.dataset.features.key_recency`):
+    beats since it was last struck and the interval before, for the note head."""
+
+    @property
+    def name(self) -> str:
+        return "recency"
+
+    @property
+    def note_width(self) -> int:
+        return 2 * N_KEYS
+
+    def key_columns(self) -> tuple[KeyColumn, ...]:
+        return KeyColumn("note", 0), KeyColumn("note", N_KEYS)  # beats since struck, previous interval
+
+    def sequence_columns(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
+                         start_beat: float = 0.0) -> Columns:
+        return [], [recency_features(key_recency(keys, onsets, beats))]
+
+    def batch_columns(self, batch: BatchStates) -> Columns:
+        return [], [recency_features(batch.inputs(key_recency(batch.keys, batch.onsets, batch.beats)))]
+
+    def tracker(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, start_beat: float) -> BlockTracker:
+        return _RecencyTracker(keys, onsets, beats)
+
+
+class _RecencyTracker(BlockTracker):
+    def __init__(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray) -> None:
+        self.recency = RecencyTracker(keys, onsets, beats)
+        self.seed = [], [recency_features(self.recency.history)]
+
+    def step(self, new: NewStates) -> Columns:
+        return [], [recency_features(self.recency.step(new.keys, new.onsets, new.beats))]
+
+
+# --------------------------------------------------------------------------- repeats
+
+
+@dataclass(frozen=True)
+class RepeatsBlock(InputBlock):
+    """The state that followed the last occurrence of the passage just heard,
+    for one kind of match (:mod:`chopinbot.music.repeats`): its rhythmic value
+    and the match's length for the LSTM, its keys and onsets for the note head;
+    all 0 where nothing matched."""
+
+    kind: str  # chopinbot.music.repeats.KINDS
+    vocab: DurationVocab
+    grid_per_beat: int
+
+    @property
+    def name(self) -> str:
+        return f"repeats {self.kind}"
+
+    @property
+    def lstm_width(self) -> int:
+        return len(self.vocab) + 2
+
+    @property
+    def note_width(self) -> int:
+        return 2 * N_KEYS
+
+    def key_columns(self) -> tuple[KeyColumn, ...]:
+        # the continuation's key and onset; the match length, the same for every key
+        return KeyColumn("note", 0), KeyColumn("note", N_KEYS), KeyColumn("lstm", len(self.vocab) + 1, False)
+
+    def duration_columns(self) -> tuple[DurationColumns, ...]:
+        # the continuation's rhythmic value, as is and scaled by the match's length (a long match is trusted more)
+        V = len(self.vocab)
+        return DurationColumns("lstm", 0, V), DurationColumns("lstm", 0, V, V + 1)
+
+    def global_features(self, rep: Continuations) -> np.ndarray:
+        """(..., V+2): the continuation's rhythmic value (one-hot, log-length) and
+        the match length feature; all 0 where nothing matched."""
+        found = rep.length > 0
+        lead = np.shape(rep.length)
+        dur = duration_features(np.where(found, rep.beats, 1.0).reshape(-1), self.vocab).reshape(
+            lead + (len(self.vocab) + 1,))
+        return np.concatenate([dur * found[..., None], match_length_feature(rep.length)[..., None]], axis=-1)
+
+    def columns(self, rep: Continuations) -> Columns:
+        found = (rep.length > 0)[..., None]
+        return [self.global_features(rep)], [rep.keys * found, rep.onsets * found]
+
+    def sequence_columns(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
+                         start_beat: float = 0.0) -> Columns:
+        return self.columns(repeat_continuations(keys, onsets, beats, self.grid_per_beat, self.kind))
+
+    def batch_columns(self, batch: BatchStates) -> Columns:
+        rows, length, move = split_repeats(batch.split, self.kind)
+        B, T, at = batch.rows.shape[0], batch.steps, batch.rows
+        crec = batch.split.records[np.maximum(rows[at], 0).ravel()]
+        ck = np.unpackbits(crec["keys"], axis=1, count=N_KEYS).astype(bool)
+        co = np.unpackbits(crec["onsets"], axis=1, count=N_KEYS).astype(bool)
+        ck, co = (shift_keys(v, move[at].ravel()).astype(np.float32).reshape(B, T, N_KEYS) for v in (ck, co))
+        batch.transpose(ck)
+        batch.transpose(co)
+        return self.columns(Continuations(ck.reshape(-1, N_KEYS), co.reshape(-1, N_KEYS),
+                                          np.asarray(crec["beats"], np.float32).ravel(), length[at].ravel()))
+
+    def tracker(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, start_beat: float) -> BlockTracker:
+        return _RepeatsTracker(self, keys, onsets, beats)
+
+
+class _RepeatsTracker(BlockTracker):
+    def __init__(self, block: RepeatsBlock, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray) -> None:
+        self.block = block
+        self.repeats = ContinuationTracker(keys, onsets, beats, block.grid_per_beat, (block.kind,))
+        self.seed = block.columns(self.repeats.history[0])
+        self._rows: dict = {}  # (beats, match length) -> the global columns
+
+    def step(self, new: NewStates) -> Columns:
+        rep = self.repeats.step(new.keys, new.onsets, new.beats)[0]
+        found = (rep.length > 0)[:, None]
+        return [self._global_features(rep)], [rep.keys & found, rep.onsets & found]
+
+    def _global_features(self, rep: Continuations) -> np.ndarray:
+        """:meth:`RepeatsBlock.global_features`, looked up: a piece has few
+        distinct (rhythmic value, match length) pairs, and a step is cheaper without the log."""
+        rows = []
+        for beats, length in zip(rep.beats.tolist(), rep.length.tolist()):
+            key = (beats, length) if length else 0
+            row = self._rows.get(key)
+            if row is None:
+                row = self._rows[key] = self.block.global_features(
+                    Continuations(None, None, np.array([beats]), np.array([length])))[0]
+            rows.append(row)
+        return np.stack(rows)
+
+
+def split_repeats(split: SplitStates, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every row of a split: the row of the continuation of its passage's
+    longest earlier match of this ``kind`` within its segment (-1: none), the
+    match's length and the semitones to move the continuation by.  Found once
+    per split and kind (under a second for the corpus), 10 bytes a state."""
+
+    def make(split: SplitStates) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = len(split.records)
+        cont, length, shift = np.full(n, -1, np.int64), np.zeros(n, np.uint8), np.zeros(n, np.int8)
+        for a, b in split.segments:
+            rec = split.records[a:b]
+            keys = np.unpackbits(rec["keys"], axis=1, count=N_KEYS).astype(bool)
+            onsets = np.unpackbits(rec["onsets"], axis=1, count=N_KEYS).astype(bool)
+            c, length[a:b], shift[a:b] = find_continuations(kind, keys, onsets, rec["beats"], split.grid_per_beat)
+            cont[a:b] = np.where(c >= 0, c + a, -1)
+        return cont, length, shift
+
+    return split.table(f"repeats {kind}", make)
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class OptionalBlock:
+    """An optional input block, switched on by a ModelConfig field."""
+
+    flag: str  # the ModelConfig field (a bool) that switches it on
+    make: Callable[[DurationVocab, int], InputBlock]  # the block, for a model's duration vocabulary and grid
+    needs_note_head: bool = True  # off in a model without the note head (only it reads the block's columns)
+
+
+OPTIONAL_BLOCKS: tuple[OptionalBlock, ...] = (  # in row order, after the base block
+    OptionalBlock("key_recency", lambda vocab, grid: RecencyBlock()),
+    OptionalBlock("repeats", lambda vocab, grid: RepeatsBlock("exact", vocab, grid)),
+    OptionalBlock("repeats_transposed", lambda vocab, grid: RepeatsBlock("transposed", vocab, grid)),
+)
+
+
+def input_blocks(vocab: DurationVocab, grid_per_beat: int, on: Collection[str] = ()) -> tuple[InputBlock, ...]:
+    """A model's blocks, in row order: the base block and the optional blocks whose flags are ``on``."""
+    return (BaseBlock(vocab, grid_per_beat),) + tuple(b.make(vocab, grid_per_beat) for b in OPTIONAL_BLOCKS
+                                                      if b.flag in on)
+
+
+# --------------------------------------------------------------------------- the row
+
+
+class InputLayout:
+    """Where each block's columns sit in an input row: every block's LSTM
+    columns in block order (the first ``lstm`` columns, what the LSTM reads),
+    then every block's note-head columns in block order."""
+
+    def __init__(self, blocks: tuple[InputBlock, ...]) -> None:
+        self.blocks = tuple(blocks)
+        lstm = np.cumsum([0] + [b.lstm_width for b in self.blocks])
+        self.lstm = int(lstm[-1])
+        note = self.lstm + np.cumsum([0] + [b.note_width for b in self.blocks])
+        self.width = int(note[-1])
+        self._starts = [{"lstm": int(a), "note": int(n)} for a, n in zip(lstm[:-1], note[:-1])]
+
+    def lstm_columns(self, i: int) -> slice:
+        """Block ``i``'s LSTM columns."""
+        a = self._starts[i]["lstm"]
+        return slice(a, a + self.blocks[i].lstm_width)
+
+    def note_columns(self, i: int) -> slice:
+        """Block ``i``'s note-head columns."""
+        a = self._starts[i]["note"]
+        return slice(a, a + self.blocks[i].note_width)
+
+    def key_index(self) -> np.ndarray:
+        """(88, per-key values) int64: the column of the row each key's value is
+        read from; ``row[..., key_index]`` is what the note head reads per key."""
+        cols = [self._starts[i][c.part] + c.at + (np.arange(N_KEYS) if c.per_key else np.zeros(N_KEYS, np.int64))
+                for i, b in enumerate(self.blocks) for c in b.key_columns()]
+        return np.stack(cols, 1).astype(np.int64)
+
+    def duration_terms(self) -> list[tuple[int, int, int | None]]:
+        """``(start, stop, scale)`` in the row, in order: the duration head reads
+        ``row[..., start:stop]``, times ``row[..., scale]`` unless that is None."""
+        out = []
+        for i, b in enumerate(self.blocks):
+            for d in b.duration_columns():
+                a = self._starts[i][d.part]
+                out.append((a + d.start, a + d.stop, None if d.scale is None else a + d.scale))
+        return out
+
+    @property
+    def per_key(self) -> int:
+        """Values the note head reads per key (besides the neighbourhood)."""
+        return sum(len(b.key_columns()) for b in self.blocks)
+
+    @property
+    def duration_width(self) -> int:
+        """Values the duration head reads of the blocks."""
+        return sum(stop - start for start, stop, _ in self.duration_terms())
+
+    def rows(self, columns: list[Columns]) -> np.ndarray:
+        """The float32 rows of each block's columns (in block order)."""
+        return np.concatenate([p for lstm, _ in columns for p in lstm] + [p for _, note in columns for p in note],
+                              axis=-1, dtype=np.float32)
+
+    def sequence_rows(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
+                      start_beat: float = 0.0) -> np.ndarray:
+        """(n, width): the rows of a whole sequence heard from its first state,
+        starting ``start_beat`` into the metre (what a model reads of a seed or a piece)."""
+        return self.rows([b.sequence_columns(keys, onsets, beats, start_beat) for b in self.blocks])
+
+    def batch_rows(self, batch: BatchStates) -> np.ndarray:
+        """(B, T, width): the rows of a training batch's input states."""
+        return self.rows([b.batch_columns(batch) for b in self.blocks]).reshape(batch.rows.shape + (self.width,))
+
