@@ -7,15 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from chopinbot.evaluation.baselines import baseline_metrics, fit_rates
+from chopinbot.dataset.batches import SplitData
+from chopinbot.dataset.features import DurationVocab
 from chopinbot.dataset.prepare import prepare
 from chopinbot.dataset.store import Dataset, PrepareSettings
-from chopinbot.dataset.features import DurationVocab
 from chopinbot.errors import ConfigError
+from chopinbot.evaluation.baselines import baseline_metrics, fit_rates
 from chopinbot.evaluation.report import EvalSettings, evaluate
 from chopinbot.model.metrics import prf_from_sets
-from chopinbot.dataset.batches import SplitData
-
 from conftest import make_midi
 
 
@@ -74,7 +73,8 @@ def test_baselines_match_direct_computation(tiny_dataset_dir):
 
 def test_report_end_to_end(tiny_model_dir, tiny_dataset_dir, tmp_path):
     out = tmp_path / "report"
-    m = evaluate([str(tiny_model_dir)], out, tiny_dataset_dir, EvalSettings(pieces=2, steps=16, progress=False))
+    m = evaluate([str(tiny_model_dir)], out, tiny_dataset_dir,
+                 EvalSettings(pieces=2, steps=16, progress=False, realism_seconds=20, realism_repeats=1))
     for name in ("report.md", "metrics.json", "threshold_guide.png", "pianoroll_generated_vs_real.png"):
         assert (out / name).stat().st_size > 100, name
     table = json.loads((out / "metrics.json").read_text())["table"]
@@ -83,10 +83,21 @@ def test_report_end_to_end(tiny_model_dir, tiny_dataset_dir, tmp_path):
     stats = m["statistics"]
     assert stats["n_generated"] == 2 and 0 <= stats["originality"]["mean_overlap_8"] <= 1
     assert "Originality" in (out / "report.md").read_text()
+    realism = json.loads((out / "metrics.json").read_text())["realism"]
+    assert realism["split"] == "test" and realism["n_excerpts"]["generated"] > 0
+    assert 0 <= realism["rows"]["generated vs Chopin"]["accuracy_mean"] <= 1
+    assert "Mozart, Beethoven, Brahms vs Chopin" in realism["rows"]
+    assert "## Realism" in (out / "report.md").read_text()
     before = (out / "report.md").read_bytes()
     with pytest.raises(ConfigError, match="already holds a report"):  # nothing lost without --force
         evaluate([str(tiny_model_dir)], out, tiny_dataset_dir, EvalSettings(pieces=2, steps=16, progress=False))
     assert (out / "report.md").read_bytes() == before
+
+
+def test_report_without_realism(tiny_model_dir, tiny_dataset_dir, tmp_path):
+    m = evaluate([str(tiny_model_dir)], tmp_path / "r", tiny_dataset_dir,
+                 EvalSettings(pieces=1, steps=8, progress=False, realism=False))
+    assert "realism" not in m and "## Realism" not in (tmp_path / "r" / "report.md").read_text()
 
 
 def test_model_and_data_must_match(tiny_model_dir, tmp_path):
@@ -100,4 +111,5 @@ def test_model_and_data_must_match(tiny_model_dir, tmp_path):
         shutil.copy(CORPUS / n, src)
     prepare([src], tmp_path / "ds", PrepareSettings(pedal="apply"), progress=False)
     with pytest.raises(ConfigError, match="trained on states built with"):
-        evaluate([str(tiny_model_dir)], tmp_path / "r", tmp_path / "ds", EvalSettings(pieces=1, steps=8, progress=False))
+        evaluate([str(tiny_model_dir)], tmp_path / "r", tmp_path / "ds",
+                 EvalSettings(pieces=1, steps=8, progress=False))

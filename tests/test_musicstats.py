@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from chopinbot.evaluation import musicstats as ms
 from chopinbot.constants import BUNDLED_CORPUS_DIR, N_KEYS
+from chopinbot.evaluation import musicstats as ms
 from chopinbot.music.midi import read_midi
 from chopinbot.music.states import States, notes_to_states, states_to_notes
 
@@ -158,6 +158,8 @@ def test_compare_stats_and_table():
     lines = table.strip().splitlines()
     assert lines[0].startswith("| statistic |") and len(lines) == 4
     assert "polyphony (pitches sounding)" in table and "**yes**" in lines[3]
+    ordered = ms.compare_stats(gen, real, order=["polyphony", "pitch_range"])
+    assert [r["stat"] for r in ordered] == ["polyphony", "pitch_range"] and ordered[0] == poly
 
 
 def _random_states(rng, n: int) -> States:
