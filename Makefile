@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run test bench app fuzz clean
+.PHONY: setup system-deps run lint test bench app fuzz clean
 
 # System packages for audio (FluidSynth + a GM soundfont, ffmpeg) and the
 # browser tests (Chromium). Installed when we are root and apt is present;
@@ -32,7 +32,11 @@ run: setup
 	$(BIN)/chopinbot prepare --quiet
 	$(BIN)/chopinbot generate --out out/chopinbot.mid --wav --png --seconds 30 --random-seed 1 --force
 
-test: setup
+# The lint runs first: a small rule set (pyproject.toml) that keeps imports and habits tidy.
+lint: setup
+	$(BIN)/ruff check src tests scripts
+
+test: setup lint
 	$(BIN)/python -m pytest -q
 
 bench: setup

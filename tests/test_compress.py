@@ -232,3 +232,16 @@ def test_torchscript_export_of_a_recency_model(seed, tmp_path):
     m.meta = {}
     info = export_model(m, "torchscript", tmp_path / "t")  # checks the export's outputs against forward
     assert info["max_abs_diff"] <= EXPORT_TOLERANCE
+
+
+def test_prune_schedule_finetunes_a_joint_loudness_model(tiny_dataset_dir, seed):
+    """Fine-tuning goes through training's own step: teacher forcing and the loudness loss included."""
+    from chopinbot.dataset.store import Dataset
+    from chopinbot.model.network import ModelConfig
+
+    torch.manual_seed(0)
+    m = ChopinLSTM(ModelConfig(hidden=16, duration_classes=[0.25, 0.5, 1.0], joint_keys=True, loudness=True)).eval()
+    m.meta = {}
+    step = next(prune_schedule(m, [0.5], Dataset(tiny_dataset_dir), FinetuneSettings(epochs=1)))
+    assert abs(step.sparsity - 0.5) < 0.01 and "valid_vel_ce" in step.epochs[0]
+    _generates(step.model, seed)

@@ -7,10 +7,11 @@ import struct
 import numpy as np
 import pytest
 
+from chopinbot.app.request import ComposeRequest
 from chopinbot.cli import main
 from chopinbot.compose.generate import GenerateConfig, GenerationError, check_guards, generate
 from chopinbot.compose.seeds import list_seeds, seed_from_primer, seed_from_test
-from chopinbot.errors import MidiError
+from chopinbot.errors import ConfigError, MidiError
 from chopinbot.model.formats import load_model
 from chopinbot.music.keys import Key
 from chopinbot.music.states import States
@@ -192,3 +193,27 @@ def test_batch_and_outputs(model, tmp_path):
     png = r.save_png(tmp_path / "x.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert r.midi_bytes("seed") != r.midi_bytes("generated")
+
+
+def test_key_min_p(model, capsys):
+    """A silent key may start only if its probability is at least min-p of the likeliest silent key's."""
+    from chopinbot.compose.generate import _Sampler
+
+    with pytest.raises(ConfigError, match="min-p"):
+        GenerateConfig(key_min_p=1.5).validate()
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "--key-min-p", "-0.1"])
+    assert exit_.value.code == 2 and "key-min-p" in capsys.readouterr().err
+    s = _Sampler(model, GenerateConfig(key_top_k=0, key_min_p=1.0, min_keys=0), np.random.default_rng(0))
+    kp = np.full((500, 88), 0.3)
+    kp[:, 40] = 0.9  # the likeliest silent key
+    prev = np.zeros((500, 88), bool)
+    prev[:, 60] = True  # a sounding key is never filtered
+    keys, _ = s._draw(kp, None, prev)
+    assert not keys[:, np.r_[0:40, 41:60, 61:88]].any() and keys[:, 40].any() and keys[:, 60].any()
+    assert ComposeRequest(key_min_p=0.05).generate_config().key_min_p == 0.05  # the app's control
+    with pytest.raises(ConfigError, match="min-p"):
+        ComposeRequest(key_min_p=2.0).check_limits()
+    a = generate(model, seed_from_test(0), GenerateConfig(steps=40, random_seed=0, key_min_p=0.5))
+    b = generate(model, seed_from_test(0), GenerateConfig(steps=40, random_seed=0))
+    assert len(a.generated) == len(b.generated) == 40

@@ -102,3 +102,21 @@ def test_crafted_files_are_refused_with_clear_errors(tmp_path):
         load_model(d)
     with pytest.raises(ModelFileError, match="no such model folder"):
         load_model(tmp_path / "missing")
+
+
+def test_joint_loudness_model_round_trips(tmp_path):
+    """The new flags are saved and read back; configs saved before them load with both off."""
+    m = ChopinLSTM(ModelConfig(hidden=16, duration_classes=CLASSES, joint_keys=True, loudness=True)).eval()
+    save_model(tmp_path / "j", m)
+    a = load_model(tmp_path / "j")
+    assert a.config.joint_keys and a.config.loudness and a.config == m.config
+    x = torch.randn(2, 5, m.config.input_dim)
+    given = (torch.zeros(2, 5, 88), torch.zeros(2, 5, 88))
+    given[0][..., 40] = 1
+    out = a(x, None, given)[0]
+    assert out.loudness.shape == (2, 5, 12)
+    torch.testing.assert_close(out.key_logits, m(x, None, given)[0].key_logits)
+    old = {k: v for k, v in m.config.to_dict().items() if k not in ("joint_keys", "loudness")}
+    assert not ModelConfig.from_dict(old).joint_keys and not ModelConfig.from_dict(old).loudness
+    with pytest.raises(ConfigError, match="joint_keys"):
+        ModelConfig(duration_classes=CLASSES, joint_keys="yes")

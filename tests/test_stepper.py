@@ -10,7 +10,7 @@ import torch
 from chopinbot.compose.generate import GenerateConfig, _bound_polyphony, _filter_logits, _softmax, generate
 from chopinbot.compose.seeds import seed_from_test
 from chopinbot.compose.stepper import InputBuilder, ModuleStepper, NumpyStepper, stepper_for
-from chopinbot.dataset.features import key_recency
+from chopinbot.dataset.features import key_recency, velocity_class
 from chopinbot.dataset.inputs import OPTIONAL_BLOCKS, RepeatsBlock
 from chopinbot.errors import ConfigError
 from chopinbot.model.network import ChopinLSTM, ModelConfig
@@ -36,6 +36,8 @@ def _inputs(config: ModelConfig, B: int, T: int, seed: int = 0) -> np.ndarray:
     {"repeats_transposed": False},
     {"repeats": False, "repeats_transposed": False},
     {"key_recency": False, "duration_head": "seed"},
+    {"loudness": True},
+    {"joint_keys": True, "loudness": True, "onset_head": False},  # given nothing below: the forward's default
 ])
 def test_numpy_step_equals_forward(kw):
     torch.manual_seed(0)
@@ -49,6 +51,10 @@ def test_numpy_step_equals_forward(kw):
         first = st.start(x[:, :4])
         steps = [first] + [st.step(x[:, t]) for t in range(4, 12)]
     names = ["key_logits", "onset_logits", "duration"]
+    if m.config.loudness:  # the velocity-class logits after the last step
+        np.testing.assert_allclose(st.loudness, ref.loudness[:, -1].numpy(), atol=2e-5)
+    else:
+        assert st.loudness is None and ref.loudness is None
     for i, outs in enumerate(steps):
         t = 3 + i
         for name, got in zip(names, outs):
@@ -85,20 +91,24 @@ def _repetitive_states(n: int, seed: int = 3):
     return keys, onsets, cls, np.asarray(CLASSES, np.float32)[cls]
 
 
-@pytest.mark.parametrize("recency,repeats", [(False, ()), (True, ()), (False, ("exact",)), (True, ("transposed",)),
-                                             (True, ("exact", "transposed"))])
-def test_input_builder_equals_training_inputs(recency, repeats):
+@pytest.mark.parametrize("recency,repeats,loudness", [(False, (), False), (True, (), False),
+                                                      (False, ("exact",), False), (True, ("transposed",), True),
+                                                      (True, ("exact", "transposed"), False), (False, (), True)])
+def test_input_builder_equals_training_inputs(recency, repeats, loudness):
     m = ChopinLSTM(ModelConfig(hidden=16, duration_classes=CLASSES, key_recency=recency, repeats="exact" in repeats,
-                               repeats_transposed="transposed" in repeats)).eval()
-    assert [b.name for b in m.config.blocks] == ["base"] + ["recency"] * recency + [f"repeats {k}" for k in repeats]
+                               repeats_transposed="transposed" in repeats, loudness=loudness)).eval()
+    assert [b.name for b in m.config.blocks] == (["base"] + ["recency"] * recency + [f"repeats {k}" for k in repeats]
+                                                 + ["loudness"] * loudness)
     n, S, start = 80, 10, 7.25
     keys, onsets, cls, beats = _repetitive_states(n)
+    velocity = np.where(onsets.any(1), np.arange(n) % 100 + 20, 0).astype(np.uint8)
     lay = m.config.layout
-    want = lay.sequence_rows(keys, onsets, beats, start)
+    want = lay.sequence_rows(keys, onsets, beats, start, velocity)
     assert want.shape[1] == m.config.input_dim == m.config.lstm_input_dim + (2 * 88 if recency else 0) + (
         2 * 88 * len(repeats))
-    build = InputBuilder(m, keys[None, :S], onsets[None, :S], beats[None, :S], start)
-    got = np.stack([build(keys[None, i], onsets[None, i], cls[i : i + 1])[0] for i in range(S, n)])
+    build = InputBuilder(m, keys[None, :S], onsets[None, :S], beats[None, :S], start, velocity[None, :S])
+    got = np.stack([build(keys[None, i], onsets[None, i], cls[i : i + 1], velocity[i : i + 1])[0]
+                    for i in range(S, n)])
     # the table is exact on the grid; the training path sums float lengths (error ~1e-6)
     np.testing.assert_allclose(build.seed_inputs[0], want[:S], atol=1e-5)
     np.testing.assert_allclose(got, want[S:], atol=1e-5)
@@ -191,6 +201,13 @@ def test_the_block_registry_is_the_single_source():
     assert [b.name for b in ModelConfig(duration_classes=CLASSES, note_head=False).blocks] == ["base"]
     assert [b.name for b in ModelConfig.from_dict({"duration_classes": CLASSES}).blocks] == ["base"]
     assert ChopinLSTM(c).lstm.input_size == c.lstm_input_dim
+    # the loudness block: one LSTM column, after the repeats' (the LSTM reads it: on without the note head too)
+    loud = ModelConfig(duration_classes=CLASSES, loudness=True)
+    assert [b.name for b in loud.blocks][-1] == "loudness" and loud.lstm_input_dim == c.lstm_input_dim + 1
+    assert loud.layout.lstm_columns(4) == slice(lstm, lstm + 1) and loud.input_dim == c.input_dim + 1
+    assert loud.per_key_inputs == c.per_key_inputs and len(loud.layout.duration_terms()) == 4
+    assert [b.name for b in ModelConfig(duration_classes=CLASSES, note_head=False, loudness=True).blocks] == [
+        "base", "loudness"]
 
 
 def test_note_head_gather_equals_unfold():
@@ -213,15 +230,20 @@ def test_training_batches_equal_the_composing_inputs(dataset):
     states = dataset.states(dataset.segments("valid")[0])
     n, S = 60, 20  # the batch's history (AGE_LOOKBACK = 32) reaches back to the segment's start
     values = np.unique(states.beats[:n])
-    config = ModelConfig(hidden=16, duration_classes=values.astype(np.float64).tolist())  # every length a class
-    assert len(config.blocks) == 4
+    config = ModelConfig(hidden=16, duration_classes=values.astype(np.float64).tolist(),  # every length a class
+                         loudness=True)
+    assert len(config.blocks) == 5
     split = SplitData(dataset, "valid", config.vocab)
     a, _ = split.segments[0]
-    x, _ = split.batch([Chunk(a, S), Chunk(a + S, n - S)], **config.input_blocks)
-    build = InputBuilder(ChopinLSTM(config), states.keys[None, :S], states.onsets[None, :S], states.beats[None, :S])
+    x, t = split.batch([Chunk(a, S), Chunk(a + S, n - S)], **config.input_blocks)
+    build = InputBuilder(ChopinLSTM(config), states.keys[None, :S], states.onsets[None, :S], states.beats[None, :S],
+                         velocity=states.velocity[None, :S])
     cls = config.vocab.index(states.beats)
-    got = np.stack([build(states.keys[None, i], states.onsets[None, i], cls[i : i + 1])[0] for i in range(S, n)])
+    got = np.stack([build(states.keys[None, i], states.onsets[None, i], cls[i : i + 1], states.velocity[i : i + 1])[0]
+                    for i in range(S, n)])
     assert x.shape[-1] == config.input_dim
+    assert (x[..., config.layout.lstm_columns(4)] > 0).float().mean() > 0.5  # the corpus has dynamics
+    np.testing.assert_array_equal(t.vel_class[1].numpy(), velocity_class(states.velocity[S + 1 : n + 1]))
     np.testing.assert_allclose(build.seed_inputs[0], x[0, :S].numpy(), atol=1e-5)
     np.testing.assert_allclose(got, x[1].numpy(), atol=1e-5)
 

@@ -111,3 +111,19 @@ def test_two_process_ddp_ends_with_identical_weights(tiny_dataset_dir, tmp_path)
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
     assert torch.equal(w0["valid_total"], w1["valid_total"])
     assert (out / "best" / "model.safetensors").exists()
+
+
+def test_a_joint_loudness_model_trains_and_generates(tiny_dataset_dir, tmp_path):
+    """Teacher forcing (the targets' keys below each key) and the loudness loss, through train and evaluate."""
+    from chopinbot.compose.generate import GenerateConfig, generate
+    from chopinbot.compose.seeds import seed_from_test
+    from chopinbot.model.network import ModelConfig
+
+    model = ModelConfig(layers=1, hidden=16, dropout=0.1, duration_classes=[1.0], joint_keys=True, loudness=True)
+    res = train(tiny_train_config(tiny_dataset_dir, tmp_path / "j", epochs=1, model=model))
+    row = res.history[-1]
+    assert 0 < row["valid_vel_ce"] < 10 and 0 < row["valid_key_nll"] < 100
+    m = load_model(tmp_path / "j")
+    assert m.config.joint_keys and m.config.loudness
+    g = generate(m, seed_from_test(0, 8), GenerateConfig(steps=16, random_seed=0, retry=False)).generated
+    assert len(g) == 16 and (g.velocity[g.onsets.any(1)] > 0).all()

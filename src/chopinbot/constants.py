@@ -35,6 +35,12 @@ MAX_MIDI_BYTES = 20 * 1024 * 1024
 # the original app (the CLI's --seed-len and --primer-states, the web app and the
 # evaluation read it from here).
 SEED_STATES = 16
+# Before the seed window, up to this many states of what precedes it (the
+# held-out piece's earlier bars, or the rest of a primer) are read by the model
+# to warm its state and give the repeat lookups the piece's own material: with
+# 16 states the lookups had nothing to match, and continuations lost the seed's
+# register and left-hand figure within seconds.
+WARM_STATES = 512
 # At least one key sounds in every generated state: 0.02 % of the corpus's
 # states are silent (notes are held to the next one), but keys drawn one by one
 # leave every key off far more often (13 % of the states of the first model with

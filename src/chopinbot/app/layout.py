@@ -36,7 +36,7 @@ from chopinbot.app.settings import (
     SERVE_ENV,
     UPLOAD_LIMIT_MB,
 )
-from chopinbot.compose.generate import TEMPERATURE_RANGE, THRESHOLD_RANGE, GenerateConfig
+from chopinbot.compose.generate import KEY_MIN_P_RANGE, TEMPERATURE_RANGE, THRESHOLD_RANGE, GenerateConfig
 from chopinbot.constants import SEED_STATES
 from chopinbot.errors import ChopinBotError
 from chopinbot.music.keys import ALL_KEYS
@@ -62,6 +62,8 @@ HELP = {
                 "a threshold plays every key whose probability reaches it (the original app's way: "
                 "repeatable, but it soon goes round in circles: the same few chords again and again).",
     "temperature": "Below 1: safer, more predictable; above 1: wilder.",
+    "key_min_p": "A key that is not sounding may start only if its probability is at least this fraction of the "
+                 "likeliest such key's: higher = fewer stray notes, 0 = off.",
     "threshold": "A key sounds when its probability is at least this. Lower = more notes. "
                  "The threshold guide below shows the trade-off; the default is the value that was best "
                  "on held-out pieces.",
@@ -150,6 +152,8 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
     if decoding == "sampling":
         value = sb.slider("Temperature", min_value=TEMPERATURE_RANGE[0], max_value=TEMPERATURE_RANGE[1],
                           value=REQUEST_DEFAULTS.temperature, step=0.05, key="temperature", help=HELP["temperature"])
+        sb.slider("Key min-p", min_value=KEY_MIN_P_RANGE[0], max_value=KEY_MIN_P_RANGE[1],
+                  value=REQUEST_DEFAULTS.key_min_p, step=0.01, key="key_min_p", help=HELP["key_min_p"])
     else:
         value = sb.slider("Threshold", min_value=THRESHOLD_RANGE[0], max_value=THRESHOLD_RANGE[1],
                           value=round(entry.threshold, 2), step=0.01, key="threshold", help=HELP["threshold"])
@@ -172,6 +176,8 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
         steps=int(length) if unit == "states" else None,
         threshold=float(value) if decoding == "threshold" else None,
         temperature=float(value) if decoding == "sampling" else REQUEST_DEFAULTS.temperature,
+        key_min_p=float(ss.get("key_min_p", REQUEST_DEFAULTS.key_min_p)) if decoding == "sampling"
+        else REQUEST_DEFAULTS.key_min_p,
         key=None if key == SEED_KEY_OPTION else key,
         bpm=float(bpm) if bpm is not None else None,
         random_seed=int(ss.random_seed),

@@ -15,6 +15,7 @@ import numpy as np
 from chopinbot.cli.args import nonneg_int, number_in, positive_int, seed_int
 from chopinbot.compose.generate import (
     BPM_RANGE,
+    KEY_MIN_P_RANGE,
     MAX_SECONDS,
     MAX_STEPS,
     TEMPERATURE_RANGE,
@@ -54,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
     g.add_argument("--key-top-k", type=number_in(0, N_KEYS, int), default=D.key_top_k,
                    help="sampling: only the k likeliest silent keys may start (default: %(default)s; 0 = all)")
+    g.add_argument("--key-min-p", type=number_in(*KEY_MIN_P_RANGE), default=D.key_min_p,
+                   help="sampling: a silent key may start only if its probability is at least this fraction of "
+                        "the likeliest silent key's (default: %(default)s = off)")
     g.add_argument("--top-k", type=nonneg_int, default=D.top_k, help="durations: sample among the k likeliest values")
     g.add_argument("--top-p", type=number_in(0.0, 1.0, low_open=True), default=D.top_p,
                    help="durations: nucleus sampling")

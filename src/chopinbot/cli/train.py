@@ -47,6 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: on)")
     g.add_argument("--repeats-transposed", type=_onoff, default=M.repeats_transposed, metavar="on|off",
                    help="... and that of its last occurrence at another pitch (default: on)")
+    g.add_argument("--loudness", type=_onoff, default=M.loudness, metavar="on|off",
+                   help="read each state's loudness and predict the next one's velocity class "
+                        f"(default: {'on' if M.loudness else 'off'})")
+    g.add_argument("--joint-keys", type=_onoff, default=M.joint_keys, metavar="on|off",
+                   help="the note head reads the new state's keys below each key; keys are drawn low to high "
+                        f"(needs the note head; default: {'on' if M.joint_keys else 'off'})")
     g.add_argument("--duration-head", choices=["classes", "seed"], default=M.duration_head)
     g.add_argument("--dur-nodes", type=positive_int, default=M.dur_nodes)
     g = p.add_argument_group("training")
@@ -80,10 +86,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    if args.joint_keys and not args.note_head:
+        raise ConfigError("--joint-keys on needs the note head (--note-head on): it is the note head that reads "
+                          "the keys below each key")
     model = ModelConfig(**{f: getattr(args, f) for f in ("layers", "hidden", "dropout", "dense_layers", "layer_norm",
                                                           "onset_head", "skip", "note_head", "duration_head",
                                                           "dur_nodes", "key_recency", "repeats",
-                                                          "repeats_transposed")},
+                                                          "repeats_transposed", "loudness", "joint_keys")},
                         duration_classes=[1.0])
     names = {f.name for f in fields(TrainConfig)} - {"model", "loss_clip", "progress"}
     cfg = TrainConfig(**{n: getattr(args, n) for n in names if n != "epochs"}, model=model)

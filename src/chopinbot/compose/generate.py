@@ -12,7 +12,11 @@ decoding); otherwise (the default) every key and onset is drawn from its
 Bernoulli at ``temperature`` and the duration from its distribution, with
 optional top-k / top-p.  A key that starts sounding is always struck, every
 new state changes something (a key starts, stops or is struck again; see
-:meth:`_Sampler.__call__`) and at least ``min_keys`` keys sound.
+:meth:`_Sampler.__call__`) and at least ``min_keys`` keys sound.  A
+``joint_keys`` model's keys are drawn low to high, each from its conditional
+given those below it, exactly (:meth:`_Sampler._draw_joint`); a ``loudness``
+model's velocity class is drawn from its loudness head and written into the
+generated states (other models' states take the seed's mean velocity).
 
 Guards: the original's decoding often collapsed into silence or one stuck
 chord.  After generating, the result is checked (no notes; a long stretch with
@@ -32,8 +36,9 @@ import numpy as np
 import torch
 
 from chopinbot.compose.seeds import Seed
-from chopinbot.compose.stepper import InputBuilder, sigmoid, stepper_for
+from chopinbot.compose.stepper import InputBuilder, ModuleStepper, NumpyStepper, sigmoid, stepper_for
 from chopinbot.constants import MIN_KEYS, N_KEYS
+from chopinbot.dataset.features import class_velocity
 from chopinbot.errors import ChopinBotError, ConfigError
 from chopinbot.io_utils import atomic_write_bytes
 from chopinbot.model.network import ChopinLSTM
@@ -52,6 +57,8 @@ THRESHOLD_RANGE = (0.0, 1.0)  # a probability
 # a coin toss; a guard's retry never raises the temperature past the top.
 TEMPERATURE_RANGE = (0.05, 3.0)
 BPM_RANGE = (10.0, 400.0)
+# key_min_p: a fraction of the likeliest silent key's probability (1: only the likeliest may start)
+KEY_MIN_P_RANGE = (0.0, 1.0)
 STUCK_STATES = 24  # this many states in a row with nothing struck = stuck
 LOOP_WINDOW = 48  # the last this many states drawn from a cycle of <= 4 states = looping
 REDRAWS = 8  # draws of a step before its likeliest change is forced (a draw that changes nothing is redrawn)
@@ -72,6 +79,8 @@ class GenerateConfig:
     key_top_k: int = 8  # sampling: of the keys not sounding, only the k likeliest may start, their
     #                     probabilities scaled up to keep the expected number of new keys (88
     #                     independent draws at ~1.5 % each would add ~1.3 random keys per state); 0 = all
+    key_min_p: float = 0.0  # sampling: a silent key may start only if its probability (joint_keys: its
+    #                         conditional) is at least this fraction of the likeliest silent key's (0 = off)
     top_k: int = 0  # durations: sample among the k most likely rhythmic values (0 = all)
     top_p: float = 1.0  # durations: nucleus sampling (1 = off)
     min_keys: int = MIN_KEYS  # at least this many keys sound in every generated state (1: no rests, see constants)
@@ -94,6 +103,8 @@ class GenerateConfig:
             raise ConfigError(f"threshold must be between {THRESHOLD_RANGE[0]:g} and {THRESHOLD_RANGE[1]:g}")
         if not (0 <= self.key_top_k <= N_KEYS):
             raise ConfigError(f"key top-k must be 0..{N_KEYS}")
+        if not (KEY_MIN_P_RANGE[0] <= self.key_min_p <= KEY_MIN_P_RANGE[1]):  # NaN fails too
+            raise ConfigError(f"key min-p must be between {KEY_MIN_P_RANGE[0]:g} and {KEY_MIN_P_RANGE[1]:g}")
         if not (TEMPERATURE_RANGE[0] <= self.temperature <= TEMPERATURE_RANGE[1]):  # NaN fails too
             raise ConfigError(f"temperature must be between {TEMPERATURE_RANGE[0]:g} and {TEMPERATURE_RANGE[1]:g} "
                               "(use --threshold for deterministic decoding)")
@@ -227,8 +238,13 @@ class _Sampler:
     batch 1 a step is a few dozen tiny operations, and NumPy calls them for a
     fraction of what PyTorch does)."""
 
-    def __init__(self, model: ChopinLSTM, cfg: GenerateConfig, rng: np.random.Generator) -> None:
+    def __init__(self, model: ChopinLSTM, cfg: GenerateConfig, rng: np.random.Generator,
+                 stepper: NumpyStepper | ModuleStepper | None = None) -> None:
+        """``stepper``: a joint_keys model's, whose ``conditionals`` give each key's logits given those below."""
         self.cfg, self.rng = cfg, rng
+        self.stepper = stepper
+        self.joint = model.config.joint_keys
+        self.evaluations = 0  # joint_keys: conditionals evaluated (a state's count is its keys on + 1)
         c = model.config
         self.classes_head = c.duration_head == "classes"
         self.max_duration = c.max_duration
@@ -280,10 +296,15 @@ class _Sampler:
     def _draw(self, kp: np.ndarray, op: np.ndarray | None, prev_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keys and onsets from their probabilities (by threshold or by sampling)."""
         c, rng = self.cfg, self.rng
+        if self.joint:
+            return self._draw_joint(kp, op, prev_keys)
         if c.threshold is not None:
             keys = kp >= c.threshold
         else:
             p = kp
+            if c.key_min_p:  # a silent key below min-p x the likeliest silent key's probability may not start
+                silent = np.where(prev_keys, -1.0, kp)
+                kp = p = np.where(~prev_keys & (silent < c.key_min_p * silent.max(-1, keepdims=True)), 0.0, kp)
             if c.key_top_k:
                 silent = np.where(prev_keys, -1.0, kp)
                 kth = np.partition(silent, -c.key_top_k, axis=-1)[:, -c.key_top_k:-c.key_top_k + 1]
@@ -300,6 +321,68 @@ class _Sampler:
         else:
             onsets = keys & ~prev_keys
         return keys, onsets
+
+    def _draw_joint(self, kp: np.ndarray, op: np.ndarray | None, prev_keys: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """joint_keys: keys drawn low to high, each from its conditional given those below, exactly,
+        in (keys on + 1) evaluations.  Given the keys decided so far (every key below j), each key
+        from j up has its conditional assuming no further key turns on; one uniform each; the
+        first key that turns on is an exact draw (the keys before it stay off, as their
+        conditionals said), and the conditionals are evaluated again from the key above it.
+        ``kp``/``op``: the probabilities given nothing below.  Key top-k and min-p filter the
+        silent keys at each evaluation (no mass is moved)."""
+        c, rng, T = self.cfg, self.rng, self.cfg.temperature
+        B = len(prev_keys)
+        keys = np.zeros((B, N_KEYS), bool)
+        onsets = np.zeros((B, N_KEYS), bool)
+        j = np.zeros(B, np.int64)  # the lowest key not yet decided
+        rows = np.arange(B)
+        p, q = kp, op
+        while len(rows):
+            self.evaluations += 1
+            cand = np.arange(N_KEYS)[None, :] >= j[rows, None]
+            silent = cand & ~prev_keys[rows]
+            if c.threshold is None and (c.key_top_k or c.key_min_p):
+                ps = np.where(silent, p, -1.0)
+                allowed = np.ones_like(silent)
+                if c.key_min_p:
+                    allowed &= ps >= c.key_min_p * ps.max(-1, keepdims=True)
+                if c.key_top_k and c.key_top_k < N_KEYS:
+                    allowed &= ps >= np.partition(ps, -c.key_top_k, axis=-1)[:, -c.key_top_k:-c.key_top_k + 1]
+                p = np.where(silent & ~allowed, 0.0, p)
+            fire = cand & ((p >= c.threshold) if c.threshold is not None else
+                           (rng.random(p.shape, dtype=np.float32) < p))
+            has = fire.any(-1)
+            r, k = rows[has], fire.argmax(-1)[has]
+            keys[r, k] = True
+            if q is not None:
+                qk = q[has, k]
+                struck = qk >= 0.5 if c.threshold is not None else rng.random(len(k), dtype=np.float32) < qk
+            else:
+                struck = np.zeros(len(k), bool)
+            onsets[r, k] = struck | ~prev_keys[r, k]  # a key that starts sounding is struck
+            j[r] = k + 1
+            rows = r[(keys[r].sum(-1) < c.max_keys) & (j[r] < N_KEYS)]
+            if len(rows):
+                kl, ol = self.stepper.conditionals(keys[rows].astype(np.float32), onsets[rows].astype(np.float32),
+                                                   rows)
+                p = sigmoid(kl if T == 1.0 else kl / T)
+                q = None if ol is None else sigmoid(ol if T == 1.0 else ol / T)
+        if (keys.sum(-1) < c.min_keys).any():  # too few: add the likeliest keys given nothing below (approximate)
+            add = _bound_polyphony(keys, kp, c.min_keys, c.max_keys) & ~keys
+            keys |= add
+            onsets |= add & ~prev_keys
+        return keys, onsets
+
+    def loudness(self, logits: np.ndarray, struck: np.ndarray) -> np.ndarray:
+        """Velocities (B,) uint8 of the new states from velocity-class ``logits`` (B, bins): drawn at
+        the temperature (with ``threshold``: the likeliest class); 0 where nothing is ``struck``."""
+        if self.cfg.threshold is not None:
+            cls = logits.argmax(-1)
+        else:
+            cdf = _softmax(logits.astype(np.float64) / self.cfg.temperature).cumsum(-1)
+            cls = np.minimum((cdf < self.rng.random((len(cdf), 1)) * cdf[:, -1:]).sum(-1), cdf.shape[-1] - 1)
+        return np.where(struck, class_velocity(cls), 0).astype(np.uint8)
 
     def _likeliest_change(self, keys: np.ndarray, onsets: np.ndarray, kp: np.ndarray, op: np.ndarray | None,
                           rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -350,28 +433,31 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
     B = len(seeds)
     seed_keys, seed_onsets = np.stack([s.keys for s in seeds]), np.stack([s.onsets for s in seeds])
     seed_beats = np.stack([s.beats for s in seeds])
-    inputs = InputBuilder(model, seed_keys, seed_onsets, seed_beats, start)
+    inputs = InputBuilder(model, seed_keys, seed_onsets, seed_beats, start, np.stack([s.velocity for s in seeds]))
     x_seed = inputs.seed_inputs
     stepper = stepper_for(model, engine, B)
     out = stepper.start(x_seed)  # the seed is read in one call; then each step feeds one new state
-    sampler = _Sampler(model, cfg, rng)
+    sampler = _Sampler(model, cfg, rng, stepper)
+    loud = model.config.loudness
     prev = seed_keys[:, -1].astype(bool)
     window = list(x_seed.transpose(1, 0, 2)) if rerun_window else []
-    ks, os_, cs = [], [], []
+    ks, os_, cs, vs = [], [], [], []
     class_beats = np.asarray(model.config.duration_classes)
     total = np.zeros(B)
     quiet = np.zeros(B, np.int64)  # states since the last struck key
     limit = steps if steps is not None else MAX_STEPS
     while len(ks) < limit:
         keys, onsets, cls = sampler(*out, prev)
+        vel = sampler.loudness(stepper.loudness, onsets.any(-1)) if loud else None
         ks.append(keys)
+        vs.append(vel)
         os_.append(onsets)
         cs.append(cls)
         if max_beats is not None:
             total += class_beats[cls]
             if (total >= max_beats).all():
                 break
-        x = inputs(keys, onsets, cls)
+        x = inputs(keys, onsets, cls, vel)
         if rerun_window:  # the original's way, for comparison: re-read the last window from scratch
             window.append(x)
             out = stepper.rerun(np.stack(window[-rerun_window:], 1))
@@ -393,8 +479,11 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
             sl = slice(0, min(cut, len(d)))
         else:
             sl = slice(0, len(d))
-        vel = np.where(onset_steps[b, sl].any(1), seeds[b].velocity[seeds[b].velocity > 0].mean().round()
-                       if (seeds[b].velocity > 0).any() else DEFAULT_VELOCITY, 0).astype(np.uint8)
+        if loud:
+            vel = np.stack(vs, 1)[b, sl]
+        else:
+            vel = np.where(onset_steps[b, sl].any(1), seeds[b].velocity[seeds[b].velocity > 0].mean().round()
+                           if (seeds[b].velocity > 0).any() else DEFAULT_VELOCITY, 0).astype(np.uint8)
         result.append(States(K[b, sl], onset_steps[b, sl], d[sl], np.zeros(len(d[sl]), np.float32), vel))
     return result
 
@@ -462,7 +551,7 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
     bpm = float(cfg.bpm or seed.bpm)
     max_beats = cfg.seconds * bpm / 60.0 if cfg.seconds is not None else None
     steps = None if cfg.seconds is not None else cfg.steps
-    news = _continue(model, [seed.states] * batch, cfg, rng, steps, max_beats, rerun_window, seed.start_beat,
+    news = _continue(model, [seed.history] * batch, cfg, rng, steps, max_beats, rerun_window, seed.history_start_beat,
                      stop_when_stuck=cfg.retry and cfg.max_retries > 0 and batch == 1, engine=engine)
     results = []
     for new in news:
@@ -474,7 +563,8 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
         while problems and cfg.retry and tries < cfg.max_retries:
             attempt_cfg, change = _adjust(attempt_cfg, problems)
             guards.append(f"{'; '.join(problems)} -> retried with {change}")
-            new = _continue(model, [seed.states], attempt_cfg, rng, steps, max_beats, rerun_window, seed.start_beat,
+            new = _continue(model, [seed.history], attempt_cfg, rng, steps, max_beats, rerun_window,
+                            seed.history_start_beat,
                             stop_when_stuck=tries + 1 < cfg.max_retries, engine=engine)[0]
             problems = check_guards(new)
             tries += 1

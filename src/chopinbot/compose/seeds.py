@@ -11,12 +11,12 @@ from __future__ import annotations
 import functools
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from chopinbot.constants import BUNDLED_CORPUS_DIR, SEED_STATES
+from chopinbot.constants import BUNDLED_CORPUS_DIR, SEED_STATES, WARM_STATES
 from chopinbot.dataset.prepare import process_file
 from chopinbot.dataset.store import DEFAULT_SETTINGS, PrepareSettings
 from chopinbot.errors import ConfigError, MidiError
@@ -27,17 +27,40 @@ from chopinbot.music.states import States, notes_to_states, transpose_states
 
 @dataclass
 class Seed:
-    """Seed states in the model's home key (C major / A minor) and where they came from."""
+    """Seed states in the model's home key (C major / A minor) and where they came from.
+
+    ``context`` is what precedes the seed window in its source (at most
+    ``WARM_STATES`` states): the model reads it before the seed, so that its
+    state and its repeat lookups know the piece, but it is not part of the
+    output (``include_seed`` adds only the window)."""
 
     states: States
     key: Key  # the key of the source (the output goes back to it unless told otherwise)
     bpm: float  # the source's tempo around the seed
     source: str  # e.g. "chpn-p24.mid @ state 160" or "primer my.mid (last 16 states)"
     start_beat: float = 0.0  # where the seed starts, in beats from its source's start (the metre's phase)
+    context: States | None = None  # the states just before the window, read first (None: none)
 
     @property
     def home(self) -> Key:
         return self.key.home
+
+    @property
+    def history(self) -> States:
+        """Everything the model reads before composing: the context, then the window."""
+        if self.context is None or len(self.context) == 0:
+            return self.states
+        return States.concat([self.context, self.states])
+
+    @property
+    def history_start_beat(self) -> float:
+        """Where :attr:`history` starts, in beats from the source's start."""
+        before = float(self.context.beats.astype(np.float64).sum()) if self.context is not None else 0.0
+        return self.start_beat - before
+
+    def without_context(self) -> Seed:
+        """The same seed, read from its window alone (how seeds worked before ``context``)."""
+        return replace(self, context=None)
 
 
 @dataclass(frozen=True)
@@ -81,7 +104,12 @@ def list_seeds(seed_len: int = SEED_STATES, settings: PrepareSettings = DEFAULT_
     return infos
 
 
-def seed_from_test(index: int, seed_len: int = SEED_STATES, settings: PrepareSettings = DEFAULT_SETTINGS) -> Seed:
+def seed_from_test(index: int, seed_len: int = SEED_STATES, settings: PrepareSettings = DEFAULT_SETTINGS,
+                   context_states: int = WARM_STATES) -> Seed:
+    """Test window ``index`` (see :func:`list_seeds`), with up to ``context_states``
+    states of its key segment before it as the seed's context."""
+    if context_states < 0:
+        raise ConfigError("context states must be 0 or more")
     infos = list_seeds(seed_len, settings)
     if not 0 <= index < len(infos):
         raise ConfigError(f"seed index {index} out of range: there are {len(infos)} seeds (0..{len(infos) - 1})")
@@ -91,7 +119,8 @@ def seed_from_test(index: int, seed_len: int = SEED_STATES, settings: PrepareSet
             w = states[info.position : info.position + seed_len]
             if np.isclose(w.total_beats, info.beats):
                 start = float(states.beats[: info.position].astype(np.float64).sum())
-                return Seed(w, key, _tempo(w), f"{info.piece} ({info.key}) @ state {info.position}", start)
+                context = states[max(0, info.position - context_states) : info.position]
+                return Seed(w, key, _tempo(w), f"{info.piece} ({info.key}) @ state {info.position}", start, context)
     raise ConfigError(f"seed {index} not found")  # pragma: no cover -- infos come from the same segments
 
 
@@ -111,8 +140,10 @@ def seed_from_primer(
     primer_states: int = SEED_STATES,
     settings: PrepareSettings = DEFAULT_SETTINGS,
     name: str | None = None,
+    context_states: int = WARM_STATES,
 ) -> Seed:
-    """The last ``primer_states`` states of the user's MIDI, in the model's home key.
+    """The last ``primer_states`` states of the user's MIDI, in the model's home key,
+    with up to ``context_states`` states of the primer before them as context.
 
     The primer's key comes from its last key signature (major or relative minor
     by the pitch-class profile) or, without one, from the profile over all 24
@@ -120,6 +151,8 @@ def seed_from_primer(
     """
     if primer_states < 1:
         raise ConfigError("--primer-states must be at least 1")
+    if context_states < 0:
+        raise ConfigError("context states must be 0 or more")
     if isinstance(primer, (bytes, bytearray)):
         label = name or "uploaded primer"
         notes = read_midi_bytes(bytes(primer), label)
@@ -139,4 +172,5 @@ def seed_from_primer(
     if not tail.keys.any():
         raise MidiError("the primer's last states hold no notes", label)
     start = float(home.beats[:first].astype(np.float64).sum())
-    return Seed(tail, key, _tempo(tail), f"primer {label} ({key.name}, last {len(tail)} states)", start)
+    context = home[max(0, first - context_states) : first]
+    return Seed(tail, key, _tempo(tail), f"primer {label} ({key.name}, last {len(tail)} states)", start, context)

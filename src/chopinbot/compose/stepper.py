@@ -20,6 +20,12 @@ bookkeeping than on its products.  So:
 - :class:`ModuleStepper` calls the model's own ``forward`` one step at a time:
   for GPU models and the exported formats (int8, ONNX, TorchScript).
 
+For a ``joint_keys`` model both steppers also give :meth:`NumpyStepper.conditionals`:
+the key and onset logits of the state being drawn given its keys decided so far
+(for key k, those below k), without moving on; the keys and onsets a step
+returns are those given nothing below.  A ``loudness`` model's velocity-class
+logits after each step are the stepper's ``loudness``.
+
 :class:`InputBuilder` builds the next input row from the sampled state, each
 input block tracking its own columns (:meth:`chopinbot.dataset.inputs.InputBlock.tracker`).
 Tests check both against the reference path.
@@ -33,7 +39,7 @@ import torch
 from chopinbot.constants import N_KEYS
 from chopinbot.dataset.inputs import NewStates
 from chopinbot.errors import ConfigError
-from chopinbot.model.network import NEIGHBOURS, PITCH_EMB, ChopinLSTM, neighbourhood_index
+from chopinbot.model.network import JOINT_INPUTS, NEIGHBOURS, PITCH_EMB, ChopinLSTM, neighbourhood_index
 
 # (key logits (B, 88), onset logits (B, 88) or None, duration outputs (B, n)), float32
 StepOutputs = tuple[np.ndarray, "np.ndarray | None", np.ndarray]
@@ -58,6 +64,9 @@ def stepper_for(model, engine: str = "auto", batch: int = 1) -> NumpyStepper | M
     6,482 vs 2,249 states/s)."""
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}")
+    if model.config.joint_keys and not isinstance(model, torch.nn.Module):
+        raise ConfigError("a joint_keys model draws each key given those below it through its note head, which an "
+                          "ONNX or TorchScript export does not expose: generate with its PyTorch checkpoint")
     if engine == "torch" or (engine == "auto" and (batch > 1 or not NumpyStepper.supports(model))):
         return ModuleStepper(model)
     if not NumpyStepper.supports(model):
@@ -72,24 +81,50 @@ class ModuleStepper:
         self.model = model
         self.device = next(iter(model.parameters())).device if isinstance(model, torch.nn.Module) else "cpu"
         self.hc = None
+        self.joint = model.config.joint_keys
+        self.loudness: np.ndarray | None = None  # (B, bins): velocity-class logits after the last step
+        self._last = None  # joint_keys: the last input row (B, 1, D) and the LSTM state before it
 
     def _outputs(self, out) -> StepOutputs:
+        self.loudness = _np(out.loudness[:, -1]) if out.loudness is not None else None
         onsets = _np(out.onset_logits[:, -1]) if out.onset_logits is not None else None
         return _np(out.key_logits[:, -1]), onsets, _np(out.duration[:, -1])
 
+    def _run(self, x: np.ndarray, state) -> tuple[StepOutputs, tuple]:
+        """The outputs after the last row of ``x`` (B, T, D) read from ``state``, and the state after it."""
+        xt = torch.from_numpy(x).to(self.device)
+        if self.joint:  # keep the state before the last row: conditionals() read that row again
+            if xt.shape[1] > 1:
+                state = self.model(xt[:, :-1], state)[1]
+            xt = xt[:, -1:]
+            self._last = (xt, state)
+        out, hc = self.model(xt, state)
+        return self._outputs(out), hc
+
     def start(self, x_seed: np.ndarray) -> StepOutputs:
         """Read the seed inputs (B, S, D); the outputs after its last state."""
-        out, self.hc = self.model(torch.from_numpy(x_seed).to(self.device))
-        return self._outputs(out)
+        outs, self.hc = self._run(x_seed, None)
+        return outs
 
     def step(self, x: np.ndarray) -> StepOutputs:
-        out, self.hc = self.model(torch.from_numpy(x[:, None]).to(self.device), self.hc)
-        return self._outputs(out)
+        outs, self.hc = self._run(x[:, None], self.hc)
+        return outs
 
     def rerun(self, window: np.ndarray) -> StepOutputs:
         """The original's way: read the whole window (B, W, D) from a zero state."""
-        out, _ = self.model(torch.from_numpy(window).to(self.device))
-        return self._outputs(out)
+        return self._run(window, None)[0]
+
+    def conditionals(self, keys: np.ndarray, onsets: np.ndarray, rows: np.ndarray | slice = slice(None)
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+        """As :meth:`NumpyStepper.conditionals`, by the model's own forward on the last row again."""
+        x, state = self._last
+        idx = torch.as_tensor(rows, device=self.device) if isinstance(rows, np.ndarray) else rows
+        if state is not None:
+            state = tuple(s[:, idx] for s in state)
+        given = tuple(torch.from_numpy(np.ascontiguousarray(a, np.float32)[:, None]).to(self.device)
+                      for a in (keys, onsets))
+        out, _ = self.model(x[idx], state, given)
+        return _np(out.key_logits[:, -1]), _np(out.onset_logits[:, -1]) if out.onset_logits is not None else None
 
 
 class NumpyStepper:
@@ -118,25 +153,33 @@ class NumpyStepper:
         self.norm = (_np(m.norm.weight), _np(m.norm.bias), m.norm.eps) if c.layer_norm else None
         self.dense = [(_np(layer.weight.t()), _np(layer.bias)) for layer in m.dense
                       if isinstance(layer, torch.nn.Linear)]
-        heads = [m.key_out] + ([m.onset_out] if m.onset_out is not None else []) + [m.dur_out]
-        weights = [h.weight for h in heads]
-        biases = [h.bias for h in heads]
+        heads = {"keys": m.key_out, "onsets": m.onset_out, "duration": m.dur_out, "loudness": m.loud_out}
+        heads = {name: h for name, h in heads.items() if h is not None}
+        weights = [h.weight for h in heads.values()]
+        biases = [h.bias for h in heads.values()]
         sizes = [w.shape[0] for w in weights]
+        names = list(heads)
         layout = c.layout
         self.duration_terms = layout.duration_terms()
         if c.note_head:
             # (nh, inputs): [neighbourhood (2 x w) | per-key inputs (ModelConfig.per_key_inputs) | pitch
-            # embedding | context]
+            # embedding | context | joint_keys: the new state's keys below (joint_features_np)]
             w1 = m.note_mlp[0].weight
             w = 2 * NEIGHBOURS + 1
             self.local_w = _np(w1[:, : 2 * w].t())  # (2w, nh)
             self.key_w = _np(w1[:, 2 * w : 2 * w + c.per_key_inputs].t())  # (per-key inputs, nh)
             e0 = 2 * w + c.per_key_inputs
-            emb_w, ctx_w = w1[:, e0 : e0 + PITCH_EMB], w1[:, e0 + PITCH_EMB :]
+            c0 = e0 + PITCH_EMB
+            emb_w, ctx_w = w1[:, e0:c0], w1[:, c0 : c0 + c.note_context]
             self.emb_term = _np(m.pitch_emb @ emb_w.t() + m.note_mlp[0].bias)  # (88, nh)
             weights.append(ctx_w @ m.note_ctx.weight)  # the context's term of the first layer, per state
             biases.append(ctx_w @ m.note_ctx.bias)
             sizes.append(ctx_w.shape[0])
+            names.append("context")
+            if c.joint_keys:
+                self.joint_w = _np(w1[:, c0 + c.note_context :].t())  # (JOINT_INPUTS, nh)
+                self.joint_none = joint_features_np(np.zeros((1, N_KEYS), np.float32),
+                                                    np.zeros((1, N_KEYS), np.float32)) @ self.joint_w
             self.out_w, self.out_b = _np(m.note_mlp[2].weight.t()), _np(m.note_mlp[2].bias)
             # each key's neighbourhood in [keys | onsets | 0], and its values of the input blocks in the row
             self.neighbourhood = neighbourhood_index(2 * N_KEYS)
@@ -144,10 +187,12 @@ class NumpyStepper:
         self.head_w = _np(torch.cat(weights, 0).t())
         self.head_b = _np(torch.cat(biases, 0))
         ends = np.cumsum(sizes)
-        self.parts = [slice(a, b) for a, b in zip([0, *ends[:-1]], ends)]
+        self.parts = {n: slice(a, b) for n, a, b in zip(names, [0, *ends[:-1]], ends)}
         self.skip_w = _np(m.skip.weight.t()) if m.skip is not None else None
         self.repeat_dur_w = _np(m.repeat_dur.weight.t()) if m.repeat_dur is not None else None
         self.state: list[list[np.ndarray]] = []
+        self.loudness: np.ndarray | None = None  # (B, bins): velocity-class logits after the last step
+        self._pending = None  # joint_keys: key/onset logits before the note head, and its hidden layer
 
     def start(self, x_seed: np.ndarray) -> StepOutputs:
         h, (hh, cc) = self.model.lstm(torch.from_numpy(np.ascontiguousarray(x_seed[..., : self.lstm_in])))
@@ -189,10 +234,9 @@ class NumpyStepper:
             h = np.maximum(h @ w + b, 0.0)
         out = h @ self.head_w
         out += self.head_b
-        parts = [out[:, p] for p in self.parts]
-        keys = parts[0]
-        onsets = parts[1] if self.config.onset_head else None
-        dur = parts[2 if self.config.onset_head else 1]
+        parts = {n: out[:, p] for n, p in self.parts.items()}
+        keys, onsets, dur = parts["keys"], parts.get("onsets"), parts["duration"]
+        self.loudness = parts.get("loudness")
         if self.repeat_dur_w is not None:
             cols = [x[:, a:b] if s is None else x[:, a:b] * x[:, s : s + 1] for a, b, s in self.duration_terms]
             dur = dur + np.concatenate(cols, 1) @ self.repeat_dur_w
@@ -209,12 +253,50 @@ class NumpyStepper:
             hid = local @ self.local_w
             hid += np.take(x, self.key_index, axis=1) @ self.key_w  # (B, 88, per-key inputs)
             hid += self.emb_term
-            hid += parts[-1][:, None, :]
-            adj = np.maximum(hid, 0.0) @ self.out_w + self.out_b  # (B, 88, 2)
-            keys = keys + adj[..., 0]
-            if onsets is not None:
-                onsets = onsets + adj[..., 1]
+            hid += parts["context"][:, None, :]
+            if self.config.joint_keys:  # keep what the keys below add to; the outputs given nothing below
+                self._pending = (keys, onsets, hid)
+                return *self._note_outputs(keys, onsets, hid + self.joint_none), dur
+            keys, onsets = self._note_outputs(keys, onsets, hid)
         return keys, onsets, dur
+
+    def _note_outputs(self, keys: np.ndarray, onsets: np.ndarray | None, hid: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The key and onset logits from those before the note head and its hidden layer (n, 88, nh)."""
+        adj = np.maximum(hid, 0.0) @ self.out_w + self.out_b  # (n, 88, 2)
+        return keys + adj[..., 0], onsets + adj[..., 1] if onsets is not None else None
+
+    def conditionals(self, keys: np.ndarray, onsets: np.ndarray, rows: np.ndarray | slice = slice(None)
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``joint_keys``: the key and onset logits (n, 88) of the state being drawn after the
+        last step, in batch ``rows``, given its keys and onsets (n, 88) decided so far (key k
+        reads only keys < k: its conditional given those below it).  The stepper does not move on."""
+        kb, ob, hid = self._pending
+        hid = hid[rows] + joint_features_np(keys, onsets) @ self.joint_w
+        return self._note_outputs(kb[rows], ob[rows] if ob is not None else None, hid)
+
+
+_WINDOW = np.arange(N_KEYS)[:, None] + np.arange(NEIGHBOURS)[None, :]  # keys k-12..k-1 in a row padded by 12
+_KEY = np.arange(N_KEYS)
+
+
+def joint_features_np(keys: np.ndarray, onsets: np.ndarray) -> np.ndarray:
+    """:func:`chopinbot.model.network.joint_features` of (n, 88) NumPy rows: (n, 88, JOINT_INPUTS) float32."""
+    n = keys.shape[0]
+    pad = np.zeros((n, 2, N_KEYS + NEIGHBOURS), np.float32)
+    pad[:, 0, NEIGHBOURS:], pad[:, 1, NEIGHBOURS:] = keys, onsets
+    win = pad[:, :, _WINDOW]  # (n, 2, 88, 12)
+    on = keys > 0.5
+    count = np.cumsum(keys, -1) - keys
+    hi = np.maximum.accumulate(np.where(on, _KEY, -1), -1)
+    hi = np.concatenate([np.full((n, 1), -1), hi[:, :-1]], -1)
+    lo = np.minimum.accumulate(np.where(on, _KEY, N_KEYS), -1)
+    lo = np.concatenate([np.full((n, 1), N_KEYS), lo[:, :-1]], -1)
+    none = hi < 0
+    d_hi = np.where(none, 0.0, np.minimum(_KEY - hi, 24) / 24.0)
+    d_lo = np.where(none, 0.0, np.clip(_KEY - lo, 0, 48) / 48.0)
+    out = np.concatenate([win[:, 0], win[:, 1], np.stack([count / 8.0, d_hi, d_lo, none], -1)], -1, dtype=np.float32)
+    return out.reshape(n, N_KEYS, JOINT_INPUTS)
 
 
 class InputBuilder:
@@ -223,16 +305,18 @@ class InputBuilder:
     in the metre) across steps."""
 
     def __init__(self, model, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
-                 start_beat: float = 0.0) -> None:
-        """Start after seed histories ``keys``/``onsets`` (B, S, 88) and ``beats`` (B, S)
-        that begin at ``start_beat``; ``seed_inputs`` (B, S, input_dim) are their rows."""
+                 start_beat: float = 0.0, velocity: np.ndarray | None = None) -> None:
+        """Start after seed histories ``keys``/``onsets`` (B, S, 88), ``beats`` and ``velocity``
+        (B, S; None: unknown) that begin at ``start_beat``; ``seed_inputs`` (B, S, input_dim) are their rows."""
         c = model.config
         self.layout = c.layout
         self.class_beats = np.asarray(c.duration_classes).astype(np.float32).astype(np.float64)  # as stored
-        self.trackers = [b.tracker(keys, onsets, beats, start_beat) for b in self.layout.blocks]
+        self.trackers = [b.tracker(keys, onsets, beats, start_beat, velocity) for b in self.layout.blocks]
         self.seed_inputs = self.layout.rows([t.seed for t in self.trackers])
 
-    def __call__(self, keys: np.ndarray, onsets: np.ndarray, cls: np.ndarray) -> np.ndarray:
-        """(B, input_dim) float32 for new states ``keys``/``onsets`` (B, 88, bool) of rhythmic class ``cls`` (B,)."""
-        new = NewStates(keys, onsets, cls, self.class_beats[cls])
+    def __call__(self, keys: np.ndarray, onsets: np.ndarray, cls: np.ndarray,
+                 velocity: np.ndarray | None = None) -> np.ndarray:
+        """(B, input_dim) float32 for new states ``keys``/``onsets`` (B, 88, bool) of rhythmic class
+        ``cls`` (B,) and ``velocity`` (B,; None: unknown)."""
+        new = NewStates(keys, onsets, cls, self.class_beats[cls], velocity)
         return self.layout.rows([t.step(new) for t in self.trackers])

@@ -1,11 +1,14 @@
 """ONNX and TorchScript export, and ``chopinbot export`` of any format.
 
 An exported network is the model's one-step forward pass (inputs ``x``,
-``h0``, ``c0``; outputs the key, onset and duration logits and the new ``h``,
-``c``), run and compared with PyTorch before it is written into a
+``h0``, ``c0``; outputs the key, onset, duration and (``loudness`` models)
+velocity-class logits and the new ``h``, ``c``), run and compared with PyTorch before it is written into a
 checkpoint folder (:func:`chopinbot.model.formats.write_artifact_folder`);
 :func:`chopinbot.model.formats.load_model` reads it back as an
-:class:`~chopinbot.model.formats.ExportedModel`.
+:class:`~chopinbot.model.formats.ExportedModel`.  A ``joint_keys`` model is
+refused: its keys are drawn low to high, each through the note head again
+given those below, which the one-step network does not expose (its fp32,
+fp16 and int8 forms keep the PyTorch forward and work).
 """
 
 from __future__ import annotations
@@ -59,7 +62,8 @@ class _ExportStep(nn.Module):
 
 
 def _output_names(config: ModelConfig) -> list[str]:
-    return ["keys"] + (["onsets"] if config.onset_head else []) + ["duration", "h", "c"]
+    return (["keys"] + (["onsets"] if config.onset_head else []) + ["duration"]
+            + (["loudness"] if config.loudness else []) + ["h", "c"])
 
 
 def _example_inputs(config: ModelConfig, batch: int = 2, steps: int = 3, seed: int = 0):
@@ -79,11 +83,19 @@ def float_model(model) -> ChopinLSTM:
     return plain_copy(model).cpu()
 
 
+def _refuse_joint(model, fmt: str) -> None:
+    if model.config.joint_keys:
+        raise ConfigError(f"a joint_keys model cannot be exported as {fmt}: its keys are drawn low to high, the note "
+                          f"head evaluated again given the keys below, which the one-step network does not expose "
+                          f"(use fp32, fp16 or int8)")
+
+
 def export_onnx(model: ChopinLSTM, path: str | os.PathLike, opset: int = ONNX_OPSET) -> Path:
     """Write the one-step network as ONNX (batch and time dynamic) to ``path``
     (a file; atomically).  Inputs ``x`` (B, T, F), ``h0``/``c0`` (layers, B,
     hidden); outputs ``keys``, ``onsets`` (if the model has them),
-    ``duration``, ``h``, ``c``."""
+    ``duration``, ``loudness`` (if it has it), ``h``, ``c``."""
+    _refuse_joint(model, "ONNX")
     step = _ExportStep(float_model(model)).eval()
     x, h, c = _example_inputs(model.config)
     outs = _output_names(model.config)
@@ -103,6 +115,7 @@ def export_onnx(model: ChopinLSTM, path: str | os.PathLike, opset: int = ONNX_OP
 def export_torchscript(model: ChopinLSTM, path: str | os.PathLike) -> Path:
     """Trace the one-step network and save it with ``torch.jit.save`` (a zip
     of TorchScript code and tensors; see docs/compression.md on trust)."""
+    _refuse_joint(model, "TorchScript")
     step = _ExportStep(float_model(model)).eval()
     x, h, c = _example_inputs(model.config)
     with warnings.catch_warnings(), torch.no_grad():
@@ -122,6 +135,8 @@ def _probabilities(out: Outputs) -> list[torch.Tensor]:
     if out.onset_logits is not None:
         probs.append(torch.sigmoid(out.onset_logits))
     probs.append(torch.softmax(out.duration, -1))
+    if out.loudness is not None:
+        probs.append(torch.softmax(out.loudness, -1))
     return probs
 
 
@@ -167,6 +182,8 @@ def export_model(model: ChopinLSTM, fmt: str, out: str | os.PathLike, *, sparse:
     ``tolerance`` is an error."""
     if fmt not in ("fp16", "int8", "onnx", "torchscript", "fp32"):
         raise ConfigError("format must be fp32, fp16, int8, onnx or torchscript")
+    if fmt in ("onnx", "torchscript"):
+        _refuse_joint(model, fmt)
     ref = float_model(model)
     ref.meta = dict(getattr(model, "meta", {}))
     info: dict[str, Any] = {"format": fmt, "fp32_bytes": fp32_bytes(ref)}
@@ -187,7 +204,7 @@ def export_model(model: ChopinLSTM, fmt: str, out: str | os.PathLike, *, sparse:
                 raise ModelFileError(f"the {fmt} export differs from PyTorch by {diff:.3g} (tolerance {tolerance:g})")
             cfg = dict(_export_meta(ref), model=ref.config.to_dict(), format=fmt,
                        verified={"max_abs_diff": diff, "tolerance": tolerance,
-                                 "compared": "sigmoid key/onset and softmax duration probabilities, h, c"},
+                                 "compared": "sigmoid key/onset, softmax duration (and loudness) probabilities, h, c"},
                        io={"inputs": ["x", "h0", "c0"], "outputs": _output_names(ref.config),
                            "opset": ONNX_OPSET if fmt == "onnx" else None})
             folder = write_artifact_folder(out, art, cfg)

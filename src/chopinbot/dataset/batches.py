@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from chopinbot.constants import N_KEYS
-from chopinbot.dataset.features import AGE_LOOKBACK, DurationVocab, end_positions
+from chopinbot.dataset.features import AGE_LOOKBACK, DurationVocab, end_positions, velocity_class
 from chopinbot.dataset.inputs import BaseBlock, BatchStates, InputBlock, InputLayout
 from chopinbot.dataset.store import Dataset
 from chopinbot.model.loss import Targets
@@ -140,16 +140,18 @@ class SplitData:
         keys = np.unpackbits(rec["keys"], axis=1, count=N_KEYS).astype(np.float32).reshape(B, S, N_KEYS)
         onsets = np.unpackbits(rec["onsets"], axis=1, count=N_KEYS).astype(np.float32).reshape(B, S, N_KEYS)
         beats = np.ascontiguousarray(rec["beats"], np.float32).reshape(B, S)
+        velocity = np.asarray(rec["velocity"], np.float32).reshape(B, S)
         keys[before] = 0.0
         onsets[before] = 0.0
         beats[before] = 0.0
+        velocity[before] = 0.0
         transpose = _transposer(shifts)
         transpose(keys)
         transpose(onsets)
         rows = idx[:, L : L + T]
-        x = InputLayout(blocks).batch_rows(BatchStates(keys, onsets, beats, L, rows, self.end_pos[rows].ravel(), self,
-                                                       transpose))
-        keys, onsets, beats = keys[:, L:], onsets[:, L:], beats[:, L:]
+        x = InputLayout(blocks).batch_rows(BatchStates(keys, onsets, beats, velocity, L, rows,
+                                                       self.end_pos[rows].ravel(), self, transpose))
+        keys, onsets, beats, velocity = keys[:, L:], onsets[:, L:], beats[:, L:], velocity[:, L:]
         steps = np.arange(T + 1)
         mask = (steps[None, :T] < lengths[:, None]).astype(np.float32)
         for i, c in enumerate(chunks):
@@ -161,6 +163,7 @@ class SplitData:
             dur_class=torch.from_numpy(self.vocab.index(beats[:, 1:])),
             dur_beats=torch.from_numpy(np.ascontiguousarray(beats[:, 1:])),
             mask=torch.from_numpy(mask),
+            vel_class=torch.from_numpy(velocity_class(velocity[:, 1:])),
         )
         return torch.from_numpy(x), targets
 

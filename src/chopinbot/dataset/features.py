@@ -21,8 +21,10 @@ one in log space (a 0.98-beat state is closer to 1 beat than to 0.75).
 Optional inputs serve the note head and the duration head: every key's
 *recency* (:func:`key_recency`) and the *repeat* of the passage just heard (the
 state that followed its last occurrence, and the match's length; see
-:mod:`chopinbot.music.repeats`).  How these features make up an input row,
-block by block, is declared in :mod:`chopinbot.dataset.inputs`.
+:mod:`chopinbot.music.repeats`).  A model with a loudness head reads each
+state's *loudness* (:func:`loudness_feature`) and predicts the next state's
+velocity class (:func:`velocity_class`).  How these features make up an input
+row, block by block, is declared in :mod:`chopinbot.dataset.inputs`.
 """
 
 from __future__ import annotations
@@ -165,6 +167,26 @@ def recency_features(recency: np.ndarray) -> np.ndarray:
 def end_positions(beats: np.ndarray, start: float = 0.0) -> np.ndarray:
     """Position (beats) at which each state of (..., n) ends, from a start position."""
     return start + np.cumsum(np.asarray(beats, np.float64), axis=-1)
+
+
+LOUDNESS_BINS = 12  # velocity classes of the loudness head, each 128 / 12 wide
+
+
+def velocity_class(velocity: np.ndarray) -> np.ndarray:
+    """Velocity 1..127 -> class 0..LOUDNESS_BINS-1; -1 where nothing is struck
+    (velocity 0), which the loudness loss leaves out."""
+    v = np.asarray(velocity, np.int64)
+    return np.where(v > 0, np.minimum(v * LOUDNESS_BINS // 128, LOUDNESS_BINS - 1), -1)
+
+
+def class_velocity(cls: np.ndarray) -> np.ndarray:
+    """The centre velocity of each class (uint8): ``velocity_class(class_velocity(c)) == c``."""
+    return np.round((np.asarray(cls) + 0.5) * 128.0 / LOUDNESS_BINS).astype(np.uint8)
+
+
+def loudness_feature(velocity: np.ndarray) -> np.ndarray:
+    """The loudness input column: a state's velocity / 127 (0 where nothing is struck)."""
+    return np.asarray(velocity, np.float32) / np.float32(127.0)
 
 
 def age_features(ages: np.ndarray) -> np.ndarray:

@@ -28,12 +28,17 @@ blocks is the row of the first models; shipped weights depend on this order):
   the note head, its keys and onsets (2 x 88); per key, the key, the onset and
   the match length; for the duration head, the rhythmic value's one-hot, as is
   and times the match length.
+* loudness (``loudness``): for the LSTM, the state's velocity / 127 (0 where
+  nothing is struck); a model with it also predicts the next state's velocity
+  class (:class:`~chopinbot.model.network.ChopinLSTM`'s loudness head).
 
 The network (:mod:`chopinbot.model.network`), the training batches
 (:mod:`chopinbot.dataset.batches`) and the composing step
 (:mod:`chopinbot.compose.stepper`) iterate over a model's blocks
-(``ModelConfig.blocks``) and hold no code of any one block.  A new block
-touches three source files:
+(``ModelConfig.blocks``) and hold no code of any one block.  A block is built
+from the states' keys, onsets, lengths (beats) and velocities (the loudness
+block brought the velocities into :class:`BatchStates`, :class:`NewStates` and
+the blocks' methods).  A new block built from these touches three source files:
 
 1. this module: its :class:`InputBlock` subclass and its entry in
    :data:`OPTIONAL_BLOCKS` (where the entry sits is where its columns sit);
@@ -69,6 +74,7 @@ from chopinbot.dataset.features import (
     end_positions,
     key_ages,
     key_recency,
+    loudness_feature,
     position_features,
     position_period,
     recency_features,
@@ -128,6 +134,7 @@ class NewStates(NamedTuple):
     onsets: np.ndarray  # (B, 88) bool
     cls: np.ndarray  # (B,) rhythmic class (index into the duration vocabulary)
     beats: np.ndarray  # (B,) float64: its length, as the dataset stores it (float32)
+    velocity: np.ndarray | None = None  # (B,) its velocity (0: nothing struck); None: unknown, read as 0
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,7 @@ class BatchStates:
     keys: np.ndarray  # (B, lookback + T + 1, 88) float32
     onsets: np.ndarray  # (B, lookback + T + 1, 88) float32
     beats: np.ndarray  # (B, lookback + T + 1) float32
+    velocity: np.ndarray  # (B, lookback + T + 1) float32: mean velocity of the struck keys (0: none)
     lookback: int
     rows: np.ndarray  # (B, T): the dataset row of each input state
     end_pos: np.ndarray  # (B * T,) where each input state ends, in beats from its segment's start
@@ -195,18 +203,20 @@ class InputBlock(ABC):
 
     @abstractmethod
     def sequence_columns(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
-                         start_beat: float = 0.0) -> Columns:
+                         start_beat: float = 0.0, velocity: np.ndarray | None = None) -> Columns:
         """The columns of a sequence of ``n`` states ((n, 88) keys and onsets, (n,)
-        beats) heard from its first, which starts ``start_beat`` into the metre."""
+        beats and velocities; None: unknown) heard from its first, which starts
+        ``start_beat`` into the metre."""
 
     @abstractmethod
     def batch_columns(self, batch: BatchStates) -> Columns:
         """The columns (each part (B * T, w)) of a training batch's input states."""
 
     @abstractmethod
-    def tracker(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, start_beat: float) -> BlockTracker:
-        """Track the columns after seed histories of (B, S, 88) states lasting (B, S) beats that start
-        ``start_beat`` into the metre."""
+    def tracker(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, start_beat: float,
+                velocity: np.ndarray | None = None) -> BlockTracker:
+        """Track the columns after seed histories of (B, S, 88) states lasting (B, S) beats (of
+        (B, S) ``velocity``; None: unknown) that start ``start_beat`` into the metre."""
 
 
 # --------------------------------------------------------------------------- the state itself
@@ -240,7 +250,7 @@ class BaseBlock(InputBlock):
         return [keys, onsets, age_features(ages), dur, pos], []
 
     def sequence_columns(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
-                         start_beat: float = 0.0) -> Columns:
+                         start_beat: float = 0.0, velocity: np.ndarray | None = None) -> Columns:
         return self.columns(keys, onsets, beats, end_positions(beats, start_beat), key_ages(keys, onsets, beats))
 
     def batch_columns(self, batch: BatchStates) -> Columns:
@@ -248,7 +258,8 @@ class BaseBlock(InputBlock):
         return self.columns(batch.inputs(batch.keys), batch.inputs(batch.onsets), batch.inputs(batch.beats),
                             batch.end_pos, ages)
 
-    def tracker(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, start_beat: float) -> BlockTracker:
+    def tracker(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, start_beat: float,
+                velocity: np.ndarray | None = None) -> BlockTracker:
         return _BaseTracker(self, keys, onsets, beats, start_beat)
 
 
@@ -295,13 +306,14 @@ class RecencyBlock(InputBlock):
         return KeyColumn("note", 0), KeyColumn("note", N_KEYS)  # beats since struck, previous interval
 
     def sequence_columns(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
-                         start_beat: float = 0.0) -> Columns:
+                         start_beat: float = 0.0, velocity: np.ndarray | None = None) -> Columns:
         return [], [recency_features(key_recency(keys, onsets, beats))]
 
     def batch_columns(self, batch: BatchStates) -> Columns:
         return [], [recency_features(batch.inputs(key_recency(batch.keys, batch.onsets, batch.beats)))]
 
-    def tracker(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, start_beat: float) -> BlockTracker:
+    def tracker(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, start_beat: float,
+                velocity: np.ndarray | None = None) -> BlockTracker:
         return _RecencyTracker(keys, onsets, beats)
 
 
@@ -363,7 +375,7 @@ class RepeatsBlock(InputBlock):
         return [self.global_features(rep)], [rep.keys * found, rep.onsets * found]
 
     def sequence_columns(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
-                         start_beat: float = 0.0) -> Columns:
+                         start_beat: float = 0.0, velocity: np.ndarray | None = None) -> Columns:
         return self.columns(repeat_continuations(keys, onsets, beats, self.grid_per_beat, self.kind))
 
     def batch_columns(self, batch: BatchStates) -> Columns:
@@ -378,7 +390,8 @@ class RepeatsBlock(InputBlock):
         return self.columns(Continuations(ck.reshape(-1, N_KEYS), co.reshape(-1, N_KEYS),
                                           np.asarray(crec["beats"], np.float32).ravel(), length[at].ravel()))
 
-    def tracker(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, start_beat: float) -> BlockTracker:
+    def tracker(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, start_beat: float,
+                velocity: np.ndarray | None = None) -> BlockTracker:
         return _RepeatsTracker(self, keys, onsets, beats)
 
 
@@ -428,6 +441,47 @@ def split_repeats(split: SplitStates, kind: str) -> tuple[np.ndarray, np.ndarray
     return split.table(f"repeats {kind}", make)
 
 
+# --------------------------------------------------------------------------- loudness
+
+
+@dataclass(frozen=True)
+class LoudnessBlock(InputBlock):
+    """The state's loudness (:func:`~chopinbot.dataset.features.loudness_feature`),
+    for the LSTM: what the loudness head's next velocity class follows from."""
+
+    @property
+    def name(self) -> str:
+        return "loudness"
+
+    @property
+    def lstm_width(self) -> int:
+        return 1
+
+    def columns(self, velocity: np.ndarray | None, shape: tuple[int, ...]) -> Columns:
+        """The column of states of ``shape`` (...) with ``velocity`` (None: unknown, 0)."""
+        v = np.zeros(shape, np.float32) if velocity is None else np.asarray(velocity).reshape(shape)
+        return [loudness_feature(v)[..., None]], []
+
+    def sequence_columns(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
+                         start_beat: float = 0.0, velocity: np.ndarray | None = None) -> Columns:
+        return self.columns(velocity, np.shape(beats))
+
+    def batch_columns(self, batch: BatchStates) -> Columns:
+        return self.columns(batch.inputs(batch.velocity), (batch.rows.size,))
+
+    def tracker(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, start_beat: float,
+                velocity: np.ndarray | None = None) -> BlockTracker:
+        return _LoudnessTracker(self, self.columns(velocity, np.shape(beats)))
+
+
+class _LoudnessTracker(BlockTracker):
+    def __init__(self, block: LoudnessBlock, seed: Columns) -> None:
+        self.block, self.seed = block, seed
+
+    def step(self, new: NewStates) -> Columns:
+        return self.block.columns(new.velocity, np.shape(new.cls))
+
+
 # --------------------------------------------------------------------------- the registry
 
 
@@ -444,6 +498,7 @@ OPTIONAL_BLOCKS: tuple[OptionalBlock, ...] = (  # in row order, after the base b
     OptionalBlock("key_recency", lambda vocab, grid: RecencyBlock()),
     OptionalBlock("repeats", lambda vocab, grid: RepeatsBlock("exact", vocab, grid)),
     OptionalBlock("repeats_transposed", lambda vocab, grid: RepeatsBlock("transposed", vocab, grid)),
+    OptionalBlock("loudness", lambda vocab, grid: LoudnessBlock(), needs_note_head=False),
 )
 
 
@@ -512,10 +567,10 @@ class InputLayout:
                               axis=-1, dtype=np.float32)
 
     def sequence_rows(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
-                      start_beat: float = 0.0) -> np.ndarray:
+                      start_beat: float = 0.0, velocity: np.ndarray | None = None) -> np.ndarray:
         """(n, width): the rows of a whole sequence heard from its first state,
         starting ``start_beat`` into the metre (what a model reads of a seed or a piece)."""
-        return self.rows([b.sequence_columns(keys, onsets, beats, start_beat) for b in self.blocks])
+        return self.rows([b.sequence_columns(keys, onsets, beats, start_beat, velocity) for b in self.blocks])
 
     def batch_rows(self, batch: BatchStates) -> np.ndarray:
         """(B, T, width): the rows of a training batch's input states."""

@@ -55,7 +55,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 from chopinbot.compose.seeds import Seed
-from chopinbot.constants import PACKAGE_DIR, SEED_STATES
+from chopinbot.constants import PACKAGE_DIR, SEED_STATES, WARM_STATES
 from chopinbot.dataset.prepare import process_file
 from chopinbot.dataset.store import DEFAULT_SETTINGS, Dataset, PrepareSettings
 from chopinbot.evaluation import musicstats
@@ -151,10 +151,11 @@ def _tempo(states: States) -> float:
 
 
 def held_out_seeds(ds: Dataset, split: str, seed_len: int = SEED_STATES, seconds: float = EXCERPT_SECONDS,
-                   steady: bool = True) -> tuple[list[Seed], list[Excerpt]]:
+                   steady: bool = True, context_states: int = WARM_STATES) -> tuple[list[Seed], list[Excerpt]]:
     """Every window of ``seconds`` in the ``split`` pieces that follows at least
     ``seed_len`` states: the seed before it (in the model's home key, as
-    generation wants it) and the window itself (the true continuation, in
+    generation wants it, with up to ``context_states`` earlier states of the
+    piece as its context) and the window itself (the true continuation, in
     the piece's own key)."""
     seeds, true = [], []
     for seg in ds.segments(split):
@@ -166,7 +167,8 @@ def held_out_seeds(ds: Dataset, split: str, seed_len: int = SEED_STATES, seconds
         for a, _ in windows:
             w = home[a - seed_len : a]
             start = float(home.beats[: a - seed_len].astype(np.float64).sum())
-            seeds.append(Seed(w, key, _tempo(w), f"{seg.piece} ({key.name}) @ state {a - seed_len}", start))
+            context = home[max(0, a - seed_len - context_states) : a - seed_len]  # read first, as generate does
+            seeds.append(Seed(w, key, _tempo(w), f"{seg.piece} ({key.name}) @ state {a - seed_len}", start, context))
     return seeds, true
 
 

@@ -19,12 +19,15 @@ pickle); ``config.json`` gains a ``format`` field:
     (symmetric, ``scale = max|row| / 127``, so ``q`` is in -127..127); the
     rest dense fp32.
 ``onnx`` / ``torchscript``
-    a one-step network (inputs ``x``, ``h0``, ``c0``; outputs the key, onset
-    and duration logits and the new ``h``, ``c``) in ``model.onnx`` /
+    a one-step network (inputs ``x``, ``h0``, ``c0``; outputs the key, onset,
+    duration and (``loudness`` models) velocity-class logits and the new ``h``,
+    ``c``) in ``model.onnx`` /
     ``model.pt`` (written by :mod:`chopinbot.compress.export`);
     ``model.safetensors`` is then an empty placeholder (the checkpoint layout
     requires it) and ``config.json`` records the artifact's sha256 and the
-    measured difference from PyTorch.
+    measured difference from PyTorch.  A ``joint_keys`` model is never
+    exported (its sampler evaluates the note head again for the keys below
+    each key, which a one-step network does not expose).
 
 :func:`load_model` rebuilds a model from any of them that behaves like
 :class:`~chopinbot.model.network.ChopinLSTM` for :func:`chopinbot.compose.generate.generate`
@@ -377,12 +380,13 @@ class ExportedModel:
         if state is None:
             z = torch.zeros(c.layers, x.shape[0], c.hidden, dtype=torch.float32)
             state = (z, z)
-        outs = self._run(x.float().contiguous(), state[0].float().contiguous(), state[1].float().contiguous())
-        if c.onset_head:
-            keys, onsets, dur, h, cc = outs
-        else:
-            (keys, dur, h, cc), onsets = outs, None
-        return Outputs(keys, onsets, dur), (h, cc)
+        outs = list(self._run(x.float().contiguous(), state[0].float().contiguous(), state[1].float().contiguous()))
+        keys = outs.pop(0)
+        onsets = outs.pop(0) if c.onset_head else None
+        dur = outs.pop(0)
+        loudness = outs.pop(0) if c.loudness else None
+        h, cc = outs
+        return Outputs(keys, onsets, dur, loudness), (h, cc)
 
     forward = __call__
 
@@ -434,6 +438,8 @@ def write_artifact_folder(folder: str | os.PathLike, artifact: Path, cfg: dict[s
 
 def _load_artifact(folder: Path, cfg: dict[str, Any], fmt: str) -> ExportedModel:
     mcfg = model_config(folder, cfg)
+    if mcfg.joint_keys:
+        raise ModelFileError(f"{folder / CONFIG}: a joint_keys model cannot run as an {fmt} export")
     checked_weights(folder, cfg)
     name = ONNX_FILE if fmt == "onnx" else TORCHSCRIPT_FILE
     art = folder / name

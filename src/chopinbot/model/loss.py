@@ -14,6 +14,15 @@ distribution, not just a mean:
 
 ``maestro`` (the Maestro loss as defined above) is what early stopping and
 the reports call "the loss"; the class cross-entropy is reported beside it.
+A model with a loudness head adds its cross-entropy over velocity classes
+(``vel_ce``) to the objective too, over the states in which something is
+struck (a target of -1 is left out; files without dynamics could be left out
+the same way, per source).
+
+``key_nll`` is the keys' negative log-likelihood per state (nats).  For a
+``joint_keys`` model, whose key logits are each key's conditional given the
+target's keys below it (teacher forcing), it is the sum of the conditionals'
+NLL: the exact NLL of the state's keys under the model's joint distribution.
 
 BCE is computed from logits (``binary_cross_entropy_with_logits``), never as
 ``log(sigmoid(x))``, so no input gives NaN or inf.
@@ -37,9 +46,11 @@ class Targets:
     dur_class: torch.Tensor  # (B, T) long
     dur_beats: torch.Tensor  # (B, T) float
     mask: torch.Tensor  # (B, T) float: 1 where a target exists
+    vel_class: torch.Tensor | None = None  # (B, T) long: the velocity class, -1 where none (nothing struck)
 
     def to(self, device) -> Targets:
-        return Targets(*(t.to(device) for t in (self.keys, self.onsets, self.dur_class, self.dur_beats, self.mask)))
+        return Targets(*(t.to(device) for t in (self.keys, self.onsets, self.dur_class, self.dur_beats, self.mask)),
+                       self.vel_class.to(device) if self.vel_class is not None else None)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -60,6 +71,7 @@ def maestro_loss(
     clip: bool = True,
     class_logits: torch.Tensor | None = None,
     class_weight: float = 1.0,
+    loudness_logits: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """All terms of the loss as a dict (``total`` is what is minimised)."""
     m = targets.mask
@@ -77,6 +89,11 @@ def maestro_loss(
         ce = F.cross_entropy(class_logits.flatten(0, 1), targets.dur_class.flatten(), reduction="none")
         out["dur_ce"] = masked_mean(ce.view_as(m), m)
         total = total + class_weight * out["dur_ce"]
+    if loudness_logits is not None and targets.vel_class is not None:
+        struck = m * (targets.vel_class >= 0).to(m.dtype)
+        ce = F.cross_entropy(loudness_logits.flatten(0, 1), targets.vel_class.clamp(min=0).flatten(), reduction="none")
+        out["vel_ce"] = masked_mean(ce.view_as(m), struck)
+        total = total + out["vel_ce"]
     out["total"] = total
     # key NLL per state in nats (keys only): the sum over 88 keys of the BCE
     out["key_nll"] = masked_mean(bce_keys * key_logits.shape[-1], m)

@@ -19,6 +19,19 @@ depends on the same few things for every key; a per-key output layer has to
 learn that 88 times from 40k states, and did not (continuation AUC 0.53 vs
 0.66 for a tree model given the same features).
 
+With ``joint_keys`` the note head also reads, for key k, what has been
+decided of the NEW state below k (:func:`joint_features`: keys and onsets
+k-12..k-1, how many keys are on below, the distances to the highest and the
+lowest of them, "none below"), so the 88 keys are no longer independent given
+the past: each key's logit is its conditional given the keys below it.  In
+training the keys below are the target's (teacher forcing, the ``given``
+argument of :meth:`ChopinLSTM.forward`; the key NLL is then the exact joint
+NLL); in generation the keys are drawn low to high
+(:mod:`chopinbot.compose.generate`).  With ``loudness`` a
+loudness head predicts the next state's velocity class
+(:data:`~chopinbot.dataset.features.LOUDNESS_BINS` classes), and the state's
+loudness is an input (:class:`~chopinbot.dataset.inputs.LoudnessBlock`).
+
 Outputs are logits: the sigmoid lives inside the loss (``BCEWithLogits``),
 where the original took ``log`` of sigmoids by hand and its runs ended in NaN.
 
@@ -39,12 +52,13 @@ import torch
 from torch import nn
 
 from chopinbot.constants import GRID_PER_BEAT, N_KEYS
-from chopinbot.dataset.features import DurationVocab
+from chopinbot.dataset.features import LOUDNESS_BINS, DurationVocab
 from chopinbot.dataset.inputs import OPTIONAL_BLOCKS, InputBlock, InputLayout, input_blocks
 from chopinbot.errors import ConfigError
 
 NEIGHBOURS = 12  # the note head sees keys up to an octave either side
 PITCH_EMB = 8
+JOINT_INPUTS = 2 * NEIGHBOURS + 4  # joint_keys: what key k reads of the new state's keys below it (joint_features)
 MAX_HIDDEN = 4096  # refuse absurd configs from untrusted files before allocating
 MAX_LAYERS = 8
 
@@ -63,10 +77,13 @@ class ModelConfig:
     note_head: bool = True  # per-key MLP with weights tied across keys
     note_hidden: int = 48  # its hidden units
     note_context: int = 32  # LSTM-state features it sees
-    # The optional input blocks (chopinbot.dataset.inputs.OPTIONAL_BLOCKS), each off without the note head:
+    # The optional input blocks (chopinbot.dataset.inputs.OPTIONAL_BLOCKS), all but loudness off without the
+    # note head:
     key_recency: bool = True  # the note head also reads each key's recency (features.key_recency)
     repeats: bool = True  # read what followed the passage's last occurrence (chopinbot.music.repeats)
     repeats_transposed: bool = True  # ... and the last occurrence at another pitch
+    loudness: bool = False  # a loudness head (velocity classes); the state's loudness is an input (LoudnessBlock)
+    joint_keys: bool = False  # the note head also reads the NEW state's keys below each key (drawn low to high)
     duration_head: str = "classes"  # "classes" (softmax over rhythmic values) or "seed" (original)
     dur_nodes: int = 20  # sigmoid nodes of the seed head
     max_duration: float = 8.0  # beats; the seed head's normalisation (corpus maximum)
@@ -79,6 +96,7 @@ class ModelConfig:
             for block in OPTIONAL_BLOCKS:
                 if block.needs_note_head:
                     setattr(self, block.flag, False)
+            self.joint_keys = False  # the note head reads the keys below
         self.validate()
 
     def validate(self) -> None:
@@ -91,7 +109,8 @@ class ModelConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool):
                 raise ConfigError(f"{name} must be a number, got {v!r}")
-        for name in ("layer_norm", "onset_head", "skip", "note_head") + tuple(b.flag for b in OPTIONAL_BLOCKS):
+        for name in ("layer_norm", "onset_head", "skip", "note_head", "joint_keys") + tuple(
+                b.flag for b in OPTIONAL_BLOCKS):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false")
         if not isinstance(self.duration_classes, list) or not all(
@@ -164,7 +183,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         known = {f.name for f in fields(cls)}
-        d = {**{b.flag: False for b in OPTIONAL_BLOCKS}, **d}  # saved before these inputs
+        d = {**{b.flag: False for b in OPTIONAL_BLOCKS}, "joint_keys": False, **d}  # saved before these inputs
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown model config fields: {', '.join(sorted(unknown))}")
@@ -185,6 +204,7 @@ class Outputs(NamedTuple):
     key_logits: torch.Tensor  # (B, T, 88)
     onset_logits: torch.Tensor | None  # (B, T, 88)
     duration: torch.Tensor  # (B, T, V) class logits, or (B, T, dur_nodes) node logits
+    loudness: torch.Tensor | None = None  # (B, T, LOUDNESS_BINS) logits of the next state's velocity class
 
 
 class ChopinLSTM(nn.Module):
@@ -219,6 +239,7 @@ class ChopinLSTM(nn.Module):
             self.pitch_emb = nn.Parameter(torch.randn(N_KEYS, PITCH_EMB) * 0.1)
             self.note_ctx = nn.Linear(width, c.note_context)
             n_in = 2 * (2 * NEIGHBOURS + 1) + layout.per_key + PITCH_EMB + c.note_context
+            n_in += JOINT_INPUTS if c.joint_keys else 0  # last: the new state's keys below (joint_features)
             self.note_mlp = nn.Sequential(nn.Linear(n_in, c.note_hidden), nn.ReLU(), nn.Linear(c.note_hidden, 2))
             nn.init.zeros_(self.note_mlp[2].weight)
             nn.init.zeros_(self.note_mlp[2].bias)
@@ -226,6 +247,7 @@ class ChopinLSTM(nn.Module):
             # values of the input blocks (not saved: checkpoints hold weights only)
             index = np.concatenate([neighbourhood_index(layout.width), layout.key_index()], 1)
             self.register_buffer("note_index", torch.from_numpy(index), persistent=False)
+        self.loud_out = nn.Linear(width, LOUDNESS_BINS) if c.loudness else None
         n_skip = 2 * N_KEYS if c.onset_head else N_KEYS
         self.skip = nn.Linear(2 * N_KEYS, n_skip, bias=False) if c.skip else None
         if self.skip is not None:
@@ -247,8 +269,12 @@ class ChopinLSTM(nn.Module):
             self.dur_out.bias.copy_(dur_prior)
 
     def forward(
-        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None,
+        given: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[Outputs, tuple[torch.Tensor, torch.Tensor]]:
+        """The next state's outputs after each row of ``x`` (B, T, input_dim).  ``given``
+        (``joint_keys`` only): the next states' keys and onsets (B, T, 88) on which each
+        key's conditional is taken (key k reads only keys < k); None: nothing below any key."""
         h, new_state = self.lstm(self.lstm_inputs(x), state)
         h = self.dense(self.norm(h))
         keys = self.key_out(h)
@@ -259,11 +285,12 @@ class ChopinLSTM(nn.Module):
             if onsets is not None:
                 onsets = onsets + s[..., N_KEYS:]
         if self.config.note_head:
-            adj = self._note_logits(x, h)
+            adj = self._note_logits(x, h, given)
             keys = keys + adj[..., 0]
             if onsets is not None:
                 onsets = onsets + adj[..., 1]
-        return Outputs(keys, onsets, self.duration_outputs(x, h)), new_state
+        loudness = self.loud_out(h) if self.loud_out is not None else None
+        return Outputs(keys, onsets, self.duration_outputs(x, h), loudness), new_state
 
     def lstm_inputs(self, x: torch.Tensor) -> torch.Tensor:
         """The columns of the input rows the LSTM reads (the note-head columns go to the note head only)."""
@@ -277,7 +304,8 @@ class ChopinLSTM(nn.Module):
             out = out + self.repeat_dur(torch.cat(parts, -1))
         return out
 
-    def _note_logits(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    def _note_logits(self, x: torch.Tensor, h: torch.Tensor,
+                     given: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """(B, T, 88, 2) key/onset logit corrections from the shared per-key MLP.
         Each key's inputs are gathered from the row by a constant index (its
         neighbourhood and its values of the input blocks): one operation, and
@@ -290,7 +318,12 @@ class ChopinLSTM(nn.Module):
         per_key = rows.index_select(1, self.note_index.reshape(-1)).reshape(B, T, N_KEYS, -1)  # (..., 2w + per-key)
         ctx = self.note_ctx(h).unsqueeze(2).expand(B, T, N_KEYS, self.config.note_context)
         emb = self.pitch_emb.expand(B, T, N_KEYS, PITCH_EMB)
-        return self.note_mlp(torch.cat([per_key, emb, ctx], -1))
+        parts = [per_key, emb, ctx]
+        if self.config.joint_keys:
+            if given is None:
+                given = (x.new_zeros(B, T, N_KEYS), x.new_zeros(B, T, N_KEYS))
+            parts.append(joint_features(given[0].to(x.dtype), given[1].to(x.dtype)))
+        return self.note_mlp(torch.cat(parts, -1))
 
     def expected_duration(self, duration_out: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """Predicted length in beats: the mean of the seed nodes, or the
@@ -317,6 +350,29 @@ class ChopinLSTM(nn.Module):
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def joint_features(keys: torch.Tensor, onsets: torch.Tensor) -> torch.Tensor:
+    """(..., 88, JOINT_INPUTS): what key k reads of the new state's keys/onsets (..., 88)
+    below it: keys and onsets k-12..k-1, the number of keys on below k / 8, the
+    distance from k to the highest and to the lowest key on below k (capped at 24
+    and 48, scaled to [0, 1]; 0 when none) and a flag "none below".  Only keys < k
+    enter (tests/test_joint.py checks it); :func:`chopinbot.compose.stepper.joint_features_np`
+    is the same in NumPy."""
+    W = NEIGHBOURS
+    kw = nn.functional.pad(keys, (W, 0)).unfold(-1, W, 1)[..., :N_KEYS, :]  # window of key i: keys i-12..i-1
+    ow = nn.functional.pad(onsets, (W, 0)).unfold(-1, W, 1)[..., :N_KEYS, :]
+    on = keys > 0.5
+    count = torch.cumsum(keys, -1) - keys  # keys on strictly below
+    idx = torch.arange(N_KEYS, device=keys.device)
+    hi = torch.cummax(torch.where(on, idx, -1), -1).values  # the highest key on at or below k
+    hi = torch.cat([hi.new_full(hi.shape[:-1] + (1,), -1), hi[..., :-1]], -1)  # ... strictly below
+    lo = torch.cummin(torch.where(on, idx, N_KEYS), -1).values
+    lo = torch.cat([lo.new_full(lo.shape[:-1] + (1,), N_KEYS), lo[..., :-1]], -1)
+    none = hi < 0
+    d_hi = torch.where(none, 0.0, (idx - hi).clamp(max=24) / 24.0).to(keys.dtype)
+    d_lo = torch.where(none, 0.0, (idx - lo).clamp(min=0, max=48) / 48.0).to(keys.dtype)
+    return torch.cat([kw, ow, torch.stack([count / 8.0, d_hi, d_lo, none.to(keys.dtype)], -1)], -1)
 
 
 def apply_max_norm(model: nn.Module, max_norm: float) -> None:

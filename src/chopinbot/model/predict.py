@@ -36,6 +36,16 @@ def batch_metrics_update(
     )
 
 
+def batch_outputs(model: ChopinLSTM, x: torch.Tensor, targets, forward=None) -> Outputs:
+    """The outputs for a batch ``x`` (through ``forward``, default the model; e.g. its DDP
+    wrapper): a ``joint_keys`` model's key logits are each key's conditional given the
+    target's keys and onsets below it (teacher forcing)."""
+    forward = forward or model
+    if model.config.joint_keys:
+        return forward(x, None, (targets.keys, targets.onsets))[0]
+    return forward(x)[0]
+
+
 def compute_losses(model: ChopinLSTM, out: Outputs, targets, harshness: float, clip: bool,
                    class_weight: float = 1.0) -> dict[str, torch.Tensor]:
     classes = model.config.duration_head == "classes"
@@ -48,6 +58,7 @@ def compute_losses(model: ChopinLSTM, out: Outputs, targets, harshness: float, c
         clip=clip,
         class_logits=out.duration if classes else None,
         class_weight=class_weight,
+        loudness_logits=out.loudness,
     )
 
 
@@ -73,7 +84,7 @@ def evaluate_split(
         if batch:
             x, t = data.batch(batch, **model.config.input_blocks)
             x, t = x.to(device), t.to(device)
-            out, _ = model(x)
+            out = batch_outputs(model, x, t)
             losses = compute_losses(model, out, t, harshness, clip, class_weight)
             batch_metrics_update(metrics, model, out, t, losses)
         batch = [c] if c is not None else []

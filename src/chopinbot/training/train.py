@@ -40,7 +40,7 @@ from chopinbot.model.checkpoint import WEIGHTS, read_config, resolve_checkpoint,
 from chopinbot.model.loss import HARSHNESS
 from chopinbot.model.metrics import EpochMetrics
 from chopinbot.model.network import ChopinLSTM, ModelConfig, apply_max_norm
-from chopinbot.model.predict import batch_metrics_update, compute_losses, evaluate_split
+from chopinbot.model.predict import batch_metrics_update, batch_outputs, compute_losses, evaluate_split
 from chopinbot.progress import Progress
 
 
@@ -404,7 +404,7 @@ def train_step(model: ChopinLSTM, forward, opt: torch.optim.Optimizer, sched, cf
     statistics (summed into ``grad_stats``), the optimiser and schedule steps,
     max-norm.  Returns the outputs and the losses; a non-finite loss raises
     ``FloatingPointError`` (``where`` says where, in the message)."""
-    out, _ = forward(x)
+    out = batch_outputs(model, x, t, forward)
     losses = compute_losses(model, out, t, cfg.harshness, cfg.loss_clip, cfg.dur_ce_weight)
     if not torch.isfinite(losses["total"]):
         raise FloatingPointError(f"non-finite loss {where}".rstrip())
