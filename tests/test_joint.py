@@ -11,7 +11,8 @@ import torch
 
 from chopinbot.cli import main
 from chopinbot.cli.train import add_arguments, config_from_args
-from chopinbot.compose.generate import GenerateConfig, _Sampler, generate
+from chopinbot.compose.generate import GenerateConfig, generate
+from chopinbot.compose.sampling import Sampler
 from chopinbot.compose.seeds import seed_from_test
 from chopinbot.compose.stepper import ModuleStepper, NumpyStepper, joint_features_np, stepper_for
 from chopinbot.compress.export import export_model, verify_export
@@ -109,7 +110,7 @@ def test_joint_draw_is_exact():
             return logits(keys), None
 
     B = 40000
-    s = _Sampler(_model(), GenerateConfig(key_top_k=0, min_keys=0, max_keys=10), np.random.default_rng(0), Fake())
+    s = Sampler(_model(), GenerateConfig(key_top_k=0, min_keys=0, max_keys=10), np.random.default_rng(0), Fake())
     kp = 1 / (1 + np.exp(-logits(np.zeros((B, N_KEYS), np.float32))))
     keys, onsets = s._draw_joint(kp, None, np.zeros((B, N_KEYS), bool))
     assert not keys[:, [k for k in range(N_KEYS) if k not in live]].any() and (onsets == keys).all()

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from chopinbot.compose.generate import GenerateConfig, _bound_polyphony, _filter_logits, _softmax, generate
+from chopinbot.compose.generate import GenerateConfig, generate
+from chopinbot.compose.sampling import bound_polyphony, filter_logits, softmax
 from chopinbot.compose.seeds import seed_from_test
 from chopinbot.compose.stepper import InputBuilder, ModuleStepper, NumpyStepper, stepper_for
 from chopinbot.dataset.features import key_recency, velocity_class
@@ -274,16 +275,16 @@ def test_exported_and_int8_models_step_through_their_own_forward(tiny_model_dir)
 
 def test_duration_filters_and_polyphony_bounds():
     logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))
-    top2 = _filter_logits(logits, 2, 1.0)[0]
+    top2 = filter_logits(logits, 2, 1.0)[0]
     assert np.isinf(top2[2:]).all() and np.isfinite(top2[:2]).all()
-    kept = np.isfinite(_filter_logits(logits, 0, 0.7)[0])  # 0.5 + 0.3 reach 0.7: the rest goes
+    kept = np.isfinite(filter_logits(logits, 0, 0.7)[0])  # 0.5 + 0.3 reach 0.7: the rest goes
     assert kept.tolist() == [True, True, False, False]
-    np.testing.assert_allclose(_softmax(_filter_logits(logits, 0, 0.7))[0, :2], [0.625, 0.375])
+    np.testing.assert_allclose(softmax(filter_logits(logits, 0, 0.7))[0, :2], [0.625, 0.375])
     probs = np.linspace(0.01, 0.88, 88)[None]
     many = np.ones((1, 88), bool)
-    assert _bound_polyphony(many, probs, 0, 10).sum() == 10
-    assert _bound_polyphony(many, probs, 0, 10)[0, -10:].all()  # the likeliest ten stay
-    assert _bound_polyphony(np.zeros((1, 88), bool), probs, 3, 10)[0, -3:].all()
+    assert bound_polyphony(many, probs, 0, 10).sum() == 10
+    assert bound_polyphony(many, probs, 0, 10)[0, -10:].all()  # the likeliest ten stay
+    assert bound_polyphony(np.zeros((1, 88), bool), probs, 3, 10)[0, -3:].all()
 
 
 def test_key_recency_by_hand():

@@ -64,6 +64,9 @@ HELP = {
     "temperature": "Below 1: safer, more predictable; above 1: wilder.",
     "key_min_p": "A key that is not sounding may start only if its probability is at least this fraction of the "
                  "likeliest such key's: higher = fewer stray notes, 0 = off.",
+    "key_local_p": "A key that is not sounding may start only if its probability is at least this fraction of the "
+                   "likeliest such key within a few semitones of it: every register keeps its own likeliest "
+                   "notes (so the bass goes on under the melody), while near-miss wrong notes are cut. 0 = off.",
     "threshold": "A key sounds when its probability is at least this. Lower = more notes. "
                  "The threshold guide below shows the trade-off; the default is the value that was best "
                  "on held-out pieces.",
@@ -154,6 +157,8 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
                           value=REQUEST_DEFAULTS.temperature, step=0.05, key="temperature", help=HELP["temperature"])
         sb.slider("Key min-p", min_value=KEY_MIN_P_RANGE[0], max_value=KEY_MIN_P_RANGE[1],
                   value=REQUEST_DEFAULTS.key_min_p, step=0.01, key="key_min_p", help=HELP["key_min_p"])
+        sb.slider("Key local p", min_value=KEY_MIN_P_RANGE[0], max_value=KEY_MIN_P_RANGE[1],
+                  value=REQUEST_DEFAULTS.key_local_p, step=0.05, key="key_local_p", help=HELP["key_local_p"])
     else:
         value = sb.slider("Threshold", min_value=THRESHOLD_RANGE[0], max_value=THRESHOLD_RANGE[1],
                           value=round(entry.threshold, 2), step=0.01, key="threshold", help=HELP["threshold"])
@@ -178,6 +183,8 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
         temperature=float(value) if decoding == "sampling" else REQUEST_DEFAULTS.temperature,
         key_min_p=float(ss.get("key_min_p", REQUEST_DEFAULTS.key_min_p)) if decoding == "sampling"
         else REQUEST_DEFAULTS.key_min_p,
+        key_local_p=float(ss.get("key_local_p", REQUEST_DEFAULTS.key_local_p)) if decoding == "sampling"
+        else REQUEST_DEFAULTS.key_local_p,
         key=None if key == SEED_KEY_OPTION else key,
         bpm=float(bpm) if bpm is not None else None,
         random_seed=int(ss.random_seed),

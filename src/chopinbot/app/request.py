@@ -61,7 +61,8 @@ class ComposeRequest:
     is ``seconds`` of new music when given, else ``steps`` states.  Decoding
     is deterministic at ``threshold`` when given, else sampling at
     ``temperature`` (a silent key may start only if its probability is at
-    least ``key_min_p`` of the likeliest silent key's).  ``key`` None keeps the seed's key, ``bpm`` None its tempo.
+    least ``key_min_p`` of the likeliest silent key's, and ``key_local_p`` of the
+    likeliest silent key's near it).  ``key`` None keeps the seed's key, ``bpm`` None its tempo.
     """
 
     model: str = SHIPPED_LABEL  # a label of list_models()
@@ -74,6 +75,7 @@ class ComposeRequest:
     threshold: float | None = _GENERATE_DEFAULTS.threshold
     temperature: float = _GENERATE_DEFAULTS.temperature
     key_min_p: float = _GENERATE_DEFAULTS.key_min_p
+    key_local_p: float = _GENERATE_DEFAULTS.key_local_p
     key: str | None = _GENERATE_DEFAULTS.key
     bpm: float | None = _GENERATE_DEFAULTS.bpm
     random_seed: int | None = _GENERATE_DEFAULTS.random_seed
@@ -100,8 +102,9 @@ class ComposeRequest:
             raise ConfigError(f"the tempo must be between {BPM_RANGE[0]:g} and {BPM_RANGE[1]:g} bpm")
         if self.threshold is None and not (TEMPERATURE_RANGE[0] <= self.temperature <= TEMPERATURE_RANGE[1]):
             raise ConfigError(f"the temperature must be between {TEMPERATURE_RANGE[0]:g} and {TEMPERATURE_RANGE[1]:g}")
-        if not (KEY_MIN_P_RANGE[0] <= self.key_min_p <= KEY_MIN_P_RANGE[1]):
-            raise ConfigError(f"the key min-p must be between {KEY_MIN_P_RANGE[0]:g} and {KEY_MIN_P_RANGE[1]:g}")
+        for name, value in (("min-p", self.key_min_p), ("local p", self.key_local_p)):
+            if not (KEY_MIN_P_RANGE[0] <= value <= KEY_MIN_P_RANGE[1]):
+                raise ConfigError(f"the key {name} must be between {KEY_MIN_P_RANGE[0]:g} and {KEY_MIN_P_RANGE[1]:g}")
         if self.threshold is not None and not (THRESHOLD_RANGE[0] <= self.threshold <= THRESHOLD_RANGE[1]):
             raise ConfigError(f"the threshold must be between {THRESHOLD_RANGE[0]:g} and {THRESHOLD_RANGE[1]:g}")
         if self.primer is not None and not (1 <= self.primer_states <= MAX_PRIMER_STATES):
@@ -113,8 +116,8 @@ class ComposeRequest:
         """The :class:`~chopinbot.compose.generate.GenerateConfig` of this request."""
         return GenerateConfig(
             steps=self.steps if self.seconds is None else None, seconds=self.seconds, threshold=self.threshold,
-            temperature=self.temperature, key_min_p=self.key_min_p, bpm=self.bpm, key=self.key,
-            random_seed=self.random_seed,
+            temperature=self.temperature, key_min_p=self.key_min_p, key_local_p=self.key_local_p, bpm=self.bpm,
+            key=self.key, random_seed=self.random_seed,
         )
 
 
@@ -250,6 +253,6 @@ def describe_request(request: ComposeRequest) -> str:
             if request.primer is not None else f"seed window {request.seed_index}")
     length = f"{request.seconds:g} s" if request.seconds is not None else f"{request.steps} states"
     decoding = f"threshold {request.threshold:.2f}" if request.threshold is not None else \
-        f"temperature {request.temperature:.2f}, key min-p {request.key_min_p:g}"
+        f"temperature {request.temperature:.2f}, key min-p {request.key_min_p:g}, key local p {request.key_local_p:g}"
     return (f"model {request.model!r}, {seed}, {length}, {decoding}, key {request.key or 'seed'}, "
             f"bpm {request.bpm or 'seed'}, random seed {request.random_seed}")

@@ -16,6 +16,7 @@ from chopinbot.cli.args import nonneg_int, number_in, positive_int, seed_int
 from chopinbot.compose.generate import (
     BPM_RANGE,
     KEY_MIN_P_RANGE,
+    KEY_WINDOW_RANGE,
     MAX_SECONDS,
     MAX_STEPS,
     TEMPERATURE_RANGE,
@@ -24,7 +25,7 @@ from chopinbot.compose.generate import (
     generate,
 )
 from chopinbot.compose.seeds import random_seed_index, seed_from_primer, seed_from_test
-from chopinbot.constants import N_KEYS, SEED_STATES
+from chopinbot.constants import N_KEYS, SEED_STATES, WARM_STATES
 from chopinbot.dataset.store import PrepareSettings
 from chopinbot.device import resolve_device
 from chopinbot.errors import ConfigError
@@ -44,7 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="states in the seed window (default: %(default)s)")
     g.add_argument("--primer", help="your own MIDI file to continue instead of a test piece")
     g.add_argument("--primer-states", type=positive_int, default=SEED_STATES,
-                   help="use the primer's last K states (default: %(default)s)")
+                   help="use the primer's last K states as the seed (default: %(default)s)")
+    g.add_argument("--context-states", type=nonneg_int, default=WARM_STATES,
+                   help="before the seed, the model also reads up to this many states of the piece or primer "
+                        "that precede it (default: %(default)s; 0 = the seed alone, as before)")
     g.add_argument("--include-seed", action=argparse.BooleanOptionalAction, default=D.include_seed,
                    help="start the output with the seed (default: yes)")
     g = p.add_argument_group("decoding")
@@ -58,6 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--key-min-p", type=number_in(*KEY_MIN_P_RANGE), default=D.key_min_p,
                    help="sampling: a silent key may start only if its probability is at least this fraction of "
                         "the likeliest silent key's (default: %(default)s = off)")
+    g.add_argument("--key-local-p", type=number_in(*KEY_MIN_P_RANGE), default=D.key_local_p,
+                   help="sampling: a silent key may start only if its probability is at least this fraction of "
+                        "the likeliest silent key's within --key-window semitones (each register keeps its own "
+                        "likeliest notes, so a bass survives; default: %(default)s, 0 = off)")
+    g.add_argument("--key-window", type=number_in(*KEY_WINDOW_RANGE, int), default=D.key_window,
+                   help="semitones either side of a key, for --key-local-p (default: %(default)s)")
     g.add_argument("--top-k", type=nonneg_int, default=D.top_k, help="durations: sample among the k likeliest values")
     g.add_argument("--top-p", type=number_in(0.0, 1.0, low_open=True), default=D.top_p,
                    help="durations: nucleus sampling")
@@ -122,13 +132,13 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, resolve_device(args.device))
     settings = settings_of(args.model)
     if args.primer:
-        seed = seed_from_primer(args.primer, args.primer_states, settings)
+        seed = seed_from_primer(args.primer, args.primer_states, settings, context_states=args.context_states)
     else:
         idx = args.seed_index
         if idx is None:
             minor = parse_key(args.key).minor if args.key else None
             idx = random_seed_index(np.random.default_rng(args.random_seed), args.seed_len, minor, settings)
-        seed = seed_from_test(idx, args.seed_len, settings)
+        seed = seed_from_test(idx, args.seed_len, settings, context_states=args.context_states)
     results = generate(model, seed, cfg, batch=args.batch, engine=args.engine)
     results = results if isinstance(results, list) else [results]
     for i, res in enumerate(results):

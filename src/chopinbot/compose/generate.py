@@ -12,9 +12,9 @@ decoding); otherwise (the default) every key and onset is drawn from its
 Bernoulli at ``temperature`` and the duration from its distribution, with
 optional top-k / top-p.  A key that starts sounding is always struck, every
 new state changes something (a key starts, stops or is struck again; see
-:meth:`_Sampler.__call__`) and at least ``min_keys`` keys sound.  A
+:meth:`~chopinbot.compose.sampling.Sampler.__call__`) and at least ``min_keys`` keys sound.  A
 ``joint_keys`` model's keys are drawn low to high, each from its conditional
-given those below it, exactly (:meth:`_Sampler._draw_joint`); a ``loudness``
+given those below it, exactly (:meth:`~chopinbot.compose.sampling.Sampler._draw_joint`); a ``loudness``
 model's velocity class is drawn from its loudness head and written into the
 generated states (other models' states take the seed's mean velocity).
 
@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from chopinbot.compose.sampling import Sampler
 from chopinbot.compose.seeds import Seed
-from chopinbot.compose.stepper import InputBuilder, ModuleStepper, NumpyStepper, sigmoid, stepper_for
+from chopinbot.compose.stepper import InputBuilder, stepper_for
 from chopinbot.constants import MIN_KEYS, N_KEYS
-from chopinbot.dataset.features import class_velocity
 from chopinbot.errors import ChopinBotError, ConfigError
 from chopinbot.io_utils import atomic_write_bytes
 from chopinbot.model.network import ChopinLSTM
@@ -58,10 +58,10 @@ THRESHOLD_RANGE = (0.0, 1.0)  # a probability
 TEMPERATURE_RANGE = (0.05, 3.0)
 BPM_RANGE = (10.0, 400.0)
 # key_min_p: a fraction of the likeliest silent key's probability (1: only the likeliest may start)
-KEY_MIN_P_RANGE = (0.0, 1.0)
+KEY_MIN_P_RANGE = (0.0, 1.0)  # key_min_p and key_local_p: fractions
+KEY_WINDOW_RANGE = (1, 24)  # semitones either side of a key, for key_local_p
 STUCK_STATES = 24  # this many states in a row with nothing struck = stuck
 LOOP_WINDOW = 48  # the last this many states drawn from a cycle of <= 4 states = looping
-REDRAWS = 8  # draws of a step before its likeliest change is forced (a draw that changes nothing is redrawn)
 
 
 class GenerationError(ChopinBotError):
@@ -81,6 +81,9 @@ class GenerateConfig:
     #                     independent draws at ~1.5 % each would add ~1.3 random keys per state); 0 = all
     key_min_p: float = 0.0  # sampling: a silent key may start only if its probability (joint_keys: its
     #                         conditional) is at least this fraction of the likeliest silent key's (0 = off)
+    key_local_p: float = 0.0  # sampling: ... only if at least this fraction of the likeliest silent key's
+    #                           within key_window semitones, and at least 1 % (0 = off; see compose.sampling)
+    key_window: int = 4  # semitones either side, for key_local_p
     top_k: int = 0  # durations: sample among the k most likely rhythmic values (0 = all)
     top_p: float = 1.0  # durations: nucleus sampling (1 = off)
     min_keys: int = MIN_KEYS  # at least this many keys sound in every generated state (1: no rests, see constants)
@@ -103,8 +106,11 @@ class GenerateConfig:
             raise ConfigError(f"threshold must be between {THRESHOLD_RANGE[0]:g} and {THRESHOLD_RANGE[1]:g}")
         if not (0 <= self.key_top_k <= N_KEYS):
             raise ConfigError(f"key top-k must be 0..{N_KEYS}")
-        if not (KEY_MIN_P_RANGE[0] <= self.key_min_p <= KEY_MIN_P_RANGE[1]):  # NaN fails too
-            raise ConfigError(f"key min-p must be between {KEY_MIN_P_RANGE[0]:g} and {KEY_MIN_P_RANGE[1]:g}")
+        for name, value in (("min-p", self.key_min_p), ("local p", self.key_local_p)):
+            if not (KEY_MIN_P_RANGE[0] <= value <= KEY_MIN_P_RANGE[1]):  # NaN fails too
+                raise ConfigError(f"key {name} must be between {KEY_MIN_P_RANGE[0]:g} and {KEY_MIN_P_RANGE[1]:g}")
+        if not (KEY_WINDOW_RANGE[0] <= self.key_window <= KEY_WINDOW_RANGE[1]):
+            raise ConfigError(f"key window must be {KEY_WINDOW_RANGE[0]}..{KEY_WINDOW_RANGE[1]} semitones")
         if not (TEMPERATURE_RANGE[0] <= self.temperature <= TEMPERATURE_RANGE[1]):  # NaN fails too
             raise ConfigError(f"temperature must be between {TEMPERATURE_RANGE[0]:g} and {TEMPERATURE_RANGE[1]:g} "
                               "(use --threshold for deterministic decoding)")
@@ -203,213 +209,6 @@ class GenerationResult:
         )
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def _filter_logits(logits: np.ndarray, top_k: int, top_p: float) -> np.ndarray:
-    """Top-k, then nucleus (top-p), filtering of (B, n) logits: dropped values become -inf."""
-    if top_k and top_k < logits.shape[-1]:
-        kth = np.partition(logits, -top_k, axis=-1)[:, -top_k:-top_k + 1]
-        logits = np.where(logits < kth, -np.inf, logits)
-    if top_p < 1.0:
-        order = np.argsort(-logits, axis=-1, kind="stable")
-        probs = _softmax(np.take_along_axis(logits, order, -1))
-        drop_sorted = probs.cumsum(-1) - probs > top_p  # keep the smallest set whose mass reaches top_p
-        drop = np.zeros_like(drop_sorted)
-        np.put_along_axis(drop, order, drop_sorted, -1)
-        logits = np.where(drop, -np.inf, logits)
-    return logits
-
-
-def _bound_polyphony(keys: np.ndarray, probs: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    count = keys.sum(-1)
-    if (count > hi).any() or (count < lo).any():
-        # keep the hi most likely chosen keys; add the most likely missing ones up to lo
-        score = probs + keys * 2.0  # chosen keys rank first, by probability
-        rank = np.argsort(np.argsort(-score, axis=-1, kind="stable"), axis=-1, kind="stable")
-        keys = rank < np.clip(count, lo, hi)[:, None]
-    return keys
-
-
-class _Sampler:
-    """One decoding step: next-state logits -> a concrete state (NumPy: at
-    batch 1 a step is a few dozen tiny operations, and NumPy calls them for a
-    fraction of what PyTorch does)."""
-
-    def __init__(self, model: ChopinLSTM, cfg: GenerateConfig, rng: np.random.Generator,
-                 stepper: NumpyStepper | ModuleStepper | None = None) -> None:
-        """``stepper``: a joint_keys model's, whose ``conditionals`` give each key's logits given those below."""
-        self.cfg, self.rng = cfg, rng
-        self.stepper = stepper
-        self.joint = model.config.joint_keys
-        self.evaluations = 0  # joint_keys: conditionals evaluated (a state's count is its keys on + 1)
-        c = model.config
-        self.classes_head = c.duration_head == "classes"
-        self.max_duration = c.max_duration
-        self.vocab = c.vocab
-        v = np.asarray(c.duration_classes)
-        self.cost = 2 * np.abs(v[:, None] - v[None, :]) / (v[:, None] + v[None, :])  # cost[true, chosen]
-
-    def __call__(self, key_logits: np.ndarray, onset_logits: np.ndarray | None, d: np.ndarray,
-                 prev_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Logits (B, 88), (B, 88) or None, (B, duration outputs); the previous
-        keys (B, 88) bool -> keys and onsets (B, 88) bool, rhythmic class (B,).
-
-        A new state always differs from the previous one (a key starts or
-        stops, or one is struck again): a state boundary *is* such a change,
-        and no state of the corpus repeats its predecessor.  Drawn keys and
-        onsets are independent, so a draw may change nothing (27 % of the states
-        of a model with the repeats input, which then read their own standstill
-        as a passage repeating); such a draw is drawn again (sampling from the
-        model's distribution given that something changes), and after
-        ``REDRAWS`` tries, or when decoding by threshold, the likeliest single
-        change is made."""
-        c, T, rng = self.cfg, self.cfg.temperature, self.rng
-        sample = c.threshold is None
-        kp = sigmoid(key_logits if not sample or T == 1.0 else key_logits / T)
-        op = None
-        if onset_logits is not None:
-            op = sigmoid(onset_logits if not sample or T == 1.0 else onset_logits / T)
-        keys, onsets = self._draw(kp, op, prev_keys)
-        for _ in range(REDRAWS if sample else 0):
-            same = _unchanged(keys, onsets, prev_keys)
-            if not same.any():
-                break
-            k2, o2 = self._draw(kp, op, prev_keys)
-            keys, onsets = np.where(same[:, None], k2, keys), np.where(same[:, None], o2, onsets)
-        same = _unchanged(keys, onsets, prev_keys)
-        if same.any():
-            keys, onsets = self._likeliest_change(keys, onsets, kp, op, same)
-        if not self.classes_head:
-            cls = self.vocab.index(sigmoid(d).mean(-1) * self.max_duration)
-        elif not sample:
-            cls = (_softmax(d.astype(np.float64)) @ self.cost).argmin(-1)  # as ChopinLSTM.point_duration
-        else:
-            probs = _softmax(_filter_logits(d.astype(np.float64) / T, c.top_k, c.top_p))
-            cdf = probs.cumsum(-1)
-            u = rng.random((len(cdf), 1)) * cdf[:, -1:]
-            cls = np.minimum((cdf < u).sum(-1), cdf.shape[-1] - 1)  # inverse-CDF draw
-        return keys, onsets, cls
-
-    def _draw(self, kp: np.ndarray, op: np.ndarray | None, prev_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Keys and onsets from their probabilities (by threshold or by sampling)."""
-        c, rng = self.cfg, self.rng
-        if self.joint:
-            return self._draw_joint(kp, op, prev_keys)
-        if c.threshold is not None:
-            keys = kp >= c.threshold
-        else:
-            p = kp
-            if c.key_min_p:  # a silent key below min-p x the likeliest silent key's probability may not start
-                silent = np.where(prev_keys, -1.0, kp)
-                kp = p = np.where(~prev_keys & (silent < c.key_min_p * silent.max(-1, keepdims=True)), 0.0, kp)
-            if c.key_top_k:
-                silent = np.where(prev_keys, -1.0, kp)
-                kth = np.partition(silent, -c.key_top_k, axis=-1)[:, -c.key_top_k:-c.key_top_k + 1]
-                top = ~prev_keys & (silent >= kth)
-                # keep the expected number of new keys: the tail's mass moves to the k likeliest
-                mass = np.maximum(silent, 0.0).sum(-1, keepdims=True)
-                top_mass = np.maximum(np.where(top, kp, 0.0).sum(-1, keepdims=True), 1e-9)
-                p = np.where(prev_keys, kp, np.where(top, np.minimum(kp * (mass / top_mass), 1.0), 0.0))
-            keys = rng.random(p.shape, dtype=np.float32) < p
-        keys = _bound_polyphony(keys, kp, c.min_keys, c.max_keys)
-        if op is not None:
-            struck = op >= 0.5 if c.threshold is not None else rng.random(op.shape, dtype=np.float32) < op
-            onsets = keys & (struck | ~prev_keys)  # a key that starts sounding is struck
-        else:
-            onsets = keys & ~prev_keys
-        return keys, onsets
-
-    def _draw_joint(self, kp: np.ndarray, op: np.ndarray | None, prev_keys: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray]:
-        """joint_keys: keys drawn low to high, each from its conditional given those below, exactly,
-        in (keys on + 1) evaluations.  Given the keys decided so far (every key below j), each key
-        from j up has its conditional assuming no further key turns on; one uniform each; the
-        first key that turns on is an exact draw (the keys before it stay off, as their
-        conditionals said), and the conditionals are evaluated again from the key above it.
-        ``kp``/``op``: the probabilities given nothing below.  Key top-k and min-p filter the
-        silent keys at each evaluation (no mass is moved)."""
-        c, rng, T = self.cfg, self.rng, self.cfg.temperature
-        B = len(prev_keys)
-        keys = np.zeros((B, N_KEYS), bool)
-        onsets = np.zeros((B, N_KEYS), bool)
-        j = np.zeros(B, np.int64)  # the lowest key not yet decided
-        rows = np.arange(B)
-        p, q = kp, op
-        while len(rows):
-            self.evaluations += 1
-            cand = np.arange(N_KEYS)[None, :] >= j[rows, None]
-            silent = cand & ~prev_keys[rows]
-            if c.threshold is None and (c.key_top_k or c.key_min_p):
-                ps = np.where(silent, p, -1.0)
-                allowed = np.ones_like(silent)
-                if c.key_min_p:
-                    allowed &= ps >= c.key_min_p * ps.max(-1, keepdims=True)
-                if c.key_top_k and c.key_top_k < N_KEYS:
-                    allowed &= ps >= np.partition(ps, -c.key_top_k, axis=-1)[:, -c.key_top_k:-c.key_top_k + 1]
-                p = np.where(silent & ~allowed, 0.0, p)
-            fire = cand & ((p >= c.threshold) if c.threshold is not None else
-                           (rng.random(p.shape, dtype=np.float32) < p))
-            has = fire.any(-1)
-            r, k = rows[has], fire.argmax(-1)[has]
-            keys[r, k] = True
-            if q is not None:
-                qk = q[has, k]
-                struck = qk >= 0.5 if c.threshold is not None else rng.random(len(k), dtype=np.float32) < qk
-            else:
-                struck = np.zeros(len(k), bool)
-            onsets[r, k] = struck | ~prev_keys[r, k]  # a key that starts sounding is struck
-            j[r] = k + 1
-            rows = r[(keys[r].sum(-1) < c.max_keys) & (j[r] < N_KEYS)]
-            if len(rows):
-                kl, ol = self.stepper.conditionals(keys[rows].astype(np.float32), onsets[rows].astype(np.float32),
-                                                   rows)
-                p = sigmoid(kl if T == 1.0 else kl / T)
-                q = None if ol is None else sigmoid(ol if T == 1.0 else ol / T)
-        if (keys.sum(-1) < c.min_keys).any():  # too few: add the likeliest keys given nothing below (approximate)
-            add = _bound_polyphony(keys, kp, c.min_keys, c.max_keys) & ~keys
-            keys |= add
-            onsets |= add & ~prev_keys
-        return keys, onsets
-
-    def loudness(self, logits: np.ndarray, struck: np.ndarray) -> np.ndarray:
-        """Velocities (B,) uint8 of the new states from velocity-class ``logits`` (B, bins): drawn at
-        the temperature (with ``threshold``: the likeliest class); 0 where nothing is ``struck``."""
-        if self.cfg.threshold is not None:
-            cls = logits.argmax(-1)
-        else:
-            cdf = _softmax(logits.astype(np.float64) / self.cfg.temperature).cumsum(-1)
-            cls = np.minimum((cdf < self.rng.random((len(cdf), 1)) * cdf[:, -1:]).sum(-1), cdf.shape[-1] - 1)
-        return np.where(struck, class_velocity(cls), 0).astype(np.uint8)
-
-    def _likeliest_change(self, keys: np.ndarray, onsets: np.ndarray, kp: np.ndarray, op: np.ndarray | None,
-                          rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """In ``rows`` (whose ``keys`` are the previous keys, nothing struck), make
-        the likeliest single change the polyphony bounds allow: release a
-        sounding key (1 - p), strike one again (its onset p) or start a silent one (p)."""
-        c = self.cfg
-        count = keys.sum(-1, keepdims=True)
-        release = np.where(keys & (count > c.min_keys), 1.0 - kp, -1.0)
-        restrike = np.where(keys, op, -1.0) if op is not None else np.full_like(kp, -1.0)
-        start = np.where(~keys & (count < c.max_keys), kp, -1.0)
-        best = np.stack([release, restrike, start], 1).reshape(len(keys), -1).argmax(-1)  # over (kind, key)
-        kind, key = best // N_KEYS, best % N_KEYS
-        keys, onsets = keys.copy(), onsets.copy()
-        for b in np.flatnonzero(rows):
-            if kind[b] == 0:
-                keys[b, key[b]] = False
-            else:  # struck again, or started (and so struck)
-                keys[b, key[b]] = onsets[b, key[b]] = True
-        return keys, onsets
-
-
-def _unchanged(keys: np.ndarray, onsets: np.ndarray, prev_keys: np.ndarray) -> np.ndarray:
-    """(B,) True where a drawn state repeats the previous one: same keys, nothing struck."""
-    return (keys == prev_keys).all(-1) & ~onsets.any(-1)
-
-
 def _continue(*args, **kwargs) -> list[States]:
     # MKL-DNN's LSTM kernel costs ~5x more than the plain one for a short
     # sequence at batch 1 (8.0 vs 1.6 ms measured here), so it is off while generating.
@@ -437,7 +236,7 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
     x_seed = inputs.seed_inputs
     stepper = stepper_for(model, engine, B)
     out = stepper.start(x_seed)  # the seed is read in one call; then each step feeds one new state
-    sampler = _Sampler(model, cfg, rng, stepper)
+    sampler = Sampler(model, cfg, rng, stepper)
     loud = model.config.loudness
     prev = seed_keys[:, -1].astype(bool)
     window = list(x_seed.transpose(1, 0, 2)) if rerun_window else []

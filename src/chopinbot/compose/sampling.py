@@ -1,0 +1,270 @@
+"""Decoding one state: the network's outputs -> a concrete next state.
+
+:class:`Sampler` turns a step's key, onset and duration outputs into keys,
+onsets and a rhythmic class (NumPy: at batch 1 a step is a few dozen tiny
+operations, and NumPy calls them for a fraction of what PyTorch does), with
+the rules that make the draws musical:
+
+* a key that starts sounding is always struck; every new state changes
+  something (see :meth:`Sampler.__call__`); polyphony stays within bounds;
+* which silent keys may start (:func:`allowed_new_keys`): the likeliest
+  ``key_top_k``, those within ``key_min_p`` of the likeliest, and/or those
+  within ``key_local_p`` of the likeliest silent key *near them*
+  (``key_window`` semitones either side).  Top-k over the whole keyboard lets
+  only the melody's neighbours start (bass notes are individually less likely
+  than the next melody note) and the bass dies out within seconds; sampling
+  every key instead adds wrong notes from the long tail.  The local rule keeps
+  every register's likeliest candidates and cuts each register's tail;
+* a ``joint_keys`` model's keys are drawn low to high, each from its
+  conditional given those below (:meth:`Sampler._draw_joint`), exactly;
+* a ``loudness`` model's velocity class is drawn from its head.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from chopinbot.compose.stepper import ModuleStepper, NumpyStepper, sigmoid
+from chopinbot.constants import N_KEYS
+from chopinbot.dataset.features import class_velocity
+from chopinbot.model.network import ChopinLSTM
+
+REDRAWS = 8  # draws of a step before its likeliest change is forced (a draw that changes nothing is redrawn)
+LOCAL_FLOOR = 0.01  # with key_local_p: a silent key below 1 % never starts, however alone in its register
+
+
+class DecodingSettings(Protocol):
+    """What the sampler reads of a :class:`~chopinbot.compose.generate.GenerateConfig`."""
+
+    threshold: float | None
+    temperature: float
+    key_top_k: int
+    key_min_p: float
+    key_local_p: float
+    key_window: int
+    top_k: int
+    top_p: float
+    min_keys: int
+    max_keys: int
+
+
+def allowed_new_keys(p: np.ndarray, prev_keys: np.ndarray, cfg: DecodingSettings,
+                     candidates: np.ndarray | None = None) -> np.ndarray:
+    """(B, 88) bool: the silent ``candidates`` (default: every key not in
+    ``prev_keys``) that may start, by the config's key-truncation rules (all
+    that are on must hold; with none on, every silent key may)."""
+    silent = ~prev_keys if candidates is None else candidates & ~prev_keys
+    ps = np.where(silent, p, -1.0)
+    allowed = silent.copy()
+    if cfg.key_min_p:
+        allowed &= ps >= cfg.key_min_p * ps.max(-1, keepdims=True)
+    if cfg.key_top_k and cfg.key_top_k < N_KEYS:
+        allowed &= ps >= np.partition(ps, -cfg.key_top_k, axis=-1)[:, -cfg.key_top_k:-cfg.key_top_k + 1]
+    if cfg.key_local_p:
+        w = cfg.key_window
+        near = sliding_window_view(np.pad(np.maximum(ps, 0.0), ((0, 0), (w, w))), 2 * w + 1, axis=-1).max(-1)
+        allowed &= (ps >= cfg.key_local_p * near) & (ps >= LOCAL_FLOOR)
+    return allowed
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def filter_logits(logits: np.ndarray, top_k: int, top_p: float) -> np.ndarray:
+    """Top-k, then nucleus (top-p), filtering of (B, n) logits: dropped values become -inf."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = np.partition(logits, -top_k, axis=-1)[:, -top_k:-top_k + 1]
+        logits = np.where(logits < kth, -np.inf, logits)
+    if top_p < 1.0:
+        order = np.argsort(-logits, axis=-1, kind="stable")
+        probs = softmax(np.take_along_axis(logits, order, -1))
+        drop_sorted = probs.cumsum(-1) - probs > top_p  # keep the smallest set whose mass reaches top_p
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, -1)
+        logits = np.where(drop, -np.inf, logits)
+    return logits
+
+
+def bound_polyphony(keys: np.ndarray, probs: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    count = keys.sum(-1)
+    if (count > hi).any() or (count < lo).any():
+        # keep the hi most likely chosen keys; add the most likely missing ones up to lo
+        score = probs + keys * 2.0  # chosen keys rank first, by probability
+        rank = np.argsort(np.argsort(-score, axis=-1, kind="stable"), axis=-1, kind="stable")
+        keys = rank < np.clip(count, lo, hi)[:, None]
+    return keys
+
+
+class Sampler:
+    """One decoding step: next-state logits -> a concrete state (NumPy: at
+    batch 1 a step is a few dozen tiny operations, and NumPy calls them for a
+    fraction of what PyTorch does)."""
+
+    def __init__(self, model: ChopinLSTM, cfg: DecodingSettings, rng: np.random.Generator,
+                 stepper: NumpyStepper | ModuleStepper | None = None) -> None:
+        """``stepper``: a joint_keys model's, whose ``conditionals`` give each key's logits given those below."""
+        self.cfg, self.rng = cfg, rng
+        self.stepper = stepper
+        self.joint = model.config.joint_keys
+        self.evaluations = 0  # joint_keys: conditionals evaluated (a state's count is its keys on + 1)
+        c = model.config
+        self.classes_head = c.duration_head == "classes"
+        self.max_duration = c.max_duration
+        self.vocab = c.vocab
+        v = np.asarray(c.duration_classes)
+        self.cost = 2 * np.abs(v[:, None] - v[None, :]) / (v[:, None] + v[None, :])  # cost[true, chosen]
+
+    def __call__(self, key_logits: np.ndarray, onset_logits: np.ndarray | None, d: np.ndarray,
+                 prev_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Logits (B, 88), (B, 88) or None, (B, duration outputs); the previous
+        keys (B, 88) bool -> keys and onsets (B, 88) bool, rhythmic class (B,).
+
+        A new state always differs from the previous one (a key starts or
+        stops, or one is struck again): a state boundary *is* such a change,
+        and no state of the corpus repeats its predecessor.  Drawn keys and
+        onsets are independent, so a draw may change nothing (27 % of the states
+        of a model with the repeats input, which then read their own standstill
+        as a passage repeating); such a draw is drawn again (sampling from the
+        model's distribution given that something changes), and after
+        ``REDRAWS`` tries, or when decoding by threshold, the likeliest single
+        change is made."""
+        c, T, rng = self.cfg, self.cfg.temperature, self.rng
+        sample = c.threshold is None
+        kp = sigmoid(key_logits if not sample or T == 1.0 else key_logits / T)
+        op = None
+        if onset_logits is not None:
+            op = sigmoid(onset_logits if not sample or T == 1.0 else onset_logits / T)
+        keys, onsets = self._draw(kp, op, prev_keys)
+        for _ in range(REDRAWS if sample else 0):
+            same = unchanged(keys, onsets, prev_keys)
+            if not same.any():
+                break
+            k2, o2 = self._draw(kp, op, prev_keys)
+            keys, onsets = np.where(same[:, None], k2, keys), np.where(same[:, None], o2, onsets)
+        same = unchanged(keys, onsets, prev_keys)
+        if same.any():
+            keys, onsets = self._likeliest_change(keys, onsets, kp, op, same)
+        if not self.classes_head:
+            cls = self.vocab.index(sigmoid(d).mean(-1) * self.max_duration)
+        elif not sample:
+            cls = (softmax(d.astype(np.float64)) @ self.cost).argmin(-1)  # as ChopinLSTM.point_duration
+        else:
+            probs = softmax(filter_logits(d.astype(np.float64) / T, c.top_k, c.top_p))
+            cdf = probs.cumsum(-1)
+            u = rng.random((len(cdf), 1)) * cdf[:, -1:]
+            cls = np.minimum((cdf < u).sum(-1), cdf.shape[-1] - 1)  # inverse-CDF draw
+        return keys, onsets, cls
+
+    def _draw(self, kp: np.ndarray, op: np.ndarray | None, prev_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keys and onsets from their probabilities (by threshold or by sampling)."""
+        c, rng = self.cfg, self.rng
+        if self.joint:
+            return self._draw_joint(kp, op, prev_keys)
+        if c.threshold is not None:
+            keys = kp >= c.threshold
+        else:
+            allowed = allowed_new_keys(kp, prev_keys, c)
+            p = kp
+            if c.key_top_k or c.key_local_p or c.key_min_p:
+                # keep the expected number of new keys: the mass of the silent keys that may not
+                # start moves to those that may (88 independent draws at ~1.5 % each would
+                # otherwise lose the ~1.3 new keys a state adds on average)
+                silent = np.where(prev_keys, 0.0, kp)
+                mass = silent.sum(-1, keepdims=True)
+                kept = np.maximum(np.where(allowed, kp, 0.0).sum(-1, keepdims=True), 1e-9)
+                p = np.where(prev_keys, kp, np.where(allowed, np.minimum(kp * (mass / kept), 1.0), 0.0))
+            keys = rng.random(p.shape, dtype=np.float32) < p
+        keys = bound_polyphony(keys, kp, c.min_keys, c.max_keys)
+        if op is not None:
+            struck = op >= 0.5 if c.threshold is not None else rng.random(op.shape, dtype=np.float32) < op
+            onsets = keys & (struck | ~prev_keys)  # a key that starts sounding is struck
+        else:
+            onsets = keys & ~prev_keys
+        return keys, onsets
+
+    def _draw_joint(self, kp: np.ndarray, op: np.ndarray | None, prev_keys: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """joint_keys: keys drawn low to high, each from its conditional given those below, exactly,
+        in (keys on + 1) evaluations.  Given the keys decided so far (every key below j), each key
+        from j up has its conditional assuming no further key turns on; one uniform each; the
+        first key that turns on is an exact draw (the keys before it stay off, as their
+        conditionals said), and the conditionals are evaluated again from the key above it.
+        ``kp``/``op``: the probabilities given nothing below.  The key-truncation rules
+        (:func:`allowed_new_keys`) filter the silent keys at each evaluation (no mass is moved:
+        the conditionals already answer how many keys a state holds)."""
+        c, rng, T = self.cfg, self.rng, self.cfg.temperature
+        B = len(prev_keys)
+        keys = np.zeros((B, N_KEYS), bool)
+        onsets = np.zeros((B, N_KEYS), bool)
+        j = np.zeros(B, np.int64)  # the lowest key not yet decided
+        rows = np.arange(B)
+        p, q = kp, op
+        while len(rows):
+            self.evaluations += 1
+            cand = np.arange(N_KEYS)[None, :] >= j[rows, None]
+            silent = cand & ~prev_keys[rows]
+            if c.threshold is None and (c.key_top_k or c.key_min_p or c.key_local_p):
+                p = np.where(silent & ~allowed_new_keys(p, prev_keys[rows], c, cand), 0.0, p)
+            fire = cand & ((p >= c.threshold) if c.threshold is not None else
+                           (rng.random(p.shape, dtype=np.float32) < p))
+            has = fire.any(-1)
+            r, k = rows[has], fire.argmax(-1)[has]
+            keys[r, k] = True
+            if q is not None:
+                qk = q[has, k]
+                struck = qk >= 0.5 if c.threshold is not None else rng.random(len(k), dtype=np.float32) < qk
+            else:
+                struck = np.zeros(len(k), bool)
+            onsets[r, k] = struck | ~prev_keys[r, k]  # a key that starts sounding is struck
+            j[r] = k + 1
+            rows = r[(keys[r].sum(-1) < c.max_keys) & (j[r] < N_KEYS)]
+            if len(rows):
+                kl, ol = self.stepper.conditionals(keys[rows].astype(np.float32), onsets[rows].astype(np.float32),
+                                                   rows)
+                p = sigmoid(kl if T == 1.0 else kl / T)
+                q = None if ol is None else sigmoid(ol if T == 1.0 else ol / T)
+        if (keys.sum(-1) < c.min_keys).any():  # too few: add the likeliest keys given nothing below (approximate)
+            add = bound_polyphony(keys, kp, c.min_keys, c.max_keys) & ~keys
+            keys |= add
+            onsets |= add & ~prev_keys
+        return keys, onsets
+
+    def loudness(self, logits: np.ndarray, struck: np.ndarray) -> np.ndarray:
+        """Velocities (B,) uint8 of the new states from velocity-class ``logits`` (B, bins): drawn at
+        the temperature (with ``threshold``: the likeliest class); 0 where nothing is ``struck``."""
+        if self.cfg.threshold is not None:
+            cls = logits.argmax(-1)
+        else:
+            cdf = softmax(logits.astype(np.float64) / self.cfg.temperature).cumsum(-1)
+            cls = np.minimum((cdf < self.rng.random((len(cdf), 1)) * cdf[:, -1:]).sum(-1), cdf.shape[-1] - 1)
+        return np.where(struck, class_velocity(cls), 0).astype(np.uint8)
+
+    def _likeliest_change(self, keys: np.ndarray, onsets: np.ndarray, kp: np.ndarray, op: np.ndarray | None,
+                          rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """In ``rows`` (whose ``keys`` are the previous keys, nothing struck), make
+        the likeliest single change the polyphony bounds allow: release a
+        sounding key (1 - p), strike one again (its onset p) or start a silent one (p)."""
+        c = self.cfg
+        count = keys.sum(-1, keepdims=True)
+        release = np.where(keys & (count > c.min_keys), 1.0 - kp, -1.0)
+        restrike = np.where(keys, op, -1.0) if op is not None else np.full_like(kp, -1.0)
+        start = np.where(~keys & (count < c.max_keys), kp, -1.0)
+        best = np.stack([release, restrike, start], 1).reshape(len(keys), -1).argmax(-1)  # over (kind, key)
+        kind, key = best // N_KEYS, best % N_KEYS
+        keys, onsets = keys.copy(), onsets.copy()
+        for b in np.flatnonzero(rows):
+            if kind[b] == 0:
+                keys[b, key[b]] = False
+            else:  # struck again, or started (and so struck)
+                keys[b, key[b]] = onsets[b, key[b]] = True
+        return keys, onsets
+
+
+def unchanged(keys: np.ndarray, onsets: np.ndarray, prev_keys: np.ndarray) -> np.ndarray:
+    """(B,) True where a drawn state repeats the previous one: same keys, nothing struck."""
+    return (keys == prev_keys).all(-1) & ~onsets.any(-1)
