@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from chopinbot.compose.generate import GenerateConfig
-from chopinbot.compose.sampling import allowed_new_keys
+from chopinbot.compose.sampling import allowed_new_keys, filter_logits
 
 
 def _probs() -> np.ndarray:
@@ -34,3 +34,11 @@ def test_sounding_keys_are_never_candidates_and_no_rule_allows_every_silent_key(
     assert not allowed[0, 50] and allowed[0, 48]  # with 50 sounding, 48 is the likeliest silent key near it
     free = allowed_new_keys(_probs(), prev, GenerateConfig(key_top_k=0))
     assert free[0].sum() == 87
+
+
+def test_top_one_keeps_exactly_the_likeliest():
+    """k = 1 once selected nothing at all (an empty slice for the k-th largest value)."""
+    allowed = allowed_new_keys(_probs(), np.zeros((1, 88), bool), GenerateConfig(key_top_k=1))
+    assert set(np.flatnonzero(allowed[0])) == {50}
+    kept = np.isfinite(filter_logits(np.log(np.array([[0.1, 0.6, 0.3]])), 1, 1.0))
+    assert kept.tolist() == [[False, True, False]]

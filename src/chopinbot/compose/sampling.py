@@ -62,7 +62,7 @@ def allowed_new_keys(p: np.ndarray, prev_keys: np.ndarray, cfg: DecodingSettings
     if cfg.key_min_p:
         allowed &= ps >= cfg.key_min_p * ps.max(-1, keepdims=True)
     if cfg.key_top_k and cfg.key_top_k < N_KEYS:
-        allowed &= ps >= np.partition(ps, -cfg.key_top_k, axis=-1)[:, -cfg.key_top_k:-cfg.key_top_k + 1]
+        allowed &= ps >= np.partition(ps, -cfg.key_top_k, axis=-1)[:, [-cfg.key_top_k]]  # the k-th largest
     if cfg.key_local_p:
         w = cfg.key_window
         near = sliding_window_view(np.pad(np.maximum(ps, 0.0), ((0, 0), (w, w))), 2 * w + 1, axis=-1).max(-1)
@@ -78,7 +78,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def filter_logits(logits: np.ndarray, top_k: int, top_p: float) -> np.ndarray:
     """Top-k, then nucleus (top-p), filtering of (B, n) logits: dropped values become -inf."""
     if top_k and top_k < logits.shape[-1]:
-        kth = np.partition(logits, -top_k, axis=-1)[:, -top_k:-top_k + 1]
+        kth = np.partition(logits, -top_k, axis=-1)[:, [-top_k]]  # the k-th largest (a slice would be empty at k=1)
         logits = np.where(logits < kth, -np.inf, logits)
     if top_p < 1.0:
         order = np.argsort(-logits, axis=-1, kind="stable")
