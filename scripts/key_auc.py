@@ -9,7 +9,7 @@ and its previous inter-onset interval; capped at 16 beats).
 
     .venv/bin/pip install scikit-learn      # not a dependency of chopinbot
     .venv/bin/chopinbot prepare --out runs/dataset
-    .venv/bin/python scripts/key_auc.py [--model src/chopinbot/shipped_model] [--data runs/dataset]
+    .venv/bin/python scripts/key_auc.py [--model joint-loudness] [--data runs/dataset]
 
 Measured on the valid pieces (see docs/training.md):
 

@@ -32,15 +32,24 @@ from chopinbot.model.formats import (
     sparsity_of,
     weights_bytes,
 )
-from chopinbot.model.network import ChopinLSTM
+from chopinbot.model.network import ChopinLSTM, ModelConfig
 from chopinbot.training.train import TrainConfig
+from conftest import tiny_train_config
 
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
-    return load_model(tiny_model_dir)
+def tiny(tiny_dataset_dir, tmp_path_factory):
+    """A tiny model of the one-step kind (no joint keys): every format, ONNX and TorchScript included,
+    can hold it.  The default (joint) configuration's pruning and study are tested below."""
+    from chopinbot.training.train import train
+
+    out = tmp_path_factory.mktemp("tiny_one_step")
+    cfg = tiny_train_config(tiny_dataset_dir, out, epochs=2)
+    cfg.model = ModelConfig(**{**cfg.model.to_dict(), "joint_keys": False})
+    train(cfg)
+    return load_model(out)
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +221,7 @@ def test_prune_and_export_commands(tiny_model_dir, tiny_dataset_dir, tmp_path):
     assert "pruned 80%, int8" in table and "fp32 (source)" in table and "Batch-1 speed" in table
     assert (out / "quality_vs_size.png").exists()
     rows = (out / "table.csv").read_text().splitlines()
-    assert len(rows) == 1 + 4 + (1 if HAS_ORT else 0) + 1 + 1  # header, formats, onnx, pruned, control
+    assert len(rows) == 1 + 3 + 1 + 1  # header, formats (a joint model: no ONNX or TorchScript), pruned, control
     assert "fp32 fine-tuned (control)" in table
     q = load_model(out / "sparsity-0.80-int8")
     assert abs(q.meta["sparsity"] - 0.8) < 0.02
@@ -228,7 +237,8 @@ def test_torchscript_export_of_a_recency_model(seed, tmp_path):
     from chopinbot.model.network import ChopinLSTM, ModelConfig
 
     torch.manual_seed(0)
-    m = ChopinLSTM(ModelConfig(hidden=16, key_recency=True, duration_classes=[0.25, 0.5, 1.0, 2.0])).eval()
+    m = ChopinLSTM(ModelConfig(hidden=16, key_recency=True, joint_keys=False,
+                               duration_classes=[0.25, 0.5, 1.0, 2.0])).eval()
     m.meta = {}
     info = export_model(m, "torchscript", tmp_path / "t")  # checks the export's outputs against forward
     assert info["max_abs_diff"] <= EXPORT_TOLERANCE

@@ -195,16 +195,18 @@ def test_batch_and_outputs(model, tmp_path):
     assert r.midi_bytes("seed") != r.midi_bytes("generated")
 
 
-def test_key_min_p(model, capsys):
+def test_key_min_p(capsys):
     """A silent key may start only if its probability is at least min-p of the likeliest silent key's."""
     from chopinbot.compose.sampling import Sampler
 
+    model = load_model("lstm-repeats")  # keys drawn independently (a joint model's draw needs its stepper)
     with pytest.raises(ConfigError, match="min-p"):
         GenerateConfig(key_min_p=1.5).validate()
     with pytest.raises(SystemExit) as exit_:
         main(["generate", "--key-min-p", "-0.1"])
     assert exit_.value.code == 2 and "key-min-p" in capsys.readouterr().err
-    s = Sampler(model, GenerateConfig(key_top_k=0, key_min_p=1.0, min_keys=0), np.random.default_rng(0))
+    s = Sampler(model, GenerateConfig(key_top_k=0, key_local_p=0.0, key_min_p=1.0, min_keys=0),
+                np.random.default_rng(0))
     kp = np.full((500, 88), 0.3)
     kp[:, 40] = 0.9  # the likeliest silent key
     prev = np.zeros((500, 88), bool)

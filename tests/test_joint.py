@@ -110,7 +110,8 @@ def test_joint_draw_is_exact():
             return logits(keys), None
 
     B = 40000
-    s = Sampler(_model(), GenerateConfig(key_top_k=0, min_keys=0, max_keys=10), np.random.default_rng(0), Fake())
+    cfg = GenerateConfig(key_top_k=0, key_local_p=0.0, min_keys=0, max_keys=10)  # no truncation: the exact draw
+    s = Sampler(_model(), cfg, np.random.default_rng(0), Fake())
     kp = 1 / (1 + np.exp(-logits(np.zeros((B, N_KEYS), np.float32))))
     keys, onsets = s._draw_joint(kp, None, np.zeros((B, N_KEYS), bool))
     assert not keys[:, [k for k in range(N_KEYS) if k not in live]].any() and (onsets == keys).all()
@@ -198,7 +199,7 @@ def test_joint_models_store_compress_and_refuse_export(tmp_path):
 
 def test_a_loudness_model_exports_its_loudness_head(tmp_path):
     torch.manual_seed(0)
-    m = ChopinLSTM(ModelConfig(hidden=16, duration_classes=CLASSES, loudness=True)).eval()
+    m = ChopinLSTM(ModelConfig(hidden=16, duration_classes=CLASSES, loudness=True, joint_keys=False)).eval()
     m.meta = {}
     info = export_model(m, "torchscript", tmp_path / "t")  # compares every output, loudness too
     loaded = load_model(tmp_path / "t")
@@ -211,9 +212,9 @@ def test_train_flags(tmp_path):
     p = argparse.ArgumentParser()
     add_arguments(p)
     cfg = config_from_args(p.parse_args([]))
-    assert not cfg.model.joint_keys and not cfg.model.loudness  # off by default for now
-    cfg = config_from_args(p.parse_args(["--joint-keys", "on", "--loudness", "on"]))
-    assert cfg.model.joint_keys and cfg.model.loudness
+    assert cfg.model.joint_keys and cfg.model.loudness  # the default since 2026-12-01
+    cfg = config_from_args(p.parse_args(["--joint-keys", "off", "--loudness", "off"]))
+    assert not cfg.model.joint_keys and not cfg.model.loudness
     assert main(["train", "--joint-keys", "on", "--note-head", "off", "--out", str(tmp_path / "r")]) == 2
     assert not ModelConfig(duration_classes=CLASSES, joint_keys=True, note_head=False).joint_keys
     assert not ModelConfig.from_dict({"duration_classes": CLASSES}).joint_keys  # configs saved before it

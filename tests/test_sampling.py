@@ -16,7 +16,7 @@ def _probs() -> np.ndarray:
 
 
 def test_top_k_keeps_only_the_melody_register():
-    allowed = allowed_new_keys(_probs(), np.zeros((1, 88), bool), GenerateConfig(key_top_k=2))
+    allowed = allowed_new_keys(_probs(), np.zeros((1, 88), bool), GenerateConfig(key_top_k=2, key_local_p=0.0))
     assert set(np.flatnonzero(allowed[0])) == {50, 52}  # the bass note never gets to start
 
 
@@ -32,13 +32,13 @@ def test_sounding_keys_are_never_candidates_and_no_rule_allows_every_silent_key(
     prev[0, 50] = True
     allowed = allowed_new_keys(_probs(), prev, GenerateConfig(key_top_k=0, key_local_p=0.5, key_window=4))
     assert not allowed[0, 50] and allowed[0, 48]  # with 50 sounding, 48 is the likeliest silent key near it
-    free = allowed_new_keys(_probs(), prev, GenerateConfig(key_top_k=0))
+    free = allowed_new_keys(_probs(), prev, GenerateConfig(key_top_k=0, key_local_p=0.0))
     assert free[0].sum() == 87
 
 
 def test_top_one_keeps_exactly_the_likeliest():
     """k = 1 once selected nothing at all (an empty slice for the k-th largest value)."""
-    allowed = allowed_new_keys(_probs(), np.zeros((1, 88), bool), GenerateConfig(key_top_k=1))
+    allowed = allowed_new_keys(_probs(), np.zeros((1, 88), bool), GenerateConfig(key_top_k=1, key_local_p=0.0))
     assert set(np.flatnonzero(allowed[0])) == {50}
     kept = np.isfinite(filter_logits(np.log(np.array([[0.1, 0.6, 0.3]])), 1, 1.0))
     assert kept.tolist() == [[False, True, False]]

@@ -38,6 +38,7 @@ from chopinbot.compose import generate as library
 from chopinbot.compose.generate import GenerateConfig
 from chopinbot.constants import SEED_STATES
 from chopinbot.errors import ConfigError, ModelFileError
+from chopinbot.model.checkpoint import resolve_checkpoint
 from chopinbot.music.midi import read_midi_bytes
 from chopinbot.render.audio import audio_available
 from conftest import make_midi
@@ -84,8 +85,9 @@ def _primer_bytes(tmp_path, **kw) -> bytes:
 def test_list_models_finds_runs_and_skips_the_rest(models_dir, tiny_model_dir, monkeypatch):
     monkeypatch.delenv(MODEL_ENV, raising=False)
     models = list_models(models_dir)
-    runs = {k: v for k, v in models.items() if k != SHIPPED_LABEL}
+    runs = {k: v for k, v in models.items() if k != SHIPPED_LABEL and not k.endswith("(bundled)")}
     assert set(runs) == {"alpha", "group/beta", "exported"}
+    assert models["lstm-repeats (bundled)"] == resolve_checkpoint("lstm-repeats")  # the earlier shipped model
     assert "broken" in list_models(models_dir, check=False)
     assert runs["alpha"] == models_dir / "alpha" / "best"
     assert runs["exported"] == models_dir / "exported"
@@ -99,7 +101,7 @@ def test_list_models_from_environment_and_missing_folder(models_dir, tmp_path, m
     monkeypatch.setenv(MODELS_DIR_ENV, str(models_dir))
     monkeypatch.delenv(MODEL_ENV, raising=False)
     assert "alpha" in list_models()
-    assert set(list_models(tmp_path / "nope")) <= {SHIPPED_LABEL}
+    assert set(list_models(tmp_path / "nope")) <= {SHIPPED_LABEL, "lstm-repeats (bundled)"}
     with pytest.raises(ModelFileError, match="not a ChopinBot checkpoint"):
         list_models(models_dir, configured=tmp_path)
 

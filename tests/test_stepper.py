@@ -153,7 +153,7 @@ def test_training_batches_carry_the_same_repeats(dataset, kind):
     from chopinbot.dataset.batches import Chunk, SplitData
 
     config = ModelConfig(duration_classes=CLASSES, key_recency=False, repeats=kind == "exact",
-                         repeats_transposed=kind == "transposed")
+                         repeats_transposed=kind == "transposed", loudness=False)
     split = SplitData(dataset, "valid", config.vocab)
     a, b = split.segments[0]
     states = dataset.states(dataset.segments("valid")[0])
@@ -175,7 +175,7 @@ def test_training_batches_carry_the_same_repeats(dataset, kind):
 def test_the_block_registry_is_the_single_source():
     """Every width and every column the model reads comes from the blocks of
     chopinbot.dataset.inputs, in the order shipped weights depend on."""
-    c = ModelConfig(duration_classes=CLASSES)  # every block on
+    c = ModelConfig(duration_classes=CLASSES, loudness=False)  # every block on but loudness (checked below)
     V, lay = len(CLASSES), c.layout
     assert [b.name for b in c.blocks] == ["base", "recency", "repeats exact", "repeats transposed"]
     assert {b.flag for b in OPTIONAL_BLOCKS} <= {f for f, v in c.to_dict().items() if isinstance(v, bool)}
@@ -199,7 +199,7 @@ def test_the_block_registry_is_the_single_source():
                                     (base + V + 2, base + 2 * V + 2, None),
                                     (base + V + 2, base + 2 * V + 2, base + 2 * V + 3)]
     # a block only the note head reads is off without it, and off in configs saved before it
-    assert [b.name for b in ModelConfig(duration_classes=CLASSES, note_head=False).blocks] == ["base"]
+    assert [b.name for b in ModelConfig(duration_classes=CLASSES, note_head=False, loudness=False).blocks] == ["base"]
     assert [b.name for b in ModelConfig.from_dict({"duration_classes": CLASSES}).blocks] == ["base"]
     assert ChopinLSTM(c).lstm.input_size == c.lstm_input_dim
     # the loudness block: one LSTM column, after the repeats' (the LSTM reads it: on without the note head too)

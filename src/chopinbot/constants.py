@@ -57,5 +57,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # The bundled corpus lives inside the package so that an installed ChopinBot
 # finds it without the source tree.
 BUNDLED_CORPUS_DIR = PACKAGE_DIR / "data" / "chopin"
-SHIPPED_MODEL_DIR = PACKAGE_DIR / "shipped_model"
+# Models shipped inside the package, by name (``--model NAME``); the default is SHIPPED_MODEL.
+BUNDLED_MODELS_DIR = PACKAGE_DIR / "models"
+SHIPPED_MODEL = "joint-loudness"  # 2026-12-01: joint key decoder, loudness head (see docs/training.md)
+SHIPPED_MODEL_DIR = BUNDLED_MODELS_DIR / SHIPPED_MODEL
 DEFAULT_DATASET_DIR = Path("runs") / "dataset"

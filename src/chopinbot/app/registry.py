@@ -21,7 +21,7 @@ from chopinbot.app.settings import DEFAULT_MODELS_DIR, MODEL_ENV, MODELS_DIR_ENV
 from chopinbot.constants import SHIPPED_MODEL_DIR
 from chopinbot.dataset.store import PrepareSettings
 from chopinbot.errors import ChopinBotError, ConfigError, ModelFileError
-from chopinbot.model.checkpoint import CONFIG, WEIGHTS, read_config
+from chopinbot.model.checkpoint import CONFIG, WEIGHTS, bundled_models, read_config
 from chopinbot.model.formats import load_model
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def list_models(models_dir: str | os.PathLike | None = None, configured: str | o
     """Every model a visitor may pick: label -> checkpoint folder.
 
     In order: ``configured`` (the operator's ``--model``; default
-    ``$CHOPINBOT_MODEL``), the shipped model, then run folders (with a
+    ``$CHOPINBOT_MODEL``), the shipped model, the other bundled models, then run folders (with a
     ``best/`` checkpoint) and checkpoint folders found under ``models_dir``
     (default :func:`models_dir_from_env`) at most ``max_depth`` levels down,
     labelled by their path relative to ``models_dir``.  Hidden folders,
@@ -103,6 +103,9 @@ def list_models(models_dir: str | os.PathLike | None = None, configured: str | o
         out[SHIPPED_LABEL if same_as_shipped else _configured_label(Path(configured))] = folder
     if _is_checkpoint(SHIPPED_MODEL_DIR):
         out.setdefault(SHIPPED_LABEL, SHIPPED_MODEL_DIR)
+    for name, folder in bundled_models().items():  # the earlier shipped models, by name
+        if folder.resolve() != SHIPPED_MODEL_DIR.resolve():
+            out.setdefault(f"{name} (bundled)", folder)
     root = Path(models_dir) if models_dir is not None else models_dir_from_env()
     if not root.is_dir():
         return out

@@ -76,16 +76,19 @@ class GenerateConfig:
     seconds: float | None = None  # generate until the new part lasts this long at ``bpm``
     threshold: float | None = None  # deterministic decoding at this probability; None = sample
     temperature: float = 1.0  # sampling: < 1 safer, > 1 wilder
-    key_top_k: int = 8  # sampling: of the keys not sounding, only the k likeliest may start, their
+    key_top_k: int = 0  # sampling: of the keys not sounding, only the k likeliest may start, their
     #                     probabilities scaled up to keep the expected number of new keys (88
-    #                     independent draws at ~1.5 % each would add ~1.3 random keys per state); 0 = all
+    #                     independent draws at ~1.5 % each would add ~1.3 random keys per state); 0 = all.
+    #                     Was 8 until 2026-12-01: it let only the melody's neighbours start, and the bass died
+    #                     out (key_local_p does the truncation now)
     key_min_p: float = 0.0  # sampling: a silent key may start only if its probability (joint_keys: its
     #                         conditional) is at least this fraction of the likeliest silent key's (0 = off)
-    key_local_p: float = 0.0  # sampling: ... only if at least this fraction of the likeliest silent key's
+    key_local_p: float = 0.5  # sampling: ... only if at least this fraction of the likeliest silent key's
     #                           within key_window semitones, and at least 1 % (0 = off; see compose.sampling)
     key_window: int = 4  # semitones either side, for key_local_p
     top_k: int = 0  # durations: sample among the k most likely rhythmic values (0 = all)
-    top_p: float = 1.0  # durations: nucleus sampling (1 = off)
+    top_p: float = 0.5  # durations: nucleus sampling (1 = off); 0.5 keeps rhythms as steady as real ones (at 1 the
+    #                     inter-onset intervals of generated pieces varied far more than Chopin's)
     min_keys: int = MIN_KEYS  # at least this many keys sound in every generated state (1: no rests, see constants)
     max_keys: int = 10  # at most this many (two hands)
     bpm: float | None = None  # None = the seed's own tempo

@@ -206,11 +206,15 @@ def prune_study(model: ChopinLSTM, dataset: Dataset, targets: list[float], out: 
     rows: list[dict[str, Any]] = []
     if reference:
         fmts = ["fp32", "fp16", "int8", "onnx", "torchscript"]
+        if src.config.joint_keys:  # its keys are drawn one conditional at a time: no one-step graph to export
+            fmts = fmts[:3]
+            log("a joint_keys model: no ONNX or TorchScript rows (they export the one-step network only)")
         try:  # an optional dependency: without it, no ONNX row
             import onnxruntime  # noqa: F401
         except ImportError:
-            fmts.remove("onnx")
-            log("onnxruntime is not installed: no ONNX row (pip install 'chopinbot[export]')")
+            if "onnx" in fmts:
+                fmts.remove("onnx")
+                log("onnxruntime is not installed: no ONNX row (pip install 'chopinbot[export]')")
         for fmt in fmts:
             info = export_model(src, fmt, out / fmt, sparse=False)
             rows.append(measure_row(fmt if fmt != "fp32" else "fp32 (source)", Path(info["folder"]), dataset,

@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from chopinbot import __version__
-from chopinbot.constants import SHIPPED_MODEL_DIR
+from chopinbot.constants import BUNDLED_MODELS_DIR, SHIPPED_MODEL_DIR
 from chopinbot.errors import ConfigError, ModelFileError
 from chopinbot.io_utils import dir_mode, file_mode, sha256_file
 from chopinbot.model.network import ChopinLSTM, ModelConfig
@@ -93,12 +93,24 @@ def swap_in(tmp: Path, folder: Path) -> None:
         shutil.rmtree(old)
 
 
+def bundled_models() -> dict[str, Path]:
+    """The models shipped inside the package: name -> folder (the default is ``SHIPPED_MODEL``)."""
+    if not BUNDLED_MODELS_DIR.is_dir():
+        return {}
+    folders = sorted(BUNDLED_MODELS_DIR.iterdir())
+    return {d.name: d for d in folders if (d / CONFIG).is_file() and (d / WEIGHTS).is_file()}
+
+
 def resolve_checkpoint(path: str | os.PathLike | None) -> Path:
     """The folder holding a checkpoint: ``path`` itself, its ``best/`` (a run
-    folder), the ``.old`` copy left by an interrupted swap, or the shipped model."""
+    folder), the ``.old`` copy left by an interrupted swap, a bundled model's
+    name (when no such path exists), or the shipped model (None)."""
     if path is None:
         return SHIPPED_MODEL_DIR
     p = Path(path)
+    named = bundled_models()
+    if not p.exists() and str(path) in named:
+        return named[str(path)]
     for cand in (p, p / "best", p / "last"):
         if (cand / CONFIG).exists() and (cand / WEIGHTS).exists():
             return cand
@@ -106,7 +118,7 @@ def resolve_checkpoint(path: str | os.PathLike | None) -> Path:
         if (old / CONFIG).exists() and (old / WEIGHTS).exists():
             return old
     if not p.exists():
-        raise ModelFileError(f"{p}: no such model folder")
+        raise ModelFileError(f"{p}: no such model folder or bundled model (bundled: {', '.join(named) or 'none'})")
     raise ModelFileError(f"{p}: not a ChopinBot checkpoint (needs {CONFIG} and {WEIGHTS})")
 
 
