@@ -97,6 +97,7 @@ class Excerpt:
     notes: np.ndarray
     group: str
     key: Key | None = None
+    states: States | None = None  # the states it was cut from, where it was cut from states
 
 
 def steady_tempo(states: States) -> States:
@@ -115,7 +116,7 @@ def state_excerpts(states: States, group: str, key: Key | None, seconds: float =
     out = []
     for a, b in excerpt_windows(states, seconds, first):
         window = steady_tempo(states[a:b]) if steady else states[a:b]
-        out.append(Excerpt(clip_notes(timed_notes(window), seconds), group, key))
+        out.append(Excerpt(clip_notes(timed_notes(window), seconds), group, key, states[a:b]))
     return out
 
 

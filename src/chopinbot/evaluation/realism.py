@@ -72,6 +72,7 @@ from chopinbot.evaluation.excerpts import (
     timed_notes,
     within_a_fifth,
 )
+from chopinbot.evaluation.musicstats import ngram_overlap
 from chopinbot.music.keys import Key
 from chopinbot.music.states import States, transpose_states
 from chopinbot.progress import Progress
@@ -80,6 +81,7 @@ from chopinbot.progress import Progress
 # corpus), shipped for the calibration row "another composer vs Chopin".
 CALIBRATION_DIR = PACKAGE_DIR / "data" / "piano_midi_de"
 CALIBRATION_COMPOSERS = ("Mozart", "Beethoven", "Brahms")
+REPLAY_NGRAM = 8  # states: primer replay is measured on 8-state n-grams, as copying from the training pieces is
 
 # The statistics table of the report, in display order.
 STAT_LABELS: dict[str, str] = {
@@ -309,6 +311,24 @@ def seed_fidelity(generated: np.ndarray, true: np.ndarray, other: np.ndarray, re
             "mean_pitch_shift": float(np.nanmean(shift)), "mean_abs_pitch_shift": float(np.nanmean(np.abs(shift)))}
 
 
+def seed_replay(seed: Seed, generated: States, true: States | None, n: int = REPLAY_NGRAM) -> tuple[float, float]:
+    """The share of ``n``-state n-grams of a continuation found verbatim in what the model read
+    before it (the seed and its context): for the generated continuation (its first ``len(true)``
+    states) and for the true one.  A continuation that passes for Chopin by replaying its own
+    primer shows a generated share above the true one."""
+    history, _ = transpose_states(seed.history, seed.home.shift_to(seed.key))  # both continuations are in seed.key
+    corpus = [("seed", history)]
+    length = len(true) if true is not None else len(generated)
+    gen = ngram_overlap(generated[:length], corpus, n)
+    return gen, (ngram_overlap(true, corpus, n) if true is not None else math.nan)
+
+
+def _replay_summary(replay: list[tuple[float, float]]) -> dict:
+    pairs = np.array(replay, np.float64).reshape(-1, 2)
+    return {"n": int(len(pairs)), "ngram": REPLAY_NGRAM, "generated": float(np.nanmean(pairs[:, 0])) if len(pairs)
+            else math.nan, "true": float(np.nanmean(pairs[:, 1])) if len(pairs) else math.nan}
+
+
 # --- the report's realism section ----------------------------------------------------
 
 
@@ -329,10 +349,13 @@ def evaluate_realism(ds: Dataset, continue_seed: ContinueSeed, settings: Realism
     bar = Progress(len(seeds) + n_rows, desc="realism", unit="steps", enabled=progress, leave=False)
     gen: list[Excerpt] = []
     first = []  # (seed index, index in gen of its first excerpt)
+    replay: list[tuple[float, float]] = []  # per seed: its n-grams found in the seed's history, generated and true
     for i, (seed, real) in enumerate(zip(seeds, true)):
-        new = time_excerpts(timed_notes(continue_seed(seed, i)), real.group, seed.key, rs.excerpt_seconds)
+        states = continue_seed(seed, i)
+        new = time_excerpts(timed_notes(states), real.group, seed.key, rs.excerpt_seconds)
         if new:
             first.append((i, len(gen)))
+            replay.append(seed_replay(seed, states, real.states))
         gen += new
         bar.update()
     gen_seconds = time.perf_counter() - t0
@@ -373,8 +396,8 @@ def evaluate_realism(ds: Dataset, continue_seed: ContinueSeed, settings: Realism
             "steady_tempo": rs.steady, "seed_len": rs.seed_len, "n_seeds": len(seeds),
             "n_excerpts": {"generated": n, "chopin": len(chopin), "chopin_held_out": len(true), "other": len(other)},
             "n_chopin_pieces": len(set(gc)), "main_row": main, "rows": rows, "statistics": stats,
-            "seed_fidelity": fidelity, "generation_seconds": gen_seconds, "seconds": time.perf_counter() - t0,
-            "test_settings": asdict(rs.test)}
+            "seed_fidelity": fidelity, "seed_replay": _replay_summary(replay), "generation_seconds": gen_seconds,
+            "seconds": time.perf_counter() - t0, "test_settings": asdict(rs.test)}
 
 
 def _fmt(x: float | None) -> str:
@@ -428,4 +451,10 @@ def format_realism_section(realism: dict) -> str:
                   f"excerpts of different pieces: {s['true_to_other']:.2f}). Its mean pitch is "
                   f"{s['mean_pitch_shift']:+.1f} semitones from the true continuation's (mean \\|difference\\| "
                   f"{s['mean_abs_pitch_shift']:.1f})."]
+    r = realism.get("seed_replay", {})
+    if r.get("n"):
+        lines += ["", f"**Replaying the primer** ({r['n']} seeds): {_fmt(r['generated'])} of a continuation's "
+                  f"{r['ngram']}-state n-grams occur verbatim in what the model read before it (the seed and up to "
+                  f"{WARM_STATES} states of context), against {_fmt(r['true'])} for what really followed the same "
+                  "seeds."]
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ import numpy as np
 
 from chopinbot.compose.generate import GenerateConfig, GenerationError, generate
 from chopinbot.compose.seeds import Seed, random_seed_index, seed_from_test
+from chopinbot.constants import SEED_STATES
 from chopinbot.dataset.batches import SplitData
 from chopinbot.dataset.prepare import load_or_prepare
 from chopinbot.dataset.store import Dataset
@@ -39,6 +40,7 @@ from chopinbot.evaluation.realism import ClassifierSettings, RealismSettings, ev
 from chopinbot.io_utils import atomic_write_json, atomic_write_text
 from chopinbot.model.checkpoint import resolve_checkpoint
 from chopinbot.model.formats import load_model
+from chopinbot.model.loss import HARSHNESS
 from chopinbot.model.predict import evaluate_split
 from chopinbot.music.states import States, states_to_notes
 from chopinbot.progress import Progress
@@ -59,9 +61,9 @@ BASELINES = {"copy": "copy previous state", "frequency": "key frequency",
 class EvalSettings:
     pieces: int = 20  # generated pieces for the statistics
     steps: int = 256  # states per generated piece (after a 16-state seed)
-    seed_len: int = 16
-    temperature: float = 1.0
-    key_top_k: int = 8
+    seed_len: int = SEED_STATES
+    temperature: float = GenerateConfig.temperature  # decoding: GenerateConfig's defaults (as `chopinbot generate`)
+    key_top_k: int = GenerateConfig.key_top_k
     progress: bool = True
     realism: bool = True  # the classifier test of generated vs real excerpts
     realism_split: str = "test"  # whose seeds are continued: "test" to report, "valid" to choose between models
@@ -88,7 +90,7 @@ def check_compatible(model, ds: Dataset, label: str) -> None:
                           f"{have}: prepare the data with the model's settings")
 
 
-def model_metrics(model, ds: Dataset, harshness: float = 0.05) -> dict:
+def model_metrics(model, ds: Dataset, harshness: float = HARSHNESS) -> dict:
     """Test metrics at 0.5 and at the valid-optimal threshold, plus the curves."""
     vocab = model.config.vocab
     valid = evaluate_split(model, SplitData(ds, "valid", vocab), harshness)
@@ -170,6 +172,16 @@ def realism_metrics(model, ds: Dataset, settings: EvalSettings) -> dict:
     return evaluate_realism(ds, continue_seed, rs, progress=settings.progress)
 
 
+def realism_summary(realism: dict) -> dict:
+    """A model's realism in a few figures: the main row, the row without velocities, primer replay."""
+    rows = realism.get("rows", {})
+    main, novel = rows.get("generated vs Chopin", {}), rows.get("generated vs Chopin, velocities ignored", {})
+    replay = realism.get("seed_replay", {})
+    return {"accuracy_mean": main.get("accuracy_mean"), "accuracy_sd": main.get("accuracy_sd"),
+            "auc_mean": main.get("auc_mean"), "no_velocity_accuracy_mean": novel.get("accuracy_mean"),
+            "seed_ngram_share": replay.get("generated"), "true_seed_ngram_share": replay.get("true")}
+
+
 def evaluate(models: list[str | None], out_dir: str | os.PathLike, data: str | os.PathLike | None = None,
              settings: EvalSettings | None = None, force: bool = False) -> dict:
     """Write ``report.md``, ``metrics.json`` and PNGs for the given models
@@ -198,7 +210,7 @@ def evaluate(models: list[str | None], out_dir: str | os.PathLike, data: str | o
         label = _label(m)
         model = load_model(m)
         check_compatible(model, ds, label)
-        res = model_metrics(model, ds, harshness=model.meta.get("harshness", 0.05))
+        res = model_metrics(model, ds, harshness=model.meta.get("harshness", HARSHNESS))
         tr = model.meta.get("train", {})
         desc = f"{label} ({model.config.layers}x{model.config.hidden} LSTM, " + (
             f"window {tr['window']}" if tr.get("window") else "sequence training"
@@ -225,11 +237,13 @@ def evaluate(models: list[str | None], out_dir: str | os.PathLike, data: str | o
                "table": rows,
                "models": {k: {kk: vv for kk, vv in v.items() if kk != "curve"} for k, v in details.items()},
                "statistics": stats, "settings": settings.__dict__}
-    if settings.realism:
-        metrics["realism"] = realism_metrics(first_model, ds, settings)
+    if settings.realism:  # every model's realism; the first model's in full
+        by_model = {desc: realism_metrics(model, ds, settings) for desc, _, model in loaded}
+        metrics["realism"] = by_model[first_desc]
+        metrics["realism_by_model"] = {desc: realism_summary(r) for desc, r in by_model.items()}
     atomic_write_json(out / "metrics.json", _jsonable(metrics))
     atomic_write_text(out / "report.md", _report_md(rows, stats, pngs, curves, out, settings, format_stats_table,
-                                                    metrics.get("realism")))
+                                                    metrics.get("realism"), metrics.get("realism_by_model")))
     return metrics
 
 
@@ -252,7 +266,7 @@ def _jsonable(x):
 
 
 def _report_md(rows, stats, pngs, curves, out: Path, settings: EvalSettings, format_stats_table,
-               realism: dict | None = None) -> str:
+               realism: dict | None = None, realism_by_model: dict | None = None) -> str:
     cols = [c for c in REPORT_METRICS if any(c[0] in r for r in rows.values())]
     lines = ["# ChopinBot evaluation report", "",
              "All figures on the **test pieces** (never trained on; the threshold is chosen on the valid pieces).",
@@ -276,7 +290,18 @@ def _report_md(rows, stats, pngs, curves, out: Path, settings: EvalSettings, for
               f"{_fmt(lr['seconds'])} s) from {lr['piece']}.",
               f"- Generation guards fired on {stats['guards_fired']} of {stats['n_generated']} pieces.", ""]
     if realism is not None:
-        lines += ["## Realism: generated vs real Chopin", "", format_realism_section(realism)]
+        lines += ["## Realism: generated vs real Chopin", ""]
+        if realism_by_model and len(realism_by_model) > 1:
+            lines += ["Every model, its continuations of the same held-out seeds against the same real excerpts "
+                      "(lower accuracy = closer to Chopin; the calibration rows below give the scale):", "",
+                      "| model | accuracy | AUC | accuracy, velocities ignored | n-grams from its own seed |",
+                      "|---|---|---|---|---|"]
+            for name, s in realism_by_model.items():
+                lines.append(f"| {name} | {_fmt(s.get('accuracy_mean'))} ± {_fmt(s.get('accuracy_sd'))} | "
+                             f"{_fmt(s.get('auc_mean'))} | {_fmt(s.get('no_velocity_accuracy_mean'))} | "
+                             f"{_fmt(s.get('seed_ngram_share'))} |")
+            lines += ["", f"In full, for {next(iter(realism_by_model))}:", ""]
+        lines += [format_realism_section(realism)]
     if curves:
         lines += ["## Training curves", ""] + [f"![{p.stem}](training/{p.name})" for p in curves] + [""]
     return "\n".join(lines)
