@@ -219,3 +219,21 @@ def test_key_min_p(capsys):
     a = generate(model, seed_from_test(0), GenerateConfig(steps=40, random_seed=0, key_min_p=0.5))
     b = generate(model, seed_from_test(0), GenerateConfig(steps=40, random_seed=0))
     assert len(a.generated) == len(b.generated) == 40
+
+
+def test_a_long_primer_warms_the_model_before_its_seed_window():
+    """Up to 512 states before the seed window are read first: they change what follows, and are not output."""
+    from chopinbot.constants import BUNDLED_CORPUS_DIR, WARM_STATES
+
+    primer = BUNDLED_CORPUS_DIR / "chpn_op66.mid"  # 1,400+ states: the context is full
+    seed = seed_from_primer(primer, 16)
+    bare = seed_from_primer(primer, 16, context_states=0)
+    assert len(seed.context) == WARM_STATES and len(seed.history) == WARM_STATES + 16 and bare.context is not None
+    assert len(bare.history) == 16
+    assert seed.history_start_beat == pytest.approx(seed.start_beat - float(seed.context.beats.sum()), abs=1e-3)
+    model = load_model()  # the shipped model
+    cfg = GenerateConfig(steps=48, random_seed=3)
+    warm, cold = generate(model, seed, cfg), generate(model, bare, cfg)
+    assert warm.seed_len == cold.seed_len == 16  # the context is read, never written out
+    np.testing.assert_array_equal(warm.states.keys[:16], cold.states.keys[:16])
+    assert not np.array_equal(warm.generated.keys, cold.generated.keys)

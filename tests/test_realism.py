@@ -35,11 +35,12 @@ from chopinbot.evaluation.realism import (
     format_realism_section,
     halves_test,
     held_out_seeds,
+    seed_replay,
     two_sets_test,
 )
 from chopinbot.music.keys import Key, parse_key
 from chopinbot.music.midi import PianoNotes
-from chopinbot.music.states import States, notes_to_states
+from chopinbot.music.states import States, notes_to_states, transpose_states
 
 FAST = ClassifierSettings(repeats=2, folds=4, trees=60)
 
@@ -189,3 +190,15 @@ def test_realism_section_end_to_end(tiny_dataset_dir):
     text = format_realism_section(r)
     assert "generated vs Chopin" in text and "Seed fidelity" in text and "key hold" in text
     assert "skipped" in evaluate_realism(ds, scale, RealismSettings(split="valid", excerpt_seconds=600), False)
+
+
+def test_seed_replay_counts_what_a_continuation_copies_from_its_own_history(tiny_dataset_dir):
+    """Continuing with the seed's own context scores 1 (all copied); the true continuation scores its own share."""
+    ds = Dataset(tiny_dataset_dir)
+    seeds, true = held_out_seeds(ds, "test")
+    seed = next(s for s in seeds if s.context is not None and len(s.context) >= 40)
+    copied, _ = transpose_states(seed.context[:40], seed.home.shift_to(seed.key))  # in the seed's key, as generated
+    gen_share, true_share = seed_replay(seed, copied, copied[:20])
+    assert gen_share == 1.0 and true_share == 1.0
+    shifted, _ = transpose_states(copied, 1)  # the same passage a semitone up: not a verbatim copy
+    assert seed_replay(seed, shifted, None)[0] == 0.0
