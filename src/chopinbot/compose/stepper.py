@@ -281,22 +281,26 @@ _KEY = np.arange(N_KEYS)
 
 
 def joint_features_np(keys: np.ndarray, onsets: np.ndarray) -> np.ndarray:
-    """:func:`chopinbot.model.network.joint_features` of (n, 88) NumPy rows: (n, 88, JOINT_INPUTS) float32."""
+    """:func:`chopinbot.model.network.joint_features` of (n, 88) NumPy rows: (n, 88, JOINT_INPUTS) float32.
+    Written into one preallocated array: it runs once per conditional, several times a state."""
     n = keys.shape[0]
-    pad = np.zeros((n, 2, N_KEYS + NEIGHBOURS), np.float32)
-    pad[:, 0, NEIGHBOURS:], pad[:, 1, NEIGHBOURS:] = keys, onsets
-    win = pad[:, :, _WINDOW]  # (n, 2, 88, 12)
+    out = np.empty((n, N_KEYS, JOINT_INPUTS), np.float32)
+    pad = np.zeros((n, N_KEYS + NEIGHBOURS), np.float32)
+    pad[:, NEIGHBOURS:] = keys
+    out[..., :NEIGHBOURS] = pad[:, _WINDOW]  # keys k-12..k-1
+    pad[:, NEIGHBOURS:] = onsets
+    out[..., NEIGHBOURS : 2 * NEIGHBOURS] = pad[:, _WINDOW]
     on = keys > 0.5
-    count = np.cumsum(keys, -1) - keys
-    hi = np.maximum.accumulate(np.where(on, _KEY, -1), -1)
-    hi = np.concatenate([np.full((n, 1), -1), hi[:, :-1]], -1)
-    lo = np.minimum.accumulate(np.where(on, _KEY, N_KEYS), -1)
-    lo = np.concatenate([np.full((n, 1), N_KEYS), lo[:, :-1]], -1)
+    out[..., 2 * NEIGHBOURS] = (np.cumsum(keys, -1) - keys) / 8.0
+    hi = np.full((n, N_KEYS), -1)
+    hi[:, 1:] = np.maximum.accumulate(np.where(on, _KEY, -1), -1)[:, :-1]
+    lo = np.full((n, N_KEYS), N_KEYS)
+    lo[:, 1:] = np.minimum.accumulate(np.where(on, _KEY, N_KEYS), -1)[:, :-1]
     none = hi < 0
-    d_hi = np.where(none, 0.0, np.minimum(_KEY - hi, 24) / 24.0)
-    d_lo = np.where(none, 0.0, np.clip(_KEY - lo, 0, 48) / 48.0)
-    out = np.concatenate([win[:, 0], win[:, 1], np.stack([count / 8.0, d_hi, d_lo, none], -1)], -1, dtype=np.float32)
-    return out.reshape(n, N_KEYS, JOINT_INPUTS)
+    out[..., 2 * NEIGHBOURS + 1] = np.where(none, 0.0, np.minimum(_KEY - hi, 24) / 24.0)
+    out[..., 2 * NEIGHBOURS + 2] = np.where(none, 0.0, np.clip(_KEY - lo, 0, 48) / 48.0)
+    out[..., 2 * NEIGHBOURS + 3] = none
+    return out
 
 
 class InputBuilder:
