@@ -70,7 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="semitones either side of a key, for --key-local-p (default: %(default)s)")
     g.add_argument("--top-k", type=nonneg_int, default=D.top_k, help="durations: sample among the k likeliest values")
     g.add_argument("--top-p", type=number_in(0.0, 1.0, low_open=True), default=D.top_p,
-                   help="durations: nucleus sampling")
+                   help="durations: nucleus sampling (default: %(default)s; 1 = off)")
     g.add_argument("--min-keys", type=number_in(0, N_KEYS, int), default=D.min_keys,
                    help="at least this many keys sound in every state (default: %(default)s; 0 allows rests)")
     g.add_argument("--max-keys", type=number_in(1, N_KEYS, int), default=D.max_keys,
