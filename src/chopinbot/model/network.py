@@ -27,7 +27,7 @@ the past: each key's logit is its conditional given the keys below it.  In
 training the keys below are the target's (teacher forcing, the ``given``
 argument of :meth:`ChopinLSTM.forward`; the key NLL is then the exact joint
 NLL); in generation the keys are drawn low to high
-(:mod:`chopinbot.compose.generate`).  With ``loudness`` a
+(:meth:`chopinbot.compose.sampling.Sampler._draw_joint`).  With ``loudness`` a
 loudness head predicts the next state's velocity class
 (:data:`~chopinbot.dataset.features.LOUDNESS_BINS` classes), and the state's
 loudness is an input (:class:`~chopinbot.dataset.inputs.LoudnessBlock`).
