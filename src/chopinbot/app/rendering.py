@@ -7,7 +7,6 @@ the visitor gets a note instead of a player.
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from matplotlib.figure import Figure
 from chopinbot.compose.generate import GenerationResult
 from chopinbot.errors import ChopinBotError
 from chopinbot.render.audio import AudioUnavailable, audio_available, render_wav_bytes
-from chopinbot.render.plots import plt
+from chopinbot.render.plots import figure_png_bytes
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +39,7 @@ def piano_roll_png(generation: GenerationResult) -> bytes:
 def figure_png(make_figure: Callable[[], Figure]) -> bytes:
     """PNG bytes of the figure ``make_figure()`` draws (drawn, saved and closed under :data:`PLOT_LOCK`)."""
     with PLOT_LOCK:
-        fig = make_figure()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-        plt.close(fig)
-    return buf.getvalue()
+        return figure_png_bytes(make_figure(), dpi=100)
 
 
 def render_audio(midi: bytes) -> tuple[bytes | None, str | None]:

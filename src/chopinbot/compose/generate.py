@@ -27,7 +27,6 @@ threshold).  A result with no notes at all is an error, never a silent empty fil
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -191,13 +190,9 @@ class GenerationResult:
         return save_figure(self.figure(), path)
 
     def png_bytes(self) -> bytes:
-        from chopinbot.render.plots import plt  # here: matplotlib loads only for a picture
+        from chopinbot.render.plots import figure_png_bytes  # here: matplotlib loads only for a picture
 
-        buf = io.BytesIO()
-        fig = self.figure()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        return buf.getvalue()
+        return figure_png_bytes(self.figure())
 
     def summary(self) -> str:
         g = self.generated
@@ -273,6 +268,7 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
     K = np.stack(ks, 1)
     onset_steps = np.stack(os_, 1)
     D = class_beats[np.stack(cs, 1)].astype(np.float32)
+    V = np.stack(vs, 1) if loud else None  # (B, steps) velocities drawn by the loudness head
     result = []
     for b in range(B):
         d = D[b]
@@ -282,7 +278,7 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
         else:
             sl = slice(0, len(d))
         if loud:
-            vel = np.stack(vs, 1)[b, sl]
+            vel = V[b, sl]
         else:
             vel = np.where(onset_steps[b, sl].any(1), seeds[b].velocity[seeds[b].velocity > 0].mean().round()
                            if (seeds[b].velocity > 0).any() else DEFAULT_VELOCITY, 0).astype(np.uint8)

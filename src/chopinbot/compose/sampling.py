@@ -180,7 +180,7 @@ class Sampler:
                 mass = silent.sum(-1, keepdims=True)
                 kept = np.maximum(np.where(allowed, kp, 0.0).sum(-1, keepdims=True), 1e-9)
                 p = np.where(prev_keys, kp, np.where(allowed, np.minimum(kp * (mass / kept), 1.0), 0.0))
-            keys = self._fire(p, prev_keys)
+            keys = rng.random(p.shape, dtype=np.float32) < p
         keys = bound_polyphony(keys, kp, c.min_keys, c.max_keys)
         if op is not None:
             struck = op >= 0.5 if c.threshold is not None else rng.random(op.shape, dtype=np.float32) < op
@@ -212,7 +212,8 @@ class Sampler:
             silent = cand & ~prev_keys[rows]
             if c.threshold is None and (c.key_top_k or c.key_min_p or c.key_local_p):
                 p = np.where(silent & ~allowed_new_keys(p, prev_keys[rows], c, cand), 0.0, p)
-            fire = cand & ((p >= c.threshold) if c.threshold is not None else self._fire(p, prev_keys[rows]))
+            fire = cand & ((p >= c.threshold) if c.threshold is not None else
+                           (rng.random(p.shape, dtype=np.float32) < p))
             has = fire.any(-1)
             r, k = rows[has], fire.argmax(-1)[has]
             keys[r, k] = True
@@ -234,10 +235,6 @@ class Sampler:
             keys |= add
             onsets |= add & ~prev_keys
         return keys, onsets
-
-    def _fire(self, p: np.ndarray, prev_keys: np.ndarray) -> np.ndarray:
-        """Which keys sound, each drawn from its probability ``p``."""
-        return self.rng.random(p.shape, dtype=np.float32) < p
 
     def loudness(self, logits: np.ndarray, struck: np.ndarray) -> np.ndarray:
         """Velocities (B,) uint8 of the new states from velocity-class ``logits`` (B, bins): drawn at

@@ -104,6 +104,16 @@ def list_seeds(seed_len: int = SEED_STATES, settings: PrepareSettings = DEFAULT_
     return infos
 
 
+def window_seed(states: States, key: Key, position: int, seed_len: int, piece: str,
+                context_states: int = WARM_STATES) -> Seed:
+    """The seed of ``seed_len`` states at ``position`` of a key segment's ``states`` (in the
+    model's home key), with up to ``context_states`` states before it as its context."""
+    window = states[position : position + seed_len]
+    start = float(states.beats[:position].astype(np.float64).sum())
+    context = states[max(0, position - context_states) : position]
+    return Seed(window, key, _tempo(window), f"{piece} ({key.name}) @ state {position}", start, context)
+
+
 def seed_from_test(index: int, seed_len: int = SEED_STATES, settings: PrepareSettings = DEFAULT_SETTINGS,
                    context_states: int = WARM_STATES) -> Seed:
     """Test window ``index`` (see :func:`list_seeds`), with up to ``context_states``
@@ -116,11 +126,9 @@ def seed_from_test(index: int, seed_len: int = SEED_STATES, settings: PrepareSet
     info = infos[index]
     for name, key, states in _test_segments(settings):
         if name == info.piece and key.name == info.key and info.position + seed_len <= len(states):
-            w = states[info.position : info.position + seed_len]
-            if np.isclose(w.total_beats, info.beats):
-                start = float(states.beats[: info.position].astype(np.float64).sum())
-                context = states[max(0, info.position - context_states) : info.position]
-                return Seed(w, key, _tempo(w), f"{info.piece} ({info.key}) @ state {info.position}", start, context)
+            seed = window_seed(states, key, info.position, seed_len, info.piece, context_states)
+            if np.isclose(seed.states.total_beats, info.beats):
+                return seed
     raise ConfigError(f"seed {index} not found")  # pragma: no cover -- infos come from the same segments
 
 

@@ -54,7 +54,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
-from chopinbot.compose.seeds import Seed
+from chopinbot.compose.seeds import Seed, window_seed
 from chopinbot.constants import PACKAGE_DIR, SEED_STATES, WARM_STATES
 from chopinbot.dataset.prepare import process_file
 from chopinbot.dataset.store import DEFAULT_SETTINGS, Dataset, PrepareSettings
@@ -146,12 +146,6 @@ def composer_excerpts(composers: Sequence[str] = CALIBRATION_COMPOSERS, seconds:
     return out
 
 
-def _tempo(states: States) -> float:
-    """Quarter notes per minute over the states (as :mod:`chopinbot.compose.seeds` times its seeds)."""
-    secs, beats = states.total_seconds, states.total_beats
-    return float(np.clip(60.0 * beats / secs, 30, 240)) if secs > 0 else 100.0
-
-
 def held_out_seeds(ds: Dataset, split: str, seed_len: int = SEED_STATES, seconds: float = EXCERPT_SECONDS,
                    steady: bool = True, context_states: int = WARM_STATES) -> tuple[list[Seed], list[Excerpt]]:
     """Every window of ``seconds`` in the ``split`` pieces that follows at least
@@ -166,11 +160,7 @@ def held_out_seeds(ds: Dataset, split: str, seed_len: int = SEED_STATES, seconds
         original, _ = transpose_states(home, -seg.shift)
         windows = excerpt_windows(original, seconds, first=seed_len)
         true += state_excerpts(original, seg.piece, key, seconds, first=seed_len, steady=steady)
-        for a, _ in windows:
-            w = home[a - seed_len : a]
-            start = float(home.beats[: a - seed_len].astype(np.float64).sum())
-            context = home[max(0, a - seed_len - context_states) : a - seed_len]  # read first, as generate does
-            seeds.append(Seed(w, key, _tempo(w), f"{seg.piece} ({key.name}) @ state {a - seed_len}", start, context))
+        seeds += [window_seed(home, key, a - seed_len, seed_len, seg.piece, context_states) for a, _ in windows]
     return seeds, true
 
 

@@ -7,6 +7,7 @@ PNG atomically and returns its path; the CLI and the app only call them.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
@@ -26,6 +27,14 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
     plt.close(fig)
     return path
+
+
+def figure_png_bytes(fig, dpi: int = 110) -> bytes:
+    """The figure as PNG bytes (for pages and the Python API); the figure is closed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def plot_key_usage(manifest: dict, path: str | os.PathLike) -> Path:
