@@ -68,12 +68,6 @@ def port(text: str) -> int:
     return v
 
 
-def fraction_open(text: str) -> float:
-    v = probability(text)
-    _check(v not in (0.0, 1.0), f"must be strictly between 0 and 1, got {text}")
-    return v
-
-
 def number_in(low: float, high: float, kind: type = float, low_open: bool = False):
     """An argument type for a ``kind`` (int or float) in [low, high], or (low, high]
     with ``low_open``: the flag then checks the bound the library declares."""

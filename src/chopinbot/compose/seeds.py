@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,10 +57,6 @@ class Seed:
         """Where :attr:`history` starts, in beats from the source's start."""
         before = float(self.context.beats.astype(np.float64).sum()) if self.context is not None else 0.0
         return self.start_beat - before
-
-    def without_context(self) -> Seed:
-        """The same seed, read from its window alone (how seeds worked before ``context``)."""
-        return replace(self, context=None)
 
 
 @dataclass(frozen=True)
