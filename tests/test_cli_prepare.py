@@ -13,7 +13,7 @@ def test_prepare_command_prints_table_and_totals(tmp_path, capsys):
     assert main(["prepare", "--out", str(tmp_path / "ds"), "--plot"]) == 0
     out = capsys.readouterr().out
     assert "chpn-p2.mid" in out and "A minor" in out
-    assert "48 files used, 0 skipped" in out
+    assert "48 files (48 works) used, 0 skipped" in out
     assert (tmp_path / "ds" / "key_usage.png").stat().st_size > 10_000
 
 

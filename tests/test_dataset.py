@@ -8,7 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from chopinbot.dataset.prepare import assign_splits, prepare, process_file
+from chopinbot.dataset.prepare import prepare, process_file
+from chopinbot.dataset.splits import assign_splits
 from chopinbot.dataset.store import Dataset, PrepareSettings, merge_datasets
 from chopinbot.errors import DatasetError, MidiError
 from chopinbot.music.midi import read_midi, read_midi_bytes

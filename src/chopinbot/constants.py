@@ -57,6 +57,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # The bundled corpus lives inside the package so that an installed ChopinBot
 # finds it without the source tree.
 BUNDLED_CORPUS_DIR = PACKAGE_DIR / "data" / "chopin"
+# The bundled corpus `prepare` reads without inputs (chopinbot.dataset.corpus.CORPORA): the 48 performed
+# pieces, as every model so far was trained on (the larger corpora are compared in docs/corpus.md).
+DEFAULT_CORPUS = "chopin48"
 # Models shipped inside the package, by name (``--model NAME``); the default is SHIPPED_MODEL.
 BUNDLED_MODELS_DIR = PACKAGE_DIR / "models"
 SHIPPED_MODEL = "joint-loudness"  # 2026-12-01: joint key decoder, loudness head (see docs/training.md)

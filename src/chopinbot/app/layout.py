@@ -73,6 +73,8 @@ HELP = {
     "key": "Transpose the result into this key. A major seed cannot become minor by transposition: "
            "then the relative key is used (and said so).",
     "bpm": "Tempo of the result in beats per minute; empty = the seed's own tempo.",
+    "style": "Whose style to compose in. This model learnt several composers' piano music; the style input "
+             "steers which one it writes like (the seed still sets where it starts).",
     "random_seed": "The same random seed with the same settings gives the same piece again.",
     "fresh_seed": "Draw a new random seed each time you press Generate (untick to reproduce a piece).",
 }
@@ -165,6 +167,11 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
 
     sb.subheader("Result")
     key = sb.selectbox("Key", [SEED_KEY_OPTION] + [k.name for k in ALL_KEYS], key="key", help=HELP["key"])
+    style = None
+    if entry.model.config.style_input:  # only a model with a style input can change style
+        styles = entry.model.config.styles
+        style = sb.selectbox("Style", styles, index=styles.index(entry.model.config.default_style),
+                             key=f"style:{label}", help=HELP["style"])
     bpm = sb.number_input("Tempo (bpm)", min_value=BPM_RANGE[0], max_value=BPM_RANGE[1],
                           value=None, step=5.0, placeholder="the seed's own tempo", key="bpm", help=HELP["bpm"])
     sb.number_input("Random seed", min_value=0, max_value=2**31 - 1, step=1, key="random_seed",
@@ -187,6 +194,7 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
         else REQUEST_DEFAULTS.key_local_p,
         key=None if key == SEED_KEY_OPTION else key,
         bpm=float(bpm) if bpm is not None else None,
+        style=style,
         random_seed=int(ss.random_seed),
     )
     return entry, request

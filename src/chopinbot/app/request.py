@@ -62,7 +62,8 @@ class ComposeRequest:
     is deterministic at ``threshold`` when given, else sampling at
     ``temperature`` (a silent key may start only if its probability is at
     least ``key_min_p`` of the likeliest silent key's, and ``key_local_p`` of the
-    likeliest silent key's near it).  ``key`` None keeps the seed's key, ``bpm`` None its tempo.
+    likeliest silent key's near it).  ``key`` None keeps the seed's key, ``bpm`` None its tempo;
+    ``style`` None composes in the model's own style (a model with a style input knows several).
     """
 
     model: str = SHIPPED_LABEL  # a label of list_models()
@@ -78,6 +79,7 @@ class ComposeRequest:
     key_local_p: float = _GENERATE_DEFAULTS.key_local_p
     key: str | None = _GENERATE_DEFAULTS.key
     bpm: float | None = _GENERATE_DEFAULTS.bpm
+    style: str | None = _GENERATE_DEFAULTS.style
     random_seed: int | None = _GENERATE_DEFAULTS.random_seed
     render_audio: bool = True
 
@@ -117,7 +119,7 @@ class ComposeRequest:
         return GenerateConfig(
             steps=self.steps if self.seconds is None else None, seconds=self.seconds, threshold=self.threshold,
             temperature=self.temperature, key_min_p=self.key_min_p, key_local_p=self.key_local_p, bpm=self.bpm,
-            key=self.key, random_seed=self.random_seed,
+            key=self.key, style=self.style, random_seed=self.random_seed,
         )
 
 
@@ -255,4 +257,5 @@ def describe_request(request: ComposeRequest) -> str:
     decoding = f"threshold {request.threshold:.2f}" if request.threshold is not None else \
         f"temperature {request.temperature:.2f}, key min-p {request.key_min_p:g}, key local p {request.key_local_p:g}"
     return (f"model {request.model!r}, {seed}, {length}, {decoding}, key {request.key or 'seed'}, "
+            f"style {request.style or 'default'}, "
             f"bpm {request.bpm or 'seed'}, random seed {request.random_seed}")

@@ -85,6 +85,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="generate this many seconds instead of --steps")
     g.add_argument("--bpm", type=number_in(*BPM_RANGE), help="tempo (default: the seed's own)")
     g.add_argument("--key", help="output key, e.g. 'C', 'A minor', 'F#m' (default: the seed's key)")
+    g.add_argument("--style", help="compose in this composer's style, for a model with a style input "
+                                   "(see `chopinbot styles`; default: the model's own)")
     g.add_argument("--batch", type=positive_int, default=1, help="pieces at once (files get -1, -2, ...)")
     g = p.add_argument_group("output")
     g.add_argument("--out", default="out/chopinbot.mid", help="MIDI file to write (default: %(default)s)")
@@ -130,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     cfg.validate()
     model = load_model(args.model, resolve_device(args.device))
+    model.config.with_style(cfg.style)  # an unknown style fails here, before any work
     settings = settings_of(args.model)
     if args.primer:
         seed = seed_from_primer(args.primer, args.primer_states, settings, context_states=args.context_states)

@@ -7,12 +7,28 @@ import time
 from pathlib import Path
 
 from chopinbot.cli.args import nonneg_float, positive_int
-from chopinbot.constants import DEFAULT_DATASET_DIR, GRID_PER_BEAT, MIN_STATE_BEATS, PEDAL_MODE
+from chopinbot.constants import DEFAULT_CORPUS, DEFAULT_DATASET_DIR, GRID_PER_BEAT, MIN_STATE_BEATS, PEDAL_MODE
 from chopinbot.errors import ConfigError
+
+# The bundled corpora, as chopinbot.dataset.corpus.CORPORA names them (kept here so that `--help` stays fast;
+# tests/test_corpus.py checks the two agree).
+CORPORA = ("chopin48", "chopin", "piano")
+CORPUS_HELP = {
+    "chopin48": "48 Chopin pieces performed (piano-midi.de)",
+    "chopin": "+ 185 Chopin works in first editions (NIFC)",
+    "piano": "+ 24 other composers (piano-midi.de)",
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="*", help="MIDI files or folders (default: the bundled Chopin corpus)")
+    p.add_argument("inputs", nargs="*",
+                   help="MIDI files, scores (.krn, .musicxml, .mxl) or folders (default: the bundled corpus --corpus)")
+    p.add_argument("--corpus", choices=list(CORPORA), default=None,
+                   help=f"a bundled corpus, when no inputs are given (default: {DEFAULT_CORPUS}); "
+                        + "; ".join(f"{k}: {v}" for k, v in CORPUS_HELP.items()))
+    p.add_argument("--composer", metavar="NAME",
+                   help="the composer of input files that no corpus.tsv describes (default: unknown); "
+                        "the style a model trained on them learns")
     p.add_argument("--out", default=str(DEFAULT_DATASET_DIR), help="dataset folder (default: %(default)s)")
     p.add_argument("--pedal", choices=["ignore", "apply"], default=PEDAL_MODE,
                    help="sustain pedal: ignore it, or let notes ring until it is released (default: %(default)s)")
@@ -56,8 +72,10 @@ def run(args: argparse.Namespace) -> int:
 
     settings = PrepareSettings(grid_per_beat=args.grid, pedal=args.pedal, min_state_beats=args.min_state_beats)
     t0 = time.perf_counter()
+    if args.inputs and args.corpus:
+        raise ConfigError("give input files or --corpus, not both")
     rep = prepare(args.inputs or None, args.out, settings, jobs=args.jobs, strict=args.strict, force=args.force,
-                  progress=not args.quiet, shard=args.shard)
+                  progress=not args.quiet, shard=args.shard, corpus=args.corpus, composer=args.composer)
     wall = time.perf_counter() - t0
     m = rep.manifest
     if not args.quiet:
@@ -69,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
     secs = sum(t["seconds"] for t in tot.values())
     states = sum(t["states"] for t in tot.values())
     moves = sum(f["octave_moves"] for f in m["files"])
+    works = len({f.get("work", f["name"]) for f in m["files"]})
     print(
-        f"{'prepared' if rep.rebuilt else 'up to date:'} {n_files} files used, {len(m['skipped'])} skipped; "
+        f"{'prepared' if rep.rebuilt else 'up to date:'} {n_files} files ({works} works) used, "
+        f"{len(m['skipped'])} skipped; "
         f"{states:,} states, {secs / 60:.1f} min of music; octave moves {moves}; "
         + ", ".join(f"{k} {v['pieces']} pieces / {v['states']:,} states" for k, v in tot.items())
         + f"; {wall:.2f} s -> {Path(args.out) / 'manifest.json'}"
@@ -84,11 +104,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_table(manifest: dict) -> str:
-    rows = [("file", "key", "shift", "states", "duration", "moves", "split")]
+    rows = [("file", "work", "composer", "key", "shift", "states", "duration", "moves", "split")]
     for f in manifest["files"]:
         keys = f["key"] + (f" (+{len(f['segments']) - 1} seg.)" if len(f["segments"]) > 1 else "")
         mins, secs = divmod(int(round(f["seconds"])), 60)
-        rows.append((f["name"], keys, f"{f['shift']:+d}", str(f["states"]), f"{mins}:{secs:02d}",
-                     str(f["octave_moves"]), f["split"]))
+        rows.append((f["name"], f.get("work", ""), f.get("composer", ""), keys, f"{f['shift']:+d}", str(f["states"]),
+                     f"{mins}:{secs:02d}", str(f["octave_moves"]), f["split"]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)

@@ -28,6 +28,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=D.out, help="run folder (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--force", action="store_true", help="start a new run even if --out holds one (replaces it)")
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="fine-tune: start from this trained model (a bundled name or a folder), keeping its shape; "
+                        "music by a composer it does not know becomes a new style (the model flags are ignored)")
+    p.add_argument("--styles", choices=["auto", "on", "off"], default=D.styles,
+                   help="a style (composer) input: auto = when the data has several composers (default: auto)")
+    p.add_argument("--default-style", metavar="NAME",
+                   help="the style the model composes in unless told (default: chopin when present)")
     g = p.add_argument_group("model")
     g.add_argument("--layers", type=positive_int, default=M.layers)
     g.add_argument("--hidden", type=positive_int, default=M.hidden)
@@ -82,6 +89,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=D.device, help="auto, cpu or cuda (default: %(default)s)")
     g.add_argument("--threads", type=nonneg_int, default=D.threads, help="CPU threads; 0 = torch's default")
     g.add_argument("--minutes", type=nonneg_float, default=D.minutes, help="wall-time budget; 0 = none")
+    g.add_argument("--cpu-minutes", type=nonneg_float, default=D.cpu_minutes,
+                   help="CPU-time budget (this process, all threads): the same work on a busy machine; 0 = none")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -92,6 +92,7 @@ class GenerateConfig:
     max_keys: int = 10  # at most this many (two hands)
     bpm: float | None = None  # None = the seed's own tempo
     key: str | None = None  # output key, e.g. "F# minor"; None = the seed's key
+    style: str | None = None  # the style (composer) to compose in, for a model with a style input; None = its default
     random_seed: int | None = None  # makes sampling reproducible
     include_seed: bool = True  # start the output with the seed
     retry: bool = True  # retry when a guard fires
@@ -230,7 +231,8 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
     B = len(seeds)
     seed_keys, seed_onsets = np.stack([s.keys for s in seeds]), np.stack([s.onsets for s in seeds])
     seed_beats = np.stack([s.beats for s in seeds])
-    inputs = InputBuilder(model, seed_keys, seed_onsets, seed_beats, start, np.stack([s.velocity for s in seeds]))
+    inputs = InputBuilder(model, seed_keys, seed_onsets, seed_beats, start, np.stack([s.velocity for s in seeds]),
+                          style=cfg.style)
     x_seed = inputs.seed_inputs
     stepper = stepper_for(model, engine, B)
     out = stepper.start(x_seed)  # the seed is read in one call; then each step feeds one new state

@@ -309,11 +309,12 @@ class InputBuilder:
     in the metre) across steps."""
 
     def __init__(self, model, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
-                 start_beat: float = 0.0, velocity: np.ndarray | None = None) -> None:
+                 start_beat: float = 0.0, velocity: np.ndarray | None = None, style: str | None = None) -> None:
         """Start after seed histories ``keys``/``onsets`` (B, S, 88), ``beats`` and ``velocity``
-        (B, S; None: unknown) that begin at ``start_beat``; ``seed_inputs`` (B, S, input_dim) are their rows."""
+        (B, S; None: unknown) that begin at ``start_beat``, composing in ``style`` (None: the
+        model's default); ``seed_inputs`` (B, S, input_dim) are their rows."""
         c = model.config
-        self.layout = c.layout
+        self.layout = c.with_style(style).layout
         self.class_beats = np.asarray(c.duration_classes).astype(np.float32).astype(np.float64)  # as stored
         self.trackers = [b.tracker(keys, onsets, beats, start_beat, velocity) for b in self.layout.blocks]
         self.seed_inputs = self.layout.rows([t.seed for t in self.trackers])

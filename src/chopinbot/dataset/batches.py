@@ -76,7 +76,9 @@ class SplitData:
     def __init__(self, dataset: Dataset, split: str, vocab: DurationVocab) -> None:
         self.records = dataset.records
         self.vocab = vocab
-        self.segments = [(s.start, s.stop) for s in dataset.segments(split) if len(s) >= 2]
+        kept = [s for s in dataset.segments(split) if len(s) >= 2]
+        self.segments = [(s.start, s.stop) for s in kept]
+        self.composers = [s.composer for s in kept]
         self.n_states = sum(b - a for a, b in self.segments)
         # Where each state ends, in beats from its segment's start (8 bytes a
         # state: the one derived array kept in memory; windows never are).

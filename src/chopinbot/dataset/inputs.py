@@ -31,6 +31,9 @@ blocks is the row of the first models; shipped weights depend on this order):
 * loudness (``loudness``): for the LSTM, the state's velocity / 127 (0 where
   nothing is struck); a model with it also predicts the next state's velocity
   class (:class:`~chopinbot.model.network.ChopinLSTM`'s loudness head).
+* style (``style_input``): for the LSTM, a one-hot over the model's styles
+  (composers, ``ModelConfig.styles``): whose music a training row is, or
+  which style to compose in; all 0 for a composer the model does not know.
 
 The network (:mod:`chopinbot.model.network`), the training batches
 (:mod:`chopinbot.dataset.batches`) and the composing step
@@ -96,6 +99,7 @@ class SplitStates(Protocol):
 
     records: np.ndarray  # the dataset's packed states
     segments: list[tuple[int, int]]  # the split's key segments, as row ranges
+    composers: list[str]  # the composer of each segment
     grid_per_beat: int
 
     def table(self, name: str, make: Callable[[SplitStates], Table]) -> Table:
@@ -482,7 +486,87 @@ class _LoudnessTracker(BlockTracker):
         return self.block.columns(new.velocity, np.shape(new.cls))
 
 
+# --------------------------------------------------------------------------- style
+
+
+def style_name(composer: str) -> str:
+    """The style a composer's music trains: the name in lower case, words joined by "-" (e.g. "chopin")."""
+    return "-".join(composer.strip().lower().split()) or "unknown"
+
+
+@dataclass(frozen=True)
+class StyleBlock(InputBlock):
+    """Whose music it is: a one-hot over ``styles`` for the LSTM, the same for
+    every state of a piece.  A training row reads its own file's composer;
+    a sequence or a piece being composed reads ``style``.  A composer the
+    model does not know (or ``style`` None) reads all 0."""
+
+    styles: tuple[str, ...]
+    style: str | None = None
+
+    @property
+    def name(self) -> str:
+        return "style"
+
+    @property
+    def lstm_width(self) -> int:
+        return len(self.styles)
+
+    def one_hot(self, index: np.ndarray) -> np.ndarray:
+        """(..., len(styles)) float32 rows for style ``index`` (..., -1: none)."""
+        index = np.asarray(index)
+        eye = np.concatenate([np.eye(len(self.styles), dtype=np.float32),
+                              np.zeros((1, len(self.styles)), np.float32)])
+        return eye[np.where(index >= 0, index, len(self.styles))]
+
+    def own_index(self) -> int:
+        return self.styles.index(self.style) if self.style in self.styles else -1
+
+    def sequence_columns(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
+                         start_beat: float = 0.0, velocity: np.ndarray | None = None) -> Columns:
+        return [self.one_hot(np.full(np.shape(beats), self.own_index()))], []
+
+    def batch_columns(self, batch: BatchStates) -> Columns:
+        return [self.one_hot(split_styles(batch.split, self.styles)[batch.rows.ravel()])], []
+
+    def tracker(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, start_beat: float,
+                velocity: np.ndarray | None = None) -> BlockTracker:
+        return _StyleTracker(self, np.shape(beats))
+
+
+class _StyleTracker(BlockTracker):
+    def __init__(self, block: StyleBlock, shape: tuple[int, ...]) -> None:
+        self.block = block
+        self.seed = block.sequence_columns(None, None, np.zeros(shape))
+
+    def step(self, new: NewStates) -> Columns:
+        return [self.block.one_hot(np.full(np.shape(new.cls), self.block.own_index()))], []
+
+
+def split_styles(split: SplitStates, styles: tuple[str, ...]) -> np.ndarray:
+    """For every row of a split: the index of its composer's style in ``styles`` (-1: not among them)."""
+
+    def make(split: SplitStates) -> np.ndarray:
+        out = np.full(len(split.records), -1, np.int16)
+        for (a, b), composer in zip(split.segments, split.composers):
+            name = style_name(composer)
+            out[a:b] = styles.index(name) if name in styles else -1
+        return out
+
+    return split.table(f"styles {styles}", make)
+
+
 # --------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class BlockContext:
+    """What the blocks of a model are made for: its duration vocabulary, grid and styles."""
+
+    vocab: DurationVocab
+    grid_per_beat: int
+    styles: tuple[str, ...] = ()
+    style: str | None = None  # the style sequences and composing read (StyleBlock)
 
 
 @dataclass(frozen=True)
@@ -490,22 +574,25 @@ class OptionalBlock:
     """An optional input block, switched on by a ModelConfig field."""
 
     flag: str  # the ModelConfig field (a bool) that switches it on
-    make: Callable[[DurationVocab, int], InputBlock]  # the block, for a model's duration vocabulary and grid
+    make: Callable[[BlockContext], InputBlock]  # the block, for a model's context
     needs_note_head: bool = True  # off in a model without the note head (only it reads the block's columns)
 
 
 OPTIONAL_BLOCKS: tuple[OptionalBlock, ...] = (  # in row order, after the base block
-    OptionalBlock("key_recency", lambda vocab, grid: RecencyBlock()),
-    OptionalBlock("repeats", lambda vocab, grid: RepeatsBlock("exact", vocab, grid)),
-    OptionalBlock("repeats_transposed", lambda vocab, grid: RepeatsBlock("transposed", vocab, grid)),
-    OptionalBlock("loudness", lambda vocab, grid: LoudnessBlock(), needs_note_head=False),
+    OptionalBlock("key_recency", lambda ctx: RecencyBlock()),
+    OptionalBlock("repeats", lambda ctx: RepeatsBlock("exact", ctx.vocab, ctx.grid_per_beat)),
+    OptionalBlock("repeats_transposed", lambda ctx: RepeatsBlock("transposed", ctx.vocab, ctx.grid_per_beat)),
+    OptionalBlock("loudness", lambda ctx: LoudnessBlock(), needs_note_head=False),
+    OptionalBlock("style_input", lambda ctx: StyleBlock(ctx.styles, ctx.style), needs_note_head=False),
 )
 
 
-def input_blocks(vocab: DurationVocab, grid_per_beat: int, on: Collection[str] = ()) -> tuple[InputBlock, ...]:
-    """A model's blocks, in row order: the base block and the optional blocks whose flags are ``on``."""
-    return (BaseBlock(vocab, grid_per_beat),) + tuple(b.make(vocab, grid_per_beat) for b in OPTIONAL_BLOCKS
-                                                      if b.flag in on)
+def input_blocks(vocab: DurationVocab, grid_per_beat: int, on: Collection[str] = (),
+                 styles: tuple[str, ...] = (), style: str | None = None) -> tuple[InputBlock, ...]:
+    """A model's blocks, in row order: the base block and the optional blocks whose flags are ``on``
+    (``styles`` and ``style``: those of the style block)."""
+    ctx = BlockContext(vocab, grid_per_beat, tuple(styles), style)
+    return (BaseBlock(vocab, grid_per_beat),) + tuple(b.make(ctx) for b in OPTIONAL_BLOCKS if b.flag in on)
 
 
 # --------------------------------------------------------------------------- the row

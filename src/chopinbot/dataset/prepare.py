@@ -1,4 +1,4 @@
-"""Preparing a dataset: MIDI files -> key segments of states, on disk.
+"""Preparing a dataset: MIDI files (or scores) -> key segments of states, on disk.
 
 ``prepare`` turns each file into states (see :mod:`chopinbot.music.states`), splits
 the piece where its key signature changes, finds each segment's key
@@ -7,8 +7,14 @@ them as a dataset folder (``states.npy`` + ``manifest.json``, the format of
 :mod:`chopinbot.dataset.store`).  Files are streamed: memory does not grow with
 the corpus.
 
-Splits are by whole piece, never by window (overlapping windows in train and
-valid made the original design's validation scores meaningless).
+Each file carries its work, composer and source (:mod:`chopinbot.dataset.corpus`).
+Splits are by *work*, never by window or file (overlapping windows in train
+and valid made the original design's validation scores meaningless; an
+edition of a test work in training would leak it): files whose notes are the
+same music are one work (:mod:`chopinbot.dataset.works`), and a work sits in
+one split with all its editions and sources.  A file whose velocities never
+vary (a score: the NIFC editions are all 90) has no dynamics; its states'
+velocities are stored as 0, "unknown", which the loudness loss skips.
 """
 
 from __future__ import annotations
@@ -29,15 +35,14 @@ import numpy as np
 
 from chopinbot import __version__
 from chopinbot.constants import (
-    BUNDLED_CORPUS_DIR,
+    DEFAULT_CORPUS,
     DEFAULT_DATASET_DIR,
     MAX_KEY_SEGMENTS,
     MAX_MIDI_BYTES,
-    MIN_SPLIT_PIECES,
     N_KEYS,
-    TEST_FRACTION,
-    VALID_FRACTION,
 )
+from chopinbot.dataset.corpus import CorpusFile, corpus_sources, list_corpus
+from chopinbot.dataset.splits import committed_splits, work_splits
 from chopinbot.dataset.store import (
     DEFAULT_SETTINGS,
     FORMAT_VERSION,
@@ -45,11 +50,13 @@ from chopinbot.dataset.store import (
     PrepareSettings,
     StatesWriter,
     split_totals,
+    write_fingerprints,
 )
+from chopinbot.dataset.works import fingerprint
 from chopinbot.errors import ChopinBotError, DatasetError, MidiError
 from chopinbot.io_utils import atomic_write, sha256_file
 from chopinbot.music.keys import Key, detect_key, pitch_class_histogram
-from chopinbot.music.midi import read_midi
+from chopinbot.music.scores import read_notes
 from chopinbot.music.states import States, notes_to_states, transpose_states
 
 
@@ -71,6 +78,8 @@ class FileResult:
     key_use_transposed: np.ndarray | None = None
     segment_keys: list[tuple[str, int, bool, int, int]] = field(default_factory=list)  # key, tonic, minor, shift, first
     rows: list[tuple[int, int]] = field(default_factory=list)  # rows in states.npy, once written
+    dynamics: bool = True  # whether its velocities vary (else they are stored as 0, unknown)
+    fingerprint: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # works.fingerprint
 
 
 def _dedupe_key_changes(keysigs: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
@@ -98,7 +107,7 @@ def process_file(path: str | os.PathLike, settings: PrepareSettings = DEFAULT_SE
         return FileResult(path.name, "", error=f"cannot read file ({e.strerror})")
     res = FileResult(path.name, hashlib.sha256(data).hexdigest())
     try:
-        notes = read_midi(path)
+        notes = read_notes(path)
         states, bound_ticks, moves = notes_to_states(
             notes, settings.grid_per_beat, settings.pedal, settings.min_state_beats, settings.max_states
         )
@@ -109,6 +118,10 @@ def process_file(path: str | os.PathLike, settings: PrepareSettings = DEFAULT_SE
         return res
     res.octave_moves = moves
     res.n_states = len(states)
+    res.fingerprint = fingerprint(notes)
+    res.dynamics = bool(np.unique(notes.velocity).size > 1)
+    if not res.dynamics:
+        states.velocity[:] = 0  # unknown: a score's one velocity says nothing of how it is played
     # exact: whole grid steps, not a float32 sum
     res.beats = float(states.grid_units(settings.grid_per_beat).sum() / settings.grid_per_beat)
     res.seconds = states.total_seconds
@@ -146,65 +159,9 @@ def process_file(path: str | os.PathLike, settings: PrepareSettings = DEFAULT_SE
     return res
 
 
-def assign_splits(sizes: dict[str, int], committed: dict | None = None) -> dict[str, str]:
-    """Piece -> split.
-
-    With a committed list (the bundled corpus's ``splits.json``) use it.
-    Otherwise a stated rule: order pieces by the sha256 of their file name and
-    fill test, then valid, until each holds ``TEST_FRACTION``/``VALID_FRACTION``
-    of the states and at least ``MIN_SPLIT_PIECES`` pieces (fewer only when
-    the corpus is too small to leave most pieces for training).
-    """
-    if committed:
-        out = {p: "train" for p in sizes}
-        for split in ("valid", "test"):
-            for p in committed.get(split, []):
-                if p in out:
-                    out[p] = split
-        return out
-    order = sorted(sizes, key=lambda p: hashlib.sha256(p.encode()).hexdigest())
-    total = sum(sizes.values())
-    n = len(order)
-    min_pieces = min(MIN_SPLIT_PIECES, max(0, (n - 1) // 5)) if n >= 3 else 0
-    out = {}
-    i = 0
-    for split, frac in (("test", TEST_FRACTION), ("valid", VALID_FRACTION)):
-        got, cnt = 0, 0
-        while i < n and n - i > 1 and (got < frac * total or cnt < min_pieces) and (cnt < max(1, n // 3)):
-            if n >= 3 or split == "test":
-                out[order[i]] = split
-                got += sizes[order[i]]
-                cnt += 1
-                i += 1
-            else:
-                break
-    for p in order[i:]:
-        out[p] = "train"
-    return out
-
-
 def list_midi_files(inputs: Iterable[str | os.PathLike]) -> list[Path]:
-    files: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            files += sorted(q for q in p.iterdir() if q.suffix.lower() in (".mid", ".midi") and q.is_file())
-        elif p.is_file():
-            files.append(p)
-        elif p.exists():
-            raise DatasetError(f"{p}: not a regular file or folder")
-        else:
-            raise DatasetError(f"{p}: no such file or folder")
-    return files
-
-
-def _read_committed_splits(files: list[Path]) -> dict | None:
-    dirs = {f.parent.resolve() for f in files}
-    if len(dirs) == 1:
-        sp = next(iter(dirs)) / "splits.json"
-        if sp.exists():
-            return json.loads(sp.read_text())
-    return None
+    """The note files (MIDI or scores) among ``inputs`` (files and folders)."""
+    return [f.path for f in list_corpus(inputs)]
 
 
 @dataclass
@@ -235,29 +192,32 @@ def prepare(
     force: bool = False,
     progress: bool = True,
     shard: tuple[int, int] | None = None,
+    corpus: str | None = None,
+    composer: str | None = None,
 ) -> PrepareReport:
-    """Prepare a dataset folder from MIDI files (default: the bundled corpus).
+    """Prepare a dataset folder from MIDI files or scores (default: the bundled
+    corpus ``corpus``, :data:`~chopinbot.dataset.corpus.CORPORA`).
 
-    Rebuilds only when an input file or a setting changed (compared through
-    the manifest).  ``shard=(i, n)`` prepares only the files whose position in
-    the sorted input list is ``i`` modulo ``n`` (one part per machine; join
-    the parts with :func:`merge_datasets`).  Files are processed in a stream
-    (``jobs`` worker processes) and their states appended to disk as they
-    come, so memory does not grow with the corpus.  Raises
-    :class:`DatasetError` when no file is usable, or :class:`MidiError` on the
-    first bad file with ``strict``.
+    ``composer`` names the composer of input files that no ``corpus.tsv``
+    describes.  Rebuilds only when an input file, its description or a setting
+    changed (compared through the manifest).  ``shard=(i, n)`` prepares only
+    the files whose position in the sorted input list is ``i`` modulo ``n``
+    (one part per machine; join the parts with
+    :func:`~chopinbot.dataset.store.merge_datasets`, which splits the works
+    again over the whole).  Files are processed in a stream (``jobs`` worker
+    processes) and their states appended to disk as they come, so memory does
+    not grow with the corpus.  Raises :class:`DatasetError` when no file is
+    usable, or :class:`MidiError` on the first bad file with ``strict``.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DatasetError(f"{out_dir}: exists and is not a folder")
-    files = list_midi_files(inputs or [BUNDLED_CORPUS_DIR])
+    if inputs and corpus:
+        raise DatasetError("give input files or a bundled corpus, not both")
+    files = list_corpus(list(inputs) if inputs else corpus_sources(corpus or DEFAULT_CORPUS), composer)
     if not files:
-        raise DatasetError("no MIDI files (.mid, .midi) found in the inputs")
-    names = [f.name for f in files]
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise DatasetError(f"two input files share a name: {', '.join(dup[:5])}")
-    committed = _read_committed_splits(files)
+        raise DatasetError("no MIDI files or scores found in the inputs")
+    committed = committed_splits(files)
     if shard is not None:
         i, n = shard
         if not (n >= 1 and 0 <= i < n):
@@ -265,7 +225,8 @@ def prepare(
         files = sorted(files, key=lambda f: f.name)[i::n]
         if not files:
             raise DatasetError(f"shard {i}/{n} holds no file")
-    shas = {f.name: sha256_file(f) for f in files}
+    shas = {f.name: sha256_file(f.path) for f in files}
+    described = sorted([f.name, f.work, f.composer, f.source] for f in files)
     manifest_path = out_dir / "manifest.json"
     if not force and manifest_path.exists() and (out_dir / "states.npy").exists():
         try:
@@ -273,61 +234,72 @@ def prepare(
             same_inputs = sorted((f["name"], f["sha256"]) for f in old["files"] + old.get("skipped", [])) == sorted(
                 shas.items()
             )
-            if same_inputs and old["settings"] == asdict(settings) and old.get("format") == FORMAT_VERSION:
+            same_files = sorted([f["name"], f["declared_work"], f["composer"], f["source"]]
+                                for f in old["files"] + old.get("skipped", [])) == described
+            if (same_inputs and same_files and old["settings"] == asdict(settings)
+                    and old.get("format") == FORMAT_VERSION):
                 return PrepareReport(out_dir, False, len(old["files"]), len(old.get("skipped", [])), old["rows"], old)
         except (KeyError, ValueError, TypeError):
-            pass  # unreadable manifest: rebuild
+            pass  # unreadable or older manifest: rebuild
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = StatesWriter(out_dir)
     # Memory stays flat in the number of files: states go to disk as they come
     # and so does each file's manifest entry (JSON lines in a temp file); kept
-    # are only what the split assignment and the totals need (states and
-    # seconds per piece) and the skipped files.
+    # are only what the split assignment and the totals need (states, seconds
+    # and the fingerprint of each file) and the skipped files.
     entries = tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_dir, prefix=".files.")
-    sizes: dict[str, tuple[int, float]] = {}
+    used: list[dict] = []
+    fingerprints: list[np.ndarray] = []
     skipped: list[dict] = []
     key_use = np.zeros((2, N_KEYS), np.int64)  # onsets per key, before and after transposition
+    about = {f.name: f for f in files}
     try:
-        for r in _process_stream(files, settings, jobs, progress):
+        for r in _process_stream([f.path for f in files], settings, jobs, progress):
+            f = about[r.name]
             if r.error and strict:
                 raise MidiError(r.error, r.name)
             if r.error is None:
                 r.rows = writer.add(st for st, _, _, _ in r.segments)
                 key_use += (r.key_use_original, r.key_use_transposed)
-                entries.write(json.dumps(_file_entry(r)) + "\n")
-                sizes[r.name] = (r.n_states, round(r.seconds, 3))
+                entries.write(json.dumps(_file_entry(r, f)) + "\n")
+                used.append(dict(name=r.name, declared_work=f.work, states=r.n_states, seconds=round(r.seconds, 3)))
+                fingerprints.append(r.fingerprint)
             else:
-                skipped.append(dict(name=r.name, sha256=r.sha256, reason=r.error))
-        if not sizes:
+                skipped.append(dict(name=r.name, sha256=r.sha256, reason=r.error, declared_work=f.work,
+                                    composer=f.composer, source=f.source))
+        if not used:
             reasons = "; ".join(f"{s['name']}: {s['reason']}" for s in skipped[:5])
             raise DatasetError(f"no usable MIDI file among {len(skipped)} ({reasons})")
-        splits = assign_splits({name: n for name, (n, _) in sizes.items()}, committed)
+        work_splits(used, fingerprints, committed)
         states_sha = writer.finish()
+        write_fingerprints(out_dir, [u["name"] for u in used], fingerprints)
         header = dict(
             format=FORMAT_VERSION,
             chopinbot=__version__,
             settings=asdict(settings),
             states_sha256=states_sha,
             rows=writer.n_rows,
-            totals=split_totals([dict(split=splits[n], states=k, seconds=sec) for n, (k, sec) in sizes.items()]),
+            totals=split_totals(used),
             key_use={"original": key_use[0].tolist(), "transposed": key_use[1].tolist()},
+            committed_splits=committed,
         )
         entries.seek(0)
-        _write_manifest(out_dir / "manifest.json", header, entries, splits, skipped)
+        _write_manifest(out_dir / "manifest.json", header, entries, {u["name"]: u for u in used}, skipped)
     except BaseException:
         writer.abort()
         raise
     finally:
         entries.close()
-    return PrepareReport(out_dir, True, len(sizes), len(skipped), writer.n_rows)
+    return PrepareReport(out_dir, True, len(used), len(skipped), writer.n_rows)
 
 
-def _file_entry(r: FileResult) -> dict:
-    """A used file's manifest entry, without its split (assigned at the end)."""
+def _file_entry(r: FileResult, f: CorpusFile) -> dict:
+    """A used file's manifest entry, without its split and work (assigned at the end)."""
     segs = [dict(start=a, stop=b, first_state=first, key=key, tonic=tonic, minor=minor, shift=shift)
             for (a, b), (key, tonic, minor, shift, first) in zip(r.rows, r.segment_keys)]
     return dict(
-        name=r.name, sha256=r.sha256, key=segs[0]["key"] if segs else None,
+        name=r.name, sha256=r.sha256, declared_work=f.work, composer=f.composer, source=f.source, title=f.title,
+        dynamics=r.dynamics, key=segs[0]["key"] if segs else None,
         shift=segs[0]["shift"] if segs else 0, octave_moves=r.octave_moves, states=r.n_states,
         beats=round(r.beats, 6), seconds=round(r.seconds, 3), piece_beats=round(r.piece_beats, 6),
         piece_seconds=round(r.piece_seconds, 3), segments=segs,
@@ -337,9 +309,10 @@ def _file_entry(r: FileResult) -> dict:
 _FILES_MARK = "\u0000files\u0000"
 
 
-def _write_manifest(path: Path, header: dict, entries, splits: dict[str, str], skipped: list[dict]) -> None:
+def _write_manifest(path: Path, header: dict, entries, works: dict[str, dict], skipped: list[dict]) -> None:
     """Write ``manifest.json`` (as ``json.dumps(manifest, indent=2)`` would) with
-    the file entries streamed from the JSON-lines file ``entries``, one at a time."""
+    the file entries streamed from the JSON-lines file ``entries``, one at a
+    time, each given its split and work from ``works`` (by name)."""
     text = json.dumps({**header, "files": _FILES_MARK, "skipped": skipped}, indent=2) + "\n"
     before, after = text.split(json.dumps(_FILES_MARK), 1)
 
@@ -349,7 +322,7 @@ def _write_manifest(path: Path, header: dict, entries, splits: dict[str, str], s
             for i, line in enumerate(entries):
                 e = json.loads(line)
                 name, sha = e.pop("name"), e.pop("sha256")
-                e = {"name": name, "sha256": sha, "split": splits[name], **e}
+                e = {"name": name, "sha256": sha, "split": works[name]["split"], "work": works[name]["work"], **e}
                 out.write((",\n" if i else "") + textwrap.indent(json.dumps(e, indent=2), "    "))
             out.write("\n  ]" + after)
 
@@ -391,7 +364,7 @@ def _process_files(files: list[Path], settings: PrepareSettings) -> list[FileRes
 
 
 def load_or_prepare(data: str | os.PathLike | None, progress: bool = True) -> Dataset:
-    """The dataset at ``data``, or the bundled corpus prepared (once) into the default folder."""
+    """The dataset at ``data``, or the default bundled corpus prepared (once) into the default folder."""
     if data is not None and (Path(data) / "manifest.json").exists():
         return Dataset(data)
     if data is not None and Path(data).exists() and not Path(data).is_dir():

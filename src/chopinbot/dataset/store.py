@@ -7,8 +7,12 @@ A dataset folder (written by :func:`chopinbot.dataset.prepare.prepare` or
   and onsets bit-packed into 11 bytes each, beats and seconds float32, velocity
   uint8).  It is memory-mapped when loaded, so a corpus larger than RAM works
   and nothing is copied until a batch asks for it.
-* ``manifest.json`` -- every source file with its sha256, key, shift, octave
-  moves, states, seconds and split; each segment's rows; the settings used.
+* ``manifest.json`` -- every source file with its sha256, work, composer,
+  source, whether it has dynamics, key, shift, octave moves, states, seconds
+  and split; each segment's rows; the settings used.
+* ``works.npz`` -- each file's fingerprint (:mod:`chopinbot.dataset.works`):
+  what the split by work was decided on, kept so that merging parts can
+  decide it again over the whole, and so that leakage can be checked.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 
 from chopinbot import __version__
 from chopinbot.constants import GRID_PER_BEAT, MAX_STATES_PER_FILE, MIN_STATE_BEATS, N_KEYS, PEDAL_MODE
+from chopinbot.dataset.splits import work_splits
 from chopinbot.errors import DatasetError
 from chopinbot.io_utils import atomic_write, atomic_write_json
 from chopinbot.music.states import States
@@ -62,6 +67,8 @@ class Segment:
     minor: bool
     shift: int  # semitones applied to reach C major / A minor
     split: str = "train"
+    composer: str = "unknown"  # of its file (chopinbot.dataset.corpus)
+    dynamics: bool = True  # whether its file has dynamics (else its velocities are 0, unknown)
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -152,8 +159,9 @@ def split_totals(files_meta: list[dict]) -> dict:
 def merge_datasets(parts: Iterable[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
     """Join prepared parts (e.g. shards from several machines) into one dataset.
 
-    Settings must match; every piece keeps the split its part gave it; the
-    states are streamed, not loaded."""
+    Settings must match; the works and their splits are decided again over
+    the whole (an edition in one part and another edition of the same work in
+    another are one work); the states are streamed, not loaded."""
     parts = [Path(p) for p in parts]
     manifests = []
     for p in parts:
@@ -187,15 +195,49 @@ def merge_datasets(parts: Iterable[str | os.PathLike], out_dir: str | os.PathLik
             skipped += m.get("skipped", [])
             for k in key_use:
                 key_use[k] += np.asarray(m.get("key_use", {}).get(k, np.zeros(N_KEYS)), np.int64)
+        prints = {}
+        for p in parts:
+            prints.update(read_fingerprints(p))
+        fingerprints = [prints.get(f["name"], np.zeros(0, np.int64)) for f in files]
+        for f in files:
+            f.setdefault("declared_work", f.get("work", Path(f["name"]).stem))
+        work_splits(files, fingerprints, manifests[0].get("committed_splits"))
         sha = writer.finish()
+        write_fingerprints(out, [f["name"] for f in files], fingerprints)
     except BaseException:
         writer.abort()
         raise
     manifest = dict(format=FORMAT_VERSION, chopinbot=__version__, settings=settings, states_sha256=sha,
                     rows=writer.n_rows, totals=split_totals(files), key_use={k: v.tolist() for k, v in key_use.items()},
-                    files=files, skipped=skipped, merged_from=[str(p) for p in parts])
+                    files=files, skipped=skipped, merged_from=[str(p) for p in parts],
+                    committed_splits=manifests[0].get("committed_splits"))
     atomic_write_json(out / "manifest.json", manifest)
     return manifest
+
+
+FINGERPRINTS_FILE = "works.npz"
+
+
+def write_fingerprints(out_dir: Path, names: list[str], fingerprints: list[np.ndarray]) -> None:
+    """Store each file's fingerprint (``works.npz``: names, codes, offsets)."""
+    offsets = np.cumsum([0] + [len(f) for f in fingerprints]).astype(np.int64)
+    codes = np.concatenate([np.zeros(0, np.int64), *fingerprints]).astype(np.int64)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, names=np.array(names, dtype=str), codes=codes, offsets=offsets)
+
+    atomic_write(Path(out_dir) / FINGERPRINTS_FILE, write)
+
+
+def read_fingerprints(folder: str | os.PathLike) -> dict[str, np.ndarray]:
+    """File name -> fingerprint, as :func:`write_fingerprints` stored them ({} if none)."""
+    path = Path(folder) / FINGERPRINTS_FILE
+    if not path.exists():
+        return {}
+    with np.load(path, allow_pickle=False) as z:
+        names, codes, offsets = z["names"].tolist(), z["codes"], z["offsets"]
+    return {n: codes[offsets[i] : offsets[i + 1]] for i, n in enumerate(names)}
 
 
 class Dataset:
@@ -215,7 +257,8 @@ class Dataset:
             raise DatasetError(f"{self.path}: dataset format {self.manifest.get('format')} is not {FORMAT_VERSION}")
         self.records = np.load(self.path / "states.npy", mmap_mode="r")
         self._segments = [
-            Segment(f["name"], s["start"], s["stop"], s["key"], s["tonic"], s["minor"], s["shift"], f["split"])
+            Segment(f["name"], s["start"], s["stop"], s["key"], s["tonic"], s["minor"], s["shift"], f["split"],
+                    f.get("composer", "unknown"), f.get("dynamics", True))
             for f in self.manifest["files"]
             for s in f["segments"]
         ]

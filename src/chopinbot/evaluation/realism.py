@@ -56,8 +56,9 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from chopinbot.compose.seeds import Seed, window_seed
 from chopinbot.constants import PACKAGE_DIR, SEED_STATES, WARM_STATES
+from chopinbot.dataset.inputs import style_name
 from chopinbot.dataset.prepare import process_file
-from chopinbot.dataset.store import DEFAULT_SETTINGS, Dataset, PrepareSettings
+from chopinbot.dataset.store import DEFAULT_SETTINGS, Dataset, PrepareSettings, Segment
 from chopinbot.evaluation import musicstats
 from chopinbot.evaluation.excerpts import (
     EXCERPT_SECONDS,
@@ -146,6 +147,13 @@ def composer_excerpts(composers: Sequence[str] = CALIBRATION_COMPOSERS, seconds:
     return out
 
 
+def performed_chopin(seg: Segment) -> bool:
+    """Whether a segment is a performance of Chopin (or of a composer not named): the real music the
+    realism test holds generated music against.  Scores (no dynamics, a steady tempo: the NIFC editions)
+    and other composers' pieces are not what a listener compares with."""
+    return seg.dynamics and style_name(seg.composer) in ("chopin", "unknown")
+
+
 def held_out_seeds(ds: Dataset, split: str, seed_len: int = SEED_STATES, seconds: float = EXCERPT_SECONDS,
                    steady: bool = True, context_states: int = WARM_STATES) -> tuple[list[Seed], list[Excerpt]]:
     """Every window of ``seconds`` in the ``split`` pieces that follows at least
@@ -154,7 +162,7 @@ def held_out_seeds(ds: Dataset, split: str, seed_len: int = SEED_STATES, seconds
     piece as its context) and the window itself (the true continuation, in
     the piece's own key)."""
     seeds, true = [], []
-    for seg in ds.segments(split):
+    for seg in filter(performed_chopin, ds.segments(split)):
         home = ds.states(seg)
         key = Key(seg.tonic, seg.minor)
         original, _ = transpose_states(home, -seg.shift)
@@ -165,9 +173,9 @@ def held_out_seeds(ds: Dataset, split: str, seed_len: int = SEED_STATES, seconds
 
 
 def split_excerpts(ds: Dataset, split: str, seconds: float = EXCERPT_SECONDS, steady: bool = True) -> list[Excerpt]:
-    """Excerpts of a split's pieces, in their own keys, grouped by piece."""
+    """Excerpts of a split's performed Chopin pieces (:func:`performed_chopin`), in their own keys, by piece."""
     out = []
-    for seg in ds.segments(split):
+    for seg in filter(performed_chopin, ds.segments(split)):
         original, _ = transpose_states(ds.states(seg), -seg.shift)
         out += state_excerpts(original, seg.piece, Key(seg.tonic, seg.minor), seconds, steady=steady)
     return out

@@ -36,7 +36,13 @@ from chopinbot.evaluation.musicstats import (
     ngram_overlap,
     piece_stats,
 )
-from chopinbot.evaluation.realism import ClassifierSettings, RealismSettings, evaluate_realism, format_realism_section
+from chopinbot.evaluation.realism import (
+    ClassifierSettings,
+    RealismSettings,
+    evaluate_realism,
+    format_realism_section,
+    performed_chopin,
+)
 from chopinbot.io_utils import atomic_write_json, atomic_write_text
 from chopinbot.model.checkpoint import resolve_checkpoint
 from chopinbot.model.formats import load_model
@@ -103,7 +109,7 @@ def model_metrics(model, ds: Dataset, harshness: float = HARSHNESS) -> dict:
 
 def _real_excerpts(ds: Dataset, length: int, split: str = "test") -> list:
     out = []
-    for seg in ds.segments(split):
+    for seg in filter(performed_chopin, ds.segments(split)):
         s = ds.states(seg)
         for a in range(0, len(s) - length + 1, length):
             out.append(s[a : a + length])

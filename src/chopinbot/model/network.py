@@ -44,7 +44,7 @@ key-frequency plateau for ~1,000 updates.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -86,6 +86,9 @@ class ModelConfig:
     # generated velocity sd 1 -> 13, real 10; docs/training.md)
     loudness: bool = True  # a loudness head (velocity classes); the state's loudness is an input (LoudnessBlock)
     joint_keys: bool = True  # the note head also reads the NEW state's keys below each key (drawn low to high)
+    style_input: bool = False  # a style (composer) input (StyleBlock): one model, the styles of `styles`
+    styles: list[str] = field(default_factory=list)  # the styles it knows, e.g. ["beethoven", "chopin", ...]
+    default_style: str = ""  # the style it composes in unless told otherwise
     duration_head: str = "classes"  # "classes" (softmax over rhythmic values) or "seed" (original)
     dur_nodes: int = 20  # sigmoid nodes of the seed head
     max_duration: float = 8.0  # beats; the seed head's normalisation (corpus maximum)
@@ -121,6 +124,12 @@ class ModelConfig:
             raise ConfigError("duration_classes must be a list of numbers")
         if not (1 <= self.grid_per_beat <= 960):
             raise ConfigError(f"grid_per_beat must be 1..960, got {self.grid_per_beat}")
+        if not (isinstance(self.styles, list) and all(isinstance(v, str) and v for v in self.styles)):
+            raise ConfigError("styles must be a list of names")
+        if len(set(self.styles)) != len(self.styles):
+            raise ConfigError("styles must not repeat a name")
+        if self.style_input and (not self.styles or self.default_style not in self.styles):
+            raise ConfigError("a style input needs its styles and a default_style among them")
         if self.model_type != "lstm":
             raise ConfigError(f"unknown model_type {self.model_type!r} (this version knows 'lstm')")
         if not (1 <= self.layers <= MAX_LAYERS):
@@ -151,7 +160,19 @@ class ModelConfig:
     @property
     def blocks(self) -> tuple[InputBlock, ...]:
         """The input blocks, in row order (:mod:`chopinbot.dataset.inputs`)."""
-        return input_blocks(self.vocab, self.grid_per_beat, {b.flag for b in OPTIONAL_BLOCKS if getattr(self, b.flag)})
+        return input_blocks(self.vocab, self.grid_per_beat, {b.flag for b in OPTIONAL_BLOCKS if getattr(self, b.flag)},
+                            tuple(self.styles), self.default_style or None)
+
+    def with_style(self, style: str | None) -> ModelConfig:
+        """This config, composing in ``style`` (None: its default).  Raises
+        :class:`ConfigError` for a style it does not know."""
+        if style is None or style == self.default_style:
+            return self
+        if not self.style_input:
+            raise ConfigError(f"this model has no style input; it composes in one style only ({style!r} asked)")
+        if style not in self.styles:
+            raise ConfigError(f"unknown style {style!r}; this model knows {', '.join(self.styles)}")
+        return replace(self, default_style=style)
 
     @property
     def layout(self) -> InputLayout:

@@ -37,11 +37,13 @@ from chopinbot.device import resolve_device
 from chopinbot.errors import ConfigError
 from chopinbot.io_utils import atomic_write_json, atomic_write_text
 from chopinbot.model.checkpoint import WEIGHTS, read_config, resolve_checkpoint, save_model
+from chopinbot.model.formats import load_model
 from chopinbot.model.loss import HARSHNESS
 from chopinbot.model.metrics import EpochMetrics
 from chopinbot.model.network import ChopinLSTM, ModelConfig, apply_max_norm
 from chopinbot.model.predict import batch_metrics_update, batch_outputs, compute_losses, evaluate_split
 from chopinbot.progress import Progress
+from chopinbot.training.finetune import copy_weights, data_styles, fine_tune_config, new_model_styles
 
 
 @dataclass
@@ -71,6 +73,10 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = torch's default
     minutes: float = 0.0  # wall-time budget; 0 = none
+    cpu_minutes: float = 0.0  # CPU-time budget (this process's, all threads); 0 = none
+    init_from: str | None = None  # start from this trained model's weights and shape (fine-tuning)
+    styles: str = "auto"  # style input: "auto" (when the training data has several composers), "on", "off"
+    default_style: str | None = None  # the style the model composes in unless told (default: chopin, if present)
     progress: bool = True
     model: ModelConfig | None = None  # filled in from the flags and the data
 
@@ -88,6 +94,8 @@ class TrainConfig:
             (0 <= self.transpose <= 6, "transpose must be 0..6 semitones"),
             (self.select_on in ("f1", "loss"), "select_on must be f1 or loss"),
             (self.clip_grad >= 0 and self.max_norm >= 0, "clip_grad and max_norm must be 0 or more"),
+            (self.styles in ("auto", "on", "off"), "styles must be auto, on or off"),
+            (self.minutes >= 0 and self.cpu_minutes >= 0, "time budgets must be 0 (none) or more"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -153,7 +161,22 @@ def build_model_config(cfg: TrainConfig, ds: Dataset) -> ModelConfig:
     max_dur = float(np.asarray(ds.records["beats"]).max())
     base = asdict(cfg.model) if cfg.model else {}
     base.update(duration_classes=list(vocab.values), max_duration=max_dur, grid_per_beat=grid)
+    if cfg.styles != "off":
+        base.update(new_model_styles(data_styles(ds), cfg.default_style, always=cfg.styles == "on"))
     return ModelConfig(**base)
+
+
+def init_from_model(cfg: TrainConfig, ds: Dataset) -> tuple[ChopinLSTM, dict]:
+    """The model a fine-tuning run starts from: ``cfg.init_from``'s weights and
+    shape, with the styles of the new data it lacks (:mod:`chopinbot.training.finetune`)."""
+    source = load_model(cfg.init_from)
+    if not isinstance(source, ChopinLSTM):
+        raise ConfigError(f"{cfg.init_from}: a compressed or exported model cannot be trained; start from its fp32")
+    styles = data_styles(ds) if cfg.styles != "off" else []
+    mcfg = fine_tune_config(source.config, styles, cfg.default_style) if styles else source.config
+    model = ChopinLSTM(mcfg)
+    copy_weights(model, source)
+    return model, mcfg
 
 
 def _lr_lambda(cfg: TrainConfig, total_steps: int):
@@ -235,6 +258,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
     if resume:
         state, cfg = _load_resume_state(out, cfg)
         mcfg = cfg.model
+    elif cfg.init_from:
+        started_from, mcfg = init_from_model(cfg, ds)
+        cfg.model = mcfg
     else:
         mcfg = build_model_config(cfg, ds)
         cfg.model = mcfg
@@ -246,7 +272,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
 
     _seed_everything(cfg.seed)
     model = ChopinLSTM(mcfg)
-    if not resume:
+    if cfg.init_from and not resume:
+        model.load_state_dict(started_from.state_dict())
+    elif not resume:
         k, o, cls, mean_beats = train_split.marginals()
         if mcfg.duration_head == "classes":
             prior = torch.log(torch.tensor(cls, dtype=torch.float32).clamp(min=1e-6))
@@ -283,8 +311,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
     # A bar on a terminal only; in a log the epoch lines below are the progress.
     bar = Progress((cfg.epochs - start_epoch + 1) * steps_per_epoch, unit="step", enabled=cfg.progress and ddp.main,
                    log_every=0, dynamic_ncols=True)
-    t_start = time.perf_counter()
-    prior_seconds = state.get("seconds", 0.0)
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    prior_seconds, prior_cpu = state.get("seconds", 0.0), state.get("cpu_seconds", 0.0)
     stopped = "max-epochs"
     history: list[dict[str, float]] = []
     pred_count, pred_time = 0, 0.0
@@ -338,6 +366,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
             if improved:
                 best_score, best_epoch, best_summary = score, epoch, row
             elapsed = prior_seconds + time.perf_counter() - t_start
+            cpu_used = prior_cpu + time.process_time() - cpu_start
             if ddp.main:
                 _append_csv(out / "metrics.csv", [row])
                 n_steps = max(1, math.ceil(len(mine) / cfg.batch))
@@ -349,7 +378,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
                 if improved:
                     save_model(out / "best", model, meta)
                 _save_last(out, model, opt, sched, cfg, ds, epoch, step, best_loss, best_epoch, bad_epochs,
-                           best_summary, elapsed, best_score)
+                           best_summary, elapsed, best_score, cpu_used)
                 bar.write(
                     f"epoch {epoch:3d}  train loss {train_sum['maestro']:.4f}  valid loss {vsum['maestro']:.4f}  "
                     f"valid F1 {vsum['f1_best']:.3f} @{vsum['best_threshold']:.2f}  dur err {vsum['dur_error']:.3f}  "
@@ -358,7 +387,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
             if ddp.any(bad_epochs >= cfg.patience):
                 stopped = "early-stop"
                 break
-            if ddp.any(bool(cfg.minutes) and elapsed > cfg.minutes * 60):
+            if ddp.any((bool(cfg.minutes) and elapsed > cfg.minutes * 60)
+                       or (bool(cfg.cpu_minutes) and cpu_used > cfg.cpu_minutes * 60)):
                 stopped = "time-budget"
                 break
     except KeyboardInterrupt:
@@ -448,7 +478,7 @@ def _meta(cfg: TrainConfig, ds: Dataset, epoch: int, row: dict[str, float]) -> d
 
 
 def _save_last(out, model, opt, sched, cfg, ds, epoch, step, best_loss, best_epoch, bad_epochs, best_summary, seconds,
-               best_score):
+               best_score, cpu_seconds):
     """``last/``: the model plus everything needed to continue exactly."""
     tensors: dict[str, torch.Tensor] = {"torch_rng": torch.get_rng_state()}
     osd = opt.state_dict()
@@ -458,7 +488,8 @@ def _save_last(out, model, opt, sched, cfg, ds, epoch, step, best_loss, best_epo
                 tensors[f"opt.{pid}.{k}"] = v
     resume_state = {
         "epoch": epoch, "step": step, "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-        "best_summary": best_summary, "best_score": best_score, "seconds": seconds, "param_groups": osd["param_groups"],
+        "best_summary": best_summary, "best_score": best_score, "seconds": seconds, "cpu_seconds": cpu_seconds,
+        "param_groups": osd["param_groups"],
         "scheduler": sched.state_dict(),
         "train_config": _config_json(cfg, ds),
     }
@@ -475,10 +506,10 @@ def _load_resume_state(out: Path, cfg: TrainConfig) -> tuple[dict[str, Any], Tra
     model_cfg = ModelConfig.from_dict(read_config(folder)["model"])
     names = {f.name for f in fields(TrainConfig)}
     new = TrainConfig(**{k: v for k, v in saved.items() if k in names and k != "model"})
-    # What a user may change on resume: the number of epochs, a time budget,
+    # What a user may change on resume: the number of epochs, the time budgets,
     # device, threads, progress (the schedule follows the new epoch count).
-    new.epochs, new.minutes, new.device, new.threads, new.progress = (
-        cfg.epochs, cfg.minutes, cfg.device, cfg.threads, cfg.progress)
+    new.epochs, new.minutes, new.cpu_minutes, new.device, new.threads, new.progress = (
+        cfg.epochs, cfg.minutes, cfg.cpu_minutes, cfg.device, cfg.threads, cfg.progress)
     new.model = model_cfg
     new.out = str(out)
     return state, new

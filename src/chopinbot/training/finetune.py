@@ -1,0 +1,93 @@
+"""Starting from a trained model: ``chopinbot train --init-from MODEL --data DIR``.
+
+Fine-tuning keeps the model's shape and duration vocabulary and starts from
+its weights.  Music by a composer the model does not know becomes a new
+style: the model gains a style input (or a new style in it), whose weights
+start at 0, so the fine-tuned model starts out composing exactly as the
+original did, and then learns what the new style changes.
+
+Only the first LSTM layer reads the style columns; every other weight keeps
+its shape (checked when copying), so the surgery is one matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from chopinbot.dataset.inputs import InputLayout, StyleBlock, style_name
+from chopinbot.dataset.store import Dataset
+from chopinbot.errors import ConfigError
+from chopinbot.model.network import ChopinLSTM, ModelConfig
+
+FIRST_LAYER_INPUTS = "lstm.weight_ih_l0"
+
+
+def data_styles(ds: Dataset, split: str = "train") -> list[str]:
+    """The styles of a dataset's split: its composers' style names, sorted."""
+    return sorted({style_name(s.composer) for s in ds.segments(split)})
+
+
+def new_model_styles(styles: list[str], default_style: str | None = None, always: bool = False) -> dict:
+    """The style fields of a new model trained on music in ``styles``: a
+    style input when there are several (or ``always``), Chopin the default
+    style when present; none otherwise."""
+    if len(styles) < 2 and not always:
+        return dict(style_input=False, styles=[], default_style="")
+    default = default_style or ("chopin" if "chopin" in styles else styles[0])
+    if default not in styles:
+        raise ConfigError(f"default style {default!r} is not among the data's styles ({', '.join(styles)})")
+    return dict(style_input=True, styles=list(styles), default_style=default)
+
+
+def fine_tune_config(base: ModelConfig, styles: list[str], default_style: str | None = None) -> ModelConfig:
+    """``base`` extended by the styles of the new data it does not know.
+
+    A model without a style input that is fine-tuned on one style's music gains
+    a style input with that style alone (its default): the model is simply
+    moved.  New styles are appended, so the model's own keep their columns."""
+    new = [s for s in styles if s not in base.styles]
+    if not new and default_style in (None, base.default_style):
+        return base
+    all_styles = list(base.styles) + new
+    default = default_style or (styles[0] if len(styles) == 1 else base.default_style or all_styles[0])
+    if default not in all_styles:
+        raise ConfigError(f"default style {default!r} is neither the model's nor the data's")
+    return replace(base, style_input=True, styles=all_styles, default_style=default)
+
+
+def copy_weights(target: ChopinLSTM, source: ChopinLSTM) -> None:
+    """Load ``source``'s weights into ``target``, whose config may add styles:
+    the first LSTM layer's columns are mapped block by block (style columns by
+    style name; new ones start at 0); every other tensor must match in shape."""
+    src, dst = source.state_dict(), target.state_dict()
+    missing = set(dst) - set(src)
+    if missing:
+        raise ConfigError(f"the models differ in shape: {', '.join(sorted(missing)[:3])} missing")
+    mapped = dict(src)
+    mapped[FIRST_LAYER_INPUTS] = _map_input_columns(src[FIRST_LAYER_INPUTS], source.config, target.config)
+    for name, t in dst.items():
+        if mapped[name].shape != t.shape:
+            raise ConfigError(f"the models differ in shape at {name}: {tuple(mapped[name].shape)} vs {tuple(t.shape)}")
+    target.load_state_dict(mapped)
+
+
+def _map_input_columns(weight: torch.Tensor, old: ModelConfig, new: ModelConfig) -> torch.Tensor:
+    old_layout, new_layout = InputLayout(old.blocks), InputLayout(new.blocks)
+    out = weight.new_zeros((weight.shape[0], new_layout.lstm))
+    new_index = {b.name: i for i, b in enumerate(new_layout.blocks)}
+    for i, block in enumerate(old_layout.blocks):
+        if block.name not in new_index:
+            raise ConfigError(f"the new model lacks the input block {block.name!r}")
+        j = new_index[block.name]
+        a, b = old_layout.lstm_columns(i), new_layout.lstm_columns(j)
+        if isinstance(block, StyleBlock):
+            target_styles = new_layout.blocks[j].styles
+            for k, name in enumerate(block.styles):
+                out[:, b.start + target_styles.index(name)] = weight[:, a.start + k]
+        else:
+            if a.stop - a.start != b.stop - b.start:
+                raise ConfigError(f"the input block {block.name!r} changed width")
+            out[:, b] = weight[:, a]
+    return out

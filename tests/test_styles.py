@@ -1,0 +1,141 @@
+"""Style conditioning and fine-tuning: the style input, `--style`, `train --init-from`."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tests.conftest import CORPUS
+
+from chopinbot.cli import main
+from chopinbot.compose.stepper import InputBuilder
+from chopinbot.dataset.batches import SplitData
+from chopinbot.dataset.inputs import StyleBlock, split_styles, style_name
+from chopinbot.dataset.prepare import prepare
+from chopinbot.dataset.store import Dataset
+from chopinbot.errors import ConfigError
+from chopinbot.model.checkpoint import save_model
+from chopinbot.model.formats import load_model
+from chopinbot.model.network import ChopinLSTM, ModelConfig
+from chopinbot.training.finetune import copy_weights, data_styles, fine_tune_config
+from chopinbot.training.train import TrainConfig, train
+
+CLASSES = [0.25, 0.5, 1.0, 2.0]
+PIANO_MIDI_DE = CORPUS.parent / "piano_midi_de"
+
+
+@pytest.fixture(scope="module")
+def two_composers(tmp_path_factory) -> Path:
+    """A small dataset of two composers: 8 Chopin preludes and 8 Mozart movements, each folder with its table."""
+    root = tmp_path_factory.mktemp("two")
+    for folder, composer, files in (("chopin", "Chopin", sorted(CORPUS.glob("chpn-p1*.mid"))[:8]),
+                                    ("mozart", "Mozart", sorted((PIANO_MIDI_DE / "Mozart").glob("*.mid"))[:8])):
+        (root / folder).mkdir()
+        rows = ["file\twork\tcomposer\tsource\ttitle"]
+        for f in files:
+            shutil.copy(f, root / folder / f.name)
+            rows.append(f"{f.name}\t{f.stem}\t{composer}\ttest\t")
+        (root / folder / "corpus.tsv").write_text("\n".join(rows) + "\n")
+    out = root / "dataset"
+    prepare([root / "chopin", root / "mozart"], out, progress=False)
+    return out
+
+
+def test_style_names():
+    assert style_name("Chopin") == "chopin" and style_name(" Clara  Schumann ") == "clara-schumann"
+
+
+def test_style_block_one_hot_and_unknown_style():
+    block = StyleBlock(("chopin", "mozart"), "mozart")
+    cols, note = block.sequence_columns(np.zeros((3, 88)), np.zeros((3, 88)), np.ones(3))
+    np.testing.assert_array_equal(cols[0], [[0, 1]] * 3)
+    assert note == []
+    unknown = StyleBlock(("chopin", "mozart"), "liszt")
+    np.testing.assert_array_equal(unknown.sequence_columns(None, None, np.ones(2))[0][0], [[0, 0]] * 2)
+
+
+def test_training_rows_read_their_own_composer(two_composers):
+    ds = Dataset(two_composers)
+    assert data_styles(ds) == ["chopin", "mozart"]
+    split = SplitData(ds, "train", None)
+    styles = split_styles(split, ("chopin", "mozart"))
+    for (a, b), composer in zip(split.segments, split.composers):
+        assert (styles[a:b] == ("chopin", "mozart").index(style_name(composer))).all()
+
+
+def test_with_style_checks_the_name():
+    c = ModelConfig(duration_classes=CLASSES, style_input=True, styles=["chopin", "mozart"], default_style="chopin")
+    assert c.with_style("mozart").default_style == "mozart"
+    with pytest.raises(ConfigError, match="unknown style 'liszt'; this model knows chopin, mozart"):
+        c.with_style("liszt")
+    with pytest.raises(ConfigError, match="no style input"):
+        ModelConfig(duration_classes=CLASSES).with_style("mozart")
+    with pytest.raises(ConfigError, match="default_style"):
+        ModelConfig(duration_classes=CLASSES, style_input=True, styles=["a"], default_style="b")
+
+
+def test_composing_reads_the_asked_style():
+    torch.manual_seed(0)
+    c = ModelConfig(hidden=16, duration_classes=CLASSES, style_input=True, styles=["chopin", "mozart"],
+                    default_style="chopin")
+    m = ChopinLSTM(c)
+    keys = np.zeros((1, 4, 88), bool)
+    keys[..., 40] = True
+    beats = np.ones((1, 4))
+    cols = {s: InputBuilder(m, keys, keys, beats, style=s).seed_inputs for s in (None, "mozart")}
+    lay = c.layout
+    style_cols = lay.lstm_columns(len(lay.blocks) - 1)
+    np.testing.assert_array_equal(cols[None][0, :, style_cols], [[1, 0]] * 4)
+    np.testing.assert_array_equal(cols["mozart"][0, :, style_cols], [[0, 1]] * 4)
+
+
+def test_a_new_style_starts_as_the_model_it_was_added_to():
+    """Fine-tuning adds the new composer's style with zero weights: before
+    training, the model composes exactly as the one it started from."""
+    torch.manual_seed(0)
+    source = ChopinLSTM(ModelConfig(hidden=16, duration_classes=CLASSES)).eval()
+    for p in source.parameters():
+        p.data += 0.1 * torch.randn_like(p)
+    target = ChopinLSTM(fine_tune_config(source.config, ["grieg"])).eval()
+    copy_weights(target, source)
+    assert target.config.styles == ["grieg"] and target.config.default_style == "grieg"
+    x = torch.rand(2, 5, source.config.input_dim)
+    lay = target.config.layout
+    at = lay.lstm_columns(len(lay.blocks) - 1).start
+    x_new = torch.cat([x[..., :at], torch.ones(2, 5, 1), x[..., at:]], -1)  # the style column, switched on
+    with torch.no_grad():
+        a, _ = source(x)
+        b, _ = target(x_new)
+    torch.testing.assert_close(a.key_logits, b.key_logits)
+    # a model that knows styles keeps its own columns when one is added
+    more = fine_tune_config(target.config, ["chopin", "grieg"])
+    assert more.styles == ["grieg", "chopin"]
+
+
+def test_fine_tuning_from_a_model(tmp_path, two_composers):
+    base = TrainConfig(data=str(two_composers), out=str(tmp_path / "base"), epochs=1, progress=False, threads=1,
+                       styles="off", model=ModelConfig(hidden=16, note_hidden=8, duration_classes=[1.0]))
+    train(base)
+    tuned = TrainConfig(data=str(two_composers), out=str(tmp_path / "tuned"), epochs=1, progress=False, threads=1,
+                        init_from=str(tmp_path / "base" / "best"), lr=5e-4)
+    res = train(tuned)
+    model = load_model(res.out / "best")
+    assert model.config.styles == ["chopin", "mozart"] and model.config.hidden == 16
+    assert model.config.duration_classes == load_model(tmp_path / "base" / "best").config.duration_classes
+
+
+def test_styles_and_generate_style_from_the_command_line(tmp_path, capsys, two_composers):
+    torch.manual_seed(0)
+    c = ModelConfig(hidden=16, note_hidden=8, duration_classes=CLASSES, style_input=True,
+                    styles=["chopin", "mozart"], default_style="chopin")
+    save_model(tmp_path / "m", ChopinLSTM(c))
+    assert main(["styles", "--model", str(tmp_path / "m")]) == 0
+    assert "chopin  (default)\nmozart\n" in capsys.readouterr().out
+    code = main(["generate", "--model", str(tmp_path / "m"), "--style", "liszt", "--out", str(tmp_path / "x.mid")])
+    assert code != 0 and "unknown style 'liszt'" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tmp_path / "m"), "--style", "mozart", "--steps", "8",
+                 "--out", str(tmp_path / "x.mid")]) == 0
+    assert (tmp_path / "x.mid").exists()
