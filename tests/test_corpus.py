@@ -119,8 +119,8 @@ def test_a_plain_folder_is_one_work_per_file_by_the_named_composer(tmp_path):
     make_midi(tmp_path / "first.mid", [(0, 1, 60)])
     make_midi(tmp_path / "second.mid", [(0, 1, 62)])
     files = list_corpus([tmp_path], composer="Clara Schumann")
-    assert [(f.work, f.composer, f.source) for f in files] == [("first", "Clara Schumann", tmp_path.name),
-                                                               ("second", "Clara Schumann", tmp_path.name)]
+    assert [(f.work, f.composer, f.source) for f in files] == [("first.mid", "Clara Schumann", tmp_path.name),
+                                                               ("second.mid", "Clara Schumann", tmp_path.name)]
 
 
 def test_bundled_tables_list_every_file_once():
@@ -149,3 +149,16 @@ def test_merging_shards_splits_works_over_the_whole(tmp_path):
     assert by_name["a-edition1.mid"]["work"] == by_name["b-edition2.mid"]["work"]
     assert by_name["a-edition1.mid"]["split"] == by_name["b-edition2.mid"]["split"]
     assert json.loads((tmp_path / "merged" / "manifest.json").read_text())["files"] == merged["files"]
+
+
+def test_a_folder_may_hold_out_its_own_pieces(tmp_path):
+    for i in range(6):
+        make_midi(tmp_path / f"piece{i}.mid", [(j * 0.5, j * 0.5 + 0.5, 48 + (j * (i + 2)) % 25) for j in range(60)])
+    (tmp_path / "splits.json").write_text(json.dumps({"test": ["piece1.mid", "piece2.mid"], "valid": ["piece4.mid"]}))
+    prepare([tmp_path], tmp_path / "ds", progress=False)
+    split = {f["name"]: f["split"] for f in Dataset(tmp_path / "ds").manifest["files"]}
+    assert split == {"piece0.mid": "train", "piece1.mid": "test", "piece2.mid": "test", "piece3.mid": "train",
+                     "piece4.mid": "valid", "piece5.mid": "train"}
+    (tmp_path / "splits.json").write_text("[1, 2]")
+    with pytest.raises(DatasetError, match="not a splits file"):
+        prepare([tmp_path], tmp_path / "ds2", progress=False)

@@ -118,10 +118,10 @@ def list_corpus(inputs: Iterable[str | os.PathLike], composer: str | None = None
             if (p / CORPUS_TABLE).is_file():
                 out += read_table(p)
             else:
-                out += [CorpusFile(q, q.stem, plain, p.name) for q in sorted(p.iterdir())
+                out += [CorpusFile(q, q.name, plain, p.name) for q in sorted(p.iterdir())
                         if q.suffix.lower() in suffixes and q.is_file()]
         elif p.is_file():
-            out.append(CorpusFile(p, p.stem, plain, p.parent.name))
+            out.append(CorpusFile(p, p.name, plain, p.parent.name))
         elif p.exists():
             raise DatasetError(f"{p}: not a regular file or folder")
         else:

@@ -18,6 +18,9 @@ import numpy as np
 from chopinbot.constants import MIN_SPLIT_PIECES, TEST_FRACTION, VALID_FRACTION
 from chopinbot.dataset.corpus import COMMITTED_SPLITS, CorpusFile, is_bundled
 from chopinbot.dataset.works import group_works
+from chopinbot.errors import DatasetError
+
+FOLDER_SPLITS = "splits.json"  # a user's folder may hold its own
 
 
 def assign_splits(sizes: dict[str, int], committed: dict | None = None) -> dict[str, str]:
@@ -98,7 +101,22 @@ def work_splits(entries: list[dict], fingerprints: list[np.ndarray], committed: 
 
 
 def committed_splits(files: list[CorpusFile]) -> dict | None:
-    """The committed split of the bundled works (``data/splits.json``), when every input is bundled."""
-    if files and is_bundled(files) and COMMITTED_SPLITS.exists():
+    """The committed split: the bundled works' (``data/splits.json``) when every
+    input is bundled; else a ``splits.json`` beside the inputs, when they all
+    sit in one folder that has one (``{"test": [...], "valid": [...]}``, file
+    names or work ids: how a user holds out pieces of their own); else None."""
+    if not files:
+        return None
+    if is_bundled(files) and COMMITTED_SPLITS.exists():
         return json.loads(COMMITTED_SPLITS.read_text())
-    return None
+    folders = {f.path.parent.resolve() for f in files}
+    own = next(iter(folders)) / FOLDER_SPLITS if len(folders) == 1 else None
+    if own is None or not own.is_file():
+        return None
+    try:
+        listed = json.loads(own.read_text())
+        work_of = {f.name: f.work for f in files}
+        return {s: [work_of.get(n, n) for n in listed.get(s, [])] for s in ("valid", "test")}
+    except (ValueError, AttributeError, TypeError) as e:
+        raise DatasetError(f"{own}: not a splits file ({e}); expected {{\"test\": [names], \"valid\": [names]}}") \
+            from None
