@@ -155,14 +155,15 @@ def performed_chopin(seg: Segment) -> bool:
 
 
 def held_out_seeds(ds: Dataset, split: str, seed_len: int = SEED_STATES, seconds: float = EXCERPT_SECONDS,
-                   steady: bool = True, context_states: int = WARM_STATES) -> tuple[list[Seed], list[Excerpt]]:
+                   steady: bool = True, context_states: int = WARM_STATES,
+                   keep: Callable[[Segment], bool] = performed_chopin) -> tuple[list[Seed], list[Excerpt]]:
     """Every window of ``seconds`` in the ``split`` pieces that follows at least
     ``seed_len`` states: the seed before it (in the model's home key, as
     generation wants it, with up to ``context_states`` earlier states of the
     piece as its context) and the window itself (the true continuation, in
-    the piece's own key)."""
+    the piece's own key).  Only the segments ``keep`` accepts (default: performed Chopin)."""
     seeds, true = [], []
-    for seg in filter(performed_chopin, ds.segments(split)):
+    for seg in filter(keep, ds.segments(split)):
         home = ds.states(seg)
         key = Key(seg.tonic, seg.minor)
         original, _ = transpose_states(home, -seg.shift)

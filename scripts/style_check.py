@@ -1,0 +1,102 @@
+"""Does ``--style`` steer the music?  Two styles of one model, judged by the realism classifier.
+
+The model continues the same seeds (the held-out windows of both composers'
+performed pieces, from a prepared dataset that holds both) in each of two
+styles, 60 s each.  A random forest on the realism features of 20-s excerpts
+(:mod:`chopinbot.evaluation.realism`, cross-validated by seed piece) then tells:
+
+* style A's pieces from style B's (can the styles be told apart at all?);
+* each style's pieces from each composer's real pieces: a style that works is
+  harder to tell from its own composer than from the other.
+
+    .venv/bin/python scripts/style_check.py --model runs/corpus/m-piano/best --data runs/corpus/piano \\
+        --styles chopin mozart --json runs/corpus/style_check.json
+
+Real pieces: Chopin's performed pieces in the dataset (every split) and the bundled
+piano-midi.de files of the other composer.  The figures of docs/corpus.md were made this way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from chopinbot.compose.generate import GenerateConfig, GenerationError, generate
+from chopinbot.dataset.inputs import style_name
+from chopinbot.dataset.store import Dataset
+from chopinbot.evaluation.excerpts import time_excerpts, timed_notes
+from chopinbot.evaluation.realism import (
+    EXCERPT_SECONDS,
+    ClassifierSettings,
+    composer_excerpts,
+    feature_matrix,
+    held_out_seeds,
+    split_excerpts,
+    two_sets_test,
+)
+from chopinbot.model.formats import load_model
+from chopinbot.music.states import States
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="a model with a style input")
+    p.add_argument("--data", required=True, help="a prepared dataset holding both composers' pieces")
+    p.add_argument("--styles", nargs=2, default=["chopin", "mozart"], metavar=("A", "B"))
+    p.add_argument("--split", default="test", choices=("test", "valid"), help="whose windows seed the pieces")
+    p.add_argument("--max-seeds", type=int, default=40, help="at most this many seeds per composer (evenly spread)")
+    p.add_argument("--seconds", type=float, default=60.0, help="length of each continuation")
+    p.add_argument("--repeats", type=int, default=3, help="random seeds of the classifier test")
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args()
+    model = load_model(args.model)
+    for s in args.styles:
+        model.config.with_style(s)  # fails early for an unknown style
+    ds = Dataset(args.data)
+    t0 = time.perf_counter()
+    seeds = []
+    for s in args.styles:
+        found, _ = held_out_seeds(ds, args.split, keep=lambda seg, s=s: seg.dynamics and style_name(seg.composer) == s)
+        step = max(1, len(found) // args.max_seeds)
+        seeds += found[::step][: args.max_seeds]
+    features, groups = {}, {}
+    for style in args.styles:
+        excerpts = []
+        for i, seed in enumerate(seeds):
+            try:
+                states = generate(model, seed, GenerateConfig(seconds=args.seconds, random_seed=i, style=style,
+                                                              include_seed=False)).states
+            except GenerationError:
+                states = States.empty()
+            piece = seed.source.split(" ", 1)[0]  # grouped by the seed's piece: its windows share a fold
+            excerpts += time_excerpts(timed_notes(states), f"seed {piece}", seed.key, EXCERPT_SECONDS)
+        features[style] = feature_matrix(excerpts, EXCERPT_SECONDS)
+        groups[style] = [e.group for e in excerpts]
+    real = {}
+    for style in args.styles:
+        if style == "chopin":
+            ex = [e for split in ("train", "valid", "test") for e in split_excerpts(ds, split)]
+        else:
+            ex = composer_excerpts((style.capitalize(),), EXCERPT_SECONDS, ds.settings)
+        real[style] = (feature_matrix(ex, EXCERPT_SECONDS), [e.group for e in ex])
+    settings = ClassifierSettings(repeats=args.repeats)
+    a, b = args.styles
+    n = min(len(groups[a]), len(groups[b]))
+    rows = {f"{a} style vs {b} style": two_sets_test(features[a], groups[a], features[b], groups[b], settings,
+                                                     per_class=n)}
+    for style in args.styles:
+        for composer in args.styles:
+            rows[f"{style} style vs real {composer}"] = two_sets_test(features[style], groups[style],
+                                                                      *real[composer], settings, per_class=n)
+    print(f"{len(seeds)} seeds, {n} excerpts per style ({time.perf_counter() - t0:.0f} s)")
+    for name, r in rows.items():
+        print(f"{name:<32} accuracy {r['accuracy_mean']:.3f} ± {r['accuracy_sd']:.3f}  AUC {r['auc_mean']:.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"seeds": len(seeds), "excerpts_per_style": n, "rows": rows, "args": vars(args)}, f, indent=2,
+                      default=float)
+
+
+if __name__ == "__main__":
+    main()
