@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +163,17 @@ def test_a_folder_may_hold_out_its_own_pieces(tmp_path):
     (tmp_path / "splits.json").write_text("[1, 2]")
     with pytest.raises(DatasetError, match="not a splits file"):
         prepare([tmp_path], tmp_path / "ds2", progress=False)
+
+
+def test_prepare_reads_scores_beside_midi(tmp_path):
+    """A folder of MusicXML, Humdrum and MIDI: each file is read, none skipped (the fixture's scores hold
+    the same few bars, so they are one work)."""
+    folder = Path(__file__).parent / "fixtures" / "scores"
+    files = [f for f in sorted(folder.iterdir()) if f.name.startswith("little.")]
+    assert {f.suffix for f in files} == {".krn", ".musicxml", ".mid"}
+    for f in files:
+        shutil.copy(f, tmp_path / f.name)
+    rep = prepare([tmp_path], tmp_path / "ds", progress=False)
+    manifest = rep.manifest
+    assert rep.files == 3 and manifest["skipped"] == []
+    assert {f["name"] for f in manifest["files"]} == {f.name for f in files}

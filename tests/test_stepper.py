@@ -12,7 +12,8 @@ from chopinbot.compose.sampling import bound_polyphony, filter_logits, softmax
 from chopinbot.compose.seeds import seed_from_test
 from chopinbot.compose.stepper import InputBuilder, ModuleStepper, NumpyStepper, stepper_for
 from chopinbot.dataset.features import key_recency, velocity_class
-from chopinbot.dataset.inputs import OPTIONAL_BLOCKS, RepeatsBlock
+from chopinbot.dataset.inputs import RepeatsBlock
+from chopinbot.dataset.layout import OPTIONAL_BLOCKS
 from chopinbot.errors import ConfigError
 from chopinbot.model.network import ChopinLSTM, ModelConfig
 from chopinbot.music.repeats import KINDS, RepeatTracker, find_repeats, repeat_continuations

@@ -22,7 +22,8 @@ import torch
 
 from chopinbot.constants import N_KEYS
 from chopinbot.dataset.features import AGE_LOOKBACK, DurationVocab, end_positions, velocity_class
-from chopinbot.dataset.inputs import BaseBlock, BatchStates, InputBlock, InputLayout
+from chopinbot.dataset.inputs import BaseBlock, BatchStates, InputBlock
+from chopinbot.dataset.layout import InputLayout
 from chopinbot.dataset.store import Dataset
 from chopinbot.model.loss import Targets
 from chopinbot.music.states import fold_into_range

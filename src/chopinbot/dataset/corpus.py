@@ -32,10 +32,10 @@ from pathlib import Path
 
 from chopinbot.constants import PACKAGE_DIR
 from chopinbot.errors import DatasetError
+from chopinbot.music.scores import NOTE_SUFFIXES
 
 CORPUS_TABLE = "corpus.tsv"
 TABLE_COLUMNS = ("file", "work", "composer", "source", "title")
-MIDI_SUFFIXES = (".mid", ".midi")
 DATA_DIR = PACKAGE_DIR / "data"
 BUNDLED_SOURCES: dict[str, Path] = {
     "chopin": DATA_DIR / "chopin",
@@ -49,16 +49,6 @@ CORPORA: dict[str, tuple[str, ...]] = {
 }
 COMMITTED_SPLITS = DATA_DIR / "splits.json"
 UNKNOWN_COMPOSER = "unknown"
-
-
-def note_suffixes() -> tuple[str, ...]:
-    """The file suffixes ``prepare`` reads: MIDI, and the score formats of
-    :mod:`chopinbot.music.scores` when that module is present."""
-    try:
-        from chopinbot.music.scores import SCORE_SUFFIXES  # scores are optional until verovio is installed
-    except ImportError:
-        return MIDI_SUFFIXES
-    return MIDI_SUFFIXES + tuple(SCORE_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -109,7 +99,6 @@ def list_corpus(inputs: Iterable[str | os.PathLike], composer: str | None = None
     docstring).  ``composer`` names the composer of files no table describes
     (default ``unknown``).  Raises :class:`DatasetError` for a missing path, a
     bad table, or two files with the same name (the manifest's key)."""
-    suffixes = note_suffixes()
     plain = composer or UNKNOWN_COMPOSER
     out: list[CorpusFile] = []
     for item in inputs:
@@ -119,7 +108,7 @@ def list_corpus(inputs: Iterable[str | os.PathLike], composer: str | None = None
                 out += read_table(p)
             else:
                 out += [CorpusFile(q, q.name, plain, p.name) for q in sorted(p.iterdir())
-                        if q.suffix.lower() in suffixes and q.is_file()]
+                        if q.suffix.lower() in NOTE_SUFFIXES and q.is_file()]
         elif p.is_file():
             out.append(CorpusFile(p, p.name, plain, p.parent.name))
         elif p.exists():

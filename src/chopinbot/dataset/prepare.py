@@ -56,7 +56,7 @@ from chopinbot.dataset.works import fingerprint
 from chopinbot.errors import ChopinBotError, DatasetError, MidiError
 from chopinbot.io_utils import atomic_write, sha256_file
 from chopinbot.music.keys import Key, detect_key, pitch_class_histogram
-from chopinbot.music.scores import read_notes
+from chopinbot.music.scores import MAX_SCORE_BYTES, SCORE_SUFFIXES, read_notes
 from chopinbot.music.states import States, notes_to_states, transpose_states
 
 
@@ -101,8 +101,9 @@ def process_file(path: str | os.PathLike, settings: PrepareSettings = DEFAULT_SE
     try:
         if not path.is_file():
             return FileResult(path.name, "", error="not a regular file")
+        limit = MAX_SCORE_BYTES if path.suffix.lower() in SCORE_SUFFIXES else MAX_MIDI_BYTES
         with open(path, "rb") as f:
-            data = f.read(MAX_MIDI_BYTES + 1)
+            data = f.read(limit + 1)  # for the hash (the readers check sizes themselves)
     except OSError as e:
         return FileResult(path.name, "", error=f"cannot read file ({e.strerror})")
     res = FileResult(path.name, hashlib.sha256(data).hexdigest())

@@ -53,7 +53,8 @@ from torch import nn
 
 from chopinbot.constants import GRID_PER_BEAT, N_KEYS
 from chopinbot.dataset.features import LOUDNESS_BINS, DurationVocab
-from chopinbot.dataset.inputs import OPTIONAL_BLOCKS, InputBlock, InputLayout, input_blocks
+from chopinbot.dataset.inputs import InputBlock
+from chopinbot.dataset.layout import OPTIONAL_BLOCKS, InputLayout, input_blocks
 from chopinbot.errors import ConfigError
 
 NEIGHBOURS = 12  # the note head sees keys up to an octave either side
@@ -77,7 +78,7 @@ class ModelConfig:
     note_head: bool = True  # per-key MLP with weights tied across keys
     note_hidden: int = 48  # its hidden units
     note_context: int = 32  # LSTM-state features it sees
-    # The optional input blocks (chopinbot.dataset.inputs.OPTIONAL_BLOCKS), all but loudness off without the
+    # The optional input blocks (chopinbot.dataset.layout.OPTIONAL_BLOCKS), all but loudness off without the
     # note head:
     key_recency: bool = True  # the note head also reads each key's recency (features.key_recency)
     repeats: bool = True  # read what followed the passage's last occurrence (chopinbot.music.repeats)

@@ -16,7 +16,8 @@ from dataclasses import replace
 
 import torch
 
-from chopinbot.dataset.inputs import InputLayout, StyleBlock, style_name
+from chopinbot.dataset.inputs import StyleBlock, style_name
+from chopinbot.dataset.layout import InputLayout
 from chopinbot.dataset.store import Dataset
 from chopinbot.errors import ConfigError
 from chopinbot.model.network import ChopinLSTM, ModelConfig

@@ -1,0 +1,223 @@
+"""Reading scores (MusicXML, Humdrum **kern) into :class:`PianoNotes`, and :func:`read_notes`,
+which reads every kind of file ``chopinbot prepare`` accepts.
+
+verovio 6.4.1 (the Music Encoding Initiative's engraving library, C++) does the reading: it is
+the well-kept library that reads both MusicXML and Humdrum and writes MIDI.  It can crash its
+process (a corrupt ``.mxl`` or a broken Humdrum spine makes it abort), so each score is
+converted in a child process (:mod:`chopinbot.music.verovio_worker`) and anything that goes
+wrong there becomes a :class:`MidiError` with a reason.  Before that, the file is checked here,
+so that a truncated or mislabelled file gets a precise reason rather than verovio's partial
+reading of it: MusicXML must be well-formed XML with a ``<score-partwise>``/``<score-timewise>``
+root, a Humdrum score needs a ``**kern`` spine and its closing ``*-`` line, and ``.mxl`` is
+unzipped with :mod:`zipfile`.
+
+What the notes are: the score's, on its beat grid at verovio's 120 ticks per quarter note
+(septuplets and the like round to the nearest tick), velocity 90 everywhere (verovio plays no
+dynamics), one tempo unless the score marks one, grace notes and ornaments as verovio plays them,
+every bar once as printed (repeats not expanded: see the worker).  verovio ends every note one
+tick early; :func:`read_score` gives that tick back (then 99 % of note ends fall on the score's
+note-offs), so a tied or legato note ends where the next begins, as written.  Key signatures
+come from the score itself, at the start and at every change (verovio's MIDI has only the
+opening one): see :func:`chopinbot.music.verovio_worker.key_signatures`.  Reading takes about
+1 s per NIFC score, against a few ms for a MIDI file (docs/scores.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from chopinbot.constants import MAX_NOTES_PER_FILE
+from chopinbot.errors import MidiError
+from chopinbot.music.midi import PianoNotes, read_midi, read_midi_bytes
+
+MIDI_SUFFIXES = (".mid", ".midi")
+SCORE_SUFFIXES = (".musicxml", ".mxl", ".xml", ".krn")
+NOTE_SUFFIXES = MIDI_SUFFIXES + SCORE_SUFFIXES  # every file read_notes (and prepare) accepts
+MUSICXML_ROOTS = ("score-partwise", "score-timewise")
+MAX_SCORE_BYTES = 50 * 1024 * 1024  # the largest NIFC Humdrum file is 0.1 MB; big MusicXML ~10 MB
+SCORE_TIMEOUT_S = 300.0  # verovio takes up to ~2 s on the largest NIFC files
+WORKER_MODULE = "chopinbot.music.verovio_worker"
+SRC_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the chopinbot package
+
+
+def read_notes(path: str | os.PathLike, max_notes: int = MAX_NOTES_PER_FILE) -> PianoNotes:
+    """Read a MIDI file or a score, by its suffix (:data:`NOTE_SUFFIXES`, any case).
+
+    Raises :class:`MidiError` with a readable reason for anything unusable.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in MIDI_SUFFIXES:
+        return read_midi(path, max_notes=max_notes)
+    if suffix in SCORE_SUFFIXES:
+        return read_score(path, max_notes=max_notes)
+    raise MidiError(f"unsupported file type {suffix or '(no suffix)'!r}: use one of {', '.join(NOTE_SUFFIXES)}",
+                    str(path))
+
+
+def read_score(
+    path: str | os.PathLike, max_notes: int = MAX_NOTES_PER_FILE, timeout_s: float = SCORE_TIMEOUT_S
+) -> PianoNotes:
+    """Read a MusicXML (``.musicxml``, ``.mxl``, ``.xml``) or Humdrum (``.krn``) score.
+
+    Raises :class:`MidiError` with a readable reason for anything unusable: not a score of its
+    kind, truncated, no notes, too large, or verovio failing, crashing or taking over
+    ``timeout_s`` seconds on it.
+    """
+    path = Path(path)
+    name = str(path)
+    suffix = path.suffix.lower()
+    if suffix not in SCORE_SUFFIXES:
+        raise MidiError(f"not a score file (expected one of {', '.join(SCORE_SUFFIXES)})", name)
+    data = _read_bounded(path)
+    if suffix == ".krn":
+        input_format, text = "humdrum", _humdrum_text(data, name)
+    else:
+        input_format = "musicxml"
+        text = _musicxml_text(_unzip_mxl(data, name) if suffix == ".mxl" else data, name)
+    midi, signatures = _run_verovio(input_format, text, name, timeout_s)
+    notes = read_midi_bytes(midi, name=name, max_notes=max_notes)
+    notes.end = notes.end + 1  # verovio's missing last tick
+    notes.key_signatures = _signature_ticks(signatures, notes.ticks_per_quarter)
+    return notes
+
+
+def _read_bounded(path: Path) -> bytes:
+    try:
+        if not path.is_file():  # a folder, a device, a pipe
+            raise MidiError("not a regular file", str(path))
+        with open(path, "rb") as f:
+            data = f.read(MAX_SCORE_BYTES + 1)
+    except OSError as e:
+        raise MidiError(f"cannot open file ({e.strerror})", str(path)) from None
+    if len(data) > MAX_SCORE_BYTES:
+        raise MidiError(f"file too large (over {MAX_SCORE_BYTES:,} bytes)", str(path))
+    return data
+
+
+def _decode(data: bytes) -> str:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    return data.decode("utf-8-sig", errors="replace")
+
+
+def _humdrum_text(data: bytes, name: str) -> str:
+    text = _decode(data)
+    lines = text.splitlines()
+    if not any(line.startswith("**") and "**kern" in line.split("\t") for line in lines):
+        raise MidiError("not a Humdrum **kern score (no '**kern' spine)", name)
+    if not any(line.strip() and set(line.rstrip().split("\t")) == {"*-"} for line in lines):
+        raise MidiError("truncated Humdrum score (its spines never end: no '*-' line)", name)
+    return text
+
+
+def _musicxml_text(data: bytes, name: str) -> str:
+    """The score as text, once it is known to be whole, well-formed MusicXML."""
+    try:
+        root = ET.fromstring(data)  # honours the declared encoding; fetches no DTD
+    except ET.ParseError as e:
+        raise MidiError(f"not well-formed XML ({e}): a truncated or damaged file?", name) from None
+    if root.tag not in MUSICXML_ROOTS:
+        raise MidiError(f"not a MusicXML score (its root element is <{root.tag}>, not <score-partwise>)", name)
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:  # another declared encoding (Latin-1 from old editors): re-serialise
+        return ET.tostring(root, encoding="unicode")
+
+
+def _unzip_mxl(data: bytes, name: str) -> bytes:
+    """The score inside a compressed MusicXML file: META-INF/container.xml names it."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            member = _mxl_rootfile(archive)
+            if member is None:
+                raise MidiError("no score inside the .mxl archive", name)
+            if archive.getinfo(member).file_size > MAX_SCORE_BYTES:
+                raise MidiError(f"score inside the .mxl archive too large (over {MAX_SCORE_BYTES:,} bytes)", name)
+            return archive.read(member)  # zipfile never reads past the size it declares
+    except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, ET.ParseError, NotImplementedError, RuntimeError,
+            ValueError) as e:
+        raise MidiError(f"not a readable compressed MusicXML (.mxl) file ({e})", name) from None
+
+
+def _mxl_rootfile(archive: zipfile.ZipFile) -> str | None:
+    names = archive.namelist()
+    if "META-INF/container.xml" in names:
+        for element in ET.fromstring(archive.read("META-INF/container.xml")).iter():
+            if element.tag.rpartition("}")[2] == "rootfile" and element.get("full-path") in names:
+                return element.get("full-path")
+    scores = [n for n in names if not n.startswith("META-INF/") and n.lower().endswith((".xml", ".musicxml"))]
+    return scores[0] if scores else None
+
+
+def _run_verovio(input_format: str, text: str, name: str, timeout_s: float) -> tuple[bytes, list]:
+    """(MIDI bytes, key signatures) from verovio, run in a child so that its crashes stay there."""
+    if not sys.executable:
+        raise MidiError("cannot convert scores here: no Python executable to run verovio in", name)
+    env = dict(os.environ)  # the child imports chopinbot from where this process did, installed or not
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC_ROOT), env.get("PYTHONPATH")) if p)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", WORKER_MODULE, input_format],
+            input=text.encode("utf-8", errors="replace"),
+            capture_output=True,
+            timeout=timeout_s,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise MidiError(f"verovio did not finish reading the score within {timeout_s:g} s", name) from None
+    except OSError as e:
+        raise MidiError(f"cannot start the score converter ({e.strerror})", name) from None
+    said = _first_error_line(proc.stderr)
+    if proc.returncode < 0:
+        raise MidiError(f"verovio crashed on this score ({_signal_name(-proc.returncode)}){said}", name)
+    try:
+        reply = json.loads(proc.stdout)
+        if proc.returncode != 0 or not isinstance(reply, dict):
+            raise ValueError
+        if "error" in reply:
+            raise MidiError(f"{reply['error']}{said}", name)
+        return base64.b64decode(reply["midi"], validate=True), list(reply["key_signatures"])
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise MidiError(f"the score converter failed (exit status {proc.returncode}){said}", name) from None
+
+
+def _first_error_line(stderr: bytes) -> str:
+    """verovio's first error message (its lines up to a blank one, joined), or its last line."""
+    paragraphs = [" ".join(p.split()) for p in stderr.decode("utf-8", errors="replace").split("\n\n") if p.strip()]
+    errors = [p[p.lower().index("error"):] for p in paragraphs if "error" in p.lower()] or paragraphs[-1:]
+    return f"; it said: {errors[0][:200]}" if errors else ""
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _signature_ticks(signatures: list, ticks_per_quarter: int) -> list[tuple[int, int, int]]:
+    """(tick, sharps, is_minor) at the start and at each change, as PianoNotes holds them."""
+    out: list[tuple[int, int, int]] = []
+    for quarter, sharps, minor in signatures:
+        tick = int(np.round(float(quarter) * ticks_per_quarter))
+        if out and out[-1][0] == tick:
+            continue
+        if not out or out[-1][1:] != (int(sharps), int(minor)):
+            out.append((tick, int(sharps), int(minor)))
+    return out
