@@ -34,7 +34,11 @@ from chopinbot.app.settings import (  # noqa: E402
     UPLOAD_LIMIT_MB,
 )
 from chopinbot.compose.generate import TEMPERATURE_RANGE, THRESHOLD_RANGE, GenerateConfig  # noqa: E402
+from chopinbot.model.checkpoint import save_model  # noqa: E402
+from chopinbot.model.formats import load_model  # noqa: E402
+from chopinbot.model.network import ChopinLSTM  # noqa: E402
 from chopinbot.render.audio import audio_available  # noqa: E402
+from chopinbot.training.finetune import copy_weights, fine_tune_config  # noqa: E402
 from conftest import make_midi  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "src" / "chopinbot" / "app" / "layout.py")
@@ -45,6 +49,11 @@ TIMEOUT = 120
 def app_env(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("app_models")
     shutil.copytree(tiny_model_dir / "best", root / "second-run" / "best")
+    # a model with a style input: the tiny model given two styles (their weights start at 0)
+    tiny = load_model(tiny_model_dir / "best")
+    styled = ChopinLSTM(fine_tune_config(tiny.config, ["chopin", "mozart"], "chopin"))
+    copy_weights(styled, tiny)
+    save_model(root / "styled" / "best", styled, {k: v for k, v in tiny.meta.items() if k != "model"})
     return {MODEL_ENV: str(tiny_model_dir), MODELS_DIR_ENV: str(root)}
 
 
@@ -222,6 +231,17 @@ def test_model_choice(at):
     res = _generate(at)
     assert res.model_label == "second-run"
     assert any("model second-run" in c.value for c in at.caption)
+
+
+def test_style_choice_for_a_model_with_a_style_input(at):
+    assert not [w for w in at.selectbox if str(w.key).startswith("style:")]  # one style: no control
+    at.selectbox(key="model").set_value("styled").run()
+    style = at.selectbox(key="style:styled")
+    assert style.options == ["chopin", "mozart"] and style.value == "chopin"
+    style.set_value("mozart").run()
+    at.number_input(key="seconds").set_value(4.0)
+    res = _generate(at)
+    assert res.model_label == "styled" and res.request.style == "mozart"
 
 
 def test_good_primer(at, tmp_path):

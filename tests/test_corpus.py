@@ -11,7 +11,9 @@ import pytest
 from tests.conftest import CORPUS, make_midi
 
 from chopinbot.cli import prepare as prepare_cli
+from chopinbot.dataset.batches import Chunk, SplitData
 from chopinbot.dataset.corpus import BUNDLED_SOURCES, CORPORA, list_corpus, read_table
+from chopinbot.dataset.features import DurationVocab
 from chopinbot.dataset.prepare import prepare
 from chopinbot.dataset.splits import work_splits
 from chopinbot.dataset.store import Dataset, merge_datasets, read_fingerprints
@@ -177,3 +179,17 @@ def test_prepare_reads_scores_beside_midi(tmp_path):
     manifest = rep.manifest
     assert rep.files == 3 and manifest["skipped"] == []
     assert {f["name"] for f in manifest["files"]} == {f.name for f in files}
+
+
+def test_the_loudness_loss_skips_files_without_dynamics(chopin_corpus):
+    """A score's states reach the loudness head as "no target" (-1); a performance's struck states do not."""
+    ds = Dataset(chopin_corpus)
+    split = SplitData(ds, "train", DurationVocab((0.25, 0.5, 1.0)))
+    dynamics = {f["name"]: f["dynamics"] for f in ds.manifest["files"]}
+    seg_of = {(s.start, s.stop): s for s in ds.segments("train")}
+    for has in (False, True):
+        a, b = next(ab for ab in split.segments if seg_of[ab].dynamics is has and ab[1] - ab[0] > 40)
+        assert dynamics[seg_of[(a, b)].piece] is has
+        _, t = split.batch([Chunk(a, 32)])
+        struck = t.onsets[0].any(-1)
+        assert ((t.vel_class[0][struck] >= 0).all() if has else (t.vel_class[0] == -1).all())
