@@ -27,6 +27,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+", help="model folders or bundled names")
     p.add_argument("--data", required=True, help="the prepared dataset whose valid split judges them all")
+    p.add_argument("--split", default="valid", choices=("valid", "test"),
+                   help="valid to choose; test only to report a choice made (once)")
     p.add_argument("--repeats", type=int, default=3, help="random seeds of the classifier test")
     p.add_argument("--no-realism", dest="realism", action="store_false")
     p.add_argument("--json", help="write every result here")
@@ -36,16 +38,16 @@ def main() -> None:
     for name in args.models:
         t0 = time.perf_counter()
         model = load_model(name)
-        valid = evaluate_split(model, SplitData(ds, "valid", model.config.vocab)).summary()
+        valid = evaluate_split(model, SplitData(ds, args.split, model.config.vocab)).summary()
         row = {"key_nll": valid["key_nll"], "dur_error": valid["dur_error"], "f1_best": valid["f1_best"]}
         if args.realism:
-            r = realism_metrics(model, ds, EvalSettings(progress=False, realism_split="valid",
+            r = realism_metrics(model, ds, EvalSettings(progress=False, realism_split=args.split,
                                                         realism_repeats=args.repeats))
             row.update(realism_summary(r))
         out[name] = row
         realism = (f"; realism {row['accuracy_mean']:.3f} ± {row['accuracy_sd']:.3f} "
                    f"(velocities ignored {row['no_velocity_accuracy_mean']:.3f})") if args.realism else ""
-        print(f"{name}: valid key NLL {row['key_nll']:.3f}, duration error {row['dur_error']:.3f}, "
+        print(f"{name}: {args.split} key NLL {row['key_nll']:.3f}, duration error {row['dur_error']:.3f}, "
               f"F1 {row['f1_best']:.3f}{realism} ({time.perf_counter() - t0:.0f} s)", flush=True)
     if args.json:
         with open(args.json, "w") as f:

@@ -1,16 +1,21 @@
-"""Does ``--style`` steer the music?  Two styles of one model, judged by the realism classifier.
+"""Does ``--style`` (or fine-tuning) steer the music?  Two composers' generators, judged by the realism classifier.
 
-The model continues the same seeds (the held-out windows of both composers'
-performed pieces, from a prepared dataset that holds both) in each of two
-styles, 60 s each.  A random forest on the realism features of 20-s excerpts
-(:mod:`chopinbot.evaluation.realism`, cross-validated by seed piece) then tells:
+Two generators -- one model in two styles, or two models -- continue the same
+seeds (the held-out windows of both composers' performed pieces, from a
+prepared dataset that holds both), 60 s each.  A random forest on the realism
+features of 20-s excerpts (:mod:`chopinbot.evaluation.realism`,
+cross-validated by seed piece) then tells:
 
-* style A's pieces from style B's (can the styles be told apart at all?);
-* each style's pieces from each composer's real pieces: a style that works is
-  harder to tell from its own composer than from the other.
+* generator A's pieces from generator B's (can they be told apart at all?);
+* each generator's pieces from each composer's real pieces: a style that
+  works is harder to tell from its own composer than from the other.
 
+    # one model, two styles
     .venv/bin/python scripts/style_check.py --model runs/corpus/m-piano/best --data runs/corpus/piano \\
         --styles chopin mozart --json runs/corpus/style_check.json
+    # two models: the shipped one (Chopin) and one fine-tuned on Schubert
+    .venv/bin/python scripts/style_check.py --model joint-loudness --model-b runs/walk/ft/best \\
+        --data runs/corpus/piano --styles chopin schubert
 
 Real pieces: Chopin's performed pieces in the dataset (every split) and the bundled
 piano-midi.de files of the other composer.  The figures of docs/corpus.md were made this way.
@@ -41,18 +46,24 @@ from chopinbot.music.states import States
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="a model with a style input")
+    p.add_argument("--model", required=True, help="generator A's model (and B's, without --model-b)")
+    p.add_argument("--model-b", help="generator B's model; then each model composes in its own default style")
     p.add_argument("--data", required=True, help="a prepared dataset holding both composers' pieces")
-    p.add_argument("--styles", nargs=2, default=["chopin", "mozart"], metavar=("A", "B"))
+    p.add_argument("--styles", nargs=2, default=["chopin", "mozart"], metavar=("A", "B"),
+                   help="the composers of generators A and B (their styles, with one model)")
     p.add_argument("--split", default="test", choices=("test", "valid"), help="whose windows seed the pieces")
     p.add_argument("--max-seeds", type=int, default=40, help="at most this many seeds per composer (evenly spread)")
     p.add_argument("--seconds", type=float, default=60.0, help="length of each continuation")
     p.add_argument("--repeats", type=int, default=3, help="random seeds of the classifier test")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
-    model = load_model(args.model)
-    for s in args.styles:
-        model.config.with_style(s)  # fails early for an unknown style
+    if args.model_b:  # two models, each in its own style
+        generators = {args.styles[0]: (load_model(args.model), None), args.styles[1]: (load_model(args.model_b), None)}
+    else:
+        model = load_model(args.model)
+        generators = {s: (model, s) for s in args.styles}
+        for s in args.styles:
+            model.config.with_style(s)  # fails early for an unknown style
     ds = Dataset(args.data)
     t0 = time.perf_counter()
     seeds = []
@@ -63,9 +74,10 @@ def main() -> None:
     features, groups = {}, {}
     for style in args.styles:
         excerpts = []
+        model, asked = generators[style]
         for i, seed in enumerate(seeds):
             try:
-                states = generate(model, seed, GenerateConfig(seconds=args.seconds, random_seed=i, style=style,
+                states = generate(model, seed, GenerateConfig(seconds=args.seconds, random_seed=i, style=asked,
                                                               include_seed=False)).states
             except GenerationError:
                 states = States.empty()

@@ -4,10 +4,12 @@ Every model predicts frame ``x_t`` from the earlier frames. It is split in two
 parts so that the exact likelihood, greedy prediction and carried state share
 one code path:
 
-* ``encode(prev, state) -> (ctx, state)``: the time axis. ``prev[:, t]`` is the
-  frame *before* ``x[:, t]`` (all zeros before a piece starts); the context
+* ``encode(prev, state, rep) -> (ctx, state)``: the time axis. ``prev[:, t]`` is
+  the frame *before* ``x[:, t]`` (all zeros before a piece starts); the context
   depends only on earlier frames, and ``state`` carries the recurrence from one
-  window of a piece to the next.
+  window of a piece to the next. ``rep`` is the repeats input
+  (:mod:`chopinbot_tools.frame_repeats`, also computed from earlier frames
+  only) for the models configured with ``repeats``, else None.
 * ``logits(ctx, x)``: log-odds that each key of ``x[:, t]`` sounds, given
   ``ctx`` and -- for the models with dependencies inside a frame -- the true
   states of the *lower* keys of the same frame (teacher forcing). The frame's
@@ -26,6 +28,8 @@ Models:
 * ``biaxial``: the bi-axial LSTM of Johnson (2017): a time-axis LSTM per key,
   weights tied across keys, fed with pitch-relative features of the previous
   frame; then a note-axis LSTM across the keys of each frame, low to high.
+  With ``repeats`` it also reads, per key, what followed the last exact and
+  transposed occurrence of the passage just heard.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from chopinbot.errors import ConfigError
+from chopinbot_tools.frame_repeats import REPEAT_KINDS, REPEAT_WIDTH
 
 N_KEYS = 88
 MODEL_TYPES = ("lstm", "lstm-nade", "biaxial")
@@ -62,6 +67,8 @@ class FrameModelConfig:
     note_window: int = 12  # states of this many keys just below, same frame, feed the note LSTM directly
     global_hidden: int = 0  # > 0: add a frame LSTM of this size whose state reaches every key
     global_per_key: int = 16  # its per-key projection size
+    repeats: bool = False  # biaxial: read the repeats input (frame_repeats)
+    repeat_vicinity: int = 6  # continuation keys within +-this many semitones feed each key's time LSTM
 
     def validate(self) -> FrameModelConfig:
         if self.model_type not in MODEL_TYPES:
@@ -73,8 +80,10 @@ class FrameModelConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.global_hidden < 0 or self.global_per_key < 1:
             raise ConfigError("global_hidden must be >= 0 and global_per_key >= 1")
-        if not 0 <= self.vicinity <= 87 or not 0 <= self.note_window <= 87:
-            raise ConfigError("vicinity and note_window must be between 0 and 87")
+        if not all(0 <= v <= 87 for v in (self.vicinity, self.note_window, self.repeat_vicinity)):
+            raise ConfigError("vicinity, note_window and repeat_vicinity must be between 0 and 87")
+        if self.repeats and self.model_type != "biaxial":
+            raise ConfigError("the repeats input is built into the biaxial model only")
         return self
 
     def to_dict(self) -> dict:
@@ -84,7 +93,8 @@ class FrameModelConfig:
         """Only the settings the chosen model type reads (for reports)."""
         names = {"lstm": ("hidden", "layers"), "lstm-nade": ("hidden", "layers", "nade_hidden"),
                  "biaxial": ("time_hidden", "time_layers", "note_hidden", "note_layers", "vicinity", "note_window",
-                             "global_hidden") + (("global_per_key",) if self.global_hidden else ())}
+                             "global_hidden") + (("global_per_key",) if self.global_hidden else ())
+                 + (("repeats", "repeat_vicinity") if self.repeats else ())}
         return {"model_type": self.model_type, **{k: getattr(self, k) for k in names[self.model_type]},
                 "dropout": self.dropout}
 
@@ -120,7 +130,7 @@ def frame_nll(logits: Tensor, x: Tensor) -> Tensor:
 class FrameModel(nn.Module):
     cfg: FrameModelConfig
 
-    def encode(self, prev: Tensor, state=None):  # pragma: no cover - interface
+    def encode(self, prev: Tensor, state=None, rep: Tensor | None = None):  # pragma: no cover - interface
         raise NotImplementedError
 
     def logits(self, ctx: Tensor, x: Tensor) -> Tensor:  # pragma: no cover - interface
@@ -132,9 +142,9 @@ class FrameModel(nn.Module):
     def init_output_bias(self, log_odds: Tensor) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def forward(self, prev: Tensor, x: Tensor, state=None):
+    def forward(self, prev: Tensor, x: Tensor, state=None, rep: Tensor | None = None):
         """Per-frame NLL (B, T) of ``x`` given its history, and the carried state."""
-        ctx, state = self.encode(prev, state)
+        ctx, state = self.encode(prev, state, rep)
         return frame_nll(self.logits(ctx, x), x), state
 
 
@@ -148,7 +158,7 @@ class _FrameLSTM(FrameModel):
                            dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def encode(self, prev: Tensor, state=None):
+    def encode(self, prev: Tensor, state=None, rep: Tensor | None = None):
         h, state = self.rnn(prev, state)
         return self.drop(h), state
 
@@ -223,6 +233,11 @@ class BiaxialLSTM(FrameModel):
     ``note_window`` keys just below k in the same frame, and its output gives
     the log-odds of key k (plus a per-key bias). The frame's probability is the
     exact product of these conditionals (chain rule over the keys).
+
+    With ``repeats``, per kind of match the time LSTM of key k also reads the
+    continuation frame's keys k-r..k+r (r = ``repeat_vicinity``) and the match
+    length, and the note LSTM reads the continuation's key k and the match length
+    directly (a strong cue it should not have to carry through the time axis).
     """
 
     def __init__(self, cfg: FrameModelConfig) -> None:
@@ -231,9 +246,11 @@ class BiaxialLSTM(FrameModel):
         self.vic = cfg.vicinity
         self.win = cfg.note_window
         n_feat = (2 * self.vic + 1) + 12 + 12 + 1
+        n_kinds = len(REPEAT_KINDS) if cfg.repeats else 0
+        n_feat += n_kinds * (2 * cfg.repeat_vicinity + 2)
         self.time_rnn = nn.LSTM(n_feat, cfg.time_hidden, cfg.time_layers, batch_first=True,
                                 dropout=cfg.dropout if cfg.time_layers > 1 else 0.0)
-        ctx_dim = cfg.time_hidden
+        ctx_dim = cfg.time_hidden + 2 * n_kinds
         if cfg.global_hidden:
             self.global_rnn = nn.LSTM(N_KEYS, cfg.global_hidden, 1, batch_first=True)
             self.global_proj = nn.Linear(cfg.global_hidden, N_KEYS * cfg.global_per_key)
@@ -251,15 +268,26 @@ class BiaxialLSTM(FrameModel):
         self.register_buffer("rel_pc", (pc.unsqueeze(1) + torch.arange(12)) % 12, persistent=False)
 
     # --- features -----------------------------------------------------------
-    def features(self, prev: Tensor) -> Tensor:
-        """(B, T, 88) previous frames -> (B, T, 88, F) per-key time-axis inputs."""
+    def features(self, prev: Tensor, rep: Tensor | None = None) -> Tensor:
+        """(B, T, 88) previous frames (and (B, T, kinds, 89) repeats) -> (B, T, 88, F) per-key time-axis inputs."""
         B, T, _ = prev.shape
         v = self.vic
         vicinity = F.pad(prev, (v, v)).unfold(-1, 2 * v + 1, 1)  # (B, T, 88, 2v+1)
         hist = prev @ self.pc_onehot  # (B, T, 12) sounding keys per pitch class
         rel = hist[..., self.rel_pc]  # (B, T, 88, 12)
         const = torch.cat([self.pc_onehot, self.position], -1).expand(B, T, N_KEYS, 13)
-        return torch.cat([vicinity, rel, const], -1)
+        parts = [vicinity, rel, const]
+        if self.cfg.repeats:
+            r = self.cfg.repeat_vicinity
+            cont = F.pad(rep[..., :N_KEYS], (r, r)).unfold(-1, 2 * r + 1, 1)  # (B, T, kinds, 88, 2r+1)
+            parts.append(cont.permute(0, 1, 3, 2, 4).reshape(B, T, N_KEYS, -1))
+            parts.append(rep[..., N_KEYS].unsqueeze(-2).expand(B, T, N_KEYS, rep.shape[2]))
+        return torch.cat(parts, -1)
+
+    def _check_repeats(self, prev: Tensor, rep: Tensor | None) -> None:
+        if self.cfg.repeats and (rep is None or rep.shape != (*prev.shape[:2], len(REPEAT_KINDS), REPEAT_WIDTH)):
+            raise ValueError(f"this model reads the repeats input, shape (B, T, {len(REPEAT_KINDS)}, "
+                             f"{REPEAT_WIDTH}); got {None if rep is None else tuple(rep.shape)}")
 
     def lower_window(self, x: Tensor) -> Tensor:
         """(N, 88) -> (N, 88, w): entry [.., k, i] is the state of key k-1-i (0 below A0)."""
@@ -268,17 +296,24 @@ class BiaxialLSTM(FrameModel):
         return win.flip(-1)
 
     # --- model parts --------------------------------------------------------
-    def encode(self, prev: Tensor, state=None):
+    def encode(self, prev: Tensor, state=None, rep: Tensor | None = None):
+        self._check_repeats(prev, rep)
         B, T, _ = prev.shape
         ts, gs = state if state is not None else (None, None)
-        f = self.features(prev).permute(0, 2, 1, 3).reshape(B * N_KEYS, T, -1)
+        f = self.features(prev, rep).permute(0, 2, 1, 3).reshape(B * N_KEYS, T, -1)
         h, ts = self.time_rnn(f, ts)
         ctx = h.reshape(B, N_KEYS, T, -1).permute(0, 2, 1, 3)  # (B, T, 88, Ht)
         if self.cfg.global_hidden:
             g, gs = self.global_rnn(prev, gs)
             g = self.global_proj(self.drop(g)).reshape(B, T, N_KEYS, -1)
             ctx = torch.cat([ctx, g], -1)
-        return self.drop(ctx), (ts, gs)
+        ctx = self.drop(ctx)
+        if self.cfg.repeats:  # undropped: the continuation's own key and the match length, per kind
+            k = rep.shape[2]
+            direct = torch.cat([rep[..., :N_KEYS].transpose(-1, -2),
+                                rep[..., N_KEYS].unsqueeze(-2).expand(B, T, N_KEYS, k)], -1)
+            ctx = torch.cat([ctx, direct], -1)
+        return ctx, (ts, gs)
 
     def _note_logits(self, ctx: Tensor, x: Tensor) -> Tensor:
         """ctx (N, 88, C), x (N, 88) -> (N, 88) log-odds, key k using x[:, <k] only."""

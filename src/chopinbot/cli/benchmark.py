@@ -1,26 +1,36 @@
-"""`chopinbot benchmark piano-midi`: train on Piano-midi.de traindata, select on validdata,
-report valid and test frame-level NLL and accuracy beside the published table."""
+"""`chopinbot benchmark piano-midi|jsb-chorales`: train on traindata, select on validdata,
+report valid and test frame-level NLL and accuracy beside the published table; resume an
+interrupted run; re-score a saved model."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
 from chopinbot.cli.args import nonneg_float, nonneg_int, positive_float, positive_int, probability
+from chopinbot_tools.frame_benchmark import recorded_scores, reevaluate, run_benchmark, score_model
 from chopinbot_tools.frame_models import MODEL_TYPES, FrameModelConfig
-from chopinbot_tools.pianomidi import TrainSettings, reevaluate, run_benchmark
+from chopinbot_tools.frame_training import TrainSettings
+from chopinbot_tools.pianomidi import BENCHMARK_FILES
 
-BENCHMARKS = ("piano-midi",)
+BENCHMARKS = tuple(BENCHMARK_FILES)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = FrameModelConfig()
-    p.add_argument("benchmark", choices=BENCHMARKS, help="which benchmark (only piano-midi for now)")
-    p.add_argument("--out", required=True, help="run folder: checkpoint, history.csv, report.md, report.json")
+    p.add_argument("benchmark", choices=BENCHMARKS, help="which benchmark (the same format and score)")
+    p.add_argument("--out", help="run folder: checkpoint, history.csv, report.md, report.json")
     p.add_argument("--eval-only", action="store_true",
                    help="do not train: evaluate the run folder's saved model again and rewrite its report")
-    p.add_argument("--data", default=None, help="the Piano_midi.mat file (default: the copy bundled in the package)")
+    p.add_argument("--score", metavar="MODEL_DIR",
+                   help="do not train: print the valid and test NLL of the model in MODEL_DIR (model.safetensors "
+                        "+ config.json, e.g. bench/models/piano-midi); writes nothing")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out from its last saved training state (the same "
+                        "settings are required)")
+    p.add_argument("--data", default=None, help="the benchmark's .mat file (default: the copy bundled in the package)")
     p.add_argument("--limit-pieces", type=positive_int, default=None,
                    help="use only the first N pieces of each split (quick checks; not a benchmark figure)")
     m = p.add_argument_group("model")
@@ -44,10 +54,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--global-hidden", type=nonneg_int, default=d.global_hidden,
                    help="biaxial: size of an extra frame LSTM whose state reaches every key; 0 = none "
                         "(default: %(default)s)")
+    m.add_argument("--repeats", action="store_true",
+                   help="biaxial: read what followed the last exact and transposed occurrence of the passage just "
+                        "heard (computed from the piece's past only)")
+    m.add_argument("--repeat-vicinity", type=nonneg_int, default=d.repeat_vicinity,
+                   help="biaxial with --repeats: continuation keys within +-N semitones feed each key "
+                        "(default: %(default)s)")
     m.add_argument("--dropout", type=probability, default=d.dropout, help="dropout (default: %(default)s)")
     t = p.add_argument_group("training")
     t.add_argument("--minutes", type=positive_float, default=None,
-                   help="wall-time budget for training, evaluations included")
+                   help="time budget for training, evaluations included, on --clock (use --clock cpu for a "
+                        "budget in CPU-minutes)")
     t.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="what --minutes counts: elapsed time, or this process's CPU time, which a busy shared "
                         "machine does not stretch (default: %(default)s)")
@@ -63,12 +80,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop after this many evaluations without a better valid NLL (default: %(default)s)")
     t.add_argument("--eval-every", type=positive_int, default=None,
                    help="evaluate on validdata every N steps (default: each epoch)")
+    t.add_argument("--checkpoint-minutes", type=positive_float, default=TrainSettings.checkpoint_minutes,
+                   help="save the training state (for --resume) this often, on --clock (default: %(default)s)")
+    t.add_argument("--nice", type=nonneg_int, default=0,
+                   help="lower this process's scheduling priority by N before training (19: the lowest, for long "
+                        "runs on a shared machine; the CPU-time budget of --clock cpu is unaffected)")
     t.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: all)")
     t.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default: %(default)s)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.score:
+        scores = score_model(args.score, args.benchmark, data_path=args.data, threads=args.threads,
+                             limit=args.limit_pieces)
+        print(f"{args.benchmark}: {args.score}: " + ", ".join(f"{s} NLL {v:.4f}" for s, v in scores.items())
+              + " nats/frame (exact)")
+        recorded = recorded_scores(args.score) if not args.limit_pieces else {}
+        if recorded:
+            same = all(abs(scores[s] - v) <= 1e-4 * abs(v) for s, v in recorded.items() if s in scores)
+            print("recorded with the model: " + ", ".join(f"{s} NLL {v:.4f}" for s, v in recorded.items())
+                  + (" -- the same" if same else " -- DIFFERENT"))
+            return 0 if same else 1
+        return 0
+    if not args.out:
+        print("chopinbot benchmark: error: --out is required (or --score MODEL_DIR)", file=sys.stderr)
+        return 2
     if args.eval_only:
         rep = reevaluate(args.out, data_path=args.data, threads=args.threads)
         _print_summary(rep, args.out)
@@ -77,15 +114,20 @@ def run(args: argparse.Namespace) -> int:
     cfg = FrameModelConfig(model_type=args.model_type, hidden=args.hidden, layers=args.layers,
                            dropout=args.dropout, nade_hidden=args.nade_hidden, time_hidden=args.time_hidden,
                            time_layers=args.time_layers, note_hidden=args.note_hidden, note_layers=args.note_layers,
-                           global_hidden=args.global_hidden)
+                           global_hidden=args.global_hidden, repeats=args.repeats,
+                           repeat_vicinity=args.repeat_vicinity)
     settings = TrainSettings(minutes=args.minutes, clock=args.clock, epochs=args.epochs,
                              batch_size=args.batch_size, chunk=args.chunk, lr=args.lr,
                              weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                              transpose=args.transpose, patience=args.patience, eval_every=args.eval_every,
-                             threads=args.threads, seed=args.seed, progress=not args.quiet)
+                             threads=args.threads, seed=args.seed, checkpoint_minutes=args.checkpoint_minutes,
+                             progress=not args.quiet)
+    if args.nice:
+        os.nice(min(args.nice, 19))
     command = "chopinbot " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if "benchmark" in sys.argv[1:3] else ""
     rep = run_benchmark(args.out, cfg, settings, data_path=args.data, limit=args.limit_pieces, command=command,
-                        log=(lambda s: None) if args.quiet else print)
+                        log=(lambda s: None) if args.quiet else print, benchmark=args.benchmark,
+                        resume=args.resume)
     _print_summary(rep, args.out)
     return 0
 
