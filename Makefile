@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run lint test bench app fuzz clean
+.PHONY: setup system-deps run lint test bench bench-score app fuzz clean
 
 # System packages for audio (FluidSynth + a GM soundfont, ffmpeg) and the
 # browser tests (Chromium). Installed when we are root and apt is present;
@@ -43,11 +43,16 @@ bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m chopinbot_tools.bench all --out bench
 
+# Re-score the committed Piano-midi.de benchmark model on the test split (seconds; exits 1 if the NLL differs).
+bench-score: setup
+	$(BIN)/chopinbot benchmark piano-midi --score bench/models/piano-midi --threads 1
+
 fuzz: setup
 	nice -n 19 $(BIN)/python -m chopinbot_tools.fuzz --cases 10000 --seed 1 --jobs 2 --report bench/fuzz.json
 
 app: setup
 	$(BIN)/chopinbot app
 
-clean:
-	rm -rf out runs bench .pytest_cache
+clean:  # bench/models holds committed weights: kept
+	rm -rf out runs .pytest_cache
+	find bench -mindepth 1 -maxdepth 1 ! -name models -exec rm -rf {} +
