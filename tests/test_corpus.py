@@ -193,3 +193,8 @@ def test_the_loudness_loss_skips_files_without_dynamics(chopin_corpus):
         _, t = split.batch([Chunk(a, 32)])
         struck = t.onsets[0].any(-1)
         assert ((t.vel_class[0][struck] >= 0).all() if has else (t.vel_class[0] == -1).all())
+
+
+def test_a_file_given_alone_is_the_work_its_folder_table_says():
+    (f,) = list_corpus([CORPUS / "chpn-p3.mid"])
+    assert (f.work, f.composer, f.source) == ("op028-3", "Chopin", "piano-midi.de")

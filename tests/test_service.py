@@ -36,9 +36,9 @@ from chopinbot.cli.app import streamlit_command
 from chopinbot.cli.generate import config_from_args
 from chopinbot.compose import generate as library
 from chopinbot.compose.generate import GenerateConfig
-from chopinbot.constants import SEED_STATES
+from chopinbot.constants import SEED_STATES, SHIPPED_MODEL
 from chopinbot.errors import ConfigError, ModelFileError
-from chopinbot.model.checkpoint import resolve_checkpoint
+from chopinbot.model.checkpoint import bundled_models, resolve_checkpoint
 from chopinbot.music.midi import read_midi_bytes
 from chopinbot.render.audio import audio_available
 from conftest import make_midi
@@ -101,7 +101,9 @@ def test_list_models_from_environment_and_missing_folder(models_dir, tmp_path, m
     monkeypatch.setenv(MODELS_DIR_ENV, str(models_dir))
     monkeypatch.delenv(MODEL_ENV, raising=False)
     assert "alpha" in list_models()
-    assert set(list_models(tmp_path / "nope")) <= {SHIPPED_LABEL, "lstm-repeats (bundled)"}
+    bundled = {f"{name} (bundled)" for name in bundled_models() if name != SHIPPED_MODEL}
+    assert "lstm-repeats (bundled)" in bundled and "piano-styles (bundled)" in bundled
+    assert set(list_models(tmp_path / "nope")) == {SHIPPED_LABEL} | bundled
     with pytest.raises(ModelFileError, match="not a ChopinBot checkpoint"):
         list_models(models_dir, configured=tmp_path)
 

@@ -101,6 +101,7 @@ def list_corpus(inputs: Iterable[str | os.PathLike], composer: str | None = None
     bad table, or two files with the same name (the manifest's key)."""
     plain = composer or UNKNOWN_COMPOSER
     out: list[CorpusFile] = []
+    tables: dict[Path, dict[Path, CorpusFile]] = {}
     for item in inputs:
         p = Path(item)
         if p.is_dir():
@@ -110,7 +111,8 @@ def list_corpus(inputs: Iterable[str | os.PathLike], composer: str | None = None
                 out += [CorpusFile(q, q.name, plain, p.name) for q in sorted(p.iterdir())
                         if q.suffix.lower() in NOTE_SUFFIXES and q.is_file()]
         elif p.is_file():
-            out.append(CorpusFile(p, p.name, plain, p.parent.name))
+            described = _described(p.parent, tables)
+            out.append(described.get(p.resolve()) or CorpusFile(p, p.name, plain, p.parent.name))
         elif p.exists():
             raise DatasetError(f"{p}: not a regular file or folder")
         else:
@@ -120,6 +122,15 @@ def list_corpus(inputs: Iterable[str | os.PathLike], composer: str | None = None
         dup = sorted({n for n in names if names.count(n) > 1})
         raise DatasetError(f"two input files share a name: {', '.join(dup[:5])}")
     return out
+
+
+def _described(folder: Path, tables: dict[Path, dict[Path, CorpusFile]]) -> dict[Path, CorpusFile]:
+    """The files a folder's table describes, by resolved path (read once per folder; {} without a table):
+    a file given on its own is still the work its folder's table says."""
+    if folder not in tables:
+        rows = read_table(folder) if (folder / CORPUS_TABLE).is_file() else []
+        tables[folder] = {r.path.resolve(): r for r in rows}
+    return tables[folder]
 
 
 def is_bundled(files: Iterable[CorpusFile]) -> bool:
