@@ -46,3 +46,11 @@ def test_help_lists_every_command():
     assert r.returncode == 0, r.stderr
     for name in ("prepare", "train", "generate", "evaluate", "seeds", "plot", "app", "bench"):
         assert name in r.stdout
+
+
+def test_prepare_a_bundled_corpus_by_name(tmp_path, capsys):
+    assert main(["prepare", "--corpus", "chopin", "--out", str(tmp_path / "ds"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "235 files (182 works) used, 0 skipped" in out
+    assert main(["prepare", str(tmp_path), "--corpus", "chopin", "--out", str(tmp_path / "x")]) == 2
+    assert "not both" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -127,3 +128,11 @@ def test_a_joint_loudness_model_trains_and_generates(tiny_dataset_dir, tmp_path)
     assert m.config.joint_keys and m.config.loudness
     g = generate(m, seed_from_test(0, 8), GenerateConfig(steps=16, random_seed=0, retry=False)).generated
     assert len(g) == 16 and (g.velocity[g.onsets.any(1)] > 0).all()
+
+
+def test_a_cpu_time_budget_stops_the_run(tiny_dataset_dir, tmp_path):
+    """``cpu_minutes`` counts this process's CPU time: a budget spent in the first epoch stops there."""
+    res = train(tiny_train_config(tiny_dataset_dir, tmp_path / "run", epochs=5, cpu_minutes=1e-4))
+    assert res.stopped == "time-budget" and res.epochs == 1
+    state = json.loads((tmp_path / "run" / "last" / "resume.json").read_text())
+    assert state["cpu_seconds"] > 0.006
