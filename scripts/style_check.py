@@ -24,6 +24,7 @@ piano-midi.de files of the other composer.  The figures of docs/corpus.md were m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -54,6 +55,8 @@ def main() -> None:
     p.add_argument("--split", default="test", choices=("test", "valid"), help="whose windows seed the pieces")
     p.add_argument("--max-seeds", type=int, default=40, help="at most this many seeds per composer (evenly spread)")
     p.add_argument("--seconds", type=float, default=60.0, help="length of each continuation")
+    p.add_argument("--context-states", type=int, default=None,
+                   help="states of the piece read before each seed (default: as generate, 512; 0 = the seed alone)")
     p.add_argument("--repeats", type=int, default=3, help="random seeds of the classifier test")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
@@ -71,6 +74,9 @@ def main() -> None:
         found, _ = held_out_seeds(ds, args.split, keep=lambda seg, s=s: seg.dynamics and style_name(seg.composer) == s)
         step = max(1, len(found) // args.max_seeds)
         seeds += found[::step][: args.max_seeds]
+    if args.context_states is not None:  # keep only the last N states of each seed's context
+        seeds = [dataclasses.replace(x, context=x.context[len(x.context) - args.context_states:]
+                                     if x.context is not None and args.context_states else None) for x in seeds]
     features, groups = {}, {}
     for style in args.styles:
         excerpts = []
