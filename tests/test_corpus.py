@@ -198,3 +198,13 @@ def test_the_loudness_loss_skips_files_without_dynamics(chopin_corpus):
 def test_a_file_given_alone_is_the_work_its_folder_table_says():
     (f,) = list_corpus([CORPUS / "chpn-p3.mid"])
     assert (f.work, f.composer, f.source) == ("op028-3", "Chopin", "piano-midi.de")
+
+
+def test_the_two_split_lists_agree():
+    """data/chopin/splits.json (by file, read by the seeds and the app) and data/splits.json (by work,
+    read by prepare) hold out the same performed pieces."""
+    by_file = json.loads((CORPUS / "splits.json").read_text())
+    by_work = json.loads((CORPUS.parent / "splits.json").read_text())
+    work_of = {f.name: f.work for f in read_table(CORPUS)}
+    for split in ("test", "valid"):
+        assert {work_of[n] for n in by_file[split]} == {work_of[n] for n in work_of} & set(by_work[split])
