@@ -73,8 +73,8 @@ HELP = {
     "key": "Transpose the result into this key. A major seed cannot become minor by transposition: "
            "then the relative key is used (and said so).",
     "bpm": "Tempo of the result in beats per minute; empty = the seed's own tempo.",
-    "style": "Whose style to compose in. This model learnt several composers' piano music; the style input "
-             "steers which one it writes like (the seed still sets where it starts).",
+    "style": "Whose style to compose in. This model learnt several composers' piano music with a style input, "
+             "but so far the seed sets the character far more than the style does (docs/corpus.md).",
     "random_seed": "The same random seed with the same settings gives the same piece again.",
     "fresh_seed": "Draw a new random seed each time you press Generate (untick to reproduce a piece).",
 }
