@@ -28,6 +28,8 @@ from chopinbot_tools.pianomidi import (
 )
 from chopinbot_tools.published import PUBLISHED
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one thread
+
 LN2 = math.log(2)
 
 
@@ -38,13 +40,6 @@ def frames_with(*on_sets, keys=88):
     return x
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is fastest, and immune to a busy machine (the CLI test sets it too)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

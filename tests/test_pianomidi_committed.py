@@ -8,21 +8,16 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from chopinbot_tools.frame_benchmark import recorded_scores, score_model
 from chopinbot_tools.pianomidi import load_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one thread
 
 MODELS = Path(__file__).resolve().parents[1] / "bench" / "models"
 COMMITTED = sorted(p for p in MODELS.glob("*") if (p / "config.json").is_file())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_the_piano_midi_model_is_committed():

@@ -13,15 +13,11 @@ from chopinbot_tools.frame_repeats import REPEAT_KINDS, repeat_inputs, transpose
 from chopinbot_tools.frame_training import ChunkSampler
 from chopinbot_tools.pianomidi import evaluate, load_piano_midi, previous_frames
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one thread
+
 EXACT, TRANSPOSED = REPEAT_KINDS.index("exact"), REPEAT_KINDS.index("transposed")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -15,16 +15,12 @@ from chopinbot_tools.frame_models import FrameModelConfig, build_model
 from chopinbot_tools.frame_training import TRAIN_STATE, TrainSettings, train
 from chopinbot_tools.pianomidi import key_log_odds, load_checkpoint, load_piano_midi
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one thread
+
 CFG = FrameModelConfig(model_type="biaxial", time_hidden=6, time_layers=2, note_hidden=5, note_layers=2,
                        dropout=0.2, repeats=True, repeat_vicinity=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
