@@ -13,12 +13,12 @@ closer to Chopin).  Select on these; score the chosen model once on test with
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 from chopinbot.dataset.batches import SplitData
 from chopinbot.dataset.store import Dataset
 from chopinbot.evaluation.report import EvalSettings, realism_metrics, realism_summary
+from chopinbot.io_utils import atomic_write_json
 from chopinbot.model.formats import load_model
 from chopinbot.model.predict import evaluate_split
 
@@ -50,8 +50,7 @@ def main() -> None:
         print(f"{name}: {args.split} key NLL {row['key_nll']:.3f}, duration error {row['dur_error']:.3f}, "
               f"F1 {row['f1_best']:.3f}{realism} ({time.perf_counter() - t0:.0f} s)", flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+        atomic_write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ realism test's ``key_hold``, :mod:`chopinbot.evaluation.realism`).
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 
@@ -22,6 +21,7 @@ from chopinbot.dataset.inputs import style_name
 from chopinbot.dataset.store import Dataset
 from chopinbot.evaluation.excerpts import time_excerpts, timed_notes
 from chopinbot.evaluation.realism import EXCERPT_SECONDS, excerpt_stats, held_out_seeds
+from chopinbot.io_utils import atomic_write_json
 from chopinbot.model.formats import load_model
 
 
@@ -57,8 +57,7 @@ def main() -> None:
         print(f"{name}: key hold {rate:.3f} over {len(holds)} excerpts of {len(per_primer)} primers "
               f"({len({s.source.split(' ', 1)[0] for s in seeds})} pieces)", flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+        atomic_write_json(args.json, out)
 
 
 if __name__ == "__main__":

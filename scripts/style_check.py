@@ -41,6 +41,7 @@ from chopinbot.evaluation.realism import (
     split_excerpts,
     two_sets_test,
 )
+from chopinbot.io_utils import atomic_write_text
 from chopinbot.model.formats import load_model
 from chopinbot.music.states import States
 
@@ -111,9 +112,8 @@ def main() -> None:
     for name, r in rows.items():
         print(f"{name:<32} accuracy {r['accuracy_mean']:.3f} ± {r['accuracy_sd']:.3f}  AUC {r['auc_mean']:.3f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"seeds": len(seeds), "excerpts_per_style": n, "rows": rows, "args": vars(args)}, f, indent=2,
-                      default=float)
+        result = {"seeds": len(seeds), "excerpts_per_style": n, "rows": rows, "args": vars(args)}
+        atomic_write_text(args.json, json.dumps(result, indent=2, default=float) + "\n")  # numpy floats too
 
 
 if __name__ == "__main__":
