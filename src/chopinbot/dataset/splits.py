@@ -67,22 +67,10 @@ def work_splits(entries: list[dict], fingerprints: list[np.ndarray], committed: 
     declared id), and a work takes the most held-out split any of its declared
     ids has in ``committed`` (test, then valid), or the hash rule of
     :func:`assign_splits` without one.  Entries are updated in place."""
-    first = group_works(fingerprints)
-    parent = list(range(len(entries)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    by_declared: dict[str, int] = {}
-    for i, e in enumerate(entries):
-        for j in (first[i], by_declared.setdefault(e["declared_work"], i)):
-            parent[root(i)] = root(j)
+    first = group_works(fingerprints, [e["declared_work"] for e in entries])
     members: dict[int, list[int]] = {}
-    for i in range(len(entries)):
-        members.setdefault(root(i), []).append(i)
+    for i, r in enumerate(first):
+        members.setdefault(r, []).append(i)
     work_of = {r: min(entries[i]["declared_work"] for i in ms) for r, ms in members.items()}
     if committed:
         held = {w: s for s in ("valid", "test") for w in committed.get(s, [])}  # test written last: it wins

@@ -92,16 +92,21 @@ def shared_share(fingerprints: Sequence[np.ndarray], others: Sequence[np.ndarray
     return share
 
 
-def group_works(fingerprints: Sequence[np.ndarray], threshold: float = SAME_WORK_SHARE) -> list[int]:
+def group_works(fingerprints: Sequence[np.ndarray], declared: Sequence[str] | None = None,
+                threshold: float = SAME_WORK_SHARE) -> list[int]:
     """For each file, the index of the first file of its work: files whose
-    fingerprints share at least ``threshold`` are one work, and so is any chain
-    of such pairs (connected components)."""
+    fingerprints share at least ``threshold``, or that ``declared`` the same
+    work id, are one work, and so is any chain of such pairs (connected
+    components).  A wrong declaration can only hold more out, never leak."""
     n = len(fingerprints)
     if n == 0:
         return []
     share = shared_share(fingerprints)
     np.fill_diagonal(share, 0.0)
-    _, labels = scipy.sparse.csgraph.connected_components(scipy.sparse.csr_matrix(share >= threshold),
-                                                          directed=False)
+    same = share >= threshold
+    if declared is not None:
+        ids = np.unique(np.asarray(declared), return_inverse=True)[1].ravel()
+        same |= ids[:, None] == ids[None, :]
+    _, labels = scipy.sparse.csgraph.connected_components(scipy.sparse.csr_matrix(same), directed=False)
     first: dict[int, int] = {}
     return [first.setdefault(int(lab), i) for i, lab in enumerate(labels)]
