@@ -166,17 +166,16 @@ def build_model_config(cfg: TrainConfig, ds: Dataset) -> ModelConfig:
     return ModelConfig(**base)
 
 
-def init_from_model(cfg: TrainConfig, ds: Dataset) -> tuple[ChopinLSTM, dict]:
-    """The model a fine-tuning run starts from: ``cfg.init_from``'s weights and
-    shape, with the styles of the new data it lacks (:mod:`chopinbot.training.finetune`)."""
+def init_from_model(cfg: TrainConfig, ds: Dataset) -> tuple[ChopinLSTM, ModelConfig]:
+    """What a fine-tuning run starts from: the model ``cfg.init_from`` and the
+    config of the run's model, its shape plus the styles of the new data it
+    lacks (:mod:`chopinbot.training.finetune`; its weights are copied in by
+    :func:`~chopinbot.training.finetune.copy_weights`)."""
     source = load_model(cfg.init_from)
     if not isinstance(source, ChopinLSTM):
         raise ConfigError(f"{cfg.init_from}: a compressed or exported model cannot be trained; start from its fp32")
     styles = data_styles(ds) if cfg.styles != "off" else []
-    mcfg = fine_tune_config(source.config, styles, cfg.default_style) if styles else source.config
-    model = ChopinLSTM(mcfg)
-    copy_weights(model, source)
-    return model, mcfg
+    return source, fine_tune_config(source.config, styles, cfg.default_style) if styles else source.config
 
 
 def _lr_lambda(cfg: TrainConfig, total_steps: int):
@@ -273,7 +272,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
     _seed_everything(cfg.seed)
     model = ChopinLSTM(mcfg)
     if cfg.init_from and not resume:
-        model.load_state_dict(started_from.state_dict())
+        copy_weights(model, started_from)
     elif not resume:
         k, o, cls, mean_beats = train_split.marginals()
         if mcfg.duration_head == "classes":
