@@ -5,14 +5,14 @@ files in a ``corpus.tsv`` (tab-separated, header
 ``file work composer source title``; ``file`` relative to the folder, so a
 source can have a folder per composer); every file it lists is used, and
 only those.  A folder without one is a plain folder of the user's music: each
-file is its own work (its name without the suffix), by the ``composer`` the
-user names (``chopinbot prepare --composer``), from a source named after
-the folder.
+file is its own work (named by its file name), by the ``composer`` the user
+names (``chopinbot prepare --composer``), from a source named after the
+folder.  A file given on its own is what its folder's table says, if it has one.
 
 The package ships three sources (``BUNDLED_SOURCES``):
 
 * ``chopin``: the 48 Chopin pieces of piano-midi.de, performed (rubato, dynamics);
-* ``nifc``: one first edition of each of 185 Chopin works from the Fryderyk
+* ``nifc``: one first edition of each of 187 Chopin works from the Fryderyk
   Chopin Institute, scores (no dynamics, no rubato);
 * ``piano-midi.de``: the other 24 composers of piano-midi.de (289 files),
   performed like the Chopin ones.
