@@ -523,6 +523,7 @@ class StyleBlock(InputBlock):
         return eye[np.where(index >= 0, index, len(self.styles))]
 
     def own_index(self) -> int:
+        """The index of ``style`` among ``styles`` (-1: not among them, or None)."""
         return self.styles.index(self.style) if self.style in self.styles else -1
 
     def sequence_columns(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
@@ -538,12 +539,14 @@ class StyleBlock(InputBlock):
 
 
 class _StyleTracker(BlockTracker):
+    """The same row at every step: made once, not once per state composed."""
+
     def __init__(self, block: StyleBlock, shape: tuple[int, ...]) -> None:
-        self.block = block
         self.seed = block.sequence_columns(None, None, np.zeros(shape))
+        self.row = block.one_hot(np.full(shape[:-1], block.own_index()))  # (B, len(styles))
 
     def step(self, new: NewStates) -> Columns:
-        return [self.block.one_hot(np.full(np.shape(new.cls), self.block.own_index()))], []
+        return [self.row], []
 
 
 def split_styles(split: SplitStates, styles: tuple[str, ...]) -> np.ndarray:
