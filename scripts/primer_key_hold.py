@@ -17,7 +17,7 @@ import argparse
 import numpy as np
 
 from chopinbot.compose.generate import GenerateConfig, GenerationError, generate
-from chopinbot.dataset.inputs import style_name
+from chopinbot.dataset.corpus import style_name
 from chopinbot.dataset.store import Dataset
 from chopinbot.evaluation.excerpts import time_excerpts, timed_notes
 from chopinbot.evaluation.realism import EXCERPT_SECONDS, excerpt_stats, held_out_seeds

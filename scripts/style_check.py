@@ -29,7 +29,7 @@ import json
 import time
 
 from chopinbot.compose.generate import GenerateConfig, GenerationError, generate
-from chopinbot.dataset.inputs import style_name
+from chopinbot.dataset.corpus import style_name
 from chopinbot.dataset.store import Dataset
 from chopinbot.evaluation.excerpts import time_excerpts, timed_notes
 from chopinbot.evaluation.realism import (

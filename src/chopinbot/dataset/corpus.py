@@ -67,6 +67,11 @@ class CorpusFile:
         return self.path.name
 
 
+def style_name(composer: str) -> str:
+    """The style a composer's music trains: the name in lower case, words joined by "-" (e.g. "chopin")."""
+    return "-".join(composer.strip().lower().split()) or UNKNOWN_COMPOSER
+
+
 def corpus_sources(name: str) -> list[Path]:
     """The folders of a named corpus (``CORPORA``)."""
     if name not in CORPORA:

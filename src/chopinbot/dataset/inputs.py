@@ -70,6 +70,7 @@ from typing import Literal, NamedTuple, Protocol, TypeVar
 import numpy as np
 
 from chopinbot.constants import N_KEYS
+from chopinbot.dataset.corpus import style_name
 from chopinbot.dataset.features import (
     N_POSITION,
     AgeTracker,
@@ -490,11 +491,6 @@ class _LoudnessTracker(BlockTracker):
 
 
 # --------------------------------------------------------------------------- style
-
-
-def style_name(composer: str) -> str:
-    """The style a composer's music trains: the name in lower case, words joined by "-" (e.g. "chopin")."""
-    return "-".join(composer.strip().lower().split()) or "unknown"
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from chopinbot.compose.seeds import Seed, window_seed
 from chopinbot.constants import PACKAGE_DIR, SEED_STATES, WARM_STATES
-from chopinbot.dataset.inputs import style_name
+from chopinbot.dataset.corpus import UNKNOWN_COMPOSER, style_name
 from chopinbot.dataset.prepare import process_file
 from chopinbot.dataset.store import DEFAULT_SETTINGS, Dataset, PrepareSettings, Segment
 from chopinbot.evaluation import musicstats
@@ -151,7 +151,7 @@ def performed_chopin(seg: Segment) -> bool:
     """Whether a segment is a performance of Chopin (or of a composer not named): the real music the
     realism test holds generated music against.  Scores (no dynamics, a steady tempo: the NIFC editions)
     and other composers' pieces are not what a listener compares with."""
-    return seg.dynamics and style_name(seg.composer) in ("chopin", "unknown")
+    return seg.dynamics and style_name(seg.composer) in ("chopin", UNKNOWN_COMPOSER)
 
 
 def held_out_seeds(ds: Dataset, split: str, seed_len: int = SEED_STATES, seconds: float = EXCERPT_SECONDS,
