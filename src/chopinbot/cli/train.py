@@ -60,6 +60,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--joint-keys", type=_onoff, default=M.joint_keys, metavar="on|off",
                    help="the note head reads the new state's keys below each key; keys are drawn low to high "
                         f"(needs the note head; default: {'on' if M.joint_keys else 'off'})")
+    g.add_argument("--controls", type=_onoff, default=M.controls, metavar="on|off",
+                   help="read the density, register, loudness and key of the window ahead, so that generate's "
+                        "--density, --register, --loudness and --key steer the music "
+                        f"(default: {'on' if M.controls else 'off'})")
     g.add_argument("--duration-head", choices=["classes", "seed"], default=M.duration_head)
     g.add_argument("--dur-nodes", type=positive_int, default=M.dur_nodes)
     g = p.add_argument_group("training")
@@ -101,7 +105,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     model = ModelConfig(**{f: getattr(args, f) for f in ("layers", "hidden", "dropout", "dense_layers", "layer_norm",
                                                           "onset_head", "skip", "note_head", "duration_head",
                                                           "dur_nodes", "key_recency", "repeats",
-                                                          "repeats_transposed", "loudness", "joint_keys")},
+                                                          "repeats_transposed", "loudness", "joint_keys",
+                                                          "controls")},
                         duration_classes=[1.0])
     names = {f.name for f in fields(TrainConfig)} - {"model", "loss_clip", "progress"}
     cfg = TrainConfig(**{n: getattr(args, n) for n in names if n != "epochs"}, model=model)

@@ -33,13 +33,17 @@ Tests check both against the reference path.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
 from chopinbot.constants import N_KEYS
-from chopinbot.dataset.inputs import NewStates
+from chopinbot.dataset.inputs import ControlBlock, NewStates
+from chopinbot.dataset.layout import InputLayout
 from chopinbot.errors import ConfigError
 from chopinbot.model.network import JOINT_INPUTS, NEIGHBOURS, PITCH_EMB, ChopinLSTM, neighbourhood_index
+from chopinbot.music.controls import Controls
 
 # (key logits (B, 88), onset logits (B, 88) or None, duration outputs (B, n)), float32
 StepOutputs = tuple[np.ndarray, "np.ndarray | None", np.ndarray]
@@ -309,12 +313,16 @@ class InputBuilder:
     in the metre) across steps."""
 
     def __init__(self, model, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
-                 start_beat: float = 0.0, velocity: np.ndarray | None = None, style: str | None = None) -> None:
+                 start_beat: float = 0.0, velocity: np.ndarray | None = None, style: str | None = None,
+                 controls: Controls | None = None) -> None:
         """Start after seed histories ``keys``/``onsets`` (B, S, 88), ``beats`` and ``velocity``
         (B, S; None: unknown) that begin at ``start_beat``, composing in ``style`` (None: the
-        model's default); ``seed_inputs`` (B, S, input_dim) are their rows."""
+        model's default) with ``controls`` (a model with controls; None: none steered);
+        ``seed_inputs`` (B, S, input_dim) are their rows."""
         c = model.config
-        self.layout = c.with_style(style).layout
+        blocks = tuple(replace(b, requested=controls or Controls()) if isinstance(b, ControlBlock) else b
+                       for b in c.with_style(style).blocks)
+        self.layout = InputLayout(blocks)
         self.class_beats = np.asarray(c.duration_classes).astype(np.float32).astype(np.float64)  # as stored
         self.trackers = [b.tracker(keys, onsets, beats, start_beat, velocity) for b in self.layout.blocks]
         self.seed_inputs = self.layout.rows([t.seed for t in self.trackers])

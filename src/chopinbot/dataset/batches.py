@@ -153,7 +153,7 @@ class SplitData:
         transpose(onsets)
         rows = idx[:, L : L + T]
         x = InputLayout(blocks).batch_rows(BatchStates(keys, onsets, beats, velocity, L, rows,
-                                                       self.end_pos[rows].ravel(), self, transpose))
+                                                       self.end_pos[rows].ravel(), self, transpose, shifts))
         keys, onsets, beats, velocity = keys[:, L:], onsets[:, L:], beats[:, L:], velocity[:, L:]
         steps = np.arange(T + 1)
         mask = (steps[None, :T] < lengths[:, None]).astype(np.float32)

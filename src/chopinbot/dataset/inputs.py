@@ -86,6 +86,15 @@ from chopinbot.dataset.features import (
     position_period,
     recency_features,
 )
+from chopinbot.music.controls import (
+    CONTROL_WIDTH,
+    N_CONTROLS,
+    Controls,
+    WindowControls,
+    control_features,
+    hide,
+    window_controls,
+)
 from chopinbot.music.repeats import (
     Continuations,
     ContinuationTracker,
@@ -161,6 +170,7 @@ class BatchStates:
     end_pos: np.ndarray  # (B * T,) where each input state ends, in beats from its segment's start
     split: SplitStates  # the dataset rows and tables derived once per split
     transpose: Callable[[np.ndarray], None]  # transposes (B, T, 88) keys in place as the batch's chunks are
+    shifts: np.ndarray | None = None  # (B,) the semitones each chunk is transposed by (None: none)
 
     @property
     def steps(self) -> int:
@@ -556,3 +566,107 @@ def split_styles(split: SplitStates, styles: tuple[str, ...]) -> np.ndarray:
         return out
 
     return split.table(f"styles {styles}", make)
+
+
+# --------------------------------------------------------------------------- controls
+
+
+HIDE_SHARE = 0.25  # training hides each control from this share of the chunks, so the model composes without it too
+
+
+@dataclass(frozen=True)
+class ControlBlock(InputBlock):
+    """The composer's controls (:mod:`chopinbot.music.controls`): the density, register,
+    loudness and pitch-class shares of the window about to be played, for the LSTM,
+    and per key (for the note head) whether it lies inside the register and its
+    pitch class's share.  A training row reads its own window, each control hidden
+    from ``HIDE_SHARE`` of the chunks; a sequence reads its own windows
+    (``requested`` None) or ``requested`` at every state; composing reads the
+    seed's own windows, then ``requested`` from the seed's last state on."""
+
+    requested: Controls | None = None
+
+    @property
+    def name(self) -> str:
+        return "controls"
+
+    @property
+    def lstm_width(self) -> int:
+        return CONTROL_WIDTH
+
+    @property
+    def note_width(self) -> int:
+        return 2 * N_KEYS
+
+    def key_columns(self) -> tuple[KeyColumn, ...]:
+        return KeyColumn("note", 0), KeyColumn("note", N_KEYS)  # inside the register; the pitch class's share
+
+    def columns(self, w: WindowControls, shifts: np.ndarray | int = 0) -> Columns:
+        lstm, note = control_features(w, shifts)
+        return [lstm], [note]
+
+    def windows(self, onsets: np.ndarray, beats: np.ndarray, velocity: np.ndarray | None) -> WindowControls:
+        """(n,) windows of a sequence: its own, or ``requested`` at every state."""
+        if self.requested is not None:
+            return WindowControls.constant(self.requested, len(beats))
+        return window_controls(onsets, beats, velocity)
+
+    def sequence_columns(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
+                         start_beat: float = 0.0, velocity: np.ndarray | None = None) -> Columns:
+        return self.columns(self.windows(onsets, beats, velocity))
+
+    def batch_columns(self, batch: BatchStates) -> Columns:
+        w = split_controls(batch.split).take(batch.rows.ravel())
+        B, T = batch.rows.shape
+        # which controls each chunk hides: drawn from the chunk's rows, so a batch is built the same every time
+        rng = np.random.default_rng(batch.rows[:, 0].astype(np.int64) * 7919 + batch.rows.shape[1])
+        hidden = np.repeat(rng.random((B, N_CONTROLS)) < HIDE_SHARE, T, axis=0)
+        shifts = np.repeat(batch.shifts, T) if batch.shifts is not None else 0
+        return self.columns(hide(w, hidden), shifts)
+
+    def tracker(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, start_beat: float,
+                velocity: np.ndarray | None = None) -> BlockTracker:
+        return _ControlTracker(self, onsets, beats, velocity)
+
+
+class _ControlTracker(BlockTracker):
+    """The seed's own windows, the last seed state reading the request (it predicts the first new
+    state); then the request at every step (made once)."""
+
+    def __init__(self, block: ControlBlock, onsets: np.ndarray, beats: np.ndarray,
+                 velocity: np.ndarray | None) -> None:
+        B, S = np.shape(beats)
+        own = ControlBlock(None)
+        lstm, note = [], []
+        for b in range(B):
+            (l1,), (n1,) = own.sequence_columns(None, onsets[b], beats[b], 0.0,
+                                               None if velocity is None else velocity[b])
+            lstm.append(l1)
+            note.append(n1)
+        lstm, note = np.stack(lstm), np.stack(note)
+        req = block.requested if block.requested is not None else Controls()
+        (self.lstm_row,), (self.note_row,) = ControlBlock(req).columns(WindowControls.constant(req, 1))
+        lstm[:, -1], note[:, -1] = self.lstm_row[0], self.note_row[0]
+        self.seed = [lstm], [note]
+        self.batch = B
+
+    def step(self, new: NewStates) -> Columns:
+        return [np.repeat(self.lstm_row, self.batch, 0)], [np.repeat(self.note_row, self.batch, 0)]
+
+
+def split_controls(split: SplitStates) -> WindowControls:
+    """The controls of the window starting at every row of a split (within its segment)."""
+
+    def make(split: SplitStates) -> WindowControls:
+        n = len(split.records)
+        out = WindowControls(np.full(n, np.nan), np.full(n, -1, np.int16), np.full(n, -1, np.int16),
+                             np.full(n, np.nan), np.full((n, 12), np.nan))
+        for a, b in split.segments:
+            rec = split.records[a:b]
+            onsets = np.unpackbits(rec["onsets"], axis=1, count=N_KEYS).astype(bool)
+            w = window_controls(onsets, rec["beats"], np.asarray(rec["velocity"], np.float64))
+            for name in ("density", "low", "high", "loudness", "key"):
+                getattr(out, name)[a:b] = getattr(w, name)
+        return out
+
+    return split.table("controls", make)

@@ -21,6 +21,7 @@ from chopinbot.dataset.inputs import (
     BaseBlock,
     BatchStates,
     Columns,
+    ControlBlock,
     InputBlock,
     LoudnessBlock,
     RecencyBlock,
@@ -54,6 +55,7 @@ OPTIONAL_BLOCKS: tuple[OptionalBlock, ...] = (  # in row order, after the base b
     OptionalBlock("repeats_transposed", lambda ctx: RepeatsBlock("transposed", ctx.vocab, ctx.grid_per_beat)),
     OptionalBlock("loudness", lambda ctx: LoudnessBlock(), needs_note_head=False),
     OptionalBlock("style_input", lambda ctx: StyleBlock(ctx.styles, ctx.style), needs_note_head=False),
+    OptionalBlock("controls", lambda ctx: ControlBlock()),
 )
 
 
