@@ -37,10 +37,11 @@ import torch
 from chopinbot.compose.sampling import Sampler
 from chopinbot.compose.seeds import Seed
 from chopinbot.compose.stepper import InputBuilder, stepper_for
-from chopinbot.constants import MIN_KEYS, N_KEYS
+from chopinbot.constants import HIGHEST_PITCH, LOWEST_PITCH, MIN_KEYS, N_KEYS
 from chopinbot.errors import ChopinBotError, ConfigError
 from chopinbot.io_utils import atomic_write_bytes
 from chopinbot.model.network import ChopinLSTM
+from chopinbot.music.controls import LOUDNESS_LEVELS, Controls, key_profile, loudness_velocity
 from chopinbot.music.keys import Key, parse_key
 from chopinbot.music.states import States, states_to_notes, states_to_score, transpose_states
 from chopinbot.render.audio import render_wav, render_wav_bytes
@@ -59,6 +60,8 @@ BPM_RANGE = (10.0, 400.0)
 # key_min_p: a fraction of the likeliest silent key's probability (1: only the likeliest may start)
 KEY_MIN_P_RANGE = (0.0, 1.0)  # key_min_p and key_local_p: fractions
 KEY_WINDOW_RANGE = (1, 24)  # semitones either side of a key, for key_local_p
+DENSITY_RANGE = (0.5, 40.0)  # notes per second (the corpus's 8-beat windows: 1-20 at their tempo)
+MIN_REGISTER_SPAN = 7  # semitones: a narrower register cannot hold a melody's steps
 STUCK_STATES = 24  # this many states in a row with nothing struck = stuck
 LOOP_WINDOW = 48  # the last this many states drawn from a cycle of <= 4 states = looping
 
@@ -93,6 +96,12 @@ class GenerateConfig:
     bpm: float | None = None  # None = the seed's own tempo
     key: str | None = None  # output key, e.g. "F# minor"; None = the seed's key
     style: str | None = None  # the style (composer) to compose in, for a model with a style input; None = its default
+    # The composer's controls (a model with controls, see chopinbot.music.controls); None = not steered:
+    density: float | None = None  # notes per second of the new music
+    register: tuple[int, int] | None = None  # its lowest and highest MIDI pitch, in the output key
+    loudness: str | None = None  # its dynamic: pp, p, mf, f or ff
+    hold_key: bool = True  # steer it to stay in the output key (a model with controls; others only transpose)
+    confine_register: bool = True  # with register: keys outside it are never struck (off: the model's steering alone)
     random_seed: int | None = None  # makes sampling reproducible
     include_seed: bool = True  # start the output with the seed
     retry: bool = True  # retry when a guard fires
@@ -125,6 +134,22 @@ class GenerateConfig:
             raise ConfigError(f"bpm must be between {BPM_RANGE[0]:g} and {BPM_RANGE[1]:g}")
         if self.key is not None:
             parse_key(self.key)
+        if self.density is not None and not (DENSITY_RANGE[0] <= self.density <= DENSITY_RANGE[1]):
+            raise ConfigError(f"density must be {DENSITY_RANGE[0]:g} to {DENSITY_RANGE[1]:g} notes per second")
+        if self.register is not None:
+            lo, hi = self.register
+            if not (LOWEST_PITCH <= lo < hi <= HIGHEST_PITCH):
+                raise ConfigError(f"register must be two MIDI pitches, low then high, within "
+                                  f"{LOWEST_PITCH}..{HIGHEST_PITCH} (A0..C8), got {lo} {hi}")
+            if hi - lo < MIN_REGISTER_SPAN:
+                raise ConfigError(f"register must span at least {MIN_REGISTER_SPAN} semitones, got {hi - lo}")
+        if self.loudness is not None and self.loudness not in LOUDNESS_LEVELS:
+            raise ConfigError(f"loudness must be one of {', '.join(LOUDNESS_LEVELS)}, got {self.loudness!r}")
+
+    @property
+    def steered(self) -> bool:
+        """Whether a control that needs a model with controls is asked for."""
+        return self.density is not None or self.register is not None or self.loudness is not None
 
 
 @dataclass
@@ -222,21 +247,24 @@ def _continue(*args, **kwargs) -> list[States]:
 
 def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig, rng: np.random.Generator,
                     steps: int | None, max_beats: float | None, rerun_window: int = 0, start: float = 0.0,
-                    stop_when_stuck: bool = False, engine: str = "auto") -> list[States]:
+                    stop_when_stuck: bool = False, engine: str = "auto",
+                    controls: Controls | None = None) -> list[States]:
     """Generate after each seed (all seeds the same length, starting at beat
     ``start`` of their source); returns the new states.  With
     ``stop_when_stuck`` an attempt in which every piece has gone
     ``STUCK_STATES`` states without a struck key ends there (it will be
-    retried), instead of running to full length first."""
+    retried), instead of running to full length first.  ``controls``: what a
+    model with controls is asked for (in its frame)."""
     B = len(seeds)
     seed_keys, seed_onsets = np.stack([s.keys for s in seeds]), np.stack([s.onsets for s in seeds])
     seed_beats = np.stack([s.beats for s in seeds])
     inputs = InputBuilder(model, seed_keys, seed_onsets, seed_beats, start, np.stack([s.velocity for s in seeds]),
-                          style=cfg.style)
+                          style=cfg.style, controls=controls)
     x_seed = inputs.seed_inputs
     stepper = stepper_for(model, engine, B)
     out = stepper.start(x_seed)  # the seed is read in one call; then each step feeds one new state
-    sampler = Sampler(model, cfg, rng, stepper)
+    confine = controls is not None and controls.register is not None and cfg.confine_register
+    sampler = Sampler(model, cfg, rng, stepper, register=controls.register if confine else None)
     loud = model.config.loudness
     prev = seed_keys[:, -1].astype(bool)
     window = list(x_seed.transpose(1, 0, 2)) if rerun_window else []
@@ -333,14 +361,35 @@ def _output_key(seed: Seed, requested: str | None, guards: list[str]) -> Key:
     return want
 
 
+def requested_controls(model: ChopinLSTM, cfg: GenerateConfig, seed: Seed, key: Key, bpm: float) -> Controls | None:
+    """What ``cfg`` asks of a model with controls, in its frame (the seed's home key, beats);
+    None for a model without them (which must not be asked: :class:`ConfigError`)."""
+    if not getattr(model.config, "controls", False):
+        if cfg.steered:
+            raise ConfigError("density, register and loudness steer a model with controls (e.g. --model "
+                              "chopin-controls); this model has none")
+        return None
+    shift = seed.home.shift_to(key)  # output pitch = model-frame pitch + shift
+    register = None
+    if cfg.register is not None:
+        lo, hi = (int(np.clip(p - shift - LOWEST_PITCH, 0, N_KEYS - 1)) for p in cfg.register)
+        register = (lo, hi)
+    return Controls(density=cfg.density * 60.0 / bpm if cfg.density is not None else None, register=register,
+                    loudness=float(loudness_velocity(cfg.loudness)) if cfg.loudness is not None else None,
+                    key=key_profile(seed.home.minor) if cfg.hold_key else None)
+
+
 def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, batch: int = 1,
-             rerun_window: int = 0, engine: str = "auto") -> GenerationResult | list[GenerationResult]:
+             rerun_window: int = 0, engine: str = "auto", controls: Controls | None = None
+             ) -> GenerationResult | list[GenerationResult]:
     """Continue ``seed``: one :class:`GenerationResult`, or a list of ``batch``.
 
     ``rerun_window``: re-read the last this many states from scratch at every
     step, as the original design did (for speed comparisons only).  ``engine``:
     how a step is computed (see :func:`chopinbot.compose.stepper.stepper_for`); every
-    engine gives the same music up to float rounding."""
+    engine gives the same music up to float rounding.  ``controls``: what a model
+    with controls is asked for, in its frame, instead of what ``cfg`` asks
+    (:func:`requested_controls`; e.g. a section in another key or register)."""
     cfg = cfg or GenerateConfig()
     cfg.validate()
     if batch < 1 or batch > 256:
@@ -351,12 +400,18 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
     bpm = float(cfg.bpm or seed.bpm)
     max_beats = cfg.seconds * bpm / 60.0 if cfg.seconds is not None else None
     steps = None if cfg.seconds is not None else cfg.steps
+    key_guards: list[str] = []
+    key = _output_key(seed, cfg.key, key_guards)
+    if controls is None:
+        controls = requested_controls(model, cfg, seed, key, bpm)
+    elif not getattr(model.config, "controls", False):
+        raise ConfigError("controls steer a model with controls; this model has none")
     news = _continue(model, [seed.history] * batch, cfg, rng, steps, max_beats, rerun_window, seed.history_start_beat,
-                     stop_when_stuck=cfg.retry and cfg.max_retries > 0 and batch == 1, engine=engine)
+                     stop_when_stuck=cfg.retry and cfg.max_retries > 0 and batch == 1, engine=engine,
+                     controls=controls)
     results = []
     for new in news:
-        guards: list[str] = []
-        key = _output_key(seed, cfg.key, guards)
+        guards = list(key_guards)
         attempt_cfg = cfg
         problems = check_guards(new)
         tries = 0
@@ -365,7 +420,7 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
             guards.append(f"{'; '.join(problems)} -> retried with {change}")
             new = _continue(model, [seed.history], attempt_cfg, rng, steps, max_beats, rerun_window,
                             seed.history_start_beat,
-                            stop_when_stuck=tries + 1 < cfg.max_retries, engine=engine)[0]
+                            stop_when_stuck=tries + 1 < cfg.max_retries, engine=engine, controls=controls)[0]
             problems = check_guards(new)
             tries += 1
         if problems:

@@ -108,9 +108,15 @@ class Sampler:
     fraction of what PyTorch does)."""
 
     def __init__(self, model: ChopinLSTM, cfg: DecodingSettings, rng: np.random.Generator,
-                 stepper: NumpyStepper | ModuleStepper | None = None) -> None:
-        """``stepper``: a joint_keys model's, whose ``conditionals`` give each key's logits given those below."""
+                 stepper: NumpyStepper | ModuleStepper | None = None, register: tuple[int, int] | None = None) -> None:
+        """``stepper``: a joint_keys model's, whose ``conditionals`` give each key's logits given those below.
+        ``register``: key indices (low, high); a key outside it is never struck (one sounding already
+        may go on sounding until released)."""
         self.cfg, self.rng = cfg, rng
+        self.outside = None
+        if register is not None:
+            k = np.arange(N_KEYS)
+            self.outside = (k < register[0]) | (k > register[1])
         self.stepper = stepper
         self.joint = model.config.joint_keys
         self.evaluations = 0  # joint_keys: conditionals evaluated (a state's count is its keys on + 1)
@@ -141,6 +147,7 @@ class Sampler:
         op = None
         if onset_logits is not None:
             op = sigmoid(onset_logits if not sample or T == 1.0 else onset_logits / T)
+        kp, op = self._confine(kp, op, prev_keys)
         keys, onsets = self._draw(kp, op, prev_keys)
         for _ in range(REDRAWS if sample else 0):
             same = unchanged(keys, onsets, prev_keys)
@@ -161,6 +168,14 @@ class Sampler:
             u = rng.random((len(cdf), 1)) * cdf[:, -1:]
             cls = np.minimum((cdf < u).sum(-1), cdf.shape[-1] - 1)  # inverse-CDF draw
         return keys, onsets, cls
+
+    def _confine(self, kp: np.ndarray, op: np.ndarray | None, prev_keys: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+        """With a register: the probabilities with every key outside it unable to start or be struck again."""
+        if self.outside is None:
+            return kp, op
+        kp = np.where(self.outside & ~prev_keys, 0.0, kp)
+        return kp, None if op is None else np.where(self.outside, 0.0, op)
 
     def _draw(self, kp: np.ndarray, op: np.ndarray | None, prev_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keys and onsets from their probabilities (by threshold or by sampling)."""
@@ -230,6 +245,7 @@ class Sampler:
                                                    rows)
                 p = sigmoid(kl if T == 1.0 else kl / T)
                 q = None if ol is None else sigmoid(ol if T == 1.0 else ol / T)
+                p, q = self._confine(p, q, prev_keys[rows])
         if (keys.sum(-1) < c.min_keys).any():  # too few: add the likeliest keys given nothing below (approximate)
             add = bound_polyphony(keys, kp, c.min_keys, c.max_keys) & ~keys
             keys |= add

@@ -90,7 +90,7 @@ class ModelConfig:
     style_input: bool = False  # a style (composer) input (StyleBlock): one model, the styles of `styles`
     styles: list[str] = field(default_factory=list)  # the styles it knows, e.g. ["beethoven", "chopin", ...]
     default_style: str = ""  # the style it composes in unless told otherwise
-    controls: bool = False  # the composer's controls (ControlBlock): the window ahead's density, register, loudness, key
+    controls: bool = False  # the composer's controls (ControlBlock): density, register, loudness, key of what comes
     duration_head: str = "classes"  # "classes" (softmax over rhythmic values) or "seed" (original)
     dur_nodes: int = 20  # sigmoid nodes of the seed head
     max_duration: float = 8.0  # beats; the seed head's normalisation (corpus maximum)
