@@ -108,6 +108,19 @@ def tiny_model_dir(tiny_dataset_dir, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_controls_model_dir(tiny_dataset_dir, tmp_path_factory) -> Path:
+    """A tiny trained run folder of a model with controls (``ModelConfig.controls``)."""
+    from dataclasses import replace
+
+    from chopinbot.training.train import train
+
+    out = tmp_path_factory.mktemp("tiny_controls_run")
+    cfg = tiny_train_config(tiny_dataset_dir, out, epochs=2)
+    train(replace(cfg, model=replace(cfg.model, controls=True)))
+    return out
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny tensors: one torch thread is fastest, and immune to a busy machine. A module opts in with
