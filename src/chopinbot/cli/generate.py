@@ -15,6 +15,7 @@ import numpy as np
 from chopinbot.cli.args import nonneg_int, number_in, positive_int, seed_int
 from chopinbot.compose.generate import (
     BPM_RANGE,
+    DENSITY_RANGE,
     KEY_MIN_P_RANGE,
     KEY_WINDOW_RANGE,
     MAX_SECONDS,
@@ -29,9 +30,11 @@ from chopinbot.constants import N_KEYS, SEED_STATES, WARM_STATES
 from chopinbot.dataset.store import PrepareSettings
 from chopinbot.device import resolve_device
 from chopinbot.errors import ConfigError
+from chopinbot.evaluation.figures import result_figures
 from chopinbot.model.checkpoint import read_config, resolve_checkpoint
 from chopinbot.model.formats import load_model
-from chopinbot.music.keys import parse_key
+from chopinbot.music.controls import LOUDNESS_LEVELS
+from chopinbot.music.keys import parse_key, parse_pitch
 from chopinbot.render.audio import encode_audio
 
 D = GenerateConfig()
@@ -87,7 +90,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--key", help="output key, e.g. 'C', 'A minor', 'F#m' (default: the seed's key)")
     g.add_argument("--style", help="compose in this composer's style, for a model with a style input "
                                    "(see `chopinbot styles`; default: the model's own)")
-    g.add_argument("--batch", type=positive_int, default=1, help="pieces at once (files get -1, -2, ...)")
+    g.add_argument("--batch", "--variations", type=positive_int, default=1, dest="batch", metavar="N",
+                   help="N different continuations of the seed at once, batched (files get -1, -2, ...)")
+    g = p.add_argument_group("controls (a model with controls, e.g. --model chopin-controls)")
+    g.add_argument("--density", type=number_in(*DENSITY_RANGE), metavar="NOTES_PER_SECOND",
+                   help=f"steer the new music to this many notes per second ({DENSITY_RANGE[0]:g} to "
+                        f"{DENSITY_RANGE[1]:g}; Chopin's 8-beat windows mostly lie between 3 and 15)")
+    g.add_argument("--register", nargs=2, type=pitch_arg, metavar=("LOW", "HIGH"),
+                   help="keep the new music between these pitches, as MIDI numbers or names (C4 = 60), e.g. "
+                        "C3 C6; the model is steered there and keys outside are never struck "
+                        "(see --no-confine-register)")
+    g.add_argument("--confine-register", action=argparse.BooleanOptionalAction, default=D.confine_register,
+                   help="with --register, never strike a key outside it (--no-confine-register: the model's "
+                        "steering alone; default: confine)")
+    g.add_argument("--loudness", choices=list(LOUDNESS_LEVELS),
+                   help="steer the dynamics: " + ", ".join(f"{m} (mean velocity {v})" for m, v in
+                                                          LOUDNESS_LEVELS.items()))
+    g.add_argument("--hold-key", action=argparse.BooleanOptionalAction, default=D.hold_key,
+                   help="steer the music to stay in its key (--key, or the seed's) (default: yes; "
+                        "--no-hold-key lets it wander as the model likes)")
     g = p.add_argument_group("output")
     g.add_argument("--out", default="out/chopinbot.mid", help="MIDI file to write (default: %(default)s)")
     g.add_argument("--wav", action="store_true", help="also render WAV audio (FluidSynth)")
@@ -103,10 +124,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "same music either way")
 
 
+def pitch_arg(text: str) -> int:
+    try:
+        return parse_pitch(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def config_from_args(args: argparse.Namespace) -> GenerateConfig:
     """The :class:`GenerateConfig` of the flags: every field with a flag of its name (``retry`` is
     ``--no-retry``'s), the others at their defaults."""
-    return GenerateConfig(**{f.name: getattr(args, f.name) for f in fields(GenerateConfig) if hasattr(args, f.name)})
+    cfg = GenerateConfig(**{f.name: getattr(args, f.name) for f in fields(GenerateConfig) if hasattr(args, f.name)})
+    if cfg.register is not None:
+        cfg.register = tuple(cfg.register)
+    return cfg
 
 
 def settings_of(model_path):
@@ -156,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
                 if flag:
                     written.append(encode_audio(wav, mid.with_suffix(ext)))
         print(res.summary())
+        print("measured: " + result_figures(res).summary())
         print("wrote " + ", ".join(str(w) for w in written))
     return 0
 

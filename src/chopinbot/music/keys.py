@@ -92,6 +92,26 @@ def parse_key(text: str) -> Key:
     return Key(tonic % 12, minor)
 
 
+PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+
+
+def pitch_name(pitch: int) -> str:
+    """MIDI pitch -> its scientific name (60 = C4, 21 = A0)."""
+    return f"{PITCH_NAMES[pitch % 12]}{pitch // 12 - 1}"
+
+
+def parse_pitch(text: str) -> int:
+    """A MIDI pitch from a number ('60') or a scientific name ('C4', 'F#2', 'Bb5'; C4 = 60)."""
+    s = str(text).strip()
+    if re.fullmatch(r"\d{1,3}", s):
+        return int(s)
+    m = re.fullmatch(r"([A-Ga-g])([#b♯♭]?)(-?\d)", s)
+    if not m:
+        raise ConfigError(f"unknown pitch {text!r}: use a MIDI number (60) or a name such as C4, F#2, Bb5")
+    letter, acc, octave = m.groups()
+    return (int(octave) + 1) * 12 + _PC[letter.upper()] + {"#": 1, "♯": 1, "b": -1, "♭": -1, "": 0}[acc]
+
+
 def signature_major_tonic(sharps: int) -> int:
     """Tonic pitch class of the major key with ``sharps`` sharps (negative: flats)."""
     return (7 * sharps) % 12

@@ -1,0 +1,104 @@
+"""What a generated piece measures on the controls' own scales: density, register, loudness, key hold.
+
+The figures a user steers by (``--density``, ``--register``, ``--loudness``,
+``--key``), measured on the new music the way the requests are worded: notes
+per second, MIDI pitches, the mean velocity and its nearest dynamic mark, and
+the share of 20-s excerpts whose detected key lies within one fifth of the
+piece's stated key (the realism report's key hold rate).  The CLI prints
+them, the app shows them beside each piece, and the compliance check
+(``scripts/controls_check.py``) counts how often they meet the request.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from chopinbot.evaluation.excerpts import EXCERPT_SECONDS, detected_key, time_excerpts, within_a_fifth
+from chopinbot.music.controls import LOUDNESS_LEVELS
+from chopinbot.music.keys import Key, pitch_name
+from chopinbot.music.states import States, states_to_notes
+
+# A piece shorter than one excerpt is judged whole if it lasts at least this long (a key needs a few bars).
+MIN_KEY_SECONDS = 5.0
+
+
+def nearest_mark(velocity: float) -> str:
+    """The dynamic mark (pp..ff) whose level is nearest a mean velocity."""
+    return min(LOUDNESS_LEVELS, key=lambda m: abs(LOUDNESS_LEVELS[m] - velocity))
+
+
+@dataclass(frozen=True)
+class PieceFigures:
+    """A piece's figures on the controls' scales (NaN where the piece has no notes or is too short)."""
+
+    seconds: float
+    notes: int
+    density: float  # notes per second
+    lowest: int  # MIDI pitch (-1: no notes)
+    highest: int
+    loudness: float  # mean velocity of the notes
+    key_hold: float  # share of 20-s excerpts within one fifth of the stated key
+    key_excerpts: int  # how many excerpts that share is of
+    inside_register: float | None = None  # with a requested register: the share of notes inside it
+
+    @property
+    def register_names(self) -> str:
+        return f"{pitch_name(self.lowest)}-{pitch_name(self.highest)}" if self.notes else "-"
+
+    @property
+    def loudness_mark(self) -> str:
+        return nearest_mark(self.loudness) if self.notes else "-"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line, in the requests' words."""
+        hold = f"{self.key_hold:.0%} of {self.key_excerpts} excerpts" if self.key_excerpts else "too short to judge"
+        inside = f" ({self.inside_register:.0%} inside the requested register)" if self.inside_register is not None \
+            else ""
+        return (f"density {self.density:.1f} notes/s; register {self.register_names}{inside}; loudness "
+                f"{self.loudness:.0f} ({self.loudness_mark}); key held: {hold}")
+
+
+def key_hold(notes: np.ndarray, key: Key, seconds: float = EXCERPT_SECONDS) -> tuple[float, int]:
+    """The share of consecutive ``seconds``-long excerpts of ``notes`` (N, 4: start and end in
+    seconds, pitch, velocity) whose detected key lies within one fifth of ``key``, and their
+    count; a piece shorter than one excerpt (but at least MIN_KEY_SECONDS) is one excerpt."""
+    n = np.asarray(notes, np.float64).reshape(-1, 4)
+    if len(n) == 0:
+        return math.nan, 0
+    excerpts = [e.notes for e in time_excerpts(n, "", key, seconds) if len(e.notes)]
+    if not excerpts and n[:, 1].max() >= MIN_KEY_SECONDS:
+        excerpts = [n]
+    if not excerpts:
+        return math.nan, 0
+    return float(np.mean([within_a_fifth(detected_key(e), key) for e in excerpts])), len(excerpts)
+
+
+def piece_figures(states: States, bpm: float, key: Key, register: tuple[int, int] | None = None) -> PieceFigures:
+    """The figures of ``states`` (a piece in ``key``, played at ``bpm``); ``register`` (MIDI low,
+    high): also the share of its notes inside it."""
+    notes = states_to_notes(states).astype(np.float64)
+    notes[:, :2] *= 60.0 / bpm  # beats -> seconds
+    seconds = states.total_beats * 60.0 / bpm
+    if len(notes) == 0:
+        return PieceFigures(seconds, 0, 0.0, -1, -1, math.nan, math.nan, 0, None if register is None else math.nan)
+    pitch = notes[:, 2].astype(np.int64)
+    hold, count = key_hold(notes, key)
+    inside = None
+    if register is not None:
+        inside = float(((pitch >= register[0]) & (pitch <= register[1])).mean())
+    return PieceFigures(seconds, len(notes), len(notes) / max(seconds, 1e-9), int(pitch.min()), int(pitch.max()),
+                        float(notes[:, 3].mean()), hold, count, inside)
+
+
+def result_figures(result, register: tuple[int, int] | None = None) -> PieceFigures:
+    """:func:`piece_figures` of a :class:`~chopinbot.compose.generate.GenerationResult`'s new music
+    (``register`` default: the one it was asked for)."""
+    if register is None and result.config is not None:
+        register = result.config.register
+    return piece_figures(result.generated, result.bpm, result.key, register)
