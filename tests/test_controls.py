@@ -1,0 +1,144 @@
+"""The composer's controls: measuring a window, the control input block, steering generation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from chopinbot.compose.generate import GenerateConfig, generate
+from chopinbot.compose.seeds import seed_from_test
+from chopinbot.constants import LOWEST_PITCH, N_KEYS
+from chopinbot.dataset.inputs import ControlBlock
+from chopinbot.errors import ConfigError
+from chopinbot.evaluation.figures import piece_figures, result_figures
+from chopinbot.model.formats import load_model
+from chopinbot.music.controls import (
+    CONTROL_WIDTH,
+    Controls,
+    WindowControls,
+    control_features,
+    hide,
+    key_profile,
+    window_controls,
+)
+from chopinbot.music.keys import Key, parse_pitch, pitch_name
+from chopinbot.music.states import States
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _key(pitch: int) -> int:
+    return pitch - LOWEST_PITCH
+
+
+def _states(strikes: list[list[int]], beats: list[float], velocity: list[int]) -> tuple[np.ndarray, ...]:
+    onsets = np.zeros((len(strikes), N_KEYS), bool)
+    for i, pitches in enumerate(strikes):
+        onsets[i, [_key(p) for p in pitches]] = True
+    return onsets, np.asarray(beats, np.float32), np.asarray(velocity, np.float64)
+
+
+def test_window_counts_the_strikes_of_the_beats_ahead():
+    # four 2-beat states: C4+E4 (v 40), G4 (v 80), C5 (v 60), then C2 (v 100) at beat 6
+    onsets, beats, vel = _states([[60, 64], [67], [72], [36]], [2, 2, 2, 2], [40, 80, 60, 100])
+    w = window_controls(onsets, beats, vel, window=6.0)
+    # state 0's window: beats 0..6, states 0-2: 4 notes in 6 beats
+    assert w.density[0] == pytest.approx(4 / 6)
+    assert (w.low[0], w.high[0]) == (_key(60), _key(72))
+    assert w.loudness[0] == pytest.approx((40 * 2 + 80 + 60) / 4)  # a state's velocity counts once per struck key
+    assert w.key[0][0] == pytest.approx(2 / 4) and w.key[0][4] == pytest.approx(1 / 4)  # C twice, E once
+    assert w.key[0].sum() == pytest.approx(1.0)
+    # state 1's window reaches the C2 at beat 6
+    assert w.low[1] == _key(36)
+    # the last state's window covers 2 beats: still trusted; beyond the piece nothing is invented
+    assert w.density[3] == pytest.approx(1 / 2)
+
+
+def test_a_window_without_dynamics_or_notes_is_absent():
+    onsets, beats, _ = _states([[60], [], []], [1, 4, 4], [0, 0, 0])
+    w = window_controls(onsets, beats, np.zeros(3), window=4.0)
+    assert np.isnan(w.loudness).all()  # velocity 0 = unknown (a score without dynamics)
+    assert np.isnan(w.density[1]) and w.low[1] == -1 and np.isnan(w.key[1]).all()  # nothing struck
+
+
+def test_features_move_with_the_transposition():
+    onsets, beats, vel = _states([[60, 64], [67]], [4, 4], [50, 50])
+    w = window_controls(onsets, beats, vel)
+    g0, n0 = control_features(w.take(np.array([0])), 0)
+    g2, n2 = control_features(w.take(np.array([0])), 2)
+    assert g0.shape == (1, CONTROL_WIDTH) and n0.shape == (1, 2 * N_KEYS)
+    assert g2[0, 1] * (N_KEYS - 1) == pytest.approx(_key(62))  # the register's low end moved up a tone
+    assert np.allclose(np.roll(g0[0, 4:16], 2), g2[0, 4:16])  # the pitch-class shares rotate
+    inside = np.flatnonzero(n2[0, :N_KEYS] > 0)
+    assert (inside.min(), inside.max()) == (_key(62), _key(69))
+    assert n2[0, N_KEYS + _key(62)] == pytest.approx(12 / 3)  # D (was C) holds one of the three strikes
+
+
+def test_hidden_controls_read_zero_with_their_present_bit_off():
+    onsets, beats, vel = _states([[60, 64], [67]], [4, 4], [50, 50])
+    w = window_controls(onsets, beats, vel)
+    g, n = control_features(hide(w, np.array([[True, True, True, True]] * 2)))
+    assert not g.any() and not n.any()
+    g, _ = control_features(hide(w, np.array([[False, True, True, True]] * 2)))
+    assert g[:, 16].all() and not g[:, 17:].any()  # only density present
+
+
+def test_block_tracker_reads_the_request_from_the_seed_last_state_on():
+    onsets, beats, vel = _states([[60], [64], [67], [72]], [1, 1, 1, 1], [50, 50, 50, 50])
+    keys = onsets.copy()
+    req = Controls(density=2.0, register=(30, 60), loudness=70.0, key=key_profile(False))
+    block = ControlBlock(req)
+    tracker = block.tracker(keys[None], onsets[None], beats[None], 0.0, vel[None])
+    (lstm,), (note,) = tracker.seed
+    own = ControlBlock(None).sequence_columns(keys, onsets, beats, 0.0, vel)
+    want = control_features(WindowControls.constant(req, 1))
+    assert np.allclose(lstm[0, :-1], own[0][0][:-1])  # the seed's own windows ...
+    assert np.allclose(lstm[0, -1], want[0][0]) and np.allclose(note[0, -1], want[1][0])  # ... then the request
+    (step,), (step_note,) = tracker.step(None)
+    assert np.allclose(step[0], want[0][0]) and np.allclose(step_note[0], want[1][0])
+
+
+def test_pitch_names():
+    assert [parse_pitch(t) for t in ("60", "C4", "A0", "C8", "Bb5", "F#2")] == [60, 60, 21, 108, 82, 42]
+    assert pitch_name(60) == "C4" and pitch_name(21) == "A0"
+    with pytest.raises(ConfigError, match="unknown pitch"):
+        parse_pitch("H4")
+
+
+def test_register_is_kept_and_a_model_without_controls_refuses_steering(tiny_model_dir, tiny_controls_model_dir):
+    seed = seed_from_test(0, 16)
+    plain = load_model(tiny_model_dir / "best")
+    with pytest.raises(ConfigError, match="model with controls"):
+        generate(plain, seed, GenerateConfig(steps=8, density=5.0))
+    model = load_model(tiny_controls_model_dir / "best")
+    assert model.config.controls
+    res = generate(model, seed, GenerateConfig(seconds=20, register=(60, 72), random_seed=0, key="D major"))
+    fig = result_figures(res)
+    new_strikes = np.argwhere(res.generated.onsets)
+    assert len(new_strikes)
+    # every key struck in the new part lies inside the register, in the output key (a key sounding
+    # at the seed's end may ring on, but is never struck again)
+    pitches = new_strikes[:, 1] + LOWEST_PITCH
+    assert ((pitches >= 60) & (pitches <= 72)).all(), sorted(set(pitches) - set(range(60, 73)))
+    assert fig.inside_register is not None and fig.inside_register > 0.9
+
+
+def test_config_validates_the_controls():
+    for bad, msg in ((dict(density=0.1), "density"), (dict(register=(60, 62)), "span"),
+                     (dict(register=(10, 80)), "register"), (dict(loudness="fff"), "loudness")):
+        with pytest.raises(ConfigError, match=msg):
+            GenerateConfig(**bad).validate()
+
+
+def test_figures_measure_what_the_requests_name():
+    onsets, beats, vel = _states([[60, 64, 67]] * 20, [1.0] * 20, [80] * 20)
+    st = States(onsets.copy(), onsets, beats, beats * 0.5, vel.astype(np.uint8))
+    fig = piece_figures(st, bpm=120, key=Key(0, False), register=(60, 64))  # 20 beats at 120 bpm = 10 s
+    assert fig.seconds == pytest.approx(10.0)
+    assert fig.density == pytest.approx(6.0)  # 60 notes in 10 s
+    assert (fig.lowest, fig.highest, fig.register_names) == (60, 67, "C4-G4")
+    assert fig.loudness == pytest.approx(80) and fig.loudness_mark == "ff"
+    assert fig.key_hold == 1.0 and fig.key_excerpts == 1  # a C major chord, in C major
+    assert fig.inside_register == pytest.approx(2 / 3)
+    far = piece_figures(st, bpm=120, key=Key(6, False))  # F# major is six fifths away
+    assert far.key_hold == 0.0
