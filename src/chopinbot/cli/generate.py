@@ -25,6 +25,7 @@ from chopinbot.compose.generate import (
     GenerateConfig,
     generate,
 )
+from chopinbot.compose.infill import DEFAULT_CANDIDATES, MAX_CANDIDATES, infill, parse_span
 from chopinbot.compose.seeds import random_seed_index, seed_from_primer, seed_from_test
 from chopinbot.constants import N_KEYS, SEED_STATES, WARM_STATES
 from chopinbot.dataset.store import PrepareSettings
@@ -54,6 +55,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "that precede it (default: %(default)s; 0 = the seed alone, as before)")
     g.add_argument("--include-seed", action=argparse.BooleanOptionalAction, default=D.include_seed,
                    help="start the output with the seed (default: yes)")
+    g = p.add_argument_group("infill (of a --primer)")
+    g.add_argument("--infill", nargs=2, metavar=("START", "END"),
+                   help="compose this span of the --primer file anew, so that it leads into what follows it, and "
+                        "write the whole piece with the span replaced: seconds from the file's start (12.5 20) or "
+                        "bars (5b 9b: from the start of bar 5 to the start of bar 9, i.e. bars 5-8; bar 1 starts "
+                        "the file; bar lengths from its time signatures, 4/4 without one); each edge moves to the "
+                        "nearest note boundary. The span keeps its length, the piece its key and tempo (--steps, "
+                        "--seconds, --key, --bpm do not apply)")
+    g.add_argument("--infill-candidates", type=number_in(1, MAX_CANDIDATES, int), default=DEFAULT_CANDIDATES,
+                   metavar="N", help="spans composed (one batch); the one under which the model finds what really "
+                                     "follows most likely is kept (default: %(default)s)")
     g = p.add_argument_group("decoding")
     g.add_argument("--threshold", type=number_in(*THRESHOLD_RANGE),
                    help="deterministic: a key sounds if p >= T (the original app: 0.4)")
@@ -152,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out must name a .mid file, got {out}")
     if args.primer and args.seed_index is not None:
         raise ConfigError("give --seed-index or --primer, not both")
+    if args.infill:
+        _check_infill_args(args)
     outputs = _output_paths(out, args)
     for p in outputs:
         if p.exists() and not p.is_file():
@@ -165,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, resolve_device(args.device))
     model.config.with_style(cfg.style)  # an unknown style fails here, before any work
     settings = settings_of(args.model)
+    if args.infill:
+        return _run_infill(args, model, cfg, settings, out)
     if args.primer:
         seed = seed_from_primer(args.primer, args.primer_states, settings, context_states=args.context_states)
     else:
@@ -202,3 +218,34 @@ def _output_paths(out: Path, args) -> list[Path]:
             if flag:
                 paths.append(s.with_suffix(ext))
     return paths
+
+
+def _check_infill_args(args: argparse.Namespace) -> None:
+    parse_span(*args.infill)  # a malformed START or END fails before the model loads
+    if not args.primer:
+        raise ConfigError("--infill needs --primer FILE: the piece whose span is composed anew")
+    if args.batch != 1:
+        raise ConfigError("--infill writes one piece: --batch does not apply (--infill-candidates sets how many "
+                          "spans are composed to choose from)")
+    if args.seconds is not None:
+        raise ConfigError("--infill composes the span's own length: --seconds does not apply")
+    if args.key is not None or args.bpm is not None:
+        raise ConfigError("--infill keeps the piece's key and tempo: --key and --bpm do not apply")
+
+
+def _run_infill(args: argparse.Namespace, model, cfg: GenerateConfig, settings: PrepareSettings, out: Path) -> int:
+    start, end, unit = parse_span(*args.infill)
+    res = infill(model, args.primer, start, end, unit, cfg, candidates=args.infill_candidates, settings=settings,
+                 context_states=args.context_states)
+    written = [res.save_midi(out)]
+    if args.png:
+        written.append(res.save_png(out.with_suffix(".png")))
+    if args.wav or args.mp3 or args.ogg:
+        wav = res.save_wav(out.with_suffix(".wav"))
+        written.append(wav)
+        for flag, ext in ((args.mp3, ".mp3"), (args.ogg, ".ogg")):
+            if flag:
+                written.append(encode_audio(wav, out.with_suffix(ext)))
+    print(res.summary())
+    print("wrote " + ", ".join(str(w) for w in written))
+    return 0
