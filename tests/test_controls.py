@@ -8,7 +8,7 @@ import pytest
 from chopinbot.compose.generate import GenerateConfig, generate
 from chopinbot.compose.seeds import seed_from_test
 from chopinbot.constants import LOWEST_PITCH, N_KEYS
-from chopinbot.dataset.inputs import ControlBlock
+from chopinbot.dataset.inputs import ControlBlock, NewStates
 from chopinbot.errors import ConfigError
 from chopinbot.evaluation.figures import piece_figures, result_figures
 from chopinbot.model.formats import load_model
@@ -94,8 +94,25 @@ def test_block_tracker_reads_the_request_from_the_seed_last_state_on():
     want = control_features(WindowControls.constant(req, 1))
     assert np.allclose(lstm[0, :-1], own[0][0][:-1])  # the seed's own windows ...
     assert np.allclose(lstm[0, -1], want[0][0]) and np.allclose(note[0, -1], want[1][0])  # ... then the request
-    (step,), (step_note,) = tracker.step(None)
+    one = NewStates(keys[:1], onsets[:1], np.zeros(1, np.int64), np.array([1.0]), np.array([50.0]))
+    (step,), (step_note,) = tracker.step(one)  # 1 beat composed: too little to judge, the request as it is
     assert np.allclose(step[0], want[0][0]) and np.allclose(step_note[0], want[1][0])
+
+
+def test_a_requested_density_is_fed_back():
+    onsets, beats, vel = _states([[60, 64, 67]] * 4, [1, 1, 1, 1], [50] * 4)
+    block = ControlBlock(Controls(density=2.0))
+    tracker = block.tracker(onsets[None], onsets[None], beats[None], 0.0, vel[None])
+    chord = NewStates(onsets[:1], onsets[:1], np.zeros(1, np.int64), np.array([0.5]), np.array([50.0]))
+    for _ in range(8):  # 4 beats of 3-note chords every half beat: 6 notes a beat, three times the request
+        (row,), _ = tracker.step(chord)
+    fed = np.expm1(row[0, 0] * 2.0)  # the density column is log(1 + notes per beat) / 2
+    assert fed == pytest.approx(2.0 / 3.0, rel=1e-4)  # 2 x (2 / 6): the model is told to thin out
+    tracker = block.tracker(onsets[None], onsets[None], beats[None], 0.0, vel[None])
+    sparse = NewStates(onsets[:1] & False, onsets[:1] & False, np.zeros(1, np.int64), np.array([4.0]),
+                       np.array([0.0]))
+    (row,), _ = tracker.step(sparse)  # 4 beats without a note: pushed up, but at most 3 times the request
+    assert np.expm1(row[0, 0] * 2.0) == pytest.approx(6.0, rel=1e-4)
 
 
 def test_pitch_names():

@@ -24,27 +24,40 @@ from chopinbot.app import registry
 from chopinbot.app.pool import get_pool, tune_for_serving, warm_up
 from chopinbot.app.reference import threshold_guide_png
 from chopinbot.app.registry import ModelEntry, list_models
-from chopinbot.app.request import ComposeRequest, ComposeResult, RequestRefused, describe_request
+from chopinbot.app.request import ComposeRequest, ComposeResult, RequestRefused, describe_request, figures_lines
 from chopinbot.app.seeds import pick_random_seed, primer_seed, seed_infos
 from chopinbot.app.sessions import configure_logging, new_session_id, session_log
 from chopinbot.app.settings import (
     BPM_RANGE,
+    DEFAULT_REGISTER,
     MAX_PRIMER_STATES,
     MAX_REQUEST_SECONDS,
     MAX_REQUEST_STATES,
     MAX_UPLOAD_BYTES,
+    MAX_VARIATIONS,
     SERVE_ENV,
     UPLOAD_LIMIT_MB,
 )
-from chopinbot.compose.generate import KEY_MIN_P_RANGE, TEMPERATURE_RANGE, THRESHOLD_RANGE, GenerateConfig
-from chopinbot.constants import SEED_STATES
+from chopinbot.compose.generate import (
+    DENSITY_RANGE,
+    KEY_MIN_P_RANGE,
+    MIN_REGISTER_SPAN,
+    TEMPERATURE_RANGE,
+    THRESHOLD_RANGE,
+    GenerateConfig,
+)
+from chopinbot.constants import HIGHEST_PITCH, LOWEST_PITCH, SEED_STATES
 from chopinbot.errors import ChopinBotError
-from chopinbot.music.keys import ALL_KEYS
+from chopinbot.music.controls import LOUDNESS_LEVELS
+from chopinbot.music.keys import ALL_KEYS, pitch_name
 
 REQUEST_DEFAULTS = ComposeRequest()
 GENERATE_DEFAULTS = GenerateConfig()
 
 SEED_KEY_OPTION = "the seed's own key"
+MODEL_LOUDNESS_OPTION = "the model's choice"
+NO_CONTROLS = ("This model has no controls: density, register, loudness and key hold steer a model trained "
+               "with them (`chopinbot train --controls`). Choose such a model above to use them.")
 HELP = {
     "model": "Which trained network composes. Only the models listed here can be chosen.",
     "seed_source": f"The music ChopinBot continues: a {SEED_STATES}-state window of a held-out Chopin piece "
@@ -75,6 +88,22 @@ HELP = {
     "bpm": "Tempo of the result in beats per minute; empty = the seed's own tempo.",
     "style": "Whose style to compose in. This model learnt several composers' piano music with a style input, "
              "but so far the seed sets the character far more than the style does (docs/corpus.md).",
+    "variations": f"Compose this many different continuations of the same seed at once (one batch), shown side by "
+                  f"side to listen to and pick from. Together they may last at most {MAX_REQUEST_SECONDS:g} s "
+                  f"({MAX_REQUEST_STATES:,} states), so longer pieces allow fewer variations.",
+    "density": f"Steer the new music to this many notes per second ({DENSITY_RANGE[0]:g} to {DENSITY_RANGE[1]:g}; "
+               "Chopin's two-bar passages mostly lie between 3 and 15). Empty = the model's choice. "
+               "Needs a model with controls.",
+    "steer_register": "Keep the new music between two pitches: the model is steered there, and keys outside are "
+                      "never struck unless you untick the box below. Needs a model with controls.",
+    "register": f"The lowest and highest pitch of the new music, in the output key (C4 = middle C), at least "
+                f"{MIN_REGISTER_SPAN} semitones apart.",
+    "confine_register": "Never strike a key outside the register. Untick to leave it to the model's steering "
+                        "alone, which may stray.",
+    "loudness": "Steer the dynamics: " + ", ".join(f"{m} (mean velocity {v})" for m, v in LOUDNESS_LEVELS.items())
+                + ". The model's choice = not steered. Needs a model with controls.",
+    "hold_key": "Steer the music to stay in its key (the chosen key, or the seed's). Untick to let it wander as "
+                "the model likes. Needs a model with controls (others keep the seed's key by transposition only).",
     "random_seed": "The same random seed with the same settings gives the same piece again.",
     "fresh_seed": "Draw a new random seed each time you press Generate (untick to reproduce a piece).",
 }
@@ -151,6 +180,8 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
         length = sb.number_input("States of new music", min_value=1, max_value=MAX_REQUEST_STATES,
                                  value=GENERATE_DEFAULTS.steps, step=16, key="states", help=HELP["states"])
 
+    variations = variations_control(unit, float(length))
+
     sb.subheader("Decoding")
     decoding = sb.radio("How notes are chosen", ["sampling", "threshold"], key="decoding", horizontal=True,
                         help=HELP["decoding"])
@@ -177,6 +208,7 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
     sb.number_input("Random seed", min_value=0, max_value=2**31 - 1, step=1, key="random_seed",
                     help=HELP["random_seed"])
     sb.checkbox("New random seed for each piece", key="fresh_seed", help=HELP["fresh_seed"])
+    steering = steering_controls(entry)
 
     request = dict(
         model=label,
@@ -196,8 +228,62 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
         bpm=float(bpm) if bpm is not None else None,
         style=style,
         random_seed=int(ss.random_seed),
+        variations=variations,
+        **steering,
     )
     return entry, request
+
+
+def variations_control(unit: str, length: float) -> int:
+    """The number of variations, at most as many as the per-request cap allows at this length."""
+    ss, sb = st.session_state, st.sidebar
+    cap = MAX_REQUEST_SECONDS if unit == "seconds" else MAX_REQUEST_STATES
+    allowed = int(max(1, min(MAX_VARIATIONS, cap // max(length, 1e-9))))
+    # set before the widget exists, so a longer length lowers the choice instead of failing it
+    ss.variations = min(int(ss.get("variations", 1)), allowed)
+    n = sb.number_input("Variations", min_value=1, max_value=allowed, step=1, key="variations",
+                        help=HELP["variations"])
+    if allowed < MAX_VARIATIONS:
+        sb.caption(f"At most {allowed} variation{'s' if allowed > 1 else ''} of this length "
+                   f"({cap:g}{' s' if unit == 'seconds' else ' states'} per request in all).")
+    return int(n)
+
+
+def steering_controls(entry: ModelEntry) -> dict:
+    """The composer's controls (a model with controls; disabled, with the reason, for any other):
+    the request's density, register, confine_register, loudness and hold_key."""
+    sb = st.sidebar
+    sb.subheader("Steering")
+    has_controls = bool(getattr(entry.model.config, "controls", False))
+    off = not has_controls
+    if off:
+        sb.caption(NO_CONTROLS)
+    density = sb.number_input("Density (notes per second)", min_value=DENSITY_RANGE[0], max_value=DENSITY_RANGE[1],
+                              value=None, step=0.5, placeholder="the model's choice", key="density",
+                              help=HELP["density"], disabled=off)
+    register = None
+    confine = GENERATE_DEFAULTS.confine_register
+    if sb.checkbox("Keep to a register", key="steer_register", help=HELP["steer_register"], disabled=off) and \
+            has_controls:
+        low, high = sb.select_slider("Register", options=list(range(LOWEST_PITCH, HIGHEST_PITCH + 1)),
+                                     value=DEFAULT_REGISTER, format_func=pitch_name, key="register",
+                                     help=HELP["register"])
+        confine = sb.checkbox("Never strike a key outside it", value=GENERATE_DEFAULTS.confine_register,
+                              key="confine_register", help=HELP["confine_register"])
+        if high - low < MIN_REGISTER_SPAN:
+            sb.warning(f"A register needs at least {MIN_REGISTER_SPAN} semitones; widen it.")
+        register = (int(low), int(high))
+    loudness = sb.selectbox("Loudness", [MODEL_LOUDNESS_OPTION, *LOUDNESS_LEVELS], key="loudness",
+                            help=HELP["loudness"], disabled=off,
+                            format_func=lambda m: m if m not in LOUDNESS_LEVELS else f"{m} (velocity "
+                                                                                       f"{LOUDNESS_LEVELS[m]})")
+    hold_key = sb.checkbox("Stay in the key", value=GENERATE_DEFAULTS.hold_key, key="hold_key",
+                           help=HELP["hold_key"], disabled=off)
+    if off:  # what a disabled control still holds from another model is not asked
+        return {}
+    return dict(density=float(density) if density is not None else None, register=register,
+                confine_register=bool(confine), loudness=None if loudness == MODEL_LOUDNESS_OPTION else loudness,
+                hold_key=bool(hold_key))
 
 
 def _copy_seed_index() -> None:
@@ -241,42 +327,72 @@ def generate(entry: ModelEntry, fields: dict, wants_primer: bool) -> None:
                                f"{ss.session_id}). Please try again.")
         return
     t = result.timings
-    log.info("done: piece %s, %s, %.0f bpm, %d states in %.2f s (queued %.2f s, generate %.2f s [cpu %.2f s], "
-             "audio %.2f s, picture %.2f s [cpu %.2f s])", result.fingerprint, result.key_name, result.bpm,
-             len(result.generation.generated), t["total"], t.get("queued", 0.0), t["generate"], t["generate_cpu"],
-             t["audio"], t["picture"], t["picture_cpu"])
+    for piece in result.pieces:
+        log.info("done: piece %s, %s, %.0f bpm, %d states in %.2f s (queued %.2f s, generate %.2f s [cpu %.2f s], "
+                 "audio %.2f s, picture %.2f s [cpu %.2f s]; %d variation(s))", piece.fingerprint, result.key_name,
+                 result.bpm, len(piece.generation.generated), t["total"], t.get("queued", 0.0), t["generate"],
+                 t["generate_cpu"], t["audio"], t["picture"], t["picture_cpu"], len(result.pieces))
     ss.result = result
 
 
 def show_result(result: ComposeResult) -> None:
-    gen = result.generation
-    new_seconds = gen.generated.total_beats * 60 / gen.bpm
-    st.subheader(f"{result.key_name}, {result.bpm:.0f} bpm — {new_seconds:.1f} s of new music")
-    if result.wav is not None:
-        st.audio(result.wav, format="audio/wav")
+    """The pieces side by side (one column each), then their statistics beside real Chopin."""
+    n = len(result.pieces)
+    lengths = [piece.new_seconds for piece in result.pieces]
+    if n == 1:
+        st.subheader(f"{result.key_name}, {result.bpm:.0f} bpm — {lengths[0]:.1f} s of new music")
     else:
-        st.info(f"No audio player: {result.audio_note} The MIDI downloads below work without it.")
-    cols = st.columns(4)
-    cols[0].download_button("MIDI: seed", result.midi["seed"], result.file_name("seed"), "audio/midi",
-                            key="dl_seed", on_click="ignore")
-    cols[1].download_button("MIDI: generated", result.midi["generated"], result.file_name("generated"),
-                            "audio/midi", key="dl_generated", on_click="ignore")
-    cols[2].download_button("MIDI: seed + generated", result.midi["all"], result.file_name("all"), "audio/midi",
-                            key="dl_all", type="primary", on_click="ignore")
-    if result.wav is not None:
-        cols[3].download_button("Audio (WAV)", result.wav, result.file_name("all", "wav"), "audio/wav",
-                                key="dl_wav", on_click="ignore")
-    st.image(result.png, caption="Piano roll: the seed (grey), then ChopinBot's continuation (blue).")
-    st.caption(f"piece {result.fingerprint} · random seed {result.request.random_seed} · model "
-               f"{result.model_label} · seed: {result.seed_source} · composed in {result.timings['total']:.2f} s")
-    st.markdown(f"**Summary.** {result.summary}")
-    if result.guards:
-        st.warning("**What the generation guards did:**\n" + "\n".join(f"- {g}" for g in result.guards))
+        st.subheader(f"{result.key_name}, {result.bpm:.0f} bpm — {n} variations of "
+                     f"{min(lengths):.1f}–{max(lengths):.1f} s of new music")
+    about = (f"random seed {result.request.random_seed} · model {result.model_label} · seed: "
+             f"{result.seed_source} · composed in {result.timings['total']:.2f} s")
+    if n > 1:
+        st.caption(f"{about}. Listen to each, then download the one you like.")
+        st.download_button("MIDI: seed", result.seed_midi, result.file_name("seed"), "audio/midi", key="dl_seed",
+                           on_click="ignore")
+    columns = st.columns(n) if n > 1 else [st.container()]
+    for i, column in enumerate(columns):
+        with column:
+            show_piece(result, i, about if n == 1 else None)
+    st.markdown(f"**Musical statistics** of {'this piece' if n == 1 else 'each variation'} (seed included) "
+                f"beside real Chopin: {result.n_real} excerpts of about the same length from the held-out pieces.")
+    st.dataframe(result.stats_table(), hide_index=True)
+
+
+def show_piece(result: ComposeResult, i: int, about: str | None) -> None:
+    """One piece: its player, measured figures, downloads, piano roll, summary and guards
+    (``about``: the request's caption, shown with a single piece)."""
+    piece, n = result.pieces[i], len(result.pieces)
+    if n > 1:
+        st.markdown(f"#### Variation {i + 1}")
+    if piece.wav is not None:
+        st.audio(piece.wav, format="audio/wav")
+    else:
+        st.info(f"No audio player: {piece.audio_note} The MIDI downloads below work without it.")
+    st.markdown("**Measured** (the new music):\n" + "\n".join(f"- {line}" for line in
+                                                              figures_lines(piece.figures, result.request)))
+    buttons = [("MIDI: generated", piece.midi["generated"], result.file_name("generated", variation=i), "audio/midi",
+                f"dl_generated_{i}", "secondary"),
+               ("MIDI: seed + generated", piece.midi["all"], result.file_name("all", variation=i), "audio/midi",
+                f"dl_all_{i}", "primary")]
+    if piece.wav is not None:
+        buttons.append(("Audio (WAV)", piece.wav, result.file_name("all", "wav", variation=i), "audio/wav",
+                        f"dl_wav_{i}", "secondary"))
+    if n == 1:  # one row, the seed's MIDI first
+        buttons.insert(0, ("MIDI: seed", result.seed_midi, result.file_name("seed"), "audio/midi", "dl_seed",
+                           "secondary"))
+        places = st.columns(4)
+    else:
+        places = [st.container() for _ in buttons]
+    for place, (label, data, name, mime, key, kind) in zip(places, buttons, strict=False):
+        place.download_button(label, data, name, mime, key=key, type=kind, on_click="ignore")
+    st.image(piece.png, caption="Piano roll: the seed (grey), then ChopinBot's continuation (blue).")
+    st.caption(f"piece {piece.fingerprint}" + (f" · {about}" if about else ""))
+    st.markdown(f"**Summary.** {piece.summary}")
+    if piece.guards:
+        st.warning("**What the generation guards did:**\n" + "\n".join(f"- {g}" for g in piece.guards))
     else:
         st.success("Generation guards: none fired (the piece never fell silent, got stuck or looped).")
-    st.markdown(f"**Musical statistics** of this piece (seed included) beside real Chopin: {result.n_real} "
-                f"excerpts of about the same length from the held-out pieces.")
-    st.dataframe(result.stats_table(), hide_index=True)
 
 
 def show_guide(entry: ModelEntry) -> None:

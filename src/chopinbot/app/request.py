@@ -2,8 +2,9 @@
 
 Every piece of music logic comes from the same library calls the CLI uses
 (:func:`~chopinbot.compose.seeds.seed_from_test` / :func:`~chopinbot.compose.seeds.seed_from_primer`,
-:func:`~chopinbot.compose.generate.generate`, :mod:`~chopinbot.render.audio`,
-:mod:`~chopinbot.evaluation.musicstats`, :mod:`~chopinbot.render.plots`).
+:func:`~chopinbot.compose.generate.generate` (its ``batch`` for variations),
+:mod:`~chopinbot.render.audio`, :mod:`~chopinbot.evaluation.musicstats`,
+:mod:`~chopinbot.evaluation.figures`, :mod:`~chopinbot.render.plots`).
 Requests are checked against the app's per-request caps (:mod:`chopinbot.app.settings`)
 and refused with a readable :class:`RequestRefused` when over them; decoding
 settings are checked against the bounds beside
@@ -29,7 +30,13 @@ from chopinbot.app.reference import reference_length, reference_stats
 from chopinbot.app.registry import SHIPPED_LABEL, ModelEntry
 from chopinbot.app.rendering import piano_roll_png, render_audio
 from chopinbot.app.seeds import pick_random_seed, primer_seed, safe_upload_name, seed_infos
-from chopinbot.app.settings import BPM_RANGE, MAX_PRIMER_STATES, MAX_REQUEST_SECONDS, MAX_REQUEST_STATES
+from chopinbot.app.settings import (
+    BPM_RANGE,
+    MAX_PRIMER_STATES,
+    MAX_REQUEST_SECONDS,
+    MAX_REQUEST_STATES,
+    MAX_VARIATIONS,
+)
 from chopinbot.compose.generate import (
     KEY_MIN_P_RANGE,
     TEMPERATURE_RANGE,
@@ -41,7 +48,9 @@ from chopinbot.compose.generate import (
 from chopinbot.compose.seeds import Seed, seed_from_test
 from chopinbot.constants import SEED_STATES
 from chopinbot.errors import ChopinBotError, ConfigError
+from chopinbot.evaluation.figures import PieceFigures, result_figures
 from chopinbot.evaluation.musicstats import STAT_LABELS, compare_stats, piece_stats
+from chopinbot.music.keys import pitch_name
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +73,10 @@ class ComposeRequest:
     least ``key_min_p`` of the likeliest silent key's, and ``key_local_p`` of the
     likeliest silent key's near it).  ``key`` None keeps the seed's key, ``bpm`` None its tempo;
     ``style`` None composes in the model's own style (a model with a style input knows several).
+    The controls of a model with controls (``config.controls``) are :class:`GenerateConfig`'s:
+    ``density`` (notes per second), ``register`` (lowest and highest MIDI pitch, confined to it
+    when ``confine_register``), ``loudness`` (a dynamic mark), each None = not steered, and
+    ``hold_key``.  ``variations``: this many continuations of the one seed, composed at once.
     """
 
     model: str = SHIPPED_LABEL  # a label of list_models()
@@ -80,26 +93,46 @@ class ComposeRequest:
     key: str | None = _GENERATE_DEFAULTS.key
     bpm: float | None = _GENERATE_DEFAULTS.bpm
     style: str | None = _GENERATE_DEFAULTS.style
+    density: float | None = _GENERATE_DEFAULTS.density
+    register: tuple[int, int] | None = _GENERATE_DEFAULTS.register
+    loudness: str | None = _GENERATE_DEFAULTS.loudness
+    hold_key: bool = _GENERATE_DEFAULTS.hold_key
+    confine_register: bool = _GENERATE_DEFAULTS.confine_register
     random_seed: int | None = _GENERATE_DEFAULTS.random_seed
+    variations: int = 1
     render_audio: bool = True
 
+    @property
+    def steered(self) -> bool:
+        """Whether a control that needs a model with controls is asked for."""
+        return self.generate_config().steered
+
     def check_limits(self, max_seconds: float = MAX_REQUEST_SECONDS, max_states: int = MAX_REQUEST_STATES) -> None:
-        """Refuse (:class:`RequestRefused`) what is over the per-request caps;
-        :class:`ConfigError` for values no request may have."""
+        """Refuse (:class:`RequestRefused`) what is over the per-request caps (a request's cost is
+        its length times its variations); :class:`ConfigError` for values no request may have."""
+        if not (isinstance(self.variations, int) and 1 <= self.variations <= MAX_VARIATIONS):
+            raise ConfigError(f"the number of variations must be 1..{MAX_VARIATIONS}")
+        n = self.variations
+        # what to say when over a cap: a single piece, or n variations of one length
+        each = "" if n == 1 else f"{n} variations of "
+        fewer = "Ask for less" if n == 1 else "Ask for fewer or shorter variations"
+        flags = "" if n == 1 else f" --variations {n}"
         if self.seconds is not None:
             if not (isinstance(self.seconds, (int, float)) and math.isfinite(self.seconds) and self.seconds > 0):
                 raise ConfigError("the length must be a positive number of seconds")
-            if self.seconds > max_seconds:
-                raise RequestRefused(f"{self.seconds:g} s is longer than this server composes in one request "
-                                     f"(at most {max_seconds:g} s). Ask for less, or run `chopinbot generate "
-                                     f"--seconds {self.seconds:g}` on your own machine.")
+            if self.seconds * n > max_seconds:
+                total = "" if n == 1 else f" ({self.seconds * n:g} s in all)"
+                raise RequestRefused(f"{each}{self.seconds:g} s{total} is longer than this server composes in one "
+                                     f"request (at most {max_seconds:g} s). {fewer}, or run `chopinbot generate "
+                                     f"--seconds {self.seconds:g}{flags}` on your own machine.")
         else:
             if self.steps is None or self.steps < 1:
                 raise ConfigError("the length must be at least 1 state")
-            if self.steps > max_states:
-                raise RequestRefused(f"{self.steps:,} states is longer than this server composes in one request "
-                                     f"(at most {max_states:,}). Ask for less, or run `chopinbot generate "
-                                     f"--steps {self.steps}` on your own machine.")
+            if self.steps * n > max_states:
+                total = "" if n == 1 else f" ({self.steps * n:,} in all)"
+                raise RequestRefused(f"{each}{self.steps:,} states{total} is longer than this server composes in "
+                                     f"one request (at most {max_states:,}). {fewer}, or run `chopinbot generate "
+                                     f"--steps {self.steps}{flags}` on your own machine.")
         if self.bpm is not None and not (BPM_RANGE[0] <= self.bpm <= BPM_RANGE[1]):
             raise ConfigError(f"the tempo must be between {BPM_RANGE[0]:g} and {BPM_RANGE[1]:g} bpm")
         if self.threshold is None and not (TEMPERATURE_RANGE[0] <= self.temperature <= TEMPERATURE_RANGE[1]):
@@ -113,39 +146,39 @@ class ComposeRequest:
             raise ConfigError(f"the primer's states to use must be 1..{MAX_PRIMER_STATES}")
         if self.primer is None and self.seed_index is not None and self.seed_index < 0:
             raise ConfigError("the seed index must be 0 or more")
+        if self.register is not None and not (len(self.register) == 2
+                                              and all(isinstance(p, (int, np.integer)) for p in self.register)):
+            raise ConfigError("the register must be two MIDI pitches, low then high")
+        # the controls' bounds are the library's own (density, register span, loudness marks)
+        self.generate_config().validate()
 
     def generate_config(self) -> GenerateConfig:
         """The :class:`~chopinbot.compose.generate.GenerateConfig` of this request."""
         return GenerateConfig(
             steps=self.steps if self.seconds is None else None, seconds=self.seconds, threshold=self.threshold,
             temperature=self.temperature, key_min_p=self.key_min_p, key_local_p=self.key_local_p, bpm=self.bpm,
-            key=self.key, style=self.style, random_seed=self.random_seed,
+            key=self.key, style=self.style, density=self.density,
+            register=tuple(self.register) if self.register is not None else None, loudness=self.loudness,
+            hold_key=self.hold_key, confine_register=self.confine_register, random_seed=self.random_seed,
         )
 
 
 @dataclass
-class ComposeResult:
-    """Everything the app shows for one generated piece."""
+class ComposedPiece:
+    """One continuation of the seed (one variation) and everything the app shows about it."""
 
-    request: ComposeRequest
-    model_label: str
     generation: GenerationResult
     midi: dict[str, bytes]  # "seed", "generated", "all"
     wav: bytes | None  # None when audio is unavailable (see audio_note)
     audio_note: str | None
     png: bytes
-    stats: list[dict]  # chopinbot.evaluation.musicstats.compare_stats rows: this piece vs real test excerpts
-    n_real: int  # real excerpts the statistics are compared with
-    timings: dict[str, float]
-    session_id: str = ""
+    stats: dict[str, float]  # chopinbot.evaluation.musicstats.piece_stats of the piece (seed included)
+    figures: PieceFigures  # its new music measured on the controls' scales
 
     @property
-    def key_name(self) -> str:
-        return self.generation.key.name
-
-    @property
-    def bpm(self) -> float:
-        return self.generation.bpm
+    def fingerprint(self) -> str:
+        """12 hex digits of the piece's MIDI hash: two pieces are the same iff equal."""
+        return hashlib.sha256(self.midi["all"]).hexdigest()[:12]
 
     @property
     def guards(self) -> list[str]:
@@ -156,32 +189,97 @@ class ComposeResult:
         return self.generation.summary()
 
     @property
-    def seed_source(self) -> str:
-        return self.generation.source
+    def new_seconds(self) -> float:
+        """Seconds of new music."""
+        return self.generation.generated.total_beats * 60 / self.generation.bpm
+
+
+@dataclass
+class ComposeResult:
+    """Everything the app shows for one request: its pieces (one per variation), side by side."""
+
+    request: ComposeRequest
+    model_label: str
+    pieces: list[ComposedPiece]  # request.variations of them, all from the same seed, key and tempo
+    real_stats: list[dict]  # compare_stats rows of real test excerpts of about the pieces' length
+    n_real: int  # real excerpts the statistics are compared with
+    timings: dict[str, float]
+    session_id: str = ""
 
     @property
-    def fingerprint(self) -> str:
-        """12 hex digits of the piece's MIDI hash: two results are the same piece iff equal."""
-        return hashlib.sha256(self.midi["all"]).hexdigest()[:12]
+    def key_name(self) -> str:
+        return self.pieces[0].generation.key.name
 
-    def file_name(self, part: str, ext: str = "mid") -> str:
-        """A download name, e.g. ``chopinbot-F-minor-90bpm-generated.mid``."""
+    @property
+    def bpm(self) -> float:
+        return self.pieces[0].generation.bpm
+
+    @property
+    def seed_source(self) -> str:
+        return self.pieces[0].generation.source
+
+    @property
+    def seed_midi(self) -> bytes:
+        """The seed's MIDI (the same for every variation)."""
+        return self.pieces[0].midi["seed"]
+
+    def file_name(self, part: str, ext: str = "mid", variation: int = 0) -> str:
+        """A download name, e.g. ``chopinbot-F-minor-90bpm-generated.mid``; with several
+        variations the ``variation``'s (0-based) number follows, as `chopinbot generate
+        --variations` numbers its files: ``...-generated-2.mid``."""
         key = re.sub(r"[^A-Za-z0-9#]+", "-", self.key_name).replace("#", "sharp").strip("-")
-        return f"chopinbot-{key}-{self.bpm:.0f}bpm-{part}.{ext}"
+        number = f"-{variation + 1}" if len(self.pieces) > 1 and part != "seed" else ""
+        return f"chopinbot-{key}-{self.bpm:.0f}bpm-{part}{number}.{ext}"
+
+    def piece_label(self, variation: int) -> str:
+        """'this piece' for a single piece, else 'variation N' (1-based)."""
+        return "this piece" if len(self.pieces) == 1 else f"variation {variation + 1}"
 
     def stats_table(self) -> list[dict[str, str]]:
-        """The statistics as display rows (label, this piece, real Chopin mean ± sd, flag)."""
+        """The statistics as display rows: the label, one column per piece, real Chopin's
+        mean ± sd, and which pieces lie outside it by more than one sd."""
         def fmt(x: float) -> str:
             if x is None or (isinstance(x, float) and math.isnan(x)):
                 return "–"
             return f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"
 
-        return [{
-            "statistic": STAT_LABELS.get(r["stat"], r["stat"]),
-            "this piece": fmt(r["gen_mean"]),
-            "real Chopin (mean ± sd)": f"{fmt(r['real_mean'])} ± {fmt(r['real_sd'])}",
-            "outside real ± 1 sd": "yes" if r["flagged"] else "",
-        } for r in self.stats]
+        rows = []
+        for real in self.real_stats:
+            stat = real["stat"]
+            row = {"statistic": STAT_LABELS.get(stat, stat)}
+            outside = []
+            for i, piece in enumerate(self.pieces):
+                value = piece.stats.get(stat, math.nan)
+                row[self.piece_label(i)] = fmt(value)
+                if not math.isnan(value) and not math.isnan(real["real_mean"]) and \
+                        abs(value - real["real_mean"]) > real["real_sd"]:
+                    outside.append(str(i + 1))
+            row["real Chopin (mean ± sd)"] = f"{fmt(real['real_mean'])} ± {fmt(real['real_sd'])}"
+            row["outside real ± 1 sd"] = ("yes" if outside else "") if len(self.pieces) == 1 else ", ".join(outside)
+            rows.append(row)
+        return rows
+
+
+def figures_lines(figures: PieceFigures, request: ComposeRequest) -> list[str]:
+    """A piece's measured figures as display lines, each beside what the request asked
+    (density, register, loudness, key hold)."""
+    def asked(text: str | None) -> str:
+        return f" (asked {text})" if text else ""
+
+    register = figures.register_names.replace("-", "–") if figures.notes else "no notes"
+    inside = ""
+    if request.register is not None and figures.inside_register is not None and not math.isnan(
+            figures.inside_register):
+        inside = f", {figures.inside_register:.1%} of the notes inside"
+    loudness = f"{figures.loudness:.0f} ({figures.loudness_mark})" if figures.notes else "–"
+    hold = (f"{figures.key_hold:.0%} of {figures.key_excerpts} excerpt{'s' if figures.key_excerpts != 1 else ''}"
+            if figures.key_excerpts else "too short to judge")
+    wanted_register = (f"{pitch_name(request.register[0])}–{pitch_name(request.register[1])}"
+                       if request.register is not None else None)
+    return [f"density {figures.density:.1f} notes/s" + asked(f"{request.density:g}" if request.density else None),
+            f"register {register}" + asked(wanted_register) + inside,
+            f"loudness {loudness}" + asked(request.loudness),
+            "key held: " + hold]
 
 
 def make_seed(request: ComposeRequest, entry: ModelEntry) -> Seed:
@@ -198,14 +296,15 @@ def make_seed(request: ComposeRequest, entry: ModelEntry) -> Seed:
 
 
 def compose(request: ComposeRequest, entry: ModelEntry, session_id: str = "") -> ComposeResult:
-    """Generate one piece and everything shown about it (runs in a worker of
-    :class:`~chopinbot.app.pool.ComposePool`).
+    """Generate the request's pieces (its variations, in one batch) and everything shown about
+    them (runs in a worker of :class:`~chopinbot.app.pool.ComposePool`).
 
     Raises :class:`RequestRefused` over the caps, :class:`~chopinbot.app.seeds.UploadError`
     for a bad primer, and other :class:`~chopinbot.errors.ChopinBotError` types for
-    what the user can fix.  Audio rendering runs in parallel with the piano
-    roll and the statistics; when FluidSynth is missing the result carries a
-    note instead of audio.
+    what the user can fix (e.g. the controls asked of a model without them).  Each
+    piece's audio is rendered in its own thread (FluidSynth runs as a separate process,
+    so the pieces' renders share the cores) beside the pictures and the statistics;
+    when FluidSynth is missing each piece carries a note instead of audio.
     """
     request.check_limits()
     if request.model != entry.label:
@@ -213,40 +312,50 @@ def compose(request: ComposeRequest, entry: ModelEntry, session_id: str = "") ->
     t0 = time.perf_counter()
     seed = make_seed(request, entry)
     t1, c1 = time.perf_counter(), time.thread_time()
-    gen = generate(entry.model, seed, request.generate_config())
+    made = generate(entry.model, seed, request.generate_config(), batch=request.variations)
+    generations = made if isinstance(made, list) else [made]
     t2, c2 = time.perf_counter(), time.thread_time()
-    midi = {part: gen.midi_bytes(part) for part in ("seed", "generated", "all")}
-    audio_box: dict[str, Any] = {}
-    audio_thread = None
+    midis = [{part: gen.midi_bytes(part) for part in ("seed", "generated", "all")} for gen in generations]
+    audio_boxes: list[dict[str, Any]] = [{} for _ in generations]
+    audio_threads = []
     if request.render_audio:
-        def run_audio() -> None:
+        def run_audio(midi: bytes, box: dict[str, Any]) -> None:
             t = time.perf_counter()
             try:
-                audio_box["result"] = render_audio(midi["all"])
+                box["result"] = render_audio(midi)
             except Exception:  # the piece is still shown, with its MIDI downloads
                 log.exception("audio rendering failed")
-            audio_box["seconds"] = time.perf_counter() - t
+            box["seconds"] = time.perf_counter() - t
 
-        audio_thread = threading.Thread(target=run_audio, name="chopinbot-audio", daemon=True)
-        audio_thread.start()
+        for midi, box in zip(midis, audio_boxes, strict=True):
+            thread = threading.Thread(target=run_audio, args=(midi["all"], box), name="chopinbot-audio", daemon=True)
+            thread.start()
+            audio_threads.append(thread)
     t3 = time.perf_counter()
-    real = reference_stats(entry.settings, reference_length(len(gen.states)))
-    stats = compare_stats([piece_stats(gen.notes, gen.bpm, gen.states)], real)
+    # one set of real excerpts for every variation: the longest piece's length class
+    real = reference_stats(entry.settings, reference_length(max(len(gen.states) for gen in generations)))
+    stats = [piece_stats(gen.notes, gen.bpm, gen.states) for gen in generations]
+    real_rows = compare_stats(stats, real)
+    figures = [result_figures(gen) for gen in generations]
     t4 = time.perf_counter()
     c4 = time.thread_time()
-    png = piano_roll_png(gen)
+    pngs = [piano_roll_png(gen) for gen in generations]
     t5, c5 = time.perf_counter(), time.thread_time()
-    wav, note = None, "Audio was not requested."
-    if audio_thread is not None:
-        audio_thread.join()
-        wav, note = audio_box.get("result", (None, "The audio could not be rendered; the MIDI downloads still work."))
+    for thread in audio_threads:
+        thread.join()
+    unrendered = (None, "The audio could not be rendered; the MIDI downloads still work.")
+    audio = [box.get("result", unrendered) if request.render_audio else (None, "Audio was not requested.")
+             for box in audio_boxes]
     t6 = time.perf_counter()
-    # wall-clock seconds of each step (audio runs beside statistics and picture),
-    # and the CPU seconds of generation and picture in this thread
+    pieces = [ComposedPiece(gen, midi, wav, note, png, piece, fig)
+              for gen, midi, (wav, note), png, piece, fig in zip(generations, midis, audio, pngs, stats, figures,
+                                                                 strict=True)]
+    # wall-clock seconds of each step (audio runs beside statistics and pictures; "audio" is the
+    # slowest piece's render), and the CPU seconds of generation and pictures in this thread
     timings = {"seed": t1 - t0, "generate": t2 - t1, "statistics": t4 - t3, "picture": t5 - t4,
-               "audio": audio_box.get("seconds", 0.0), "total": t6 - t0,
+               "audio": max((box.get("seconds", 0.0) for box in audio_boxes), default=0.0), "total": t6 - t0,
                "generate_cpu": c2 - c1, "picture_cpu": c5 - c4}
-    return ComposeResult(request, entry.label, gen, midi, wav, note, png, stats, len(real), timings, session_id)
+    return ComposeResult(request, entry.label, pieces, real_rows, len(real), timings, session_id)
 
 
 def describe_request(request: ComposeRequest) -> str:
@@ -256,6 +365,14 @@ def describe_request(request: ComposeRequest) -> str:
     length = f"{request.seconds:g} s" if request.seconds is not None else f"{request.steps} states"
     decoding = f"threshold {request.threshold:.2f}" if request.threshold is not None else \
         f"temperature {request.temperature:.2f}, key min-p {request.key_min_p:g}, key local p {request.key_local_p:g}"
+    controls = ", ".join(part for part in (
+        f"density {request.density:g}/s" if request.density is not None else "",
+        f"register {request.register[0]}-{request.register[1]}"
+        f"{'' if request.confine_register else ' (not confined)'}" if request.register is not None else "",
+        f"loudness {request.loudness}" if request.loudness is not None else "",
+        "" if request.hold_key else "key not held") if part)
     return (f"model {request.model!r}, {seed}, {length}, {decoding}, key {request.key or 'seed'}, "
             f"style {request.style or 'default'}, "
-            f"bpm {request.bpm or 'seed'}, random seed {request.random_seed}")
+            f"bpm {request.bpm or 'seed'}, random seed {request.random_seed}, "
+            f"{request.variations} variation{'s' if request.variations != 1 else ''}"
+            + (f", controls: {controls}" if controls else ""))

@@ -45,12 +45,20 @@ MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 # smaller unit, it never refuses a file the service accepts, and the service's
 # check (with its own message) has the last word.
 UPLOAD_LIMIT_MB = math.ceil(MAX_UPLOAD_BYTES / 1_000_000)
-# One request may ask for at most this much new music.  Generation, rendering
-# and the picture grow linearly with length; 2 minutes keeps one request to a
-# few seconds of a worker's time.  Longer pieces: `chopinbot generate`.
+# One request may ask for at most this much new music, all its variations
+# together (a request's cost is its length times its variations).  Generation,
+# rendering and the pictures grow linearly with it; 2 minutes keeps one request
+# to a few seconds of a worker's time.  Longer pieces: `chopinbot generate`.
 MAX_REQUEST_SECONDS = 120.0
 MAX_REQUEST_STATES = 1000
+# Continuations of one seed composed at once (one batch) and shown side by side:
+# four 30-s pieces fill the per-request cap above, and four columns are as many
+# as a page can show side by side.
+MAX_VARIATIONS = 4
 # The primer's last states a request may use (the CLI's --primer-states has no cap).
 MAX_PRIMER_STATES = 256
 # The tempo control's range (the library's BPM_RANGE is wider).
 BPM_RANGE = (20.0, 300.0)
+# The register control's starting range when a visitor ticks it (MIDI C3-C6: the middle
+# three octaves, where a melody and its accompaniment both fit); any A0-C8 range may be chosen.
+DEFAULT_REGISTER = (48, 84)

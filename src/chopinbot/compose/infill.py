@@ -484,15 +484,20 @@ def infill_piece(model: ChopinLSTM, piece: States, key: Key, start: int, end: in
     original = home[start:end]
     nll = continuation_nll(model, seed.history, spans + [original], after, seed.history_start_beat, cfg.style)
     chosen = int(np.argmin(nll[:-1]))
-    new, _ = transpose_states(spans[chosen], seed.home.shift_to(key))
-    # the new span lasts as long as the old one in seconds too: everything after it stays in place
+    states = splice(piece, start, end, spans[chosen], key)
+    return InfillResult(states, (start, len(states) - (n - end)), piece, (start, end), key, source, nll[:-1],
+                        chosen, float(nll[-1]), len(after), spans, steer, results[chosen].guards, cfg)
+
+
+def splice(piece: States, start: int, end: int, span: States, key: Key) -> States:
+    """``piece`` (in its own key ``key``, timed) with states ``[start, end)`` replaced by ``span`` (in the
+    model's frame, as long in beats), put into ``key`` and timed at the replaced states' mean tempo, so
+    that it lasts as long in seconds too and everything after it stays in place."""
+    new, _ = transpose_states(span, key.home.shift_to(key))
     old = piece[start:end]
-    per_beat = old.total_seconds / old.total_beats if old.total_beats > 0 and old.total_seconds > 0 \
-        else 60.0 / seed.bpm
+    per_beat = old.total_seconds / old.total_beats if old.total_beats > 0 and old.total_seconds > 0 else 0.5
     new.seconds = (new.beats.astype(np.float64) * per_beat).astype(np.float32)
-    states = States.concat([piece[:start], new, piece[end:]])
-    return InfillResult(states, (start, start + len(new)), piece, (start, end), key, source, nll[:-1], chosen,
-                        float(nll[-1]), len(after), spans, steer, results[chosen].guards, cfg)
+    return States.concat([piece[:start], new, piece[end:]])
 
 
 def infill(model: ChopinLSTM, source: str | os.PathLike | bytes, start: float, end: float,

@@ -92,6 +92,7 @@ from chopinbot.music.controls import (
     Controls,
     WindowControls,
     control_features,
+    density_feature,
     hide,
     window_controls,
 )
@@ -572,6 +573,9 @@ def split_styles(split: SplitStates, styles: tuple[str, ...]) -> np.ndarray:
 
 
 HIDE_SHARE = 0.25  # training hides each control from this share of the chunks, so the model composes without it too
+FEEDBACK_BEATS = 4.0  # a requested density is fed back once this much music is composed (_ControlTracker)
+FEEDBACK_GAIN = 1.0
+FEEDBACK_LIMIT = 3.0  # the density read is at most this factor from the request
 
 
 @dataclass(frozen=True)
@@ -599,7 +603,12 @@ class ControlBlock(InputBlock):
         return 2 * N_KEYS
 
     def key_columns(self) -> tuple[KeyColumn, ...]:
-        return KeyColumn("note", 0), KeyColumn("note", N_KEYS)  # inside the register; the pitch class's share
+        # inside the register; the pitch class's share; the density, the same for every key (the LSTM alone
+        # barely used it: the passage heard already tells the density, and a request away from it was ignored)
+        return KeyColumn("note", 0), KeyColumn("note", N_KEYS), KeyColumn("lstm", 0, False)
+
+    def duration_columns(self) -> tuple[DurationColumns, ...]:
+        return (DurationColumns("lstm", 0, 1),)  # the density, straight to the rhythmic values' logits
 
     def columns(self, w: WindowControls, shifts: np.ndarray | int = 0) -> Columns:
         lstm, note = control_features(w, shifts)
@@ -631,7 +640,13 @@ class ControlBlock(InputBlock):
 
 class _ControlTracker(BlockTracker):
     """The seed's own windows, the last seed state reading the request (it predicts the first new
-    state); then the request at every step (made once)."""
+    state); then the request at every step (its rows made once).
+
+    A requested density is fed back: once ``FEEDBACK_BEATS`` beats are composed, the density the
+    model reads is the request times (request / density so far) ** ``FEEDBACK_GAIN``, within
+    ``FEEDBACK_LIMIT``, as a thermostat reads the room.  The model follows the passage it hears
+    more than the density it is told, and without this the music drifted back to its seed's
+    density (docs/controls.md)."""
 
     def __init__(self, block: ControlBlock, onsets: np.ndarray, beats: np.ndarray,
                  velocity: np.ndarray | None) -> None:
@@ -644,14 +659,26 @@ class _ControlTracker(BlockTracker):
             lstm.append(l1)
             note.append(n1)
         lstm, note = np.stack(lstm), np.stack(note)
-        req = block.requested if block.requested is not None else Controls()
-        (self.lstm_row,), (self.note_row,) = ControlBlock(req).columns(WindowControls.constant(req, 1))
-        lstm[:, -1], note[:, -1] = self.lstm_row[0], self.note_row[0]
+        self.request = block.requested if block.requested is not None else Controls()
+        (row,), (note_row,) = ControlBlock(self.request).columns(WindowControls.constant(self.request, 1))
+        lstm[:, -1], note[:, -1] = row[0], note_row[0]
         self.seed = [lstm], [note]
-        self.batch = B
+        self.lstm_rows, self.note_rows = np.repeat(row, B, 0), np.repeat(note_row, B, 0)
+        self.notes, self.beats = np.zeros(B), np.zeros(B)
 
     def step(self, new: NewStates) -> Columns:
-        return [np.repeat(self.lstm_row, self.batch, 0)], [np.repeat(self.note_row, self.batch, 0)]
+        want = self.request.density
+        if want is None:
+            return [self.lstm_rows], [self.note_rows]
+        self.notes += np.asarray(new.onsets).sum(-1)
+        self.beats += new.beats
+        lstm = self.lstm_rows.copy()
+        ready = self.beats >= FEEDBACK_BEATS
+        if ready.any():
+            so_far = np.maximum(self.notes / np.maximum(self.beats, 1e-9), 1e-3)
+            fed = want * np.clip((want / so_far) ** FEEDBACK_GAIN, 1 / FEEDBACK_LIMIT, FEEDBACK_LIMIT)
+            lstm[:, 0] = np.where(ready, density_feature(fed), lstm[:, 0])
+        return [lstm], [self.note_rows]
 
 
 def split_controls(split: SplitStates) -> WindowControls:

@@ -1,0 +1,512 @@
+"""Forms: ABA and AABA -- a contrasting middle, then the opening again, ending on a cadence.
+
+A continuation that only continues wanders: nothing comes back and it stops
+wherever the length runs out.  Chopin's nocturnes, mazurkas and many études
+are ternary: an opening (A), a contrasting middle (B) in another key area and
+texture, then the opening again (the reprise), closed by a cadence.
+:func:`compose_form` builds such a piece from :func:`~chopinbot.compose.generate.generate`,
+section by section, the model reading everything composed before each one:
+
+* **A**: the seed continued, with what ``cfg`` asks (its key, controls).
+* **B**, the contrast.  A model with controls is asked for another key area
+  through the key profile (major: the dominant; minor: the relative major),
+  and for the density and loudness on the other side of the corpus's median
+  from what A played.  A model without controls cannot be asked: it reads
+  the piece transposed so that the dominant is its home key (every training
+  piece was moved to C major / A minor, so that is the key it gravitates to)
+  and its notes are moved back, so B drifts towards the dominant from where
+  A stopped, without a jump.
+* **A'**, the reprise: the first ``reprise_beats`` of A are played again, then
+  the model goes on.  The repeats machinery (:mod:`chopinbot.music.repeats`)
+  is what makes this a reprise and not a quotation: at every state the
+  model reads what followed the last occurrence of the passage just heard, so
+  after the replayed phrase it is told how A went on, and it tends to follow.
+  (AABA's second A starts the same way: a varied repeat of the first.)
+  The first section's start and every later A's start are a multiple of
+  ``ALIGN_BEATS`` apart: the model's position-in-the-metre inputs repeat every
+  12 beats, so bars of 2, 3 and 4 beats all fit and the replayed opening falls
+  where it fell in the bar, whatever the metre.
+* **The cadence**: free sampling lands on a tonic chord with the tonic in the
+  bass in about 0.5 % of states (measured on ten 30 s pieces of the shipped
+  model), so an ending left to chance almost never closes.  The last beats are
+  steered instead: the model writes a dominant seventh, then the tonic chord,
+  its keys confined to each chord's pitch classes (it chooses which chord
+  tones, in which octave, with which rhythm and loudness), the bass set to
+  each chord's root near where the music's bass is; the final chord is
+  completed to a full triad and held at least ``HOLD_BEATS``.
+
+Everything is composed in the model's frame (the seed's home key, C major or
+A minor) and moved to the output key at the end, as ``generate`` does.
+:func:`reprise_matches` and :func:`section_profiles` measure what a form
+gives (scripts/form_check.py; docs/controls.md, "Form").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from chopinbot.compose.generate import (
+    GenerateConfig,
+    GenerationResult,
+    _output_key,  # the output key and its mode rule, exactly as generate() decides them
+    generate,
+    requested_controls,
+)
+from chopinbot.compose.sampling import Sampler
+from chopinbot.compose.seeds import Seed
+from chopinbot.compose.stepper import InputBuilder, stepper_for
+from chopinbot.constants import GRID_PER_BEAT, LOWEST_PITCH, N_KEYS, SEED_STATES
+from chopinbot.errors import ConfigError
+from chopinbot.evaluation.excerpts import detected_key
+from chopinbot.model.network import ChopinLSTM
+from chopinbot.music.controls import LOUDNESS_LEVELS, Controls, key_profile
+from chopinbot.music.keys import Key
+from chopinbot.music.repeats import MATCH_WINDOW, find_continuations
+from chopinbot.music.states import States, states_to_notes, transpose_states
+
+# The forms, as their sections' labels; a label starting with "A" is the opening's material.
+FORMS: dict[str, tuple[str, ...]] = {"ABA": ("A", "B", "A'"), "AABA": ("A", "A'", "B", "A''")}
+ALIGN_BEATS = 12.0  # A sections start a multiple of this apart (the metre inputs' period: 2-, 3- and 4-beat bars)
+REPRISE_BEATS = 8.0  # beats of A's opening replayed at each return (two bars of 4/4): its first phrase
+MIN_SECTION_BEATS = 8.0  # a section shorter than two bars holds no phrase (and the last one must hold a cadence)
+DOMINANT_BEATS = 2.0  # the cadence's dominant lasts at least this long
+HOLD_BEATS = 4.0  # the final tonic chord is held at least this long (a bar of 4/4)
+# B's density is asked for on the other side of the corpus's median from A's: the bundled performances'
+# 8-beat windows play 3.5 / 4.5 / 6.25 / 8.4 / 11.5 notes per beat at their 10th/25th/50th/75th/90th
+# percentiles, so a factor of 1.75 moves a typical A from one quartile to the other.
+MEDIAN_DENSITY = 6.25  # notes per beat
+DENSITY_CONTRAST = 1.75
+DENSITY_BOUNDS = (1.0, 20.0)  # notes per beat: what the corpus's windows span (its 1st to 99th percentile or so)
+MIN_MATCH = 4  # states: a lookup this long or longer is the opening's material recognised (not one chord)
+
+
+@dataclass(frozen=True)
+class Section:
+    """One section of a form, where it lies in the result's states."""
+
+    label: str  # "A", "B", "A'", ...
+    role: str  # opening, repeat, contrast or reprise
+    start_state: int  # index into the result's states
+    end_state: int  # one past its last state
+    start_beat: float  # beats from the result's start
+    end_beat: float
+    start_seconds: float
+    end_seconds: float
+    key: Key  # the key area it was composed in (output key)
+    controls: Controls | None = None  # what a model with controls was asked for (its frame); None: none
+    replayed_states: int = 0  # states at its start copied from the opening (a repeat or reprise)
+
+
+@dataclass
+class FormResult(GenerationResult):
+    """A :class:`GenerationResult` in a form: its sections, in order, and how it ends."""
+
+    form: str = "ABA"
+    sections: list[Section] = field(default_factory=list)
+    cadence: str = ""  # how the ending was made, in words
+
+    def summary(self) -> str:
+        parts = []
+        for s in self.sections:
+            extra = f", opening replayed for {s.replayed_states} states" if s.replayed_states else ""
+            parts.append(f"{s.label} {s.start_seconds:.1f}-{s.end_seconds:.1f} s ({s.key.name}{extra})")
+        return f"{super().summary()} Form {self.form}: {'; '.join(parts)}. {self.cadence}"
+
+
+def form_labels(form: str) -> tuple[str, ...]:
+    """The section labels of ``form`` ("ABA" or "AABA", any case); :class:`ConfigError` otherwise."""
+    labels = FORMS.get(str(form).strip().upper())
+    if labels is None:
+        raise ConfigError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
+    return labels
+
+
+def _role(label: str, index: int) -> str:
+    if label == "B":
+        return "contrast"
+    return "opening" if index == 0 else ("repeat" if index == 1 else "reprise")
+
+
+def plan_sections(form: str, total_beats: float, bpm: float | None = None) -> list[tuple[str, float, float]]:
+    """``(label, start, end)`` of each section of a piece of ``total_beats``, in beats from its start:
+    equal shares, every A starting a multiple of ``ALIGN_BEATS`` after the first (a whole beat when
+    the sections are shorter than that), B on a whole beat.  :class:`ConfigError` when a section
+    would be shorter than ``MIN_SECTION_BEATS`` (its message in seconds too, given the ``bpm``)."""
+    labels = form_labels(form)
+    n = len(labels)
+    nominal = total_beats / n
+    unit = ALIGN_BEATS if nominal >= ALIGN_BEATS else 1.0
+    starts = [0.0] + [float(round(i * nominal / unit) * unit if lab.startswith("A") else round(i * nominal))
+                      for i, lab in enumerate(labels) if i > 0]
+    ends = starts[1:] + [float(total_beats)]
+    if min(e - s for s, e in zip(starts, ends)) < MIN_SECTION_BEATS - 1e-9:
+        need = n * MIN_SECTION_BEATS + ALIGN_BEATS
+        secs = (f" ({total_beats * 60 / bpm:.1f} s at {bpm:.0f} bpm; ask for {need * 60 / bpm:.0f} s or more)"
+                if bpm else "")
+        raise ConfigError(f"a {form.strip().upper()} piece of {total_beats:.1f} beats{secs} is too short: each of its "
+                          f"{n} sections needs at least {MIN_SECTION_BEATS:g} beats")
+    return list(zip(labels, starts, ends))
+
+
+def contrast_key(key: Key, steered: bool) -> Key:
+    """B's key area for a piece in ``key``: with controls the dominant (major) or the relative major
+    (minor); without, the dominant in the same mode (a transposition cannot change the mode)."""
+    if steered and key.minor:
+        return Key((key.tonic + 3) % 12, False)
+    return Key((key.tonic + 7) % 12, key.minor)
+
+
+def contrast_controls(a: Controls, density: float, velocity: float, minor: bool) -> Controls:
+    """B's controls (the model's frame) after an A asked for ``a`` that played ``density`` notes per
+    beat at mean ``velocity``: the contrasting key area's profile, the density and loudness on the other
+    side of the corpus's median, A's register (what the user asked) kept."""
+    d = a.density if a.density is not None else density
+    d = d * DENSITY_CONTRAST if d < MEDIAN_DENSITY else d / DENSITY_CONTRAST
+    v = a.loudness if a.loudness is not None else velocity
+    loud = LOUDNESS_LEVELS["f"] if v <= LOUDNESS_LEVELS["mf"] else LOUDNESS_LEVELS["p"]
+    # the relative major of A minor is C major: the major profile as it is; the dominant of C: rolled to G
+    profile = key_profile(False) if minor else tuple(float(x) for x in np.roll(key_profile(False), 7))
+    return Controls(density=float(np.clip(d, *DENSITY_BOUNDS)), register=a.register, loudness=float(loud),
+                    key=profile)
+
+
+# --------------------------------------------------------------------------- the piece being composed
+
+
+class _Draft:
+    """The piece in the model's frame: everything the model has read (the seed's context, the seed) and
+    every section composed so far; the output is ``body[out_start:]``."""
+
+    def __init__(self, seed: Seed, include_seed: bool) -> None:
+        self.body = seed.history
+        self.start_beat = seed.history_start_beat  # where body starts in the metre
+        self.out_start = len(seed.history) - (len(seed.states) if include_seed else 0)
+        self.home, self.bpm, self.source = seed.home, seed.bpm, seed.source
+
+    @property
+    def out_len(self) -> int:
+        return len(self.body) - self.out_start
+
+    @property
+    def out_beats(self) -> float:
+        return self.body[self.out_start :].total_beats
+
+    def add(self, new: States) -> None:
+        self.body = States.concat([self.body, new])
+
+    def seed(self, shift: int = 0) -> Seed:
+        """The piece so far as a seed (its last states the window, up to ``MATCH_WINDOW`` before them the
+        context), in the home key so that generate() keeps the model's frame; moved by ``shift``."""
+        n = len(self.body)
+        w = n - min(SEED_STATES, n)
+        first = max(0, w - MATCH_WINDOW)
+        part = self.body[first:]
+        if shift:
+            part, _ = transpose_states(part, shift)
+        start = self.start_beat + self.body[:w].total_beats
+        return Seed(part[w - first :], self.home, self.bpm, self.source, start, part[: w - first])
+
+    def opening(self, beats: float) -> States:
+        """The output's first whole states lasting at most ``beats`` (at least one)."""
+        out = self.body[self.out_start :]
+        cum = np.cumsum(out.grid_units())
+        m = max(1, int(np.searchsorted(cum, round(beats * GRID_PER_BEAT), side="right")))
+        return out[:m].copy()
+
+
+def fit_beats(new: States, beats: float) -> States:
+    """``new`` cut (its last state shortened) or its last state held longer, to last exactly ``beats``."""
+    units = new.grid_units()
+    target = max(1, round(beats * GRID_PER_BEAT))
+    cum = np.cumsum(units)
+    m = min(int(np.searchsorted(cum, target)) + 1, len(units))  # the states up to the one reaching the target
+    new = new[:m].copy()
+    units = units[:m].copy()
+    units[-1] += target - units.sum()
+    if units[-1] < 2 and m > 1:  # a sliver of a state (under the merge threshold): the one before holds on
+        new, units = new[: m - 1].copy(), units[: m - 1].copy()
+        units[-1] += target - units.sum()
+    new.beats = (units / GRID_PER_BEAT).astype(np.float32)
+    return new
+
+
+def _continue(model: ChopinLSTM, draft: _Draft, beats: float, cfg: GenerateConfig, controls: Controls | None,
+              random_seed: int | None, engine: str, shift: int = 0) -> tuple[States, list[str]]:
+    """The model's next ``beats`` of the piece (the model's frame), read in a frame moved by ``shift``."""
+    sec = replace(cfg, seconds=beats * 60.0 / draft.bpm, bpm=draft.bpm, key=None, include_seed=False,
+                  random_seed=random_seed)
+    res = generate(model, draft.seed(shift), sec, engine=engine, controls=controls)
+    new = fit_beats(res.states, beats)
+    if shift:
+        new, _ = transpose_states(new, -shift)
+    return new, list(res.guards)
+
+
+def _replay(opening: States, prev_keys: np.ndarray) -> States:
+    """The opening again after ``prev_keys``: a key that starts sounding there is struck."""
+    out = opening.copy()
+    out.onsets[0] |= out.keys[0] & ~prev_keys
+    return out
+
+
+# --------------------------------------------------------------------------- the cadence
+
+
+def _key_of(pc: int, near: float, at_most: bool = False) -> int:
+    """The key index of pitch class ``pc`` nearest to key index ``near`` (``at_most``: the highest not
+    above it, if there is one)."""
+    ks = np.flatnonzero((np.arange(N_KEYS) + LOWEST_PITCH) % 12 == pc % 12)
+    if at_most and (ks <= near).any():
+        return int(ks[ks <= near][-1])
+    return int(ks[np.argmin(np.abs(ks - near))])
+
+
+class _Confined:
+    """A stepper whose key and onset logits allow only ``allowed`` keys, with ``force`` (a key index or
+    None) struck: a joint_keys sampler reads each key's conditional through ``conditionals``, so the
+    confinement must live there as well as on a step's outputs."""
+
+    def __init__(self, stepper, allowed: np.ndarray, force: int | None) -> None:
+        self.stepper, self.allowed, self.force = stepper, allowed, force
+
+    def mask(self, key_logits: np.ndarray, onset_logits: np.ndarray | None):
+        kl = np.where(self.allowed, key_logits, -1e4).astype(np.float32)
+        ol = None if onset_logits is None else np.where(self.allowed, onset_logits, -1e4).astype(np.float32)
+        if self.force is not None:
+            kl[:, self.force] = 1e4
+            if ol is not None:
+                ol[:, self.force] = 1e4
+        return kl, ol
+
+    def conditionals(self, keys, onsets, rows=slice(None)):
+        return self.mask(*self.stepper.conditionals(keys, onsets, rows))
+
+
+def chord_pitch_classes(home: Key) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The dominant seventh (root first) and the tonic triad (root, third, fifth) of ``home``
+    (harmonic minor: the dominant's third is the raised leading tone)."""
+    t = home.tonic
+    dominant = ((t + 7) % 12, (t + 11) % 12, (t + 2) % 12, (t + 5) % 12)
+    return dominant, (t, (t + (3 if home.minor else 4)) % 12, (t + 7) % 12)
+
+
+def _cadence(model: ChopinLSTM, draft: _Draft, cfg: GenerateConfig, controls: Controls | None,
+             rng: np.random.Generator, engine: str, end_beats: float) -> States:
+    """A dominant seventh then the tonic chord, written by the model with its keys confined to their
+    pitch classes (see the module docstring); the final chord lasts until ``end_beats`` of the output,
+    and at least ``HOLD_BEATS``."""
+    h = draft.body[max(0, len(draft.body) - MATCH_WINDOW) :]
+    start = draft.start_beat + draft.body[: len(draft.body) - len(h)].total_beats
+    dominant, tonic = chord_pitch_classes(draft.home)
+    lows = [int(np.flatnonzero(k)[0]) for k in h.keys[-SEED_STATES:] if k.any()]
+    bass_ref = min(float(np.median(lows)) if lows else 27.0, 39.0)  # the music's bass, at most around middle C
+    v_bass = _key_of(dominant[0], bass_ref, at_most=True)
+    i_bass = _key_of(tonic[0], v_bass)  # the nearer of a fourth up and a fifth down
+    pcs = (np.arange(N_KEYS) + LOWEST_PITCH) % 12
+    loud = model.config.loudness
+    struck = h.velocity[h.velocity > 0]
+    velocity = int(round(struck.mean())) if struck.size else 72
+    class_beats = np.asarray(model.config.duration_classes, np.float64)
+    ks, os_, bs, vs = [], [], [], []
+    with torch.inference_mode():
+        inputs = InputBuilder(model, h.keys[None], h.onsets[None], h.beats[None], start, h.velocity[None],
+                              style=cfg.style, controls=controls)
+        stepper = stepper_for(model, engine, 1)
+        out = stepper.start(inputs.seed_inputs)
+        prev = h.keys[-1:].astype(bool)
+        for chord, bass, phase in ((dominant, v_bass, "dominant"), (tonic, i_bass, "tonic")):
+            allowed = np.isin(pcs, chord) & (np.arange(N_KEYS) >= bass)
+            confined = _Confined(stepper, allowed[None], bass)
+            sampler = Sampler(model, cfg, rng, confined)
+            beats = 0.0
+            while True:
+                kl, ol = confined.mask(out[0], out[1])
+                keys, onsets, cls = sampler(kl, ol, out[2], prev)
+                keys &= allowed
+                if confined.force is not None or not keys.any():  # the chord's root struck in the bass
+                    keys[:, bass] = onsets[:, bass] = True
+                onsets &= keys
+                vel = sampler.loudness(stepper.loudness, onsets.any(-1)) if loud else None
+                ks.append(keys[0])
+                os_.append(onsets[0])
+                bs.append(float(class_beats[cls[0]]))
+                vs.append(int(vel[0]) if loud else (velocity if onsets.any() else 0))
+                beats += bs[-1]
+                confined.force = None  # the bass is struck once; then the model moves on within the chord
+                prev = keys
+                if phase == "tonic" or beats >= DOMINANT_BEATS:
+                    break
+                out = stepper.step(inputs(keys, onsets, cls, vel))
+            if phase == "dominant":  # the tonic arrives on a whole beat: the dominant's last state holds on
+                end = start + h.total_beats + sum(bs)
+                bs[-1] += float(np.ceil(end - 1e-6) - end)
+                out = stepper.step(inputs(keys, onsets, cls, vel))
+    final_keys, final_onsets = ks[-1], os_[-1]
+    for pc in tonic[1:]:  # complete the triad: a missing third or fifth in the octave above the bass
+        if not final_keys[pcs == pc].any():
+            k = _key_of(pc, min(i_bass + 12 + (pc - tonic[0]) % 12, N_KEYS - 1))
+            final_keys[k] = final_onsets[k] = True
+    so_far = draft.out_beats + sum(bs[:-1])
+    bs[-1] = max(bs[-1], HOLD_BEATS, end_beats - so_far)
+    units = np.round(np.asarray(bs) * GRID_PER_BEAT) / GRID_PER_BEAT
+    return States(np.array(ks), np.array(os_), units.astype(np.float32), np.zeros(len(ks), np.float32),
+                  np.array(vs, np.uint8))
+
+
+# --------------------------------------------------------------------------- composing a form
+
+
+def compose_form(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, form: str = "ABA",
+                 engine: str = "auto", reprise_beats: float = REPRISE_BEATS) -> FormResult:
+    """Continue ``seed`` as a piece in ``form`` ("ABA" or "AABA") of ``cfg.seconds`` of new music (or
+    ``cfg.steps`` states' worth, at the seed history's mean state length), ending on a cadence.
+
+    ``cfg`` is what :func:`generate` reads (key, tempo, decoding, controls; its controls steer the A
+    sections and B contrasts with them); ``reprise_beats``: how much of the opening each return of A
+    replays.  See the module docstring for how each section is made."""
+    cfg = cfg or GenerateConfig()
+    cfg.validate()
+    form_labels(form)
+    if len(seed.states) == 0:
+        raise ConfigError("the seed is empty")
+    if not reprise_beats > 0:
+        raise ConfigError("reprise_beats must be more than 0")
+    bpm = float(cfg.bpm or seed.bpm)
+    guards: list[str] = []
+    key = _output_key(seed, cfg.key, guards)
+    a_controls = requested_controls(model, cfg, seed, key, bpm)  # None without controls (raises if asked for some)
+    steered = a_controls is not None
+    if cfg.seconds is not None:
+        new_beats = cfg.seconds * bpm / 60.0
+    else:
+        new_beats = cfg.steps * float(np.mean(seed.history.beats))
+    draft = _Draft(replace(seed, bpm=bpm), cfg.include_seed)
+    plan = plan_sections(form, draft.out_beats + new_beats, bpm)
+    if plan[0][2] - draft.out_beats < 1.0:
+        raise ConfigError(f"the seed ({draft.out_beats:.1f} beats) fills the first section: ask for more music")
+    rng = np.random.default_rng(cfg.random_seed)
+    seeds = [None if cfg.random_seed is None else int(s) for s in rng.integers(0, 2**31, len(plan))]
+    shift_home = seed.home.shift_to(key)
+    sections: list[Section] = []
+    a_sections: list[tuple[int, int]] = []  # (start, end) state of each A in the output
+    for i, (label, start, end) in enumerate(plan):
+        role = _role(label, i)
+        first_state, first_beat = (draft.out_len, draft.out_beats) if i else (0, 0.0)  # A holds the seed
+        controls, sec_key, shift, replayed = a_controls, key, 0, 0
+        if role in ("repeat", "reprise"):
+            length = min(reprise_beats, (end - start) / 2, plan[0][2] - plan[0][1])
+            copy = _replay(draft.opening(length), draft.body.keys[-1])
+            draft.add(copy)
+            replayed = len(copy)
+        if role == "contrast":
+            sec_key = contrast_key(key, steered)
+            a0, a1 = a_sections[-1]
+            a = draft.body[draft.out_start + a0 : draft.out_start + a1]
+            if steered:
+                density = a.onsets.sum() / max(a.total_beats, 1e-9)
+                struck = a.velocity[a.velocity > 0]
+                controls = contrast_controls(a_controls, float(density),
+                                             float(struck.mean()) if struck.size else LOUDNESS_LEVELS["mf"],
+                                             draft.home.minor)
+            else:  # read with the dominant as the model's home key (see the module docstring)
+                shift = Key((draft.home.tonic + 7) % 12, draft.home.minor).shift_to(draft.home)
+        last = i == len(plan) - 1
+        room = end - draft.out_beats - (DOMINANT_BEATS + HOLD_BEATS if last else 0.0)
+        if room >= 1.0 / GRID_PER_BEAT:
+            new, g = _continue(model, draft, room, cfg, controls, seeds[i], engine, shift)
+            draft.add(new)
+            guards += [f"{label}: {x}" for x in g]
+        if last:
+            draft.add(_cadence(model, draft, cfg, controls, np.random.default_rng(seeds[i]), engine, end))
+        if label.startswith("A"):
+            a_sections.append((first_state, draft.out_len))
+        sections.append((label, role, first_state, draft.out_len, first_beat, draft.out_beats, sec_key, controls,
+                         replayed))
+    out = draft.body[draft.out_start :]
+    out.seconds = (out.beats.astype(np.float64) * 60.0 / bpm).astype(np.float32)
+    out_states, _ = transpose_states(out, shift_home)
+    spb = 60.0 / bpm
+    done = [Section(lab, role, s0, s1, b0, b1, b0 * spb, b1 * spb, k, c, r)
+            for lab, role, s0, s1, b0, b1, k, c, r in sections]
+    final = out_states.beats[-1]
+    cadence = (f"Ends on a {key.name} chord (tonic in the bass) held {final:g} beats, after the model's dominant "
+               f"seventh: both confined to those chords' notes, the voicing and rhythm the model's.")
+    return FormResult(out_states, len(seed.states) if cfg.include_seed else 0, key, bpm, seed.source, guards,
+                      cfg, form=form.strip().upper(), sections=done, cadence=cadence)
+
+
+# --------------------------------------------------------------------------- measuring a form
+
+
+@dataclass(frozen=True)
+class RepriseMatch:
+    """How the repeats lookup hears the last section: its states whose longest earlier match
+    (exact, at least ``MIN_MATCH`` states) lies in an A section before it."""
+
+    found: bool  # at least one such state
+    states: int  # how many
+    share: float  # of the last section's states
+    beyond_replay: int  # of them, after the replayed opening: the model following the reprise on its own
+    beyond_share: float  # of the last section's states after the replayed opening
+
+
+def reprise_matches(result: FormResult, min_length: int = MIN_MATCH) -> RepriseMatch:
+    """:class:`RepriseMatch` of ``result`` (the lookup run over the whole output, as the model's is)."""
+    st = result.states
+    cont, length, _ = find_continuations("exact", st.keys, st.onsets, st.beats)
+    last = result.sections[-1]
+    a_states = np.zeros(len(st) + 1, bool)
+    for s in result.sections[:-1]:
+        if s.label.startswith("A"):
+            a_states[s.start_state : s.end_state] = True
+    idx = np.arange(last.start_state, last.end_state)
+    # the matched passage ends at cont - 1 and starts length - 1 states before: all of it in an A
+    src_end, src_start = cont[idx] - 1, cont[idx] - length[idx]
+    hit = (length[idx] >= min_length) & a_states[np.maximum(src_end, 0)] & a_states[np.maximum(src_start, 0)]
+    after = idx >= last.start_state + last.replayed_states
+    n_after = int(after.sum())
+    return RepriseMatch(bool(hit.any()), int(hit.sum()), float(hit.mean()) if len(idx) else 0.0,
+                        int((hit & after).sum()), float((hit & after).sum() / n_after) if n_after else 0.0)
+
+
+@dataclass(frozen=True)
+class SectionProfile:
+    """What a section plays: how much, how high, how loud, in what key."""
+
+    label: str
+    notes_per_second: float
+    mean_pitch: float  # MIDI, over its notes
+    low: float  # MIDI: its notes' 5th and 95th percentile pitch
+    high: float
+    velocity: float  # mean, over its notes
+    key: Key  # the best of the 24 keys by its pitch-class profile
+
+
+def section_profiles(result: FormResult) -> list[SectionProfile]:
+    """A :class:`SectionProfile` of each section of ``result``."""
+    out = []
+    for s in result.sections:
+        part = result.states[s.start_state : s.end_state]
+        notes = states_to_notes(part)
+        secs = max(s.end_seconds - s.start_seconds, 1e-9)
+        if len(notes) == 0:
+            out.append(SectionProfile(s.label, 0.0, np.nan, np.nan, np.nan, np.nan, s.key))
+            continue
+        p = notes[:, 2]
+        out.append(SectionProfile(s.label, len(notes) / secs, float(p.mean()), float(np.percentile(p, 5)),
+                                  float(np.percentile(p, 95)), float(notes[:, 3].mean()), detected_key(notes)))
+    return out
+
+
+def ends_on_tonic_chord(states: States, key: Key, min_beats: float = 1.0) -> bool:
+    """Whether the last state is the tonic triad of ``key`` (its root in the bass; root, third and fifth
+    sounding, no other pitch class) lasting at least ``min_beats``."""
+    if len(states) == 0 or not states.keys[-1].any() or states.beats[-1] < min_beats - 1e-6:
+        return False
+    k = np.flatnonzero(states.keys[-1])
+    pcs = set(((k + LOWEST_PITCH) % 12).tolist())
+    triad = {key.tonic, (key.tonic + (3 if key.minor else 4)) % 12, (key.tonic + 7) % 12}
+    return (k[0] + LOWEST_PITCH) % 12 == key.tonic and pcs == triad
