@@ -58,6 +58,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=60.0, help="length of each continuation")
     p.add_argument("--context-states", type=int, default=None,
                    help="states of the piece read before each seed (default: as generate, 512; 0 = the seed alone)")
+    p.add_argument("--style-guidance", type=float, default=0.0,
+                   help="compose with this style guidance (one model in two styles; compose.guidance)")
     p.add_argument("--repeats", type=int, default=3, help="random seeds of the classifier test")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
@@ -85,7 +87,9 @@ def main() -> None:
         for i, seed in enumerate(seeds):
             try:
                 states = generate(model, seed, GenerateConfig(seconds=args.seconds, random_seed=i, style=asked,
-                                                              include_seed=False)).states
+                                                              include_seed=False,
+                                                              style_guidance=args.style_guidance if asked else 0.0)
+                              ).states
             except GenerationError:
                 states = States.empty()
             piece = seed.source.split(" ", 1)[0]  # grouped by the seed's piece: its windows share a fold

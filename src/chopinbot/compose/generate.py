@@ -34,14 +34,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from chopinbot.compose.guidance import GuidedStepper
 from chopinbot.compose.sampling import Sampler
 from chopinbot.compose.seeds import Seed
-from chopinbot.compose.stepper import InputBuilder, stepper_for
+from chopinbot.compose.stepper import InputBuilder, NumpyStepper, stepper_for
 from chopinbot.constants import HIGHEST_PITCH, LOWEST_PITCH, MIN_KEYS, N_KEYS
+from chopinbot.dataset.inputs import StyleBlock
 from chopinbot.errors import ChopinBotError, ConfigError
 from chopinbot.io_utils import atomic_write_bytes
 from chopinbot.model.network import ChopinLSTM
-from chopinbot.music.controls import LOUDNESS_LEVELS, Controls, key_profile, loudness_velocity
+from chopinbot.music.controls import LOUDNESS_LEVELS, Controls, key_profile, loudness_velocity, passage_controls
 from chopinbot.music.keys import Key, parse_key
 from chopinbot.music.states import States, states_to_notes, states_to_score, transpose_states
 from chopinbot.render.audio import render_wav, render_wav_bytes
@@ -62,6 +64,7 @@ KEY_MIN_P_RANGE = (0.0, 1.0)  # key_min_p and key_local_p: fractions
 KEY_WINDOW_RANGE = (1, 24)  # semitones either side of a key, for key_local_p
 DENSITY_RANGE = (0.5, 40.0)  # notes per second (the corpus's 8-beat windows: 1-20 at their tempo)
 MIN_REGISTER_SPAN = 7  # semitones: a narrower register cannot hold a melody's steps
+STYLE_GUIDANCE_RANGE = (0.0, 8.0)  # beyond a few the predictions leave anything the model has seen
 STUCK_STATES = 24  # this many states in a row with nothing struck = stuck
 LOOP_WINDOW = 48  # the last this many states drawn from a cycle of <= 4 states = looping
 
@@ -96,12 +99,16 @@ class GenerateConfig:
     bpm: float | None = None  # None = the seed's own tempo
     key: str | None = None  # output key, e.g. "F# minor"; None = the seed's key
     style: str | None = None  # the style (composer) to compose in, for a model with a style input; None = its default
+    style_guidance: float = 0.0  # a model with a style input: compose further in the style than the model's own
+    #                              prediction goes (classifier-free guidance, compose.guidance; 0 = off)
     # The composer's controls (a model with controls, see chopinbot.music.controls); None = not steered:
     density: float | None = None  # notes per second of the new music
     register: tuple[int, int] | None = None  # its lowest and highest MIDI pitch, in the output key
     loudness: str | None = None  # its dynamic: pp, p, mf, f or ff
     hold_key: bool = True  # steer it to stay in the output key (a model with controls; others only transpose)
     confine_register: bool = True  # with register: keys outside it are never struck (off: the model's steering alone)
+    follow_seed: bool = False  # steer the controls not asked for to the seed's last 8 beats (its density, register,
+    #                            loudness): a continuation that keeps the primer's character
     random_seed: int | None = None  # makes sampling reproducible
     include_seed: bool = True  # start the output with the seed
     retry: bool = True  # retry when a guard fires
@@ -143,6 +150,9 @@ class GenerateConfig:
                                   f"{LOWEST_PITCH}..{HIGHEST_PITCH} (A0..C8), got {lo} {hi}")
             if hi - lo < MIN_REGISTER_SPAN:
                 raise ConfigError(f"register must span at least {MIN_REGISTER_SPAN} semitones, got {hi - lo}")
+        if not (STYLE_GUIDANCE_RANGE[0] <= self.style_guidance <= STYLE_GUIDANCE_RANGE[1]):
+            raise ConfigError(f"style guidance must be between {STYLE_GUIDANCE_RANGE[0]:g} and "
+                              f"{STYLE_GUIDANCE_RANGE[1]:g}")
         if self.loudness is not None and self.loudness not in LOUDNESS_LEVELS:
             raise ConfigError(f"loudness must be one of {', '.join(LOUDNESS_LEVELS)}, got {self.loudness!r}")
 
@@ -262,8 +272,16 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
                           style=cfg.style, controls=controls)
     x_seed = inputs.seed_inputs
     stepper = stepper_for(model, engine, B)
+    if cfg.style_guidance:
+        styles = [i for i, b in enumerate(inputs.layout.blocks) if isinstance(b, StyleBlock)]
+        if not styles:
+            raise ConfigError("style guidance needs a model with a style input (see `chopinbot styles`)")
+        # the pair of rows of a batch-1 piece steps fastest in NumPy too (as batch 1 does)
+        pair_engine = "numpy" if engine == "auto" and B == 1 and NumpyStepper.supports(model) else engine
+        stepper = GuidedStepper(stepper_for(model, pair_engine, 2 * B), inputs.layout.lstm_columns(styles[0]),
+                                cfg.style_guidance)
     out = stepper.start(x_seed)  # the seed is read in one call; then each step feeds one new state
-    confine = controls is not None and controls.register is not None and cfg.confine_register
+    confine = controls is not None and cfg.register is not None and cfg.confine_register  # only a register asked for
     sampler = Sampler(model, cfg, rng, stepper, register=controls.register if confine else None)
     loud = model.config.loudness
     prev = seed_keys[:, -1].astype(bool)
@@ -370,12 +388,16 @@ def requested_controls(model: ChopinLSTM, cfg: GenerateConfig, seed: Seed, key: 
                               "chopin-controls); this model has none")
         return None
     shift = seed.home.shift_to(key)  # output pitch = model-frame pitch + shift
-    register = None
+    own = Controls()
+    if cfg.follow_seed:
+        h = seed.history
+        own = passage_controls(h.onsets, h.beats, h.velocity if (h.velocity > 0).any() else None)
+    register = own.register
     if cfg.register is not None:
         lo, hi = (int(np.clip(p - shift - LOWEST_PITCH, 0, N_KEYS - 1)) for p in cfg.register)
         register = (lo, hi)
-    return Controls(density=cfg.density * 60.0 / bpm if cfg.density is not None else None, register=register,
-                    loudness=float(loudness_velocity(cfg.loudness)) if cfg.loudness is not None else None,
+    return Controls(density=cfg.density * 60.0 / bpm if cfg.density is not None else own.density, register=register,
+                    loudness=float(loudness_velocity(cfg.loudness)) if cfg.loudness is not None else own.loudness,
                     key=key_profile(seed.home.minor) if cfg.hold_key else None)
 
 

@@ -170,6 +170,19 @@ def control_features(w: WindowControls, shifts: np.ndarray | int = 0) -> tuple[n
     return g, np.concatenate([inside, share], 1).astype(np.float32)
 
 
+def passage_controls(onsets: np.ndarray, beats: np.ndarray, velocity: np.ndarray | None = None,
+                     last_beats: float = WINDOW_BEATS) -> Controls:
+    """The controls of the last ``last_beats`` beats of a passage (the whole of a shorter one):
+    what a continuation that keeps the passage's character asks for."""
+    b = np.asarray(beats, np.float64)
+    if len(b) == 0:
+        return Controls()
+    from_end = np.cumsum(b[::-1])[::-1]  # beats from each state's start to the passage's end (decreasing)
+    first = max(int(np.searchsorted(-from_end, -last_beats, side="right")) - 1, 0)  # the last that far from the end
+    v = None if velocity is None else np.asarray(velocity)[first:]
+    return window_controls(np.asarray(onsets)[first:], b[first:], v, window=float(from_end[first]) + 1.0).at(0)
+
+
 def density_feature(notes_per_beat: np.ndarray | float) -> np.ndarray:
     """The LSTM's density column: log(1 + notes per beat) / 2 (the corpus's windows: about 0.3 to 1.2)."""
     return np.log1p(notes_per_beat) / 2.0
