@@ -159,3 +159,21 @@ def test_figures_measure_what_the_requests_name():
     assert fig.inside_register == pytest.approx(2 / 3)
     far = piece_figures(st, bpm=120, key=Key(6, False))  # F# major is six fifths away
     assert far.key_hold == 0.0
+
+
+def test_follow_seed_asks_for_the_seed_s_own_character(tiny_controls_model_dir):
+    from chopinbot.compose.generate import requested_controls
+    from chopinbot.music.controls import passage_controls
+
+    model = load_model(tiny_controls_model_dir / "best")
+    seed = seed_from_test(3)
+    h = seed.history
+    own = passage_controls(h.onsets, h.beats, h.velocity)
+    got = requested_controls(model, GenerateConfig(follow_seed=True), seed, seed.key, seed.bpm)
+    assert (got.density, got.register, got.loudness) == (own.density, own.register, own.loudness)
+    assert own.density > 0 and own.register[0] < own.register[1]
+    # what is asked for wins over the seed's own
+    got = requested_controls(model, GenerateConfig(follow_seed=True, loudness="pp"), seed, seed.key, seed.bpm)
+    assert got.loudness == 35 and got.density == own.density
+    plain = requested_controls(model, GenerateConfig(), seed, seed.key, seed.bpm)
+    assert plain.density is None and plain.register is None and plain.key is not None  # hold_key by default

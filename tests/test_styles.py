@@ -140,3 +140,50 @@ def test_styles_and_generate_style_from_the_command_line(tmp_path, capsys, two_c
     assert main(["generate", "--model", str(tmp_path / "m"), "--style", "mozart", "--steps", "8",
                  "--out", str(tmp_path / "x.mid")]) == 0
     assert (tmp_path / "x.mid").exists()
+
+
+def test_style_guidance_moves_every_output_away_from_no_style():
+    from chopinbot.compose.guidance import GuidedStepper
+    from chopinbot.compose.stepper import NumpyStepper
+
+    torch.manual_seed(0)
+    c = ModelConfig(hidden=16, duration_classes=CLASSES, style_input=True, styles=["chopin", "mozart"],
+                    default_style="chopin")
+    m = ChopinLSTM(c).eval()
+    with torch.no_grad():  # an untrained style column reads as nothing: give it weight
+        m.lstm.weight_ih_l0[:, c.layout.lstm_columns(len(c.layout.blocks) - 1)] = 1.0
+    rng = np.random.default_rng(0)
+    keys = rng.random((1, 6, 88)) < 0.05
+    beats = np.ones((1, 6))
+    x = InputBuilder(m, keys, keys, beats, style="mozart").seed_inputs
+    cols = c.layout.lstm_columns(len(c.layout.blocks) - 1)
+    bare = x.copy()
+    bare[..., cols] = 0
+    styled_out = NumpyStepper(m).start(x)
+    bare_out = NumpyStepper(m).start(bare)
+    assert not np.allclose(styled_out[0], bare_out[0])  # the style column does something
+    for w in (0.0, 1.5):
+        guided = GuidedStepper(NumpyStepper(m), cols, w).start(x)
+        for g, s, b in zip(guided, styled_out, bare_out):
+            np.testing.assert_allclose(g, s + w * (s - b), rtol=1e-5, atol=1e-5)
+    # a joint model's conditionals too: given keys below, the same mix
+    inner = GuidedStepper(NumpyStepper(m), cols, 2.0)
+    inner.start(x)
+    given = np.zeros((1, 88), np.float32)
+    given[0, 30] = 1
+    k, o = inner.conditionals(given, given)
+    s1, s2 = NumpyStepper(m), NumpyStepper(m)
+    s1.start(x), s2.start(bare)
+    (ks, os_), (kb, ob) = s1.conditionals(given, given), s2.conditionals(given, given)
+    np.testing.assert_allclose(k, ks + 2.0 * (ks - kb), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(o, os_ + 2.0 * (os_ - ob), rtol=1e-5, atol=1e-5)
+
+
+def test_style_guidance_needs_a_style_input(tiny_model_dir):
+    from chopinbot.compose.generate import GenerateConfig, generate
+    from chopinbot.compose.seeds import seed_from_test
+
+    with pytest.raises(ConfigError, match="style input"):
+        generate(load_model(tiny_model_dir / "best"), seed_from_test(0), GenerateConfig(steps=4, style_guidance=1.0))
+    with pytest.raises(ConfigError, match="style guidance"):
+        GenerateConfig(style_guidance=-1).validate()
