@@ -7,12 +7,13 @@ and their ranges from the bounds declared beside it, as the web app's controls d
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from chopinbot.cli.args import nonneg_int, number_in, positive_int, seed_int
+from chopinbot.compose.form import FORMS, compose_form
 from chopinbot.compose.generate import (
     BPM_RANGE,
     DENSITY_RANGE,
@@ -102,6 +103,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--key", help="output key, e.g. 'C', 'A minor', 'F#m' (default: the seed's key)")
     g.add_argument("--style", help="compose in this composer's style, for a model with a style input "
                                    "(see `chopinbot styles`; default: the model's own)")
+    g.add_argument("--form", type=str.upper, choices=list(FORMS),
+                   help="compose a piece in this form: ABA (the opening, a contrasting middle in another key area, "
+                        "then the opening again) or AABA; --seconds is the whole length, and the piece ends on a "
+                        "cadence (see docs/controls.md, Form)")
     g.add_argument("--batch", "--variations", type=positive_int, default=1, dest="batch", metavar="N",
                    help="N different continuations of the seed at once, batched (files get -1, -2, ...)")
     g = p.add_argument_group("controls (a model with controls, e.g. --model chopin-controls)")
@@ -166,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give --seed-index or --primer, not both")
     if args.infill:
         _check_infill_args(args)
+    if args.infill and args.form:
+        raise ConfigError("--form composes a whole piece: it does not apply to --infill")
     outputs = _output_paths(out, args)
     for p in outputs:
         if p.exists() and not p.is_file():
@@ -189,7 +196,12 @@ def run(args: argparse.Namespace) -> int:
             minor = parse_key(args.key).minor if args.key else None
             idx = random_seed_index(np.random.default_rng(args.random_seed), args.seed_len, minor, settings)
         seed = seed_from_test(idx, args.seed_len, settings, context_states=args.context_states)
-    results = generate(model, seed, cfg, batch=args.batch, engine=args.engine)
+    if args.form:  # a piece at a time, each variation from the next random seed
+        results = [compose_form(model, seed, replace(cfg, random_seed=None if cfg.random_seed is None
+                                                     else cfg.random_seed + i), args.form, engine=args.engine)
+                   for i in range(args.batch)]
+    else:
+        results = generate(model, seed, cfg, batch=args.batch, engine=args.engine)
     results = results if isinstance(results, list) else [results]
     for i, res in enumerate(results):
         mid = out if len(results) == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")

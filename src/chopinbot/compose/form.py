@@ -271,7 +271,7 @@ def _continue(model: ChopinLSTM, draft: _Draft, beats: float, cfg: GenerateConfi
         tries.append((loop, new, guards))
         if loop < LOOP_WINDOW:
             break
-    loop, new, guards = min(tries, key=lambda x: x[0])
+    _, new, _ = min(tries, key=lambda x: x[0])
     if shift:
         new, _ = transpose_states(new, -shift)
     return new, [g for _, _, gs in tries for g in gs]
