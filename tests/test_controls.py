@@ -177,3 +177,21 @@ def test_follow_seed_asks_for_the_seed_s_own_character(tiny_controls_model_dir):
     assert got.loudness == 35 and got.density == own.density
     plain = requested_controls(model, GenerateConfig(), seed, seed.key, seed.bpm)
     assert plain.density is None and plain.register is None and plain.key is not None  # hold_key by default
+
+
+def test_held_out_pieces_are_scored_without_their_own_controls(tiny_controls_model_dir, tiny_dataset_dir):
+    from chopinbot.dataset.batches import SplitData
+    from chopinbot.dataset.store import Dataset
+
+    config = load_model(tiny_controls_model_dir / "best").config
+    data = SplitData(Dataset(tiny_dataset_dir), "train", config.vocab)
+    chunks = data.whole_segments()[:2]
+    i = [type(b) for b in config.layout.blocks].index(ControlBlock)
+    lstm_cols, note_cols = config.layout.lstm_columns(i), config.layout.note_columns(i)
+    trained, _ = data.batch(chunks, **config.input_blocks)
+    scored, _ = data.batch(chunks, **config.scoring_blocks)
+    assert trained[..., lstm_cols].abs().sum() > 0 and trained[..., note_cols].abs().sum() > 0
+    assert scored[..., lstm_cols].abs().sum() == 0 and scored[..., note_cols].abs().sum() == 0
+    other = [c for c in range(config.input_dim) if c not in range(lstm_cols.start, lstm_cols.stop)
+             and c not in range(note_cols.start, note_cols.stop)]
+    assert (trained[..., other] == scored[..., other]).all()  # everything else read alike

@@ -625,6 +625,8 @@ class ControlBlock(InputBlock):
         return self.columns(self.windows(onsets, beats, velocity))
 
     def batch_columns(self, batch: BatchStates) -> Columns:
+        if self.requested is not None:  # scoring: what was requested (e.g. nothing), not the passage's own
+            return self.columns(WindowControls.constant(self.requested, batch.rows.size))
         w = split_controls(batch.split).take(batch.rows.ravel())
         B, T = batch.rows.shape
         # which controls each chunk hides: drawn from the chunk's rows, so a batch is built the same every time

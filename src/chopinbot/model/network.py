@@ -53,9 +53,10 @@ from torch import nn
 
 from chopinbot.constants import GRID_PER_BEAT, N_KEYS
 from chopinbot.dataset.features import LOUDNESS_BINS, DurationVocab
-from chopinbot.dataset.inputs import InputBlock
+from chopinbot.dataset.inputs import ControlBlock, InputBlock
 from chopinbot.dataset.layout import OPTIONAL_BLOCKS, InputLayout, input_blocks
 from chopinbot.errors import ConfigError
+from chopinbot.music.controls import Controls
 
 NEIGHBOURS = 12  # the note head sees keys up to an octave either side
 PITCH_EMB = 8
@@ -195,6 +196,14 @@ class ModelConfig:
     def input_blocks(self) -> dict[str, tuple[InputBlock, ...]]:
         """The keyword arguments of :meth:`~chopinbot.dataset.batches.SplitData.batch` for this model's inputs."""
         return {"blocks": self.blocks}
+
+    @property
+    def scoring_blocks(self) -> dict[str, tuple[InputBlock, ...]]:
+        """As :attr:`input_blocks`, for scoring held-out pieces: a model with controls reads none
+        (nothing requested), as it composes when asked for nothing, instead of reading the density,
+        register and pitch classes of the very passage it is scored on."""
+        return {"blocks": tuple(replace(b, requested=Controls()) if isinstance(b, ControlBlock) else b
+                                for b in self.blocks)}
 
     @property
     def per_key_inputs(self) -> int:

@@ -82,7 +82,7 @@ def evaluate_split(
             batch.append(c)
             continue
         if batch:
-            x, t = data.batch(batch, **model.config.input_blocks)
+            x, t = data.batch(batch, **model.config.scoring_blocks)
             x, t = x.to(device), t.to(device)
             out = batch_outputs(model, x, t)
             losses = compute_losses(model, out, t, harshness, clip, class_weight)
