@@ -146,10 +146,10 @@ def plan_sections(form: str, total_beats: float, bpm: float | None = None) -> li
     ends = starts[1:] + [float(total_beats)]
     if min(e - s for s, e in zip(starts, ends)) < MIN_SECTION_BEATS - 1e-9:
         need = n * MIN_SECTION_BEATS + ALIGN_BEATS
-        secs = (f" ({total_beats * 60 / bpm:.1f} s at {bpm:.0f} bpm; ask for {need * 60 / bpm:.0f} s or more)"
-                if bpm else "")
-        raise ConfigError(f"a {form.strip().upper()} piece of {total_beats:.1f} beats{secs} is too short: each of its "
-                          f"{n} sections needs at least {MIN_SECTION_BEATS:g} beats")
+        secs = f" ({total_beats * 60 / bpm:.1f} s at {bpm:.0f} bpm)" if bpm else ""
+        ask = f"{need * 60 / bpm:.0f} s" if bpm else f"{need:g} beats"
+        raise ConfigError(f"{form.strip().upper()} in {total_beats:.1f} beats{secs} is too short: each of its {n} "
+                          f"sections needs at least {MIN_SECTION_BEATS:g} beats; ask for {ask} or more")
     return list(zip(labels, starts, ends))
 
 
