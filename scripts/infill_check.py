@@ -1,0 +1,292 @@
+"""Does an infilled span lead into what follows?  The join, measured on held-out Chopin.
+
+For spans of ``--bars`` bars placed evenly in each held-out piece of a
+prepared dataset (its files found in the bundled corpora; ``--spans`` per
+score, ``--performed-spans`` per performed piece), :func:`chopinbot.compose.infill.infill`
+composes ``--candidates`` spans and keeps the one under which the model finds
+the next ``--lookahead`` states most likely.  Reported, as the model's key NLL
+per state (nats) of the true states after the span, given:
+
+* (a) the original span; (b) the infilled span; (c) a span composed without
+  the right-hand context (the first sampled candidate: every candidate is one
+  such sample), and the mean over all candidates;
+* the ratio (b)/(a), and the share of spans where (b) < (c).
+
+(b) is chosen by the very NLL it is measured by, so it is flattered.  The fair
+figure (*held out*): choose by the NLL of the first half of the lookahead,
+measure on the second half (given the true first half).
+
+Then the join discriminator: 20-s excerpts centred on the span (both joins
+inside) of the performed pieces, played at their own mean tempo, against real
+Chopin (the performed pieces of the train and held-out splits), by the random
+forest and features of the realism report (:func:`~chopinbot.evaluation.realism.two_sets_test`),
+beside the same with the uninformed span, the original windows at the same
+places, and ordinary generated excerpts (60-s continuations of held-out seeds).
+
+A model with controls can also steer its candidates towards what follows
+(``--steer both`` composes each span both ways, from the same random seed).
+
+    nice -n 10 .venv/bin/python scripts/infill_check.py --json runs/infill/shipped.json
+    nice -n 10 .venv/bin/python scripts/infill_check.py --model runs/ctl/m-controls/best --steer both \\
+        --json runs/infill/controls.json
+
+The figures of docs/controls.md ("Infill") were made this way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from chopinbot.compose.generate import GenerateConfig, GenerationError, generate
+from chopinbot.compose.infill import (
+    LOOKAHEAD_STATES,
+    bar_start_tick,
+    continuation_nll,
+    fit_to_length,
+    infill,
+    read_source,
+    splice,
+)
+from chopinbot.compose.seeds import window_seed
+from chopinbot.constants import PACKAGE_DIR, SEED_STATES, WARM_STATES
+from chopinbot.dataset.store import Dataset
+from chopinbot.errors import ChopinBotError
+from chopinbot.evaluation.excerpts import EXCERPT_SECONDS, feature_matrix, state_excerpts, time_excerpts, timed_notes
+from chopinbot.evaluation.musicstats import ngram_overlap
+from chopinbot.evaluation.realism import (
+    ClassifierSettings,
+    held_out_seeds,
+    performed_chopin,
+    split_excerpts,
+    two_sets_test,
+)
+from chopinbot.io_utils import atomic_write_json
+from chopinbot.model.formats import load_model
+from chopinbot.music.states import States, transpose_states
+
+CORPUS_DIRS = (PACKAGE_DIR / "data" / "chopin", PACKAGE_DIR / "data" / "chopin_nifc")
+BEST_OF = (1, 2, 4, 8, 16, 32, 64)
+REPEAT_NGRAM = 8  # states: the continuation "repeats the span" when REPEAT_SHARE of its 8-grams are the span's
+REPEAT_SHARE = 0.25
+
+
+def find_file(name: str):
+    for d in CORPUS_DIRS:
+        if (d / name).is_file():
+            return d / name
+    raise FileNotFoundError(name)
+
+
+def span_places(path, bars: int, count: int, need_after: int, settings) -> list[int]:
+    """Up to ``count`` first bars of ``bars``-bar spans, spread evenly over the piece, each with at least
+    ``need_after`` states after it and a few bars before it."""
+    src = read_source(path, settings)
+    n = len(src.states)
+    total = 1
+    while bar_start_tick(total + 1, src.time_signatures, src.ticks_per_quarter) < src.boundary_ticks[-1]:
+        total += 1
+    out = []
+    for f in np.linspace(0, 1, count + 2)[1:-1]:
+        first = int(round(3 + f * (total - 3 - bars)))
+        try:
+            a, b = src.span_states(first, first + bars, "bars")
+        except ChopinBotError:
+            continue
+        if n - b >= need_after and first not in out:
+            out.append(first)
+    return out
+
+
+def history_of(piece: States, key, a: int, context_states: int = WARM_STATES) -> tuple[States, float]:
+    """What the model reads before a span at state ``a`` (as infill_piece reads it), and where it starts."""
+    home, _ = transpose_states(piece, key.shift_home)
+    pos = max(0, a - SEED_STATES)
+    seed = window_seed(home, key, pos, a - pos, "", context_states)
+    return seed.history, seed.history_start_beat
+
+
+def centred_excerpt(states: States, centre: float, group: str, key):
+    """The 20-s excerpt of ``states`` centred on ``centre`` seconds (steady tempo), or None."""
+    t = np.concatenate([[0.0], np.cumsum(states.seconds.astype(np.float64))])
+    i = int(np.searchsorted(t, centre - EXCERPT_SECONDS / 2))
+    ex = state_excerpts(states[i:], group, key, EXCERPT_SECONDS, steady=True)
+    return ex[0] if ex else None
+
+
+def measure_span(model, path, first: int, args, steer: bool, settings) -> dict:
+    t0 = time.process_time()
+    r = infill(model, path, first, first + args.bars, "bars", GenerateConfig(random_seed=first), args.candidates,
+               args.lookahead, steer, settings)
+    a, b = r.original_span
+    piece = r.original
+    history, start_beat = history_of(piece, r.key, a)
+    home, _ = transpose_states(piece, r.key.shift_home)
+    original = home[a:b]
+    spans = r.candidates + [original]
+    half = args.lookahead // 2
+    after = home[b : b + args.lookahead]
+    first_half = continuation_nll(model, history, spans, after[:half], start_beat)
+    second_half = continuation_nll(model, history, [States.concat([s, after[:half]]) for s in spans],
+                                   after[half:], start_beat)
+    # an "echo" candidate, never offered by infill: the span filled with the music that follows it (what
+    # a span the continuation repeats would be), scored the same way -- how much of the gap is repetition
+    grid = model.config.grid_per_beat
+    echo = fit_to_length(home[b:], int(original.grid_units(grid).sum()), grid)
+    row_echo = float(continuation_nll(model, history, [echo], after, start_beat)[0])
+    row = {"piece": path.name, "first_bar": first, "states": [a, b], "span_beats": r.span_beats,
+           "after_states": len(after), "original": r.original_nll, "candidates": r.candidate_nll.tolist(),
+           "chosen": r.chosen, "first_half": first_half.tolist(), "second_half": second_half.tolist(),
+           "key": r.key.name, "guards": r.guards,
+           "echo": row_echo, "continuation_repeats_span": float(np.nan_to_num(
+               ngram_overlap(after, [("span", original)], REPEAT_NGRAM)))}
+    # excerpts around the span: infilled, uninformed (the first candidate), original
+    centre = float(np.mean(r.span_seconds))
+    row["excerpts"] = {
+        "infilled": centred_excerpt(r.states, centre, path.name, r.key),
+        "uninformed": centred_excerpt(splice(piece, a, b, r.candidates[0], r.key), centre, path.name, r.key),
+        "original": centred_excerpt(piece, centre, path.name, r.key),
+    }
+    row["cpu_seconds"] = time.process_time() - t0
+    return row
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Means over spans of (a), (b), (c); the ratio; the share (b) < (c); best-of-k; the held-out figure."""
+    orig = np.array([r["original"] for r in rows])
+    cands = [np.array(r["candidates"]) for r in rows]
+    chosen = np.array([c.min() for c in cands])
+    first = np.array([c[0] for c in cands])
+    mean_c = np.array([c.mean() for c in cands])
+    k_max = min(len(c) for c in cands)
+    fh = [np.array(r["first_half"]) for r in rows]
+    sh = [np.array(r["second_half"]) for r in rows]
+    # an honest (b) < (c): the best of the other candidates against the first, a sample it was not chosen from
+    loo = np.array([c[1:].min() for c in cands]) if k_max > 1 else first
+    echo = np.array([r["echo"] for r in rows])
+    repeats = np.array([r["continuation_repeats_span"] >= REPEAT_SHARE for r in rows])
+    held_pick = np.array([s[int(np.argmin(f[:-1]))] for f, s in zip(fh, sh)])
+    held_orig = np.array([s[-1] for s in sh])
+    held_first = np.array([s[0] for s in sh])
+    held_mean = np.array([s[:-1].mean() for s in sh])
+    return {
+        "spans": len(rows), "pieces": len({r["piece"] for r in rows}),
+        "nll_original": float(orig.mean()), "nll_infilled": float(chosen.mean()),
+        "nll_uninformed": float(first.mean()), "nll_candidates_mean": float(mean_c.mean()),
+        "ratio_infilled_to_original": float(chosen.mean() / orig.mean()),
+        "ratio_per_span_median": float(np.median(chosen / orig)),
+        "share_infilled_below_uninformed": float(np.mean(loo < first)),  # best of candidates 2..N vs the 1st
+        "share_infilled_below_original": float(np.mean(chosen < orig)),
+        "repeats": {"spans": int(repeats.sum()), "share": REPEAT_SHARE, "ngram": REPEAT_NGRAM,
+                    "ratio_repeating": float(chosen[repeats].mean() / orig[repeats].mean()) if repeats.any() else None,
+                    "ratio_others": float(chosen[~repeats].mean() / orig[~repeats].mean()) if (~repeats).any()
+                    else None},
+        "echo": {"nll_echo": float(echo.mean()), "nll_best_with_echo": float(np.minimum(chosen, echo).mean()),
+                 "ratio_best_with_echo": float(np.minimum(chosen, echo).mean() / orig.mean()),
+                 "share_echo_wins": float(np.mean(echo < chosen))},
+        "best_of_k": {k: float(np.mean([c[:k].min() for c in cands])) for k in BEST_OF if k <= k_max},
+        "held_out": {"original": float(held_orig.mean()), "infilled": float(held_pick.mean()),
+                     "uninformed": float(held_first.mean()), "candidates_mean": float(held_mean.mean()),
+                     "ratio_infilled_to_original": float(held_pick.mean() / held_orig.mean()),
+                     "share_infilled_below_uninformed": float(np.mean(held_pick < held_first))},
+    }
+
+
+def join_excerpts(rows: list[dict], performed: set[str]) -> dict[str, list]:
+    """The excerpts around the spans of the performed pieces: infilled, uninformed, original."""
+    return {name: [r["excerpts"][name] for r in rows if r["piece"] in performed and r["excerpts"][name] is not None]
+            for name in ("infilled", "uninformed", "original")}
+
+
+def generated_excerpts(ds: Dataset, model, split: str, n: int) -> list:
+    """About ``n`` ordinary generated excerpts: 60-s continuations of held-out seeds, spread over the pieces."""
+    seeds, _ = held_out_seeds(ds, split)
+    gen = []
+    for i in np.linspace(0, len(seeds) - 1, int(np.ceil(n / 3))).round().astype(int):
+        seed = seeds[i]
+        try:
+            states = generate(model, seed, GenerateConfig(seconds=60.0, random_seed=int(i), include_seed=False)).states
+        except GenerationError:
+            continue
+        gen += time_excerpts(timed_notes(states), seed.source.split(" ", 1)[0], seed.key, EXCERPT_SECONDS)
+        print(f"  ordinary generated excerpts: {len(gen)}", flush=True)
+    return gen
+
+
+def realism_rows(sets: dict[str, list], real: tuple[np.ndarray, list[str]], n: int, repeats: int) -> dict:
+    """Each set of excerpts against real Chopin, ``n`` excerpts per class."""
+    settings = ClassifierSettings(repeats=repeats)
+    out: dict = {"n_per_class": n, "real_excerpts": len(real[1])}
+    for name, ex in sets.items():
+        out[name] = two_sets_test(feature_matrix(ex), [e.group for e in ex], *real, settings, per_class=n)
+        print(f"  {name:>10} vs Chopin: accuracy {out[name]['accuracy_mean']:.3f} ± {out[name]['accuracy_sd']:.3f}, "
+              f"AUC {out[name]['auc_mean']:.3f} ({len(ex)} excerpts)", flush=True)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="model (default: the shipped one)")
+    p.add_argument("--data", default="runs/corpus/chopin", help="a prepared dataset (default: %(default)s)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--bars", type=int, default=4, help="bars per span (default: %(default)s)")
+    p.add_argument("--spans", type=int, default=2, help="spans per score (default: %(default)s)")
+    p.add_argument("--performed-spans", type=int, default=6, help="spans per performed piece (default: %(default)s)")
+    p.add_argument("--candidates", type=int, default=16)
+    p.add_argument("--lookahead", type=int, default=LOOKAHEAD_STATES, help="states after the span that judge it")
+    p.add_argument("--steer", choices=("off", "on", "both"), default="off",
+                   help="a model with controls: steer the candidates towards what follows")
+    p.add_argument("--repeats", type=int, default=5, help="random seeds of the classifier test")
+    p.add_argument("--cpu-minutes", type=float, default=60.0, help="stop placing spans after this much CPU time")
+    p.add_argument("--max-pieces", type=int, default=None, help="only the first N pieces (a quick try)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model)
+    ds = Dataset(args.data)
+    settings = ds.settings
+    performed = {s.piece for s in ds.segments(args.split) if performed_chopin(s)}
+    pieces = sorted({s.piece for s in ds.segments(args.split)}, key=lambda x: (x not in performed, x))
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.steer]
+    rows: dict[bool, list[dict]] = {m: [] for m in modes}
+    t0 = time.process_time()
+    for name in pieces[: args.max_pieces]:
+        path = find_file(name)
+        count = args.performed_spans if name in performed else args.spans
+        for first in span_places(path, args.bars, count, args.lookahead, settings):
+            for steer in modes:
+                if time.process_time() - t0 > args.cpu_minutes * 60:
+                    break
+                row = measure_span(model, path, first, args, steer, settings)
+                rows[steer].append(row)
+                print(f"{name} bars {first}-{first + args.bars - 1}{' steered' if steer else ''}: NLL original "
+                      f"{row['original']:.2f}, infilled {min(row['candidates']):.2f}, uninformed "
+                      f"{row['candidates'][0]:.2f} ({row['cpu_seconds']:.0f} CPU s; "
+                      f"{(time.process_time() - t0) / 60:.1f} CPU min)", flush=True)
+    result = {"model": args.model or "shipped", "args": vars(args)}
+    joins = {steer: join_excerpts(rows[steer], performed) for steer in modes}
+    n = min(len(j["infilled"]) for j in joins.values())
+    if n >= 4:
+        print("realism: real excerpts, ordinary generated excerpts", flush=True)
+        real_ex = split_excerpts(ds, "train") + split_excerpts(ds, args.split)
+        real = (feature_matrix(real_ex), [e.group for e in real_ex])
+        generated = generated_excerpts(ds, model, args.split, n)
+    for steer in modes:
+        label = "steered" if steer else "plain"
+        result[label] = summarize(rows[steer])
+        print(label, result[label], flush=True)
+        result[label]["realism"] = realism_rows({**joins[steer], "generated": generated}, real, n, args.repeats) \
+            if n >= 4 else {"skipped": f"only {n} excerpts around spans of performed pieces"}
+        result[label]["rows"] = [{k: v for k, v in r.items() if k != "excerpts"} for r in rows[steer]]
+    result["cpu_minutes"] = (time.process_time() - t0) / 60
+    if args.json:
+        atomic_write_json(args.json, result)
+    print(f"done in {result['cpu_minutes']:.1f} CPU minutes")
+
+
+if __name__ == "__main__":
+    main()
