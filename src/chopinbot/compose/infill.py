@@ -20,9 +20,10 @@ A model with controls can also be *steered* towards the music after the span
 for.  Measured, it does not help on top of the rescoring (``docs/controls.md``),
 so it is off by default.
 
-The likelihood is scored with every control absent: the rows of a sequence
-would otherwise read, at each state, the measured controls of the 8 beats
-ahead of it -- statistics of the very continuation being scored.
+The likelihood is scored with every control absent (``ModelConfig.scoring_blocks``,
+as held-out pieces are scored): the rows of a sequence would otherwise read, at
+each state, the measured controls of the 8 beats ahead of it -- statistics of
+the very continuation being scored.
 
 Outside the span the piece is the source as ChopinBot reads it (states on the
 grid, each state's struck notes at their mean velocity), with its own key and
@@ -47,7 +48,6 @@ import torch.nn.functional as F
 from chopinbot.compose.generate import GenerateConfig, generate, requested_controls
 from chopinbot.compose.seeds import window_seed
 from chopinbot.constants import GRID_PER_BEAT, N_KEYS, SEED_STATES, WARM_STATES
-from chopinbot.dataset.inputs import ControlBlock
 from chopinbot.dataset.layout import InputLayout
 from chopinbot.dataset.store import DEFAULT_SETTINGS, PrepareSettings
 from chopinbot.errors import ConfigError, MidiError
@@ -241,9 +241,7 @@ def continuation_nll(model: ChopinLSTM, before: States, spans: list[States], aft
         raise ConfigError("continuation_nll needs a history, at least one span and a continuation")
     if any(len(s) == 0 for s in spans):
         raise ConfigError("a span is empty")
-    blocks = tuple(replace(b, requested=Controls()) if isinstance(b, ControlBlock) else b
-                   for b in model.config.with_style(style).blocks)
-    layout = InputLayout(blocks)
+    layout = InputLayout(model.config.with_style(style).scoring_blocks["blocks"])  # controls absent
     H, K = len(before), len(after)
     seqs = [States.concat([before, s, after]) for s in spans]
     rows = [layout.sequence_rows(q.keys, q.onsets, q.beats, start_beat, q.velocity) for q in seqs]
