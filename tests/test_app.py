@@ -24,19 +24,27 @@ from chopinbot.app.request import ComposeRequest, RequestRefused  # noqa: E402
 from chopinbot.app.seeds import seed_infos  # noqa: E402
 from chopinbot.app.settings import (  # noqa: E402
     BPM_RANGE,
+    DEFAULT_REGISTER,
     MAX_PRIMER_STATES,
     MAX_REQUEST_SECONDS,
     MAX_REQUEST_STATES,
     MAX_UPLOAD_BYTES,
+    MAX_VARIATIONS,
     MODEL_ENV,
     MODELS_DIR_ENV,
     SERVE_ENV,
     UPLOAD_LIMIT_MB,
 )
-from chopinbot.compose.generate import TEMPERATURE_RANGE, THRESHOLD_RANGE, GenerateConfig  # noqa: E402
+from chopinbot.compose.generate import (  # noqa: E402
+    DENSITY_RANGE,
+    TEMPERATURE_RANGE,
+    THRESHOLD_RANGE,
+    GenerateConfig,
+)
 from chopinbot.model.checkpoint import save_model  # noqa: E402
 from chopinbot.model.formats import load_model  # noqa: E402
 from chopinbot.model.network import ChopinLSTM  # noqa: E402
+from chopinbot.music.states import states_to_notes  # noqa: E402
 from chopinbot.render.audio import audio_available  # noqa: E402
 from chopinbot.training.finetune import copy_weights, fine_tune_config  # noqa: E402
 from conftest import make_midi  # noqa: E402
@@ -46,9 +54,10 @@ TIMEOUT = 120
 
 
 @pytest.fixture(scope="module")
-def app_env(tiny_model_dir, tmp_path_factory):
+def app_env(tiny_model_dir, tiny_controls_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("app_models")
     shutil.copytree(tiny_model_dir / "best", root / "second-run" / "best")
+    shutil.copytree(tiny_controls_model_dir / "best", root / "controls" / "best")  # a model with controls
     # a model with a style input: the tiny model given two styles (their weights start at 0)
     tiny = load_model(tiny_model_dir / "best")
     styled = ChopinLSTM(fine_tune_config(tiny.config, ["chopin", "mozart"], "chopin"))
@@ -96,8 +105,9 @@ def _model(app):
 
 def test_page_shows_controls_guide_and_help(at, tiny_model_dir):
     labels = {w.label for w in at.sidebar if hasattr(w, "label")}
-    assert {"Model", "Start from", "Measure in", "Seconds of new music", "How notes are chosen", "Temperature",
-            "Key", "Tempo (bpm)", "Random seed", "New random seed for each piece"} <= labels
+    assert {"Model", "Start from", "Measure in", "Seconds of new music", "Variations", "How notes are chosen",
+            "Temperature", "Key", "Tempo (bpm)", "Random seed", "New random seed for each piece",
+            "Density (notes per second)", "Keep to a register", "Loudness", "Stay in the key"} <= labels
     assert at.selectbox(key="model").options[0] == f"{tiny_model_dir.name} (--model)"
     assert "second-run" in at.selectbox(key="model").options
     assert len(at.selectbox(key="key").options) == 25  # the seed's own key + 24 keys
@@ -115,10 +125,13 @@ def test_generate_shows_roll_downloads_stats_guards_and_audio_note(at):
     assert any("No audio player" in i.value and "soundfont" in i.value for i in at.info)
     assert len(at.image) >= 2  # piano roll + guide
     assert len(at.dataframe) == 1 and "statistic" in at.dataframe[0].value.columns
-    assert any(f"piece {res.fingerprint}" in c.value for c in at.caption)
+    [piece] = res.pieces
+    assert any(f"piece {piece.fingerprint} · random seed " in c.value for c in at.caption)
+    assert any(m.value.startswith("**Measured** (the new music):\n- density ") and "key held: " in m.value
+               for m in at.markdown)
     guards = [w.value for w in at.warning] + [s.value for s in at.success]
     assert any("guards" in g for g in guards)
-    assert res.request.seconds == 30.0 and res.generation.generated.total_beats * 60 / res.bpm >= 30.0
+    assert res.request.seconds == 30.0 and piece.new_seconds >= 30.0
 
 
 def test_audio_player_when_fluidsynth_is_present(at, monkeypatch):
@@ -127,7 +140,7 @@ def test_audio_player_when_fluidsynth_is_present(at, monkeypatch):
     monkeypatch.delenv("CHOPINBOT_SOUNDFONT")
     at.number_input(key="seconds").set_value(5.0)
     res = _generate(at)
-    assert res.wav[:4] == b"RIFF"
+    assert res.pieces[0].wav[:4] == b"RIFF"
     assert len(at.get("audio")) == 1
     assert "Audio (WAV)" in [d.label for d in at.get("download_button")]
 
@@ -151,7 +164,7 @@ def test_key_and_tempo_controls_change_the_result(at):
     at.number_input(key="bpm").set_value(140.0)
     second = _generate(at)
     assert second.key_name == f"Bb {mode}" and second.bpm == 140.0
-    assert second.fingerprint != first.fingerprint
+    assert second.pieces[0].fingerprint != first.pieces[0].fingerprint
     # the other mode cannot be reached by transposing: the relative key, said so by a guard
     other = "major" if mode == "minor" else "minor"
     third = _generate_with(at, key=f"C {other}")
@@ -169,11 +182,11 @@ def test_length_in_states_and_seconds(at):
     at.radio(key="length_unit").set_value("states").run()
     at.number_input(key="states").set_value(40)
     res = _generate(at)
-    assert len(res.generation.generated) == 40 and res.request.seconds is None
+    assert len(res.pieces[0].generation.generated) == 40 and res.request.seconds is None
     at.radio(key="length_unit").set_value("seconds").run()
     at.number_input(key="seconds").set_value(12.0)
     res = _generate(at)
-    assert res.request.seconds == 12.0 and res.generation.generated.total_beats * 60 / res.bpm >= 12.0
+    assert res.request.seconds == 12.0 and res.pieces[0].new_seconds >= 12.0
 
 
 def test_decoding_threshold_and_temperature(at):
@@ -194,9 +207,9 @@ def test_random_seed_reproduces_and_fresh_seed_varies(at):
     at.number_input(key="seconds").set_value(6.0)
     _fixed_seed(at, 123)
     a, b = _generate(at), _generate(at)
-    assert a.request.random_seed == b.request.random_seed == 123 and a.fingerprint == b.fingerprint
+    assert a.request.random_seed == b.request.random_seed == 123 and a.pieces[0].fingerprint == b.pieces[0].fingerprint
     at.number_input(key="random_seed").set_value(124)
-    assert _generate(at).fingerprint != a.fingerprint
+    assert _generate(at).pieces[0].fingerprint != a.pieces[0].fingerprint
     at.checkbox(key="fresh_seed").check()
     fresh = _generate(at).request.random_seed
     assert fresh != 124 and at.number_input(key="random_seed").value == fresh  # shown, to reproduce it
@@ -244,6 +257,77 @@ def test_style_choice_for_a_model_with_a_style_input(at):
     assert res.model_label == "styled" and res.request.style == "mozart"
 
 
+def test_steering_is_disabled_with_the_reason_for_a_model_without_controls(at):
+    assert not load_entry(*_model(at)).model.config.controls
+    widgets = [at.number_input(key="density"), at.checkbox(key="steer_register"), at.selectbox(key="loudness"),
+               at.checkbox(key="hold_key")]
+    assert all(w.disabled for w in widgets) and all(w.help for w in widgets)
+    assert any("This model has no controls" in c.value and "--controls" in c.value for c in at.sidebar.caption)
+    res = _generate(at)  # nothing is asked of the model
+    assert res is not None and not res.request.steered and res.request.hold_key
+
+
+def test_every_steering_control_reaches_the_piece(at):
+    at.selectbox(key="model").set_value("controls").run()
+    assert not any("This model has no controls" in c.value for c in at.sidebar.caption)
+    density = at.number_input(key="density")
+    assert not density.disabled and density.value is None and (density.min, density.max) == DENSITY_RANGE
+    assert at.selectbox(key="loudness").options[1:] == ["pp (velocity 35)", "p (velocity 44)", "mf (velocity 51)",
+                                                        "f (velocity 62)", "ff (velocity 74)"]
+    _fixed_seed(at)
+    at.number_input(key="seconds").set_value(8.0)
+    free = _generate(at)
+    assert not free.request.steered and free.request.register is None
+    assert not any("(asked" in m.value for m in at.markdown)
+
+    at.number_input(key="density").set_value(12.0)
+    at.checkbox(key="steer_register").check().run()
+    register = at.select_slider(key="register")
+    assert register.value == DEFAULT_REGISTER and all(w.help for w in (register, at.checkbox(key="confine_register")))
+    register.set_range(55, 79)
+    at.selectbox(key="loudness").set_value("ff")
+    at.checkbox(key="hold_key").uncheck()
+    res = _generate(at)
+    req = res.request
+    assert (req.density, req.register, req.loudness, req.hold_key, req.confine_register) == \
+        (12.0, (55, 79), "ff", False, True)
+    cfg = res.pieces[0].generation.config
+    assert (cfg.density, cfg.register, cfg.loudness, cfg.hold_key) == (12.0, (55, 79), "ff", False)
+    notes = states_to_notes(res.pieces[0].generation.generated)
+    struck = notes[notes[:, 0] > 0]  # a note held over from the seed may lie outside
+    assert ((struck[:, 2] >= 55) & (struck[:, 2] <= 79)).all()
+    measured = next(m.value for m in at.markdown if m.value.startswith("**Measured**"))
+    assert "(asked 12)" in measured and "(asked G3–G5)" in measured and "(asked ff)" in measured
+    assert res.pieces[0].fingerprint != free.pieces[0].fingerprint
+
+    at.checkbox(key="confine_register").uncheck()
+    at.select_slider(key="register").set_range(60, 62).run()  # narrower than a register may be
+    assert any("at least 7 semitones" in w.value for w in at.sidebar.warning)
+    kept = _generate(at)  # refused: the page keeps the last piece and says why
+    assert kept.pieces[0].fingerprint == res.pieces[0].fingerprint
+    assert any("register must span at least 7 semitones" in e.value for e in at.error)
+
+
+def test_variations_side_by_side(at):
+    variations = at.number_input(key="variations")
+    assert (variations.min, variations.max, variations.value) == (1, MAX_VARIATIONS, 1) and variations.help
+    at.number_input(key="seconds").set_value(6.0)
+    variations.set_value(3)
+    res = _generate(at)
+    assert len(res.pieces) == 3 and len({p.fingerprint for p in res.pieces}) == 3
+    assert any("3 variations of" in s.value for s in at.subheader)
+    assert [m.value for m in at.markdown if m.value.startswith("#### ")] == [f"#### Variation {i}" for i in (1, 2, 3)]
+    assert len([m for m in at.markdown if m.value.startswith("**Measured**")]) == 3
+    assert len(at.columns) >= 3
+    labels = [d.label for d in at.get("download_button")]
+    assert labels.count("MIDI: seed") == 1 and labels.count("MIDI: seed + generated") == 3
+    assert list(at.dataframe[0].value.columns)[1:4] == ["variation 1", "variation 2", "variation 3"]
+    # a longer piece allows fewer variations: the choice follows the per-request cap
+    at.number_input(key="seconds").set_value(50.0).run()
+    assert at.number_input(key="variations").max == 2 and at.number_input(key="variations").value == 2
+    assert any("At most 2 variations of this length" in c.value for c in at.sidebar.caption)
+
+
 def test_good_primer(at, tmp_path):
     notes = [(i * 0.5, i * 0.5 + 0.5, 64 + (i * 5) % 12) for i in range(32)]
     data = make_midi(tmp_path / "mine.mid", notes, sharps=0).read_bytes()
@@ -256,7 +340,7 @@ def test_good_primer(at, tmp_path):
     at.number_input(key="seconds").set_value(4.0)
     res = _generate(at)
     assert res.seed_source.startswith("primer mine.mid") and res.request.primer == data
-    assert "last 8 states" in res.seed_source and res.generation.seed_len == 8
+    assert "last 8 states" in res.seed_source and res.pieces[0].generation.seed_len == 8
 
 
 @pytest.mark.parametrize("name, data, message", [

@@ -4,14 +4,21 @@ driven by Playwright's Python package with the system Chromium
 
 Open the page, press Generate, wait for the audio player (and for the audio to
 be loaded) and the download buttons, download the MIDI, change key and tempo,
-upload a primer, and save screenshots under the test's output folder.  With
-``CHOPINBOT_APP_SCREENSHOT=path.png`` the first result's screenshot is also
-copied there (that is how docs/app.png is made).
+upload a primer; then, in a second visitor's page, set every steering control
+(density, register, loudness, key hold) and see each reach the piece's measured
+figures, and ask for 4 variations and wait for their 4 players.  Screenshots go
+under the test's output folder.  With ``CHOPINBOT_APP_SCREENSHOT=path.png`` the
+first result's screenshot is also copied there (that is how docs/app.png is made).
+
+The app runs on the tiny test model with controls, or on ``CHOPINBOT_APP_TEST_MODEL``
+(e.g. a real model with controls, to measure); ``CHOPINBOT_LATENCY_REPEATS=N`` times
+N more clicks for one piece and for 4 variations.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -36,9 +43,9 @@ pytest.importorskip("streamlit", reason="Streamlit is not installed")
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_model_dir, tmp_path_factory):
+def app_url(tiny_controls_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("browser_app")
-    model = os.environ.get("CHOPINBOT_APP_TEST_MODEL") or tiny_model_dir  # e.g. the shipped model, to measure
+    model = os.environ.get("CHOPINBOT_APP_TEST_MODEL") or tiny_controls_model_dir  # a real model, to measure
     proc, url = start_app(Path(model), out / "server.log")
     try:
         yield url, out / "server.log"
@@ -62,18 +69,31 @@ def _wait_for_result(page, timeout_ms=90_000):
     page.wait_for_selector("[data-testid='stDownloadButton']", timeout=timeout_ms)
 
 
-def _click_to_audio(page, button, has_audio: bool) -> float:
-    """Seconds from clicking Generate until a new piece's audio is playable: the
-    browser has loaded the new WAV's metadata and knows its length (>= 30 s)."""
-    before = page.evaluate("() => { const a = document.querySelector('audio'); return a ? a.src : null; }")
+def _click_to_audio(page, button, has_audio: bool, players: int = 1) -> float:
+    """Seconds from clicking Generate until the new pieces' audio is playable: the
+    browser shows ``players`` players, each with a new WAV whose metadata it has
+    loaded and whose length it knows (>= 30 s)."""
+    before = page.evaluate("() => [...document.querySelectorAll('audio')].map(a => a.src)")
     t0 = time.perf_counter()
     button.click()
     if has_audio:
         page.wait_for_function(
-            "prev => { const a = document.querySelector('audio');"
-            " return a && a.src !== prev && a.readyState >= 1 && a.duration >= 30; }", arg=before, timeout=120_000)
+            "([prev, n]) => { const all = [...document.querySelectorAll('audio')];"
+            " return all.length === n && all.every(a => !prev.includes(a.src) && a.readyState >= 1"
+            " && a.duration >= 30); }", arg=[before, players], timeout=120_000)
     _wait_for_result(page)
     return time.perf_counter() - t0
+
+
+def _latency_repeats(log_path) -> int:
+    """CHOPINBOT_LATENCY_REPEATS; when measuring, first let the server finish its one-off
+    warm-up (~8 s of CPU), as a visitor who takes a few seconds to read the page would."""
+    repeats = int(os.environ.get("CHOPINBOT_LATENCY_REPEATS", "0"))
+    if repeats:
+        deadline = time.time() + 120
+        while "warmed up" not in log_path.read_text() and time.time() < deadline:
+            time.sleep(0.2)
+    return repeats
 
 
 def _caption_with(page, text):
@@ -91,11 +111,7 @@ def test_generate_listen_download_change_key_tempo_and_upload(app_url, browser, 
     page.get_by_text("Choose a seed and the settings on the left").wait_for(timeout=90_000)
 
     has_audio = audio_available()[0]
-    repeats = int(os.environ.get("CHOPINBOT_LATENCY_REPEATS", "0"))
-    if repeats:  # measuring: let the server finish its one-off warm-up (~8 s of CPU) first
-        deadline = time.time() + 120
-        while "warmed up" not in log_path.read_text() and time.time() < deadline:
-            time.sleep(0.2)
+    repeats = _latency_repeats(log_path)
     times = [_click_to_audio(page, button, has_audio)]
     for _ in range(repeats):
         times.append(_click_to_audio(page, button, has_audio))
@@ -157,3 +173,86 @@ def test_generate_listen_download_change_key_tempo_and_upload(app_url, browser, 
     assert seen_hosts <= {url.split("/")[2]}, f"the page fetched from other hosts: {seen_hosts}"
     log = log_path.read_text()
     assert "[session " in log and "] compose:" in log and "] done: piece" in log
+
+
+def _measured(page, variation: int = 0) -> str:
+    """The text of a piece's measured figures (density, register, loudness, key hold)."""
+    return page.locator("[data-testid='stMarkdownContainer']", has_text="Measured (the new music)").nth(
+        variation).inner_text()
+
+
+def _fill_number(page, label: str, value: str) -> None:
+    box = page.get_by_role("spinbutton", name=label)
+    box.fill(value)
+    box.press("Enter")
+    page.wait_for_timeout(400)  # the rerun that takes the value
+
+
+def test_every_control_and_variations(app_url, browser, tmp_path):
+    url, log_path = app_url
+    page = browser.new_page(viewport={"width": 1600, "height": 1200})  # a second visitor
+    page.goto(url)
+    button = page.get_by_role("button", name="Generate", exact=True)
+    button.wait_for(timeout=90_000)
+    page.get_by_text("Choose a seed and the settings on the left").wait_for(timeout=90_000)
+    has_audio = audio_available()[0]
+    density = page.get_by_role("spinbutton", name="Density (notes per second)")
+    if density.is_disabled():
+        pytest.skip("the model under test has no controls (CHOPINBOT_APP_TEST_MODEL)")
+    page.get_by_text("New random seed for each piece", exact=True).click()  # a fixed random seed: compare
+    _fill_number(page, "Seconds of new music", "12")
+
+    button.click()
+    page.locator("h3", has_text="s of new music").wait_for(timeout=90_000)
+    free = _measured(page)
+    assert "density" in free and "asked" not in free
+
+    # every steering control: density, register (narrowed from C3-C6 to G3-G5), loudness, key hold
+    _fill_number(page, "Density (notes per second)", "12")
+    page.get_by_text("Keep to a register", exact=True).click()
+    register = page.locator("[data-testid='stSlider']", has_text="Register")
+    register.wait_for(timeout=30_000)
+    low, high = register.get_by_role("slider").all()
+    low.focus()
+    for _ in range(7):
+        low.press("ArrowRight")
+    high.focus()
+    for _ in range(5):
+        high.press("ArrowLeft")
+    page.wait_for_timeout(400)
+    page.get_by_role("combobox", name="Loudness").click()
+    page.keyboard.type("ff")  # the list shows the options that match what is typed
+    page.get_by_role("option", name="ff (velocity 74)").click()
+    page.get_by_text("Stay in the key", exact=True).click()
+    page.wait_for_timeout(500)
+    button.click()
+    page.locator("[data-testid='stMarkdownContainer']", has_text="(asked ff)").wait_for(timeout=90_000)
+    steered = _measured(page)
+    assert "(asked 12)" in steered and "(asked G3–G5)" in steered and "(asked ff)" in steered, steered
+    inside = re.search(r"([\d.]+)% of the notes inside", steered)
+    assert inside and float(inside.group(1)) >= 90.0, steered  # confined (a note held from the seed may lie out)
+    log = log_path.read_text()
+    assert "controls: density 12/s, register 55-79, loudness ff, key not held" in log
+    page.screenshot(path=str(tmp_path / "app-steered.png"), full_page=True)
+
+    # 4 variations of 30 s, side by side, each with its player and its figures
+    _fill_number(page, "Seconds of new music", "30")
+    _fill_number(page, "Variations", "4")
+    repeats = _latency_repeats(log_path)
+    times = [_click_to_audio(page, button, has_audio, players=4 if has_audio else 0) for _ in range(1 + repeats)]
+    text = ", ".join(f"{t:.2f}" for t in times)
+    print(f"\nclick -> 4 playable 30-second variations (s): {text}; median {sorted(times)[len(times) // 2]:.2f}")
+    (tmp_path / "click_to_audio_4_variations_seconds.txt").write_text(text + "\n")
+    page.locator("h4", has_text="Variation 4").wait_for(timeout=30_000)
+    assert page.locator("h4", has_text="Variation").count() == 4
+    if has_audio:
+        assert page.locator("audio").count() == 4
+    assert page.locator("[data-testid='stMarkdownContainer']", has_text="Measured (the new music)").count() == 4
+    assert page.get_by_role("button", name="MIDI: seed + generated").count() == 4
+    figures = {_measured(page, i) for i in range(4)}
+    assert len(figures) > 1 and all("(asked ff)" in f for f in figures)  # different pieces, the same request
+    page.screenshot(path=str(tmp_path / "app-variations.png"), full_page=True)
+    if os.environ.get("CHOPINBOT_APP_VARIATIONS_SCREENSHOT"):
+        shutil.copyfile(tmp_path / "app-variations.png", os.environ["CHOPINBOT_APP_VARIATIONS_SCREENSHOT"])
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.close()

@@ -17,7 +17,16 @@ from chopinbot.app import reference
 from chopinbot.app.pool import ComposePool, get_pool, warm_up
 from chopinbot.app.reference import reference_length, reference_stats, threshold_curve, threshold_guide_png
 from chopinbot.app.registry import SHIPPED_LABEL, list_models, load_entry, resolve_model_label
-from chopinbot.app.request import ComposeRequest, ComposeResult, RequestRefused, compose, describe_request, make_seed
+from chopinbot.app.request import (
+    ComposedPiece,
+    ComposeRequest,
+    ComposeResult,
+    RequestRefused,
+    compose,
+    describe_request,
+    figures_lines,
+    make_seed,
+)
 from chopinbot.app.seeds import UploadError, check_upload, primer_seed, safe_upload_name, seed_infos
 from chopinbot.app.sessions import new_session_id, session_log
 from chopinbot.app.settings import (
@@ -27,6 +36,7 @@ from chopinbot.app.settings import (
     MAX_REQUEST_SECONDS,
     MAX_REQUEST_STATES,
     MAX_UPLOAD_BYTES,
+    MAX_VARIATIONS,
     MODEL_ENV,
     MODELS_DIR_ENV,
     UPLOAD_LIMIT_MB,
@@ -38,8 +48,10 @@ from chopinbot.compose import generate as library
 from chopinbot.compose.generate import GenerateConfig
 from chopinbot.constants import SEED_STATES, SHIPPED_MODEL
 from chopinbot.errors import ConfigError, ModelFileError
+from chopinbot.evaluation.figures import PieceFigures
 from chopinbot.model.checkpoint import bundled_models, resolve_checkpoint
 from chopinbot.music.midi import read_midi_bytes
+from chopinbot.music.states import states_to_notes
 from chopinbot.render.audio import audio_available
 from conftest import make_midi
 
@@ -64,6 +76,11 @@ def models_dir(tiny_model_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def entry(tiny_model_dir):
     return load_entry(tiny_model_dir / "best", "tiny")
+
+
+@pytest.fixture(scope="module")
+def controls_entry(tiny_controls_model_dir):
+    return load_entry(tiny_controls_model_dir / "best", "tiny-controls")
 
 
 @pytest.fixture(scope="module")
@@ -224,26 +241,31 @@ def test_compose_follows_every_setting(entry, pool):
     seed = make_seed(ComposeRequest(**base), entry)
     want = "D major" if not seed.key.minor else "D minor"
     a = compose(ComposeRequest(**base, key=want, bpm=90), entry, "s1")
-    assert a.key_name == want and a.bpm == 90 and len(a.generation.generated) == 40
-    assert a.midi["all"][:4] == a.midi["seed"][:4] == a.midi["generated"][:4] == b"MThd"
-    assert len(read_midi_bytes(a.midi["seed"])) > 0 and a.png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert a.wav is None and a.audio_note and a.session_id == "s1"
+    [p] = a.pieces
+    assert a.key_name == want and a.bpm == 90 and len(p.generation.generated) == 40
+    assert p.midi["all"][:4] == p.midi["seed"][:4] == p.midi["generated"][:4] == b"MThd"
+    assert len(read_midi_bytes(a.seed_midi)) > 0 and p.png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert p.wav is None and p.audio_note and a.session_id == "s1"
+    assert isinstance(p.figures, PieceFigures) and p.figures.notes > 0 and p.figures.density > 0
+    assert p.figures.inside_register is None  # no register asked
     assert {"seed", "generate", "statistics", "picture", "audio", "total", "generate_cpu"} <= set(a.timings)
     table = a.stats_table()
     assert table[0]["statistic"] == "pitch range (semitones)" and "±" in table[0]["real Chopin (mean ± sd)"]
+    assert list(table[0]) == ["statistic", "this piece", "real Chopin (mean ± sd)", "outside real ± 1 sd"]
     assert a.n_real >= 5
     assert a.file_name("generated") == f"chopinbot-D-{want.split()[1]}-90bpm-generated.mid"
     # reproducible; a different random seed, key, tempo or length changes the piece
-    assert compose(ComposeRequest(**base, key=want, bpm=90), entry).fingerprint == a.fingerprint
+    assert compose(ComposeRequest(**base, key=want, bpm=90), entry).pieces[0].fingerprint == p.fingerprint
     b = compose(ComposeRequest(**{**base, "random_seed": 4}, key=want, bpm=90), entry)
-    assert b.fingerprint != a.fingerprint
+    assert b.pieces[0].fingerprint != p.fingerprint
     other = "F major" if not seed.key.minor else "F minor"
     assert compose(ComposeRequest(**base, key=other, bpm=90), entry).key_name == other
     c = compose(ComposeRequest(**{**base, "seconds": 10.0, "steps": None}, bpm=120), entry)
-    new = c.generation.generated
+    new = c.pieces[0].generation.generated
     assert 10.0 <= new.total_beats * 60 / 120 < 10.0 + 8 * 60 / 120  # stops within one (long) state of 10 s
     t = compose(ComposeRequest(**base, threshold=0.3), entry)
-    assert t.generation.config.threshold is not None or any("threshold" in g or "sampling" in g for g in t.guards)
+    assert t.pieces[0].generation.config.threshold is not None or any("threshold" in g or "sampling" in g
+                                                                      for g in t.pieces[0].guards)
     with pytest.raises(ConfigError, match="does not exist"):
         compose(ComposeRequest(**{**base, "seed_index": 10**6}), entry)
     with pytest.raises(ConfigError, match="names model"):
@@ -255,7 +277,80 @@ def test_compose_random_seed_window_follows_the_key_mode(entry):
                                  random_seed=11, render_audio=False)
     res = compose(req, entry)
     assert res.key_name == "A minor"  # a minor window was chosen, so no relative-key fallback
-    assert not any("relative" in g for g in res.guards)
+    assert not any("relative" in g for g in res.pieces[0].guards)
+
+
+def test_request_limits_count_every_variation():
+    """A request's cost is its length times its variations: four 30-s variations fill the cap."""
+    ComposeRequest(seconds=30.0, variations=MAX_VARIATIONS).check_limits()
+    ComposeRequest(seconds=None, steps=250, variations=4).check_limits()
+    with pytest.raises(RequestRefused, match=r"4 variations of 31 s \(124 s in all\) is longer .*at most 120 s.*"
+                                             r"fewer or shorter variations.*--variations 4"):
+        ComposeRequest(seconds=31.0, variations=4).check_limits()
+    with pytest.raises(RequestRefused, match=r"2 variations of 600 states \(1,200 in all\).*at most 1,000"):
+        ComposeRequest(seconds=None, steps=600, variations=2).check_limits()
+    for bad in (0, MAX_VARIATIONS + 1, 2.5, None):
+        with pytest.raises(ConfigError, match="variations must be"):
+            ComposeRequest(variations=bad).check_limits()
+
+
+def test_request_controls_are_checked_by_the_library_bounds():
+    req = ComposeRequest(density=6.5, register=(48, 84), loudness="f", hold_key=False, confine_register=False)
+    req.check_limits()
+    cfg = req.generate_config()
+    assert (cfg.density, cfg.register, cfg.loudness, cfg.hold_key, cfg.confine_register) == \
+        (6.5, (48, 84), "f", False, False)
+    assert req.steered and not ComposeRequest().steered and not ComposeRequest(hold_key=False).steered
+    for bad, message in ((dict(density=0.1), "density must be"), (dict(density=float("nan")), "density must be"),
+                         (dict(register=(60, 64)), "at least 7 semitones"),
+                         (dict(register=(84, 48)), "low then high"), (dict(register=(10, 60)), "within"),
+                         (dict(register=(48,)), "two MIDI pitches"), (dict(register=("C3", "C6")), "two MIDI"),
+                         (dict(loudness="loud"), "loudness must be one of pp, p, mf, f, ff")):
+        with pytest.raises(ConfigError, match=message):
+            ComposeRequest(**bad).check_limits()
+
+
+def test_a_model_without_controls_refuses_steering_with_a_sentence(entry):
+    assert not entry.model.config.controls
+    for steer in (dict(density=5.0), dict(register=(48, 84)), dict(loudness="pp")):
+        with pytest.raises(ConfigError, match="steer a model with controls .* this model has none"):
+            compose(ComposeRequest(model="tiny", seed_index=0, seconds=None, steps=8, render_audio=False, **steer),
+                    entry)
+    # holding the key is the default and asks nothing of such a model
+    compose(ComposeRequest(model="tiny", seed_index=0, seconds=None, steps=8, render_audio=False, hold_key=False),
+            entry)
+
+
+def test_variations_are_different_pieces_each_measured(controls_entry, pool):
+    base = dict(model="tiny-controls", seed_index=2, seconds=None, steps=48, random_seed=5, render_audio=False)
+    res = pool.compose(ComposeRequest(**base, variations=3, register=(55, 79), density=8.0, loudness="f"),
+                       controls_entry, "v")
+    assert len(res.pieces) == 3 and len({p.fingerprint for p in res.pieces}) == 3
+    assert len({p.midi["seed"] for p in res.pieces}) == 1 and res.seed_midi == res.pieces[0].midi["seed"]
+    for p in res.pieces:
+        assert len(p.generation.generated) == 48 and p.png[:4] == b"\x89PNG"
+        f = p.figures
+        assert isinstance(f, PieceFigures) and f.notes > 0 and f.density > 0 and f.inside_register is not None
+        # every note struck in the new music lies in the requested register (one held over from the seed may not)
+        notes = states_to_notes(p.generation.generated)
+        struck = notes[notes[:, 0] > 0]
+        assert len(struck) and ((struck[:, 2] >= 55) & (struck[:, 2] <= 79)).all()
+        lines = figures_lines(f, res.request)
+        assert lines[0].startswith("density ") and "(asked 8)" in lines[0]
+        assert "(asked G3–G5)" in lines[1] and "of the notes inside" in lines[1]
+        assert "(asked f)" in lines[2] and lines[3].startswith("key held: ")
+    table = res.stats_table()
+    assert list(table[0]) == ["statistic", "variation 1", "variation 2", "variation 3", "real Chopin (mean ± sd)",
+                              "outside real ± 1 sd"]
+    assert res.file_name("generated", variation=1).endswith("-generated-2.mid")
+    assert res.file_name("seed").endswith("bpm-seed.mid")
+    # the same request gives the same three pieces; one variation is a piece of its own
+    again = pool.compose(ComposeRequest(**base, variations=3, register=(55, 79), density=8.0, loudness="f"),
+                         controls_entry, "v")
+    assert [p.fingerprint for p in again.pieces] == [p.fingerprint for p in res.pieces]
+    free = pool.compose(ComposeRequest(**base), controls_entry, "v")
+    assert len(free.pieces) == 1 and free.pieces[0].figures.inside_register is None
+    assert "asked" not in " ".join(figures_lines(free.pieces[0].figures, free.request))
 
 
 def test_compose_from_a_primer_writes_nothing(entry, tmp_path, monkeypatch):
@@ -268,10 +363,11 @@ def test_compose_from_a_primer_writes_nothing(entry, tmp_path, monkeypatch):
     res = compose(req, entry)
     assert res.seed_source.startswith("primer evil.mid")
     ok, _ = audio_available()
+    [piece] = res.pieces
     if ok:
-        assert res.wav[:4] == b"RIFF" and res.audio_note is None
+        assert piece.wav[:4] == b"RIFF" and piece.audio_note is None
     else:
-        assert res.wav is None and "FluidSynth" in res.audio_note
+        assert piece.wav is None and "FluidSynth" in piece.audio_note
     assert list(work.iterdir()) == []
 
 
@@ -279,7 +375,8 @@ def test_missing_audio_is_a_note_not_an_error(entry, monkeypatch, tmp_path):
     monkeypatch.setenv("CHOPINBOT_SOUNDFONT", str(tmp_path / "none.sf2"))
     res = compose(ComposeRequest(model="tiny", seed_index=1, seconds=None, steps=16,
                                                  random_seed=0), entry)
-    assert res.wav is None and "soundfont" in res.audio_note and "apt-get" in res.audio_note
+    [piece] = res.pieces
+    assert piece.wav is None and "soundfont" in piece.audio_note and "apt-get" in piece.audio_note
 
 
 def test_reference_stats_and_threshold_guide(entry):
@@ -325,8 +422,8 @@ class _Gate:
         self.release.wait(10)
         with self.lock:
             self.running -= 1
-        return ComposeResult(request, "fake", None, {"all": session_id.encode()}, None, None, b"", [], 0,
-                                     {"total": 0.0}, session_id)
+        piece = ComposedPiece(None, {"all": session_id.encode()}, None, None, b"", {}, None)
+        return ComposeResult(request, "fake", [piece], [], 0, {"total": 0.0}, session_id)
 
 
 def test_pool_bounds_workers_queue_and_sessions(monkeypatch):
@@ -348,7 +445,7 @@ def test_pool_bounds_workers_queue_and_sessions(monkeypatch):
         gate.release.set()
         results = [f.result(10) for f in futs]
         assert [r.session_id for r in results] == ["s0", "s1", "s2", "s3"]
-        assert all(r.midi["all"] == r.session_id.encode() for r in results)  # each gets its own
+        assert all(r.pieces[0].midi["all"] == r.session_id.encode() for r in results)  # each gets its own
         assert gate.peak == 2 and all("queued" in r.timings for r in results)
         _wait_until(lambda: pool.status()["completed"] == 4)
         pool.compose(req, None, "s0")  # the session may ask again once its piece is done
@@ -395,7 +492,10 @@ def test_session_log_lines_carry_the_session_id(caplog):
 
 def test_describe_request_hides_upload_content():
     text = describe_request(ComposeRequest(primer=b"MThd secret", primer_name="../a.mid"))
-    assert "a.mid (11 bytes)" in text and "secret" not in text
+    assert "a.mid (11 bytes)" in text and "secret" not in text and "1 variation" in text
+    assert "controls" not in text
+    text = describe_request(ComposeRequest(variations=3, density=4, register=(48, 84), loudness="p", hold_key=False))
+    assert "3 variations" in text and "controls: density 4/s, register 48-84, loudness p, key not held" in text
 
 
 def _wait_until(cond, timeout=5.0):

@@ -342,8 +342,9 @@ def show_result(result: ComposeResult) -> None:
     if n == 1:
         st.subheader(f"{result.key_name}, {result.bpm:.0f} bpm — {lengths[0]:.1f} s of new music")
     else:
-        st.subheader(f"{result.key_name}, {result.bpm:.0f} bpm — {n} variations of "
-                     f"{min(lengths):.1f}–{max(lengths):.1f} s of new music")
+        span = f"{min(lengths):.1f}" if f"{min(lengths):.1f}" == f"{max(lengths):.1f}" else \
+            f"{min(lengths):.1f}–{max(lengths):.1f}"
+        st.subheader(f"{result.key_name}, {result.bpm:.0f} bpm — {n} variations of {span} s of new music")
     about = (f"random seed {result.request.random_seed} · model {result.model_label} · seed: "
              f"{result.seed_source} · composed in {result.timings['total']:.2f} s")
     if n > 1:
