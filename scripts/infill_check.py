@@ -117,7 +117,7 @@ def centred_excerpt(states: States, centre: float, group: str, key):
     return ex[0] if ex else None
 
 
-def measure_span(model, path, first: int, args, steer: bool, settings) -> dict:
+def measure_span(model, path, first: int, args, steer: bool, settings, judge=None) -> dict:
     t0 = time.process_time()
     r = infill(model, path, first, first + args.bars, "bars", GenerateConfig(random_seed=first), args.candidates,
                args.lookahead, steer, settings)
@@ -150,6 +150,8 @@ def measure_span(model, path, first: int, args, steer: bool, settings) -> dict:
         "uninformed": centred_excerpt(splice(piece, a, b, r.candidates[0], r.key), centre, path.name, r.key),
         "original": centred_excerpt(piece, centre, path.name, r.key),
     }
+    if judge is not None:  # the same spans under another model: does the choice hold for a judge that did not make it?
+        row["judge"] = continuation_nll(judge, history, spans, after, start_beat).tolist()
     row["cpu_seconds"] = time.process_time() - t0
     return row
 
@@ -172,7 +174,17 @@ def summarize(rows: list[dict]) -> dict:
     held_orig = np.array([s[-1] for s in sh])
     held_first = np.array([s[0] for s in sh])
     held_mean = np.array([s[:-1].mean() for s in sh])
+    judged = {}
+    if all("judge" in r for r in rows) and rows:
+        j = [np.array(r["judge"]) for r in rows]
+        judged = {"original": float(np.mean([x[-1] for x in j])),
+                  "infilled": float(np.mean([x[int(np.argmin(c))] for x, c in zip(j, cands)])),
+                  "uninformed": float(np.mean([x[0] for x in j])),
+                  "candidates_mean": float(np.mean([x[:-1].mean() for x in j])),
+                  "share_infilled_below_uninformed": float(np.mean([x[int(np.argmin(c[1:])) + 1] < x[0]
+                                                                    for x, c in zip(j, cands)]))}
     return {
+        "judge": judged,
         "spans": len(rows), "pieces": len({r["piece"] for r in rows}),
         "nll_original": float(orig.mean()), "nll_infilled": float(chosen.mean()),
         "nll_uninformed": float(first.mean()), "nll_candidates_mean": float(mean_c.mean()),
@@ -239,6 +251,8 @@ def main() -> None:
     p.add_argument("--lookahead", type=int, default=LOOKAHEAD_STATES, help="states after the span that judge it")
     p.add_argument("--steer", choices=("off", "on", "both"), default="off",
                    help="a model with controls: steer the candidates towards what follows")
+    p.add_argument("--judge", help="also score the spans with this model (one that did not choose them)")
+    p.add_argument("--no-realism", action="store_true", help="skip the join discriminator")
     p.add_argument("--repeats", type=int, default=5, help="random seeds of the classifier test")
     p.add_argument("--cpu-minutes", type=float, default=60.0, help="stop placing spans after this much CPU time")
     p.add_argument("--max-pieces", type=int, default=None, help="only the first N pieces (a quick try)")
@@ -247,6 +261,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
+    judge = load_model(args.judge) if args.judge else None
     ds = Dataset(args.data)
     settings = ds.settings
     performed = {s.piece for s in ds.segments(args.split) if performed_chopin(s)}
@@ -261,7 +276,7 @@ def main() -> None:
             for steer in modes:
                 if time.process_time() - t0 > args.cpu_minutes * 60:
                     break
-                row = measure_span(model, path, first, args, steer, settings)
+                row = measure_span(model, path, first, args, steer, settings, judge)
                 rows[steer].append(row)
                 print(f"{name} bars {first}-{first + args.bars - 1}{' steered' if steer else ''}: NLL original "
                       f"{row['original']:.2f}, infilled {min(row['candidates']):.2f}, uninformed "
@@ -270,7 +285,7 @@ def main() -> None:
     result = {"model": args.model or "shipped", "args": vars(args)}
     joins = {steer: join_excerpts(rows[steer], performed) for steer in modes}
     n = min(len(j["infilled"]) for j in joins.values())
-    if n >= 4:
+    if n >= 4 and not args.no_realism:
         print("realism: real excerpts, ordinary generated excerpts", flush=True)
         real_ex = split_excerpts(ds, "train") + split_excerpts(ds, args.split)
         real = (feature_matrix(real_ex), [e.group for e in real_ex])
@@ -280,7 +295,8 @@ def main() -> None:
         result[label] = summarize(rows[steer])
         print(label, result[label], flush=True)
         result[label]["realism"] = realism_rows({**joins[steer], "generated": generated}, real, n, args.repeats) \
-            if n >= 4 else {"skipped": f"only {n} excerpts around spans of performed pieces"}
+            if n >= 4 and not args.no_realism else {"skipped": "--no-realism" if args.no_realism else
+                                                    f"only {n} excerpts around spans of performed pieces"}
         result[label]["rows"] = [{k: v for k, v in r.items() if k != "excerpts"} for r in rows[steer]]
     result["cpu_minutes"] = (time.process_time() - t0) / 60
     if args.json:
