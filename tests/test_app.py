@@ -47,7 +47,7 @@ from chopinbot.model.network import ChopinLSTM  # noqa: E402
 from chopinbot.music.states import states_to_notes  # noqa: E402
 from chopinbot.render.audio import audio_available  # noqa: E402
 from chopinbot.training.finetune import copy_weights, fine_tune_config  # noqa: E402
-from conftest import make_midi  # noqa: E402
+from conftest import CORPUS, make_midi  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "src" / "chopinbot" / "app" / "layout.py")
 TIMEOUT = 120
@@ -326,6 +326,44 @@ def test_variations_side_by_side(at):
     at.number_input(key="seconds").set_value(50.0).run()
     assert at.number_input(key="variations").max == 2 and at.number_input(key="variations").value == 2
     assert any("At most 2 variations of this length" in c.value for c in at.sidebar.caption)
+
+
+def test_form(at):
+    form = at.selectbox(key="form")
+    assert form.options == ["free (a continuation)", "ABA", "AABA"] and form.help
+    form.set_value("AABA")
+    _fixed_seed(at)
+    res = _generate(at)
+    assert res.request.form == "AABA"
+    assert [s.label for s in res.pieces[0].generation.sections] == ["A", "A'", "B", "A''"]
+    assert any("Form AABA: A 0.0-" in m.value for m in at.markdown)
+
+
+def test_infill_of_an_uploaded_piece(at):
+    at.radio(key="seed_source").set_value("my MIDI file").run()
+    at.checkbox(key="infill_on").check().run()
+    at.file_uploader(key="primer").upload("p20.mid", (CORPUS / "chpn-p20.mid").read_bytes(), "audio/midi").run()
+    _no_trouble(at)
+    assert any("The piece ends at" in c.value and "bar " in c.value for c in at.sidebar.caption)
+    # what an infill keeps is not offered
+    assert all(w.disabled for w in (at.number_input(key="seconds"), at.number_input(key="variations"),
+                                    at.selectbox(key="form"), at.selectbox(key="key"), at.number_input(key="bpm"),
+                                    at.number_input(key="primer_states")))
+    assert any("An infill keeps the span's length" in c.value for c in at.sidebar.caption)
+    at.radio(key="infill_unit").set_value("bars").run()
+    at.number_input(key="infill_start_b").set_value(2)
+    at.number_input(key="infill_end_b").set_value(3)
+    at.number_input(key="infill_candidates").set_value(3)
+    res = _generate(at)
+    assert res.is_infill and res.request.infill == (2.0, 3.0) and res.request.infill_unit == "bars"
+    assert len(res.pieces[0].generation.candidate_nll) == 3
+    assert any("composed anew" in h.value for h in at.subheader)
+    assert [d.label for d in at.get("download_button")] == ["MIDI: the whole piece, span replaced",
+                                                           "MIDI: the excerpt played"]
+    assert any(m.value.startswith("**Summary.** infilled ") for m in at.markdown)
+    at.number_input(key="infill_end_b").set_value(200)  # past the piece's end: a sentence, not a traceback
+    _generate(at)
+    assert any("past the piece's end" in e.value or "nothing after the span" in e.value for e in at.error)
 
 
 def test_good_primer(at, tmp_path):

@@ -6,7 +6,8 @@ Open the page, press Generate, wait for the audio player (and for the audio to
 be loaded) and the download buttons, download the MIDI, change key and tempo,
 upload a primer; then, in a second visitor's page, set every steering control
 (density, register, loudness, key hold) and see each reach the piece's measured
-figures, and ask for 4 variations and wait for their 4 players.  Screenshots go
+figures, and ask for 4 variations and wait for their 4 players; in a third, compose
+in a form (ABA) and infill a span of an uploaded piece.  Screenshots go
 under the test's output folder.  With ``CHOPINBOT_APP_SCREENSHOT=path.png`` the
 first result's screenshot is also copied there (that is how docs/app.png is made).
 
@@ -26,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from chopinbot.render.audio import audio_available
-from conftest import make_midi
+from conftest import CORPUS, make_midi
 from test_app_load import start_app, stop_app
 
 CHROMIUM = "/usr/bin/chromium"
@@ -254,5 +255,38 @@ def test_every_control_and_variations(app_url, browser, tmp_path):
     page.screenshot(path=str(tmp_path / "app-variations.png"), full_page=True)
     if os.environ.get("CHOPINBOT_APP_VARIATIONS_SCREENSHOT"):
         shutil.copyfile(tmp_path / "app-variations.png", os.environ["CHOPINBOT_APP_VARIATIONS_SCREENSHOT"])
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.close()
+
+
+def test_form_and_infill(app_url, browser, tmp_path):
+    url, _ = app_url
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})  # a third visitor
+    page.goto(url)
+    button = page.get_by_role("button", name="Generate", exact=True)
+    button.wait_for(timeout=90_000)
+    page.get_by_role("combobox", name="Form").click()
+    page.keyboard.type("ABA")
+    page.get_by_role("option", name="ABA", exact=True).click()
+    page.wait_for_timeout(500)
+    button.click()
+    page.locator("[data-testid='stMarkdownContainer']", has_text="Form ABA: A 0.0-").wait_for(timeout=90_000)
+
+    page.get_by_text("my MIDI file", exact=True).click()
+    page.get_by_text("Compose a span of it anew (infill)", exact=True).click()
+    page.locator("input[type='file']").set_input_files(str(CORPUS / "chpn-p20.mid"))
+    page.get_by_text("The piece ends at").wait_for(timeout=60_000)
+    assert page.get_by_role("spinbutton", name="Seconds of new music").is_disabled()
+    _fill_number(page, "Span start (s)", "4")
+    _fill_number(page, "Span end (s)", "9")
+    _fill_number(page, "Candidates", "4")
+    button.click()
+    page.locator("h3", has_text="composed anew").wait_for(timeout=90_000)
+    page.get_by_role("button", name="MIDI: the whole piece, span replaced").wait_for(timeout=30_000)
+    summary = page.locator("[data-testid='stMarkdownContainer']", has_text="Summary.").first.inner_text()
+    assert "infilled" in summary and "the best of 4 candidates" in summary, summary
+    if audio_available()[0]:
+        assert page.locator("audio").count() == 1
+    page.screenshot(path=str(tmp_path / "app-infill.png"), full_page=True)
     assert page.locator("[data-testid='stException']").count() == 0
     page.close()

@@ -53,7 +53,7 @@ from chopinbot.model.checkpoint import bundled_models, resolve_checkpoint
 from chopinbot.music.midi import read_midi_bytes
 from chopinbot.music.states import states_to_notes
 from chopinbot.render.audio import audio_available
-from conftest import make_midi
+from conftest import CORPUS, make_midi
 
 
 @pytest.fixture(scope="module")
@@ -351,6 +351,53 @@ def test_variations_are_different_pieces_each_measured(controls_entry, pool):
     free = pool.compose(ComposeRequest(**base), controls_entry, "v")
     assert len(free.pieces) == 1 and free.pieces[0].figures.inside_register is None
     assert "asked" not in " ".join(figures_lines(free.pieces[0].figures, free.request))
+
+
+def test_form_pieces_one_per_variation(entry, pool):
+    req = ComposeRequest(model="tiny", seed_index=4, seconds=30.0, form="ABA", variations=2, random_seed=2,
+                         render_audio=False)
+    res = pool.compose(req, entry, "f")
+    assert len(res.pieces) == 2 and res.pieces[0].fingerprint != res.pieces[1].fingerprint
+    for p in res.pieces:
+        assert [s.label for s in p.generation.sections] == ["A", "B", "A'"]
+        assert "Form ABA: A 0.0-" in p.summary and p.figures.notes > 0
+    assert "30 s in form ABA" in describe_request(req)
+    with pytest.raises(ConfigError, match="form must be one of ABA, AABA"):
+        ComposeRequest(form="ABC").check_limits()
+    with pytest.raises(ConfigError, match="too short"):
+        compose(ComposeRequest(model="tiny", seed_index=4, seconds=3.0, form="AABA", render_audio=False), entry)
+
+
+def test_infill_of_an_uploaded_piece(controls_entry, pool):
+    data = (CORPUS / "chpn-p20.mid").read_bytes()
+    base = dict(model="tiny-controls", primer=data, primer_name="../p20.mid", random_seed=3, render_audio=False)
+    res = pool.compose(ComposeRequest(**base, infill=(2, 3), infill_unit="bars", infill_candidates=3,
+                                      loudness="pp"), controls_entry, "i")
+    [p] = res.pieces
+    got = p.generation
+    assert res.is_infill and len(got.candidate_nll) == 3 and got.config.loudness == "pp"
+    a, b = got.span
+    assert len(p.new_states) == b - a > 0
+    assert got.states[:a].keys.tolist() == got.original[:a].keys.tolist()  # the piece before the span is kept
+    assert got.states[b:].keys.tolist() == got.original[got.original_span[1]:].keys.tolist()  # and after it
+    assert set(p.midi) == {"all", "excerpt"} and p.midi["all"][:4] == p.midi["excerpt"][:4] == b"MThd"
+    excerpt = read_midi_bytes(p.midi["excerpt"])
+    assert 0 < len(excerpt) < len(read_midi_bytes(p.midi["all"]))
+    assert p.figures.notes > 0 and "(asked pp)" in figures_lines(p.figures, res.request)[2]
+    assert list(res.stats_table()[0])[1] == "the new span" and res.seed_midi == b""
+    assert p.summary.startswith("infilled ") and "p20.mid (bar 2 to bar 3)" in p.summary
+    assert "infill of primer p20.mid" in describe_request(res.request)
+    # what an infill cannot be asked, and a span over the per-request cap
+    for bad, message in ((dict(primer=None), "needs your own MIDI file"), (dict(variations=2), "variations do not"),
+                         (dict(key="C major"), "key and tempo"), (dict(bpm=90.0), "key and tempo"),
+                         (dict(form="ABA"), "does not apply to an infill"), (dict(infill_candidates=0), "1..64"),
+                         (dict(infill_unit="beats"), "seconds or in bars"), (dict(infill=(1.0,)), "two numbers")):
+        with pytest.raises(ConfigError, match=message):
+            ComposeRequest(**{**base, "infill": (2.0, 6.0), **bad}).check_limits()
+    with pytest.raises(RequestRefused, match=r"64 candidates of it .*at most 1,000.*shorter span or fewer"):
+        compose(ComposeRequest(**base, infill=(2.0, 40.0), infill_candidates=64), controls_entry)
+    with pytest.raises(ConfigError, match="past the piece's end"):
+        compose(ComposeRequest(**base, infill=(900.0, 910.0)), controls_entry)
 
 
 def test_compose_from_a_primer_writes_nothing(entry, tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ from chopinbot.app.pool import get_pool, tune_for_serving, warm_up
 from chopinbot.app.reference import threshold_guide_png
 from chopinbot.app.registry import ModelEntry, list_models
 from chopinbot.app.request import ComposeRequest, ComposeResult, RequestRefused, describe_request, figures_lines
-from chopinbot.app.seeds import pick_random_seed, primer_seed, seed_infos
+from chopinbot.app.seeds import infill_source, pick_random_seed, primer_seed, seed_infos
 from chopinbot.app.sessions import configure_logging, new_session_id, session_log
 from chopinbot.app.settings import (
     BPM_RANGE,
@@ -38,6 +38,7 @@ from chopinbot.app.settings import (
     SERVE_ENV,
     UPLOAD_LIMIT_MB,
 )
+from chopinbot.compose.form import FORMS
 from chopinbot.compose.generate import (
     DENSITY_RANGE,
     KEY_MIN_P_RANGE,
@@ -46,6 +47,7 @@ from chopinbot.compose.generate import (
     THRESHOLD_RANGE,
     GenerateConfig,
 )
+from chopinbot.compose.infill import DEFAULT_CANDIDATES, MAX_CANDIDATES, PICTURE_MARGIN_BEATS
 from chopinbot.constants import HIGHEST_PITCH, LOWEST_PITCH, SEED_STATES
 from chopinbot.errors import ChopinBotError
 from chopinbot.music.controls import LOUDNESS_LEVELS
@@ -56,6 +58,8 @@ GENERATE_DEFAULTS = GenerateConfig()
 
 SEED_KEY_OPTION = "the seed's own key"
 MODEL_LOUDNESS_OPTION = "the model's choice"
+FREE_FORM_OPTION = "free (a continuation)"
+INFILL_NOTE = "An infill keeps the span's length and the piece's key and tempo: these do not apply."
 NO_CONTROLS = ("This model has no controls: density, register, loudness and key hold steer a model trained "
                "with them (`chopinbot train --controls`). Choose such a model above to use them.")
 HELP = {
@@ -67,10 +71,24 @@ HELP = {
     "primer": f"A standard MIDI file (.mid, at most {MAX_UPLOAD_BYTES / 1024 / 1024:.0f} MB). Its last states "
               "become the seed; drums are ignored.",
     "primer_states": "How many of the primer's last states (chords or rests) ChopinBot listens to.",
+    "infill": "Instead of continuing your file, compose a span inside it anew, one that leads into what follows: "
+              "several spans are composed and the one under which the model finds the piece's real continuation "
+              "likeliest is kept. The piece keeps its key and tempo, the span its length.",
+    "infill_unit": "Give the span in seconds from the file's start, or in bars (bar 1 starts the file; bar lengths "
+                   "from its time signatures, 4/4 without one).",
+    "infill_start": "Where the span starts (moved to the nearest note boundary); some music must come before it.",
+    "infill_end": "Where the span ends (moved to the nearest note boundary); in bars, it runs up to the start of "
+                  "this bar (3 to 5 = bars 3 and 4). Some music must come after it.",
+    "infill_candidates": f"How many spans are composed (in one batch) to choose from: more give a better join and "
+                         f"take longer. The span's states times the candidates may be at most "
+                         f"{MAX_REQUEST_STATES:,}.",
     "length_unit": "Say how long the new music should be in seconds, or in states (one state = one chord "
                    "or rest, a fraction of a beat to a few beats).",
     "seconds": f"Seconds of new music (the server composes at most {MAX_REQUEST_SECONDS:g} s per request).",
     "states": f"States of new music (at most {MAX_REQUEST_STATES:,} per request).",
+    "form": "Compose the new music as a piece in a form: ABA (the opening, a contrasting middle in another key "
+            "area, then the opening again) or AABA. The length is the whole piece's, and it ends on a cadence. "
+            "Free = a plain continuation.",
     "decoding": "Sampling draws every key from its probability (varied, sometimes surprising); "
                 "a threshold plays every key whose probability reaches it (the original app's way: "
                 "repeatable, but it soon goes round in circles: the same few chords again and again).",
@@ -144,7 +162,7 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
     # while the widget is hidden); the widget "seed_index" only edits it.
     if "seed_window" not in ss or not 0 <= ss.seed_window < len(infos):
         ss.seed_window = pick_random_seed(entry)
-    primer = None
+    primer, infill = None, {}
     if source == "a Chopin test piece":
         ss.seed_index = ss.seed_window
         sb.number_input(f"Seed window (0–{len(infos) - 1})", min_value=0, max_value=len(infos) - 1, step=1,
@@ -156,31 +174,40 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
     else:
         upload = sb.file_uploader("MIDI primer", type=["mid", "midi"], key="primer", help=HELP["primer"],
                                   max_upload_size=UPLOAD_LIMIT_MB)
+        infill_on = sb.checkbox("Compose a span of it anew (infill)", key="infill_on", help=HELP["infill"])
         sb.number_input("States of the primer to use", min_value=1, max_value=MAX_PRIMER_STATES,
-                        value=REQUEST_DEFAULTS.primer_states, key="primer_states", help=HELP["primer_states"])
+                        value=REQUEST_DEFAULTS.primer_states, key="primer_states", help=HELP["primer_states"],
+                        disabled=infill_on)
         if upload is not None:
             data = upload.getvalue()
             try:
                 seed = primer_seed(data, upload.name, entry, int(ss.primer_states))
                 primer = (data, upload.name)
-                sb.caption(f"Using {seed.source}.")
+                if not infill_on:  # an infill reads the whole piece, not its last states
+                    sb.caption(f"Using {seed.source}.")
             except ChopinBotError as e:
                 sb.error(str(e))
                 if ss.get("logged_primer") != upload.file_id:  # once per upload, not on every rerun
                     ss.logged_primer = upload.file_id
                     session_log(ss.session_id).info("primer refused: %s", e)
+        if infill_on:
+            infill = infill_controls(entry, primer)
 
     sb.subheader("Length")
+    if infill:
+        sb.caption(INFILL_NOTE)
     unit = sb.radio("Measure in", ["seconds", "states"], key="length_unit", horizontal=True,
-                    help=HELP["length_unit"])
+                    help=HELP["length_unit"], disabled=bool(infill))
     if unit == "seconds":
         length = sb.number_input("Seconds of new music", min_value=1.0, max_value=MAX_REQUEST_SECONDS,
-                                 value=REQUEST_DEFAULTS.seconds, step=5.0, key="seconds", help=HELP["seconds"])
+                                 value=REQUEST_DEFAULTS.seconds, step=5.0, key="seconds", help=HELP["seconds"],
+                                 disabled=bool(infill))
     else:
         length = sb.number_input("States of new music", min_value=1, max_value=MAX_REQUEST_STATES,
-                                 value=GENERATE_DEFAULTS.steps, step=16, key="states", help=HELP["states"])
-
-    variations = variations_control(unit, float(length))
+                                 value=GENERATE_DEFAULTS.steps, step=16, key="states", help=HELP["states"],
+                                 disabled=bool(infill))
+    variations = variations_control(unit, float(length), disabled=bool(infill))
+    form = sb.selectbox("Form", [FREE_FORM_OPTION, *FORMS], key="form", help=HELP["form"], disabled=bool(infill))
 
     sb.subheader("Decoding")
     decoding = sb.radio("How notes are chosen", ["sampling", "threshold"], key="decoding", horizontal=True,
@@ -197,14 +224,16 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
                           value=round(entry.threshold, 2), step=0.01, key="threshold", help=HELP["threshold"])
 
     sb.subheader("Result")
-    key = sb.selectbox("Key", [SEED_KEY_OPTION] + [k.name for k in ALL_KEYS], key="key", help=HELP["key"])
+    key = sb.selectbox("Key", [SEED_KEY_OPTION] + [k.name for k in ALL_KEYS], key="key", help=HELP["key"],
+                       disabled=bool(infill))
     style = None
     if entry.model.config.style_input:  # only a model with a style input can change style
         styles = entry.model.config.styles
         style = sb.selectbox("Style", styles, index=styles.index(entry.model.config.default_style),
                              key=f"style:{label}", help=HELP["style"])
     bpm = sb.number_input("Tempo (bpm)", min_value=BPM_RANGE[0], max_value=BPM_RANGE[1],
-                          value=None, step=5.0, placeholder="the seed's own tempo", key="bpm", help=HELP["bpm"])
+                          value=None, step=5.0, placeholder="the seed's own tempo", key="bpm", help=HELP["bpm"],
+                          disabled=bool(infill))
     sb.number_input("Random seed", min_value=0, max_value=2**31 - 1, step=1, key="random_seed",
                     help=HELP["random_seed"])
     sb.checkbox("New random seed for each piece", key="fresh_seed", help=HELP["fresh_seed"])
@@ -224,17 +253,19 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
         else REQUEST_DEFAULTS.key_min_p,
         key_local_p=float(ss.get("key_local_p", REQUEST_DEFAULTS.key_local_p)) if decoding == "sampling"
         else REQUEST_DEFAULTS.key_local_p,
-        key=None if key == SEED_KEY_OPTION else key,
-        bpm=float(bpm) if bpm is not None else None,
+        key=None if key == SEED_KEY_OPTION or infill else key,
+        bpm=float(bpm) if bpm is not None and not infill else None,
         style=style,
         random_seed=int(ss.random_seed),
-        variations=variations,
+        variations=1 if infill else variations,
+        form=None if form == FREE_FORM_OPTION or infill else form,
+        **infill,
         **steering,
     )
     return entry, request
 
 
-def variations_control(unit: str, length: float) -> int:
+def variations_control(unit: str, length: float, disabled: bool = False) -> int:
     """The number of variations, at most as many as the per-request cap allows at this length."""
     ss, sb = st.session_state, st.sidebar
     cap = MAX_REQUEST_SECONDS if unit == "seconds" else MAX_REQUEST_STATES
@@ -242,11 +273,36 @@ def variations_control(unit: str, length: float) -> int:
     # set before the widget exists, so a longer length lowers the choice instead of failing it
     ss.variations = min(int(ss.get("variations", 1)), allowed)
     n = sb.number_input("Variations", min_value=1, max_value=allowed, step=1, key="variations",
-                        help=HELP["variations"])
-    if allowed < MAX_VARIATIONS:
+                        help=HELP["variations"], disabled=disabled)
+    if allowed < MAX_VARIATIONS and not disabled:
         sb.caption(f"At most {allowed} variation{'s' if allowed > 1 else ''} of this length "
                    f"({cap:g}{' s' if unit == 'seconds' else ' states'} per request in all).")
     return int(n)
+
+
+def infill_controls(entry: ModelEntry, primer: tuple[bytes, str] | None) -> dict:
+    """The span of the uploaded piece to compose anew, and the candidates to choose it from."""
+    sb = st.sidebar
+    unit = sb.radio("Span in", ["seconds", "bars"], key="infill_unit", horizontal=True, help=HELP["infill_unit"])
+    if unit == "seconds":
+        start = sb.number_input("Span start (s)", min_value=0.0, value=4.0, step=0.5, key="infill_start_s",
+                                help=HELP["infill_start"])
+        end = sb.number_input("Span end (s)", min_value=0.0, value=8.0, step=0.5, key="infill_end_s",
+                              help=HELP["infill_end"])
+    else:
+        start = sb.number_input("Span start (bar)", min_value=1, value=3, step=1, key="infill_start_b",
+                                help=HELP["infill_start"])
+        end = sb.number_input("Span end (bar)", min_value=1, value=5, step=1, key="infill_end_b",
+                              help=HELP["infill_end"])
+    candidates = sb.number_input("Candidates", min_value=1, max_value=MAX_CANDIDATES, value=DEFAULT_CANDIDATES,
+                                 step=1, key="infill_candidates", help=HELP["infill_candidates"])
+    if primer is not None:
+        try:
+            piece = infill_source(primer[0], primer[1], entry)
+            sb.caption(f"The piece ends at {piece.describe_end('seconds')} ({piece.describe_end('bars')}).")
+        except ChopinBotError:  # the primer's own message is already shown above
+            pass
+    return dict(infill=(float(start), float(end)), infill_unit=unit, infill_candidates=int(candidates))
 
 
 def steering_controls(entry: ModelEntry) -> dict:
@@ -330,7 +386,7 @@ def generate(entry: ModelEntry, fields: dict, wants_primer: bool) -> None:
     for piece in result.pieces:
         log.info("done: piece %s, %s, %.0f bpm, %d states in %.2f s (queued %.2f s, generate %.2f s [cpu %.2f s], "
                  "audio %.2f s, picture %.2f s [cpu %.2f s]; %d variation(s))", piece.fingerprint, result.key_name,
-                 result.bpm, len(piece.generation.generated), t["total"], t.get("queued", 0.0), t["generate"],
+                 result.bpm, len(piece.new_states), t["total"], t.get("queued", 0.0), t["generate"],
                  t["generate_cpu"], t["audio"], t["picture"], t["picture_cpu"], len(result.pieces))
     ss.result = result
 
@@ -339,7 +395,10 @@ def show_result(result: ComposeResult) -> None:
     """The pieces side by side (one column each), then their statistics beside real Chopin."""
     n = len(result.pieces)
     lengths = [piece.new_seconds for piece in result.pieces]
-    if n == 1:
+    if result.is_infill:
+        start, end = result.pieces[0].generation.span_seconds
+        st.subheader(f"{result.key_name}, the piece's own tempo — {start:.1f}–{end:.1f} s composed anew")
+    elif n == 1:
         st.subheader(f"{result.key_name}, {result.bpm:.0f} bpm — {lengths[0]:.1f} s of new music")
     else:
         span = f"{min(lengths):.1f}" if f"{min(lengths):.1f}" == f"{max(lengths):.1f}" else \
@@ -355,8 +414,10 @@ def show_result(result: ComposeResult) -> None:
     for i, column in enumerate(columns):
         with column:
             show_piece(result, i, about if n == 1 else None)
-    st.markdown(f"**Musical statistics** of {'this piece' if n == 1 else 'each variation'} (seed included) "
-                f"beside real Chopin: {result.n_real} excerpts of about the same length from the held-out pieces.")
+    what = "the new span" if result.is_infill else "this piece (seed included)" if n == 1 else \
+        "each variation (seed included)"
+    st.markdown(f"**Musical statistics** of {what} beside real Chopin: {result.n_real} excerpts of about the same "
+                f"length from the held-out pieces.")
     st.dataframe(result.stats_table(), hide_index=True)
 
 
@@ -368,26 +429,40 @@ def show_piece(result: ComposeResult, i: int, about: str | None) -> None:
         st.markdown(f"#### Variation {i + 1}")
     if piece.wav is not None:
         st.audio(piece.wav, format="audio/wav")
+        if result.is_infill:
+            st.caption(f"The player plays the new span with {PICTURE_MARGIN_BEATS:g} beats of the piece either "
+                       "side; the download below holds the whole piece.")
     else:
         st.info(f"No audio player: {piece.audio_note} The MIDI downloads below work without it.")
     st.markdown("**Measured** (the new music):\n" + "\n".join(f"- {line}" for line in
                                                               figures_lines(piece.figures, result.request)))
-    buttons = [("MIDI: generated", piece.midi["generated"], result.file_name("generated", variation=i), "audio/midi",
-                f"dl_generated_{i}", "secondary"),
-               ("MIDI: seed + generated", piece.midi["all"], result.file_name("all", variation=i), "audio/midi",
-                f"dl_all_{i}", "primary")]
+    if result.is_infill:
+        buttons = [("MIDI: the whole piece, span replaced", piece.midi["all"], result.file_name("infilled"),
+                    "audio/midi", "dl_all_0", "primary"),
+                   ("MIDI: the excerpt played", piece.midi["excerpt"], result.file_name("infill-excerpt"),
+                    "audio/midi", "dl_excerpt_0", "secondary")]
+    else:
+        buttons = [("MIDI: generated", piece.midi["generated"], result.file_name("generated", variation=i),
+                    "audio/midi", f"dl_generated_{i}", "secondary"),
+                   ("MIDI: seed + generated", piece.midi["all"], result.file_name("all", variation=i), "audio/midi",
+                    f"dl_all_{i}", "primary")]
     if piece.wav is not None:
-        buttons.append(("Audio (WAV)", piece.wav, result.file_name("all", "wav", variation=i), "audio/wav",
-                        f"dl_wav_{i}", "secondary"))
-    if n == 1:  # one row, the seed's MIDI first
+        buttons.append(("Audio (WAV)", piece.wav, result.file_name("infill-excerpt" if result.is_infill else "all",
+                                                                   "wav", variation=i), "audio/wav", f"dl_wav_{i}",
+                        "secondary"))
+    if n == 1 and not result.is_infill:  # one row, the seed's MIDI first
         buttons.insert(0, ("MIDI: seed", result.seed_midi, result.file_name("seed"), "audio/midi", "dl_seed",
                            "secondary"))
         places = st.columns(4)
+    elif n == 1:
+        places = st.columns(len(buttons))
     else:
         places = [st.container() for _ in buttons]
     for place, (label, data, name, mime, key, kind) in zip(places, buttons, strict=False):
         place.download_button(label, data, name, mime, key=key, type=kind, on_click="ignore")
-    st.image(piece.png, caption="Piano roll: the seed (grey), then ChopinBot's continuation (blue).")
+    st.image(piece.png, caption=f"Piano roll: the new span (blue) with {PICTURE_MARGIN_BEATS:g} beats of the piece "
+                                "either side (grey)." if result.is_infill else
+             "Piano roll: the seed (grey), then ChopinBot's continuation (blue).")
     st.caption(f"piece {piece.fingerprint}" + (f" · {about}" if about else ""))
     st.markdown(f"**Summary.** {piece.summary}")
     if piece.guards:

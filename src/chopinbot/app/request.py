@@ -3,6 +3,7 @@
 Every piece of music logic comes from the same library calls the CLI uses
 (:func:`~chopinbot.compose.seeds.seed_from_test` / :func:`~chopinbot.compose.seeds.seed_from_primer`,
 :func:`~chopinbot.compose.generate.generate` (its ``batch`` for variations),
+:func:`~chopinbot.compose.form.compose_form`, :func:`~chopinbot.compose.infill.infill`,
 :mod:`~chopinbot.render.audio`, :mod:`~chopinbot.evaluation.musicstats`,
 :mod:`~chopinbot.evaluation.figures`, :mod:`~chopinbot.render.plots`).
 Requests are checked against the app's per-request caps (:mod:`chopinbot.app.settings`)
@@ -21,7 +22,7 @@ import math
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ import numpy as np
 from chopinbot.app.reference import reference_length, reference_stats
 from chopinbot.app.registry import SHIPPED_LABEL, ModelEntry
 from chopinbot.app.rendering import piano_roll_png, render_audio
-from chopinbot.app.seeds import pick_random_seed, primer_seed, safe_upload_name, seed_infos
+from chopinbot.app.seeds import infill_source, pick_random_seed, primer_seed, safe_upload_name, seed_infos
 from chopinbot.app.settings import (
     BPM_RANGE,
     MAX_PRIMER_STATES,
@@ -37,6 +38,7 @@ from chopinbot.app.settings import (
     MAX_REQUEST_STATES,
     MAX_VARIATIONS,
 )
+from chopinbot.compose.form import compose_form, form_labels
 from chopinbot.compose.generate import (
     KEY_MIN_P_RANGE,
     TEMPERATURE_RANGE,
@@ -45,12 +47,14 @@ from chopinbot.compose.generate import (
     GenerationResult,
     generate,
 )
+from chopinbot.compose.infill import DEFAULT_CANDIDATES, MAX_CANDIDATES, PICTURE_MARGIN_BEATS, InfillResult, infill
 from chopinbot.compose.seeds import Seed, seed_from_test
 from chopinbot.constants import SEED_STATES
 from chopinbot.errors import ChopinBotError, ConfigError
-from chopinbot.evaluation.figures import PieceFigures, result_figures
+from chopinbot.evaluation.figures import PieceFigures, piece_figures, result_figures
 from chopinbot.evaluation.musicstats import STAT_LABELS, compare_stats, piece_stats
 from chopinbot.music.keys import pitch_name
+from chopinbot.music.states import States, states_to_notes, states_to_score
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,10 @@ class ComposeRequest:
     ``density`` (notes per second), ``register`` (lowest and highest MIDI pitch, confined to it
     when ``confine_register``), ``loudness`` (a dynamic mark), each None = not steered, and
     ``hold_key``.  ``variations``: this many continuations of the one seed, composed at once.
+    ``form`` ("ABA", "AABA"): the new music is a piece in that form, ending on a cadence.
+    ``infill`` (START, END in ``infill_unit``, seconds or bars): instead of continuing the
+    primer, its span is composed anew (the best of ``infill_candidates``) and the whole
+    piece returned; it keeps the piece's key and tempo, and the span its length.
     """
 
     model: str = SHIPPED_LABEL  # a label of list_models()
@@ -100,6 +108,10 @@ class ComposeRequest:
     confine_register: bool = _GENERATE_DEFAULTS.confine_register
     random_seed: int | None = _GENERATE_DEFAULTS.random_seed
     variations: int = 1
+    form: str | None = None
+    infill: tuple[float, float] | None = None
+    infill_unit: str = "seconds"
+    infill_candidates: int = DEFAULT_CANDIDATES
     render_audio: bool = True
 
     @property
@@ -149,8 +161,32 @@ class ComposeRequest:
         if self.register is not None and not (len(self.register) == 2
                                               and all(isinstance(p, (int, np.integer)) for p in self.register)):
             raise ConfigError("the register must be two MIDI pitches, low then high")
+        if self.form is not None:
+            form_labels(self.form)  # ABA or AABA
+        if self.infill is not None:
+            self._check_infill()
         # the controls' bounds are the library's own (density, register span, loudness marks)
         self.generate_config().validate()
+
+    def _check_infill(self) -> None:
+        """What an infill may not be asked (as `chopinbot generate --infill` refuses it); its cost,
+        the span's states times the candidates, is checked once the piece is read (:func:`compose`)."""
+        if self.primer is None:
+            raise ConfigError("an infill needs your own MIDI file: the piece whose span is composed anew")
+        if not (len(self.infill) == 2 and all(isinstance(x, (int, float)) and math.isfinite(x)
+                                              for x in self.infill)):
+            raise ConfigError("the infill span must be two numbers, START and END")
+        if self.infill_unit not in ("seconds", "bars"):
+            raise ConfigError("the infill span is in seconds or in bars")
+        if self.form is not None:
+            raise ConfigError("a form composes a whole piece: it does not apply to an infill")
+        if self.variations != 1:
+            raise ConfigError("an infill writes one piece: variations do not apply (the candidates set how many "
+                              "spans are composed to choose from)")
+        if self.key is not None or self.bpm is not None:
+            raise ConfigError("an infill keeps the piece's key and tempo: leave key and tempo unset")
+        if not (isinstance(self.infill_candidates, int) and 1 <= self.infill_candidates <= MAX_CANDIDATES):
+            raise ConfigError(f"the infill candidates must be 1..{MAX_CANDIDATES}")
 
     def generate_config(self) -> GenerateConfig:
         """The :class:`~chopinbot.compose.generate.GenerateConfig` of this request."""
@@ -165,10 +201,11 @@ class ComposeRequest:
 
 @dataclass
 class ComposedPiece:
-    """One continuation of the seed (one variation) and everything the app shows about it."""
+    """One continuation of the seed (one variation), or one infilled piece, and everything the
+    app shows about it."""
 
-    generation: GenerationResult
-    midi: dict[str, bytes]  # "seed", "generated", "all"
+    generation: GenerationResult | InfillResult
+    midi: dict[str, bytes]  # a continuation: "seed", "generated", "all"; an infill: "all" (the piece), "excerpt"
     wav: bytes | None  # None when audio is unavailable (see audio_note)
     audio_note: str | None
     png: bytes
@@ -189,9 +226,14 @@ class ComposedPiece:
         return self.generation.summary()
 
     @property
+    def new_states(self) -> States:
+        """The new music: the continuation, or the infilled span."""
+        return new_music(self.generation)
+
+    @property
     def new_seconds(self) -> float:
         """Seconds of new music."""
-        return self.generation.generated.total_beats * 60 / self.generation.bpm
+        return self.new_states.total_beats * 60 / self.generation.bpm
 
 
 @dataclass
@@ -220,8 +262,12 @@ class ComposeResult:
 
     @property
     def seed_midi(self) -> bytes:
-        """The seed's MIDI (the same for every variation)."""
-        return self.pieces[0].midi["seed"]
+        """The seed's MIDI (the same for every variation; an infill has none)."""
+        return self.pieces[0].midi.get("seed", b"")
+
+    @property
+    def is_infill(self) -> bool:
+        return self.request.infill is not None
 
     def file_name(self, part: str, ext: str = "mid", variation: int = 0) -> str:
         """A download name, e.g. ``chopinbot-F-minor-90bpm-generated.mid``; with several
@@ -232,8 +278,10 @@ class ComposeResult:
         return f"chopinbot-{key}-{self.bpm:.0f}bpm-{part}{number}.{ext}"
 
     def piece_label(self, variation: int) -> str:
-        """'this piece' for a single piece, else 'variation N' (1-based)."""
-        return "this piece" if len(self.pieces) == 1 else f"variation {variation + 1}"
+        """'this piece' for a single piece ('the new span' of an infill), else 'variation N' (1-based)."""
+        if len(self.pieces) == 1:
+            return "the new span" if self.is_infill else "this piece"
+        return f"variation {variation + 1}"
 
     def stats_table(self) -> list[dict[str, str]]:
         """The statistics as display rows: the label, one column per piece, real Chopin's
@@ -282,6 +330,71 @@ def figures_lines(figures: PieceFigures, request: ComposeRequest) -> list[str]:
             "key held: " + hold]
 
 
+def new_music(result: GenerationResult | InfillResult) -> States:
+    """The states a result composed: a continuation's new part, or an infill's span."""
+    return result.new_span if isinstance(result, InfillResult) else result.generated
+
+
+def infill_excerpt(result: InfillResult, margin_beats: float = PICTURE_MARGIN_BEATS) -> States:
+    """The infilled span with ``margin_beats`` of the piece either side: what the page plays
+    (the same stretch as the infill's piano roll), not the whole uploaded piece."""
+    edges = np.concatenate([[0.0], np.cumsum(result.states.beats.astype(np.float64))])
+    start, end = result.span_beats
+    lo = max(0, int(np.searchsorted(edges, start - margin_beats, side="right")) - 1)
+    hi = min(len(result.states), int(np.searchsorted(edges, end + margin_beats, side="left")))
+    return result.states[lo:hi]
+
+
+def midi_parts(result: GenerationResult | InfillResult) -> dict[str, bytes]:
+    """The MIDI downloads of a result: a continuation's seed, new part and both; an infill's whole
+    piece (``"all"``) and the excerpt played (at the piece's own tempo, state by state)."""
+    if isinstance(result, InfillResult):
+        return {"all": result.midi_bytes(), "excerpt": bytes(states_to_score(infill_excerpt(result)).dumps_midi())}
+    return {part: result.midi_bytes(part) for part in ("seed", "generated", "all")}
+
+
+def measure(result: GenerationResult | InfillResult, request: ComposeRequest) -> tuple[dict[str, float], PieceFigures]:
+    """A result's statistics (a continuation: seed included, as real excerpts are whole passages;
+    an infill: its span) and the figures of its new music."""
+    if isinstance(result, InfillResult):
+        span = result.new_span
+        return (piece_stats(states_to_notes(span), result.bpm, span),
+                piece_figures(span, result.bpm, result.key, request.register))
+    return piece_stats(result.notes, result.bpm, result.states), result_figures(result)
+
+
+def compose_infill(request: ComposeRequest, entry: ModelEntry) -> InfillResult:
+    """The request's span of its primer composed anew, if its cost (the span's states times the
+    candidates) is within the per-request cap."""
+    piece = infill_source(request.primer, request.primer_name, entry)
+    start, end = piece.span_states(request.infill[0], request.infill[1], request.infill_unit)
+    cost = (end - start) * request.infill_candidates
+    if cost > MAX_REQUEST_STATES:
+        raise RequestRefused(f"the span holds {end - start:,} states; {request.infill_candidates} candidates of it "
+                             f"({cost:,} states in all) is more than this server composes in one request (at most "
+                             f"{MAX_REQUEST_STATES:,}). Choose a shorter span or fewer candidates, or run `chopinbot "
+                             f"generate --primer FILE --infill START END` on your own machine.")
+    return infill(entry.model, request.primer, request.infill[0], request.infill[1], request.infill_unit,
+                  request.generate_config(), candidates=request.infill_candidates, settings=entry.settings,
+                  name=safe_upload_name(request.primer_name))
+
+
+def make_pieces(request: ComposeRequest, entry: ModelEntry) -> list[GenerationResult | InfillResult]:
+    """The library's results for a request: an infill, pieces in a form (one at a time, each
+    variation from the next random seed, as `chopinbot generate --form` makes them), or the
+    variations of a continuation in one batch."""
+    if request.infill is not None:
+        return [compose_infill(request, entry)]
+    seed = make_seed(request, entry)
+    cfg = request.generate_config()
+    if request.form is not None:
+        return [compose_form(entry.model, seed, replace(cfg, random_seed=None if cfg.random_seed is None
+                                                        else cfg.random_seed + i), request.form)
+                for i in range(request.variations)]
+    made = generate(entry.model, seed, cfg, batch=request.variations)
+    return made if isinstance(made, list) else [made]
+
+
 def make_seed(request: ComposeRequest, entry: ModelEntry) -> Seed:
     """The seed a request asks for."""
     if request.primer is not None:
@@ -309,13 +422,12 @@ def compose(request: ComposeRequest, entry: ModelEntry, session_id: str = "") ->
     request.check_limits()
     if request.model != entry.label:
         raise ConfigError(f"the request names model {request.model!r} but {entry.label!r} was given")
-    t0 = time.perf_counter()
-    seed = make_seed(request, entry)
-    t1, c1 = time.perf_counter(), time.thread_time()
-    made = generate(entry.model, seed, request.generate_config(), batch=request.variations)
-    generations = made if isinstance(made, list) else [made]
+    t0 = t1 = time.perf_counter()
+    c1 = time.thread_time()
+    generations = make_pieces(request, entry)
     t2, c2 = time.perf_counter(), time.thread_time()
-    midis = [{part: gen.midi_bytes(part) for part in ("seed", "generated", "all")} for gen in generations]
+    midis = [midi_parts(gen) for gen in generations]
+    played = "excerpt" if request.infill is not None else "all"  # an infill plays its span and its surroundings
     audio_boxes: list[dict[str, Any]] = [{} for _ in generations]
     audio_threads = []
     if request.render_audio:
@@ -328,15 +440,16 @@ def compose(request: ComposeRequest, entry: ModelEntry, session_id: str = "") ->
             box["seconds"] = time.perf_counter() - t
 
         for midi, box in zip(midis, audio_boxes, strict=True):
-            thread = threading.Thread(target=run_audio, args=(midi["all"], box), name="chopinbot-audio", daemon=True)
+            thread = threading.Thread(target=run_audio, args=(midi[played], box), name="chopinbot-audio", daemon=True)
             thread.start()
             audio_threads.append(thread)
     t3 = time.perf_counter()
     # one set of real excerpts for every variation: the longest piece's length class
-    real = reference_stats(entry.settings, reference_length(max(len(gen.states) for gen in generations)))
-    stats = [piece_stats(gen.notes, gen.bpm, gen.states) for gen in generations]
+    measured = [measure(gen, request) for gen in generations]
+    stats, figures = [m[0] for m in measured], [m[1] for m in measured]
+    length = max(len(gen.new_span if isinstance(gen, InfillResult) else gen.states) for gen in generations)
+    real = reference_stats(entry.settings, reference_length(length))
     real_rows = compare_stats(stats, real)
-    figures = [result_figures(gen) for gen in generations]
     t4 = time.perf_counter()
     c4 = time.thread_time()
     pngs = [piano_roll_png(gen) for gen in generations]
@@ -365,6 +478,12 @@ def describe_request(request: ComposeRequest) -> str:
     length = f"{request.seconds:g} s" if request.seconds is not None else f"{request.steps} states"
     decoding = f"threshold {request.threshold:.2f}" if request.threshold is not None else \
         f"temperature {request.temperature:.2f}, key min-p {request.key_min_p:g}, key local p {request.key_local_p:g}"
+    if request.infill is not None:
+        seed = (f"infill of {seed}, {request.infill_unit} {request.infill[0]:g} to {request.infill[1]:g}, "
+                f"{request.infill_candidates} candidates")
+        length = "the span's length"
+    elif request.form is not None:
+        length += f" in form {request.form}"
     controls = ", ".join(part for part in (
         f"density {request.density:g}/s" if request.density is not None else "",
         f"register {request.register[0]}-{request.register[1]}"

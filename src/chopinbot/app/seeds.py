@@ -13,6 +13,7 @@ import numpy as np
 
 from chopinbot.app.registry import ModelEntry
 from chopinbot.app.settings import MAX_UPLOAD_BYTES
+from chopinbot.compose.infill import SourcePiece, read_source
 from chopinbot.compose.seeds import Seed, SeedInfo, list_seeds, random_seed_index, seed_from_primer
 from chopinbot.constants import SEED_STATES
 from chopinbot.errors import ChopinBotError, MidiError
@@ -74,3 +75,15 @@ def primer_seed(data: bytes, name: str | None, entry: ModelEntry, primer_states:
         reason = getattr(e, "reason", str(e))
         raise UploadError(f"“{label}” cannot be used as a primer: {reason}. Upload a MIDI file with piano "
                           "notes (any pitched instrument; drums are ignored).") from None
+
+
+def infill_source(data: bytes, name: str | None, entry: ModelEntry, max_bytes: int = MAX_UPLOAD_BYTES) -> SourcePiece:
+    """An uploaded piece read for infilling (:func:`~chopinbot.compose.infill.read_source`), or :class:`UploadError`."""
+    label = safe_upload_name(name)
+    check_upload(data, name, max_bytes)
+    try:
+        return read_source(bytes(data), entry.settings, name=label)
+    except MidiError as e:
+        reason = getattr(e, "reason", str(e))
+        raise UploadError(f"“{label}” cannot be infilled: {reason}. Upload a MIDI file with piano notes "
+                          "(any pitched instrument; drums are ignored).") from None
