@@ -1,0 +1,181 @@
+"""Measure the forms (compose/form.py): is the reprise heard, does the piece close, does B contrast?
+
+For ``--pieces`` test seeds spread evenly over the held-out test windows (each with its index as
+the random seed), an ABA piece of ``--seconds`` of new music, and an AABA piece for the first
+``--aaba`` of them; beside each ABA piece, the plain continuation of the same seed (``generate``,
+same length and random seed) cut at the same section boundaries, as the baseline of what chance
+gives.  Measured:
+
+* reprise: :func:`~chopinbot.compose.form.reprise_matches` over the whole piece, the exact repeats
+  lookup as the model runs it: *found* = at least one state of the last section whose longest
+  earlier match is >= 4 states long and lies wholly within an earlier A section; also the share
+  of the last section's states after the replayed opening that still match A (the model following
+  the reprise on its own);
+* cadence: the last state is the tonic triad of the output key, tonic in the bass, held >= 1 beat
+  (:func:`~chopinbot.compose.form.ends_on_tonic_chord`);
+* contrast of B against A (:func:`~chopinbot.compose.form.section_profiles`): notes per second,
+  mean pitch, mean velocity; the key: the Krumhansl-Schmuckler correlation with B's key area minus
+  that with the home key ("lean"), in B and in A, and whether B's best key is its key area.
+
+    nice -n 10 .venv/bin/python scripts/form_check.py [--model M] --json runs/form_check/shipped.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from chopinbot.cli.generate import settings_of
+from chopinbot.compose.form import (
+    compose_form,
+    ends_on_tonic_chord,
+    plan_sections,
+    reprise_matches,
+    section_profiles,
+)
+from chopinbot.compose.generate import GenerateConfig, generate
+from chopinbot.compose.seeds import list_seeds, seed_from_test
+from chopinbot.evaluation.excerpts import key_correlations
+from chopinbot.io_utils import atomic_write_json
+from chopinbot.model.formats import load_model
+from chopinbot.music.keys import ALL_KEYS
+from chopinbot.music.repeats import find_continuations
+from chopinbot.music.states import states_to_notes
+
+
+def lean(states, home, area) -> float:
+    """Key correlation with ``area`` minus that with ``home`` (NaN without notes)."""
+    notes = states_to_notes(states)
+    if len(notes) == 0:
+        return float("nan")
+    c = key_correlations(notes)
+    return float(c[ALL_KEYS.index(area)] - c[ALL_KEYS.index(home)])
+
+
+def contrast(states, bounds, home, area) -> dict:
+    """A (the first section) against B (the one labelled B), as ``(start, end)`` states in ``bounds``."""
+    out = {}
+    parts = {}
+    for name, (s0, s1, secs) in bounds.items():
+        part = states[s0:s1]
+        notes = states_to_notes(part)
+        parts[name] = part
+        out[name] = {"notes_per_second": len(notes) / secs if secs else float("nan"),
+                     "mean_pitch": float(notes[:, 2].mean()) if len(notes) else float("nan"),
+                     "velocity": float(notes[:, 3].mean()) if len(notes) else float("nan"),
+                     "lean": lean(part, home, area),
+                     "best_key": ALL_KEYS[int(np.argmax(key_correlations(notes)))].name if len(notes) else None}
+    return out
+
+
+def _bounds_of(res) -> dict:
+    a, b = res.sections[0], next(s for s in res.sections if s.label == "B")
+    return {"A": (a.start_state, a.end_state, a.end_seconds - a.start_seconds),
+            "B": (b.start_state, b.end_state, b.end_seconds - b.start_seconds)}
+
+
+def _cut(states, bpm, start_beat, end_beat):
+    cum = np.concatenate([[0.0], np.cumsum(states.beats.astype(np.float64))])
+    s0, s1 = (int(np.searchsorted(cum, x - 1e-6)) for x in (start_beat, end_beat))
+    return s0, s1, (end_beat - start_beat) * 60 / bpm
+
+
+def summarise(rows: list[dict]) -> dict:
+    def share(key):
+        v = [r[key] for r in rows]
+        return float(np.mean(v)) if v else float("nan")
+
+    def med(path):
+        v = [r for r in (x.get(path) for x in rows) if r is not None and np.isfinite(r)]
+        return float(np.median(v)) if v else float("nan")
+
+    return {"pieces": len(rows), "reprise_found": share("reprise_found"), "cadence": share("cadence"),
+            "beyond_replay_share_median": med("beyond_share"),
+            "density_ratio_B_over_A_median": med("density_ratio"), "abs_log2_density_ratio_median": med("abs_log2"),
+            "pitch_B_minus_A_median": med("pitch_diff"), "abs_pitch_diff_median": med("abs_pitch"),
+            "velocity_B_minus_A_median": med("velocity_diff"),
+            "lean_A_median": med("lean_A"), "lean_B_median": med("lean_B"),
+            "B_leans_more_than_A": share("b_leans_more"), "A_nearer_home": share("a_nearer_home"),
+            "B_nearer_area": share("b_nearer_area"), "A_best_key_is_home": share("a_best_is_home"),
+            "B_best_key_is_area": share("b_best_is_area")}
+
+
+def _row(c: dict, home: str, area: str) -> dict:
+    a, b = c["A"], c["B"]
+    ratio = b["notes_per_second"] / a["notes_per_second"] if a["notes_per_second"] else float("nan")
+    return {"density_ratio": ratio, "abs_log2": abs(np.log2(ratio)) if ratio > 0 else float("nan"),
+            "pitch_diff": b["mean_pitch"] - a["mean_pitch"], "abs_pitch": abs(b["mean_pitch"] - a["mean_pitch"]),
+            "velocity_diff": b["velocity"] - a["velocity"], "lean_A": a["lean"], "lean_B": b["lean"],
+            "b_leans_more": bool(b["lean"] > a["lean"]), "a_nearer_home": bool(a["lean"] < 0),
+            "b_nearer_area": bool(b["lean"] > 0), "a_best_is_home": a["best_key"] == home,
+            "b_best_is_area": b["best_key"] == area}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="checkpoint or run folder (default: the shipped model)")
+    p.add_argument("--pieces", type=int, default=50, help="ABA pieces")
+    p.add_argument("--aaba", type=int, default=10, help="AABA pieces (the first of the same seeds)")
+    p.add_argument("--seconds", type=float, default=60.0, help="new music per piece")
+    p.add_argument("--reprise-beats", type=float, default=None, help="override REPRISE_BEATS")
+    p.add_argument("--json", help="write the figures and every piece's here")
+    args = p.parse_args()
+    model = load_model(args.model)
+    settings = settings_of(args.model)
+    n_seeds = len(list_seeds(settings=settings))
+    indices = np.linspace(0, n_seeds - 1, args.pieces).round().astype(int)
+    extra = {} if args.reprise_beats is None else {"reprise_beats": args.reprise_beats}
+    runs = {"ABA": [], "AABA": [], "plain": []}
+    t0 = time.time()
+    for j, idx in enumerate(indices):
+        seed = seed_from_test(int(idx), settings=settings)
+        cfg = GenerateConfig(seconds=args.seconds, random_seed=int(idx))
+        for form in ("ABA", "AABA") if j < args.aaba else ("ABA",):
+            res = compose_form(model, seed, cfg, form, **extra)
+            match = reprise_matches(res)
+            b = next(s for s in res.sections if s.label == "B")
+            row = {"seed": int(idx), "form": form, "key": res.key.name, "b_key": b.key.name,
+                   "reprise_found": match.found, "beyond_share": match.beyond_share,
+                   "replayed_states": res.sections[-1].replayed_states,
+                   "cadence": ends_on_tonic_chord(res.states, res.key),
+                   "sections": [(s.label, round(s.start_seconds, 2), round(s.end_seconds, 2)) for s in res.sections],
+                   "profiles": [{"label": q.label, "notes_per_second": q.notes_per_second, "mean_pitch": q.mean_pitch,
+                                 "velocity": q.velocity, "key": q.key.name} for q in section_profiles(res)]}
+            row.update(_row(contrast(res.states, _bounds_of(res), res.key, b.key), res.key.name, b.key.name))
+            runs[form].append(row)
+            if form == "ABA":  # the baseline: the plain continuation cut where the form's sections lie
+                plain = generate(model, seed, cfg)
+                plan = plan_sections("ABA", res.seed_end_beat + args.seconds * res.bpm / 60)
+                bounds = {"A": _cut(plain.states, plain.bpm, 0, plan[0][2]),
+                          "B": _cut(plain.states, plain.bpm, plan[1][1], plan[1][2])}
+                last = _cut(plain.states, plain.bpm, plan[2][1], plain.states.total_beats)
+                prow = {"seed": int(idx), "cadence": ends_on_tonic_chord(plain.states, plain.key),
+                        "reprise_found": _plain_reprise(plain.states, bounds["A"][:2], last[:2]),
+                        "beyond_share": None}
+                prow.update(_row(contrast(plain.states, bounds, plain.key, b.key), plain.key.name, b.key.name))
+                runs["plain"].append(prow)
+        done = j + 1
+        if done % 5 == 0 or done == len(indices):
+            s = summarise(runs["ABA"])
+            print(f"{done}/{len(indices)} seeds, {time.time() - t0:.0f} s: ABA reprise {s['reprise_found']:.0%}, "
+                  f"cadence {s['cadence']:.0%}", flush=True)
+    figures = {k: summarise(v) for k, v in runs.items()}
+    for k, v in figures.items():
+        print(k, {a: (round(b, 3) if isinstance(b, float) else b) for a, b in v.items()})
+    if args.json:
+        atomic_write_json(args.json, {"model": args.model or "shipped", "seconds": args.seconds,
+                                      "figures": figures, "pieces": runs})
+
+
+def _plain_reprise(states, a: tuple[int, int], last: tuple[int, int], min_length: int = 4) -> bool:
+    """The same test as reprise_matches, for a plain continuation cut into thirds."""
+    cont, length, _ = find_continuations("exact", states.keys, states.onsets, states.beats)
+    idx = np.arange(*last)
+    src_end, src_start = cont[idx] - 1, cont[idx] - length[idx]
+    return bool(((length[idx] >= min_length) & (src_start >= a[0]) & (src_end < a[1])).any())
+
+
+if __name__ == "__main__":
+    main()
