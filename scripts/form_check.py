@@ -57,12 +57,14 @@ def lean(states, home, area) -> float:
 def contrast(states, bounds, home, area) -> dict:
     """A (the first section) against B (the one labelled B), as ``(start, end)`` states in ``bounds``."""
     out = {}
-    parts = {}
     for name, (s0, s1, secs) in bounds.items():
         part = states[s0:s1]
         notes = states_to_notes(part)
-        parts[name] = part
+        struck = part.velocity[part.velocity > 0]
         out[name] = {"notes_per_second": len(notes) / secs if secs else float("nan"),
+                     # as compose_form measures A to ask B for the other side: struck keys a beat, state velocity
+                     "per_beat": float(part.onsets.sum() / part.total_beats) if len(part) else float("nan"),
+                     "state_velocity": float(struck.mean()) if struck.size else float("nan"),
                      "mean_pitch": float(notes[:, 2].mean()) if len(notes) else float("nan"),
                      "velocity": float(notes[:, 3].mean()) if len(notes) else float("nan"),
                      "lean": lean(part, home, area),
@@ -87,6 +89,10 @@ def summarise(rows: list[dict]) -> dict:
         v = [r[key] for r in rows]
         return float(np.mean(v)) if v else float("nan")
 
+    def share_of(key):  # among the pieces where it applies
+        v = [r[key] for r in rows if r.get(key) is not None]
+        return float(np.mean(v)) if v else float("nan")
+
     def med(path):
         v = [r for r in (x.get(path) for x in rows) if r is not None and np.isfinite(r)]
         return float(np.median(v)) if v else float("nan")
@@ -95,19 +101,30 @@ def summarise(rows: list[dict]) -> dict:
             "beyond_replay_share_median": med("beyond_share"),
             "density_ratio_B_over_A_median": med("density_ratio"), "abs_log2_density_ratio_median": med("abs_log2"),
             "pitch_B_minus_A_median": med("pitch_diff"), "abs_pitch_diff_median": med("abs_pitch"),
-            "velocity_B_minus_A_median": med("velocity_diff"),
+            "abs_velocity_diff_median": med("abs_velocity"),
+            "density_as_asked": share_of("density_as_asked"), "loudness_as_asked": share_of("loudness_as_asked"),
             "lean_A_median": med("lean_A"), "lean_B_median": med("lean_B"),
             "B_leans_more_than_A": share("b_leans_more"), "A_nearer_home": share("a_nearer_home"),
             "B_nearer_area": share("b_nearer_area"), "A_best_key_is_home": share("a_best_is_home"),
             "B_best_key_is_area": share("b_best_is_area")}
 
 
-def _row(c: dict, home: str, area: str) -> dict:
+def _row(c: dict, home: str, area: str, asked) -> dict:
+    """One piece's contrast figures; ``asked``: B's controls (None without), whose density and loudness
+    B should have moved towards from A's."""
     a, b = c["A"], c["B"]
+
+    def towards(value, key):
+        if asked is None or value is None:
+            return None
+        return bool((value > a[key]) == (b[key] > a[key]))
+
     ratio = b["notes_per_second"] / a["notes_per_second"] if a["notes_per_second"] else float("nan")
     return {"density_ratio": ratio, "abs_log2": abs(np.log2(ratio)) if ratio > 0 else float("nan"),
             "pitch_diff": b["mean_pitch"] - a["mean_pitch"], "abs_pitch": abs(b["mean_pitch"] - a["mean_pitch"]),
-            "velocity_diff": b["velocity"] - a["velocity"], "lean_A": a["lean"], "lean_B": b["lean"],
+            "abs_velocity": abs(b["velocity"] - a["velocity"]), "lean_A": a["lean"], "lean_B": b["lean"],
+            "density_as_asked": towards(asked.density if asked else None, "per_beat"),
+            "loudness_as_asked": towards(asked.loudness if asked else None, "state_velocity"),
             "b_leans_more": bool(b["lean"] > a["lean"]), "a_nearer_home": bool(a["lean"] < 0),
             "b_nearer_area": bool(b["lean"] > 0), "a_best_is_home": a["best_key"] == home,
             "b_best_is_area": b["best_key"] == area}
@@ -143,7 +160,8 @@ def main() -> None:
                    "sections": [(s.label, round(s.start_seconds, 2), round(s.end_seconds, 2)) for s in res.sections],
                    "profiles": [{"label": q.label, "notes_per_second": q.notes_per_second, "mean_pitch": q.mean_pitch,
                                  "velocity": q.velocity, "key": q.key.name} for q in section_profiles(res)]}
-            row.update(_row(contrast(res.states, _bounds_of(res), res.key, b.key), res.key.name, b.key.name))
+            row.update(_row(contrast(res.states, _bounds_of(res), res.key, b.key), res.key.name, b.key.name,
+                            b.controls))
             runs[form].append(row)
             if form == "ABA":  # the baseline: the plain continuation cut where the form's sections lie
                 plain = generate(model, seed, cfg)
@@ -154,7 +172,8 @@ def main() -> None:
                 prow = {"seed": int(idx), "cadence": ends_on_tonic_chord(plain.states, plain.key),
                         "reprise_found": _plain_reprise(plain.states, bounds["A"][:2], last[:2]),
                         "beyond_share": None}
-                prow.update(_row(contrast(plain.states, bounds, plain.key, b.key), plain.key.name, b.key.name))
+                prow.update(_row(contrast(plain.states, bounds, plain.key, b.key), plain.key.name, b.key.name,
+                                 b.controls))  # the plain middle "as asked": what chance gives
                 runs["plain"].append(prow)
         done = j + 1
         if done % 5 == 0 or done == len(indices):
