@@ -236,7 +236,9 @@ def test_every_control_and_variations(app_url, browser, tmp_path):
     assert "controls: density 12/s, register 55-79, loudness ff, key not held" in log
     page.screenshot(path=str(tmp_path / "app-steered.png"), full_page=True)
 
-    # 4 variations of 30 s, side by side, each with its player and its figures
+    # 4 variations of 30 s, side by side, each with its player and its figures (a fresh random seed at each
+    # click: each click's pieces are new ones)
+    page.get_by_text("New random seed for each piece", exact=True).click()
     _fill_number(page, "Seconds of new music", "30")
     _fill_number(page, "Variations", "4")
     repeats = _latency_repeats(log_path)

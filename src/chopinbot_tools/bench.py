@@ -819,11 +819,11 @@ def bench_app(ctx: BenchContext) -> list[dict]:
     import torch  # not at module level: see the module docstring
 
     threads, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
-    tuned = ""
+    tuned, untune = "", None
     try:
         from chopinbot.app.pool import tune_for_serving
 
-        tune_for_serving()  # what `chopinbot app` does at start: 1 thread per generation, MKL-DNN off
+        untune = tune_for_serving()  # what `chopinbot app` does at start: 1 thread per generation, MKL-DNN off
         tuned = f"; tuned as the server is (pool.tune_for_serving: {torch.get_num_threads()} thread(s))"
     except ImportError:
         pass
@@ -838,6 +838,8 @@ def bench_app(ctx: BenchContext) -> list[dict]:
     finally:
         torch.set_num_threads(threads)
         torch.backends.mkldnn.enabled = mkldnn
+        if untune is not None:
+            untune()  # NumPy's BLAS threads back
     r = box["r"]
     if hasattr(r, "timings"):
         timings = {k: round(v, 4) for k, v in r.timings.items()}

@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -152,12 +153,22 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
-def tune_for_serving(threads: int = 1) -> None:
-    """Settings for the whole server process (``chopinbot app`` only): ``threads``
-    intra-op threads by default (see :func:`_worker_init`) and the MKL-DNN LSTM
-    kernel off (it is slower at batch 1)."""
+def tune_for_serving(threads: int = 1) -> Callable[[], None]:
+    """Settings for the whole server process (``chopinbot app``, and the benchmark that
+    measures it): ``threads`` intra-op threads by default (see :func:`_worker_init`), the
+    MKL-DNN LSTM kernel off (it is slower at batch 1), and NumPy's BLAS on ``threads``
+    threads too.  ``chopinbot app`` already starts the server with ``OMP_NUM_THREADS=1``,
+    which OpenBLAS reads when it loads; this sets the same in a process that is running.
+    With 2 BLAS threads a batch-4 NumPy step (4 variations) cost 10x the CPU of one thread
+    on the 2-core machine (4.9 s against 0.5 s for four 30-s pieces): the threads spin
+    against each other.  Returns a function that gives BLAS its threads back."""
     torch.set_num_threads(max(1, threads))
     torch.backends.mkldnn.enabled = False
+    try:
+        from threadpoolctl import threadpool_limits  # installed with scikit-learn
+    except ImportError:  # pragma: no cover - then OMP_NUM_THREADS is the only limit
+        return lambda: None
+    return threadpool_limits(limits=max(1, threads), user_api="blas").restore_original_limits
 
 
 _warmed: set[str] = set()
