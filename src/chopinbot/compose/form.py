@@ -15,8 +15,10 @@ section by section, the model reading everything composed before each one:
   keeps the key of what it reads (made to read the piece moved so that the
   dominant was its home key, C major / A minor, its B leaned towards the
   dominant no more often than a plain continuation's middle does: 56 % vs
-  60 % of 50 pieces); so its B is the model's continuation of A moved a
-  fourth down, into the dominant: a change of key at the double bar.
+  60 % of 50 pieces); so its B is the model's continuation of A moved into
+  the dominant -- a change of key at the double bar -- a fifth up from an A
+  lying below the corpus's median pitch, a fourth down from one above it, so
+  that the register changes too.
 * **A'**, the reprise: the first ``reprise_beats`` of A are played again, then
   the model goes on.  The repeats machinery (:mod:`chopinbot.music.repeats`)
   is what makes this a reprise and not a quotation: at every state the
@@ -81,6 +83,9 @@ HOLD_BEATS = 4.0  # the final tonic chord is held at least this long (a bar of 4
 # percentiles, so a factor of 1.75 moves a typical A from one quartile to the other.
 MEDIAN_DENSITY = 6.25  # notes per beat
 DENSITY_CONTRAST = 1.75
+# The corpus's median struck pitch (MIDI, in the model's frame): a B without controls moves down a fourth
+# from an A above it, up a fifth from one below, into the dominant either way.
+MEDIAN_PITCH = 62.0
 DENSITY_BOUNDS = (1.0, 20.0)  # notes per beat: what the corpus's windows span (its 1st to 99th percentile or so)
 SECTION_TRIES = 3  # a section stuck in a loop is composed again at most this often (see _continue)
 MIN_MATCH = 4  # states: a lookup this long or longer is the opening's material recognised (not one chord)
@@ -440,8 +445,9 @@ def compose_form(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = Non
                 controls = contrast_controls(a_controls, float(density),
                                              float(struck.mean()) if struck.size else LOUDNESS_LEVELS["mf"],
                                              draft.home.minor)
-            else:  # the model's continuation, moved to the dominant (see the module docstring)
-                shift = draft.home.shift_to(Key((draft.home.tonic + 7) % 12, draft.home.minor))
+            else:  # the model's continuation, moved to the dominant, away from A's register (module docstring)
+                pitch = np.nonzero(a.onsets)[1].mean() + LOWEST_PITCH if a.onsets.any() else MEDIAN_PITCH
+                shift = -5 if pitch >= MEDIAN_PITCH else 7
         last = i == len(plan) - 1
         room = end - draft.out_beats - (DOMINANT_BEATS + HOLD_BEATS if last else 0.0)
         if room >= 1.0 / GRID_PER_BEAT:
