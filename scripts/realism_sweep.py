@@ -42,7 +42,14 @@ def parse_spec(spec: str) -> dict:
         if name not in FIELDS:
             raise SystemExit(f"unknown GenerateConfig field {name!r}")
         default = getattr(GenerateConfig(), name)
-        out[name] = int(value) if isinstance(default, int) and not isinstance(default, bool) else float(value)
+        if isinstance(default, bool):
+            out[name] = value.lower() in ("1", "true", "yes", "on")
+        elif name == "register":  # register=36-96 (MIDI, in the output key)
+            out[name] = tuple(int(v) for v in value.split("-"))
+        elif name in ("loudness", "style", "key"):
+            out[name] = value
+        else:
+            out[name] = int(value) if isinstance(default, int) else float(value)
     GenerateConfig(**out).validate()
     return out
 

@@ -95,24 +95,8 @@ def test_block_tracker_reads_the_request_from_the_seed_last_state_on():
     assert np.allclose(lstm[0, :-1], own[0][0][:-1])  # the seed's own windows ...
     assert np.allclose(lstm[0, -1], want[0][0]) and np.allclose(note[0, -1], want[1][0])  # ... then the request
     one = NewStates(keys[:1], onsets[:1], np.zeros(1, np.int64), np.array([1.0]), np.array([50.0]))
-    (step,), (step_note,) = tracker.step(one)  # 1 beat composed: too little to judge, the request as it is
+    (step,), (step_note,) = tracker.step(one)
     assert np.allclose(step[0], want[0][0]) and np.allclose(step_note[0], want[1][0])
-
-
-def test_a_requested_density_is_fed_back():
-    onsets, beats, vel = _states([[60, 64, 67]] * 4, [1, 1, 1, 1], [50] * 4)
-    block = ControlBlock(Controls(density=2.0))
-    tracker = block.tracker(onsets[None], onsets[None], beats[None], 0.0, vel[None])
-    chord = NewStates(onsets[:1], onsets[:1], np.zeros(1, np.int64), np.array([0.5]), np.array([50.0]))
-    for _ in range(8):  # 4 beats of 3-note chords every half beat: 6 notes a beat, three times the request
-        (row,), _ = tracker.step(chord)
-    fed = np.expm1(row[0, 0] * 2.0)  # the density column is log(1 + notes per beat) / 2
-    assert fed == pytest.approx(2.0 / 3.0, rel=1e-4)  # 2 x (2 / 6): the model is told to thin out
-    tracker = block.tracker(onsets[None], onsets[None], beats[None], 0.0, vel[None])
-    sparse = NewStates(onsets[:1] & False, onsets[:1] & False, np.zeros(1, np.int64), np.array([4.0]),
-                       np.array([0.0]))
-    (row,), _ = tracker.step(sparse)  # 4 beats without a note: pushed up, but at most 3 times the request
-    assert np.expm1(row[0, 0] * 2.0) == pytest.approx(6.0, rel=1e-4)
 
 
 def test_pitch_names():
@@ -195,3 +179,30 @@ def test_held_out_pieces_are_scored_without_their_own_controls(tiny_controls_mod
     other = [c for c in range(config.input_dim) if c not in range(lstm_cols.start, lstm_cols.stop)
              and c not in range(note_cols.start, note_cols.stop)]
     assert (trained[..., other] == scored[..., other]).all()  # everything else read alike
+
+
+def test_density_steer_tilts_the_mean_length_to_the_one_that_keeps_the_density():
+    from chopinbot.compose.sampling import DensitySteer, softmax
+
+    classes = np.array([0.25, 0.5, 1.0, 2.0])
+    steer = DensitySteer(2.0, 2, classes)  # 2 notes a beat asked
+    steer.update(np.array([[1] * 8 + [0] * 80, [1] * 2 + [0] * 86]), np.array([2.0, 2.0]))
+    # so far: 8 notes in 2 beats (too busy), 2 notes in 2 beats (too sparse)
+    logits = np.zeros((2, 4))
+    tilted = steer.tilt(logits, np.array([2, 2]))
+    mean = softmax(tilted) @ classes
+    # 10 notes want 5 beats: 3 more (clipped to the longest, 2); 4 notes want 2 beats: none more (the shortest)
+    assert mean[0] > 1.9 and mean[1] < 0.27
+    order = np.argsort(tilted, axis=-1)
+    assert (order[0] == [0, 1, 2, 3]).all() and (order[1] == [3, 2, 1, 0]).all()  # a tilt, not a reshuffle
+
+
+def test_a_requested_density_is_kept(tiny_controls_model_dir):
+    model = load_model(tiny_controls_model_dir / "best")
+    seed = seed_from_test(2)
+    got = {}
+    for want in (None, 2.0, 8.0):
+        res = generate(model, seed, GenerateConfig(seconds=30, density=want, random_seed=0, include_seed=False))
+        got[want] = result_figures(res).density
+    # the tiny model's longest lengths and thick chords cannot go as sparse as 2 a second, but it goes sparser
+    assert got[2.0] < 0.7 * got[None] and abs(got[8.0] / 8.0 - 1) < 0.2, got

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from chopinbot.compose.guidance import GuidedStepper
-from chopinbot.compose.sampling import Sampler
+from chopinbot.compose.sampling import DensitySteer, Sampler
 from chopinbot.compose.seeds import Seed
 from chopinbot.compose.stepper import InputBuilder, NumpyStepper, stepper_for
 from chopinbot.constants import HIGHEST_PITCH, LOWEST_PITCH, MIN_KEYS, N_KEYS
@@ -107,6 +107,7 @@ class GenerateConfig:
     loudness: str | None = None  # its dynamic: pp, p, mf, f or ff
     hold_key: bool = True  # steer it to stay in the output key (a model with controls; others only transpose)
     confine_register: bool = True  # with register: keys outside it are never struck (off: the model's steering alone)
+    keep_density: bool = True  # with density: tilt the states' lengths to keep it (off: the model's steering alone)
     follow_seed: bool = False  # steer the controls not asked for to the seed's last 8 beats (its density, register,
     #                            loudness): a continuation that keeps the primer's character
     random_seed: int | None = None  # makes sampling reproducible
@@ -283,6 +284,8 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
     out = stepper.start(x_seed)  # the seed is read in one call; then each step feeds one new state
     confine = controls is not None and cfg.register is not None and cfg.confine_register  # only a register asked for
     sampler = Sampler(model, cfg, rng, stepper, register=controls.register if confine else None)
+    if controls is not None and controls.density is not None and cfg.keep_density:
+        sampler.density = DensitySteer(controls.density, B, model.config.duration_classes)
     loud = model.config.loudness
     prev = seed_keys[:, -1].astype(bool)
     window = list(x_seed.transpose(1, 0, 2)) if rerun_window else []
@@ -302,6 +305,8 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
             total += class_beats[cls]
             if (total >= max_beats).all():
                 break
+        if sampler.density is not None:
+            sampler.density.update(onsets, class_beats[cls])
         x = inputs(keys, onsets, cls, vel)
         if rerun_window:  # the original's way, for comparison: re-read the last window from scratch
             window.append(x)

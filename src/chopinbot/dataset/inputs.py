@@ -92,7 +92,6 @@ from chopinbot.music.controls import (
     Controls,
     WindowControls,
     control_features,
-    density_feature,
     hide,
     window_controls,
 )
@@ -573,9 +572,6 @@ def split_styles(split: SplitStates, styles: tuple[str, ...]) -> np.ndarray:
 
 
 HIDE_SHARE = 0.25  # training hides each control from this share of the chunks, so the model composes without it too
-FEEDBACK_BEATS = 4.0  # a requested density is fed back once this much music is composed (_ControlTracker)
-FEEDBACK_GAIN = 1.0
-FEEDBACK_LIMIT = 3.0  # the density read is at most this factor from the request
 
 
 @dataclass(frozen=True)
@@ -642,13 +638,7 @@ class ControlBlock(InputBlock):
 
 class _ControlTracker(BlockTracker):
     """The seed's own windows, the last seed state reading the request (it predicts the first new
-    state); then the request at every step (its rows made once).
-
-    A requested density is fed back: once ``FEEDBACK_BEATS`` beats are composed, the density the
-    model reads is the request times (request / density so far) ** ``FEEDBACK_GAIN``, within
-    ``FEEDBACK_LIMIT``, as a thermostat reads the room.  The model follows the passage it hears
-    more than the density it is told, and without this the music drifted back to its seed's
-    density (docs/controls.md)."""
+    state); then the request at every step (its rows made once)."""
 
     def __init__(self, block: ControlBlock, onsets: np.ndarray, beats: np.ndarray,
                  velocity: np.ndarray | None) -> None:
@@ -661,26 +651,14 @@ class _ControlTracker(BlockTracker):
             lstm.append(l1)
             note.append(n1)
         lstm, note = np.stack(lstm), np.stack(note)
-        self.request = block.requested if block.requested is not None else Controls()
-        (row,), (note_row,) = ControlBlock(self.request).columns(WindowControls.constant(self.request, 1))
+        request = block.requested if block.requested is not None else Controls()
+        (row,), (note_row,) = ControlBlock(request).columns(WindowControls.constant(request, 1))
         lstm[:, -1], note[:, -1] = row[0], note_row[0]
         self.seed = [lstm], [note]
         self.lstm_rows, self.note_rows = np.repeat(row, B, 0), np.repeat(note_row, B, 0)
-        self.notes, self.beats = np.zeros(B), np.zeros(B)
 
     def step(self, new: NewStates) -> Columns:
-        want = self.request.density
-        if want is None:
-            return [self.lstm_rows], [self.note_rows]
-        self.notes += np.asarray(new.onsets).sum(-1)
-        self.beats += new.beats
-        lstm = self.lstm_rows.copy()
-        ready = self.beats >= FEEDBACK_BEATS
-        if ready.any():
-            so_far = np.maximum(self.notes / np.maximum(self.beats, 1e-9), 1e-3)
-            fed = want * np.clip((want / so_far) ** FEEDBACK_GAIN, 1 / FEEDBACK_LIMIT, FEEDBACK_LIMIT)
-            lstm[:, 0] = np.where(ready, density_feature(fed), lstm[:, 0])
-        return [lstm], [self.note_rows]
+        return [self.lstm_rows], [self.note_rows]
 
 
 def split_controls(split: SplitStates) -> WindowControls:
