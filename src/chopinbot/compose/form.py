@@ -424,7 +424,7 @@ def compose_form(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = Non
     rng = np.random.default_rng(cfg.random_seed)
     seeds = [None if cfg.random_seed is None else int(s) for s in rng.integers(0, 2**31, len(plan))]
     shift_home = seed.home.shift_to(key)
-    sections: list[Section] = []
+    rows: list[tuple] = []  # each section's Section fields but its seconds
     a_sections: list[tuple[int, int]] = []  # (start, end) state of each A in the output
     for i, (label, start, end) in enumerate(plan):
         role = _role(label, i)
@@ -460,14 +460,14 @@ def compose_form(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = Non
             draft.add(_cadence(model, draft, cfg, controls, np.random.default_rng(seeds[i]), engine, end))
         if label.startswith("A"):
             a_sections.append((first_state, draft.out_len))
-        sections.append((label, role, first_state, draft.out_len, first_beat, draft.out_beats, sec_key, controls,
+        rows.append((label, role, first_state, draft.out_len, first_beat, draft.out_beats, sec_key, controls,
                          replayed))
     out = draft.body[draft.out_start :]
     out.seconds = (out.beats.astype(np.float64) * 60.0 / bpm).astype(np.float32)
     out_states, _ = transpose_states(out, shift_home)
     spb = 60.0 / bpm
     done = [Section(lab, role, s0, s1, b0, b1, b0 * spb, b1 * spb, k, c, r)
-            for lab, role, s0, s1, b0, b1, k, c, r in sections]
+            for lab, role, s0, s1, b0, b1, k, c, r in rows]
     final = out_states.beats[-1]
     cadence = (f"Ends on a {key.name} chord (tonic in the bass) held {final:g} beats, after the model's dominant "
                f"seventh: both confined to those chords' notes, the voicing and rhythm the model's.")
