@@ -8,7 +8,8 @@ import pytest
 from chopinbot.compose.generate import GenerateConfig, generate
 from chopinbot.compose.seeds import seed_from_test
 from chopinbot.constants import LOWEST_PITCH, N_KEYS
-from chopinbot.dataset.inputs import ControlBlock, NewStates
+from chopinbot.dataset.conditioning import ControlBlock
+from chopinbot.dataset.inputs import NewStates
 from chopinbot.errors import ConfigError
 from chopinbot.evaluation.figures import piece_figures, result_figures
 from chopinbot.model.formats import load_model

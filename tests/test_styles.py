@@ -13,8 +13,8 @@ from tests.conftest import CORPUS
 from chopinbot.cli import main
 from chopinbot.compose.stepper import InputBuilder
 from chopinbot.dataset.batches import SplitData
+from chopinbot.dataset.conditioning import StyleBlock, split_styles
 from chopinbot.dataset.corpus import style_name
-from chopinbot.dataset.inputs import StyleBlock, split_styles
 from chopinbot.dataset.prepare import prepare
 from chopinbot.dataset.store import Dataset
 from chopinbot.errors import ConfigError

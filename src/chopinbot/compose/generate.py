@@ -39,7 +39,7 @@ from chopinbot.compose.sampling import DensitySteer, Sampler
 from chopinbot.compose.seeds import Seed
 from chopinbot.compose.stepper import InputBuilder, NumpyStepper, stepper_for
 from chopinbot.constants import HIGHEST_PITCH, LOWEST_PITCH, MIN_KEYS, N_KEYS
-from chopinbot.dataset.inputs import StyleBlock
+from chopinbot.dataset.conditioning import StyleBlock
 from chopinbot.errors import ChopinBotError, ConfigError
 from chopinbot.io_utils import atomic_write_bytes
 from chopinbot.model.network import ChopinLSTM

@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 from chopinbot.constants import N_KEYS
-from chopinbot.dataset.inputs import ControlBlock, NewStates
+from chopinbot.dataset.conditioning import ControlBlock
+from chopinbot.dataset.inputs import NewStates
 from chopinbot.dataset.layout import InputLayout
 from chopinbot.errors import ConfigError
 from chopinbot.model.network import JOINT_INPUTS, NEIGHBOURS, PITCH_EMB, ChopinLSTM, neighbourhood_index

@@ -36,6 +36,12 @@ weights depend on this order):
 * style (``style_input``): for the LSTM, a one-hot over the model's styles
   (composers, ``ModelConfig.styles``): whose music a training row is, or
   which style to compose in; all 0 for a composer the model does not know.
+* controls (``controls``): for the LSTM, the density, register, loudness and
+  pitch-class shares of the 8 beats ahead, each with a present bit; per key,
+  inside the register or not, its pitch class's share and the density; for
+  the duration head, the density.
+
+The last two steer what is composed and live in :mod:`chopinbot.dataset.conditioning`.
 
 The network (:mod:`chopinbot.model.network`), the training batches
 (:mod:`chopinbot.dataset.batches`) and the composing step
@@ -45,7 +51,8 @@ from the states' keys, onsets, lengths (beats) and velocities (the loudness
 block brought the velocities into :class:`BatchStates`, :class:`NewStates` and
 the blocks' methods).  A new block built from these touches three source files:
 
-1. this module: its :class:`InputBlock` subclass; and its entry in
+1. this module (or :mod:`chopinbot.dataset.conditioning`, for a block that
+   steers): its :class:`InputBlock` subclass; and its entry in
    :data:`chopinbot.dataset.layout.OPTIONAL_BLOCKS` (where the entry sits is
    where its columns sit);
 2. ``src/chopinbot/model/network.py``: the :class:`~chopinbot.model.network.ModelConfig`
@@ -70,7 +77,6 @@ from typing import Literal, NamedTuple, Protocol, TypeVar
 import numpy as np
 
 from chopinbot.constants import N_KEYS
-from chopinbot.dataset.corpus import style_name
 from chopinbot.dataset.features import (
     N_POSITION,
     AgeTracker,
@@ -85,15 +91,6 @@ from chopinbot.dataset.features import (
     position_features,
     position_period,
     recency_features,
-)
-from chopinbot.music.controls import (
-    CONTROL_WIDTH,
-    N_CONTROLS,
-    Controls,
-    WindowControls,
-    control_features,
-    hide,
-    window_controls,
 )
 from chopinbot.music.repeats import (
     Continuations,
@@ -498,182 +495,3 @@ class _LoudnessTracker(BlockTracker):
 
     def step(self, new: NewStates) -> Columns:
         return self.block.columns(new.velocity, np.shape(new.cls))
-
-
-# --------------------------------------------------------------------------- style
-
-
-@dataclass(frozen=True)
-class StyleBlock(InputBlock):
-    """Whose music it is: a one-hot over ``styles`` for the LSTM, the same for
-    every state of a piece.  A training row reads its own file's composer;
-    a sequence or a piece being composed reads ``style``.  A composer the
-    model does not know (or ``style`` None) reads all 0."""
-
-    styles: tuple[str, ...]
-    style: str | None = None
-
-    @property
-    def name(self) -> str:
-        return "style"
-
-    @property
-    def lstm_width(self) -> int:
-        return len(self.styles)
-
-    def one_hot(self, index: np.ndarray) -> np.ndarray:
-        """(..., len(styles)) float32 rows for style ``index`` (..., -1: none)."""
-        index = np.asarray(index)
-        eye = np.concatenate([np.eye(len(self.styles), dtype=np.float32),
-                              np.zeros((1, len(self.styles)), np.float32)])
-        return eye[np.where(index >= 0, index, len(self.styles))]
-
-    def own_index(self) -> int:
-        """The index of ``style`` among ``styles`` (-1: not among them, or None)."""
-        return self.styles.index(self.style) if self.style in self.styles else -1
-
-    def sequence_columns(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
-                         start_beat: float = 0.0, velocity: np.ndarray | None = None) -> Columns:
-        return [self.one_hot(np.full(np.shape(beats), self.own_index()))], []
-
-    def batch_columns(self, batch: BatchStates) -> Columns:
-        return [self.one_hot(split_styles(batch.split, self.styles)[batch.rows.ravel()])], []
-
-    def tracker(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, start_beat: float,
-                velocity: np.ndarray | None = None) -> BlockTracker:
-        return _StyleTracker(self, np.shape(beats))
-
-
-class _StyleTracker(BlockTracker):
-    """The same row at every step: made once, not once per state composed."""
-
-    def __init__(self, block: StyleBlock, shape: tuple[int, ...]) -> None:
-        self.seed = block.sequence_columns(None, None, np.zeros(shape))
-        self.row = block.one_hot(np.full(shape[:-1], block.own_index()))  # (B, len(styles))
-
-    def step(self, new: NewStates) -> Columns:
-        return [self.row], []
-
-
-def split_styles(split: SplitStates, styles: tuple[str, ...]) -> np.ndarray:
-    """For every row of a split: the index of its composer's style in ``styles`` (-1: not among them)."""
-
-    def make(split: SplitStates) -> np.ndarray:
-        out = np.full(len(split.records), -1, np.int16)
-        for (a, b), composer in zip(split.segments, split.composers):
-            name = style_name(composer)
-            out[a:b] = styles.index(name) if name in styles else -1
-        return out
-
-    return split.table(f"styles {styles}", make)
-
-
-# --------------------------------------------------------------------------- controls
-
-
-HIDE_SHARE = 0.25  # training hides each control from this share of the chunks, so the model composes without it too
-
-
-@dataclass(frozen=True)
-class ControlBlock(InputBlock):
-    """The composer's controls (:mod:`chopinbot.music.controls`): the density, register,
-    loudness and pitch-class shares of the window about to be played, for the LSTM,
-    and per key (for the note head) whether it lies inside the register and its
-    pitch class's share.  A training row reads its own window, each control hidden
-    from ``HIDE_SHARE`` of the chunks; a sequence reads its own windows
-    (``requested`` None) or ``requested`` at every state; composing reads the
-    seed's own windows, then ``requested`` from the seed's last state on."""
-
-    requested: Controls | None = None
-
-    @property
-    def name(self) -> str:
-        return "controls"
-
-    @property
-    def lstm_width(self) -> int:
-        return CONTROL_WIDTH
-
-    @property
-    def note_width(self) -> int:
-        return 2 * N_KEYS
-
-    def key_columns(self) -> tuple[KeyColumn, ...]:
-        # inside the register; the pitch class's share; the density, the same for every key (the LSTM alone
-        # barely used it: the passage heard already tells the density, and a request away from it was ignored)
-        return KeyColumn("note", 0), KeyColumn("note", N_KEYS), KeyColumn("lstm", 0, False)
-
-    def duration_columns(self) -> tuple[DurationColumns, ...]:
-        return (DurationColumns("lstm", 0, 1),)  # the density, straight to the rhythmic values' logits
-
-    def columns(self, w: WindowControls, shifts: np.ndarray | int = 0) -> Columns:
-        lstm, note = control_features(w, shifts)
-        return [lstm], [note]
-
-    def windows(self, onsets: np.ndarray, beats: np.ndarray, velocity: np.ndarray | None) -> WindowControls:
-        """(n,) windows of a sequence: its own, or ``requested`` at every state."""
-        if self.requested is not None:
-            return WindowControls.constant(self.requested, len(beats))
-        return window_controls(onsets, beats, velocity)
-
-    def sequence_columns(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
-                         start_beat: float = 0.0, velocity: np.ndarray | None = None) -> Columns:
-        return self.columns(self.windows(onsets, beats, velocity))
-
-    def batch_columns(self, batch: BatchStates) -> Columns:
-        if self.requested is not None:  # scoring: what was requested (e.g. nothing), not the passage's own
-            return self.columns(WindowControls.constant(self.requested, batch.rows.size))
-        w = split_controls(batch.split).take(batch.rows.ravel())
-        B, T = batch.rows.shape
-        # which controls each chunk hides: drawn from the chunk's rows, so a batch is built the same every time
-        rng = np.random.default_rng(batch.rows[:, 0].astype(np.int64) * 7919 + batch.rows.shape[1])
-        hidden = np.repeat(rng.random((B, N_CONTROLS)) < HIDE_SHARE, T, axis=0)
-        shifts = np.repeat(batch.shifts, T) if batch.shifts is not None else 0
-        return self.columns(hide(w, hidden), shifts)
-
-    def tracker(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, start_beat: float,
-                velocity: np.ndarray | None = None) -> BlockTracker:
-        return _ControlTracker(self, onsets, beats, velocity)
-
-
-class _ControlTracker(BlockTracker):
-    """The seed's own windows, the last seed state reading the request (it predicts the first new
-    state); then the request at every step (its rows made once)."""
-
-    def __init__(self, block: ControlBlock, onsets: np.ndarray, beats: np.ndarray,
-                 velocity: np.ndarray | None) -> None:
-        B, S = np.shape(beats)
-        own = ControlBlock(None)
-        lstm, note = [], []
-        for b in range(B):
-            (l1,), (n1,) = own.sequence_columns(None, onsets[b], beats[b], 0.0,
-                                               None if velocity is None else velocity[b])
-            lstm.append(l1)
-            note.append(n1)
-        lstm, note = np.stack(lstm), np.stack(note)
-        request = block.requested if block.requested is not None else Controls()
-        (row,), (note_row,) = ControlBlock(request).columns(WindowControls.constant(request, 1))
-        lstm[:, -1], note[:, -1] = row[0], note_row[0]
-        self.seed = [lstm], [note]
-        self.lstm_rows, self.note_rows = np.repeat(row, B, 0), np.repeat(note_row, B, 0)
-
-    def step(self, new: NewStates) -> Columns:
-        return [self.lstm_rows], [self.note_rows]
-
-
-def split_controls(split: SplitStates) -> WindowControls:
-    """The controls of the window starting at every row of a split (within its segment)."""
-
-    def make(split: SplitStates) -> WindowControls:
-        n = len(split.records)
-        out = WindowControls(np.full(n, np.nan), np.full(n, -1, np.int16), np.full(n, -1, np.int16),
-                             np.full(n, np.nan), np.full((n, 12), np.nan))
-        for a, b in split.segments:
-            rec = split.records[a:b]
-            onsets = np.unpackbits(rec["onsets"], axis=1, count=N_KEYS).astype(bool)
-            w = window_controls(onsets, rec["beats"], np.asarray(rec["velocity"], np.float64))
-            for name in ("density", "low", "high", "loudness", "key"):
-                getattr(out, name)[a:b] = getattr(w, name)
-        return out
-
-    return split.table("controls", make)

@@ -16,17 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from chopinbot.constants import N_KEYS
+from chopinbot.dataset.conditioning import ControlBlock, StyleBlock
 from chopinbot.dataset.features import DurationVocab
 from chopinbot.dataset.inputs import (
     BaseBlock,
     BatchStates,
     Columns,
-    ControlBlock,
     InputBlock,
     LoudnessBlock,
     RecencyBlock,
     RepeatsBlock,
-    StyleBlock,
 )
 
 

@@ -52,8 +52,9 @@ import torch
 from torch import nn
 
 from chopinbot.constants import GRID_PER_BEAT, N_KEYS
+from chopinbot.dataset.conditioning import ControlBlock
 from chopinbot.dataset.features import LOUDNESS_BINS, DurationVocab
-from chopinbot.dataset.inputs import ControlBlock, InputBlock
+from chopinbot.dataset.inputs import InputBlock
 from chopinbot.dataset.layout import OPTIONAL_BLOCKS, InputLayout, input_blocks
 from chopinbot.errors import ConfigError
 from chopinbot.music.controls import Controls

@@ -16,8 +16,8 @@ from dataclasses import replace
 
 import torch
 
+from chopinbot.dataset.conditioning import StyleBlock
 from chopinbot.dataset.corpus import style_name
-from chopinbot.dataset.inputs import StyleBlock
 from chopinbot.dataset.layout import InputLayout
 from chopinbot.dataset.store import Dataset
 from chopinbot.errors import ConfigError
