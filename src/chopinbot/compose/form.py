@@ -55,8 +55,8 @@ from chopinbot.compose.generate import (
     LOOP_WINDOW,
     GenerateConfig,
     GenerationResult,
-    _output_key,  # the output key and its mode rule, exactly as generate() decides them
     generate,
+    output_key,  # the output key and its mode rule, exactly as generate() decides them
     requested_controls,
 )
 from chopinbot.compose.sampling import Sampler
@@ -410,7 +410,7 @@ def compose_form(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = Non
         raise ConfigError("reprise_beats must be more than 0")
     bpm = float(cfg.bpm or seed.bpm)
     guards: list[str] = []
-    key = _output_key(seed, cfg.key, guards)
+    key = output_key(seed, cfg.key, guards)
     a_controls = requested_controls(model, cfg, seed, key, bpm)  # None without controls (raises if asked for some)
     steered = a_controls is not None
     if cfg.seconds is not None:

@@ -371,7 +371,9 @@ def _adjust(cfg: GenerateConfig, problems: list[str]) -> tuple[GenerateConfig, s
     return replace(cfg, temperature=t), f"temperature raised to {t:.2f}"
 
 
-def _output_key(seed: Seed, requested: str | None, guards: list[str]) -> Key:
+def output_key(seed: Seed, requested: str | None, guards: list[str]) -> Key:
+    """The key a continuation of ``seed`` is written in when ``requested`` (None: the seed's own); a
+    request in the other mode gets its relative (a transposition keeps the mode), said in ``guards``."""
     if requested is None:
         return seed.key
     want = parse_key(requested)
@@ -428,7 +430,7 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
     max_beats = cfg.seconds * bpm / 60.0 if cfg.seconds is not None else None
     steps = None if cfg.seconds is not None else cfg.steps
     key_guards: list[str] = []
-    key = _output_key(seed, cfg.key, key_guards)
+    key = output_key(seed, cfg.key, key_guards)
     if controls is None:
         controls = requested_controls(model, cfg, seed, key, bpm)
     elif not getattr(model.config, "controls", False):
