@@ -26,9 +26,10 @@ places, and ordinary generated excerpts (60-s continuations of held-out seeds).
 A model with controls can also steer its candidates towards what follows
 (``--steer both`` composes each span both ways, from the same random seed).
 
-    nice -n 10 .venv/bin/python scripts/infill_check.py --json runs/infill/shipped.json
-    nice -n 10 .venv/bin/python scripts/infill_check.py --model runs/ctl/m-controls/best --steer both \\
-        --json runs/infill/controls.json
+    nice -n 10 .venv/bin/python scripts/infill_check.py --model chopin-editions --performed-spans 8 \\
+        --judge joint-loudness --json runs/infill/shipped.json
+    nice -n 10 .venv/bin/python scripts/infill_check.py --model runs/ctl/m-controls2/best --steer both \\
+        --performed-spans 8 --judge joint-loudness --json runs/infill/controls.json
 
 The figures of docs/controls.md ("Infill") were made this way.
 """
@@ -119,8 +120,8 @@ def centred_excerpt(states: States, centre: float, group: str, key):
 
 def measure_span(model, path, first: int, args, steer: bool, settings, judge=None) -> dict:
     t0 = time.process_time()
-    r = infill(model, path, first, first + args.bars, "bars", GenerateConfig(random_seed=first), args.candidates,
-               args.lookahead, steer, settings)
+    cfg = GenerateConfig(random_seed=first)
+    r = infill(model, path, first, first + args.bars, "bars", cfg, args.candidates, args.lookahead, steer, settings)
     a, b = r.original_span
     piece = r.original
     history, start_beat = history_of(piece, r.key, a)

@@ -81,7 +81,8 @@ def test_the_kept_span_is_the_candidate_with_the_lowest_continuation_nll(result)
     assert result.nll == result.candidate_nll.min() < np.sort(result.candidate_nll)[1]  # the candidates differ
     kept, _ = transpose_states(result.candidates[result.chosen], result.key.home.shift_to(result.key))
     assert np.array_equal(kept.keys, result.new_span.keys)
-    assert np.isfinite(result.original_nll) and result.lookahead == min(64, len(result.original) - result.original_span[1])
+    assert np.isfinite(result.original_nll)
+    assert result.lookahead == min(64, len(result.original) - result.original_span[1])
     assert "the best of 6 candidates" in result.summary()
 
 

@@ -17,8 +17,11 @@ measures it: ``docs/controls.md``, "Infill").
 A model with controls can also be *steered* towards the music after the span
 (``steer``): the density, register, loudness and pitch-class shares of the
 8 beats after it, measured from the piece, are what its candidates are asked
-for.  Measured, it does not help on top of the rescoring (``docs/controls.md``),
-so it is off by default.
+for.  Measured, it lowers the continuation's NLL by 1 % more but makes the
+music around the join easier to tell from Chopin (a classifier's accuracy
+0.65 -> 0.74; likely because every state of the span is asked to sound like
+the bars after it, from its first on), so it is off by default
+(``docs/controls.md``).
 
 The likelihood is scored with every control absent (``ModelConfig.scoring_blocks``,
 as held-out pieces are scored): the rows of a sequence would otherwise read, at
