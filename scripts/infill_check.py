@@ -145,7 +145,7 @@ def measure_span(model, path, first: int, args, steer: bool, settings, judge=Non
            "echo": row_echo, "continuation_repeats_span": float(np.nan_to_num(
                ngram_overlap(after, [("span", original)], REPEAT_NGRAM)))}
     # excerpts around the span: infilled, uninformed (the first candidate), original
-    centre = float(np.mean(r.span_seconds))
+    centre = float(np.mean(r.span_seconds)) - r.start_second  # in the piece's states, which start at its first note
     row["excerpts"] = {
         "infilled": centred_excerpt(r.states, centre, path.name, r.key),
         "uninformed": centred_excerpt(splice(piece, a, b, r.candidates[0], r.key), centre, path.name, r.key),

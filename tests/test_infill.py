@@ -130,6 +130,17 @@ def test_seconds_move_to_the_nearest_state_boundary(model):
     for edge, want in ((a, 20.3), (b, 31.0)):
         assert abs(src.boundary_seconds[edge] - want) == np.abs(src.boundary_seconds - want).min()
     assert r.states.total_seconds == pytest.approx(src.states.total_seconds, rel=1e-5)
+    assert r.span_seconds == pytest.approx((src.boundary_seconds[a], src.boundary_seconds[b]), abs=1e-4)
+
+
+def test_seconds_count_from_the_files_start_not_its_first_note(model):
+    late = BUNDLED_CORPUS_DIR / "chpn-p7.mid"  # its first note comes two beats into the file
+    src = read_source(late)
+    assert src.boundary_seconds[0] > 0.5
+    r = infill(model, late, 12.0, 20.0, "seconds", CFG, candidates=2)
+    a, b = r.original_span
+    assert r.span_seconds == pytest.approx((src.boundary_seconds[a], src.boundary_seconds[b]), abs=1e-4)
+    assert abs(r.span_seconds[0] - 12.0) < 1.5 and f"{r.span_seconds[0]:.1f}-" in r.summary()
 
 
 @pytest.mark.parametrize("start, end, unit, message", [

@@ -316,6 +316,7 @@ class InfillResult:
     steered: bool = False
     guards: list[str] = field(default_factory=list)
     config: GenerateConfig | None = None
+    start_second: float = 0.0  # where the piece's first state lies in its file (its first note), in seconds
 
     @property
     def nll(self) -> float:
@@ -340,8 +341,8 @@ class InfillResult:
 
     @property
     def span_seconds(self) -> tuple[float, float]:
-        """... and in seconds from the piece's first state."""
-        t = np.concatenate([[0.0], np.cumsum(self.states.seconds.astype(np.float64))])
+        """... and in seconds from the file's start (as ``infill`` takes them)."""
+        t = self.start_second + np.concatenate([[0.0], np.cumsum(self.states.seconds.astype(np.float64))])
         return float(t[self.span[0]]), float(t[self.span[1]])
 
     def _beat_edges(self) -> np.ndarray:
@@ -517,4 +518,6 @@ def infill(model: ChopinLSTM, source: str | os.PathLike | bytes, start: float, e
     a, b = piece.span_states(start, end, unit)
     key = piece.key_at(a, b, lookahead)
     label = f"{piece.label} ({_fmt(start, unit)} to {_fmt(end, unit)})"
-    return infill_piece(model, piece.states, key, a, b, cfg, candidates, lookahead, steer, context_states, label)
+    result = infill_piece(model, piece.states, key, a, b, cfg, candidates, lookahead, steer, context_states, label)
+    result.start_second = float(piece.boundary_seconds[0])
+    return result
