@@ -156,19 +156,16 @@ class SourcePiece:
         else:
             where = [int(np.argmin(np.abs(self.boundary_seconds - t))) for t in (start, end)]
         n = len(self.states)
-        piece_end = self.describe_end(unit)
         a, b = where
-        if unit == "seconds" and start >= self.boundary_seconds[-1]:
-            raise ConfigError(f"infill START ({_fmt(start, unit)}) is past the piece's end ({piece_end})")
-        if unit == "bars" and ticks[0] >= self.boundary_ticks[-1]:
-            raise ConfigError(f"infill START (bar {int(start)}) is past the piece's end ({piece_end})")
+        if (start >= self.boundary_seconds[-1]) if unit == "seconds" else (ticks[0] >= self.boundary_ticks[-1]):
+            raise ConfigError(f"infill START ({_fmt(start, unit)}) is past the piece's end ({self.describe_end(unit)})")
         if a == 0:
             raise ConfigError(f"the span must start after the piece's first notes (at {self.describe(0, unit)}): "
                               "the model composes it from what comes before")
         if b >= n:
-            raise ConfigError(f"nothing after the span: it runs to the piece's end ({piece_end}), so this is a "
-                              "continuation, not an infill -- use `chopinbot generate --primer FILE` without "
-                              "--infill, or end the span earlier")
+            raise ConfigError(f"nothing after the span: it runs to the piece's end ({self.describe_end(unit)}), so "
+                              "this is a continuation, not an infill -- use `chopinbot generate --primer FILE` "
+                              "without --infill, or end the span earlier")
         if b <= a:
             raise ConfigError(f"the span {_fmt(start, unit)} to {_fmt(end, unit)} holds no state of the piece "
                               f"(its states start at {self.describe(a, unit)}): make it longer")
@@ -497,6 +494,7 @@ def splice(piece: States, start: int, end: int, span: States, key: Key) -> State
     that it lasts as long in seconds too and everything after it stays in place."""
     new, _ = transpose_states(span, key.home.shift_to(key))
     old = piece[start:end]
+    # (a span without timing plays at 120 bpm)
     per_beat = old.total_seconds / old.total_beats if old.total_beats > 0 and old.total_seconds > 0 else 0.5
     new.seconds = (new.beats.astype(np.float64) * per_beat).astype(np.float32)
     return States.concat([piece[:start], new, piece[end:]])
