@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from chopinbot.compose.guidance import GuidedStepper
+from chopinbot.compose.guidance import GuidedStepper, key_request_columns, style_columns
 from chopinbot.compose.sampling import DensitySteer, Sampler
 from chopinbot.compose.seeds import Seed
 from chopinbot.compose.stepper import InputBuilder, NumpyStepper, stepper_for
@@ -64,7 +64,7 @@ KEY_MIN_P_RANGE = (0.0, 1.0)  # key_min_p and key_local_p: fractions
 KEY_WINDOW_RANGE = (1, 24)  # semitones either side of a key, for key_local_p
 DENSITY_RANGE = (0.5, 40.0)  # notes per second (the corpus's 8-beat windows: 1-20 at their tempo)
 MIN_REGISTER_SPAN = 7  # semitones: a narrower register cannot hold a melody's steps
-STYLE_GUIDANCE_RANGE = (0.0, 8.0)  # beyond a few the predictions leave anything the model has seen
+GUIDANCE_RANGE = (0.0, 8.0)  # style and key guidance: beyond a few the predictions leave anything the model has seen
 STUCK_STATES = 24  # this many states in a row with nothing struck = stuck
 LOOP_WINDOW = 48  # the last this many states drawn from a cycle of <= 4 states = looping
 
@@ -101,6 +101,9 @@ class GenerateConfig:
     style: str | None = None  # the style (composer) to compose in, for a model with a style input; None = its default
     style_guidance: float = 0.0  # a model with a style input: compose further in the style than the model's own
     #                              prediction goes (classifier-free guidance, compose.guidance; 0 = off)
+    key_guidance: float = 0.5  # with hold_key: guide the model towards the key asked, as style_guidance does.  On the
+    #                            valid seeds, excerpts in key: 0 -> 88 %, 0.5 -> 100 %; realism 0.92 either way
+    #                            (1: 0.96); it costs a second step per state (docs/controls.md)
     # The composer's controls (a model with controls, see chopinbot.music.controls); None = not steered:
     density: float | None = None  # notes per second of the new music
     register: tuple[int, int] | None = None  # its lowest and highest MIDI pitch, in the output key
@@ -151,9 +154,10 @@ class GenerateConfig:
                                   f"{LOWEST_PITCH}..{HIGHEST_PITCH} (A0..C8), got {lo} {hi}")
             if hi - lo < MIN_REGISTER_SPAN:
                 raise ConfigError(f"register must span at least {MIN_REGISTER_SPAN} semitones, got {hi - lo}")
-        if not (STYLE_GUIDANCE_RANGE[0] <= self.style_guidance <= STYLE_GUIDANCE_RANGE[1]):
-            raise ConfigError(f"style guidance must be between {STYLE_GUIDANCE_RANGE[0]:g} and "
-                              f"{STYLE_GUIDANCE_RANGE[1]:g}")
+        for name, value in (("style", self.style_guidance), ("key", self.key_guidance)):
+            if not (GUIDANCE_RANGE[0] <= value <= GUIDANCE_RANGE[1]):
+                raise ConfigError(f"{name} guidance must be between {GUIDANCE_RANGE[0]:g} and "
+                                  f"{GUIDANCE_RANGE[1]:g}")
         if self.loudness is not None and self.loudness not in LOUDNESS_LEVELS:
             raise ConfigError(f"loudness must be one of {', '.join(LOUDNESS_LEVELS)}, got {self.loudness!r}")
 
@@ -272,15 +276,7 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
     inputs = InputBuilder(model, seed_keys, seed_onsets, seed_beats, start, np.stack([s.velocity for s in seeds]),
                           style=cfg.style, controls=controls)
     x_seed = inputs.seed_inputs
-    stepper = stepper_for(model, engine, B)
-    if cfg.style_guidance:
-        styles = [i for i, b in enumerate(inputs.layout.blocks) if isinstance(b, StyleBlock)]
-        if not styles:
-            raise ConfigError("style guidance needs a model with a style input (see `chopinbot styles`)")
-        # the pair of rows of a batch-1 piece steps fastest in NumPy too (as batch 1 does)
-        pair_engine = "numpy" if engine == "auto" and B == 1 and NumpyStepper.supports(model) else engine
-        stepper = GuidedStepper(stepper_for(model, pair_engine, 2 * B), inputs.layout.lstm_columns(styles[0]),
-                                cfg.style_guidance)
+    stepper = guided_stepper(model, inputs.layout, cfg, controls, engine, B)
     out = stepper.start(x_seed)  # the seed is read in one call; then each step feeds one new state
     confine = controls is not None and cfg.register is not None and cfg.confine_register  # only a register asked for
     sampler = Sampler(model, cfg, rng, stepper, register=controls.register if confine else None)
@@ -337,6 +333,28 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
                            if (seeds[b].velocity > 0).any() else DEFAULT_VELOCITY, 0).astype(np.uint8)
         result.append(States(K[b, sl], onset_steps[b, sl], d[sl], np.zeros(len(d[sl]), np.float32), vel))
     return result
+
+
+def guided_stepper(model: ChopinLSTM, layout, cfg: GenerateConfig, controls: Controls | None, engine: str,
+                   batch: int):
+    """The stepper that composes ``batch`` pieces: the model's own, or guided (:mod:`chopinbot.compose.guidance`)
+    towards the style asked (``style_guidance``) and the key held (``key_guidance``), each guidance
+    doubling the rows stepped."""
+    guides = []  # (columns of the row that say what is asked, weight), innermost first
+    if cfg.style_guidance:
+        if not any(isinstance(b, StyleBlock) for b in layout.blocks):
+            raise ConfigError("style guidance needs a model with a style input (see `chopinbot styles`)")
+        guides.append((style_columns(layout), cfg.style_guidance))
+    if cfg.key_guidance and controls is not None and controls.key is not None:
+        guides.append((key_request_columns(layout), cfg.key_guidance))
+    rows = batch * 2 ** len(guides)
+    # a batch-1 piece's guided rows step fastest in NumPy too (as batch 1 does)
+    if guides and engine == "auto" and batch == 1 and NumpyStepper.supports(model):
+        engine = "numpy"
+    stepper = stepper_for(model, engine, rows)
+    for columns, weight in guides:
+        stepper = GuidedStepper(stepper, columns, weight)
+    return stepper
 
 
 def check_guards(new: States) -> list[str]:

@@ -1,4 +1,4 @@
-"""Style guidance: composing further in a style than the model's own prediction goes.
+"""Guidance: composing further in a style, or a key, than the model's own prediction goes.
 
 A model with a style input learns the style from its one-hot column, but the
 passage it has heard already tells it most of what a style changes, so the
@@ -13,6 +13,12 @@ given the keys below).  Weight 0 is the model's own prediction.
 
 :class:`GuidedStepper` wraps any stepper (:mod:`chopinbot.compose.stepper`)
 run at twice the batch; the sampler sees a stepper of the original batch.
+
+The same works for any input whose 0 means "not asked", and the key of a
+model with controls is one (training hid it from a quarter of its chunks, so
+the model knows music without it): ``key_guidance`` keeps the key asked for
+far better than the key input alone (docs/controls.md).  Guidances nest,
+each doubling the rows stepped.
 """
 
 from __future__ import annotations
@@ -20,14 +26,31 @@ from __future__ import annotations
 import numpy as np
 
 from chopinbot.compose.stepper import ModuleStepper, NumpyStepper, StepOutputs
+from chopinbot.dataset.conditioning import ControlBlock, StyleBlock
+from chopinbot.dataset.layout import InputLayout
+
+
+def style_columns(layout: InputLayout) -> slice:
+    """Where the style one-hot sits in a row of ``layout``."""
+    i = [isinstance(b, StyleBlock) for b in layout.blocks].index(True)
+    return layout.lstm_columns(i)
+
+
+def key_request_columns(layout: InputLayout) -> np.ndarray:
+    """Where the key asked for sits in a row of ``layout`` (a model with controls): the pitch-class
+    shares and their present bit for the LSTM, each key's share for the note head.  All 0 is the
+    key not asked for, as training hid it from a quarter of its chunks."""
+    i = [isinstance(b, ControlBlock) for b in layout.blocks].index(True)
+    lstm, note = ControlBlock.key_parts()
+    return np.concatenate([layout.lstm_columns(i).start + lstm, layout.note_columns(i).start + note])
 
 
 class GuidedStepper:
     """A stepper whose outputs are guided away from those without the style (see the module docstring)."""
 
-    def __init__(self, inner: NumpyStepper | ModuleStepper, style_columns: slice, weight: float) -> None:
+    def __init__(self, inner: NumpyStepper | ModuleStepper, style_columns: slice | np.ndarray, weight: float) -> None:
         """``inner``: a stepper for twice the batch; ``style_columns``: where the style one-hot sits in
-        an input row; ``weight``: the guidance weight (0: none)."""
+        an input row (or any columns whose 0 means "not asked"); ``weight``: the guidance weight (0: none)."""
         self.inner, self.columns, self.weight = inner, style_columns, weight
         self.batch = 0
 

@@ -143,6 +143,13 @@ class ControlBlock(InputBlock):
     def duration_columns(self) -> tuple[DurationColumns, ...]:
         return (DurationColumns("lstm", 0, 1),)  # the density, straight to the rhythmic values' logits
 
+    @staticmethod
+    def key_parts() -> tuple[np.ndarray, np.ndarray]:
+        """The block's LSTM and note-head columns (from each part's start) that carry the key asked
+        for: the 12 pitch-class shares and their present bit; each key's share
+        (:func:`~chopinbot.music.controls.control_features`)."""
+        return np.r_[4:16, 19], np.arange(N_KEYS, 2 * N_KEYS)
+
     def columns(self, w: WindowControls, shifts: np.ndarray | int = 0) -> Columns:
         lstm, note = control_features(w, shifts)
         return [lstm], [note]
