@@ -207,3 +207,25 @@ def test_a_requested_density_is_kept(tiny_controls_model_dir):
         got[want] = result_figures(res).density
     # the tiny model's longest lengths and thick chords cannot go as sparse as 2 a second, but it goes sparser
     assert got[2.0] < 0.7 * got[None] and abs(got[8.0] / 8.0 - 1) < 0.2, got
+
+
+def test_key_guidance_contrasts_the_key_asked_with_the_key_hidden(tiny_controls_model_dir):
+    from chopinbot.compose.generate import guided_stepper
+    from chopinbot.compose.guidance import GuidedStepper, key_request_columns
+    from chopinbot.compose.stepper import InputBuilder
+
+    model = load_model(tiny_controls_model_dir / "best")
+    layout = model.config.layout
+    h = seed_from_test(1).history
+    asked = Controls(density=3.0, key=key_profile(False))
+    rows = {c: InputBuilder(model, h.keys[None], h.onsets[None], h.beats[None], 0.0, h.velocity[None],
+                            controls=c).seed_inputs for c in (asked, Controls(density=3.0))}
+    bare = rows[asked].copy()
+    bare[..., key_request_columns(layout)] = 0
+    np.testing.assert_array_equal(bare[:, -1], rows[Controls(density=3.0)][:, -1])  # zeroed = not asked
+    stepper = guided_stepper(model, layout, GenerateConfig(key_guidance=0.5), asked, "auto", 1)
+    assert isinstance(stepper, GuidedStepper) and stepper.weight == 0.5
+    assert not isinstance(guided_stepper(model, layout, GenerateConfig(key_guidance=0), asked, "auto", 1),
+                          GuidedStepper)
+    assert not isinstance(guided_stepper(model, layout, GenerateConfig(), Controls(density=3.0), "auto", 1),
+                          GuidedStepper)  # no key asked: nothing to guide towards
