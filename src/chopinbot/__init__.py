@@ -7,6 +7,10 @@ Python API (what the CLI and the web app call)::
     result = generate(model, seed_from_test(3), GenerateConfig(steps=200, key="F minor", random_seed=1))
     result.save_midi("out/piece.mid"); result.save_wav("out/piece.wav"); result.save_png("out/piece.png")
     result.notes                               # (N, 4): start beat, end beat, pitch, velocity
+    # steered: density (notes/s), register (MIDI), loudness; a form; a span of a file composed anew
+    generate(model, seed, GenerateConfig(seconds=30, density=6, register=(48, 84), loudness="p"))
+    compose_form(model, seed, GenerateConfig(seconds=60), form="ABA")
+    infill(model, "piece.mid", 5, 9, "bars")
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ _LAZY = {
     "generate": "compose.generate",
     "GenerateConfig": "compose.generate",
     "GenerationResult": "compose.generate",
+    "infill": "compose.infill",
+    "compose_form": "compose.form",
+    "result_figures": "evaluation.figures",
     "seed_from_test": "compose.seeds",
     "seed_from_primer": "compose.seeds",
     "list_seeds": "compose.seeds",
