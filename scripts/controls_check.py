@@ -50,12 +50,20 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=30.0, help="length of each piece (key: twice this)")
     p.add_argument("--piano-data", default="runs/corpus/piano", help="a prepared dataset of the piano corpus")
     p.add_argument("--only", nargs="*", default=["density", "register", "loudness", "key"])
+    p.add_argument("--seeds", choices=("test", "valid"), default="test",
+                   help="whose windows seed the pieces: test to report, valid (of --valid-data) to tune")
+    p.add_argument("--valid-data", default="runs/corpus/chopin48", help="a prepared dataset, for --seeds valid")
+    p.add_argument("--key-guidance", type=float, default=GenerateConfig().key_guidance)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
     model = load_model(args.model)
     n = args.pieces
     rng = np.random.default_rng(0)
-    seeds = [seed_from_test(int(i)) for i in rng.choice(len(list_seeds()), n, replace=len(list_seeds()) < n)]
+    if args.seeds == "test":
+        seeds = [seed_from_test(int(i)) for i in rng.choice(len(list_seeds()), n, replace=len(list_seeds()) < n)]
+    else:
+        found, _ = held_out_seeds(Dataset(args.valid_data), "valid")
+        seeds = [found[int(i)] for i in rng.choice(len(found), n, replace=len(found) < n)]
     out: dict = {"model": args.model or "shipped", "pieces": n, "seconds": args.seconds}
     t0 = time.time()
 
@@ -116,7 +124,8 @@ def main() -> None:
                     moved += want.tonic != seed.key.tonic
                     try:
                         r = generate(model, seed, GenerateConfig(seconds=2 * args.seconds, random_seed=i,
-                                                                 include_seed=False, key=want.name, hold_key=hold))
+                                                                 include_seed=False, key=want.name, hold_key=hold,
+                                                                 key_guidance=args.key_guidance))
                     except GenerationError:
                         continue
                     notes = states_to_notes(r.generated).astype(np.float64)
