@@ -115,7 +115,7 @@ def main() -> None:
         primers, _ = held_out_seeds(Dataset(args.piano_data), "test",
                                     keep=lambda s: s.dynamics and style_name(s.composer) != "chopin")
         primers = [primers[int(i)] for i in krng.choice(len(primers), n, replace=len(primers) < n)]
-        for label, seed_list in (("test seeds", seeds), ("other composers' primers", primers)):
+        for label, seed_list in ((f"{args.seeds} seeds", seeds), ("other composers' primers", primers)):
             for hold in (True, False):
                 holds, moved = [], 0
                 for i, seed in enumerate(seed_list):
