@@ -114,7 +114,6 @@ class Sampler:
         may go on sounding until released)."""
         self.cfg, self.rng = cfg, rng
         self.density: DensitySteer | None = None  # set to keep a requested density (generate does)
-        self.key_bias: np.ndarray | None = None  # (88,) added to every key logit: a key to keep (generate sets it)
         self.outside = None
         if register is not None:
             k = np.arange(N_KEYS)
@@ -145,8 +144,6 @@ class Sampler:
         change is made."""
         c, T, rng = self.cfg, self.cfg.temperature, self.rng
         sample = c.threshold is None
-        if self.key_bias is not None:
-            key_logits = key_logits + self.key_bias
         kp = sigmoid(key_logits if not sample or T == 1.0 else key_logits / T)
         op = None
         if onset_logits is not None:
@@ -249,8 +246,6 @@ class Sampler:
             if len(rows):
                 kl, ol = self.stepper.conditionals(keys[rows].astype(np.float32), onsets[rows].astype(np.float32),
                                                    rows)
-                if self.key_bias is not None:
-                    kl = kl + self.key_bias
                 p = sigmoid(kl if T == 1.0 else kl / T)
                 q = None if ol is None else sigmoid(ol if T == 1.0 else ol / T)
                 p, q = self._confine(p, q, prev_keys[rows])
