@@ -49,6 +49,10 @@ class StyleBlock(InputBlock):
 
     styles: tuple[str, ...]
     style: str | None = None
+    # training hides the style from this share of the chunks, so that guidance (compose.guidance) contrasts the
+    # style with a condition the model was trained on: without it "no style" was never seen, and guidance pushed
+    # both styles away from every real composer (docs/corpus.md); scoring shows every row its style (0)
+    hide_share: float = 0.25
 
     @property
     def name(self) -> str:
@@ -74,7 +78,11 @@ class StyleBlock(InputBlock):
         return [self.one_hot(np.full(np.shape(beats), self.own_index()))], []
 
     def batch_columns(self, batch: BatchStates) -> Columns:
-        return [self.one_hot(split_styles(batch.split, self.styles)[batch.rows.ravel()])], []
+        index = split_styles(batch.split, self.styles)[batch.rows]  # (B, T)
+        if self.hide_share:  # whole chunks read no style: "no style" is then a condition the model knows
+            rng = np.random.default_rng(batch.rows[:, 0].astype(np.int64) * 7907 + batch.rows.shape[1])
+            index = np.where((rng.random(len(index)) < self.hide_share)[:, None], -1, index)
+        return [self.one_hot(index.ravel())], []
 
     def tracker(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, start_beat: float,
                 velocity: np.ndarray | None = None) -> BlockTracker:

@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from chopinbot.constants import GRID_PER_BEAT, N_KEYS
-from chopinbot.dataset.conditioning import ControlBlock
+from chopinbot.dataset.conditioning import ControlBlock, StyleBlock
 from chopinbot.dataset.features import LOUDNESS_BINS, DurationVocab
 from chopinbot.dataset.inputs import InputBlock
 from chopinbot.dataset.layout import OPTIONAL_BLOCKS, InputLayout, input_blocks
@@ -202,8 +202,10 @@ class ModelConfig:
     def scoring_blocks(self) -> dict[str, tuple[InputBlock, ...]]:
         """As :attr:`input_blocks`, for scoring held-out pieces: a model with controls reads none
         (nothing requested), as it composes when asked for nothing, instead of reading the density,
-        register and pitch classes of the very passage it is scored on."""
-        return {"blocks": tuple(replace(b, requested=Controls()) if isinstance(b, ControlBlock) else b
+        register and pitch classes of the very passage it is scored on; a model with styles reads
+        every piece's own (training hides it from some chunks)."""
+        return {"blocks": tuple(replace(b, requested=Controls()) if isinstance(b, ControlBlock)
+                                else replace(b, hide_share=0.0) if isinstance(b, StyleBlock) else b
                                 for b in self.blocks)}
 
     @property
