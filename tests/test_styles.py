@@ -187,3 +187,20 @@ def test_style_guidance_needs_a_style_input(tiny_model_dir):
         generate(load_model(tiny_model_dir / "best"), seed_from_test(0), GenerateConfig(steps=4, style_guidance=1.0))
     with pytest.raises(ConfigError, match="style guidance"):
         GenerateConfig(style_guidance=-1).validate()
+
+
+def test_training_hides_the_style_from_some_chunks_and_scoring_from_none(two_composers):
+    ds = Dataset(two_composers)
+    c = ModelConfig(hidden=16, duration_classes=CLASSES, style_input=True, styles=["chopin", "mozart"],
+                    default_style="chopin")
+    data = SplitData(ds, "train", c.vocab)
+    chunks = data.chunks(16)[:64]
+    cols = c.layout.lstm_columns(len(c.layout.blocks) - 1)
+    trained, t = data.batch(chunks, **c.input_blocks)
+    scored, _ = data.batch(chunks, **c.scoring_blocks)
+    real = t.mask.numpy() > 0 if hasattr(t, "mask") else np.ones(trained.shape[:2], bool)
+    per_chunk = trained[..., cols].sum(-1).numpy()  # 1 where the style is read, 0 where hidden (or padding)
+    hidden = [(per_chunk[i][real[i]] == 0).all() for i in range(len(chunks))]
+    assert 0.1 < np.mean(hidden) < 0.45  # about a quarter of the chunks, each whole
+    assert all((per_chunk[i][real[i]] == 1).all() for i in range(len(chunks)) if not hidden[i])
+    assert (scored[..., cols].sum(-1).numpy()[real] == 1).all()  # scoring: every row its own style
