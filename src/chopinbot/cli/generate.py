@@ -17,6 +17,7 @@ from chopinbot.compose.form import FORMS, compose_form
 from chopinbot.compose.generate import (
     BPM_RANGE,
     DENSITY_RANGE,
+    GUIDANCE_RANGE,
     KEY_MIN_P_RANGE,
     KEY_WINDOW_RANGE,
     MAX_SECONDS,
@@ -103,6 +104,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--key", help="output key, e.g. 'C', 'A minor', 'F#m' (default: the seed's key)")
     g.add_argument("--style", help="compose in this composer's style, for a model with a style input "
                                    "(see `chopinbot styles`; default: the model's own)")
+    g.add_argument("--style-guidance", type=number_in(*GUIDANCE_RANGE), default=D.style_guidance, metavar="W",
+                   help="compose further in --style than the model's own prediction goes: each step is also "
+                        "computed without the style, and the draw is pushed W times the difference further "
+                        "(default: %(default)s = off; 4 told two styles apart 75 %% of the time)")
     g.add_argument("--form", type=str.upper, choices=list(FORMS),
                    help="compose a piece in this form: ABA (the opening, a contrasting middle in another key area, "
                         "then the opening again) or AABA; --seconds is the whole length, and the piece ends on a "
@@ -123,6 +128,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--loudness", choices=list(LOUDNESS_LEVELS),
                    help="steer the dynamics: " + ", ".join(f"{m} (mean velocity {v})" for m, v in
                                                           LOUDNESS_LEVELS.items()))
+    g.add_argument("--key-guidance", type=number_in(*GUIDANCE_RANGE), default=D.key_guidance, metavar="W",
+                   help="with --hold-key: push the draw W times the difference between the key asked and none "
+                        "(default: %(default)s; 0 = the key input alone: 88 %% of excerpts in key instead of 100 %%; "
+                        "it halves the speed)")
     g.add_argument("--hold-key", action=argparse.BooleanOptionalAction, default=D.hold_key,
                    help="steer the music to stay in its key (--key, or the seed's) (default: yes; "
                         "--no-hold-key lets it wander as the model likes)")
