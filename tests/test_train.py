@@ -110,7 +110,7 @@ def test_two_process_ddp_ends_with_identical_weights(tiny_dataset_dir, tmp_path)
     if r.returncode and "terminate called without an active exception" in r.stderr:
         # gloo sometimes aborts a rank as the processes exit (about 1 run in 30 on this 2-core machine, with every
         # rank past a barrier first): a teardown race in the library, not in training; the launch is tried again
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+        r = subprocess.run(cmd + ["--force"], capture_output=True, text=True, env=env, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
     w0, w1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
