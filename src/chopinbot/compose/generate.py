@@ -27,9 +27,7 @@ threshold).  A result with no notes at all is an error, never a silent empty fil
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,12 +39,11 @@ from chopinbot.compose.stepper import InputBuilder, NumpyStepper, stepper_for
 from chopinbot.constants import HIGHEST_PITCH, LOWEST_PITCH, MIN_KEYS, N_KEYS
 from chopinbot.dataset.conditioning import StyleBlock
 from chopinbot.errors import ChopinBotError, ConfigError
-from chopinbot.io_utils import atomic_write_bytes
 from chopinbot.model.network import ChopinLSTM
 from chopinbot.music.controls import LOUDNESS_LEVELS, Controls, key_profile, loudness_velocity, passage_controls
 from chopinbot.music.keys import Key, parse_key
 from chopinbot.music.states import States, states_to_notes, states_to_score, transpose_states
-from chopinbot.render.audio import render_wav, render_wav_bytes
+from chopinbot.render.outputs import PieceOutputs
 
 DEFAULT_VELOCITY = 72  # mezzo-forte, when the seed gives none
 # Bounds of GenerateConfig's settings: validate() enforces them, and the flags of
@@ -168,7 +165,7 @@ class GenerateConfig:
 
 
 @dataclass
-class GenerationResult:
+class GenerationResult(PieceOutputs):
     """A generated piece (seed included or not), in its output key."""
 
     states: States
@@ -204,36 +201,11 @@ class GenerationResult:
         st = {"all": self.states, "seed": self.states[: self.seed_len], "generated": self.generated}[part]
         return bytes(states_to_score(st, bpm=self.bpm).dumps_midi())
 
-    def save_midi(self, path: str | os.PathLike) -> Path:
-        return atomic_write_bytes(path, self.midi_bytes())
-
-    def save_wav(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        mid = path.with_name(f".{path.stem}.render.mid")
-        atomic_write_bytes(mid, self.midi_bytes())
-        try:
-            return render_wav(mid, path)
-        finally:
-            mid.unlink(missing_ok=True)
-
-    def wav_bytes(self) -> bytes:
-        return render_wav_bytes(self.midi_bytes())
-
     def figure(self, title: str | None = None):
         from chopinbot.render.pianoroll import pianoroll_figure  # here: matplotlib loads only for a picture
 
         return pianoroll_figure(self.notes, bpm=self.bpm, seed_end_beat=self.seed_end_beat if self.seed_len else None,
                                 title=title or f"ChopinBot in {self.key.name}, {self.bpm:.0f} bpm")
-
-    def save_png(self, path: str | os.PathLike) -> Path:
-        from chopinbot.render.plots import save_figure  # here: matplotlib loads only for a picture
-
-        return save_figure(self.figure(), path)
-
-    def png_bytes(self) -> bytes:
-        from chopinbot.render.plots import figure_png_bytes  # here: matplotlib loads only for a picture
-
-        return figure_png_bytes(self.figure())
 
     def summary(self) -> str:
         g = self.generated

@@ -54,13 +54,12 @@ from chopinbot.constants import GRID_PER_BEAT, N_KEYS, SEED_STATES, WARM_STATES
 from chopinbot.dataset.layout import InputLayout
 from chopinbot.dataset.store import DEFAULT_SETTINGS, PrepareSettings
 from chopinbot.errors import ConfigError, MidiError
-from chopinbot.io_utils import atomic_write_bytes
 from chopinbot.model.network import ChopinLSTM
 from chopinbot.music.controls import Controls, window_controls
 from chopinbot.music.keys import Key, detect_key, pitch_class_histogram
 from chopinbot.music.midi import read_midi, read_midi_bytes
 from chopinbot.music.states import States, notes_to_states, states_to_notes, states_to_score, transpose_states
-from chopinbot.render.audio import render_wav, render_wav_bytes
+from chopinbot.render.outputs import PieceOutputs
 
 Unit = Literal["seconds", "bars"]
 DEFAULT_CANDIDATES = 16  # spans sampled per infill (one batch); measured in docs/controls.md
@@ -296,7 +295,7 @@ def steering_controls(after: States) -> Controls:
 
 
 @dataclass
-class InfillResult:
+class InfillResult(PieceOutputs):
     """A piece with a span composed anew, in the source's own key and timing."""
 
     states: States  # the whole piece: before the span, the new span, after it
@@ -358,21 +357,6 @@ class InfillResult:
         """MIDI of the whole piece, each state at the source's own tempo."""
         return bytes(states_to_score(self.states, bpm=None).dumps_midi())
 
-    def save_midi(self, path: str | os.PathLike) -> Path:
-        return atomic_write_bytes(path, self.midi_bytes())
-
-    def save_wav(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        mid = path.with_name(f".{path.stem}.render.mid")
-        atomic_write_bytes(mid, self.midi_bytes())
-        try:
-            return render_wav(mid, path)
-        finally:
-            mid.unlink(missing_ok=True)
-
-    def wav_bytes(self) -> bytes:
-        return render_wav_bytes(self.midi_bytes())
-
     def figure(self, title: str | None = None):
         """A piano roll of the span and ``PICTURE_MARGIN_BEATS`` of the piece either side (the piece grey,
         the new span blue, its edges marked)."""
@@ -406,16 +390,6 @@ class InfillResult:
                   title_fontsize=8)
         ax.set_xlabel(f"time (s at {self.bpm:.0f} bpm, from {lo:g} beats into the piece)")
         return fig
-
-    def save_png(self, path: str | os.PathLike) -> Path:
-        from chopinbot.render.plots import save_figure  # here: matplotlib loads only for a picture
-
-        return save_figure(self.figure(), path)
-
-    def png_bytes(self) -> bytes:
-        from chopinbot.render.plots import figure_png_bytes  # here: matplotlib loads only for a picture
-
-        return figure_png_bytes(self.figure())
 
     def summary(self) -> str:
         (a, b), (sa, sb) = self.span_beats, self.span_seconds

@@ -1,0 +1,50 @@
+"""A composed piece's files: MIDI, WAV and PNG, from its MIDI bytes and its piano-roll figure.
+
+Every kind of result (:class:`~chopinbot.compose.generate.GenerationResult`, the forms built on it,
+:class:`~chopinbot.compose.infill.InfillResult`) says what its MIDI and its picture are;
+:class:`PieceOutputs` writes and renders them the one way: atomically, the audio through
+FluidSynth (:mod:`chopinbot.render.audio`), matplotlib loaded only when a picture is asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from chopinbot.io_utils import atomic_write_bytes
+from chopinbot.render.audio import render_wav, render_wav_bytes
+
+
+class PieceOutputs:
+    """Mixin: the files of a piece whose class defines ``midi_bytes()`` and ``figure()``."""
+
+    def midi_bytes(self) -> bytes:  # pragma: no cover -- each result defines it
+        raise NotImplementedError
+
+    def figure(self, title: str | None = None):  # pragma: no cover -- each result defines it
+        raise NotImplementedError
+
+    def save_midi(self, path: str | os.PathLike) -> Path:
+        return atomic_write_bytes(path, self.midi_bytes())
+
+    def save_wav(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        mid = path.with_name(f".{path.stem}.render.mid")
+        atomic_write_bytes(mid, self.midi_bytes())
+        try:
+            return render_wav(mid, path)
+        finally:
+            mid.unlink(missing_ok=True)
+
+    def wav_bytes(self) -> bytes:
+        return render_wav_bytes(self.midi_bytes())
+
+    def save_png(self, path: str | os.PathLike) -> Path:
+        from chopinbot.render.plots import save_figure  # here: matplotlib loads only for a picture
+
+        return save_figure(self.figure(), path)
+
+    def png_bytes(self) -> bytes:
+        from chopinbot.render.plots import figure_png_bytes  # here: matplotlib loads only for a picture
+
+        return figure_png_bytes(self.figure())
