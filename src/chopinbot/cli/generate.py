@@ -214,19 +214,25 @@ def run(args: argparse.Namespace) -> int:
     results = results if isinstance(results, list) else [results]
     for i, res in enumerate(results):
         mid = out if len(results) == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
-        written = [res.save_midi(mid)]
-        if args.png:
-            written.append(res.save_png(mid.with_suffix(".png")))
-        if args.wav or args.mp3 or args.ogg:
-            wav = res.save_wav(mid.with_suffix(".wav"))
-            written.append(wav)
-            for flag, ext in ((args.mp3, ".mp3"), (args.ogg, ".ogg")):
-                if flag:
-                    written.append(encode_audio(wav, mid.with_suffix(ext)))
+        written = _write_files(res, mid, args)
         print(res.summary())
         print("measured: " + result_figures(res).summary())
         print("wrote " + ", ".join(str(w) for w in written))
     return 0
+
+
+def _write_files(res, mid: Path, args: argparse.Namespace) -> list[Path]:
+    """Write a piece's MIDI at ``mid`` and, as the flags ask, its PNG, WAV, MP3 and OGG beside it."""
+    written = [res.save_midi(mid)]
+    if args.png:
+        written.append(res.save_png(mid.with_suffix(".png")))
+    if args.wav or args.mp3 or args.ogg:
+        wav = res.save_wav(mid.with_suffix(".wav"))
+        written.append(wav)
+        for flag, ext in ((args.mp3, ".mp3"), (args.ogg, ".ogg")):
+            if flag:
+                written.append(encode_audio(wav, mid.with_suffix(ext)))
+    return written
 
 
 def _output_paths(out: Path, args) -> list[Path]:
@@ -258,15 +264,7 @@ def _run_infill(args: argparse.Namespace, model, cfg: GenerateConfig, settings: 
     start, end, unit = parse_span(*args.infill)
     res = infill(model, args.primer, start, end, unit, cfg, candidates=args.infill_candidates, settings=settings,
                  context_states=args.context_states)
-    written = [res.save_midi(out)]
-    if args.png:
-        written.append(res.save_png(out.with_suffix(".png")))
-    if args.wav or args.mp3 or args.ogg:
-        wav = res.save_wav(out.with_suffix(".wav"))
-        written.append(wav)
-        for flag, ext in ((args.mp3, ".mp3"), (args.ogg, ".ogg")):
-            if flag:
-                written.append(encode_audio(wav, out.with_suffix(ext)))
+    written = _write_files(res, out, args)
     print(res.summary())
     print("wrote " + ", ".join(str(w) for w in written))
     return 0
