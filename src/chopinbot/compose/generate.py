@@ -251,9 +251,9 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
     stepper = guided_stepper(model, inputs.layout, cfg, controls, engine, B)
     out = stepper.start(x_seed)  # the seed is read in one call; then each step feeds one new state
     confine = controls is not None and cfg.register is not None and cfg.confine_register  # only a register asked for
-    sampler = Sampler(model, cfg, rng, stepper, register=controls.register if confine else None)
-    if controls is not None and controls.density is not None and cfg.keep_density:
-        sampler.density = DensitySteer(controls.density, B, model.config.duration_classes)
+    keep = controls is not None and controls.density is not None and cfg.keep_density
+    sampler = Sampler(model, cfg, rng, stepper, register=controls.register if confine else None,
+                      density=DensitySteer(controls.density, B, model.config.duration_classes) if keep else None)
     loud = model.config.loudness
     prev = seed_keys[:, -1].astype(bool)
     window = list(x_seed.transpose(1, 0, 2)) if rerun_window else []
@@ -379,7 +379,7 @@ def output_key(seed: Seed, requested: str | None, guards: list[str]) -> Key:
 def requested_controls(model: ChopinLSTM, cfg: GenerateConfig, seed: Seed, key: Key, bpm: float) -> Controls | None:
     """What ``cfg`` asks of a model with controls, in its frame (the seed's home key, beats);
     None for a model without them (which must not be asked: :class:`ConfigError`)."""
-    if not getattr(model.config, "controls", False):
+    if not model.config.controls:
         if cfg.steered:
             raise ConfigError("density, register and loudness steer a model with controls (e.g. --model "
                               "chopin-controls); this model has none")
@@ -423,7 +423,7 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
     key = output_key(seed, cfg.key, key_guards)
     if controls is None:
         controls = requested_controls(model, cfg, seed, key, bpm)
-    elif not getattr(model.config, "controls", False):
+    elif not model.config.controls:
         raise ConfigError("controls steer a model with controls; this model has none")
     news = _continue(model, [seed.history] * batch, cfg, rng, steps, max_beats, rerun_window, seed.history_start_beat,
                      stop_when_stuck=cfg.retry and cfg.max_retries > 0 and batch == 1, engine=engine,

@@ -439,7 +439,7 @@ def infill_piece(model: ChopinLSTM, piece: States, key: Key, start: int, end: in
     if units / grid > MAX_SPAN_BEATS:
         raise ConfigError(f"the span lasts {units / grid:g} beats; an infill spans at most {MAX_SPAN_BEATS:g} "
                           "beats (16 bars of 4/4): infill it in parts")
-    if steer and not getattr(model.config, "controls", False):
+    if steer and not model.config.controls:
         raise ConfigError("steering an infill towards what follows needs a model with controls")
     home, _ = transpose_states(piece, key.shift_home)
     position = max(0, start - SEED_STATES)
@@ -449,7 +449,7 @@ def infill_piece(model: ChopinLSTM, piece: States, key: Key, start: int, end: in
     # generate's length is in seconds at the seed's tempo; fit_to_length then makes it exact
     gen_cfg = replace(cfg, seconds=span_beats * 60.0 / seed.bpm, key=seed.home.name, include_seed=False)
     controls = None
-    if getattr(model.config, "controls", False):  # requests in the piece's own key (the output is in the home key)
+    if model.config.controls:  # requests in the piece's own key (the output is in the home key)
         controls = steering_controls(after) if steer else requested_controls(model, cfg, seed, seed.key, seed.bpm)
     results = generate(model, seed, gen_cfg, batch=candidates, controls=controls)
     results = results if isinstance(results, list) else [results]

@@ -108,12 +108,14 @@ class Sampler:
     fraction of what PyTorch does)."""
 
     def __init__(self, model: ChopinLSTM, cfg: DecodingSettings, rng: np.random.Generator,
-                 stepper: NumpyStepper | ModuleStepper | None = None, register: tuple[int, int] | None = None) -> None:
+                 stepper: NumpyStepper | ModuleStepper | None = None, register: tuple[int, int] | None = None,
+                 density: DensitySteer | None = None) -> None:
         """``stepper``: a joint_keys model's, whose ``conditionals`` give each key's logits given those below.
         ``register``: key indices (low, high); a key outside it is never struck (one sounding already
-        may go on sounding until released)."""
+        may go on sounding until released).  ``density``: keeps a requested density (its ``update``
+        is the caller's, after each state)."""
         self.cfg, self.rng = cfg, rng
-        self.density: DensitySteer | None = None  # set to keep a requested density (generate does)
+        self.density = density
         self.outside = None
         if register is not None:
             k = np.arange(N_KEYS)

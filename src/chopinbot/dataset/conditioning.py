@@ -29,6 +29,8 @@ from chopinbot.dataset.inputs import (
 )
 from chopinbot.music.controls import (
     CONTROL_WIDTH,
+    KEY_PRESENT,
+    KEY_SHARES,
     N_CONTROLS,
     Controls,
     WindowControls,
@@ -156,7 +158,7 @@ class ControlBlock(InputBlock):
         """The block's LSTM and note-head columns (from each part's start) that carry the key asked
         for: the 12 pitch-class shares and their present bit; each key's share
         (:func:`~chopinbot.music.controls.control_features`)."""
-        return np.r_[4:16, 19], np.arange(N_KEYS, 2 * N_KEYS)
+        return np.r_[KEY_SHARES, KEY_PRESENT], np.arange(N_KEYS, 2 * N_KEYS)
 
     def columns(self, w: WindowControls, shifts: np.ndarray | int = 0) -> Columns:
         lstm, note = control_features(w, shifts)

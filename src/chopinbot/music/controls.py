@@ -40,6 +40,9 @@ LOUDNESS_LEVELS: dict[str, int] = {"pp": 35, "p": 44, "mf": 51, "f": 62, "ff": 7
 N_CONTROLS = 4  # density, register, loudness, key: each with its present bit
 # What the LSTM reads: density, register low and high, loudness, the 12 pitch-class shares, 4 present bits.
 CONTROL_WIDTH = 1 + 2 + 1 + 12 + N_CONTROLS
+KEY_SHARES = slice(4, 16)  # where the pitch-class shares sit among those columns
+PRESENT = slice(16, 16 + N_CONTROLS)  # the present bits, in the order density, register, loudness, key
+KEY_PRESENT = PRESENT.start + 3
 # The pitch-class shares of a window of a piece in C major and in A minor (the model's frame): the mean over
 # the 8-beat windows of the bundled Chopin corpus's segments in each mode (scripts/measure_controls.py).
 # "Stay in the key" is asking for these.
@@ -162,8 +165,8 @@ def control_features(w: WindowControls, shifts: np.ndarray | int = 0) -> tuple[n
     g[:, 1] = np.where(has_r, lo / (N_KEYS - 1), 0.0)
     g[:, 2] = np.where(has_r, hi / (N_KEYS - 1), 0.0)
     g[:, 3] = np.where(has_l, np.nan_to_num(w.loudness) / 127.0, 0.0)
-    g[:, 4:16] = key
-    g[:, 16:20] = np.stack([has_d, has_r, has_l, has_k], 1)
+    g[:, KEY_SHARES] = key
+    g[:, PRESENT] = np.stack([has_d, has_r, has_l, has_k], 1)
     k = np.arange(N_KEYS)[None, :]
     inside = np.where(has_r[:, None], np.where((k >= lo[:, None]) & (k <= hi[:, None]), 1.0, -1.0), 0.0)
     share = key[:, (np.arange(N_KEYS) + LOWEST_PITCH) % 12] * 12.0
