@@ -82,9 +82,13 @@ def main() -> None:
         main_row = r["rows"]["generated vs Chopin"]
         novel = r["rows"]["generated vs Chopin, velocities ignored"]
         flagged = [row["stat"] for row in r["statistics"] if row["flagged"]]
+        recur = next(row for row in r["statistics"] if row["stat"] == "interval_4gram_recurrence")
+        replay = r["seed_replay"]
         print(f"{spec or '(defaults)'}: accuracy {main_row['accuracy_mean']:.3f} ± {main_row['accuracy_sd']:.3f}, "
               f"AUC {main_row['auc_mean']:.3f}; velocities ignored {novel['accuracy_mean']:.3f}; "
-              f"flagged {', '.join(flagged) or 'none'} ({time.perf_counter() - t0:.0f} s)", flush=True)
+              f"motif recurrence {recur['gen_mean']:.2f} (Chopin {recur['real_mean']:.2f}); primer replay "
+              f"{replay['generated']:.3f} (true {replay['true']:.3f}); flagged {', '.join(flagged) or 'none'} "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
         results[spec] = r
     if args.json:
         with open(args.json, "w") as f:

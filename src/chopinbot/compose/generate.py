@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from chopinbot.compose.guidance import GuidedStepper, key_request_columns, style_columns
+from chopinbot.compose.repetition import RepeatBoost
 from chopinbot.compose.sampling import DensitySteer, Sampler
 from chopinbot.compose.seeds import Seed
 from chopinbot.compose.stepper import InputBuilder, NumpyStepper, stepper_for
@@ -61,6 +62,7 @@ KEY_MIN_P_RANGE = (0.0, 1.0)  # key_min_p and key_local_p: fractions
 KEY_WINDOW_RANGE = (1, 24)  # semitones either side of a key, for key_local_p
 DENSITY_RANGE = (0.5, 40.0)  # notes per second (the corpus's 8-beat windows: 1-20 at their tempo)
 MIN_REGISTER_SPAN = 7  # semitones: a narrower register cannot hold a melody's steps
+REPEAT_BOOST_RANGE = (1.0, 1000.0)
 GUIDANCE_RANGE = (0.0, 8.0)  # style and key guidance: beyond a few the predictions leave anything the model has seen
 STUCK_STATES = 24  # this many states in a row with nothing struck = stuck
 LOOP_WINDOW = 48  # the last this many states drawn from a cycle of <= 4 states = looping
@@ -110,6 +112,8 @@ class GenerateConfig:
     keep_density: bool = True  # with density: tilt the states' lengths to keep it (off: the model's steering alone)
     follow_seed: bool = False  # steer the controls not asked for to the seed's last 8 beats (its density, register,
     #                            loudness): a continuation that keeps the primer's character
+    repeat_boost: float = 1.0  # multiply the odds of going on as a passage heard before went (compose.repetition;
+    #                            1 = the model's own)
     random_seed: int | None = None  # makes sampling reproducible
     include_seed: bool = True  # start the output with the seed
     retry: bool = True  # retry when a guard fires
@@ -155,6 +159,8 @@ class GenerateConfig:
             if not (GUIDANCE_RANGE[0] <= value <= GUIDANCE_RANGE[1]):
                 raise ConfigError(f"{name} guidance must be between {GUIDANCE_RANGE[0]:g} and "
                                   f"{GUIDANCE_RANGE[1]:g}")
+        if not (REPEAT_BOOST_RANGE[0] <= self.repeat_boost <= REPEAT_BOOST_RANGE[1]):
+            raise ConfigError(f"repeat boost must be between {REPEAT_BOOST_RANGE[0]:g} and {REPEAT_BOOST_RANGE[1]:g}")
         if self.loudness is not None and self.loudness not in LOUDNESS_LEVELS:
             raise ConfigError(f"loudness must be one of {', '.join(LOUDNESS_LEVELS)}, got {self.loudness!r}")
 
@@ -252,8 +258,13 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
     out = stepper.start(x_seed)  # the seed is read in one call; then each step feeds one new state
     confine = controls is not None and cfg.register is not None and cfg.confine_register  # only a register asked for
     keep = controls is not None and controls.density is not None and cfg.keep_density
+    repeat = None
+    if cfg.repeat_boost > 1.0:
+        repeat = RepeatBoost(cfg.repeat_boost, seed_keys.astype(bool), seed_onsets.astype(bool), seed_beats,
+                             model.config.duration_classes)
     sampler = Sampler(model, cfg, rng, stepper, register=controls.register if confine else None,
-                      density=DensitySteer(controls.density, B, model.config.duration_classes) if keep else None)
+                      density=DensitySteer(controls.density, B, model.config.duration_classes) if keep else None,
+                      repeat=repeat)
     loud = model.config.loudness
     prev = seed_keys[:, -1].astype(bool)
     window = list(x_seed.transpose(1, 0, 2)) if rerun_window else []
@@ -275,6 +286,8 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
                 break
         if sampler.density is not None:
             sampler.density.update(onsets, class_beats[cls])
+        if sampler.repeat is not None:
+            sampler.repeat.update(keys, onsets, class_beats[cls])
         x = inputs(keys, onsets, cls, vel)
         if rerun_window:  # the original's way, for comparison: re-read the last window from scratch
             window.append(x)

@@ -17,7 +17,9 @@ the rules that make the draws musical:
   every register's likeliest candidates and cuts each register's tail;
 * a ``joint_keys`` model's keys are drawn low to high, each from its
   conditional given those below (:meth:`Sampler._draw_joint`), exactly;
-* a ``loudness`` model's velocity class is drawn from its head.
+* a ``loudness`` model's velocity class is drawn from its head;
+* with a :class:`~chopinbot.compose.repetition.RepeatBoost`, the continuation
+  of the longest earlier match is taken with boosted odds (:meth:`Sampler._repeat`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Protocol
 import numpy as np
 from scipy.ndimage import maximum_filter1d
 
+from chopinbot.compose.repetition import RepeatBoost
 from chopinbot.compose.stepper import ModuleStepper, NumpyStepper, sigmoid
 from chopinbot.constants import N_KEYS
 from chopinbot.dataset.features import class_velocity
@@ -109,13 +112,15 @@ class Sampler:
 
     def __init__(self, model: ChopinLSTM, cfg: DecodingSettings, rng: np.random.Generator,
                  stepper: NumpyStepper | ModuleStepper | None = None, register: tuple[int, int] | None = None,
-                 density: DensitySteer | None = None) -> None:
+                 density: DensitySteer | None = None, repeat: RepeatBoost | None = None) -> None:
         """``stepper``: a joint_keys model's, whose ``conditionals`` give each key's logits given those below.
         ``register``: key indices (low, high); a key outside it is never struck (one sounding already
-        may go on sounding until released).  ``density``: keeps a requested density (its ``update``
-        is the caller's, after each state)."""
+        may go on sounding until released).  ``density``: keeps a requested density; ``repeat``: boosts
+        the odds of repeating a passage heard before (the ``update`` of each is the caller's, after
+        each state)."""
         self.cfg, self.rng = cfg, rng
         self.density = density
+        self.repeat = repeat if model.config.duration_head == "classes" else None
         self.outside = None
         if register is not None:
             k = np.arange(N_KEYS)
@@ -151,6 +156,9 @@ class Sampler:
         if onset_logits is not None:
             op = sigmoid(onset_logits if not sample or T == 1.0 else onset_logits / T)
         kp, op = self._confine(kp, op, prev_keys)
+        copy = self._repeat(kp, op, d, prev_keys) if sample and self.repeat is not None else None
+        if copy is not None and copy[3].all():  # every piece repeats: nothing to draw
+            return copy[0], copy[1], copy[2]
         keys, onsets = self._draw(kp, op, prev_keys)
         for _ in range(REDRAWS if sample else 0):
             same = unchanged(keys, onsets, prev_keys)
@@ -172,7 +180,47 @@ class Sampler:
             cdf = probs.cumsum(-1)
             u = rng.random((len(cdf), 1)) * cdf[:, -1:]
             cls = np.minimum((cdf < u).sum(-1), cdf.shape[-1] - 1)  # inverse-CDF draw
+        if copy is not None:
+            take = copy[3]
+            keys, onsets = np.where(take[:, None], copy[0], keys), np.where(take[:, None], copy[1], onsets)
+            cls = np.where(take, copy[2], cls)
         return keys, onsets, cls
+
+    def _repeat(self, kp: np.ndarray, op: np.ndarray | None, d: np.ndarray, prev_keys: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The pieces that repeat a passage heard before this step: the continuation's keys, onsets,
+        rhythmic class and (B,) whether each piece takes it (:class:`RepeatBoost`); None if none can.
+        A continuation that changes nothing, or breaks the polyphony bounds, is never taken."""
+        c, T = self.cfg, self.cfg.temperature
+        ck, co, cls, found = self.repeat.candidates()
+        n = ck.sum(-1)
+        found &= ~unchanged(ck, co, prev_keys) & (n >= c.min_keys) & (n <= c.max_keys)
+        if not found.any():
+            return None
+        rows = np.flatnonzero(found)
+        k, o, prev = ck[rows], co[rows], prev_keys[rows]
+        if self.joint:  # the keys' conditionals given the continuation's keys below each: one evaluation
+            self.evaluations += 1
+            kl, ol = self.stepper.conditionals(k.astype(np.float32), o.astype(np.float32), rows)
+            p = sigmoid(kl if T == 1.0 else kl / T)
+            q = None if ol is None else sigmoid(ol if T == 1.0 else ol / T)
+            p, q = self._confine(p, q, prev)
+        else:
+            p, q = kp[rows], None if op is None else op[rows]
+        with np.errstate(divide="ignore"):
+            log_p = np.log(np.where(k, p, 1.0 - p)).sum(-1)
+            kept = k & prev  # a key sounding on is struck again or not; a key that starts is struck
+            if q is not None:
+                log_p += np.where(kept, np.log(np.where(o, q, 1.0 - q)), 0.0).sum(-1)
+            elif (kept & o).any():
+                log_p = np.where((kept & o).any(-1), -np.inf, log_p)
+            logits = d[rows].astype(np.float64) / T
+            log_p += logits[np.arange(len(rows)), cls[rows]] - np.log(np.exp(logits - logits.max(-1, keepdims=True))
+                                                                      .sum(-1)) - logits.max(-1)
+        take = np.zeros(len(prev_keys), bool)
+        take[rows] = self.repeat.take(log_p, self.rng)
+        self.repeat.copied += take
+        return ck, co, cls, take
 
     def _confine(self, kp: np.ndarray, op: np.ndarray | None, prev_keys: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray | None]:
