@@ -22,6 +22,7 @@ from chopinbot.compose.generate import (
     KEY_WINDOW_RANGE,
     MAX_SECONDS,
     MAX_STEPS,
+    REPEAT_BOOST_RANGE,
     TEMPERATURE_RANGE,
     THRESHOLD_RANGE,
     GenerateConfig,
@@ -88,6 +89,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--top-k", type=nonneg_int, default=D.top_k, help="durations: sample among the k likeliest values")
     g.add_argument("--top-p", type=number_in(0.0, 1.0, low_open=True), default=D.top_p,
                    help="durations: nucleus sampling (default: %(default)s; 1 = off)")
+    g.add_argument("--repeat-boost", type=number_in(*REPEAT_BOOST_RANGE), default=D.repeat_boost, metavar="B",
+                   help="multiply the odds of going on as a passage heard before went (the seed's or its own): "
+                        "figures and motifs recur, as Chopin's do (default: %(default)s; 1 = the model's own)")
     g.add_argument("--min-keys", type=number_in(0, N_KEYS, int), default=D.min_keys,
                    help="at least this many keys sound in every state (default: %(default)s; 0 allows rests)")
     g.add_argument("--max-keys", type=number_in(1, N_KEYS, int), default=D.max_keys,

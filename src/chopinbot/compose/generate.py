@@ -112,8 +112,9 @@ class GenerateConfig:
     keep_density: bool = True  # with density: tilt the states' lengths to keep it (off: the model's steering alone)
     follow_seed: bool = False  # steer the controls not asked for to the seed's last 8 beats (its density, register,
     #                            loudness): a continuation that keeps the primer's character
-    repeat_boost: float = 1.0  # multiply the odds of going on as a passage heard before went (compose.repetition;
-    #                            1 = the model's own)
+    repeat_boost: float = 4.0  # multiply the odds of going on as a passage heard before went (compose.repetition;
+    #                            1 = the model's own).  On the valid seeds 1 -> 4 took the realism classifier
+    #                            from 0.92 to 0.85 and top-voice motif recurrence from 0.05 to 0.43 (Chopin 0.42)
     random_seed: int | None = None  # makes sampling reproducible
     include_seed: bool = True  # start the output with the seed
     retry: bool = True  # retry when a guard fires

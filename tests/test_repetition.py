@@ -1,0 +1,59 @@
+"""The repeat boost (compose/repetition.py): a passage heard before goes on as it went, with boosted odds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from chopinbot.compose.generate import GenerateConfig, generate
+from chopinbot.compose.repetition import RepeatBoost
+from chopinbot.compose.seeds import seed_from_test
+from chopinbot.errors import ConfigError
+from chopinbot.model.formats import load_model
+from chopinbot.music.repeats import find_continuations
+
+
+def _boost(boost: float) -> RepeatBoost:
+    keys = np.zeros((1, 2, 88), bool)
+    keys[0, :, 40] = True
+    return RepeatBoost(boost, keys, keys.copy(), np.ones((1, 2)), np.array([0.5, 1.0, 2.0]))
+
+
+@pytest.mark.parametrize("boost,p", [(1.0, 0.1), (4.0, 0.1), (4.0, 0.6), (50.0, 0.01)])
+def test_take_multiplies_the_odds_of_the_continuation(boost, p):
+    rng = np.random.default_rng(0)
+    taken = _boost(boost).take(np.full(200_000, np.log(p)), rng).mean()
+    assert taken == pytest.approx(boost * p / (1 + (boost - 1) * p), abs=0.005)
+
+
+def test_an_impossible_continuation_is_never_taken():
+    assert not _boost(1000.0).take(np.full(1000, -np.inf), np.random.default_rng(0)).any()
+
+
+def test_candidate_is_the_longest_match_and_its_rhythmic_value():
+    # a figure A B A: after the second A, the continuation is B (one state matched), lasting B's 2 beats
+    keys = np.zeros((1, 3, 88), bool)
+    keys[0, [0, 2], 40] = True
+    keys[0, 1, 44] = True
+    rb = RepeatBoost(4.0, keys, keys.copy(), np.array([[1.0, 2.0, 1.0]]), np.array([0.5, 1.0, 2.0]))
+    k, o, cls, found = rb.candidates()
+    assert found[0] and np.flatnonzero(k[0]).tolist() == [44] and o[0, 44] and cls[0] == 2
+
+
+def _exact_share(states) -> float:
+    _, length, _ = find_continuations("exact", states.keys, states.onsets, states.beats)
+    return float(np.mean(length > 0))
+
+
+def test_boost_makes_continuations_repeat_what_they_heard():
+    model = load_model(None)
+    seed = seed_from_test(0)
+    share = {b: np.mean([_exact_share(generate(model, seed, GenerateConfig(steps=96, random_seed=i, repeat_boost=b,
+                                                                          include_seed=False)).generated)
+                         for i in range(3)]) for b in (1.0, 50.0)}
+    assert share[50.0] > share[1.0] + 0.3, share
+
+
+def test_boost_out_of_range_is_refused():
+    with pytest.raises(ConfigError, match="repeat boost"):
+        GenerateConfig(repeat_boost=0.5).validate()
