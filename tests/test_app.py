@@ -199,8 +199,10 @@ def test_decoding_threshold_and_temperature(at):
     assert res.request.threshold == 0.2 and res.request.temperature == 1.0
     at.radio(key="decoding").set_value("sampling").run()
     at.slider(key="temperature").set_value(0.5)
+    at.slider(key="repeat_boost").set_value(8.0)
     res = _generate(at)
     assert res.request.threshold is None and res.request.temperature == 0.5
+    assert res.request.generate_config().repeat_boost == 8.0
 
 
 def test_random_seed_reproduces_and_fresh_seed_varies(at):
@@ -411,6 +413,7 @@ def test_controls_offer_what_the_service_accepts(at, tmp_path):
     temperature = at.slider(key="temperature")
     assert (temperature.min, temperature.max) == TEMPERATURE_RANGE
     assert temperature.value == defaults.temperature == library.temperature
+    assert at.slider(key="repeat_boost").value == defaults.repeat_boost == library.repeat_boost
     bpm = at.number_input(key="bpm")
     assert (bpm.min, bpm.max) == BPM_RANGE
     at.radio(key="length_unit").set_value("states").run()

@@ -98,6 +98,9 @@ HELP = {
     "key_local_p": "A key that is not sounding may start only if its probability is at least this fraction of the "
                    "likeliest such key within a few semitones of it: every register keeps its own likeliest "
                    "notes (so the bass goes on under the melody), while near-miss wrong notes are cut. 0 = off.",
+    "repeat_boost": "How readily a passage heard before (in the seed or the new music) goes on as it went: the "
+                    "odds of that continuation are multiplied by this. Chopin repeats figures and motifs; at 1 "
+                    "the model seldom does. Higher = more repetition.",
     "threshold": "A key sounds when its probability is at least this. Lower = more notes. "
                  "The threshold guide below shows the trade-off; the default is the value that was best "
                  "on held-out pieces.",
@@ -219,6 +222,8 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
                   value=REQUEST_DEFAULTS.key_min_p, step=0.01, key="key_min_p", help=HELP["key_min_p"])
         sb.slider("Key local p", min_value=KEY_MIN_P_RANGE[0], max_value=KEY_MIN_P_RANGE[1],
                   value=REQUEST_DEFAULTS.key_local_p, step=0.05, key="key_local_p", help=HELP["key_local_p"])
+        sb.slider("Repetition", min_value=1.0, max_value=16.0, value=REQUEST_DEFAULTS.repeat_boost, step=0.5,
+                  key="repeat_boost", help=HELP["repeat_boost"])
     else:
         value = sb.slider("Threshold", min_value=THRESHOLD_RANGE[0], max_value=THRESHOLD_RANGE[1],
                           value=round(entry.threshold, 2), step=0.01, key="threshold", help=HELP["threshold"])
@@ -253,6 +258,8 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
         else REQUEST_DEFAULTS.key_min_p,
         key_local_p=float(ss.get("key_local_p", REQUEST_DEFAULTS.key_local_p)) if decoding == "sampling"
         else REQUEST_DEFAULTS.key_local_p,
+        repeat_boost=float(ss.get("repeat_boost", REQUEST_DEFAULTS.repeat_boost)) if decoding == "sampling"
+        else REQUEST_DEFAULTS.repeat_boost,
         key=None if key == SEED_KEY_OPTION or infill else key,
         bpm=float(bpm) if bpm is not None and not infill else None,
         style=style,

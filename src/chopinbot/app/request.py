@@ -76,7 +76,8 @@ class ComposeRequest:
     is deterministic at ``threshold`` when given, else sampling at
     ``temperature`` (a silent key may start only if its probability is at
     least ``key_min_p`` of the likeliest silent key's, and ``key_local_p`` of the
-    likeliest silent key's near it).  ``key`` None keeps the seed's key, ``bpm`` None its tempo;
+    likeliest silent key's near it; a passage heard before goes on as it went with its odds
+    multiplied by ``repeat_boost``).  ``key`` None keeps the seed's key, ``bpm`` None its tempo;
     ``style`` None composes in the model's own style (a model with a style input knows several).
     The controls of a model with controls (``config.controls``) are :class:`GenerateConfig`'s:
     ``density`` (notes per second), ``register`` (lowest and highest MIDI pitch, confined to it
@@ -99,6 +100,7 @@ class ComposeRequest:
     temperature: float = _GENERATE_DEFAULTS.temperature
     key_min_p: float = _GENERATE_DEFAULTS.key_min_p
     key_local_p: float = _GENERATE_DEFAULTS.key_local_p
+    repeat_boost: float = _GENERATE_DEFAULTS.repeat_boost
     key: str | None = _GENERATE_DEFAULTS.key
     bpm: float | None = _GENERATE_DEFAULTS.bpm
     style: str | None = _GENERATE_DEFAULTS.style
@@ -193,7 +195,8 @@ class ComposeRequest:
         """The :class:`~chopinbot.compose.generate.GenerateConfig` of this request."""
         return GenerateConfig(
             steps=self.steps if self.seconds is None else None, seconds=self.seconds, threshold=self.threshold,
-            temperature=self.temperature, key_min_p=self.key_min_p, key_local_p=self.key_local_p, bpm=self.bpm,
+            temperature=self.temperature, key_min_p=self.key_min_p, key_local_p=self.key_local_p,
+            repeat_boost=self.repeat_boost, bpm=self.bpm,
             key=self.key, style=self.style, density=self.density,
             register=tuple(self.register) if self.register is not None else None, loudness=self.loudness,
             hold_key=self.hold_key, confine_register=self.confine_register, random_seed=self.random_seed,
