@@ -44,6 +44,7 @@ from chopinbot.evaluation.realism import (
 from chopinbot.io_utils import atomic_write_text
 from chopinbot.model.formats import load_model
 from chopinbot.music.states import States
+from realism_sweep import parse_spec  # scripts/: run as .venv/bin/python scripts/style_check.py
 
 
 def main() -> None:
@@ -60,6 +61,9 @@ def main() -> None:
                    help="states of the piece read before each seed (default: as generate, 512; 0 = the seed alone)")
     p.add_argument("--style-guidance", type=float, default=0.0,
                    help="compose with this style guidance (one model in two styles; compose.guidance)")
+    p.add_argument("--decoding", default="", metavar="SPEC",
+                   help="GenerateConfig fields for every continuation, as scripts/realism_sweep.py reads them "
+                        "(e.g. repeat_boost=1,key_local_p=0.2)")
     p.add_argument("--repeats", type=int, default=3, help="random seeds of the classifier test")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
@@ -70,6 +74,7 @@ def main() -> None:
         generators = {s: (model, s) for s in args.styles}
         for s in args.styles:
             model.config.with_style(s)  # fails early for an unknown style
+    decoding = parse_spec(args.decoding)
     ds = Dataset(args.data)
     t0 = time.perf_counter()
     seeds = []
@@ -87,7 +92,7 @@ def main() -> None:
         for i, seed in enumerate(seeds):
             try:
                 states = generate(model, seed, GenerateConfig(seconds=args.seconds, random_seed=i, style=asked,
-                                                              include_seed=False,
+                                                              include_seed=False, **decoding,
                                                               style_guidance=args.style_guidance if asked else 0.0)
                               ).states
             except GenerationError:
