@@ -13,7 +13,6 @@ from chopinbot.dataset.inputs import NewStates
 from chopinbot.errors import ConfigError
 from chopinbot.evaluation.figures import piece_figures, result_figures
 from chopinbot.model.formats import load_model
-from chopinbot.model.network import ModelConfig
 from chopinbot.music.controls import (
     CONTROL_WIDTH,
     Controls,
@@ -54,21 +53,6 @@ def test_window_counts_the_strikes_of_the_beats_ahead():
     assert w.low[1] == _key(36)
     # the last state's window covers 2 beats: still trusted; beyond the piece nothing is invented
     assert w.density[3] == pytest.approx(1 / 2)
-
-
-def test_the_key_may_be_measured_over_a_longer_window():
-    # C4+E4, G4, then D5, F#5 and A5 a window later: over 4 beats the key is C, E and G; over 8, D, F# and A join
-    onsets, beats, vel = _states([[60, 64], [67], [74], [78], [81]], [2, 2, 2, 2, 2], [50] * 5)
-    short = window_controls(onsets, beats, vel, window=4.0)
-    long = window_controls(onsets, beats, vel, window=4.0, key_window=10.0)
-    assert np.flatnonzero(short.key[0]).tolist() == [0, 4, 7]
-    assert np.flatnonzero(long.key[0]).tolist() == [0, 2, 4, 6, 7, 9] and long.key[0].sum() == pytest.approx(1.0)
-    assert long.density[0] == short.density[0] and long.low[0] == short.low[0]  # the other controls keep 4 beats
-    blocks = ModelConfig(duration_classes=[1.0], controls=True, key_window_beats=10.0).blocks
-    assert [b.key_window for b in blocks if isinstance(b, ControlBlock)] == [10.0]
-    assert ModelConfig(duration_classes=[1.0]).key_window_beats == 8.0  # models saved before it read 8 beats
-    with pytest.raises(ConfigError, match="key_window_beats"):
-        ModelConfig(duration_classes=[1.0], key_window_beats=0.0)
 
 
 def test_a_window_without_dynamics_or_notes_is_absent():
