@@ -60,9 +60,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--joint-keys", type=_onoff, default=M.joint_keys, metavar="on|off",
                    help="the note head reads the new state's keys below each key; keys are drawn low to high "
                         f"(needs the note head; default: {'on' if M.joint_keys else 'off'})")
-    g.add_argument("--key-window", type=float, dest="key_window_beats", default=M.key_window_beats, metavar="BEATS",
-                   help="with --controls: the key's pitch-class shares are those of this many beats ahead "
-                        "(default: %(default)s)")
     g.add_argument("--controls", type=_onoff, default=M.controls, metavar="on|off",
                    help="read the density, register, loudness and key of the window ahead, so that generate's "
                         "--density, --register, --loudness and --key steer the music "
@@ -109,7 +106,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                                                           "onset_head", "skip", "note_head", "duration_head",
                                                           "dur_nodes", "key_recency", "repeats",
                                                           "repeats_transposed", "loudness", "joint_keys",
-                                                          "controls", "key_window_beats")},
+                                                          "controls")},
                         duration_classes=[1.0])
     names = {f.name for f in fields(TrainConfig)} - {"model", "loss_clip", "progress"}
     cfg = TrainConfig(**{n: getattr(args, n) for n in names if n != "epochs"}, model=model)

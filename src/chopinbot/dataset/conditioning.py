@@ -32,7 +32,6 @@ from chopinbot.music.controls import (
     KEY_PRESENT,
     KEY_SHARES,
     N_CONTROLS,
-    WINDOW_BEATS,
     Controls,
     WindowControls,
     control_features,
@@ -133,7 +132,6 @@ class ControlBlock(InputBlock):
     seed's own windows, then ``requested`` from the seed's last state on."""
 
     requested: Controls | None = None
-    key_window: float = WINDOW_BEATS  # beats over which the key's pitch-class shares are measured
 
     @property
     def name(self) -> str:
@@ -170,7 +168,7 @@ class ControlBlock(InputBlock):
         """(n,) windows of a sequence: its own, or ``requested`` at every state."""
         if self.requested is not None:
             return WindowControls.constant(self.requested, len(beats))
-        return window_controls(onsets, beats, velocity, key_window=self.key_window)
+        return window_controls(onsets, beats, velocity)
 
     def sequence_columns(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
                          start_beat: float = 0.0, velocity: np.ndarray | None = None) -> Columns:
@@ -179,7 +177,7 @@ class ControlBlock(InputBlock):
     def batch_columns(self, batch: BatchStates) -> Columns:
         if self.requested is not None:  # scoring: what was requested (e.g. nothing), not the passage's own
             return self.columns(WindowControls.constant(self.requested, batch.rows.size))
-        w = split_controls(batch.split, self.key_window).take(batch.rows.ravel())
+        w = split_controls(batch.split).take(batch.rows.ravel())
         B, T = batch.rows.shape
         # which controls each chunk hides: drawn from the chunk's rows, so a batch is built the same every time
         rng = np.random.default_rng(batch.rows[:, 0].astype(np.int64) * 7919 + batch.rows.shape[1])
@@ -199,7 +197,7 @@ class _ControlTracker(BlockTracker):
     def __init__(self, block: ControlBlock, onsets: np.ndarray, beats: np.ndarray,
                  velocity: np.ndarray | None) -> None:
         B, S = np.shape(beats)
-        own = ControlBlock(None, block.key_window)
+        own = ControlBlock(None)
         lstm, note = [], []
         for b in range(B):
             (l1,), (n1,) = own.sequence_columns(None, onsets[b], beats[b], 0.0,
@@ -217,9 +215,8 @@ class _ControlTracker(BlockTracker):
         return [self.lstm_rows], [self.note_rows]
 
 
-def split_controls(split: SplitStates, key_window: float = WINDOW_BEATS) -> WindowControls:
-    """The controls of the window starting at every row of a split (within its segment), the key's
-    shares over ``key_window`` beats."""
+def split_controls(split: SplitStates) -> WindowControls:
+    """The controls of the window starting at every row of a split (within its segment)."""
 
     def make(split: SplitStates) -> WindowControls:
         n = len(split.records)
@@ -228,9 +225,9 @@ def split_controls(split: SplitStates, key_window: float = WINDOW_BEATS) -> Wind
         for a, b in split.segments:
             rec = split.records[a:b]
             onsets = np.unpackbits(rec["onsets"], axis=1, count=N_KEYS).astype(bool)
-            w = window_controls(onsets, rec["beats"], np.asarray(rec["velocity"], np.float64), key_window=key_window)
+            w = window_controls(onsets, rec["beats"], np.asarray(rec["velocity"], np.float64))
             for name in ("density", "low", "high", "loudness", "key"):
                 getattr(out, name)[a:b] = getattr(w, name)
         return out
 
-    return split.table("controls" if key_window == WINDOW_BEATS else f"controls, key over {key_window:g} beats", make)
+    return split.table("controls", make)

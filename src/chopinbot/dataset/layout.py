@@ -27,7 +27,6 @@ from chopinbot.dataset.inputs import (
     RecencyBlock,
     RepeatsBlock,
 )
-from chopinbot.music.controls import WINDOW_BEATS
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,6 @@ class BlockContext:
     grid_per_beat: int
     styles: tuple[str, ...] = ()
     style: str | None = None  # the style sequences and composing read (StyleBlock)
-    key_window: float = WINDOW_BEATS  # ControlBlock: beats over which the key's shares are measured
 
 
 @dataclass(frozen=True)
@@ -56,16 +54,15 @@ OPTIONAL_BLOCKS: tuple[OptionalBlock, ...] = (  # in row order, after the base b
     OptionalBlock("repeats_transposed", lambda ctx: RepeatsBlock("transposed", ctx.vocab, ctx.grid_per_beat)),
     OptionalBlock("loudness", lambda ctx: LoudnessBlock(), needs_note_head=False),
     OptionalBlock("style_input", lambda ctx: StyleBlock(ctx.styles, ctx.style), needs_note_head=False),
-    OptionalBlock("controls", lambda ctx: ControlBlock(key_window=ctx.key_window)),
+    OptionalBlock("controls", lambda ctx: ControlBlock()),
 )
 
 
 def input_blocks(vocab: DurationVocab, grid_per_beat: int, on: Collection[str] = (),
-                 styles: tuple[str, ...] = (), style: str | None = None,
-                 key_window: float = WINDOW_BEATS) -> tuple[InputBlock, ...]:
+                 styles: tuple[str, ...] = (), style: str | None = None) -> tuple[InputBlock, ...]:
     """A model's blocks, in row order: the base block and the optional blocks whose flags are ``on``
     (``styles`` and ``style``: those of the style block)."""
-    ctx = BlockContext(vocab, grid_per_beat, tuple(styles), style, key_window)
+    ctx = BlockContext(vocab, grid_per_beat, tuple(styles), style)
     return (BaseBlock(vocab, grid_per_beat),) + tuple(b.make(ctx) for b in OPTIONAL_BLOCKS if b.flag in on)
 
 

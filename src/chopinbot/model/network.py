@@ -57,7 +57,7 @@ from chopinbot.dataset.features import LOUDNESS_BINS, DurationVocab
 from chopinbot.dataset.inputs import InputBlock
 from chopinbot.dataset.layout import OPTIONAL_BLOCKS, InputLayout, input_blocks
 from chopinbot.errors import ConfigError
-from chopinbot.music.controls import WINDOW_BEATS, Controls
+from chopinbot.music.controls import Controls
 
 NEIGHBOURS = 12  # the note head sees keys up to an octave either side
 PITCH_EMB = 8
@@ -93,8 +93,6 @@ class ModelConfig:
     styles: list[str] = field(default_factory=list)  # the styles it knows, e.g. ["beethoven", "chopin", ...]
     default_style: str = ""  # the style it composes in unless told otherwise
     controls: bool = False  # the composer's controls (ControlBlock): density, register, loudness, key of what comes
-    key_window_beats: float = WINDOW_BEATS  # controls: the key's pitch-class shares over this many beats ahead
-    #                                         (8 until 2026-12-02; music.controls.KEY_WINDOW_BEATS)
     duration_head: str = "classes"  # "classes" (softmax over rhythmic values) or "seed" (original)
     dur_nodes: int = 20  # sigmoid nodes of the seed head
     max_duration: float = 8.0  # beats; the seed head's normalisation (corpus maximum)
@@ -116,12 +114,10 @@ class ModelConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ConfigError(f"{name} must be a whole number, got {v!r}")
-        for name in ("dropout", "max_duration", "key_window_beats"):
+        for name in ("dropout", "max_duration"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool):
                 raise ConfigError(f"{name} must be a number, got {v!r}")
-        if not (1.0 <= self.key_window_beats <= 256.0):
-            raise ConfigError(f"key_window_beats must be 1..256, got {self.key_window_beats}")
         for name in ("layer_norm", "onset_head", "skip", "note_head", "joint_keys") + tuple(
                 b.flag for b in OPTIONAL_BLOCKS):
             if not isinstance(getattr(self, name), bool):
@@ -169,7 +165,7 @@ class ModelConfig:
     def blocks(self) -> tuple[InputBlock, ...]:
         """The input blocks, in row order (:mod:`chopinbot.dataset.inputs`)."""
         return input_blocks(self.vocab, self.grid_per_beat, {b.flag for b in OPTIONAL_BLOCKS if getattr(self, b.flag)},
-                            tuple(self.styles), self.default_style or None, self.key_window_beats)
+                            tuple(self.styles), self.default_style or None)
 
     def with_style(self, style: str | None) -> ModelConfig:
         """This config, composing in ``style`` (None: its default).  Raises

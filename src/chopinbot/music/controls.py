@@ -31,11 +31,6 @@ from chopinbot.constants import LOWEST_PITCH, N_KEYS
 # The window a control describes: two bars of 4/4, long enough to hold a phrase's texture and short enough
 # that a piece's sections (a quiet middle, a dense coda) differ in it.
 WINDOW_BEATS = 8.0
-# The key's pitch-class shares may be measured over a longer window (ModelConfig.key_window_beats): over 8
-# beats they are a chord or two, and "stay in the key" (the mean profile, asked at every state) then asked
-# for every chord at once -- music that sounds all seven degrees in every bar, static and diatonic
-# (docs/controls.md).  Over 32 beats they are the key, and the harmony moves under them as in the corpus.
-KEY_WINDOW_BEATS = 32.0
 # A window covering less than this (the last beats of a piece) describes too little to be trusted: absent.
 MIN_WINDOW_BEATS = 2.0
 # Dynamic marks -> mean velocity of the struck notes.  Chosen from the performed Chopin pieces' 8-beat
@@ -117,10 +112,9 @@ class WindowControls:
 
 
 def window_controls(onsets: np.ndarray, beats: np.ndarray, velocity: np.ndarray | None = None,
-                    window: float = WINDOW_BEATS, key_window: float | None = None) -> WindowControls:
+                    window: float = WINDOW_BEATS) -> WindowControls:
     """The controls of the window starting at each of ``n`` states ((n, 88) onsets, (n,) beats and
-    velocities of their struck keys, 0 = none or unknown): the states starting within ``window`` beats of it
-    (the key's pitch-class shares: within ``key_window`` beats, None = ``window``)."""
+    velocities of their struck keys, 0 = none or unknown): the states starting within ``window`` beats of it."""
     onsets = np.asarray(onsets, bool)
     n = len(onsets)
     beats = np.asarray(beats, np.float64)
@@ -136,11 +130,8 @@ def window_controls(onsets: np.ndarray, beats: np.ndarray, velocity: np.ndarray 
     struck = per_key > 0
     low = np.where(ok, struck.argmax(1), -1).astype(np.int16)
     high = np.where(ok, N_KEYS - 1 - struck[:, ::-1].argmax(1), -1).astype(np.int16)
-    if key_window is not None and key_window != window:
-        key_end = np.searchsorted(start[:n], start[:n] + key_window - 1e-9, side="left")
-        per_key = counts[key_end] - counts[:n]
     pc = per_key @ _PITCH_CLASS  # (n, 12) strikes of each pitch class
-    key = np.where(ok[:, None], pc / np.maximum(pc.sum(1), 1)[:, None], np.nan)
+    key = np.where(ok[:, None], pc / np.maximum(total, 1)[:, None], np.nan)
     if velocity is None:
         loud = np.full(n, np.nan)
     else:
