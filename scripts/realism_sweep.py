@@ -60,6 +60,8 @@ def main() -> None:
     p.add_argument("--model", help="model folder or bundled name (default: the shipped model)")
     p.add_argument("--split", choices=("valid", "test"), default="valid")
     p.add_argument("--repeats", type=int, default=3, help="random seeds of the classifier test")
+    p.add_argument("--seed-offset", type=int, default=0,
+                   help="random seed of the i-th continuation: i + this (another draw of the same decoding)")
     p.add_argument("--json", help="write every result here")
     args = p.parse_args()
     model = load_model(args.model)
@@ -70,7 +72,8 @@ def main() -> None:
 
         def continue_seed(seed, index: int, fields=fields) -> States:
             try:
-                return generate(model, seed, GenerateConfig(seconds=60.0, random_seed=index, include_seed=False,
+                return generate(model, seed, GenerateConfig(seconds=60.0, random_seed=index + args.seed_offset,
+                                                            include_seed=False,
                                                             **fields)).states
             except GenerationError:
                 return States.empty()
