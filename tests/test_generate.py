@@ -237,3 +237,14 @@ def test_a_long_primer_warms_the_model_before_its_seed_window():
     assert warm.seed_len == cold.seed_len == 16  # the context is read, never written out
     np.testing.assert_array_equal(warm.states.keys[:16], cold.states.keys[:16])
     assert not np.array_equal(warm.generated.keys, cold.generated.keys)
+
+
+def test_the_original_design_is_bundled_by_name_and_composes():
+    """The original design's configuration (2x512 LSTM on 16-state windows, RMSprop, the 20-node duration
+    head, no note head), trained by our code, stays available as ``--model original``."""
+    model = load_model("original")
+    c, t = model.config, model.meta["train"]
+    assert (c.layers, c.hidden, c.duration_head, c.note_head, c.onset_head) == (2, 512, "seed", False, False)
+    assert (t["window"], t["optimizer"]) == (16, "rmsprop")
+    res = generate(model, seed_from_test(0), GenerateConfig(steps=24, random_seed=0))
+    assert len(res.generated) == 24 and res.generated.onsets.any()
