@@ -204,3 +204,42 @@ def test_training_hides_the_style_from_some_chunks_and_scoring_from_none(two_com
     assert 0.1 < np.mean(hidden) < 0.45  # about a quarter of the chunks, each whole
     assert all((per_chunk[i][real[i]] == 1).all() for i in range(len(chunks)) if not hidden[i])
     assert (scored[..., cols].sum(-1).numpy()[real] == 1).all()  # scoring: every row its own style
+
+
+def test_style_prefix_puts_another_composer_first_read_in_the_chunk_s_style(two_composers):
+    from chopinbot.training.style_prefix import PREFIX_STATES, prefix_chunks, with_prefix
+
+    ds = Dataset(two_composers)
+    c = ModelConfig(hidden=16, duration_classes=CLASSES, style_input=True, styles=["chopin", "mozart"],
+                    default_style="chopin")
+    data = SplitData(ds, "train", c.vocab)
+    chunks = data.chunks(16)[:24]
+    prefix = prefix_chunks(data, chunks, np.random.default_rng(0))
+    starts = np.array([a for a, _ in data.segments])
+    composer = lambda row: data.composers[np.searchsorted(starts, row, side="right") - 1]  # noqa: E731
+    for ch, pre in zip(chunks, prefix):
+        assert pre.length == PREFIX_STATES and composer(pre.start) != composer(ch.start)
+        a, b = data.segments[np.searchsorted(starts, pre.start, side="right") - 1]
+        assert a <= pre.start and pre.start + PREFIX_STATES < b  # inputs and their targets inside one piece
+    x, t = data.batch(chunks, **c.input_blocks)
+    px, pt = data.batch(prefix, **c.input_blocks)
+    xx, tt = with_prefix(px, pt, x, t, c.layout.style_columns())
+    cols = c.layout.style_columns()
+    assert xx.shape[1] == PREFIX_STATES + x.shape[1] and tt.mask.shape == xx.shape[:2]
+    assert (tt.mask[:, :PREFIX_STATES] == 0).all() and torch.equal(tt.mask[:, PREFIX_STATES:], t.mask)
+    assert torch.equal(xx[:, :PREFIX_STATES, cols], x[:, :1, cols].expand(-1, PREFIX_STATES, -1))  # its style
+    other = [i for i in range(xx.shape[-1]) if i not in range(cols.start, cols.stop)]
+    assert torch.equal(xx[:, :PREFIX_STATES][..., other], px[..., other])  # the passage itself, unchanged
+    # a split of one composer has no other to put first
+    one = SplitData(ds, "train", c.vocab)
+    one.composers = ["Chopin"] * len(one.composers)
+    assert prefix_chunks(one, chunks, np.random.default_rng(0)) is None
+
+
+def test_training_with_style_prefixes_runs(tmp_path, two_composers):
+    cfg = TrainConfig(data=str(two_composers), out=str(tmp_path / "p"), epochs=1, progress=False, threads=1,
+                      style_prefix=1.0, context=16, model=ModelConfig(hidden=16, note_hidden=8, duration_classes=[1.0]))
+    model = load_model(train(cfg).out / "best")
+    assert model.config.style_input and model.meta["train"]["style_prefix"] == 1.0
+    with pytest.raises(ConfigError, match="style_prefix"):
+        TrainConfig(style_prefix=1.5).validate()

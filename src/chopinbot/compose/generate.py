@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from chopinbot.compose.guidance import GuidedStepper, key_request_columns, style_columns
+from chopinbot.compose.guidance import GuidedStepper, key_request_columns
 from chopinbot.compose.repetition import RepeatBoost
 from chopinbot.compose.sampling import DensitySteer, Sampler
 from chopinbot.compose.seeds import Seed
@@ -330,7 +330,7 @@ def guided_stepper(model: ChopinLSTM, layout, cfg: GenerateConfig, controls: Con
     if cfg.style_guidance:
         if not any(isinstance(b, StyleBlock) for b in layout.blocks):
             raise ConfigError("style guidance needs a model with a style input (see `chopinbot styles`)")
-        guides.append((style_columns(layout), cfg.style_guidance))
+        guides.append((layout.style_columns(), cfg.style_guidance))
     if cfg.key_guidance and controls is not None and controls.key is not None:
         guides.append((key_request_columns(layout), cfg.key_guidance))
     rows = batch * 2 ** len(guides)

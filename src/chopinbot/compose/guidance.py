@@ -26,14 +26,8 @@ from __future__ import annotations
 import numpy as np
 
 from chopinbot.compose.stepper import ModuleStepper, NumpyStepper, StepOutputs
-from chopinbot.dataset.conditioning import ControlBlock, StyleBlock
+from chopinbot.dataset.conditioning import ControlBlock
 from chopinbot.dataset.layout import InputLayout
-
-
-def style_columns(layout: InputLayout) -> slice:
-    """Where the style one-hot sits in a row of ``layout``."""
-    i = [isinstance(b, StyleBlock) for b in layout.blocks].index(True)
-    return layout.lstm_columns(i)
 
 
 def key_request_columns(layout: InputLayout) -> np.ndarray:

@@ -87,6 +87,10 @@ class InputLayout:
         a = self._starts[i]["lstm"]
         return slice(a, a + self.blocks[i].lstm_width)
 
+    def style_columns(self) -> slice:
+        """Where the style one-hot (:class:`StyleBlock`) sits in a row."""
+        return self.lstm_columns([isinstance(b, StyleBlock) for b in self.blocks].index(True))
+
     def note_columns(self, i: int) -> slice:
         """Block ``i``'s note-head columns."""
         a = self._starts[i]["note"]
