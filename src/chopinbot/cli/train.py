@@ -8,7 +8,7 @@ import os
 from dataclasses import fields
 from pathlib import Path
 
-from chopinbot.cli.args import nonneg_float, nonneg_int, number_in, positive_float, positive_int, seed_int
+from chopinbot.cli.args import nonneg_float, nonneg_int, positive_float, positive_int, seed_int
 from chopinbot.errors import ConfigError
 from chopinbot.model.network import ModelConfig
 from chopinbot.training.train import TrainConfig, train
@@ -33,9 +33,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "music by a composer it does not know becomes a new style (the model flags are ignored)")
     p.add_argument("--styles", choices=["auto", "on", "off"], default=D.styles,
                    help="a style (composer) input: auto = when the data has several composers (default: auto)")
-    p.add_argument("--style-prefix", type=number_in(0.0, 1.0), default=D.style_prefix, metavar="SHARE",
-                   help="a model with styles: this share of the training batches begins with another composer's "
-                        "passage, so that the style input must carry the music (default: %(default)s = off)")
     p.add_argument("--default-style", metavar="NAME",
                    help="the style the model composes in unless told (default: chopin when present)")
     g = p.add_argument_group("model")

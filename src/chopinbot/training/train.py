@@ -44,7 +44,6 @@ from chopinbot.model.network import ChopinLSTM, ModelConfig, apply_max_norm
 from chopinbot.model.predict import batch_metrics_update, batch_outputs, compute_losses, evaluate_split
 from chopinbot.progress import Progress
 from chopinbot.training.finetune import copy_weights, data_styles, fine_tune_config, new_model_styles
-from chopinbot.training.style_prefix import prefix_chunks, with_prefix
 
 
 @dataclass
@@ -78,8 +77,6 @@ class TrainConfig:
     init_from: str | None = None  # start from this trained model's weights and shape (fine-tuning)
     styles: str = "auto"  # style input: "auto" (when the training data has several composers), "on", "off"
     default_style: str | None = None  # the style the model composes in unless told (default: chopin, if present)
-    style_prefix: float = 0.0  # a model with styles: this share of the batches begins with another composer's
-    #                            passage (training.style_prefix), so that the style must carry the music
     progress: bool = True
     model: ModelConfig | None = None  # filled in from the flags and the data
 
@@ -99,7 +96,6 @@ class TrainConfig:
             (self.clip_grad >= 0 and self.max_norm >= 0, "clip_grad and max_norm must be 0 or more"),
             (self.styles in ("auto", "on", "off"), "styles must be auto, on or off"),
             (self.minutes >= 0 and self.cpu_minutes >= 0, "time budgets must be 0 (none) or more"),
-            (0 <= self.style_prefix <= 1, "style_prefix must be a share, 0..1"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -157,16 +153,6 @@ class _Distributed:
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
-
-
-def _prefixed(split, chunks, x, t, config: ModelConfig, rng: np.random.Generator):
-    """The batch after a passage by another composer (:mod:`chopinbot.training.style_prefix`)."""
-    prefix = prefix_chunks(split, chunks, rng)
-    if prefix is None:
-        return x, t
-    shifts = rng.integers(-5, 6, len(prefix))  # the foreign passage in any nearby key
-    px, pt = split.batch(prefix, shifts, **config.input_blocks)
-    return with_prefix(px, pt, x, t, config.layout.style_columns())
 
 
 def build_model_config(cfg: TrainConfig, ds: Dataset) -> ModelConfig:
@@ -351,8 +337,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
                     break
                 shifts = rng.integers(-cfg.transpose, cfg.transpose + 1, len(idx)) if cfg.transpose else None
                 x, t = train_split.batch([units[i] for i in idx], shifts, **model.config.input_blocks)
-                if cfg.style_prefix and model.config.style_input and rng.random() < cfg.style_prefix:
-                    x, t = _prefixed(train_split, [units[i] for i in idx], x, t, model.config, rng)
                 x, t = x.to(device), t.to(device)
                 t0 = time.perf_counter()
                 out_b, losses = train_step(model, wrapped, opt, sched, cfg, x, t, grad_rows_sum,
