@@ -18,7 +18,9 @@ otherwise the state is drawn from the model as usual.  It is a cache model
 (Grave et al., 2017) mixed in by product rather than by sum: a continuation
 the model finds implausible (a harmony that has moved on, a key outside the
 register asked for) stays implausible, and one it already expects becomes
-likely.
+likely.  It applies to models whose durations are rhythmic classes (every
+model since the first; the original design's 20-node duration head has no
+class to copy, and composes without it).
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ class RepeatBoost:
         self.classes = np.asarray(classes, np.float64)
         self.tracker = ContinuationTracker(keys, onsets, beats, kinds=KINDS)
         self.last = [_at(h, -1) for h in self.tracker.history]
-        self.copied = np.zeros(len(keys), np.int64)  # states taken from the continuation, per piece
 
     def candidates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The continuation to boost for each piece: keys, onsets (B, 88), rhythmic class (B,) and

@@ -193,6 +193,7 @@ class Sampler:
         A continuation that changes nothing, or breaks the polyphony bounds, is never taken."""
         c, T = self.cfg, self.cfg.temperature
         ck, co, cls, found = self.repeat.candidates()
+        co = co | (ck & ~prev_keys)  # a key that starts sounding is struck
         n = ck.sum(-1)
         found &= ~unchanged(ck, co, prev_keys) & (n >= c.min_keys) & (n <= c.max_keys)
         if not found.any():
@@ -214,12 +215,9 @@ class Sampler:
                 log_p += np.where(kept, np.log(np.where(o, q, 1.0 - q)), 0.0).sum(-1)
             elif (kept & o).any():
                 log_p = np.where((kept & o).any(-1), -np.inf, log_p)
-            logits = d[rows].astype(np.float64) / T
-            log_p += logits[np.arange(len(rows)), cls[rows]] - np.log(np.exp(logits - logits.max(-1, keepdims=True))
-                                                                      .sum(-1)) - logits.max(-1)
+            log_p += np.log(softmax(d[rows].astype(np.float64) / T)[np.arange(len(rows)), cls[rows]])
         take = np.zeros(len(prev_keys), bool)
         take[rows] = self.repeat.take(log_p, self.rng)
-        self.repeat.copied += take
         return ck, co, cls, take
 
     def _confine(self, kp: np.ndarray, op: np.ndarray | None, prev_keys: np.ndarray
