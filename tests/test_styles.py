@@ -205,3 +205,36 @@ def test_training_hides_the_style_from_some_chunks_and_scoring_from_none(two_com
     assert all((per_chunk[i][real[i]] == 1).all() for i in range(len(chunks)) if not hidden[i])
     assert (scored[..., cols].sum(-1).numpy()[real] == 1).all()  # scoring: every row its own style
 
+
+
+def test_style_heads_route_the_style_to_the_note_and_duration_heads():
+    from dataclasses import replace
+
+    from chopinbot.compose.generate import GenerateConfig, generate
+    from chopinbot.compose.seeds import seed_from_test
+
+    torch.manual_seed(0)
+    c = ModelConfig(hidden=16, note_hidden=8, duration_classes=CLASSES, style_input=True,
+                    styles=["chopin", "mozart"], default_style="chopin", style_heads=True)
+    plain = replace(c, style_heads=False)
+    cols = c.layout.style_columns()
+    assert c.layout.per_key == plain.layout.per_key + 2
+    ki = c.layout.key_index()
+    assert (ki[:, -2] == cols.start).all() and (ki[:, -1] == cols.start + 1).all()  # every key reads each style
+    assert (cols.start, cols.stop, None) in c.layout.duration_terms()
+    model = ChopinLSTM(c).eval()
+    with torch.no_grad():  # every weight random (some start at 0), the LSTM blind to the style: the heads carry it
+        for w in model.parameters():
+            w.normal_(0.0, 0.3)
+        model.lstm.weight_ih_l0[:, cols] = 0.0
+    keys = np.zeros((1, 6, 88), bool)
+    keys[..., [40, 47]] = True
+    rows = {s: torch.from_numpy(InputBuilder(model, keys, keys, np.ones((1, 6)), style=s).seed_inputs)
+            for s in ("chopin", "mozart")}
+    with torch.no_grad():
+        out = {s: model(x)[0] for s, x in rows.items()}
+    assert not torch.allclose(out["chopin"].key_logits, out["mozart"].key_logits)
+    assert not torch.allclose(out["chopin"].duration, out["mozart"].duration)
+    seed, cfg = seed_from_test(0), GenerateConfig(steps=24, random_seed=0)
+    n, t = (generate(model, seed, replace(cfg, style="mozart"), engine=e) for e in ("numpy", "torch"))
+    assert np.array_equal(n.generated.keys, t.generated.keys)  # both engines read the heads' style alike

@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "music by a composer it does not know becomes a new style (the model flags are ignored)")
     p.add_argument("--styles", choices=["auto", "on", "off"], default=D.styles,
                    help="a style (composer) input: auto = when the data has several composers (default: auto)")
+    p.add_argument("--style-heads", type=_onoff, default=M.style_heads, metavar="on|off",
+                   help="a model with styles: the style also reaches the note and duration heads directly "
+                        f"(default: {'on' if M.style_heads else 'off'})")
     p.add_argument("--default-style", metavar="NAME",
                    help="the style the model composes in unless told (default: chopin when present)")
     g = p.add_argument_group("model")
@@ -106,7 +109,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                                                           "onset_head", "skip", "note_head", "duration_head",
                                                           "dur_nodes", "key_recency", "repeats",
                                                           "repeats_transposed", "loudness", "joint_keys",
-                                                          "controls")},
+                                                          "controls", "style_heads")},
                         duration_classes=[1.0])
     names = {f.name for f in fields(TrainConfig)} - {"model", "loss_clip", "progress"}
     cfg = TrainConfig(**{n: getattr(args, n) for n in names if n != "epochs"}, model=model)

@@ -55,6 +55,9 @@ class StyleBlock(InputBlock):
     # style with a condition the model was trained on: without it "no style" was never seen, and guidance pushed
     # both styles away from every real composer (docs/corpus.md); scoring shows every row its style (0)
     hide_share: float = 0.25
+    # the style also goes straight to the note head (each style a value every key reads, beside its pitch) and to
+    # the rhythmic values' logits: the LSTM's state, full of the passage heard, barely passed the style on
+    to_heads: bool = False
 
     @property
     def name(self) -> str:
@@ -63,6 +66,12 @@ class StyleBlock(InputBlock):
     @property
     def lstm_width(self) -> int:
         return len(self.styles)
+
+    def key_columns(self) -> tuple[KeyColumn, ...]:
+        return tuple(KeyColumn("lstm", i, False) for i in range(len(self.styles))) if self.to_heads else ()
+
+    def duration_columns(self) -> tuple[DurationColumns, ...]:
+        return (DurationColumns("lstm", 0, len(self.styles)),) if self.to_heads else ()
 
     def one_hot(self, index: np.ndarray) -> np.ndarray:
         """(..., len(styles)) float32 rows for style ``index`` (..., -1: none)."""

@@ -37,6 +37,7 @@ class BlockContext:
     grid_per_beat: int
     styles: tuple[str, ...] = ()
     style: str | None = None  # the style sequences and composing read (StyleBlock)
+    style_heads: bool = False  # StyleBlock.to_heads
 
 
 @dataclass(frozen=True)
@@ -53,16 +54,18 @@ OPTIONAL_BLOCKS: tuple[OptionalBlock, ...] = (  # in row order, after the base b
     OptionalBlock("repeats", lambda ctx: RepeatsBlock("exact", ctx.vocab, ctx.grid_per_beat)),
     OptionalBlock("repeats_transposed", lambda ctx: RepeatsBlock("transposed", ctx.vocab, ctx.grid_per_beat)),
     OptionalBlock("loudness", lambda ctx: LoudnessBlock(), needs_note_head=False),
-    OptionalBlock("style_input", lambda ctx: StyleBlock(ctx.styles, ctx.style), needs_note_head=False),
+    OptionalBlock("style_input", lambda ctx: StyleBlock(ctx.styles, ctx.style, to_heads=ctx.style_heads),
+                  needs_note_head=False),
     OptionalBlock("controls", lambda ctx: ControlBlock()),
 )
 
 
 def input_blocks(vocab: DurationVocab, grid_per_beat: int, on: Collection[str] = (),
-                 styles: tuple[str, ...] = (), style: str | None = None) -> tuple[InputBlock, ...]:
+                 styles: tuple[str, ...] = (), style: str | None = None,
+                 style_heads: bool = False) -> tuple[InputBlock, ...]:
     """A model's blocks, in row order: the base block and the optional blocks whose flags are ``on``
     (``styles`` and ``style``: those of the style block)."""
-    ctx = BlockContext(vocab, grid_per_beat, tuple(styles), style)
+    ctx = BlockContext(vocab, grid_per_beat, tuple(styles), style, style_heads)
     return (BaseBlock(vocab, grid_per_beat),) + tuple(b.make(ctx) for b in OPTIONAL_BLOCKS if b.flag in on)
 
 

@@ -92,6 +92,7 @@ class ModelConfig:
     style_input: bool = False  # a style (composer) input (StyleBlock): one model, the styles of `styles`
     styles: list[str] = field(default_factory=list)  # the styles it knows, e.g. ["beethoven", "chopin", ...]
     default_style: str = ""  # the style it composes in unless told otherwise
+    style_heads: bool = False  # the style also reaches the note and duration heads directly (StyleBlock.to_heads)
     controls: bool = False  # the composer's controls (ControlBlock): density, register, loudness, key of what comes
     duration_head: str = "classes"  # "classes" (softmax over rhythmic values) or "seed" (original)
     dur_nodes: int = 20  # sigmoid nodes of the seed head
@@ -118,7 +119,7 @@ class ModelConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool):
                 raise ConfigError(f"{name} must be a number, got {v!r}")
-        for name in ("layer_norm", "onset_head", "skip", "note_head", "joint_keys") + tuple(
+        for name in ("layer_norm", "onset_head", "skip", "note_head", "joint_keys", "style_heads") + tuple(
                 b.flag for b in OPTIONAL_BLOCKS):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false")
@@ -165,7 +166,7 @@ class ModelConfig:
     def blocks(self) -> tuple[InputBlock, ...]:
         """The input blocks, in row order (:mod:`chopinbot.dataset.inputs`)."""
         return input_blocks(self.vocab, self.grid_per_beat, {b.flag for b in OPTIONAL_BLOCKS if getattr(self, b.flag)},
-                            tuple(self.styles), self.default_style or None)
+                            tuple(self.styles), self.default_style or None, self.style_heads)
 
     def with_style(self, style: str | None) -> ModelConfig:
         """This config, composing in ``style`` (None: its default).  Raises
