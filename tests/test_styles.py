@@ -238,3 +238,21 @@ def test_style_heads_route_the_style_to_the_note_and_duration_heads():
     seed, cfg = seed_from_test(0), GenerateConfig(steps=24, random_seed=0)
     n, t = (generate(model, seed, replace(cfg, style="mozart"), engine=e) for e in ("numpy", "torch"))
     assert np.array_equal(n.generated.keys, t.generated.keys)  # both engines read the heads' style alike
+
+
+def test_a_style_asked_for_is_guided_by_default():
+    from chopinbot.compose.generate import STYLE_GUIDANCE, GenerateConfig, guided_stepper
+    from chopinbot.compose.guidance import GuidedStepper
+
+    c = ModelConfig(hidden=16, duration_classes=CLASSES, style_input=True, styles=["chopin", "mozart"],
+                    default_style="chopin")
+    model = ChopinLSTM(c)
+
+    def weight(cfg):
+        s = guided_stepper(model, c.layout, cfg, None, "auto", 1)
+        return s.weight if isinstance(s, GuidedStepper) else 0.0
+
+    assert weight(GenerateConfig(style="mozart")) == STYLE_GUIDANCE == 4.0
+    assert weight(GenerateConfig()) == 0.0  # the model's own style, not asked: its own prediction
+    assert weight(GenerateConfig(style="mozart", style_guidance=0.0)) == 0.0
+    assert weight(GenerateConfig(style="mozart", style_guidance=2.0)) == 2.0
