@@ -256,3 +256,27 @@ def test_a_style_asked_for_is_guided_by_default():
     assert weight(GenerateConfig()) == 0.0  # the model's own style, not asked: its own prediction
     assert weight(GenerateConfig(style="mozart", style_guidance=0.0)) == 0.0
     assert weight(GenerateConfig(style="mozart", style_guidance=2.0)) == 2.0
+
+
+def test_a_new_style_keeps_a_style_heads_model_as_it_was():
+    """Fine-tuning a model with style heads on a new composer: its note-head and duration columns are mapped by
+    style name too, so every style it knew composes exactly as before."""
+    torch.manual_seed(0)
+    c = ModelConfig(hidden=16, note_hidden=8, duration_classes=CLASSES, style_input=True,
+                    styles=["chopin", "mozart"], default_style="chopin", style_heads=True)
+    source = ChopinLSTM(c).eval()
+    with torch.no_grad():
+        for p in source.parameters():
+            p.normal_(0.0, 0.3)
+    target = ChopinLSTM(fine_tune_config(c, ["grieg"])).eval()
+    copy_weights(target, source)
+    assert target.config.styles == ["chopin", "mozart", "grieg"]
+    keys = np.zeros((1, 6, 88), bool)
+    keys[..., [40, 47]] = True
+    for style in ("chopin", "mozart"):
+        xs, xt = (torch.from_numpy(InputBuilder(m, keys, keys, np.ones((1, 6)), style=style).seed_inputs)
+                  for m in (source, target))
+        with torch.no_grad():
+            a, b = source(xs)[0], target(xt)[0]
+        torch.testing.assert_close(a.key_logits, b.key_logits)
+        torch.testing.assert_close(a.duration, b.duration)

@@ -21,9 +21,11 @@ from chopinbot.dataset.corpus import style_name
 from chopinbot.dataset.layout import InputLayout
 from chopinbot.dataset.store import Dataset
 from chopinbot.errors import ConfigError
-from chopinbot.model.network import ChopinLSTM, ModelConfig
+from chopinbot.model.network import NEIGHBOURS, ChopinLSTM, ModelConfig
 
 FIRST_LAYER_INPUTS = "lstm.weight_ih_l0"
+DURATION_TERMS = "repeat_dur.weight"  # reads the blocks' duration columns
+NOTE_INPUTS = "note_mlp.0.weight"  # reads each key's neighbourhood, its values of the blocks, then the rest
 
 
 def data_styles(ds: Dataset, split: str = "train") -> list[str]:
@@ -69,10 +71,43 @@ def copy_weights(target: ChopinLSTM, source: ChopinLSTM) -> None:
         raise ConfigError(f"the models differ in shape: {', '.join(sorted(missing)[:3])} missing")
     mapped = dict(src)
     mapped[FIRST_LAYER_INPUTS] = _map_input_columns(src[FIRST_LAYER_INPUTS], source.config, target.config)
+    if source.config.style_heads:  # the style also feeds the duration head's terms and each key's note-head values
+        old, new = source.config.blocks, target.config.blocks
+        if DURATION_TERMS in src:
+            mapped[DURATION_TERMS] = _map_grouped(
+                src[DURATION_TERMS], old, new, 0, lambda b: sum(d.stop - d.start for d in b.duration_columns()))
+        if NOTE_INPUTS in src:
+            mapped[NOTE_INPUTS] = _map_grouped(src[NOTE_INPUTS], old, new, 2 * (2 * NEIGHBOURS + 1),
+                                               lambda b: len(b.key_columns()))
     for name, t in dst.items():
         if mapped[name].shape != t.shape:
             raise ConfigError(f"the models differ in shape at {name}: {tuple(mapped[name].shape)} vs {tuple(t.shape)}")
     target.load_state_dict(mapped)
+
+
+def _map_grouped(weight: torch.Tensor, old: tuple, new: tuple, lead: int, width) -> torch.Tensor:
+    """``weight``'s input columns laid out as ``lead`` columns, then ``width(block)`` columns of each
+    block in order, then the rest: moved to ``new``'s blocks, a style block's by style name (a new
+    style's columns start at 0)."""
+    old_total = sum(width(b) for b in old)
+    rest = weight.shape[1] - lead - old_total
+    out = weight.new_zeros((weight.shape[0], lead + sum(width(b) for b in new) + rest))
+    out[:, :lead] = weight[:, :lead]
+    out[:, out.shape[1] - rest:] = weight[:, lead + old_total:]
+    starts, at = {}, lead
+    for b in new:
+        starts[b.name], at = at, at + width(b)
+    at = lead
+    for b in old:
+        j, w = starts[b.name], width(b)
+        if isinstance(b, StyleBlock) and w:
+            target = next(n for n in new if n.name == b.name).styles
+            for k, name in enumerate(b.styles):
+                out[:, j + target.index(name)] = weight[:, at + k]
+        else:
+            out[:, j:j + w] = weight[:, at:at + w]
+        at += w
+    return out
 
 
 def _map_input_columns(weight: torch.Tensor, old: ModelConfig, new: ModelConfig) -> torch.Tensor:
