@@ -265,7 +265,7 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
     confine = controls is not None and cfg.register is not None and cfg.confine_register  # only a register asked for
     keep = controls is not None and controls.density is not None and cfg.keep_density
     repeat = None
-    if cfg.repeat_boost > 1.0:
+    if cfg.repeat_boost > 1.0 and model.config.duration_head == "classes":  # the original's seed head has no class
         repeat = RepeatBoost(cfg.repeat_boost, seed_keys.astype(bool), seed_onsets.astype(bool), seed_beats,
                              model.config.duration_classes)
     sampler = Sampler(model, cfg, rng, stepper, register=controls.register if confine else None,

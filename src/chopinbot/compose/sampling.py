@@ -120,7 +120,9 @@ class Sampler:
         each state)."""
         self.cfg, self.rng = cfg, rng
         self.density = density
-        self.repeat = repeat if model.config.duration_head == "classes" else None
+        if repeat is not None and model.config.duration_head != "classes":
+            raise ValueError("a repeat boost copies a rhythmic class: it needs a model whose durations are classes")
+        self.repeat = repeat
         self.outside = None
         if register is not None:
             k = np.arange(N_KEYS)

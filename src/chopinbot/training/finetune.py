@@ -12,13 +12,14 @@ its shape (checked when copying), so the surgery is one matrix.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
 
 from chopinbot.dataset.conditioning import StyleBlock
 from chopinbot.dataset.corpus import style_name
-from chopinbot.dataset.layout import InputLayout
+from chopinbot.dataset.inputs import InputBlock
 from chopinbot.dataset.store import Dataset
 from chopinbot.errors import ConfigError
 from chopinbot.model.network import NEIGHBOURS, ChopinLSTM, ModelConfig
@@ -64,31 +65,33 @@ def fine_tune_config(base: ModelConfig, styles: list[str], default_style: str | 
 def copy_weights(target: ChopinLSTM, source: ChopinLSTM) -> None:
     """Load ``source``'s weights into ``target``, whose config may add styles:
     the first LSTM layer's columns are mapped block by block (style columns by
-    style name; new ones start at 0); every other tensor must match in shape."""
+    style name; new ones start at 0), and so are a style-heads model's duration
+    terms and note-head values; every other tensor must match in shape."""
     src, dst = source.state_dict(), target.state_dict()
     missing = set(dst) - set(src)
     if missing:
         raise ConfigError(f"the models differ in shape: {', '.join(sorted(missing)[:3])} missing")
+    old, new = source.config.blocks, target.config.blocks
     mapped = dict(src)
-    mapped[FIRST_LAYER_INPUTS] = _map_input_columns(src[FIRST_LAYER_INPUTS], source.config, target.config)
+    mapped[FIRST_LAYER_INPUTS] = _map_block_columns(src[FIRST_LAYER_INPUTS], old, new, 0, lambda b: b.lstm_width)
     if source.config.style_heads:  # the style also feeds the duration head's terms and each key's note-head values
-        old, new = source.config.blocks, target.config.blocks
         if DURATION_TERMS in src:
-            mapped[DURATION_TERMS] = _map_grouped(
+            mapped[DURATION_TERMS] = _map_block_columns(
                 src[DURATION_TERMS], old, new, 0, lambda b: sum(d.stop - d.start for d in b.duration_columns()))
         if NOTE_INPUTS in src:
-            mapped[NOTE_INPUTS] = _map_grouped(src[NOTE_INPUTS], old, new, 2 * (2 * NEIGHBOURS + 1),
-                                               lambda b: len(b.key_columns()))
+            mapped[NOTE_INPUTS] = _map_block_columns(src[NOTE_INPUTS], old, new, 2 * (2 * NEIGHBOURS + 1),
+                                                     lambda b: len(b.key_columns()))
     for name, t in dst.items():
         if mapped[name].shape != t.shape:
             raise ConfigError(f"the models differ in shape at {name}: {tuple(mapped[name].shape)} vs {tuple(t.shape)}")
     target.load_state_dict(mapped)
 
 
-def _map_grouped(weight: torch.Tensor, old: tuple, new: tuple, lead: int, width) -> torch.Tensor:
+def _map_block_columns(weight: torch.Tensor, old: tuple, new: tuple, lead: int,
+                       width: Callable[[InputBlock], int]) -> torch.Tensor:
     """``weight``'s input columns laid out as ``lead`` columns, then ``width(block)`` columns of each
     block in order, then the rest: moved to ``new``'s blocks, a style block's by style name (a new
-    style's columns start at 0)."""
+    style's columns start at 0; any other block must keep its width)."""
     old_total = sum(width(b) for b in old)
     rest = weight.shape[1] - lead - old_total
     out = weight.new_zeros((weight.shape[0], lead + sum(width(b) for b in new) + rest))
@@ -96,35 +99,18 @@ def _map_grouped(weight: torch.Tensor, old: tuple, new: tuple, lead: int, width)
     out[:, out.shape[1] - rest:] = weight[:, lead + old_total:]
     starts, at = {}, lead
     for b in new:
-        starts[b.name], at = at, at + width(b)
+        starts[b.name], at = (at, b), at + width(b)
     at = lead
     for b in old:
-        j, w = starts[b.name], width(b)
-        if isinstance(b, StyleBlock) and w:
-            target = next(n for n in new if n.name == b.name).styles
-            for k, name in enumerate(b.styles):
-                out[:, j + target.index(name)] = weight[:, at + k]
+        if b.name not in starts:
+            raise ConfigError(f"the new model lacks the input block {b.name!r}")
+        (j, nb), w = starts[b.name], width(b)
+        if isinstance(b, StyleBlock):
+            for k, name in enumerate(b.styles[:w]):
+                out[:, j + nb.styles.index(name)] = weight[:, at + k]
+        elif w != width(nb):
+            raise ConfigError(f"the input block {b.name!r} changed width")
         else:
             out[:, j:j + w] = weight[:, at:at + w]
         at += w
-    return out
-
-
-def _map_input_columns(weight: torch.Tensor, old: ModelConfig, new: ModelConfig) -> torch.Tensor:
-    old_layout, new_layout = InputLayout(old.blocks), InputLayout(new.blocks)
-    out = weight.new_zeros((weight.shape[0], new_layout.lstm))
-    new_index = {b.name: i for i, b in enumerate(new_layout.blocks)}
-    for i, block in enumerate(old_layout.blocks):
-        if block.name not in new_index:
-            raise ConfigError(f"the new model lacks the input block {block.name!r}")
-        j = new_index[block.name]
-        a, b = old_layout.lstm_columns(i), new_layout.lstm_columns(j)
-        if isinstance(block, StyleBlock):
-            target_styles = new_layout.blocks[j].styles
-            for k, name in enumerate(block.styles):
-                out[:, b.start + target_styles.index(name)] = weight[:, a.start + k]
-        else:
-            if a.stop - a.start != b.stop - b.start:
-                raise ConfigError(f"the input block {block.name!r} changed width")
-            out[:, b] = weight[:, a]
     return out
