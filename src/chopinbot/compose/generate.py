@@ -63,11 +63,11 @@ KEY_WINDOW_RANGE = (1, 24)  # semitones either side of a key, for key_local_p
 DENSITY_RANGE = (0.5, 40.0)  # notes per second (the corpus's 8-beat windows: 1-20 at their tempo)
 MIN_REGISTER_SPAN = 7  # semitones: a narrower register cannot hold a melody's steps
 REPEAT_BOOST_RANGE = (1.0, 1000.0)  # 1 = the model's own odds; beyond ~100 every match is copied whole
-GUIDANCE_RANGE = (0.0, 8.0)
+GUIDANCE_RANGE = (0.0, 8.0)  # style and key guidance: beyond a few the predictions leave anything the model has seen
 # The style guidance when a style is asked for (GenerateConfig.style_guidance None).  With the style heads of the
 # bundled piano-styles, on the test seeds: the styles told apart 93 % of the time, each nearer its own composer
 # (docs/corpus.md)
-STYLE_GUIDANCE = 4.0  # style and key guidance: beyond a few the predictions leave anything the model has seen
+STYLE_GUIDANCE = 4.0
 STUCK_STATES = 24  # this many states in a row with nothing struck = stuck
 LOOP_WINDOW = 48  # the last this many states drawn from a cycle of <= 4 states = looping
 
