@@ -200,3 +200,34 @@ def test_full_disk_is_refused_before_training(tmp_path, tiny_dataset_dir, monkey
     with pytest.raises(ConfigError, match="free"):
         train_mod.train(cfg)
     assert not called, "the dataset was loaded before the disk check"
+
+
+def _without_data(cfg):
+    cfg.data = None  # as `train --resume` without --data
+    return cfg
+
+
+def test_resume_reads_the_runs_own_dataset(tmp_path, tiny_dataset_dir, monkeypatch):
+    """``--resume`` without ``--data`` continues on the data the run started with (not the
+    bundled corpus, --data's default); other data, named or changed since, is refused."""
+    from chopinbot.training import train as train_mod
+    from conftest import tiny_train_config
+
+    run = tmp_path / "run"
+    train_mod.train(tiny_train_config(tiny_dataset_dir, run, epochs=1))
+    read = []
+    real = train_mod.load_or_prepare
+    monkeypatch.setattr(train_mod, "load_or_prepare", lambda data, **k: read.append(data) or real(data, **k))
+    train_mod.train(_without_data(tiny_train_config(tiny_dataset_dir, run, epochs=2)), resume=True)
+    assert read == [str(tiny_dataset_dir)]
+    assert _epochs(run) == [1, 2]
+
+    with pytest.raises(ConfigError, match="was trained on"):
+        train_mod.train(tiny_train_config(tmp_path / "elsewhere", run, epochs=3), resume=True)
+    # The run's dataset rebuilt since (here: the run remembers another one).
+    resume_json = resolve_checkpoint(run / "last") / "resume.json"
+    state = json.loads(resume_json.read_text())
+    state["train_config"]["dataset_sha256"] = "0" * 64
+    resume_json.write_text(json.dumps(state))
+    with pytest.raises(ConfigError, match="has changed"):
+        train_mod.train(_without_data(tiny_train_config(tiny_dataset_dir, run, epochs=3)), resume=True)

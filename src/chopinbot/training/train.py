@@ -256,10 +256,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
     device = ddp.device
     if ddp.main:
         _check_writable(out)
-    ds = load_or_prepare(cfg.data, progress=cfg.progress and ddp.main)
     state: dict[str, Any] = {}
     if resume:
+        # The run's own dataset, not --data's default: resuming on other data would
+        # silently train a different model under the same run folder.
         state, cfg = _load_resume_state(out, cfg)
+    ds = load_or_prepare(cfg.data, progress=cfg.progress and ddp.main)
+    if resume:
+        trained_on = state["train_config"].get("dataset_sha256")
+        if trained_on and trained_on != ds.manifest_hash:
+            raise ConfigError(f"the dataset in {cfg.data} has changed since this run started; "
+                              "start a new run (--force) to train on it")
         mcfg = cfg.model
     elif cfg.init_from:
         started_from, mcfg = init_from_model(cfg, ds)
@@ -509,6 +516,9 @@ def _load_resume_state(out: Path, cfg: TrainConfig) -> tuple[dict[str, Any], Tra
     model_cfg = ModelConfig.from_dict(read_config(folder)["model"])
     names = {f.name for f in fields(TrainConfig)}
     new = TrainConfig(**{k: v for k, v in saved.items() if k in names and k != "model"})
+    if cfg.data is not None and not _same_path(cfg.data, new.data):
+        raise ConfigError(f"{out} was trained on {new.data or 'the bundled corpus'}, not {cfg.data}: "
+                          "resume it without --data, or start a new run (--force)")
     # What a user may change on resume: the number of epochs, the time budgets,
     # device, threads, progress (the schedule follows the new epoch count).
     new.epochs, new.minutes, new.cpu_minutes, new.device, new.threads, new.progress = (
@@ -516,6 +526,10 @@ def _load_resume_state(out: Path, cfg: TrainConfig) -> tuple[dict[str, Any], Tra
     new.model = model_cfg
     new.out = str(out)
     return state, new
+
+
+def _same_path(a: str, b: str | None) -> bool:
+    return b is not None and Path(a).resolve() == Path(b).resolve()
 
 
 def _restore(state: dict[str, Any], model, opt, sched) -> None:
