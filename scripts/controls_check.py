@@ -13,7 +13,8 @@ sampling), and measured by :mod:`chopinbot.evaluation.figures`:
 * key (``--key``, with ``hold_key`` on and off): the share of 20-s excerpts
   within one fifth of the requested key, from test seeds (requests in random
   keys) and from other composers' primers (the held-out pieces of
-  piano-midi.de, ``--piano-data``, each continued in a random key).
+  piano-midi.de, ``--piano-data``, of the same split as ``--seeds``, each
+  continued in a random key).
 
     nice -n 10 .venv/bin/python scripts/controls_check.py --model runs/ctl/m-controls/best \\
         --json docs/controls-check.json
@@ -54,6 +55,7 @@ def main() -> None:
                    help="whose windows seed the pieces: test to report, valid (of --valid-data) to tune")
     p.add_argument("--valid-data", default="runs/corpus/chopin48", help="a prepared dataset, for --seeds valid")
     p.add_argument("--key-guidance", type=float, default=GenerateConfig().key_guidance)
+    p.add_argument("--key-guidance-drift", type=float, default=GenerateConfig().key_guidance_drift)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
     model = load_model(args.model)
@@ -112,7 +114,7 @@ def main() -> None:
               flush=True)
     if "key" in args.only:
         krng = np.random.default_rng(1)
-        primers, _ = held_out_seeds(Dataset(args.piano_data), "test",
+        primers, _ = held_out_seeds(Dataset(args.piano_data), args.seeds,  # valid primers to tune
                                     keep=lambda s: s.dynamics and style_name(s.composer) != "chopin")
         primers = [primers[int(i)] for i in krng.choice(len(primers), n, replace=len(primers) < n)]
         for label, seed_list in ((f"{args.seeds} seeds", seeds), ("other composers' primers", primers)):
@@ -125,7 +127,8 @@ def main() -> None:
                     try:
                         r = generate(model, seed, GenerateConfig(seconds=2 * args.seconds, random_seed=i,
                                                                  include_seed=False, key=want.name, hold_key=hold,
-                                                                 key_guidance=args.key_guidance))
+                                                                 key_guidance=args.key_guidance,
+                                                                 key_guidance_drift=args.key_guidance_drift))
                     except GenerationError:
                         continue
                     notes = states_to_notes(r.generated).astype(np.float64)

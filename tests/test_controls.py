@@ -225,7 +225,72 @@ def test_key_guidance_contrasts_the_key_asked_with_the_key_hidden(tiny_controls_
     np.testing.assert_array_equal(bare[:, -1], rows[Controls(density=3.0)][:, -1])  # zeroed = not asked
     stepper = guided_stepper(model, layout, GenerateConfig(key_guidance=0.5), asked, "auto", 1)
     assert isinstance(stepper, GuidedStepper) and stepper.weight == 0.5
-    assert not isinstance(guided_stepper(model, layout, GenerateConfig(key_guidance=0), asked, "auto", 1),
-                          GuidedStepper)
+    assert not isinstance(guided_stepper(model, layout, GenerateConfig(key_guidance=0, key_guidance_drift=0),
+                                         asked, "auto", 1), GuidedStepper)
+    assert isinstance(guided_stepper(model, layout, GenerateConfig(key_guidance=0, key_guidance_drift=3), asked,
+                                     "auto", 1), GuidedStepper)  # guided once the music leaves the key
     assert not isinstance(guided_stepper(model, layout, GenerateConfig(), Controls(density=3.0), "auto", 1),
                           GuidedStepper)  # no key asked: nothing to guide towards
+
+
+def _chords(pitches: list[int], n: int) -> np.ndarray:
+    keys = np.zeros((1, n, N_KEYS), bool)
+    keys[0, :, [_key(p) for p in pitches]] = True
+    return keys
+
+
+def test_key_drift_sees_the_music_leave_its_key_and_come_back():
+    from chopinbot.compose.guidance import KeyDrift
+
+    c_major = [60, 64, 67, 72]  # C E G C, then F# A# C# F#: six steps round the circle of fifths
+    drift = KeyDrift(Key(0, False), _chords(c_major, 8), np.ones((1, 8)))
+    assert not drift.drifted[0]
+    for _ in range(8):  # a beat each: after 8 beats of F# major the last beats are in F#
+        drift.update(_chords([66, 70, 73, 78], 1)[:, 0], np.ones(1))
+    assert drift.drifted[0]
+    for _ in range(16):
+        drift.update(_chords(c_major, 1)[:, 0], np.ones(1))
+    assert not drift.drifted[0]
+    # G major (a fifth up) is still home; nothing heard yet has not drifted
+    assert not KeyDrift(Key(0, False), _chords([55, 59, 62, 67], 8), np.ones((1, 8))).drifted[0]
+    assert not KeyDrift(Key(0, False), np.zeros((1, 4, N_KEYS), bool), np.ones((1, 4))).drifted[0]
+
+
+def test_guidance_weight_per_piece_equals_each_pieces_own_weight(tiny_controls_model_dir):
+    from chopinbot.compose.generate import guided_stepper
+    from chopinbot.compose.stepper import InputBuilder
+
+    model = load_model(tiny_controls_model_dir / "best")
+    h = seed_from_test(1).history
+    asked = Controls(density=3.0, key=key_profile(False))
+    x = InputBuilder(model, np.stack([h.keys] * 2), np.stack([h.onsets] * 2), np.stack([h.beats] * 2), 0.0,
+                     np.stack([h.velocity] * 2), controls=asked).seed_inputs
+    outs = {}
+    for w in (0.5, 3.0, np.array([0.5, 3.0])):
+        stepper = guided_stepper(model, model.config.layout, GenerateConfig(key_guidance=0.5), asked, "numpy", 2)
+        stepper.weight = w
+        outs[str(w)] = stepper.start(x)
+    for i, w in enumerate(("0.5", "3.0")):
+        for mixed, alone in zip(outs[str(np.array([0.5, 3.0]))], outs[w]):
+            if mixed is not None:
+                np.testing.assert_allclose(mixed[i], alone[i], rtol=1e-6)
+    assert not np.allclose(outs["0.5"][0], outs["3.0"][0])
+
+
+def test_key_drift_weight_is_used_only_while_the_music_has_left_the_key(tiny_controls_model_dir, monkeypatch):
+    from chopinbot.compose import guidance
+
+    model = load_model(tiny_controls_model_dir / "best")
+    seed = seed_from_test(1)
+    cfg = dict(seconds=20, random_seed=0, include_seed=False, key_guidance=0.5)
+    same = generate(model, seed, GenerateConfig(**cfg, key_guidance_drift=0.5))
+    # never drifted: the drift weight changes nothing
+    monkeypatch.setattr(guidance.KeyDrift, "drifted", property(lambda self: np.zeros(len(self.hist), bool)))
+    calm = generate(model, seed, GenerateConfig(**cfg, key_guidance_drift=5.0))
+    np.testing.assert_array_equal(calm.generated.keys, same.generated.keys)
+    # always drifted: the piece is composed at the drift weight throughout
+    monkeypatch.setattr(guidance.KeyDrift, "drifted", property(lambda self: np.ones(len(self.hist), bool)))
+    pushed = generate(model, seed, GenerateConfig(**cfg, key_guidance_drift=5.0))
+    fixed = generate(model, seed, GenerateConfig(**{**cfg, "key_guidance": 5.0}, key_guidance_drift=5.0))
+    np.testing.assert_array_equal(pushed.generated.keys, fixed.generated.keys)
+    assert not np.array_equal(pushed.generated.keys, same.generated.keys)

@@ -62,6 +62,8 @@ BUNDLED_CORPUS_DIR = PACKAGE_DIR / "data" / "chopin"
 DEFAULT_CORPUS = "chopin48"
 # Models shipped inside the package, by name (``--model NAME``); the default is SHIPPED_MODEL.
 BUNDLED_MODELS_DIR = PACKAGE_DIR / "models"
-SHIPPED_MODEL = "chopin-controls"  # 2026-12-02: chopin-editions with the composer's controls (docs/controls.md)
+# 2026-12-02: chopin-controls' recipe on all 25 piano-midi.de composers + the Chopin editions,
+# with style heads, composing in Chopin's style (docs/training.md).
+SHIPPED_MODEL = "piano-controls"
 SHIPPED_MODEL_DIR = BUNDLED_MODELS_DIR / SHIPPED_MODEL
 DEFAULT_DATASET_DIR = Path("runs") / "dataset"

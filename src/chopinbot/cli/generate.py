@@ -118,7 +118,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "cadence (see docs/controls.md, Form)")
     g.add_argument("--batch", "--variations", type=positive_int, default=1, dest="batch", metavar="N",
                    help="N different continuations of the seed at once, batched (files get -1, -2, ...)")
-    g = p.add_argument_group("controls (a model with controls, e.g. --model chopin-controls)")
+    g = p.add_argument_group("controls (a model with controls, as the default)")
     g.add_argument("--density", type=number_in(*DENSITY_RANGE), metavar="NOTES_PER_SECOND",
                    help=f"steer the new music to this many notes per second ({DENSITY_RANGE[0]:g} to "
                         f"{DENSITY_RANGE[1]:g}; Chopin's 8-beat windows mostly lie between 3 and 15)")
@@ -136,6 +136,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --hold-key: push the draw W times the difference between the key asked and none "
                         "(default: %(default)s; 0 = the key input alone: 88 %% of excerpts in key instead of 100 %%; "
                         "it halves the speed)")
+    g.add_argument("--key-guidance-drift", type=number_in(*GUIDANCE_RANGE), default=D.key_guidance_drift,
+                   metavar="W", help="... while the last few beats have left the key (more than a fifth from it), "
+                                     "until they are back (default: %(default)s)")
     g.add_argument("--hold-key", action=argparse.BooleanOptionalAction, default=D.hold_key,
                    help="steer the music to stay in its key (--key, or the seed's) (default: yes; "
                         "--no-hold-key lets it wander as the model likes)")

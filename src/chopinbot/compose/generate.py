@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from chopinbot.compose.guidance import GuidedStepper, key_request_columns
+from chopinbot.compose.guidance import GuidedStepper, KeyDrift, key_request_columns
 from chopinbot.compose.repetition import RepeatBoost
 from chopinbot.compose.sampling import DensitySteer, Sampler
 from chopinbot.compose.seeds import Seed
@@ -42,7 +42,7 @@ from chopinbot.dataset.conditioning import StyleBlock
 from chopinbot.errors import ChopinBotError, ConfigError
 from chopinbot.model.network import ChopinLSTM
 from chopinbot.music.controls import LOUDNESS_LEVELS, Controls, key_profile, loudness_velocity, passage_controls
-from chopinbot.music.keys import Key, parse_key
+from chopinbot.music.keys import ALL_KEYS, Key, histogram_key_correlations, parse_key
 from chopinbot.music.states import States, states_to_notes, states_to_score, transpose_states
 from chopinbot.render.outputs import PieceOutputs
 
@@ -108,6 +108,10 @@ class GenerateConfig:
     key_guidance: float = 0.5  # with hold_key: guide the model towards the key asked, as style_guidance does.  On the
     #                            valid seeds, excerpts in key: 0 -> 88 %, 0.5 -> 100 %; realism 0.92 either way
     #                            (1: 0.96); it costs a second step per state (docs/controls.md)
+    key_guidance_drift: float = 3.0  # ... while the last 8 or so beats have left the key (more than a fifth from
+    #   it; compose.guidance.KeyDrift); = key_guidance: one weight throughout.  For piano-controls, on the valid
+    #   seeds, 0.5 -> 3 took the excerpts in key from other composers' primers from 86 % to 98 % at equal realism
+    #   (a fixed weight of 1 held 92 % but cost realism: 0.82 -> 0.87, docs/controls.md)
     # The composer's controls (a model with controls, see chopinbot.music.controls); None = not steered:
     density: float | None = None  # notes per second of the new music
     register: tuple[int, int] | None = None  # its lowest and highest MIDI pitch, in the output key
@@ -161,7 +165,8 @@ class GenerateConfig:
                                   f"{LOWEST_PITCH}..{HIGHEST_PITCH} (A0..C8), got {lo} {hi}")
             if hi - lo < MIN_REGISTER_SPAN:
                 raise ConfigError(f"register must span at least {MIN_REGISTER_SPAN} semitones, got {hi - lo}")
-        for name, value in (("style", self.style_guidance or 0.0), ("key", self.key_guidance)):
+        for name, value in (("style", self.style_guidance or 0.0), ("key", self.key_guidance),
+                            ("key drift", self.key_guidance_drift)):
             if not (GUIDANCE_RANGE[0] <= value <= GUIDANCE_RANGE[1]):
                 raise ConfigError(f"{name} guidance must be between {GUIDANCE_RANGE[0]:g} and "
                                   f"{GUIDANCE_RANGE[1]:g}")
@@ -268,6 +273,11 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
     if cfg.repeat_boost > 1.0 and model.config.duration_head == "classes":  # the original's seed head has no class
         repeat = RepeatBoost(cfg.repeat_boost, seed_keys.astype(bool), seed_onsets.astype(bool), seed_beats,
                              model.config.duration_classes)
+    drift = None  # the key guidance's weight follows the music (compose.guidance.KeyDrift)
+    if isinstance(stepper, GuidedStepper) and stepper.name == "key" and cfg.key_guidance_drift != cfg.key_guidance:
+        asked = ALL_KEYS[int(histogram_key_correlations(np.asarray(controls.key)).argmax())]
+        drift = KeyDrift(asked, seed_keys, seed_beats)
+        stepper.weight = np.where(drift.drifted, cfg.key_guidance_drift, cfg.key_guidance)
     sampler = Sampler(model, cfg, rng, stepper, register=controls.register if confine else None,
                       density=DensitySteer(controls.density, B, model.config.duration_classes) if keep else None,
                       repeat=repeat)
@@ -294,6 +304,9 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
             sampler.density.update(onsets, class_beats[cls])
         if sampler.repeat is not None:
             sampler.repeat.update(keys, onsets, class_beats[cls])
+        if drift is not None:
+            drift.update(keys, class_beats[cls])
+            stepper.weight = np.where(drift.drifted, cfg.key_guidance_drift, cfg.key_guidance)
         x = inputs(keys, onsets, cls, vel)
         if rerun_window:  # the original's way, for comparison: re-read the last window from scratch
             window.append(x)
@@ -331,7 +344,7 @@ def guided_stepper(model: ChopinLSTM, layout, cfg: GenerateConfig, controls: Con
     """The stepper that composes ``batch`` pieces: the model's own, or guided (:mod:`chopinbot.compose.guidance`)
     towards the style asked (``style_guidance``) and the key held (``key_guidance``), each guidance
     doubling the rows stepped."""
-    guides = []  # (columns of the row that say what is asked, weight), innermost first
+    guides = []  # (columns of the row that say what is asked, weight, name), innermost first
     styled = any(isinstance(b, StyleBlock) for b in layout.blocks)
     style_weight = cfg.style_guidance
     if style_weight is None:  # the default: guided when a style is asked of a model with styles
@@ -339,16 +352,16 @@ def guided_stepper(model: ChopinLSTM, layout, cfg: GenerateConfig, controls: Con
     if style_weight:
         if not styled:
             raise ConfigError("style guidance needs a model with a style input (see `chopinbot styles`)")
-        guides.append((layout.style_columns(), style_weight))
-    if cfg.key_guidance and controls is not None and controls.key is not None:
-        guides.append((key_request_columns(layout), cfg.key_guidance))
+        guides.append((layout.style_columns(), style_weight, "style"))
+    if (cfg.key_guidance or cfg.key_guidance_drift) and controls is not None and controls.key is not None:
+        guides.append((key_request_columns(layout), cfg.key_guidance, "key"))
     rows = batch * 2 ** len(guides)
     # a batch-1 piece's guided rows step fastest in NumPy too (as batch 1 does)
     if guides and engine == "auto" and batch == 1 and NumpyStepper.supports(model):
         engine = "numpy"
     stepper = stepper_for(model, engine, rows)
-    for columns, weight in guides:
-        stepper = GuidedStepper(stepper, columns, weight)
+    for columns, weight, name in guides:
+        stepper = GuidedStepper(stepper, columns, weight, name)
     return stepper
 
 
@@ -404,8 +417,8 @@ def requested_controls(model: ChopinLSTM, cfg: GenerateConfig, seed: Seed, key: 
     None for a model without them (which must not be asked: :class:`ConfigError`)."""
     if not model.config.controls:
         if cfg.steered:
-            raise ConfigError("density, register and loudness steer a model with controls (e.g. --model "
-                              "chopin-controls); this model has none")
+            raise ConfigError("density, register and loudness steer a model with controls (e.g. the default "
+                              "piano-controls or chopin-controls); this model has none")
         return None
     shift = seed.home.shift_to(key)  # output pitch = model-frame pitch + shift
     own = Controls()

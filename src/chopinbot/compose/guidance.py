@@ -19,6 +19,12 @@ model with controls is one (training hid it from a quarter of its chunks, so
 the model knows music without it): ``key_guidance`` keeps the key asked for
 far better than the key input alone (docs/controls.md).  Guidances nest,
 each doubling the rows stepped.
+
+A strong key guidance keeps the key but flattens the music (fewer repeated
+figures, more diatonic), and a weak one lets some pieces wander.  So the
+weight can follow the music: :class:`KeyDrift` watches the key of the last
+few beats composed, and a piece that has left the key (its key more than a
+fifth from home) is guided at ``drift_weight`` until it is back.
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ from __future__ import annotations
 import numpy as np
 
 from chopinbot.compose.stepper import ModuleStepper, NumpyStepper, StepOutputs
+from chopinbot.constants import LOWEST_PITCH, N_KEYS
 from chopinbot.dataset.conditioning import ControlBlock
 from chopinbot.dataset.layout import InputLayout
+from chopinbot.music.keys import ALL_KEYS, Key, histogram_key_correlations, within_a_fifth
 
 
 def key_request_columns(layout: InputLayout) -> np.ndarray:
@@ -42,10 +50,13 @@ def key_request_columns(layout: InputLayout) -> np.ndarray:
 class GuidedStepper:
     """A stepper whose outputs are guided away from those without the style (see the module docstring)."""
 
-    def __init__(self, inner: NumpyStepper | ModuleStepper, style_columns: slice | np.ndarray, weight: float) -> None:
+    def __init__(self, inner: NumpyStepper | ModuleStepper, style_columns: slice | np.ndarray, weight: float,
+                 name: str = "style") -> None:
         """``inner``: a stepper for twice the batch; ``style_columns``: where the style one-hot sits in
-        an input row (or any columns whose 0 means "not asked"); ``weight``: the guidance weight (0: none)."""
-        self.inner, self.columns, self.weight = inner, style_columns, weight
+        an input row (or any columns whose 0 means "not asked"); ``weight``: the guidance weight (0: none);
+        ``name``: what is guided ("style" or "key")."""
+        self.inner, self.columns, self.name = inner, style_columns, name
+        self.weight: float | np.ndarray = weight  # or (batch,): a weight per piece (see KeyDrift)
         self.batch = 0
 
     def _pair(self, x: np.ndarray) -> np.ndarray:
@@ -54,13 +65,16 @@ class GuidedStepper:
         bare[..., self.columns] = 0.0
         return np.concatenate([x, bare], 0)
 
-    def _mix(self, a: np.ndarray | None) -> np.ndarray | None:
-        """(2n, ...) outputs, styled then bare -> the guided (n, ...)."""
+    def _mix(self, a: np.ndarray | None, rows: np.ndarray | None = None) -> np.ndarray | None:
+        """(2n, ...) outputs, styled then bare -> the guided (n, ...); ``rows``: which pieces the n are."""
         if a is None:
             return None
         n = len(a) // 2
         styled, bare = a[:n], a[n:]
-        return styled + self.weight * (styled - bare)
+        w = self.weight
+        if np.ndim(w):
+            w = np.asarray(w)[slice(None) if rows is None else rows].reshape((n,) + (1,) * (a.ndim - 1))
+        return styled + w * (styled - bare)
 
     def _outputs(self, outs: StepOutputs) -> StepOutputs:
         return tuple(self._mix(o) for o in outs)  # type: ignore[return-value]
@@ -84,4 +98,33 @@ class GuidedStepper:
         rows = np.arange(self.batch)[rows]
         k, o = self.inner.conditionals(np.concatenate([keys, keys]), np.concatenate([onsets, onsets]),
                                        np.concatenate([rows, rows + self.batch]))
-        return self._mix(k), self._mix(o)
+        return self._mix(k, rows), self._mix(o, rows)
+
+
+class KeyDrift:
+    """Whether each piece has left its home key, from the pitch classes of the last few beats.
+
+    The music heard is kept as a pitch-class histogram that fades with a half-life of
+    ``half_life`` beats (the seed's last beats start it); a piece has drifted when the key
+    that best fits it (Krumhansl-Schmuckler, of all 24) is more than a fifth from ``home``,
+    as the key-hold measure of the evaluation judges a 20-s excerpt."""
+
+    def __init__(self, home: Key, keys: np.ndarray, beats: np.ndarray, half_life: float = 8.0) -> None:
+        """``keys`` (B, n, 88), ``beats`` (B, n): the seeds, in the frame where ``home`` is the key."""
+        self.half_life = half_life
+        self.near = np.array([within_a_fifth(k, home) for k in ALL_KEYS])  # (24,): the keys that count as home
+        self.fold = np.eye(12)[(np.arange(N_KEYS) + LOWEST_PITCH) % 12]  # (88, 12): key -> its pitch class
+        self.hist = np.zeros((len(keys), 12))
+        for i in range(keys.shape[1]):
+            self.update(keys[:, i], beats[:, i])
+
+    def update(self, keys: np.ndarray, beats: np.ndarray) -> None:
+        """One more state per piece: its sounding keys (B, 88) for ``beats`` (B,)."""
+        beats = np.asarray(beats, np.float64)
+        self.hist = self.hist * 0.5 ** (beats / self.half_life)[:, None] + (keys * beats[:, None]) @ self.fold
+
+    @property
+    def drifted(self) -> np.ndarray:
+        """(B,) bool: the piece's recent music is in a key more than a fifth from home."""
+        best = histogram_key_correlations(self.hist).argmax(-1)
+        return ~self.near[best] & (self.hist.sum(-1) > 0)

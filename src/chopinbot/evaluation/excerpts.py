@@ -19,16 +19,18 @@ import numpy as np
 
 from chopinbot.constants import GRID_PER_BEAT
 from chopinbot.evaluation import musicstats
-from chopinbot.music.keys import ALL_KEYS, MAJOR_PROFILE, MINOR_PROFILE, Key
+from chopinbot.music.keys import (  # noqa: F401 (within_a_fifth: re-exported)
+    ALL_KEYS,
+    Key,
+    fifths_position,
+    histogram_key_correlations,
+    within_a_fifth,
+)
 from chopinbot.music.states import States, states_to_notes
 
 EXCERPT_SECONDS = 20.0
 ONSET_TOLERANCE = 0.01  # seconds: notes starting this close together form one onset
 CHROMA_WINDOW = 1.0  # seconds, for the self-similarity of the pitch-class content
-
-# (24, 12): correlation targets in the order of ``ALL_KEYS`` (12 major, then 12 minor).
-_PROFILES = np.array([np.roll(MINOR_PROFILE if k.minor else MAJOR_PROFILE, k.tonic) for k in ALL_KEYS])
-_PROFILES_Z = (_PROFILES - _PROFILES.mean(1, keepdims=True)) / _PROFILES.std(1, keepdims=True)
 
 # Features by concern; every one is a float per excerpt (NaN where undefined,
 # e.g. intervals of a one-note top voice: the forest handles missing values).
@@ -163,24 +165,8 @@ def key_correlations(notes: np.ndarray) -> np.ndarray:
     """(24,) Krumhansl–Schmuckler correlation of the duration-weighted pitch-class
     histogram with each key's profile, in the order of ``ALL_KEYS``."""
     n = np.asarray(notes, np.float64).reshape(-1, 4)
-    hist = np.bincount(n[:, 2].astype(np.int64) % 12, weights=np.maximum(n[:, 1] - n[:, 0], 0), minlength=12)
-    if hist.std() == 0:
-        return np.zeros(len(ALL_KEYS))
-    z = (hist - hist.mean()) / hist.std()
-    return _PROFILES_Z @ z / 12
-
-
-def fifths_position(key: Key) -> int:
-    """Place on the circle of fifths of the key's signature (C major and A minor: 0, G major: 1, F major: 11)."""
-    major_tonic = (key.tonic + 3) % 12 if key.minor else key.tonic
-    return (7 * major_tonic) % 12
-
-
-def within_a_fifth(a: Key, b: Key) -> bool:
-    """True when the signatures are at most one step apart on the circle of fifths
-    (the same key, its relative, and the keys a fifth above and below)."""
-    d = abs(fifths_position(a) - fifths_position(b)) % 12
-    return min(d, 12 - d) <= 1
+    return histogram_key_correlations(
+        np.bincount(n[:, 2].astype(np.int64) % 12, weights=np.maximum(n[:, 1] - n[:, 0], 0), minlength=12))
 
 
 def detected_key(notes: np.ndarray) -> Key:

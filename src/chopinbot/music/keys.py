@@ -145,3 +145,30 @@ def detect_key(hist: np.ndarray, sharps: int | None = None) -> Key:
     else:
         candidates = ALL_KEYS
     return max(candidates, key=lambda k: profile_score(hist, k))
+
+
+# (24, 12): correlation targets in the order of ``ALL_KEYS`` (12 major, then 12 minor), standardised.
+_PROFILES = np.array([np.roll(MINOR_PROFILE if k.minor else MAJOR_PROFILE, k.tonic) for k in ALL_KEYS])
+_PROFILES_Z = (_PROFILES - _PROFILES.mean(1, keepdims=True)) / _PROFILES.std(1, keepdims=True)
+
+
+def histogram_key_correlations(hist: np.ndarray) -> np.ndarray:
+    """(..., 24) Krumhansl–Schmuckler correlation of pitch-class histograms (..., 12) with
+    each key's profile, in the order of ``ALL_KEYS`` (0 for a flat histogram)."""
+    h = np.asarray(hist, np.float64)
+    sd = h.std(-1, keepdims=True)
+    z = np.where(sd > 0, (h - h.mean(-1, keepdims=True)) / np.where(sd > 0, sd, 1.0), 0.0)
+    return z @ _PROFILES_Z.T / 12
+
+
+def fifths_position(key: Key) -> int:
+    """Place on the circle of fifths of the key's signature (C major and A minor: 0, G major: 1, F major: 11)."""
+    major_tonic = (key.tonic + 3) % 12 if key.minor else key.tonic
+    return (7 * major_tonic) % 12
+
+
+def within_a_fifth(a: Key, b: Key) -> bool:
+    """True when the signatures are at most one step apart on the circle of fifths
+    (the same key, its relative, and the keys a fifth above and below)."""
+    d = abs(fifths_position(a) - fifths_position(b)) % 12
+    return min(d, 12 - d) <= 1
