@@ -90,7 +90,8 @@ def main() -> None:
         print(f"{spec or '(defaults)'}: accuracy {main_row['accuracy_mean']:.3f} ± {main_row['accuracy_sd']:.3f}, "
               f"AUC {main_row['auc_mean']:.3f}; velocities ignored {novel['accuracy_mean']:.3f}; "
               f"motif recurrence {recur['gen_mean']:.2f} (Chopin {recur['real_mean']:.2f}); primer replay "
-              f"{replay['generated']:.3f} (true {replay['true']:.3f}); flagged {', '.join(flagged) or 'none'} "
+              f"{replay['generated']:.3f} (true {replay['true']:.3f}), transposed {replay['generated_transposed']:.3f} "
+              f"(true {replay['true_transposed']:.3f}); flagged {', '.join(flagged) or 'none'} "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
         results[spec] = r
     if args.json:

@@ -198,7 +198,8 @@ def test_seed_replay_counts_what_a_continuation_copies_from_its_own_history(tiny
     seeds, true = held_out_seeds(ds, "test")
     seed = next(s for s in seeds if s.context is not None and len(s.context) >= 40)
     copied, _ = transpose_states(seed.context[:40], seed.home.shift_to(seed.key))  # in the seed's key, as generated
-    gen_share, true_share = seed_replay(seed, copied, copied[:20])
-    assert gen_share == 1.0 and true_share == 1.0
-    shifted, _ = transpose_states(copied, 1)  # the same passage a semitone up: not a verbatim copy
-    assert seed_replay(seed, shifted, None)[0] == 0.0
+    gen_share, true_share, gen_moved, true_moved = seed_replay(seed, copied, copied[:20])
+    assert gen_share == true_share == gen_moved == true_moved == 1.0
+    shifted, _ = transpose_states(copied, 1)  # the same passage a semitone up: not a verbatim copy...
+    exact, _, moved, no_true = seed_replay(seed, shifted, None)
+    assert exact == 0.0 and moved > 0.9 and np.isnan(no_true)  # ... but a transposed one

@@ -73,7 +73,7 @@ from chopinbot.evaluation.excerpts import (
     timed_notes,
     within_a_fifth,
 )
-from chopinbot.evaluation.musicstats import ngram_overlap
+from chopinbot.evaluation.musicstats import CorpusIndex, ngram_overlap
 from chopinbot.music.keys import Key
 from chopinbot.music.states import States, transpose_states
 from chopinbot.progress import Progress
@@ -310,22 +310,34 @@ def seed_fidelity(generated: np.ndarray, true: np.ndarray, other: np.ndarray, re
             "mean_pitch_shift": float(np.nanmean(shift)), "mean_abs_pitch_shift": float(np.nanmean(np.abs(shift)))}
 
 
-def seed_replay(seed: Seed, generated: States, true: States | None, n: int = REPLAY_NGRAM) -> tuple[float, float]:
+def seed_replay(seed: Seed, generated: States, true: States | None, n: int = REPLAY_NGRAM
+                ) -> tuple[float, float, float, float]:
     """The share of ``n``-state n-grams of a continuation found verbatim in what the model read
     before it (the seed and its context): for the generated continuation (its first ``len(true)``
-    states) and for the true one.  A continuation that passes for Chopin by replaying its own
-    primer shows a generated share above the true one."""
-    history, _ = transpose_states(seed.history, seed.home.shift_to(seed.key))  # both continuations are in seed.key
-    corpus = [("seed", history)]
+    states) and for the true one; then the same found at any transposition (within an octave
+    either way), since the repeats input and the repeat boost copy transposed passages too.
+    A continuation that passes for Chopin by replaying its own primer shows a generated share
+    above the true one."""
+    shift = seed.home.shift_to(seed.key)  # both continuations are in seed.key
+    history, _ = transpose_states(seed.history, shift)
+    moved = [(f"seed {t:+d}", transpose_states(seed.history, shift + t)[0]) for t in range(-11, 12) if t]
     length = len(true) if true is not None else len(generated)
-    gen = ngram_overlap(generated[:length], corpus, n)
-    return gen, (ngram_overlap(true, corpus, n) if true is not None else math.nan)
+    shares = []
+    for corpus in ([("seed", history)], [("seed", history)] + moved):
+        index = CorpusIndex(corpus)
+        shares += [ngram_overlap(generated[:length], index, n),
+                   ngram_overlap(true, index, n) if true is not None else math.nan]
+    return shares[0], shares[1], shares[2], shares[3]
 
 
-def _replay_summary(replay: list[tuple[float, float]]) -> dict:
-    pairs = np.array(replay, np.float64).reshape(-1, 2)
-    return {"n": int(len(pairs)), "ngram": REPLAY_NGRAM, "generated": float(np.nanmean(pairs[:, 0])) if len(pairs)
-            else math.nan, "true": float(np.nanmean(pairs[:, 1])) if len(pairs) else math.nan}
+def _replay_summary(replay: list[tuple[float, float, float, float]]) -> dict:
+    pairs = np.array(replay, np.float64).reshape(-1, 4)
+
+    def mean(i: int) -> float:
+        return float(np.nanmean(pairs[:, i])) if len(pairs) else math.nan
+
+    return {"n": int(len(pairs)), "ngram": REPLAY_NGRAM, "generated": mean(0), "true": mean(1),
+            "generated_transposed": mean(2), "true_transposed": mean(3)}
 
 
 # --- the report's realism section ----------------------------------------------------
@@ -455,5 +467,6 @@ def format_realism_section(realism: dict) -> str:
         lines += ["", f"**Replaying the primer** ({r['n']} seeds): {_fmt(r['generated'])} of a continuation's "
                   f"{r['ngram']}-state n-grams occur verbatim in what the model read before it (the seed and up to "
                   f"{WARM_STATES} states of context), against {_fmt(r['true'])} for what really followed the same "
-                  "seeds."]
+                  "seeds" + (f"; at any transposition, {_fmt(r['generated_transposed'])} against "
+                             f"{_fmt(r['true_transposed'])}" if "generated_transposed" in r else "") + "."]
     return "\n".join(lines) + "\n"
