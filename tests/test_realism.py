@@ -22,7 +22,6 @@ from chopinbot.evaluation.excerpts import (
     steady_tempo,
     time_excerpts,
     timed_notes,
-    within_a_fifth,
 )
 from chopinbot.evaluation.realism import (
     CALIBRATION_DIR,
@@ -38,7 +37,7 @@ from chopinbot.evaluation.realism import (
     seed_replay,
     two_sets_test,
 )
-from chopinbot.music.keys import Key, parse_key
+from chopinbot.music.keys import Key, parse_key, within_a_fifth
 from chopinbot.music.midi import PianoNotes
 from chopinbot.music.states import States, notes_to_states, transpose_states
 

@@ -134,8 +134,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                           LOUDNESS_LEVELS.items()))
     g.add_argument("--key-guidance", type=number_in(*GUIDANCE_RANGE), default=D.key_guidance, metavar="W",
                    help="with --hold-key: push the draw W times the difference between the key asked and none "
-                        "(default: %(default)s; 0 = the key input alone: 88 %% of excerpts in key instead of 100 %%; "
-                        "it halves the speed)")
+                        "(default: %(default)s; 0, with --key-guidance-drift 0, = the key input alone: 88 %% of "
+                        "excerpts in key instead of 100 %%; it halves the speed)")
     g.add_argument("--key-guidance-drift", type=number_in(*GUIDANCE_RANGE), default=D.key_guidance_drift,
                    metavar="W", help="... while the last few beats have left the key (more than a fifth from it), "
                                      "until they are back (default: %(default)s)")

@@ -24,7 +24,8 @@ A strong key guidance keeps the key but flattens the music (fewer repeated
 figures, more diatonic), and a weak one lets some pieces wander.  So the
 weight can follow the music: :class:`KeyDrift` watches the key of the last
 few beats composed, and a piece that has left the key (its key more than a
-fifth from home) is guided at ``drift_weight`` until it is back.
+fifth from home) is guided at ``GenerateConfig.key_guidance_drift`` instead
+of ``key_guidance`` until it is back.
 """
 
 from __future__ import annotations

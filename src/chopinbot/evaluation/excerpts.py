@@ -19,13 +19,7 @@ import numpy as np
 
 from chopinbot.constants import GRID_PER_BEAT
 from chopinbot.evaluation import musicstats
-from chopinbot.music.keys import (  # noqa: F401 (within_a_fifth: re-exported)
-    ALL_KEYS,
-    Key,
-    fifths_position,
-    histogram_key_correlations,
-    within_a_fifth,
-)
+from chopinbot.music.keys import ALL_KEYS, Key, fifths_position, histogram_key_correlations
 from chopinbot.music.states import States, states_to_notes
 
 EXCERPT_SECONDS = 20.0

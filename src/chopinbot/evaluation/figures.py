@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from chopinbot.evaluation.excerpts import EXCERPT_SECONDS, detected_key, time_excerpts, within_a_fifth
+from chopinbot.evaluation.excerpts import EXCERPT_SECONDS, detected_key, time_excerpts
 from chopinbot.music.controls import LOUDNESS_LEVELS
-from chopinbot.music.keys import Key, pitch_name
+from chopinbot.music.keys import Key, pitch_name, within_a_fifth
 from chopinbot.music.states import States, states_to_notes
 
 # A piece shorter than one excerpt is judged whole if it lasts at least this long (a key needs a few bars).

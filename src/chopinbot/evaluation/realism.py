@@ -71,10 +71,9 @@ from chopinbot.evaluation.excerpts import (
     state_excerpts,
     time_excerpts,
     timed_notes,
-    within_a_fifth,
 )
 from chopinbot.evaluation.musicstats import CorpusIndex, ngram_overlap
-from chopinbot.music.keys import Key
+from chopinbot.music.keys import Key, within_a_fifth
 from chopinbot.music.states import States, transpose_states
 from chopinbot.progress import Progress
 
