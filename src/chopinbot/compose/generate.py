@@ -275,9 +275,10 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
                              model.config.duration_classes)
     drift = None  # the key guidance's weight follows the music (compose.guidance.KeyDrift)
     if isinstance(stepper, GuidedStepper) and stepper.name == "key" and cfg.key_guidance_drift != cfg.key_guidance:
+        # the key the requested pitch-class shares fit best (C major or A minor in the model's frame)
         asked = ALL_KEYS[int(histogram_key_correlations(np.asarray(controls.key)).argmax())]
-        drift = KeyDrift(asked, seed_keys, seed_beats)
-        stepper.weight = np.where(drift.drifted, cfg.key_guidance_drift, cfg.key_guidance)
+        drift = KeyDrift(asked, seed_keys, seed_beats, cfg.key_guidance, cfg.key_guidance_drift)
+        stepper.weight = drift.weights
     sampler = Sampler(model, cfg, rng, stepper, register=controls.register if confine else None,
                       density=DensitySteer(controls.density, B, model.config.duration_classes) if keep else None,
                       repeat=repeat)
@@ -306,7 +307,7 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
             sampler.repeat.update(keys, onsets, class_beats[cls])
         if drift is not None:
             drift.update(keys, class_beats[cls])
-            stepper.weight = np.where(drift.drifted, cfg.key_guidance_drift, cfg.key_guidance)
+            stepper.weight = drift.weights
         x = inputs(keys, onsets, cls, vel)
         if rerun_window:  # the original's way, for comparison: re-read the last window from scratch
             window.append(x)

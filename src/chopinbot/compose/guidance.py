@@ -103,21 +103,24 @@ class GuidedStepper:
 
 
 class KeyDrift:
-    """Whether each piece has left its home key, from the pitch classes of the last few beats.
+    """The key guidance's weight for each piece: ``weight`` while the last few beats are in the key
+    asked, ``drift_weight`` while they have left it.
 
     The music heard is kept as a pitch-class histogram that fades with a half-life of
-    ``half_life`` beats (the seed's last beats start it); a piece has drifted when the key
+    ``half_life`` beats (the seed and its context start it); a piece has drifted when the key
     that best fits it (Krumhansl-Schmuckler, of all 24) is more than a fifth from ``home``,
     as the key-hold measure of the evaluation judges a 20-s excerpt."""
 
-    def __init__(self, home: Key, keys: np.ndarray, beats: np.ndarray, half_life: float = 8.0) -> None:
+    def __init__(self, home: Key, keys: np.ndarray, beats: np.ndarray, weight: float = 0.0,
+                 drift_weight: float = 0.0, half_life: float = 8.0) -> None:
         """``keys`` (B, n, 88), ``beats`` (B, n): the seeds, in the frame where ``home`` is the key."""
-        self.half_life = half_life
+        self.weight, self.drift_weight, self.half_life = weight, drift_weight, half_life
         self.near = np.array([within_a_fifth(k, home) for k in ALL_KEYS])  # (24,): the keys that count as home
         self.fold = np.eye(12)[(np.arange(N_KEYS) + LOWEST_PITCH) % 12]  # (88, 12): key -> its pitch class
-        self.hist = np.zeros((len(keys), 12))
-        for i in range(keys.shape[1]):
-            self.update(keys[:, i], beats[:, i])
+        beats = np.asarray(beats, np.float64)
+        after = beats[:, ::-1].cumsum(1)[:, ::-1] - beats  # beats heard since each seed state ended
+        faded = beats * 0.5 ** (after / half_life)
+        self.hist = np.einsum("bn,bnk,kc->bc", faded, keys.astype(np.float64), self.fold)
 
     def update(self, keys: np.ndarray, beats: np.ndarray) -> None:
         """One more state per piece: its sounding keys (B, 88) for ``beats`` (B,)."""
@@ -129,3 +132,8 @@ class KeyDrift:
         """(B,) bool: the piece's recent music is in a key more than a fifth from home."""
         best = histogram_key_correlations(self.hist).argmax(-1)
         return ~self.near[best] & (self.hist.sum(-1) > 0)
+
+    @property
+    def weights(self) -> np.ndarray:
+        """(B,) the key guidance's weight for each piece now."""
+        return np.where(self.drifted, self.drift_weight, self.weight)
