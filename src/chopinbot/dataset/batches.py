@@ -25,10 +25,25 @@ from chopinbot.dataset.features import AGE_LOOKBACK, DurationVocab, end_position
 from chopinbot.dataset.inputs import BaseBlock, BatchStates, InputBlock
 from chopinbot.dataset.layout import InputLayout
 from chopinbot.dataset.store import Dataset
-from chopinbot.model.loss import Targets
 from chopinbot.music.states import fold_into_range
 
 Table = TypeVar("Table")
+
+
+@dataclass
+class Targets:
+    """What a batch asks the model to predict (the loss, :mod:`chopinbot.model.loss`, reads it)."""
+
+    keys: torch.Tensor  # (B, T, 88) float 0/1
+    onsets: torch.Tensor  # (B, T, 88) float 0/1
+    dur_class: torch.Tensor  # (B, T) long
+    dur_beats: torch.Tensor  # (B, T) float
+    mask: torch.Tensor  # (B, T) float: 1 where a target exists
+    vel_class: torch.Tensor | None = None  # (B, T) long: the velocity class, -1 where none (nothing struck)
+
+    def to(self, device) -> Targets:
+        return Targets(*(t.to(device) for t in (self.keys, self.onsets, self.dur_class, self.dur_beats, self.mask)),
+                       self.vel_class.to(device) if self.vel_class is not None else None)
 
 
 def _shift_tables() -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:

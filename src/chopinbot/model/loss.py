@@ -30,27 +30,13 @@ BCE is computed from logits (``binary_cross_entropy_with_logits``), never as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
+from chopinbot.dataset.batches import Targets  # built with the batch it belongs to
+
 EPS = 1e-6
 HARSHNESS = 0.05  # the original's default weight of the duration term
-
-
-@dataclass
-class Targets:
-    keys: torch.Tensor  # (B, T, 88) float 0/1
-    onsets: torch.Tensor  # (B, T, 88) float 0/1
-    dur_class: torch.Tensor  # (B, T) long
-    dur_beats: torch.Tensor  # (B, T) float
-    mask: torch.Tensor  # (B, T) float: 1 where a target exists
-    vel_class: torch.Tensor | None = None  # (B, T) long: the velocity class, -1 where none (nothing struck)
-
-    def to(self, device) -> Targets:
-        return Targets(*(t.to(device) for t in (self.keys, self.onsets, self.dur_class, self.dur_beats, self.mask)),
-                       self.vel_class.to(device) if self.vel_class is not None else None)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
