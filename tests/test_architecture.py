@@ -235,3 +235,18 @@ def test_no_module_over_600_lines():
     long = {name: n for name, path in _modules().items()
             if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
     assert long == {}
+
+
+def test_the_cli_reaches_the_tools_only_by_name():
+    """`chopinbot bench` and `chopinbot benchmark` are tools: cli.COMMANDS names their
+    modules (loaded when the command runs), each one exists and is a tool, and the
+    tools keep their own ``python -m`` entry."""
+    from chopinbot.cli import COMMANDS, module_path
+
+    modules = _modules()
+    named = {name: module_path(mod) for name, (mod, _) in COMMANDS.items()}
+    assert sorted(n for n, m in named.items() if m not in modules) == []
+    outside = {n: m for n, m in named.items() if not m.startswith("chopinbot.cli.")}
+    assert outside and all(m.startswith("chopinbot_tools.") for m in outside.values())
+    for m in outside.values():
+        assert 'if __name__ == "__main__":' in modules[m].read_text(), f"{m} has no `python -m` entry"

@@ -11,10 +11,10 @@ import shutil
 
 import pytest
 
-from chopinbot_tools import bench
+from chopinbot_tools import bench, bench_common, bench_memory, bench_speed
 from conftest import CORPUS
 
-ROW_KEYS = set(bench.ROW_FIELDS)
+ROW_KEYS = set(bench_common.ROW_FIELDS)
 MACHINE_KEYS = {"cpu_model", "cores", "cores_usable", "torch", "torch_threads", "python", "numpy", "symusic",
                 "loadavg_start", "loadavg_end"}
 
@@ -28,7 +28,7 @@ def tiny_corpus(tmp_path_factory):
 
 
 def _check_schema(res: dict) -> None:
-    assert res["schema"] == bench.SCHEMA_VERSION
+    assert res["schema"] == bench_common.SCHEMA_VERSION
     assert MACHINE_KEYS <= set(res["machine"])
     assert isinstance(res["machine"]["cores"], int) and res["machine"]["cores"] >= 1
     assert isinstance(res["machine"]["cpu_model"], str) and res["machine"]["cpu_model"]
@@ -73,7 +73,7 @@ def test_smoke_runs_write_json_and_table_and_merge(tmp_path, tiny_corpus):
 def test_dataset_memory_against_float64_windows(tiny_dataset_dir):
     from chopinbot.dataset.store import Dataset
 
-    dm = bench.dataset_memory(tiny_dataset_dir)
+    dm = bench_memory.dataset_memory(tiny_dataset_dir)
     ds = Dataset(tiny_dataset_dir)
     assert dm["states"] == len(ds.records) and dm["bytes_per_state"] == 31
     assert dm["windows"] == sum(max(0, f["states"] - 16) for f in ds.manifest["files"])
@@ -83,19 +83,19 @@ def test_dataset_memory_against_float64_windows(tiny_dataset_dir):
 
 
 def test_child_process_reports_its_own_peak_memory():
-    res = bench.run_child("floor_prepare", {})
+    res = bench_common.run_child("floor_prepare", {})
     # its own peak (VmHWM starts afresh at exec), not this torch-laden parent's
     assert 5 < res["peak_rss_mb"] < 200
     assert res["workers_peak_rss_mb"] == 0.0
 
 
 def test_row_ratio_reads_times_better():
-    faster = bench.make_row("x", "t", 2.0, "s", better="lower", baseline_figure=400.0,
+    faster = bench_common.make_row("x", "t", 2.0, "s", better="lower", baseline_figure=400.0,
                             target={"on": "ratio", "min": 200, "text": ""})
     assert faster["ratio"] == 200.0 and faster["met"] is True
-    rate = bench.make_row("x", "r", 500.0, "/s", baseline_figure=100.0, target={"on": "figure", "min": 1000})
+    rate = bench_common.make_row("x", "r", 500.0, "/s", baseline_figure=100.0, target={"on": "figure", "min": 1000})
     assert rate["ratio"] == 5.0 and rate["met"] is False
-    none = bench.make_row("x", "n", 1.0, "s")
+    none = bench_common.make_row("x", "n", 1.0, "s")
     assert none["ratio"] is None and none["met"] is None and none["baseline_source"] is None
 
 
@@ -103,7 +103,7 @@ def test_synthetic_corpus_is_transposed_and_stretched(tmp_path):
     import symusic
 
     src = [CORPUS / "chpn-p7.mid"]
-    files = bench.build_synthetic_corpus(tmp_path, 3, src)
+    files = bench_memory.build_synthetic_corpus(tmp_path, 3, src)
     assert len({f.read_bytes() for f in files}) == 3
     a, b = symusic.Score(str(files[0])), symusic.Score(str(files[1]))
     assert b.tracks[1].notes[0].pitch == a.tracks[1].notes[0].pitch + 1  # shift +1
@@ -111,12 +111,12 @@ def test_synthetic_corpus_is_transposed_and_stretched(tmp_path):
 
 
 def test_cli_wrapper_parses_the_same_options():
-    from chopinbot.cli import COMMANDS
-    from chopinbot.cli import bench as cli_bench
+    from chopinbot.cli import COMMANDS, build_parser
 
-    assert COMMANDS["bench"][0] == "bench"
+    assert COMMANDS["bench"][0] == "chopinbot_tools.bench"  # loaded by name: the command line imports no tool
+    assert build_parser("bench").parse_args(["bench", "generate", "--quick"]).name == "generate"
     p = argparse.ArgumentParser()
-    cli_bench.add_arguments(p)
+    bench.add_arguments(p)
     args = p.parse_args(["generate", "--quick", "--out", "x", "--jobs", "3"])
     assert (args.name, args.quick, args.out, args.jobs) == ("generate", True, "x", 3)
     assert p.parse_args([]).name == "all"
@@ -140,8 +140,8 @@ def test_training_step_benchmark_runs_both_modes(tiny_dataset_dir):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model: more threads only contend on a busy machine
     try:
-        seq = bench._train_throughput(split, mcfg, 0, 4, 16, 0, 1)
-        win = bench._train_throughput(split, mcfg, 16, 4, 16, 0, 1)
+        seq = bench_speed._train_throughput(split, mcfg, 0, 4, 16, 0, 1)
+        win = bench_speed._train_throughput(split, mcfg, 16, 4, 16, 0, 1)
     finally:
         torch.set_num_threads(threads)
     assert 0 < seq["predictions"] <= 4 * 16 and win["predictions"] == 4  # chunks may end early at a segment end

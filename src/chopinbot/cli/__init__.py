@@ -3,6 +3,9 @@
 Each subcommand lives in its own module (``chopinbot.cli.<name>``) with
 ``add_arguments(parser)`` and ``run(args) -> int``; modules are imported only
 when their command runs, so `chopinbot prepare` never pays for importing torch.
+The benchmarks are tools (``chopinbot_tools``, the layer above the command
+line): ``COMMANDS`` names their modules, loaded by name when their command
+runs, so the command line never imports a tool (tests/test_architecture.py).
 All the work is done by library functions; these modules only parse flags,
 call them and print.
 """
@@ -18,7 +21,7 @@ import sys
 from chopinbot import __version__
 from chopinbot.errors import ChopinBotError, ConfigError
 
-# name -> (module, one-line help)
+# name -> (module: a name in chopinbot.cli, or a full module path for a tool; one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("prepare", "MIDI files -> a dataset of piano states (default: the bundled corpus)"),
     "train": ("train", "train a model on a prepared dataset"),
@@ -30,8 +33,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "app": ("app", "start the web app"),
     "prune": ("prune", "magnitude-prune a model and measure the trade-off"),
     "export": ("export", "export a model as int8, fp16, ONNX or TorchScript"),
-    "benchmark": ("benchmark", "the Piano-midi.de frame-level NLL benchmark"),
-    "bench": ("bench", "speed and memory benchmarks"),
+    "models": ("models", "list the bundled models and trained run folders"),
+    "benchmark": ("chopinbot_tools.benchmark", "the Piano-midi.de frame-level NLL benchmark"),
+    "bench": ("chopinbot_tools.bench", "speed and memory benchmarks"),
 }
 
 
@@ -40,10 +44,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def module_path(mod: str) -> str:
+    """The module a ``COMMANDS`` entry names: ``chopinbot.cli.<mod>``, or ``mod`` itself when dotted (a tool)."""
+    return mod if "." in mod else f"{__name__}.{mod}"
+
+
 def _available() -> dict[str, tuple[str, str]]:
     out = {}
     for name, (mod, help_) in COMMANDS.items():
-        if importlib.util.find_spec(f"{__name__}.{mod}") is not None:
+        try:
+            found = importlib.util.find_spec(module_path(mod)) is not None
+        except ModuleNotFoundError:  # an install without the tools
+            found = False
+        if found:
             out[name] = (mod, help_)
     return out
 
@@ -56,7 +69,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, (mod, help_) in _available().items():
         p = sub.add_parser(name, help=help_, description=help_)
         if name == command:
-            importlib.import_module(f"{__name__}.{mod}").add_arguments(p)
+            importlib.import_module(module_path(mod)).add_arguments(p)
     return parser
 
 
@@ -71,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    module = importlib.import_module(f"{__name__}.{_available()[args.command][0]}")
+    module = importlib.import_module(module_path(_available()[args.command][0]))
     try:
         return int(module.run(args) or 0)
     except ConfigError as e:

@@ -23,7 +23,8 @@ from chopinbot.errors import ConfigError
 from chopinbot.model.formats import effective_weight, plain_copy, prunable, sparsity_of
 from chopinbot.model.network import ChopinLSTM
 from chopinbot.model.predict import evaluate_split
-from chopinbot.training.train import TrainConfig, train_step
+from chopinbot.training.config import TrainConfig
+from chopinbot.training.epoch import train_epoch
 
 
 def prune_model(model: ChopinLSTM, sparsity: float) -> ChopinLSTM:
@@ -128,6 +129,7 @@ def finetune_config(model: ChopinLSTM, settings: FinetuneSettings) -> TrainConfi
     cfg.loss_clip = bool(meta.get("loss_clip", cfg.loss_clip))
     cfg.lr, cfg.weight_decay, cfg.schedule = settings.lr, settings.weight_decay, "constant"
     cfg.max_norm = 0.0  # as fine-tuning has always run: without the max-norm constraint
+    cfg.window = 0  # and in sequence mode (whole chunks), whatever mode trained the model
     cfg.validate()
     return cfg
 
@@ -150,7 +152,7 @@ def prune_schedule(model: ChopinLSTM, targets: list[float], dataset: Dataset,
     in turn, fine-tuning on ``dataset``'s train pieces in between, and yield a
     permanent copy at each target.
 
-    Fine-tuning is training's own update (:func:`chopinbot.training.train.train_step`:
+    Fine-tuning is training's own epoch (:func:`chopinbot.training.epoch.train_epoch`:
     whole-sequence chunks, the Maestro loss, gradient clipping) with the
     transposition, chunk length and batch size of the model's training run
     (:func:`finetune_config`) and AdamW at ``settings.lr``.  After
@@ -188,18 +190,12 @@ def prune_schedule(model: ChopinLSTM, targets: list[float], dataset: Dataset,
             last_prune = max(points)
             best_loss, best_state, chosen, update = float("inf"), None, 0, 0
             for epoch in range(1, s.epochs + 1):
-                work.train()
-                units = train_split.chunks(cfg.context, rng)
-                order = rng.permutation(len(units))
-                for b in range(0, len(order), cfg.batch):
-                    if update in points:
-                        prune_model(work, points[update])
-                    idx = order[b : b + cfg.batch]
-                    shifts = rng.integers(-cfg.transpose, cfg.transpose + 1, len(idx)) if cfg.transpose else None
-                    x, t = train_split.batch([units[k] for k in idx], shifts, **work.config.input_blocks)
-                    train_step(work, work, opt, constant_lr, cfg, x, t, {},
-                               where=f"fine-tuning to sparsity {target}, epoch {epoch}")
-                    update += 1
+                def raise_sparsity(i: int, first: int = update, points: dict[int, float] = points) -> None:
+                    if first + i in points:  # the schedule counts updates across the step's epochs
+                        prune_model(work, points[first + i])
+
+                update += train_epoch(work, opt, constant_lr, cfg, train_split, rng, before_update=raise_sparsity,
+                                      where=f"fine-tuning to sparsity {target}, epoch {epoch}").updates
                 if epoch == s.epochs and update <= last_prune:  # fewer chunks than planned: finish the ramp
                     prune_model(work, target)
                     update = last_prune + 1

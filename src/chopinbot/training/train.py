@@ -38,68 +38,23 @@ from chopinbot.errors import ConfigError
 from chopinbot.io_utils import atomic_write_json, atomic_write_text
 from chopinbot.model.checkpoint import WEIGHTS, read_config, resolve_checkpoint, save_model
 from chopinbot.model.formats import load_model
-from chopinbot.model.loss import HARSHNESS
 from chopinbot.model.metrics import EpochMetrics
-from chopinbot.model.network import ChopinLSTM, ModelConfig, apply_max_norm
-from chopinbot.model.predict import batch_metrics_update, batch_outputs, compute_losses, evaluate_split
+from chopinbot.model.network import ChopinLSTM, ModelConfig
+from chopinbot.model.predict import evaluate_split
 from chopinbot.progress import Progress
+from chopinbot.training.config import TrainConfig
+from chopinbot.training.epoch import (
+    make_optimizer,
+    make_scheduler,
+    param_stats,
+    seed_everything,
+    train_epoch,
+    train_step,
+    updates_per_epoch,
+)
 from chopinbot.training.finetune import copy_weights, data_styles, fine_tune_config, new_model_styles
 
-
-@dataclass
-class TrainConfig:
-    """Every knob of a training run (saved as ``train_config.json``)."""
-
-    data: str | None = None  # dataset folder; None = the bundled corpus, prepared on the fly
-    out: str = "runs/train"  # run folder
-    epochs: int = 60  # maximum; early stopping usually ends sooner
-    context: int = 64  # states per training chunk (sequence mode)
-    window: int = 0  # >0: the original's window mode (one target per window of this many states)
-    batch: int = 8  # chunks (or windows) per update: small batches leave the plateau sooner
-    optimizer: str = "adamw"  # "adamw" or "rmsprop" (the original's)
-    lr: float = 2e-3
-    weight_decay: float = 0.01  # AdamW only
-    clip_grad: float = 1.0  # gradient-norm clipping; 0 = off
-    schedule: str = "cosine"  # "cosine" (after warm-up) or "constant"
-    warmup: int = 100  # updates of linear warm-up
-    patience: int = 8  # epochs without valid-loss improvement before stopping
-    select_on: str = "f1"  # best/ = the epoch with the best valid "f1" (at its best threshold) or "loss"
-    harshness: float = HARSHNESS
-    loss_clip: bool = True  # the original's min(2*bce, bce + dur)
-    dur_ce_weight: float = 0.1  # weight of the duration-class cross-entropy (classes head)
-    transpose: int = 5  # augmentation: transpose each chunk by a random -N..+N semitones (0 = off, max 6)
-    max_norm: float = 0.0  # max-norm weight constraint (the original used 2-4); 0 = off
-    seed: int = 0
-    device: str = "auto"
-    threads: int = 0  # torch CPU threads; 0 = torch's default
-    minutes: float = 0.0  # wall-time budget; 0 = none
-    cpu_minutes: float = 0.0  # CPU-time budget (this process's, all threads); 0 = none
-    init_from: str | None = None  # start from this trained model's weights and shape (fine-tuning)
-    styles: str = "auto"  # style input: "auto" (when the training data has several composers), "on", "off"
-    default_style: str | None = None  # the style the model composes in unless told (default: chopin, if present)
-    progress: bool = True
-    model: ModelConfig | None = None  # filled in from the flags and the data
-
-    def validate(self) -> None:
-        checks = [
-            (self.epochs >= 1, "epochs must be at least 1"),
-            (self.context >= 1, "context must be at least 1"),
-            (self.window >= 0, "window must be 0 (off) or positive"),
-            (self.batch >= 1, "batch must be at least 1"),
-            (self.optimizer in ("adamw", "rmsprop"), "optimizer must be adamw or rmsprop"),
-            (self.lr > 0 and math.isfinite(self.lr), "lr must be positive"),
-            (self.schedule in ("cosine", "constant"), "schedule must be cosine or constant"),
-            (self.harshness >= 0, "harshness must be 0 or more"),
-            (self.patience >= 1, "patience must be at least 1"),
-            (0 <= self.transpose <= 6, "transpose must be 0..6 semitones"),
-            (self.select_on in ("f1", "loss"), "select_on must be f1 or loss"),
-            (self.clip_grad >= 0 and self.max_norm >= 0, "clip_grad and max_norm must be 0 or more"),
-            (self.styles in ("auto", "on", "off"), "styles must be auto, on or off"),
-            (self.minutes >= 0 and self.cpu_minutes >= 0, "time budgets must be 0 (none) or more"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
+__all__ = ["RunResult", "TrainConfig", "build_model_config", "init_from_model", "train", "train_step"]
 
 
 @dataclass
@@ -150,11 +105,6 @@ class _Distributed:
             dist.destroy_process_group()
 
 
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-
-
 def build_model_config(cfg: TrainConfig, ds: Dataset) -> ModelConfig:
     """The model config of a new run: the flags' shape plus what the data
     decides (the duration vocabulary of the training pieces, the longest state)."""
@@ -180,43 +130,6 @@ def init_from_model(cfg: TrainConfig, ds: Dataset) -> tuple[ChopinLSTM, ModelCon
         raise ConfigError(f"{cfg.init_from}: a compressed or exported model cannot be trained; start from its fp32")
     styles = data_styles(ds) if cfg.styles != "off" else []
     return source, fine_tune_config(source.config, styles, cfg.default_style) if styles else source.config
-
-
-def _lr_lambda(cfg: TrainConfig, total_steps: int):
-    def f(step: int) -> float:
-        if step < cfg.warmup:
-            return (step + 1) / cfg.warmup
-        if cfg.schedule == "constant":
-            return 1.0
-        prog = min(1.0, (step - cfg.warmup) / max(1, total_steps - cfg.warmup))
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * prog))
-
-    return f
-
-
-def _make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.RMSprop(model.parameters(), lr=cfg.lr)
-
-
-def _param_stats(model: torch.nn.Module, grads: bool) -> list[dict[str, Any]]:
-    rows = []
-    all_vals = []
-    for name, p in model.named_parameters():
-        t = p.grad if grads else p.data
-        if t is None:
-            continue
-        t = t.detach().float()
-        all_vals.append(t.flatten())
-        row_norm = t.norm(dim=1).max().item() if t.dim() == 2 else t.abs().max().item()
-        rows.append(dict(layer=name, norm=t.norm().item(), mean=t.mean().item(), min=t.min().item(),
-                         max=t.max().item(), max_row_norm=row_norm))
-    if all_vals:
-        v = torch.cat(all_vals)
-        rows.append(dict(layer="overall", norm=v.norm().item(), mean=v.mean().item(), min=v.min().item(),
-                         max=v.max().item(), max_row_norm=max(r["max_row_norm"] for r in rows)))
-    return rows
 
 
 def _append_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -280,7 +193,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
     if train_split.n_targets == 0 or valid_split.n_targets == 0:
         raise ConfigError("the dataset needs train and valid pieces with at least 2 states each")
 
-    _seed_everything(cfg.seed)
+    seed_everything(cfg.seed)
     model = ChopinLSTM(mcfg)
     if cfg.init_from and not resume:
         copy_weights(model, started_from)
@@ -297,10 +210,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
     if ddp.world > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[ddp.local_rank] if device.type == "cuda" else None)
-    opt = _make_optimizer(cfg, model)
-    units_per_epoch = len(train_split.windows(cfg.window)) if cfg.window else len(train_split.chunks(cfg.context))
-    steps_per_epoch = max(1, units_per_epoch // (cfg.batch * ddp.world))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, cfg.epochs * steps_per_epoch))
+    opt = make_optimizer(cfg, model)
+    steps_per_epoch = updates_per_epoch(train_split, cfg, ddp.world)
+    sched = make_scheduler(cfg, opt, cfg.epochs * steps_per_epoch)
     start_epoch, best_loss, best_epoch, bad_epochs, step = 1, float("inf"), 0, 0, 0
     best_score = -float("inf")
     best_summary: dict[str, float] = {}
@@ -330,32 +242,24 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
             t_epoch = time.perf_counter()
-            rng = np.random.default_rng([cfg.seed, epoch])
-            units = train_split.windows(cfg.window) if cfg.window else train_split.chunks(cfg.context, rng)
-            order = rng.permutation(len(units))
-            per_rank = steps_per_epoch * cfg.batch
-            mine = order[ddp.rank * per_rank : (ddp.rank + 1) * per_rank] if ddp.world > 1 else order
-            wrapped.train()
             tm = EpochMetrics()
             grad_rows_sum: dict[str, dict[str, float]] = {}
-            for b in range(0, len(mine), cfg.batch):
-                idx = mine[b : b + cfg.batch]
-                if ddp.world > 1 and len(idx) < cfg.batch:
-                    break
-                shifts = rng.integers(-cfg.transpose, cfg.transpose + 1, len(idx)) if cfg.transpose else None
-                x, t = train_split.batch([units[i] for i in idx], shifts, **model.config.input_blocks)
-                x, t = x.to(device), t.to(device)
-                t0 = time.perf_counter()
-                out_b, losses = train_step(model, wrapped, opt, sched, cfg, x, t, grad_rows_sum,
-                                           where=f"at epoch {epoch}, step {step}")
-                pred_time += time.perf_counter() - t0
-                pred_count += int(t.mask.sum().item())
+
+            def after_update(losses: dict[str, torch.Tensor], epoch: int = epoch,
+                             best_f1: float = best_summary.get("valid_f1_best", 0)) -> None:
+                nonlocal step
                 step += 1
-                batch_metrics_update(tm, model, out_b, t, losses)
                 bar.update()
                 if step % 10 == 0:
-                    bar.set_postfix_str(f"epoch={epoch}, loss={losses['total'].item():.4f}, "
-                                        f"best_f1={best_summary.get('valid_f1_best', 0):.3f}")
+                    bar.set_postfix_str(f"epoch={epoch}, loss={losses['total'].item():.4f}, best_f1={best_f1:.3f}")
+
+            done = train_epoch(model, opt, sched, cfg, train_split, np.random.default_rng([cfg.seed, epoch]),
+                               forward=wrapped, device=device,
+                               shard=(ddp.rank, steps_per_epoch) if ddp.world > 1 else None,
+                               after_update=after_update, metrics=tm, grad_stats=grad_rows_sum,
+                               where=f"at epoch {epoch}")
+            pred_time += sum(done.step_seconds)
+            pred_count += sum(done.predictions)
             train_sum = tm.summary()
             valid_metrics = evaluate_split(model, valid_split, cfg.harshness, cfg.loss_clip, cfg.dur_ce_weight, device)
             vsum = valid_metrics.summary()
@@ -379,11 +283,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
             cpu_used = prior_cpu + time.process_time() - cpu_start
             if ddp.main:
                 _append_csv(out / "metrics.csv", [row])
-                n_steps = max(1, math.ceil(len(mine) / cfg.batch))
+                n_steps = max(1, done.updates)
                 _append_csv(out / "grads.csv", [dict(epoch=epoch, **{k: v / n_steps if k != "layer" else v
                                                                      for k, v in r.items()})
                                                 for r in grad_rows_sum.values()])
-                _append_csv(out / "weights.csv", [dict(epoch=epoch, **r) for r in _param_stats(model, grads=False)])
+                _append_csv(out / "weights.csv", [dict(epoch=epoch, **r) for r in param_stats(model, grads=False)])
                 meta = _meta(cfg, ds, epoch, row)
                 if improved:
                     save_model(out / "best", model, meta)
@@ -435,37 +339,6 @@ def _check_writable(out: Path) -> None:
         raise ConfigError(f"cannot write to the run folder {out}: {e.strerror or e}") from None
     if shutil.disk_usage(out).free < 50 * 1024 * 1024:
         raise ConfigError(f"less than 50 MB free on the disk of {out}")
-
-
-def train_step(model: ChopinLSTM, forward, opt: torch.optim.Optimizer, sched, cfg: TrainConfig, x: torch.Tensor,
-               t, grad_stats: dict[str, dict[str, float]], where: str = ""):
-    """One update on batch ``x``/``t``: forward (through ``forward``, the model or
-    its DDP wrapper), the loss, backward, gradient clipping, the gradient
-    statistics (summed into ``grad_stats``), the optimiser and schedule steps,
-    max-norm.  Returns the outputs and the losses; a non-finite loss raises
-    ``FloatingPointError`` (``where`` says where, in the message)."""
-    out = batch_outputs(model, x, t, forward)
-    losses = compute_losses(model, out, t, cfg.harshness, cfg.loss_clip, cfg.dur_ce_weight)
-    if not torch.isfinite(losses["total"]):
-        raise FloatingPointError(f"non-finite loss {where}".rstrip())
-    opt.zero_grad(set_to_none=True)
-    losses["total"].backward()
-    if cfg.clip_grad:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-    _accumulate_grads(grad_stats, model)
-    opt.step()
-    sched.step()
-    if cfg.max_norm:
-        apply_max_norm(model, cfg.max_norm)
-    return out, losses
-
-
-def _accumulate_grads(acc: dict[str, dict[str, float]], model: torch.nn.Module) -> None:
-    for r in _param_stats(model, grads=True):
-        a = acc.setdefault(r["layer"], {"layer": r["layer"], "norm": 0.0, "mean": 0.0, "min": 0.0, "max": 0.0,
-                                         "max_row_norm": 0.0})
-        for k in ("norm", "mean", "min", "max", "max_row_norm"):
-            a[k] += r[k]
 
 
 def _config_json(cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:

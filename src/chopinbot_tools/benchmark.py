@@ -1,6 +1,9 @@
-"""`chopinbot benchmark piano-midi|jsb-chorales`: train on traindata, select on validdata,
-report valid and test frame-level NLL and accuracy beside the published table; resume an
-interrupted run; re-score a saved model."""
+"""`chopinbot benchmark piano-midi|jsb-chorales` (or ``python -m chopinbot_tools.benchmark``):
+train on traindata, select on validdata, report valid and test frame-level NLL and accuracy
+beside the published table; resume an interrupted run; re-score a saved model.
+
+The ``chopinbot`` command reaches this module by name only (``chopinbot.cli.COMMANDS``):
+the tools sit above the command line and may use its argument types, never the reverse."""
 
 from __future__ import annotations
 
@@ -141,3 +144,14 @@ def _print_summary(rep: dict, out: str) -> None:
           f"test NLL {r['test']['nll']:.3f}, test frame accuracy {100 * r['test']['acc']:.1f} % "
           f"(copy-previous {copy['test']['nll']:.2f} nats, {100 * copy['test']['acc']:.1f} %) -> "
           f"{out}/report.md")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m chopinbot_tools.benchmark",
+                                description="the Piano-midi.de / JSB Chorales frame-level NLL benchmark")
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

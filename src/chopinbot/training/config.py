@@ -1,0 +1,68 @@
+"""The settings of a training run, :class:`TrainConfig` (saved as ``train_config.json``),
+in one place with their defaults; the epoch (:mod:`chopinbot.training.epoch`) and
+the run (:mod:`chopinbot.training.train`) read them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from chopinbot.errors import ConfigError
+from chopinbot.model.loss import HARSHNESS
+from chopinbot.model.network import ModelConfig
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run (saved as ``train_config.json``)."""
+
+    data: str | None = None  # dataset folder; None = the bundled corpus, prepared on the fly
+    out: str = "runs/train"  # run folder
+    epochs: int = 60  # maximum; early stopping usually ends sooner
+    context: int = 64  # states per training chunk (sequence mode)
+    window: int = 0  # >0: the original's window mode (one target per window of this many states)
+    batch: int = 8  # chunks (or windows) per update: small batches leave the plateau sooner
+    optimizer: str = "adamw"  # "adamw" or "rmsprop" (the original's)
+    lr: float = 2e-3
+    weight_decay: float = 0.01  # AdamW only
+    clip_grad: float = 1.0  # gradient-norm clipping; 0 = off
+    schedule: str = "cosine"  # "cosine" (after warm-up) or "constant"
+    warmup: int = 100  # updates of linear warm-up
+    patience: int = 8  # epochs without valid-loss improvement before stopping
+    select_on: str = "f1"  # best/ = the epoch with the best valid "f1" (at its best threshold) or "loss"
+    harshness: float = HARSHNESS
+    loss_clip: bool = True  # the original's min(2*bce, bce + dur)
+    dur_ce_weight: float = 0.1  # weight of the duration-class cross-entropy (classes head)
+    transpose: int = 5  # augmentation: transpose each chunk by a random -N..+N semitones (0 = off, max 6)
+    max_norm: float = 0.0  # max-norm weight constraint (the original used 2-4); 0 = off
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    minutes: float = 0.0  # wall-time budget; 0 = none
+    cpu_minutes: float = 0.0  # CPU-time budget (this process's, all threads); 0 = none
+    init_from: str | None = None  # start from this trained model's weights and shape (fine-tuning)
+    styles: str = "auto"  # style input: "auto" (when the training data has several composers), "on", "off"
+    default_style: str | None = None  # the style the model composes in unless told (default: chopin, if present)
+    progress: bool = True
+    model: ModelConfig | None = None  # filled in from the flags and the data
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.context >= 1, "context must be at least 1"),
+            (self.window >= 0, "window must be 0 (off) or positive"),
+            (self.batch >= 1, "batch must be at least 1"),
+            (self.optimizer in ("adamw", "rmsprop"), "optimizer must be adamw or rmsprop"),
+            (self.lr > 0 and math.isfinite(self.lr), "lr must be positive"),
+            (self.schedule in ("cosine", "constant"), "schedule must be cosine or constant"),
+            (self.harshness >= 0, "harshness must be 0 or more"),
+            (self.patience >= 1, "patience must be at least 1"),
+            (0 <= self.transpose <= 6, "transpose must be 0..6 semitones"),
+            (self.select_on in ("f1", "loss"), "select_on must be f1 or loss"),
+            (self.clip_grad >= 0 and self.max_norm >= 0, "clip_grad and max_norm must be 0 or more"),
+            (self.styles in ("auto", "on", "off"), "styles must be auto, on or off"),
+            (self.minutes >= 0 and self.cpu_minutes >= 0, "time budgets must be 0 (none) or more"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
