@@ -5,16 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from dataclasses import fields
 from pathlib import Path
 
 from chopinbot.cli.args import nonneg_float, nonneg_int, positive_float, positive_int, seed_int
+from chopinbot.dataset.layout import OPTIONAL_BLOCKS
 from chopinbot.errors import ConfigError
 from chopinbot.model.network import ModelConfig
+from chopinbot.training.config import FINETUNE_LR, LR
 from chopinbot.training.train import TrainConfig, train
 
 D = TrainConfig()
 M = ModelConfig(duration_classes=[1.0])
+# The model's shape flags; the input blocks' flags come from their declaration (OPTIONAL_BLOCKS).
+MODEL_FLAGS = ("layers", "hidden", "dropout", "dense_layers", "layer_norm", "onset_head", "skip", "note_head",
+               "duration_head", "dur_nodes", "joint_keys", "style_heads")
+BLOCK_FLAGS = tuple(b.flag for b in OPTIONAL_BLOCKS if b.help is not None)
 
 
 def _onoff(text: str) -> bool:
@@ -49,24 +56,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="direct path from the current state to the key logits (default: on)")
     g.add_argument("--note-head", type=_onoff, default=M.note_head, metavar="on|off",
                    help="per-key MLP with weights tied across keys (default: on)")
-    g.add_argument("--key-recency", type=_onoff, default=M.key_recency, metavar="on|off",
-                   help="the note head also reads each key's beats since last struck and previous interval "
-                        "(default: on)")
-    g.add_argument("--repeats", type=_onoff, default=M.repeats, metavar="on|off",
-                   help="read the state that followed the last occurrence of the passage just heard "
-                        "(default: on)")
-    g.add_argument("--repeats-transposed", type=_onoff, default=M.repeats_transposed, metavar="on|off",
-                   help="... and that of its last occurrence at another pitch (default: on)")
-    g.add_argument("--loudness", type=_onoff, default=M.loudness, metavar="on|off",
-                   help="read each state's loudness and predict the next one's velocity class "
-                        f"(default: {'on' if M.loudness else 'off'})")
+    for block in OPTIONAL_BLOCKS:  # one flag per optional input block, from the blocks' own declaration
+        if block.help is not None:
+            on = getattr(M, block.flag)
+            g.add_argument("--" + block.flag.replace("_", "-"), type=_onoff, default=on, metavar="on|off",
+                           help=f"{block.help} (default: {'on' if on else 'off'})")
     g.add_argument("--joint-keys", type=_onoff, default=M.joint_keys, metavar="on|off",
                    help="the note head reads the new state's keys below each key; keys are drawn low to high "
                         f"(needs the note head; default: {'on' if M.joint_keys else 'off'})")
-    g.add_argument("--controls", type=_onoff, default=M.controls, metavar="on|off",
-                   help="read the density, register, loudness and key of the window ahead, so that generate's "
-                        "--density, --register, --loudness and --key steer the music "
-                        f"(default: {'on' if M.controls else 'off'})")
     g.add_argument("--duration-head", choices=["classes", "seed"], default=M.duration_head)
     g.add_argument("--dur-nodes", type=positive_int, default=M.dur_nodes)
     g = p.add_argument_group("training")
@@ -77,7 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the original's window mode with this many states (e.g. 16); 0 = sequence mode")
     g.add_argument("--batch", type=positive_int, default=D.batch)
     g.add_argument("--optimizer", choices=["adamw", "rmsprop"], default=D.optimizer)
-    g.add_argument("--lr", type=positive_float, default=D.lr)
+    g.add_argument("--lr", type=positive_float, default=None,
+                   help=f"peak learning rate (default: {LR:g}; {FINETUNE_LR:g} with --init-from, which starts from a "
+                        "trained model)")
     g.add_argument("--weight-decay", type=nonneg_float, default=D.weight_decay)
     g.add_argument("--clip-grad", type=nonneg_float, default=D.clip_grad, help="gradient-norm clip; 0 = off")
     g.add_argument("--schedule", choices=["cosine", "constant"], default=D.schedule)
@@ -105,12 +104,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.joint_keys and not args.note_head:
         raise ConfigError("--joint-keys on needs the note head (--note-head on): it is the note head that reads "
                           "the keys below each key")
-    model = ModelConfig(**{f: getattr(args, f) for f in ("layers", "hidden", "dropout", "dense_layers", "layer_norm",
-                                                          "onset_head", "skip", "note_head", "duration_head",
-                                                          "dur_nodes", "key_recency", "repeats",
-                                                          "repeats_transposed", "loudness", "joint_keys",
-                                                          "controls", "style_heads")},
-                        duration_classes=[1.0])
+    model = ModelConfig(**{f: getattr(args, f) for f in MODEL_FLAGS + BLOCK_FLAGS}, duration_classes=[1.0])
     names = {f.name for f in fields(TrainConfig)} - {"model", "loss_clip", "progress"}
     cfg = TrainConfig(**{n: getattr(args, n) for n in names if n != "epochs"}, model=model)
     if args.epochs is not None:
@@ -140,4 +134,12 @@ def run(args: argparse.Namespace) -> int:
         f"at threshold {b.get('valid_best_threshold', float('nan')):.2f}, duration error "
         f"{b.get('valid_dur_error', float('nan')):.3f} -> {res.out / 'best'}"
     )
+    held = res.card.get("held_out", {})
+    if held.get("key_nll") is not None:
+        before = res.card.get("init_from") or "the initial weights"
+        print(f"held-out key NLL (the {held['split']} pieces, nats/state): {before} "
+              f"{held['start_key_nll']:.3f} (epoch 0) -> this run {held['key_nll']:.3f} "
+              f"({held['key_nll'] - held['start_key_nll']:+.3f}); model card: {res.out / 'model_card.md'}")
+    for w in res.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     return 0

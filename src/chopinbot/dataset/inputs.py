@@ -51,20 +51,20 @@ from the states' keys, onsets, lengths (beats) and velocities (the loudness
 block brought the velocities into :class:`BatchStates`, :class:`NewStates` and
 the blocks' methods).  A new block built from these touches three source files:
 
-1. this module (or :mod:`chopinbot.dataset.conditioning`, for a block that
-   steers): its :class:`InputBlock` subclass; and its entry in
-   :data:`chopinbot.dataset.layout.OPTIONAL_BLOCKS` (where the entry sits is
-   where its columns sit);
-2. ``src/chopinbot/model/network.py``: the :class:`~chopinbot.model.network.ModelConfig`
+1. this module: its :class:`InputBlock` subclass, and its feature function
+   when the block computes something new (or :mod:`chopinbot.dataset.conditioning`,
+   for a block that steers);
+2. :mod:`chopinbot.dataset.layout`: its entry in :data:`~chopinbot.dataset.layout.OPTIONAL_BLOCKS`
+   (where the entry sits is where its columns sit; its ``help`` gives
+   ``chopinbot train`` its ``--flag on|off``);
+3. ``src/chopinbot/model/network.py``: the :class:`~chopinbot.model.network.ModelConfig`
    field (a bool) named by the entry's ``flag`` (validation, loading of
    configs saved before it and switching it off without the note head follow
-   from the entry);
-3. the module of its music-level computation, if it has a new one (as
-   :mod:`chopinbot.music.repeats` for the repeats, :mod:`chopinbot.dataset.features`
-   for ages and recency).
+   from the entry).
 
-(To switch it from ``chopinbot train``, ``src/chopinbot/cli/train.py`` takes a
-flag as well.)
+A computation shared with other code goes in its music-level module instead
+(as :mod:`chopinbot.music.repeats` for the repeats, :mod:`chopinbot.dataset.features`
+for ages and recency): then that module is the third file's neighbour, a fourth.
 """
 
 from __future__ import annotations

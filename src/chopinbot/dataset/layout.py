@@ -47,16 +47,24 @@ class OptionalBlock:
     flag: str  # the ModelConfig field (a bool) that switches it on
     make: Callable[[BlockContext], InputBlock]  # the block, for a model's context
     needs_note_head: bool = True  # off in a model without the note head (only it reads the block's columns)
+    # `chopinbot train --<flag with dashes> on|off` says this (None: no flag; the data decides)
+    help: str | None = None
 
 
 OPTIONAL_BLOCKS: tuple[OptionalBlock, ...] = (  # in row order, after the base block
-    OptionalBlock("key_recency", lambda ctx: RecencyBlock()),
-    OptionalBlock("repeats", lambda ctx: RepeatsBlock("exact", ctx.vocab, ctx.grid_per_beat)),
-    OptionalBlock("repeats_transposed", lambda ctx: RepeatsBlock("transposed", ctx.vocab, ctx.grid_per_beat)),
-    OptionalBlock("loudness", lambda ctx: LoudnessBlock(), needs_note_head=False),
+    OptionalBlock("key_recency", lambda ctx: RecencyBlock(),
+                  help="the note head also reads each key's beats since last struck and previous interval"),
+    OptionalBlock("repeats", lambda ctx: RepeatsBlock("exact", ctx.vocab, ctx.grid_per_beat),
+                  help="read the state that followed the last occurrence of the passage just heard"),
+    OptionalBlock("repeats_transposed", lambda ctx: RepeatsBlock("transposed", ctx.vocab, ctx.grid_per_beat),
+                  help="... and that of its last occurrence at another pitch"),
+    OptionalBlock("loudness", lambda ctx: LoudnessBlock(), needs_note_head=False,
+                  help="read each state's loudness and predict the next one's velocity class"),
     OptionalBlock("style_input", lambda ctx: StyleBlock(ctx.styles, ctx.style, to_heads=ctx.style_heads),
-                  needs_note_head=False),
-    OptionalBlock("controls", lambda ctx: ControlBlock()),
+                  needs_note_head=False),  # switched by --styles (auto: when the data has several composers)
+    OptionalBlock("controls", lambda ctx: ControlBlock(),
+                  help="read the density, register, loudness and key of the window ahead, so that generate's "
+                       "--density, --register, --loudness and --key steer the music"),
 )
 
 

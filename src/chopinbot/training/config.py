@@ -11,6 +11,12 @@ from chopinbot.errors import ConfigError
 from chopinbot.model.loss import HARSHNESS
 from chopinbot.model.network import ModelConfig
 
+LR = 2e-3  # AdamW's peak learning rate from random weights
+# From a trained model (init_from): a quarter of it. Measured on 15 Mozart pieces from piano-controls,
+# 1 CPU-minute each (docs/training.md, "Fine-tuning"): 2e-3 had its best valid epoch at epoch 1 and
+# moved away from the start; the lower rate kept improving on the held-out pieces.
+FINETUNE_LR = 5e-4
+
 
 @dataclass
 class TrainConfig:
@@ -23,7 +29,8 @@ class TrainConfig:
     window: int = 0  # >0: the original's window mode (one target per window of this many states)
     batch: int = 8  # chunks (or windows) per update: small batches leave the plateau sooner
     optimizer: str = "adamw"  # "adamw" or "rmsprop" (the original's)
-    lr: float = 2e-3
+    # None = the default for the run: LR from scratch, FINETUNE_LR with init_from (resolved by train())
+    lr: float | None = None
     weight_decay: float = 0.01  # AdamW only
     clip_grad: float = 1.0  # gradient-norm clipping; 0 = off
     schedule: str = "cosine"  # "cosine" (after warm-up) or "constant"
@@ -53,7 +60,7 @@ class TrainConfig:
             (self.window >= 0, "window must be 0 (off) or positive"),
             (self.batch >= 1, "batch must be at least 1"),
             (self.optimizer in ("adamw", "rmsprop"), "optimizer must be adamw or rmsprop"),
-            (self.lr > 0 and math.isfinite(self.lr), "lr must be positive"),
+            (self.lr is None or (self.lr > 0 and math.isfinite(self.lr)), "lr must be positive"),
             (self.schedule in ("cosine", "constant"), "schedule must be cosine or constant"),
             (self.harshness >= 0, "harshness must be 0 or more"),
             (self.patience >= 1, "patience must be at least 1"),
@@ -66,3 +73,10 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+
+    def learning_rate(self) -> float:
+        """``lr``, or the default for this run when it is None: :data:`FINETUNE_LR` when
+        fine-tuning (``init_from``), :data:`LR` otherwise."""
+        if self.lr is not None:
+            return self.lr
+        return FINETUNE_LR if self.init_from else LR

@@ -48,8 +48,8 @@ def lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
 
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.RMSprop(model.parameters(), lr=cfg.lr)
+        return torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate(), weight_decay=cfg.weight_decay)
+    return torch.optim.RMSprop(model.parameters(), lr=cfg.learning_rate())
 
 
 def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, total_steps: int):

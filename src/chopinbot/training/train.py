@@ -42,6 +42,7 @@ from chopinbot.model.metrics import EpochMetrics
 from chopinbot.model.network import ChopinLSTM, ModelConfig
 from chopinbot.model.predict import evaluate_split
 from chopinbot.progress import Progress
+from chopinbot.training.card import write_model_card
 from chopinbot.training.config import TrainConfig
 from chopinbot.training.epoch import (
     make_optimizer,
@@ -67,6 +68,9 @@ class RunResult:
     seconds: float
     predictions_per_s: float
     history: list[dict[str, float]] = field(default_factory=list)
+    start: dict[str, float] = field(default_factory=dict)  # epoch 0: the valid figures before any update
+    warnings: list[str] = field(default_factory=list)  # what the run suggests changing (also in the model card)
+    card: dict[str, Any] = field(default_factory=dict)  # the model card (model_card.json)
 
 
 class _Distributed:
@@ -210,6 +214,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
     if ddp.world > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[ddp.local_rank] if device.type == "cuda" else None)
+    if cfg.lr is None:  # the run's default, recorded as a number in train_config.json
+        cfg.lr = cfg.learning_rate()
     opt = make_optimizer(cfg, model)
     steps_per_epoch = updates_per_epoch(train_split, cfg, ddp.world)
     sched = make_scheduler(cfg, opt, cfg.epochs * steps_per_epoch)
@@ -223,12 +229,23 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
         bad_epochs, step = state["bad_epochs"], state["step"]
         best_summary = state.get("best_summary", {})
         best_score = state.get("best_score", -float("inf"))
+        start_row = state.get("start_summary", {})
         for name in ("metrics.csv", "grads.csv", "weights.csv"):
             _truncate_csv(out / name, state["epoch"])
-    elif ddp.main:
-        for name in ("metrics.csv", "grads.csv", "weights.csv"):
-            (out / name).unlink(missing_ok=True)
-        atomic_write_json(out / "train_config.json", _config_json(cfg, ds))
+    else:
+        # Epoch 0: the valid figures before any update (for a fine-tuning run, the starting model's).
+        t0 = time.perf_counter()
+        vsum0 = evaluate_split(model, valid_split, cfg.harshness, cfg.loss_clip, cfg.dur_ce_weight, device).summary()
+        start_row = {"epoch": 0, "lr": 0.0, "seconds": round(time.perf_counter() - t0, 3),
+                     **{f"train_{k}": float("nan") for k in vsum0}, **{f"valid_{k}": v for k, v in vsum0.items()}}
+        if ddp.main:
+            for name in ("metrics.csv", "grads.csv", "weights.csv"):
+                (out / name).unlink(missing_ok=True)
+            atomic_write_json(out / "train_config.json", _config_json(cfg, ds))
+            _append_csv(out / "metrics.csv", [start_row])
+            print(f"epoch   0  (before any update{', ' + str(cfg.init_from) if cfg.init_from else ''})  "
+                  f"valid loss {vsum0['maestro']:.4f}  valid F1 {vsum0['f1_best']:.3f}  "
+                  f"key NLL {vsum0['key_nll']:.3f}", flush=True)
 
     # A bar on a terminal only; in a log the epoch lines below are the progress.
     bar = Progress((cfg.epochs - start_epoch + 1) * steps_per_epoch, unit="step", enabled=cfg.progress and ddp.main,
@@ -292,7 +309,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
                 if improved:
                     save_model(out / "best", model, meta)
                 _save_last(out, model, opt, sched, cfg, ds, epoch, step, best_loss, best_epoch, bad_epochs,
-                           best_summary, elapsed, best_score, cpu_used)
+                           best_summary, elapsed, best_score, cpu_used, start_row)
                 bar.write(
                     f"epoch {epoch:3d}  train loss {train_sum['maestro']:.4f}  valid loss {vsum['maestro']:.4f}  "
                     f"valid F1 {vsum['f1_best']:.3f} @{vsum['best_threshold']:.2f}  dur err {vsum['dur_error']:.3f}  "
@@ -314,8 +331,54 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
         _dump_for_ddp_check(model, ddp, history)
         ddp.close()
     seconds = prior_seconds + time.perf_counter() - t_start
-    return RunResult(out, epoch, best_epoch, best_summary, stopped, seconds,
-                     pred_count / pred_time if pred_time else 0.0, history)
+    cpu_seconds = prior_cpu + time.process_time() - cpu_start
+    res = RunResult(out, epoch, best_epoch, best_summary, stopped, seconds,
+                    pred_count / pred_time if pred_time else 0.0, history, start_row)
+    res.warnings = run_warnings(cfg, res)
+    if ddp.main and best_summary:
+        res.card = model_card(cfg, ds, res, cpu_seconds)
+        write_model_card(out, res.card)
+    return res
+
+
+def run_warnings(cfg: TrainConfig, res: RunResult) -> list[str]:
+    """What a finished run suggests changing: its best epoch was the first (later
+    epochs only lost ground on the valid pieces), or a fine-tuning run never
+    beat its starting model's held-out key NLL."""
+    out = []
+    lr = cfg.learning_rate()
+    if res.best_epoch == 1 and res.epochs >= 2:
+        out.append(f"the best epoch was the first: every later epoch did worse on the valid pieces. Try a lower "
+                   f"--lr (this run: {lr:g}; e.g. {lr / 4:g}), more music in the dataset (the model may be "
+                   f"learning the few training pieces by heart), or fewer --epochs")
+    start, best = res.start.get("valid_key_nll"), res.best.get("valid_key_nll")
+    if cfg.init_from and start is not None and best is not None and best >= start:
+        out.append(f"no epoch beat the starting model ({cfg.init_from}) on the valid pieces: key NLL {start:.3f} "
+                   f"before, {best:.3f} after. Keep the starting model, or try a lower --lr (this run: {lr:g})")
+    return out
+
+
+def model_card(cfg: TrainConfig, ds: Dataset, res: RunResult, cpu_seconds: float) -> dict[str, Any]:
+    """The run's model card (:mod:`chopinbot.training.card`): data, composers, time, held-out figures."""
+    segs = {split: ds.segments(split) for split in ("train", "valid")}
+    mcfg = cfg.model
+    return {
+        "name": res.out.name,
+        "data": {"dataset": cfg.data, "dataset_sha256": ds.manifest_hash,
+                 "train_pieces": len({s.piece for s in segs["train"]}),
+                 "valid_pieces": len({s.piece for s in segs["valid"]}),
+                 "train_states": int(sum(s.stop - s.start for s in segs["train"]))},
+        "composers": sorted({s.composer for s in segs["train"]}),
+        "styles": list(mcfg.styles) if mcfg and mcfg.style_input else [],
+        "init_from": cfg.init_from,
+        "lr": cfg.learning_rate(),
+        "epochs": res.epochs, "best_epoch": res.best_epoch, "stopped": res.stopped,
+        "cpu_minutes": round(cpu_seconds / 60, 2), "wall_minutes": round(res.seconds / 60, 2),
+        "held_out": {"split": "valid",
+                     "start_key_nll": res.start.get("valid_key_nll"), "start_f1": res.start.get("valid_f1_best"),
+                     "key_nll": res.best.get("valid_key_nll"), "f1": res.best.get("valid_f1_best")},
+        "warnings": res.warnings,
+    }
 
 
 def _dump_for_ddp_check(model, ddp: _Distributed, history) -> None:
@@ -361,7 +424,7 @@ def _meta(cfg: TrainConfig, ds: Dataset, epoch: int, row: dict[str, float]) -> d
 
 
 def _save_last(out, model, opt, sched, cfg, ds, epoch, step, best_loss, best_epoch, bad_epochs, best_summary, seconds,
-               best_score, cpu_seconds):
+               best_score, cpu_seconds, start_summary):
     """``last/``: the model plus everything needed to continue exactly."""
     tensors: dict[str, torch.Tensor] = {"torch_rng": torch.get_rng_state()}
     osd = opt.state_dict()
@@ -372,6 +435,7 @@ def _save_last(out, model, opt, sched, cfg, ds, epoch, step, best_loss, best_epo
     resume_state = {
         "epoch": epoch, "step": step, "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
         "best_summary": best_summary, "best_score": best_score, "seconds": seconds, "cpu_seconds": cpu_seconds,
+        "start_summary": start_summary,
         "param_groups": osd["param_groups"],
         "scheduler": sched.state_dict(),
         "train_config": _config_json(cfg, ds),
