@@ -86,7 +86,7 @@ class ModelConfig:
     repeats: bool = True  # read what followed the passage's last occurrence (chopinbot.music.repeats)
     repeats_transposed: bool = True  # ... and the last occurrence at another pitch
     # loudness and joint_keys: on since 2026-12-01 (valid key NLL 4.18 -> 3.74 nats/state at equal training time;
-    # generated velocity sd 1 -> 13, real 10; docs/training.md)
+    # generated velocity sd 1 -> 13, real 10; docs/training-history.md)
     loudness: bool = True  # a loudness head (velocity classes); the state's loudness is an input (LoudnessBlock)
     joint_keys: bool = True  # the note head also reads the NEW state's keys below each key (drawn low to high)
     style_input: bool = False  # a style (composer) input (StyleBlock): one model, the styles of `styles`
