@@ -25,10 +25,11 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 def test_one_epoch_writes_everything(tiny_model_dir):
     run = tiny_model_dir
     for name in ("metrics.csv", "grads.csv", "weights.csv", "train_config.json", "best/model.safetensors",
-                 "best/config.json", "last/optimizer.safetensors", "last/resume.json"):
+                 "best/config.json", "last/optimizer.safetensors", "last/resume.json", "model_card.json",
+                 "model_card.md"):
         assert (run / name).exists(), name
     rows = list(csv.DictReader((run / "metrics.csv").open()))
-    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]  # 0: the valid figures before any update
     for key in ("train_total", "valid_total", "valid_bce", "valid_dur", "valid_f1", "valid_f1_best",
                 "valid_precision", "valid_recall", "valid_dur_error", "valid_key_nll", "valid_dur_class_acc", "lr"):
         assert key in rows[0] and float(rows[-1][key]) == float(rows[-1][key])  # present and not NaN
@@ -58,7 +59,7 @@ def test_resume_continues_exactly(tiny_dataset_dir, tmp_path, monkeypatch):
 
     def interrupted(*a, **kw):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == 4:  # epoch 0's, 1's and 2's validations, then epoch 3's
             raise KeyboardInterrupt
         return real_eval(*a, **kw)
 
@@ -71,7 +72,9 @@ def test_resume_continues_exactly(tiny_dataset_dir, tmp_path, monkeypatch):
     assert all(torch.equal(ws[k], wr[k]) for k in ws)
     assert resumed.history[-1]["valid_total"] == straight.history[-1]["valid_total"]
     rows = list(csv.DictReader((tmp_path / "r" / "metrics.csv").open()))
-    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert [r["epoch"] for r in rows] == ["0", "1", "2", "3"]
+    valid = [k for k in straight.start if k.startswith("valid_")]
+    assert valid and all(resumed.start[k] == straight.start[k] for k in valid)  # epoch 0's figures survive resume
 
 
 def test_window_mode_has_one_target_per_window(tiny_dataset_dir, tmp_path):
