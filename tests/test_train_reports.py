@@ -134,3 +134,29 @@ def test_the_speed_benchmark_runs_trainings_own_epoch(tiny_dataset_dir):
         assert done.updates == cap and len(done.predictions) == cap
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.equal(weights[0], weights[1])
+
+
+def test_no_valid_piece_is_refused_with_the_fix(tmp_path):
+    import shutil
+
+    from chopinbot.dataset.prepare import prepare
+    from chopinbot.errors import ConfigError
+    from conftest import CORPUS
+
+    src = tmp_path / "two"
+    src.mkdir()
+    for name in ("chpn-p7.mid", "chpn-p20.mid"):
+        shutil.copy(CORPUS / name, src)
+    (src / "splits.json").write_text('{"valid": [], "test": []}')
+    prepare([src], tmp_path / "ds", progress=False)
+    with pytest.raises(ConfigError, match=r"2 train and 0 valid pieces.*splits\.json"):
+        train(tiny_train_config(tmp_path / "ds", tmp_path / "run", epochs=1))
+
+
+def test_a_run_stopped_in_its_first_epoch_may_be_started_again(tmp_path):
+    from chopinbot.cli.train import _holds_run
+
+    (tmp_path / "metrics.csv").write_text("epoch,lr\n0,0.0\n")
+    assert not _holds_run(tmp_path)  # epoch 0's row only: nothing to resume
+    (tmp_path / "metrics.csv").write_text("epoch,lr\n0,0.0\n1,0.002\n")
+    assert _holds_run(tmp_path)

@@ -118,10 +118,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return cfg
 
 
+def _holds_run(out: Path) -> bool:
+    """A run worth keeping: a checkpoint, or metrics past epoch 0 (a run stopped during its
+    first epoch has only epoch 0's row and nothing to resume)."""
+    if (out / "last").exists() or (out / "best").exists():
+        return True
+    metrics = out / "metrics.csv"
+    return metrics.exists() and any(not line.startswith("0,") for line in metrics.read_text().splitlines()[1:])
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     out = Path(args.out)
-    if not args.resume and not args.force and any((out / n).exists() for n in ("metrics.csv", "last", "best")):
+    if not args.resume and not args.force and _holds_run(out):
         raise ConfigError(f"{out} holds a run: use --resume to continue it or --force to start over")
     res = train(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:

@@ -195,7 +195,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
     train_split = SplitData(ds, "train", vocab)
     valid_split = SplitData(ds, "valid", vocab)
     if train_split.n_targets == 0 or valid_split.n_targets == 0:
-        raise ConfigError("the dataset needs train and valid pieces with at least 2 states each")
+        counts = {split: len({seg.piece for seg in ds.segments(split)}) for split in ("train", "valid")}
+        raise ConfigError(f"the dataset needs train and valid pieces with at least 2 states each; it has "
+                          f"{counts['train']} train and {counts['valid']} valid pieces: prepare more files, or name "
+                          f"the pieces to hold out in a splits.json beside them "
+                          f"({{\"valid\": [names], \"test\": [names]}}) and prepare again")
 
     seed_everything(cfg.seed)
     model = ChopinLSTM(mcfg)
