@@ -127,6 +127,25 @@ def held_out_segments(settings: PrepareSettings = DEFAULT_SETTINGS,
     return _dataset_segments(str(folder.resolve()), sha, settings)
 
 
+def model_dataset(meta: dict) -> Path | None:
+    """The dataset folder a model was trained on (its config's ``train.data``), when it is still
+    there and still the same data (its ``states_sha256`` as the model recorded it); else None.
+    A relative folder is taken from the current directory, as `chopinbot train` was given it."""
+    train = meta.get("train") if isinstance(meta, dict) else None
+    data = train.get("data") if isinstance(train, dict) else None
+    if not isinstance(data, str) or not data:
+        return None
+    folder = Path(data)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    recorded = meta.get("dataset_sha256")
+    if recorded and isinstance(manifest, dict) and manifest.get("states_sha256") != recorded:
+        return None  # prepared again since: not the data the model learnt
+    return folder
+
+
 def seeds_label(seeds_from: str | os.PathLike | None) -> str:
     """Where seeds come from, in words: "the bundled test pieces" or "runs/mine's held-out pieces"."""
     return "the bundled test pieces" if seeds_from is None else f"{Path(seeds_from).name}'s held-out pieces"
