@@ -343,7 +343,7 @@ def test_form(at):
 
 
 def test_infill_of_an_uploaded_piece(at):
-    at.radio(key="seed_source").set_value("my MIDI file").run()
+    at.radio(key="seed_source").set_value("my MIDI file or score").run()
     at.checkbox(key="infill_on").check().run()
     at.file_uploader(key="primer").upload("p20.mid", (CORPUS / "chpn-p20.mid").read_bytes(), "audio/midi").run()
     _no_trouble(at)
@@ -372,7 +372,7 @@ def test_infill_of_an_uploaded_piece(at):
 def test_good_primer(at, tmp_path):
     notes = [(i * 0.5, i * 0.5 + 0.5, 64 + (i * 5) % 12) for i in range(32)]
     data = make_midi(tmp_path / "mine.mid", notes, sharps=0).read_bytes()
-    at.radio(key="seed_source").set_value("my MIDI file").run()
+    at.radio(key="seed_source").set_value("my MIDI file or score").run()
     at.file_uploader(key="primer").upload("../../etc/mine.mid", data, "audio/midi").run()
     _no_trouble(at)
     assert not at.sidebar.error
@@ -393,13 +393,13 @@ def test_good_primer(at, tmp_path):
 def test_bad_upload_shows_a_message_and_the_app_stays_usable(at, tmp_path, name, data, message):
     if data is None:
         data = make_midi(tmp_path / name, [(0, 1, 38), (1, 2, 42)], drum=True).read_bytes()
-    at.radio(key="seed_source").set_value("my MIDI file").run()
+    at.radio(key="seed_source").set_value("my MIDI file or score").run()
     at.file_uploader(key="primer").upload(name, data, "audio/midi").run()
     _no_trouble(at)
     assert any(message in e.value for e in at.sidebar.error), [e.value for e in at.sidebar.error]
     assert _generate(at) is None
     assert any("Upload a usable MIDI primer first" in w.value for w in at.warning)
-    at.radio(key="seed_source").set_value("a Chopin test piece").run()
+    at.radio(key="seed_source").set_value("a held-out piece").run()
     at.number_input(key="seconds").set_value(4.0)
     assert _generate(at) is not None  # still usable
 
@@ -421,7 +421,7 @@ def test_controls_offer_what_the_service_accepts(at, tmp_path):
     assert (states.min, states.max, states.value) == (1, MAX_REQUEST_STATES, library.steps)
     at.radio(key="decoding").set_value("threshold").run()
     assert (at.slider(key="threshold").min, at.slider(key="threshold").max) == THRESHOLD_RANGE
-    at.radio(key="seed_source").set_value("my MIDI file").run()
+    at.radio(key="seed_source").set_value("my MIDI file or score").run()
     primer_states = at.number_input(key="primer_states")
     assert (primer_states.min, primer_states.max, primer_states.value) == (1, MAX_PRIMER_STATES,
                                                                             defaults.primer_states)

@@ -170,9 +170,14 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
     source = sb.radio("Start from", [HELD_OUT_OPTION, PRIMER_OPTION], key="seed_source",
                       help=HELP["seed_source"], horizontal=True)
     own_seeds = False
-    if entry.dataset is not None and source == HELD_OUT_OPTION:  # the model's own held-out pieces, by default
+    if entry.dataset is not None and source == HELD_OUT_OPTION:
         own = f"{entry.dataset.name}'s held-out pieces (the model's own data)"
-        own_seeds = sb.radio("Held-out pieces from", [own, BUNDLED_SEEDS_OPTION], key=f"seeds_from:{label}",
+        # first (the default) when the model composes in another style than Chopin's: a model fine-tuned on
+        # a user's Schubert starts from the user's held-out Schubert
+        options = [BUNDLED_SEEDS_OPTION, own]
+        if entry.default_style not in (None, "chopin"):
+            options.reverse()
+        own_seeds = sb.radio("Held-out pieces from", options, key=f"seeds_from:{label}",
                              help=HELP["seeds_from"]) == own
     seeds_from = entry.dataset if own_seeds else None
     infos = seed_infos(entry, seeds_from)

@@ -25,7 +25,7 @@ from chopinbot.app.rendering import figure_png
 from chopinbot.compose.seeds import HELD_OUT_SPLITS
 from chopinbot.constants import BUNDLED_CORPUS_DIR
 from chopinbot.dataset.batches import SplitData
-from chopinbot.dataset.corpus import BUNDLED_SOURCES, COMMITTED_SPLITS, read_table, style_name
+from chopinbot.dataset.corpus import BUNDLED_SOURCES, COMMITTED_SPLITS, UNKNOWN_COMPOSER, read_table, style_name
 from chopinbot.dataset.prepare import prepare, process_file
 from chopinbot.dataset.store import Dataset, PrepareSettings
 from chopinbot.evaluation.musicstats import piece_stats
@@ -172,7 +172,8 @@ def style_reference(entry: ModelEntry, style: str | None, n_states: int) -> Refe
             composer, segs = found
             stamp = (Path(entry.dataset) / "manifest.json").stat().st_mtime_ns
             key = ("dataset-stats", str(Path(entry.dataset).resolve()), stamp, style, entry.settings, n)
-            return Reference(f"real {composer}", f"the held-out pieces of {Path(entry.dataset).name}, the model's "
+            who = "real music" if composer == UNKNOWN_COMPOSER else f"real {composer}"
+            return Reference(who, f"the held-out pieces of {Path(entry.dataset).name}, the model's "
                              f"own data", _reference_memo.get(key, lambda: _excerpt_stats(segs, n)))
     if style and style != "chopin":
         found = _bundled_style_states(style, entry.settings)
