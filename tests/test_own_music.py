@@ -216,3 +216,30 @@ def test_generate_and_seeds_take_seeds_from_a_dataset(tiny_model_dir, tiny_datas
     assert f"after the seed {tiny_dataset_dir.name}/" in capsys.readouterr().out
     assert main(["generate", "--primer", str(MUSICXML), "--seeds-from", str(tiny_dataset_dir),
                  "--out", str(tmp_path / "x.mid")]) == 2
+
+
+# --- the app: statistics beside the style's own real music ------------------------------------------------
+
+
+def test_statistics_are_set_beside_the_real_music_of_the_style(tiny_model_dir, tmp_path):
+    from dataclasses import replace
+
+    from chopinbot.app.reference import style_reference
+    from chopinbot.app.registry import load_entry
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for i in (1, 3, 5, 6):
+        shutil.copy(EXAMPLES / f"D780-moment-musical-{i}.mxl", folder)
+    (folder / "splits.json").write_text(json.dumps({"valid": ["D780-moment-musical-3.mxl"],
+                                                    "test": ["D780-moment-musical-5.mxl"]}))
+    prepare([folder], tmp_path / "ds", progress=False, composer="Franz Schubert")
+    entry = replace(load_entry(tiny_model_dir / "best", "tiny"), dataset=tmp_path / "ds")
+    own = style_reference(entry, "schubert", 64)
+    assert own.label == "real Schubert" and own.source == "the held-out pieces of ds, the model's own data"
+    assert len(own.stats) >= 20  # 1,741 held-out states in 64-state excerpts
+    bundled = style_reference(entry, "borodin", 64)  # none of the model's own data: the bundled corpus's
+    assert bundled.label == "real Borodin" and bundled.source == "the bundled corpus's held-out pieces"
+    assert len(bundled.stats) >= 3 and bundled.stats != own.stats
+    assert style_reference(entry, "chopin", 64).label == "real Chopin"  # none of the model's own data is Chopin's
+    assert style_reference(replace(entry, dataset=None), None, 64).label == "real Chopin"

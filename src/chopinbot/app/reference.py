@@ -67,6 +67,7 @@ _reference_memo = _Memo(256)
 _curve_memo = _Memo(8)
 _guide_memo = _Memo(8)
 _style_states_memo = _Memo(16)
+MIN_REFERENCE_EXCERPTS = 3  # fewer real excerpts than this say little: the next source is used instead
 
 
 def _split_names() -> dict[str, list[str]]:
@@ -122,18 +123,16 @@ def _excerpt_stats(segs: list[States], n: int) -> list[dict[str, float]]:
 
 def _dataset_style_states(folder: Path, style: str | None,
                           settings: PrepareSettings) -> tuple[str, list[States]] | None:
-    """(composer, key segments) of a dataset's held-out pieces in ``style`` (None: all of them, when
-    they are one composer's), or None when it has none; cached per dataset contents."""
+    """(composer, key segments) of a dataset's held-out pieces (test and valid) in ``style`` (None: all
+    of them, when they are one composer's), or None when it has none; cached per dataset contents."""
     def compute() -> tuple[str, list[States]] | None:
         ds = Dataset(folder)
         if ds.settings != settings:
             return None
-        for split in HELD_OUT_SPLITS:
-            segs = [seg for seg in ds.segments(split) if style is None or style_name(seg.composer) == style]
-            composers = sorted({seg.composer for seg in segs})
-            if segs and len(composers) == 1:
-                return composers[0], [ds.states(seg) for seg in segs]
-        return None
+        segs = [seg for split in HELD_OUT_SPLITS for seg in ds.segments(split)
+                if style is None or style_name(seg.composer) == style]
+        composers = sorted({seg.composer for seg in segs})
+        return (composers[0], [ds.states(seg) for seg in segs]) if segs and len(composers) == 1 else None
 
     try:
         stamp = (folder / "manifest.json").stat().st_mtime_ns  # a dataset prepared again is read again
@@ -143,18 +142,16 @@ def _dataset_style_states(folder: Path, style: str | None,
 
 
 def _bundled_style_states(style: str, settings: PrepareSettings) -> tuple[str, list[States]] | None:
-    """(composer, key segments) of the bundled corpora's held-out pieces by ``style``'s composer
-    (``data/splits.json``: test, else valid), or None when the bundled corpora have none."""
+    """(composer, key segments) of the bundled corpora's held-out pieces (``data/splits.json``: test and
+    valid) by ``style``'s composer, or None when the bundled corpora have none."""
     def compute() -> tuple[str, list[States]] | None:
-        held = json.loads(COMMITTED_SPLITS.read_text())
-        files = [f for folder in BUNDLED_SOURCES.values() if (folder / "corpus.tsv").is_file()
-                 for f in read_table(folder) if style_name(f.composer) == style]
-        for split in HELD_OUT_SPLITS:
-            chosen = [f for f in files if f.work in set(held.get(split, []))]
-            if chosen:
-                segs = [st for f in chosen for st, _, _, _ in process_file(f.path, settings).segments]
-                return chosen[0].composer, segs
-        return None
+        split = json.loads(COMMITTED_SPLITS.read_text())
+        held = {work for name in HELD_OUT_SPLITS for work in split.get(name, [])}
+        chosen = [f for folder in BUNDLED_SOURCES.values() if (folder / "corpus.tsv").is_file()
+                  for f in read_table(folder) if style_name(f.composer) == style and f.work in held]
+        if not chosen:
+            return None
+        return chosen[0].composer, [st for f in chosen for st, _, _, _ in process_file(f.path, settings).segments]
 
     return _style_states_memo.get(("bundled", style, settings), compute)
 
@@ -163,7 +160,8 @@ def style_reference(entry: ModelEntry, style: str | None, n_states: int) -> Refe
     """Real music of ``style`` (None: the model's own style) to set a piece of ``n_states`` states
     beside: the held-out pieces of that composer in the model's own dataset (:attr:`ModelEntry.dataset`),
     else the bundled corpora's held-out pieces of that composer, else real Chopin
-    (:func:`reference_stats`).  Non-overlapping excerpts of ``n_states`` states; cached."""
+    (:func:`reference_stats`); a source giving fewer than ``MIN_REFERENCE_EXCERPTS`` excerpts is
+    passed over.  Non-overlapping excerpts of ``n_states`` states; cached."""
     style = style or entry.default_style
     n = int(n_states)
     if entry.dataset is not None:
@@ -172,16 +170,19 @@ def style_reference(entry: ModelEntry, style: str | None, n_states: int) -> Refe
             composer, segs = found
             stamp = (Path(entry.dataset) / "manifest.json").stat().st_mtime_ns
             key = ("dataset-stats", str(Path(entry.dataset).resolve()), stamp, style, entry.settings, n)
-            who = "real music" if composer == UNKNOWN_COMPOSER else f"real {composer}"
-            return Reference(who, f"the held-out pieces of {Path(entry.dataset).name}, the model's "
-                             f"own data", _reference_memo.get(key, lambda: _excerpt_stats(segs, n)))
+            stats = _reference_memo.get(key, lambda: _excerpt_stats(segs, n))
+            if len(stats) >= MIN_REFERENCE_EXCERPTS:
+                who = "real music" if composer == UNKNOWN_COMPOSER else f"real {composer}"
+                return Reference(who, f"the held-out pieces of {Path(entry.dataset).name}, the model's own data",
+                                 stats)
     if style and style != "chopin":
         found = _bundled_style_states(style, entry.settings)
         if found is not None:
             composer, segs = found
             key = ("bundled-stats", style, entry.settings, n)
-            return Reference(f"real {composer}", "the bundled corpus's held-out pieces",
-                             _reference_memo.get(key, lambda: _excerpt_stats(segs, n)))
+            stats = _reference_memo.get(key, lambda: _excerpt_stats(segs, n))
+            if len(stats) >= MIN_REFERENCE_EXCERPTS:
+                return Reference(f"real {composer}", "the bundled corpus's held-out pieces", stats)
     return Reference("real Chopin", "the held-out test pieces", reference_stats(entry.settings, n))
 
 
