@@ -20,9 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     infos = list_seeds(args.seed_len, settings_of(args.model), args.seeds_from)
-    print(f"{'index':>5}  {'piece':<24} {'key':<10} {'position':>8}  {'beats':>6}  {'seconds':>7}")
+    w = max([20] + [len(i.piece) for i in infos])
+    print(f"{'index':>5}  {'piece':<{w}} {'key':<10} {'position':>8}  {'beats':>6}  {'seconds':>7}")
     for i in infos:
-        print(f"{i.index:>5}  {i.piece:<24} {i.key:<10} {i.position:>8}  {i.beats:>6.2f}  {i.seconds:>7.2f}")
+        print(f"{i.index:>5}  {i.piece:<{w}} {i.key:<10} {i.position:>8}  {i.beats:>6.2f}  {i.seconds:>7.2f}")
     print(f"{len(infos)} seeds of {args.seed_len} states from {seeds_label(args.seeds_from)}"
           + (f" (use them with `chopinbot generate --seeds-from {args.seeds_from} --seed-index N`)"
              if args.seeds_from else ""))
