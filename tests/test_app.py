@@ -343,7 +343,7 @@ def test_form(at):
 
 
 def test_infill_of_an_uploaded_piece(at):
-    at.radio(key="seed_source").set_value("my MIDI file").run()
+    at.radio(key="seed_source").set_value("my MIDI file or score").run()
     at.checkbox(key="infill_on").check().run()
     at.file_uploader(key="primer").upload("p20.mid", (CORPUS / "chpn-p20.mid").read_bytes(), "audio/midi").run()
     _no_trouble(at)
@@ -363,7 +363,7 @@ def test_infill_of_an_uploaded_piece(at):
     assert any("composed anew" in h.value for h in at.subheader)
     assert [d.label for d in at.get("download_button")] == ["MIDI: the whole piece, span replaced",
                                                            "MIDI: the excerpt played"]
-    assert any(m.value.startswith("**Summary.** infilled ") for m in at.markdown)
+    assert any(m.value.startswith("**Summary.** ChopinBot (tiny") and " infilled " in m.value for m in at.markdown)
     at.number_input(key="infill_end_b").set_value(200)  # past the piece's end: a sentence, not a traceback
     _generate(at)
     assert any("past the piece's end" in e.value or "nothing after the span" in e.value for e in at.error)
@@ -372,7 +372,7 @@ def test_infill_of_an_uploaded_piece(at):
 def test_good_primer(at, tmp_path):
     notes = [(i * 0.5, i * 0.5 + 0.5, 64 + (i * 5) % 12) for i in range(32)]
     data = make_midi(tmp_path / "mine.mid", notes, sharps=0).read_bytes()
-    at.radio(key="seed_source").set_value("my MIDI file").run()
+    at.radio(key="seed_source").set_value("my MIDI file or score").run()
     at.file_uploader(key="primer").upload("../../etc/mine.mid", data, "audio/midi").run()
     _no_trouble(at)
     assert not at.sidebar.error
@@ -393,15 +393,40 @@ def test_good_primer(at, tmp_path):
 def test_bad_upload_shows_a_message_and_the_app_stays_usable(at, tmp_path, name, data, message):
     if data is None:
         data = make_midi(tmp_path / name, [(0, 1, 38), (1, 2, 42)], drum=True).read_bytes()
-    at.radio(key="seed_source").set_value("my MIDI file").run()
+    at.radio(key="seed_source").set_value("my MIDI file or score").run()
     at.file_uploader(key="primer").upload(name, data, "audio/midi").run()
     _no_trouble(at)
     assert any(message in e.value for e in at.sidebar.error), [e.value for e in at.sidebar.error]
     assert _generate(at) is None
-    assert any("Upload a usable MIDI primer first" in w.value for w in at.warning)
-    at.radio(key="seed_source").set_value("a Chopin test piece").run()
+    assert any("Upload a usable MIDI file or score first" in w.value for w in at.warning)
+    at.radio(key="seed_source").set_value("a held-out piece").run()
     at.number_input(key="seconds").set_value(4.0)
     assert _generate(at) is not None  # still usable
+
+
+def test_a_score_primer_and_the_models_own_held_out_pieces(at, tiny_dataset_dir):
+    """A MusicXML upload primes like a MIDI file (its key kept); the tiny model's own dataset is here,
+    so its held-out pieces are offered as seeds, and the piece names the model."""
+    score = (Path(__file__).parent / "fixtures" / "scores" / "little.musicxml").read_bytes()
+    at.radio(key="seed_source").set_value("my MIDI file or score").run()
+    at.file_uploader(key="primer").upload("little.musicxml", score, "application/xml").run()
+    _no_trouble(at)
+    assert not at.sidebar.error
+    assert any("Using primer little.musicxml (D minor" in c.value for c in at.sidebar.caption)
+    at.number_input(key="seconds").set_value(4.0)
+    res = _generate(at)
+    assert res.seed_source.startswith("primer little.musicxml (D minor") and res.key_name == "D minor"
+    assert res.pieces[0].summary.startswith("ChopinBot (tiny")
+    at.radio(key="seed_source").set_value("a held-out piece").run()
+    label = at.selectbox(key="model").value
+    choice = at.radio(key=f"seeds_from:{label}")
+    assert choice.value == "the bundled Chopin test pieces"  # a model without styles: Chopin's first
+    own = [o for o in choice.options if "the model's own data" in o]
+    assert own == [f"{tiny_dataset_dir.name}'s held-out pieces (the model's own data)"]
+    choice.set_value(own[0]).run()
+    _no_trouble(at)
+    res = _generate(at)
+    assert res.request.own_seeds and res.seed_source.startswith(f"{tiny_dataset_dir.name}/")
 
 
 def test_controls_offer_what_the_service_accepts(at, tmp_path):
@@ -421,7 +446,7 @@ def test_controls_offer_what_the_service_accepts(at, tmp_path):
     assert (states.min, states.max, states.value) == (1, MAX_REQUEST_STATES, library.steps)
     at.radio(key="decoding").set_value("threshold").run()
     assert (at.slider(key="threshold").min, at.slider(key="threshold").max) == THRESHOLD_RANGE
-    at.radio(key="seed_source").set_value("my MIDI file").run()
+    at.radio(key="seed_source").set_value("my MIDI file or score").run()
     primer_states = at.number_input(key="primer_states")
     assert (primer_states.min, primer_states.max, primer_states.value) == (1, MAX_PRIMER_STATES,
                                                                             defaults.primer_states)

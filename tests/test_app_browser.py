@@ -152,7 +152,7 @@ def test_generate_listen_download_change_key_tempo_and_upload(app_url, browser, 
     page.screenshot(path=str(tmp_path / "app-key-tempo.png"), full_page=True)
 
     # upload a primer
-    page.get_by_text("my MIDI file", exact=True).click()
+    page.get_by_text("my MIDI file or score", exact=True).click()
     notes = [(i * 0.5, i * 0.5 + 0.5, 62 + (i * 5) % 12) for i in range(32)]
     primer = make_midi(tmp_path / "my primer.mid", notes, sharps=2)
     page.locator("input[type='file']").set_input_files(str(primer))
@@ -274,7 +274,7 @@ def test_form_and_infill(app_url, browser, tmp_path):
     button.click()
     page.locator("[data-testid='stMarkdownContainer']", has_text="Form ABA: A 0.0-").wait_for(timeout=90_000)
 
-    page.get_by_text("my MIDI file", exact=True).click()
+    page.get_by_text("my MIDI file or score", exact=True).click()
     page.get_by_text("Compose a span of it anew (infill)", exact=True).click()
     page.locator("input[type='file']").set_input_files(str(CORPUS / "chpn-p20.mid"))
     page.get_by_text("The piece ends at").wait_for(timeout=60_000)

@@ -146,7 +146,7 @@ def test_load_entry_is_cached_and_carries_settings(entry, tiny_model_dir):
 
 @pytest.mark.parametrize("name, expected", [
     ("../../etc/passwd", "passwd"), ("C:\\Users\\x\\song.mid", "song.mid"), ("..", "primer.mid"),
-    ("a\x00b<script>.mid", "a_b_script_.mid"), (None, "primer.mid"), ("x" * 200 + ".mid", "x" * 60),
+    ("a\x00b<script>.mid", "a_b_script_.mid"), (None, "primer.mid"), ("x" * 200 + ".mid", "x" * 56 + ".mid"),
 ])
 def test_upload_names_are_labels_only(name, expected):
     assert safe_upload_name(name) == expected

@@ -5,7 +5,7 @@ in the modules beside this one, which call the same library functions as the
 CLI: models (:mod:`~chopinbot.app.registry`), seeds and uploads
 (:mod:`~chopinbot.app.seeds`), requests, composing and results
 (:mod:`~chopinbot.app.request`), the worker pool (:mod:`~chopinbot.app.pool`),
-real Chopin's statistics and the threshold guide (:mod:`~chopinbot.app.reference`),
+the real music each piece is set beside and the threshold guide (:mod:`~chopinbot.app.reference`),
 session logs (:mod:`~chopinbot.app.sessions`).  Every control takes its range
 and default from :mod:`chopinbot.app.settings` and the bounds beside
 :class:`~chopinbot.compose.generate.GenerateConfig`, so none offers what the
@@ -25,7 +25,7 @@ from chopinbot.app.pool import get_pool, tune_for_serving, warm_up
 from chopinbot.app.reference import threshold_guide_png
 from chopinbot.app.registry import ModelEntry, list_models
 from chopinbot.app.request import ComposeRequest, ComposeResult, RequestRefused, describe_request, figures_lines
-from chopinbot.app.seeds import infill_source, pick_random_seed, primer_seed, seed_infos
+from chopinbot.app.seeds import UPLOAD_TYPES, infill_source, pick_random_seed, primer_seed, seed_infos
 from chopinbot.app.sessions import configure_logging, new_session_id, session_log
 from chopinbot.app.settings import (
     BPM_RANGE,
@@ -57,6 +57,9 @@ REQUEST_DEFAULTS = ComposeRequest()
 GENERATE_DEFAULTS = GenerateConfig()
 
 SEED_KEY_OPTION = "the seed's own key"
+HELD_OUT_OPTION = "a held-out piece"
+PRIMER_OPTION = "my MIDI file or score"
+BUNDLED_SEEDS_OPTION = "the bundled Chopin test pieces"
 MODEL_LOUDNESS_OPTION = "the model's choice"
 FREE_FORM_OPTION = "free (a continuation)"
 INFILL_NOTE = "An infill keeps the span's length and the piece's key and tempo: these do not apply."
@@ -64,12 +67,17 @@ NO_CONTROLS = ("This model has no controls: density, register, loudness and key 
                "with them (`chopinbot train --controls`). Choose such a model above to use them.")
 HELP = {
     "model": "Which trained network composes. Only the models listed here can be chosen.",
-    "seed_source": f"The music ChopinBot continues: a {SEED_STATES}-state window of a held-out Chopin piece "
-                   "(one it never trained on), or the last bars of your own MIDI file.",
+    "seed_source": f"The music ChopinBot continues: a {SEED_STATES}-state window of a held-out piece "
+                   "(one the model never trained on), or the last bars of your own MIDI file or score "
+                   "(MusicXML, .mxl, Humdrum .krn).",
+    "seeds_from": "Which held-out pieces the seed windows come from: those of the data this model was trained "
+                  "on (a model fine-tuned on your own music starts from your own held-out pieces), or the "
+                  "bundled Chopin test pieces.",
     "seed_index": "Which window of the held-out pieces to start from; the same index always gives the same seed.",
     "new_seed": "Pick another window at random (in the mode of the chosen key, if one is chosen).",
-    "primer": f"A standard MIDI file (.mid, at most {MAX_UPLOAD_BYTES / 1024 / 1024:.0f} MB). Its last states "
-              "become the seed; drums are ignored.",
+    "primer": f"A standard MIDI file (.mid) or a score (MusicXML .musicxml/.mxl/.xml, Humdrum .krn), at most "
+              f"{MAX_UPLOAD_BYTES / 1024 / 1024:.0f} MB. Its last states become the seed, in its own key and "
+              "metre; drums are ignored.",
     "primer_states": "How many of the primer's last states (chords or rests) ChopinBot listens to.",
     "infill": "Instead of continuing your file, compose a span inside it anew, one that leads into what follows: "
               "several spans are composed and the one under which the model finds the piece's real continuation "
@@ -159,24 +167,35 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
     sb.caption(entry.description)
 
     sb.subheader("Seed")
-    source = sb.radio("Start from", ["a Chopin test piece", "my MIDI file"], key="seed_source",
+    source = sb.radio("Start from", [HELD_OUT_OPTION, PRIMER_OPTION], key="seed_source",
                       help=HELP["seed_source"], horizontal=True)
-    infos = seed_infos(entry)
+    own_seeds = False
+    if entry.dataset is not None and source == HELD_OUT_OPTION:
+        own = f"{entry.dataset.name}'s held-out pieces (the model's own data)"
+        # first (the default) when the model composes in another style than Chopin's: a model fine-tuned on
+        # a user's Schubert starts from the user's held-out Schubert
+        options = [BUNDLED_SEEDS_OPTION, own]
+        if entry.default_style not in (None, "chopin"):
+            options.reverse()
+        own_seeds = sb.radio("Held-out pieces from", options, key=f"seeds_from:{label}",
+                             help=HELP["seeds_from"]) == own
+    seeds_from = entry.dataset if own_seeds else None
+    infos = seed_infos(entry, seeds_from)
     # The visitor's seed window lives in "seed_window" (kept across reruns, even
     # while the widget is hidden); the widget "seed_index" only edits it.
     if "seed_window" not in ss or not 0 <= ss.seed_window < len(infos):
-        ss.seed_window = pick_random_seed(entry)
+        ss.seed_window = pick_random_seed(entry, seeds_from=seeds_from)
     primer, infill = None, {}
-    if source == "a Chopin test piece":
+    if source == HELD_OUT_OPTION:
         ss.seed_index = ss.seed_window
         sb.number_input(f"Seed window (0–{len(infos) - 1})", min_value=0, max_value=len(infos) - 1, step=1,
                         key="seed_index", help=HELP["seed_index"], on_change=_copy_seed_index)
         sb.button("New random seed", key="new_seed", help=HELP["new_seed"], on_click=new_random_seed,
-                  args=(entry,))
+                  args=(entry, seeds_from))
         info = infos[ss.seed_window]
         sb.caption(f"{info.piece}, {info.key}, from state {info.position} ({info.seconds:.1f} s)")
     else:
-        upload = sb.file_uploader("MIDI primer", type=["mid", "midi"], key="primer", help=HELP["primer"],
+        upload = sb.file_uploader("MIDI or score primer", type=UPLOAD_TYPES, key="primer", help=HELP["primer"],
                                   max_upload_size=UPLOAD_LIMIT_MB)
         infill_on = sb.checkbox("Compose a span of it anew (infill)", key="infill_on", help=HELP["infill"])
         sb.number_input("States of the primer to use", min_value=1, max_value=MAX_PRIMER_STATES,
@@ -247,7 +266,8 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
 
     request = dict(
         model=label,
-        seed_index=int(ss.seed_window) if source == "a Chopin test piece" else None,
+        seed_index=int(ss.seed_window) if source == HELD_OUT_OPTION else None,
+        own_seeds=own_seeds and source == HELD_OUT_OPTION,
         primer=primer[0] if primer else None,
         primer_name=primer[1] if primer else None,
         primer_states=int(ss.get("primer_states", REQUEST_DEFAULTS.primer_states)),
@@ -354,9 +374,10 @@ def _copy_seed_index() -> None:
     st.session_state.seed_window = int(st.session_state.seed_index)
 
 
-def new_random_seed(entry: ModelEntry) -> None:
+def new_random_seed(entry: ModelEntry, seeds_from=None) -> None:
     key = st.session_state.get("key")
-    st.session_state.seed_window = pick_random_seed(entry, key=None if key == SEED_KEY_OPTION else key)
+    st.session_state.seed_window = pick_random_seed(entry, key=None if key == SEED_KEY_OPTION else key,
+                                                    seeds_from=seeds_from)
 
 
 def before_generate() -> None:
@@ -369,7 +390,7 @@ def generate(entry: ModelEntry, fields: dict, wants_primer: bool) -> None:
     log = session_log(ss.session_id)
     ss.message = None
     if wants_primer and fields["primer"] is None:
-        ss.message = ("warning", "Upload a usable MIDI primer first, or start from a Chopin test piece.")
+        ss.message = ("warning", "Upload a usable MIDI file or score first, or start from a held-out piece.")
         return
     request = ComposeRequest(**fields)
     pool = get_pool()
@@ -400,19 +421,21 @@ def generate(entry: ModelEntry, fields: dict, wants_primer: bool) -> None:
 
 
 def show_result(result: ComposeResult) -> None:
-    """The pieces side by side (one column each), then their statistics beside real Chopin."""
+    """The pieces side by side (one column each), then their statistics beside real music of their style."""
     n = len(result.pieces)
     lengths = [piece.new_seconds for piece in result.pieces]
+    style = f" in {result.style}'s style" if result.style else ""
     if result.is_infill:
         start, end = result.pieces[0].generation.span_seconds
-        st.subheader(f"{result.key_name}, the piece's own tempo — {start:.1f}–{end:.1f} s composed anew")
+        st.subheader(f"{result.key_name}, the piece's own tempo — {start:.1f}–{end:.1f} s composed anew{style}")
     elif n == 1:
-        st.subheader(f"{result.key_name}, {result.bpm:.0f} bpm — {lengths[0]:.1f} s of new music")
+        st.subheader(f"{result.key_name}, {result.bpm:.0f} bpm — {lengths[0]:.1f} s of new music{style}")
     else:
         span = f"{min(lengths):.1f}" if f"{min(lengths):.1f}" == f"{max(lengths):.1f}" else \
             f"{min(lengths):.1f}–{max(lengths):.1f}"
-        st.subheader(f"{result.key_name}, {result.bpm:.0f} bpm — {n} variations of {span} s of new music")
-    about = (f"random seed {result.request.random_seed} · model {result.model_label} · seed: "
+        st.subheader(f"{result.key_name}, {result.bpm:.0f} bpm — {n} variations of {span} s of new music{style}")
+    about = (f"random seed {result.request.random_seed} · model {result.model_label}"
+             f"{f' · style {result.style}' if result.style else ''} · seed: "
              f"{result.seed_source} · composed in {result.timings['total']:.2f} s")
     if n > 1:
         st.caption(f"{about}. Listen to each, then download the one you like.")
@@ -424,8 +447,8 @@ def show_result(result: ComposeResult) -> None:
             show_piece(result, i, about if n == 1 else None)
     what = "the new span" if result.is_infill else "this piece (seed included)" if n == 1 else \
         "each variation (seed included)"
-    st.markdown(f"**Musical statistics** of {what} beside real Chopin: {result.n_real} excerpts of about the same "
-                f"length from the held-out pieces.")
+    st.markdown(f"**Musical statistics** of {what} beside {result.reference}: {result.n_real} excerpts of about "
+                f"the same length from {result.reference_source}.")
     st.dataframe(result.stats_table(), hide_index=True)
 
 
@@ -504,7 +527,8 @@ def main() -> None:
         tune_for_serving()
     init_session()
     st.title("ChopinBot")
-    st.caption("A small LSTM continues a few bars of Chopin, or of your own MIDI, in Chopin's style.")
+    st.caption("A small LSTM continues a few bars of a held-out piece, or of your own MIDI file or score, in the "
+               "style of the composer you choose (Chopin's, unless the model knows others).")
     try:
         models = list_models()
     except ChopinBotError as e:
@@ -519,7 +543,7 @@ def main() -> None:
     except ChopinBotError as e:
         st.error(str(e))
         st.stop()
-    wants_primer = st.session_state.get("seed_source") == "my MIDI file"
+    wants_primer = st.session_state.get("seed_source") == PRIMER_OPTION
     if st.button("Generate", key="generate", type="primary", on_click=before_generate):
         generate(entry, fields, wants_primer)
     message = st.session_state.get("message")

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from chopinbot.app.settings import DEFAULT_MODELS_DIR, MODEL_ENV, MODELS_DIR_ENV
+from chopinbot.compose.seeds import model_dataset
 from chopinbot.constants import SHIPPED_MODEL_DIR
 from chopinbot.dataset.store import PrepareSettings
 from chopinbot.errors import ChopinBotError, ConfigError, ModelFileError
-from chopinbot.model.checkpoint import CONFIG, WEIGHTS, bundled_models, read_config
+from chopinbot.model.checkpoint import CONFIG, WEIGHTS, bundled_models, model_name, read_config
 from chopinbot.model.formats import load_model
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,14 @@ class ModelEntry:
     threshold: float  # the decision threshold that was best on the valid pieces
     meta: dict
     key: str  # identity for caches: weights hash + state settings
+    name: str = ""  # the model's own name (a bundled model's, or its run folder's) for titles
+    dataset: Path | None = None  # the dataset it was trained on, when it is here (its held-out pieces are seeds)
+
+    @property
+    def default_style(self) -> str | None:
+        """The style it composes in unless asked (None: a model without a style input)."""
+        c = self.model.config
+        return c.default_style if getattr(c, "style_input", False) and c.default_style else None
 
     @property
     def description(self) -> str:
@@ -193,7 +202,8 @@ def load_entry(path: str | os.PathLike, label: str) -> ModelEntry:
         # caches of per-model results (the threshold guide) are keyed by the
         # weights and settings, so copies of one model share them
         ident = meta.get("weights_sha256") or f"{key[0]}:{stamp}"
-        entry = ModelEntry(label, folder, model, settings, threshold, meta, f"{ident}:{settings}")
+        entry = ModelEntry(label, folder, model, settings, threshold, meta, f"{ident}:{settings}", model_name(folder),
+                           model_dataset(meta))
         if len(_model_cache) >= MODEL_CACHE_SIZE:
             _model_cache.pop(next(iter(_model_cache)))
         _model_cache[key] = entry

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from chopinbot.app.reference import reference_length, reference_stats
+from chopinbot.app.reference import reference_length, style_reference
 from chopinbot.app.registry import SHIPPED_LABEL, ModelEntry
 from chopinbot.app.rendering import piano_roll_png, render_audio
 from chopinbot.app.seeds import infill_source, pick_random_seed, primer_seed, safe_upload_name, seed_infos
@@ -56,6 +56,7 @@ from chopinbot.evaluation.figures import PieceFigures, piece_figures, result_fig
 from chopinbot.evaluation.musicstats import STAT_LABELS, compare_stats, piece_stats
 from chopinbot.music.keys import pitch_name
 from chopinbot.music.states import States, states_to_notes, states_to_score
+from chopinbot.render.outputs import maker_label
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class ComposeRequest:
 
     model: str = SHIPPED_LABEL  # a label of list_models()
     seed_index: int | None = None
+    own_seeds: bool = False  # seed windows from the model's own dataset's held-out pieces (ModelEntry.dataset)
     primer: bytes | None = field(default=None, repr=False)
     primer_name: str | None = None
     primer_states: int = SEED_STATES
@@ -251,6 +253,9 @@ class ComposeResult:
     n_real: int  # real excerpts the statistics are compared with
     timings: dict[str, float]
     session_id: str = ""
+    style: str | None = None  # the style composed in (None: a model without a style input)
+    reference: str = "real Chopin"  # whose real music the statistics are beside
+    reference_source: str = "the held-out test pieces"  # which pieces of it, in words
 
     @property
     def key_name(self) -> str:
@@ -306,7 +311,7 @@ class ComposeResult:
                 if not math.isnan(value) and not math.isnan(real["real_mean"]) and \
                         abs(value - real["real_mean"]) > real["real_sd"]:
                     outside.append(str(i + 1))
-            row["real Chopin (mean ± sd)"] = f"{fmt(real['real_mean'])} ± {fmt(real['real_sd'])}"
+            row[f"{self.reference} (mean ± sd)"] = f"{fmt(real['real_mean'])} ± {fmt(real['real_sd'])}"
             row["outside real ± 1 sd"] = ("yes" if outside else "") if len(self.pieces) == 1 else ", ".join(outside)
             rows.append(row)
         return rows
@@ -413,13 +418,16 @@ def make_seed(request: ComposeRequest, entry: ModelEntry) -> Seed:
     """The seed a request asks for."""
     if request.primer is not None:
         return primer_seed(request.primer, request.primer_name, entry, request.primer_states)
+    seeds_from = entry.dataset if request.own_seeds else None  # never a path from the visitor
+    if request.own_seeds and seeds_from is None:
+        raise ConfigError(f"model {entry.label!r} has no dataset of its own here: choose the bundled test pieces")
     index = request.seed_index
     if index is None:
-        index = pick_random_seed(entry, np.random.default_rng(request.random_seed), request.key)
-    n = len(seed_infos(entry))
+        index = pick_random_seed(entry, np.random.default_rng(request.random_seed), request.key, seeds_from)
+    n = len(seed_infos(entry, seeds_from))
     if not 0 <= index < n:
         raise ConfigError(f"seed window {index} does not exist: choose 0..{n - 1}")
-    return seed_from_test(index, SEED_STATES, entry.settings)
+    return seed_from_test(index, SEED_STATES, entry.settings, seeds_from=seeds_from)
 
 
 def compose(request: ComposeRequest, entry: ModelEntry, session_id: str = "") -> ComposeResult:
@@ -439,6 +447,9 @@ def compose(request: ComposeRequest, entry: ModelEntry, session_id: str = "") ->
     t0 = t1 = time.perf_counter()
     c1 = time.thread_time()
     generations = make_pieces(request, entry)
+    style = request.style or entry.default_style
+    for gen in generations:  # pictures and summaries name the model and the style
+        gen.label = maker_label(entry.name or entry.label, style)
     t2, c2 = time.perf_counter(), time.thread_time()
     midis = [midi_parts(gen) for gen in generations]
     played = "excerpt" if request.infill is not None else "all"  # an infill plays its span and its surroundings
@@ -462,8 +473,8 @@ def compose(request: ComposeRequest, entry: ModelEntry, session_id: str = "") ->
     measured = [measure(gen, request) for gen in generations]
     stats, figures = [m[0] for m in measured], [m[1] for m in measured]
     length = max(len(gen.new_span if isinstance(gen, InfillResult) else gen.states) for gen in generations)
-    real = reference_stats(entry.settings, reference_length(length))
-    real_rows = compare_stats(stats, real)
+    reference = style_reference(entry, style, reference_length(length))
+    real_rows = compare_stats(stats, reference.stats)
     t4 = time.perf_counter()
     c4 = time.thread_time()
     pngs = [piano_roll_png(gen) for gen in generations]
@@ -482,13 +493,15 @@ def compose(request: ComposeRequest, entry: ModelEntry, session_id: str = "") ->
     timings = {"seed": t1 - t0, "generate": t2 - t1, "statistics": t4 - t3, "picture": t5 - t4,
                "audio": max((box.get("seconds", 0.0) for box in audio_boxes), default=0.0), "total": t6 - t0,
                "generate_cpu": c2 - c1, "picture_cpu": c5 - c4}
-    return ComposeResult(request, entry.label, pieces, real_rows, len(real), timings, session_id)
+    return ComposeResult(request, entry.label, pieces, real_rows, len(reference.stats), timings, session_id, style,
+                         reference.label, reference.source)
 
 
 def describe_request(request: ComposeRequest) -> str:
     """One line for the server log (no upload content, only its size and label)."""
     seed = (f"primer {safe_upload_name(request.primer_name)} ({len(request.primer or b''):,} bytes)"
-            if request.primer is not None else f"seed window {request.seed_index}")
+            if request.primer is not None else
+            f"seed window {request.seed_index}" + (" of the model's own data" if request.own_seeds else ""))
     length = f"{request.seconds:g} s" if request.seconds is not None else f"{request.steps} states"
     decoding = f"threshold {request.threshold:.2f}" if request.threshold is not None else \
         f"temperature {request.temperature:.2f}, key min-p {request.key_min_p:g}, key local p {request.key_local_p:g}"

@@ -1,8 +1,10 @@
-"""Where a visitor's piece starts: a window of a held-out test piece, or an uploaded primer.
+"""Where a visitor's piece starts: a window of a held-out piece (the bundled test pieces, or the
+model's own dataset's), or an uploaded primer (MIDI or a score).
 
-Uploads are checked (size cap, MIDI header, usable notes) and turned into
-friendly :class:`UploadError` messages; their bytes stay in memory and their
-names are only ever used as labels (:func:`safe_upload_name`).
+Uploads are checked (size cap, a MIDI or score file, usable notes) and turned into
+friendly :class:`UploadError` messages; their bytes stay in memory (a score is read by the same
+child-process reader as ``chopinbot prepare`` uses, from memory) and their
+names are only ever used as labels and to tell the format (:func:`safe_upload_name`).
 """
 
 from __future__ import annotations
@@ -18,22 +20,28 @@ from chopinbot.compose.seeds import Seed, SeedInfo, list_seeds, random_seed_inde
 from chopinbot.constants import SEED_STATES
 from chopinbot.errors import ChopinBotError, MidiError
 from chopinbot.music.keys import parse_key
+from chopinbot.music.midi import sniff_format
+from chopinbot.music.scores import ACCEPTED, MIDI_SUFFIXES, NOTE_SUFFIXES
+
+UPLOAD_TYPES = [suffix.lstrip(".") for suffix in NOTE_SUFFIXES]  # what the upload widget takes
 
 
 class UploadError(ChopinBotError):
     """An uploaded primer that cannot be used; the message says why, in plain words."""
 
 
-def seed_infos(entry: ModelEntry) -> list[SeedInfo]:
-    """The test-piece seed windows for this model's state settings."""
-    return list_seeds(SEED_STATES, entry.settings)
+def seed_infos(entry: ModelEntry, seeds_from: str | None = None) -> list[SeedInfo]:
+    """The held-out seed windows for this model's state settings: the bundled test pieces, or
+    (``seeds_from``, e.g. :attr:`ModelEntry.dataset`) a dataset's own held-out pieces."""
+    return list_seeds(SEED_STATES, entry.settings, seeds_from)
 
 
-def pick_random_seed(entry: ModelEntry, rng: np.random.Generator | None = None, key: str | None = None) -> int:
+def pick_random_seed(entry: ModelEntry, rng: np.random.Generator | None = None, key: str | None = None,
+                     seeds_from: str | None = None) -> int:
     """A random seed window; of the mode of ``key`` when one is given, so that
     the key can be honoured by transposition alone."""
     minor = parse_key(key).minor if key else None
-    return random_seed_index(rng or np.random.default_rng(), SEED_STATES, minor, entry.settings)
+    return random_seed_index(rng or np.random.default_rng(), SEED_STATES, minor, entry.settings, seeds_from)
 
 
 _UNSAFE = re.compile(r"[^\w.\- ()+]")
@@ -47,20 +55,24 @@ def safe_upload_name(name: str | None, limit: int = 60) -> str:
     this only keeps labels and download names tidy."""
     base = re.split(r"[\\/]", name or "")[-1]
     base = _UNSAFE.sub("_", base).strip(" ._") or "primer.mid"
-    return base[:limit]
+    if len(base) > limit:  # keep the suffix: it tells a score from a MIDI file
+        stem, dot, suffix = base.rpartition(".")
+        base = stem[: limit - len(suffix) - 1] + dot + suffix if dot and len(suffix) < 10 else base[:limit]
+    return base
 
 
 def check_upload(data: bytes, name: str | None = None, max_bytes: int = MAX_UPLOAD_BYTES) -> bytes:
-    """The uploaded bytes if they may be a MIDI file, else :class:`UploadError` (size cap, header)."""
+    """The uploaded bytes if they may be a MIDI file or a score, else :class:`UploadError` (size cap, format)."""
     label = safe_upload_name(name)
     if not data:
-        raise UploadError(f"“{label}” is empty. Upload a standard MIDI file (.mid).")
+        raise UploadError(f"“{label}” is empty. Upload {ACCEPTED}.")
     if len(data) > max_bytes:
         raise UploadError(f"“{label}” is {len(data) / 1e6:.1f} MB; primers are limited to "
-                          f"{max_bytes / 1024 / 1024:.0f} MB. A few bars of MIDI are enough.")
-    if not data.startswith(b"MThd"):
-        raise UploadError(f"“{label}” is not a MIDI file (it does not start with a MIDI header). "
-                          "Upload a standard MIDI file (.mid), such as one exported from a notation program.")
+                          f"{max_bytes / 1024 / 1024:.0f} MB. A few bars are enough.")
+    if sniff_format(data) is None:
+        what = ("is not a MIDI file (it does not start with a MIDI header)" if label.lower().endswith(MIDI_SUFFIXES)
+                else "is neither a MIDI file nor a score (it starts with no MIDI header, MusicXML or **kern)")
+        raise UploadError(f"“{label}” {what}. Upload {ACCEPTED}, such as one exported from a notation program.")
     return data
 
 
@@ -73,8 +85,8 @@ def primer_seed(data: bytes, name: str | None, entry: ModelEntry, primer_states:
         return seed_from_primer(bytes(data), primer_states, entry.settings, name=label)
     except MidiError as e:
         reason = getattr(e, "reason", str(e))
-        raise UploadError(f"“{label}” cannot be used as a primer: {reason}. Upload a MIDI file with piano "
-                          "notes (any pitched instrument; drums are ignored).") from None
+        raise UploadError(f"“{label}” cannot be used as a primer: {reason}. Upload a MIDI file or a score with "
+                          "piano notes (any pitched instrument; drums are ignored).") from None
 
 
 def infill_source(data: bytes, name: str | None, entry: ModelEntry, max_bytes: int = MAX_UPLOAD_BYTES) -> SourcePiece:
@@ -85,5 +97,5 @@ def infill_source(data: bytes, name: str | None, entry: ModelEntry, max_bytes: i
         return read_source(bytes(data), entry.settings, name=label)
     except MidiError as e:
         reason = getattr(e, "reason", str(e))
-        raise UploadError(f"“{label}” cannot be infilled: {reason}. Upload a MIDI file with piano notes "
-                          "(any pitched instrument; drums are ignored).") from None
+        raise UploadError(f"“{label}” cannot be infilled: {reason}. Upload a MIDI file or a score with piano "
+                          "notes (any pitched instrument; drums are ignored).") from None

@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("prepare", "MIDI files -> a dataset of piano states (default: the bundled corpus)"),
     "train": ("train", "train a model on a prepared dataset"),
     "plot": ("plot", "draw the training curves of a run folder"),
-    "seeds": ("seeds", "list the seed windows of the held-out test pieces"),
+    "seeds": ("seeds", "list the seed windows of the held-out pieces (bundled, or a dataset's own)"),
     "generate": ("generate", "compose music from a seed or your own MIDI"),
     "styles": ("styles", "list the styles (composers) a model can compose in"),
     "evaluate": ("evaluate", "held-out metrics, baselines, musical statistics and a report"),

@@ -35,11 +35,12 @@ from chopinbot.dataset.store import PrepareSettings
 from chopinbot.device import resolve_device
 from chopinbot.errors import ConfigError
 from chopinbot.evaluation.figures import result_figures
-from chopinbot.model.checkpoint import read_config, resolve_checkpoint
+from chopinbot.model.checkpoint import model_name, read_config, resolve_checkpoint
 from chopinbot.model.formats import load_model
 from chopinbot.music.controls import LOUDNESS_LEVELS
 from chopinbot.music.keys import parse_key, parse_pitch
 from chopinbot.render.audio import encode_audio
+from chopinbot.render.outputs import maker_label
 
 D = GenerateConfig()
 
@@ -47,10 +48,15 @@ D = GenerateConfig()
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="checkpoint or run folder (default: the shipped model)")
     g = p.add_argument_group("seed")
-    g.add_argument("--seed-index", type=nonneg_int, help="a test-piece window (see `chopinbot seeds`); default: random")
+    g.add_argument("--seed-index", type=nonneg_int, help="a held-out window (see `chopinbot seeds`); default: random")
+    g.add_argument("--seeds-from", metavar="DATASET",
+                   help="take the seed from this prepared dataset's own held-out pieces (its test split, else its "
+                        "valid one), e.g. the folder a fine-tuned model was trained on (default: the bundled "
+                        "Chopin test pieces)")
     g.add_argument("--seed-len", type=positive_int, default=SEED_STATES,
                    help="states in the seed window (default: %(default)s)")
-    g.add_argument("--primer", help="your own MIDI file to continue instead of a test piece")
+    g.add_argument("--primer", help="your own MIDI file or score (.mid, .musicxml, .mxl, .krn) to continue instead "
+                                    "of a held-out piece")
     g.add_argument("--primer-states", type=positive_int, default=SEED_STATES,
                    help="use the primer's last K states as the seed (default: %(default)s)")
     g.add_argument("--context-states", type=nonneg_int, default=WARM_STATES,
@@ -183,8 +189,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".mid", ".midi"):
         raise ConfigError(f"--out must name a .mid file, got {out}")
-    if args.primer and args.seed_index is not None:
-        raise ConfigError("give --seed-index or --primer, not both")
+    if args.primer and (args.seed_index is not None or args.seeds_from):
+        raise ConfigError("give --primer, or --seed-index/--seeds-from, not both")
     if args.infill:
         _check_infill_args(args)
     if args.infill and args.form:
@@ -210,8 +216,10 @@ def run(args: argparse.Namespace) -> int:
         idx = args.seed_index
         if idx is None:
             minor = parse_key(args.key).minor if args.key else None
-            idx = random_seed_index(np.random.default_rng(args.random_seed), args.seed_len, minor, settings)
-        seed = seed_from_test(idx, args.seed_len, settings, context_states=args.context_states)
+            idx = random_seed_index(np.random.default_rng(args.random_seed), args.seed_len, minor, settings,
+                                    args.seeds_from)
+        seed = seed_from_test(idx, args.seed_len, settings, context_states=args.context_states,
+                              seeds_from=args.seeds_from)
     if args.form:  # a piece at a time, each variation from the next random seed
         results = [compose_form(model, seed, replace(cfg, random_seed=None if cfg.random_seed is None
                                                      else cfg.random_seed + i), args.form, engine=args.engine)
@@ -219,7 +227,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         results = generate(model, seed, cfg, batch=args.batch, engine=args.engine)
     results = results if isinstance(results, list) else [results]
+    label = maker_label(model_name(args.model), cfg.style or model.config.default_style or None)
     for i, res in enumerate(results):
+        res.label = label  # titles and summaries name the model and the style
         mid = out if len(results) == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
         written = _write_files(res, mid, args)
         print(res.summary())
@@ -271,6 +281,7 @@ def _run_infill(args: argparse.Namespace, model, cfg: GenerateConfig, settings: 
     start, end, unit = parse_span(*args.infill)
     res = infill(model, args.primer, start, end, unit, cfg, candidates=args.infill_candidates, settings=settings,
                  context_states=args.context_states)
+    res.label = maker_label(model_name(args.model), cfg.style or model.config.default_style or None)
     written = _write_files(res, out, args)
     print(res.summary())
     print("wrote " + ", ".join(str(w) for w in written))

@@ -27,8 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"a bundled corpus, when no inputs are given (default: {DEFAULT_CORPUS}); "
                         + "; ".join(f"{k}: {v}" for k, v in CORPUS_HELP.items()))
     p.add_argument("--composer", metavar="NAME",
-                   help="the composer of input files that no corpus.tsv describes (default: unknown); "
-                        "the style a model trained on them learns")
+                   help="the composer of input files that no corpus.tsv describes (default: unknown): the style a "
+                        "model trained on them learns. A name of a composer the bundled models know (\"Franz "
+                        "Schubert\", \"F. Schubert\", schubert) is that style; any other makes a new style, "
+                        "and prepare says which")
     p.add_argument("--out", default=str(DEFAULT_DATASET_DIR), help="dataset folder (default: %(default)s)")
     p.add_argument("--pedal", choices=["ignore", "apply"], default=PEDAL_MODE,
                    help="sustain pedal: ignore it, or let notes ring until it is released (default: %(default)s)")
@@ -80,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     m = rep.manifest
     if not args.quiet:
         print(format_table(m))
+    if rep.composer_style is not None:
+        print(rep.composer_style.describe())
     for s in m["skipped"]:
         print(f"skipped {s['name']}: {s['reason']}")
     tot = m["totals"]
@@ -95,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         + ", ".join(f"{k} {v['pieces']} pieces / {v['states']:,} states" for k, v in tot.items())
         + f"; {wall:.2f} s -> {Path(args.out) / 'manifest.json'}"
     )
+    for warning in rep.warnings:
+        print(f"warning: {warning}")
     if args.plot:
         from chopinbot.render.plots import plot_key_usage  # matplotlib only when a plot is asked for
 

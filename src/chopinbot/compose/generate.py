@@ -222,7 +222,7 @@ class GenerationResult(PieceOutputs):
         from chopinbot.render.pianoroll import pianoroll_figure  # here: matplotlib loads only for a picture
 
         return pianoroll_figure(self.notes, bpm=self.bpm, seed_end_beat=self.seed_end_beat if self.seed_len else None,
-                                title=title or f"ChopinBot in {self.key.name}, {self.bpm:.0f} bpm")
+                                title=title or f"{self.label} in {self.key.name}, {self.bpm:.0f} bpm")
 
     def summary(self) -> str:
         g = self.generated
@@ -230,8 +230,9 @@ class GenerationResult(PieceOutputs):
         poly = g.keys.sum(1)
         guards = "; ".join(self.guards) if self.guards else "none fired"
         return (
-            f"{len(g)} new states ({g.total_beats * 60 / self.bpm:.1f} s at {self.bpm:.0f} bpm) after a "
-            f"{self.seed_len}-state seed from {self.source}; {len(notes)} notes in {self.key.name}; "
+            f"{self.summary_lead}{len(g)} new states ({g.total_beats * 60 / self.bpm:.1f} s at {self.bpm:.0f} bpm) "
+            f"after the seed {self.source}{'' if self.seed_len else ' (read, not in the output)'}; "
+            f"{len(notes)} notes in {self.key.name}; "
             f"polyphony {poly.mean():.1f} keys on average (max {poly.max() if len(poly) else 0}); "
             f"rests {np.mean(poly == 0):.0%} of states; guards: {guards}."
         )

@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import symusic
 import torch
 import torch.nn.functional as F
 
@@ -57,7 +56,7 @@ from chopinbot.errors import ConfigError, MidiError
 from chopinbot.model.network import ChopinLSTM
 from chopinbot.music.controls import Controls, window_controls
 from chopinbot.music.keys import Key, detect_key, pitch_class_histogram
-from chopinbot.music.midi import read_midi, read_midi_bytes
+from chopinbot.music.scores import read_notes, read_notes_bytes
 from chopinbot.music.states import States, notes_to_states, states_to_notes, states_to_score, transpose_states
 from chopinbot.render.outputs import PieceOutputs
 
@@ -200,23 +199,21 @@ class SourcePiece:
 
 def read_source(source: str | os.PathLike | bytes, settings: PrepareSettings = DEFAULT_SETTINGS,
                 name: str | None = None) -> SourcePiece:
-    """Read a MIDI file (a path, or its bytes) as a primer is read (:func:`~chopinbot.compose.seeds.seed_from_primer`),
-    keeping where each state sits in the file and its time signatures.  Raises :class:`MidiError`."""
+    """Read a MIDI file or score (a path, or its bytes) as a primer is read
+    (:func:`~chopinbot.compose.seeds.seed_from_primer`), keeping where each state sits in the file and its
+    time signatures.  Raises :class:`MidiError`."""
     if isinstance(source, (bytes, bytearray)):
         label = name or "uploaded MIDI"
-        data = bytes(source)
-        notes = read_midi_bytes(data, label)
-        score = symusic.Score.from_midi(data)  # parsed once already above: cannot fail now
+        notes = read_notes_bytes(bytes(source), label)  # MIDI or a score, by its name or content
     else:
         label = name or Path(source).name
-        notes = read_midi(source)  # every check of a file on disk
-        score = symusic.Score(str(source))
+        notes = read_notes(source)  # every check of a file on disk; a score through the child-process reader
     try:
         states, ticks, _ = notes_to_states(notes, settings.grid_per_beat, settings.pedal, settings.min_state_beats,
                                            settings.max_states)
     except MidiError as e:
         raise MidiError(e.reason, label) from None
-    signatures = [(int(t.time), int(t.numerator), int(t.denominator)) for t in score.time_signatures]
+    signatures = list(notes.time_signatures)
     return SourcePiece(states, label, ticks, notes.seconds_at(ticks), notes.ticks_per_quarter, signatures,
                        list(notes.key_signatures))
 
@@ -370,7 +367,7 @@ class InfillResult(PieceOutputs):
         n = n[(n[:, 1] > lo) & (n[:, 0] < hi)].copy()
         n[:, :2] = np.clip(n[:, :2], lo, hi) - lo
         fig = pianoroll_figure(n, bpm=self.bpm, seed_end_beat=a - lo,
-                               title=title or f"ChopinBot infill in {self.key.name}: {self.source}")
+                               title=title or f"{self.label} infill in {self.key.name}: {self.source}")
         ax = fig.axes[0]
         after = n[:, 0] >= b - lo - 1e-9
         poly = ax.collections[-1] if len(n) else None
@@ -398,7 +395,8 @@ class InfillResult(PieceOutputs):
         spread = (f"; the other {len(others)} candidates {others.min():.2f} to {others.max():.2f}, median "
                   f"{np.median(others):.2f}") if len(others) else ""
         guards = "; ".join(self.guards) if self.guards else "none fired"
-        return (f"infilled {sa:.1f}-{sb:.1f} s ({b - a:g} beats) of {self.source} in {self.key.name}: "
+        return (f"{self.summary_lead}infilled {sa:.1f}-{sb:.1f} s ({b - a:g} beats) of {self.source} in "
+                f"{self.key.name}: "
                 f"{o[1] - o[0]} states replaced by {self.span[1] - self.span[0]}, the best of "
                 f"{len(self.candidate_nll)} candidates{' steered towards what follows' if self.steered else ''} "
                 f"by the model's NLL of the next {self.lookahead} states: {self.nll:.2f} nats/state (the "

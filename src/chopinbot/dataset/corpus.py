@@ -25,12 +25,16 @@ the bundled corpora's splits, by work, are committed in ``data/splits.json``.
 from __future__ import annotations
 
 import csv
+import functools
+import json
 import os
+import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from chopinbot.constants import PACKAGE_DIR
+from chopinbot.constants import BUNDLED_MODELS_DIR, PACKAGE_DIR
 from chopinbot.errors import DatasetError
 from chopinbot.music.scores import NOTE_SUFFIXES
 
@@ -70,6 +74,118 @@ class CorpusFile:
 def style_name(composer: str) -> str:
     """The style a composer's music trains: the name in lower case, words joined by "-" (e.g. "chopin")."""
     return "-".join(composer.strip().lower().split()) or UNKNOWN_COMPOSER
+
+
+# The bundled composers' given names (and other spellings of the surname), so that a name typed
+# for `prepare --composer` finds the style the bundled corpus and models already have: "Franz
+# Schubert", "F. Schubert", "Schubert, Franz" and "schubert" are all style "schubert", while
+# "Clara Schumann" or "C. P. E. Bach" are not Robert Schumann or J. S. Bach.
+GIVEN_NAMES: dict[str, tuple[str, ...]] = {
+    "albeniz": ("isaac", "manuel", "francisco"), "bach": ("johann", "sebastian"), "balakirev": ("mily", "alexeyevich"),
+    "beethoven": ("ludwig",), "borodin": ("alexander", "aleksandr", "porfiryevich"), "brahms": ("johannes",),
+    "burgmueller": ("johann", "friedrich", "franz"), "chopin": ("frederic", "francois", "fryderyk", "franciszek"),
+    "clementi": ("muzio",), "debussy": ("claude", "achille"), "godowsky": ("leopold",), "granados": ("enrique",),
+    "grieg": ("edvard", "hagerup"), "haydn": ("franz", "joseph"), "liszt": ("franz", "ferenc"),
+    "mendelssohn": ("felix", "jakob", "ludwig", "bartholdy"), "moszkowski": ("moritz",),
+    "mozart": ("wolfgang", "amadeus", "johann", "chrysostom", "theophilus"),
+    "mussorgsky": ("modest", "petrovich"), "rachmaninoff": ("sergei", "sergey", "vasilyevich"),
+    "ravel": ("maurice", "joseph"), "schubert": ("franz", "peter"), "schumann": ("robert", "alexander"),
+    "sinding": ("christian",), "tchaikovsky": ("pyotr", "peter", "piotr", "ilyich", "ilich"),
+}
+SURNAMES: dict[str, tuple[str, ...]] = {  # other spellings of a style's surname
+    "albeniz": ("albeniz",), "burgmueller": ("burgmuller",), "chopin": ("szopen",),
+    "mussorgsky": ("musorgsky", "moussorgsky"), "rachmaninoff": ("rachmaninov", "rachmaninow"),
+    "tchaikovsky": ("tchaikowsky", "tschaikowsky", "chaikovsky", "tschaikowski"),
+}
+PARTICLES = ("van", "von", "de", "der", "di")
+
+
+@dataclass(frozen=True)
+class ComposerStyle:
+    """What ``prepare --composer NAME`` makes of a name: the composer written in the manifest, its
+    style, whether that style already exists (in the bundled corpus and models), and which bundled
+    models know it."""
+
+    given: str
+    composer: str
+    style: str
+    existing: bool
+    models: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """What the name means for training, in one paragraph."""
+        if self.existing:
+            known = f"the bundled models {', '.join(self.models)}" if self.models else "the bundled corpus"
+            return (f"composer {self.given!r} is the existing style {self.style!r} ({known} know it): its files "
+                    f"are written as composer {self.composer!r}, and fine-tuning (`chopinbot train --init-from "
+                    f"MODEL`) goes on training that style rather than making a new one; compose in it with "
+                    f"`--style {self.style}`.")
+        return (f"composer {self.given!r} is no style a bundled model knows: its files make a NEW style "
+                f"{self.style!r}. A model fine-tuned from a bundled one gains that style with zero weights: it "
+                f"composes exactly as the original until training moves it, and only these files train it. "
+                f"If you meant a known composer, give their name (e.g. --composer schubert; `chopinbot styles` "
+                f"lists them).")
+
+
+def _words(name: str) -> list[str]:
+    """A name's words, lower case, without accents or punctuation; "Last, First" turned round."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+    if plain.count(",") == 1:
+        last, first = plain.split(",")
+        plain = f"{first} {last}"
+    return [w for w in re.split(r"[^a-z]+", plain) if w]
+
+
+@functools.lru_cache(maxsize=1)
+def known_styles() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Every style of the bundled corpora -> (its composer as the tables write it, the bundled
+    models that have a style input for it)."""
+    out: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for folder in BUNDLED_SOURCES.values():
+        if (folder / CORPUS_TABLE).is_file():
+            with open(folder / CORPUS_TABLE, newline="", encoding="utf-8") as f:
+                for row in csv.DictReader(f, delimiter="\t"):
+                    if row.get("composer"):
+                        out.setdefault(style_name(row["composer"]), (row["composer"], ()))
+    models: dict[str, list[str]] = {}
+    for config in sorted(BUNDLED_MODELS_DIR.glob("*/config.json")):
+        try:
+            styles = json.loads(config.read_text()).get("model", {}).get("styles") or []
+        except (OSError, ValueError, AttributeError):
+            continue
+        for style in styles:
+            models.setdefault(style, []).append(config.parent.name)
+    return {style: (composer, tuple(models.get(style, ()))) for style, (composer, _) in out.items()}
+
+
+def match_style(name: str, styles: Iterable[str] | None = None) -> str | None:
+    """The existing style a composer's name stands for (by its surname and given names or their
+    initials, accents and case aside), or None: ``styles`` (default: :func:`known_styles`)."""
+    styles = list(known_styles()) if styles is None else list(styles)
+    exact = style_name(name)
+    if exact in styles:
+        return exact
+    words = [w for w in _words(name) if w not in PARTICLES]
+    found = []
+    for style in styles:
+        surnames = {style, *SURNAMES.get(style, ())}
+        if not any(w in surnames for w in words):
+            continue
+        given = GIVEN_NAMES.get(style, ())
+        others = [w for w in words if w not in surnames]
+        if all(any(g == w or (len(w) == 1 and g.startswith(w)) for g in given) for w in others):
+            found.append(style)
+    return found[0] if len(found) == 1 else None
+
+
+def resolve_composer(name: str) -> ComposerStyle:
+    """``prepare --composer NAME``: an existing style when the name stands for one
+    (:func:`match_style`), written as that style's composer; else a new style of the name."""
+    style = match_style(name)
+    if style is None:
+        return ComposerStyle(name, name.strip(), style_name(name), False)
+    composer, models = known_styles()[style]
+    return ComposerStyle(name, composer, style, True, models)
 
 
 def corpus_sources(name: str) -> list[Path]:

@@ -41,8 +41,8 @@ from chopinbot.constants import (
     MAX_MIDI_BYTES,
     N_KEYS,
 )
-from chopinbot.dataset.corpus import CorpusFile, corpus_sources, list_corpus
-from chopinbot.dataset.splits import committed_splits, work_splits
+from chopinbot.dataset.corpus import ComposerStyle, CorpusFile, corpus_sources, list_corpus, resolve_composer
+from chopinbot.dataset.splits import FOLDER_SPLITS, committed_splits, work_splits
 from chopinbot.dataset.store import (
     DEFAULT_SETTINGS,
     FORMAT_VERSION,
@@ -165,6 +165,30 @@ def list_midi_files(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     return [f.path for f in list_corpus(inputs)]
 
 
+def split_warnings(totals: dict) -> list[str]:
+    """What a dataset's split totals (``manifest["totals"]``) lack for training, each with how to fix
+    it: `chopinbot train` needs pieces in train (to learn from) and valid (to choose the epoch and
+    the threshold); an empty test split only leaves nothing to report held-out figures on.  The
+    same sentences go into the manifest (``warnings``) for other stages to repeat."""
+    pieces = {split: totals.get(split, {}).get("pieces", 0) for split in ("train", "valid", "test")}
+    n = sum(pieces.values())
+    empty = [split for split in ("train", "valid", "test") if pieces[split] == 0]
+    if not empty:
+        return []
+    fix = (f"To fix it, give more files (with {n} usable piece{'s' if n != 1 else ''}, the stated rule cannot "
+           f"fill every split: it holds out 1 piece for test from 2, and 1 for valid only from 3), or put a "
+           f"{FOLDER_SPLITS} beside the files naming the pieces to hold out, e.g. "
+           '{"valid": ["a.musicxml"], "test": ["b.musicxml"]} (file names or work ids), and prepare again.')
+    out = []
+    for split in empty:
+        why = {"train": "there is nothing to train on", "valid": "`chopinbot train` needs valid pieces to choose "
+               "the epoch and the decision threshold, and stops", "test": "no held-out figures or seeds "
+               "(`--seeds-from` then takes the valid pieces)"}[split]
+        out.append(f"the {split} split is empty ({pieces['train']} train, {pieces['valid']} valid, "
+                   f"{pieces['test']} test pieces): {why}.")
+    return [" ".join(out) + " " + fix]
+
+
 @dataclass
 class PrepareReport:
     out_dir: Path
@@ -173,6 +197,12 @@ class PrepareReport:
     skipped: int  # files that could not be used (their reasons are in the manifest)
     rows: int  # states written
     _manifest: dict | None = field(default=None, repr=False)
+    composer_style: ComposerStyle | None = None  # what --composer was taken as (None: not given)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the dataset lacks for training, with how to fix it (:func:`split_warnings`)."""
+        return split_warnings(self.manifest["totals"])
 
     @property
     def manifest(self) -> dict:
@@ -200,7 +230,11 @@ def prepare(
     corpus ``corpus``, :data:`~chopinbot.dataset.corpus.CORPORA`).
 
     ``composer`` names the composer of input files that no ``corpus.tsv``
-    describes.  Rebuilds only when an input file, its description or a setting
+    describes: a name standing for a style the bundled corpus and models know
+    ("Franz Schubert", "F. Schubert") is written as that style's composer
+    ("Schubert"), any other name makes a new style
+    (:func:`~chopinbot.dataset.corpus.resolve_composer`; the report's
+    ``composer_style`` says which).  Rebuilds only when an input file, its description or a setting
     changed (compared through the manifest).  ``shard=(i, n)`` prepares only
     the files whose position in the sorted input list is ``i`` modulo ``n``
     (one part per machine; join the parts with
@@ -215,7 +249,9 @@ def prepare(
         raise DatasetError(f"{out_dir}: exists and is not a folder")
     if inputs and corpus:
         raise DatasetError("give input files or a bundled corpus, not both")
-    files = list_corpus(list(inputs) if inputs else corpus_sources(corpus or DEFAULT_CORPUS), composer)
+    taken = resolve_composer(composer) if composer else None
+    files = list_corpus(list(inputs) if inputs else corpus_sources(corpus or DEFAULT_CORPUS),
+                        taken.composer if taken else None)
     if not files:
         raise DatasetError("no MIDI files or scores found in the inputs")
     committed = committed_splits(files)
@@ -239,7 +275,8 @@ def prepare(
                                 for f in old["files"] + old.get("skipped", [])) == described
             if (same_inputs and same_files and old["settings"] == asdict(settings)
                     and old.get("format") == FORMAT_VERSION):
-                return PrepareReport(out_dir, False, len(old["files"]), len(old.get("skipped", [])), old["rows"], old)
+                return PrepareReport(out_dir, False, len(old["files"]), len(old.get("skipped", [])), old["rows"], old,
+                                     taken)
         except (KeyError, ValueError, TypeError):
             pass  # unreadable or older manifest: rebuild
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -270,7 +307,7 @@ def prepare(
                                     composer=f.composer, source=f.source))
         if not used:
             reasons = "; ".join(f"{s['name']}: {s['reason']}" for s in skipped[:5])
-            raise DatasetError(f"no usable MIDI file among {len(skipped)} ({reasons})")
+            raise DatasetError(f"no usable MIDI file or score among {len(skipped)} ({reasons})")
         work_splits(used, fingerprints, committed)
         states_sha = writer.finish()
         write_fingerprints(out_dir, [u["name"] for u in used], fingerprints)
@@ -283,7 +320,10 @@ def prepare(
             totals=split_totals(used),
             key_use={"original": key_use[0].tolist(), "transposed": key_use[1].tolist()},
             committed_splits=committed,
+            warnings=split_warnings(split_totals(used)),
         )
+        if taken is not None:
+            header["composer_style"] = asdict(taken)
         entries.seek(0)
         _write_manifest(out_dir / "manifest.json", header, entries, {u["name"]: u for u in used}, skipped)
     except BaseException:
@@ -291,7 +331,7 @@ def prepare(
         raise
     finally:
         entries.close()
-    return PrepareReport(out_dir, True, len(used), len(skipped), writer.n_rows)
+    return PrepareReport(out_dir, True, len(used), len(skipped), writer.n_rows, composer_style=taken)
 
 
 def _file_entry(r: FileResult, f: CorpusFile) -> dict:

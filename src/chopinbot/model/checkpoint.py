@@ -101,6 +101,14 @@ def bundled_models() -> dict[str, Path]:
     return {d.name: d for d in folders if (d / CONFIG).is_file() and (d / WEIGHTS).is_file()}
 
 
+def model_name(path: str | os.PathLike | None) -> str:
+    """A model's name for titles and summaries: a bundled model's name, or its run folder's
+    (``runs/schubert/best`` -> ``schubert``)."""
+    folder = resolve_checkpoint(path)
+    name = folder.name.removesuffix(".old")
+    return folder.parent.name if name in ("best", "last") else name
+
+
 def resolve_checkpoint(path: str | os.PathLike | None) -> Path:
     """The folder holding a checkpoint: ``path`` itself, its ``best/`` (a run
     folder), the ``.old`` copy left by an interrupted swap, a bundled model's

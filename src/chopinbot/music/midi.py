@@ -25,7 +25,8 @@ class PianoNotes:
     ``start``/``end`` are int64 ticks, ``pitch`` and ``velocity`` int16; the
     arrays are sorted by start then pitch.  ``tempo_ticks``/``tempo_qpm`` give
     the tempo map (to turn ticks into seconds), ``key_signatures`` the
-    (tick, sharps, is_minor) events, ``pedals`` the sustain-pedal intervals.
+    (tick, sharps, is_minor) events, ``time_signatures`` the (tick, numerator,
+    denominator) events where the metre changes, ``pedals`` the sustain-pedal intervals.
     """
 
     start: np.ndarray
@@ -37,6 +38,7 @@ class PianoNotes:
     tempo_qpm: np.ndarray = field(default_factory=lambda: np.full(1, 120.0))
     key_signatures: list[tuple[int, int, int]] = field(default_factory=list)
     pedals: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    time_signatures: list[tuple[int, int, int]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.start.size)
@@ -72,9 +74,30 @@ def read_midi(path: str | os.PathLike, max_notes: int = MAX_NOTES_PER_FILE) -> P
     return read_midi_bytes(data, name=str(path), max_notes=max_notes)
 
 
+def sniff_format(data: bytes) -> str | None:
+    """What a file's first bytes say it is: "MIDI", "MusicXML", "compressed MusicXML (.mxl)",
+    "Humdrum **kern", or None (none of these).  A guess for messages and uploads; the readers
+    check the whole file."""
+    head = data[:4096]
+    if head.startswith(b"MThd"):
+        return "MIDI"
+    if head.startswith(b"PK\x03\x04"):
+        return "compressed MusicXML (.mxl)"
+    text = head.decode("utf-16" if head.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8", errors="replace")
+    if "<score-partwise" in text or "<score-timewise" in text:
+        return "MusicXML"
+    if "**kern" in text:
+        return "Humdrum **kern"
+    return None
+
+
 def read_midi_bytes(data: bytes, name: str = "<bytes>", max_notes: int = MAX_NOTES_PER_FILE) -> PianoNotes:
     """Like :func:`read_midi` for MIDI data already in memory (uploads)."""
     if len(data) < 14 or not data.startswith(b"MThd"):
+        kind = sniff_format(data)
+        if kind is not None and kind != "MIDI":  # a score under a MIDI name, or given where MIDI was expected
+            raise MidiError(f"not a MIDI file: it is a {kind} score (name it .musicxml, .mxl or .krn as it is, "
+                            "and it is read as a score)", name)
         raise MidiError("not a MIDI file (no 'MThd' header)", name)
     if len(data) > MAX_MIDI_BYTES:
         raise MidiError(f"file too large ({len(data):,} bytes; limit {MAX_MIDI_BYTES:,})", name)
@@ -100,9 +123,10 @@ def _score_to_notes(score: symusic.Score, name: str, max_notes: int) -> PianoNot
         raise MidiError("only drum notes (no pitched instrument)", name)
     if n_total > max_notes:
         raise MidiError(f"too many notes ({n_total:,}; limit {max_notes:,})", name)
-    n_events = len(score.tempos) + len(score.key_signatures) + sum(len(t.pedals) for t in tracks)
+    n_events = (len(score.tempos) + len(score.key_signatures) + len(score.time_signatures)
+                + sum(len(t.pedals) for t in tracks))
     if n_events > max_notes:  # each becomes a Python object below
-        raise MidiError(f"too many tempo, key-signature and pedal events ({n_events:,}; limit {max_notes:,})", name)
+        raise MidiError(f"too many tempo, signature and pedal events ({n_events:,}; limit {max_notes:,})", name)
     arrays = [t.notes.numpy() for t in tracks if t.note_num()]
     start = np.concatenate([a["time"] for a in arrays]).astype(np.int64)
     dur = np.concatenate([a["duration"] for a in arrays]).astype(np.int64)
@@ -120,6 +144,10 @@ def _score_to_notes(score: symusic.Score, name: str, max_notes: int) -> PianoNot
     tempo_ticks = np.array([t for t, _ in tempos], np.int64)
     tempo_qpm = np.array([q if q > 0 else 120.0 for _, q in tempos], np.float64)
     keysigs = sorted((int(k.time), int(k.key), int(k.tonality)) for k in score.key_signatures)
+    metres: list[tuple[int, int, int]] = []
+    for t in sorted((int(t.time), int(t.numerator), int(t.denominator)) for t in score.time_signatures):
+        if t[1] > 0 and t[2] > 0 and (not metres or metres[-1][1:] != t[1:]):  # one per change (verovio: per track)
+            metres.append(t)
     pedals = [(p.time, p.time + p.duration) for t in tracks for p in t.pedals]
     pedal_arr = np.array(sorted(pedals), np.int64).reshape(-1, 2)
     return PianoNotes(
@@ -132,6 +160,7 @@ def _score_to_notes(score: symusic.Score, name: str, max_notes: int) -> PianoNot
         tempo_qpm=tempo_qpm,
         key_signatures=keysigs,
         pedals=pedal_arr,
+        time_signatures=metres,
     )
 
 

@@ -41,11 +41,15 @@ import numpy as np
 
 from chopinbot.constants import MAX_NOTES_PER_FILE
 from chopinbot.errors import MidiError
-from chopinbot.music.midi import PianoNotes, read_midi, read_midi_bytes
+from chopinbot.music.midi import PianoNotes, read_midi, read_midi_bytes, sniff_format
 
 MIDI_SUFFIXES = (".mid", ".midi")
 SCORE_SUFFIXES = (".musicxml", ".mxl", ".xml", ".krn")
-NOTE_SUFFIXES = MIDI_SUFFIXES + SCORE_SUFFIXES  # every file read_notes (and prepare) accepts
+NOTE_SUFFIXES = MIDI_SUFFIXES + SCORE_SUFFIXES  # every file read_notes (and prepare, --primer, uploads) accepts
+ACCEPTED = "MIDI (.mid, .midi), MusicXML (.musicxml, .mxl, .xml) or Humdrum (.krn)"  # for messages
+# a format sniffed from the content -> the suffix it is read as (a file whose name says nothing)
+_SNIFFED_SUFFIX = {"MIDI": ".mid", "MusicXML": ".musicxml", "compressed MusicXML (.mxl)": ".mxl",
+                   "Humdrum **kern": ".krn"}
 MUSICXML_ROOTS = ("score-partwise", "score-timewise")
 MAX_SCORE_BYTES = 50 * 1024 * 1024  # the largest NIFC Humdrum file is 0.1 MB; big MusicXML ~10 MB
 SCORE_TIMEOUT_S = 300.0  # verovio takes up to ~2 s on the largest NIFC files
@@ -63,8 +67,25 @@ def read_notes(path: str | os.PathLike, max_notes: int = MAX_NOTES_PER_FILE) -> 
         return read_midi(path, max_notes=max_notes)
     if suffix in SCORE_SUFFIXES:
         return read_score(path, max_notes=max_notes)
-    raise MidiError(f"unsupported file type {suffix or '(no suffix)'!r}: use one of {', '.join(NOTE_SUFFIXES)}",
-                    str(path))
+    raise MidiError(f"unsupported file type {suffix or '(no suffix)'!r}: use {ACCEPTED}", str(path))
+
+
+def read_notes_bytes(data: bytes, name: str = "<bytes>", max_notes: int = MAX_NOTES_PER_FILE,
+                     timeout_s: float = SCORE_TIMEOUT_S) -> PianoNotes:
+    """Like :func:`read_notes` for a file already in memory (an upload): by the suffix of ``name``,
+    or, when ``name`` has none of :data:`NOTE_SUFFIXES`, by what the content looks like.  A score
+    goes through the same child-process reader as a score on disk; nothing is written to disk."""
+    suffix = Path(name).suffix.lower()
+    if suffix not in NOTE_SUFFIXES:
+        kind = sniff_format(data)
+        if kind is None:
+            raise MidiError(f"not a file ChopinBot reads: use {ACCEPTED}", name)
+        suffix = _SNIFFED_SUFFIX[kind]
+    if suffix in MIDI_SUFFIXES:
+        return read_midi_bytes(data, name=name, max_notes=max_notes)
+    if len(data) > MAX_SCORE_BYTES:
+        raise MidiError(f"file too large (over {MAX_SCORE_BYTES:,} bytes)", name)
+    return _score_notes(data, suffix, name, max_notes, timeout_s)
 
 
 def read_score(
@@ -81,7 +102,11 @@ def read_score(
     suffix = path.suffix.lower()
     if suffix not in SCORE_SUFFIXES:
         raise MidiError(f"not a score file (expected one of {', '.join(SCORE_SUFFIXES)})", name)
-    data = _read_bounded(path)
+    return _score_notes(_read_bounded(path), suffix, name, max_notes, timeout_s)
+
+
+def _score_notes(data: bytes, suffix: str, name: str, max_notes: int, timeout_s: float) -> PianoNotes:
+    """The notes of a score's bytes, read as its ``suffix`` says (checked, then converted in a child)."""
     if suffix == ".krn":
         input_format, text = "humdrum", _humdrum_text(data, name)
     else:
@@ -128,7 +153,8 @@ def _musicxml_text(data: bytes, name: str) -> str:
     try:
         root = ET.fromstring(data)  # honours the declared encoding; fetches no DTD
     except ET.ParseError as e:
-        raise MidiError(f"not well-formed XML ({e}): a truncated or damaged file?", name) from None
+        raise MidiError(f"not a readable MusicXML score: not well-formed XML ({e}), a truncated or damaged "
+                        "file?", name) from None
     if root.tag not in MUSICXML_ROOTS:
         raise MidiError(f"not a MusicXML score (its root element is <{root.tag}>, not <score-partwise>)", name)
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):

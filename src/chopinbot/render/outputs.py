@@ -14,9 +14,27 @@ from pathlib import Path
 from chopinbot.io_utils import atomic_write_bytes
 from chopinbot.render.audio import render_wav, render_wav_bytes
 
+MAKER = "ChopinBot"
+
+
+def maker_label(model: str | None = None, style: str | None = None) -> str:
+    """Who made a piece, as titles and summaries say it: "ChopinBot (piano-controls, style schubert)"."""
+    about = ", ".join(part for part in (model, f"style {style}" if style else None) if part)
+    return f"{MAKER} ({about})" if about else MAKER
+
 
 class PieceOutputs:
-    """Mixin: the files of a piece whose class defines ``midi_bytes()`` and ``figure()``."""
+    """Mixin: the files of a piece whose class defines ``midi_bytes()`` and ``figure()``.
+
+    ``label`` names what made the piece in its picture's title and its summary: "ChopinBot" unless
+    the caller, who knows the model and the style, sets it (:func:`maker_label`)."""
+
+    label: str = MAKER
+
+    @property
+    def summary_lead(self) -> str:
+        """What a summary starts with: the label, when the caller set one."""
+        return "" if self.label == MAKER else f"{self.label}: "
 
     def midi_bytes(self) -> bytes:  # pragma: no cover -- each result defines it
         raise NotImplementedError
