@@ -51,7 +51,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from chopinbot.compose.decoding import BeatLimit, ChordConfinement, Decoder, StepLimit
 from chopinbot.compose.generate import (
+    DEFAULT_VELOCITY,
     LOOP_WINDOW,
     GenerateConfig,
     GenerationResult,
@@ -59,9 +61,7 @@ from chopinbot.compose.generate import (
     output_key,  # the output key and its mode rule, exactly as generate() decides them
     requested_controls,
 )
-from chopinbot.compose.sampling import Sampler
 from chopinbot.compose.seeds import Seed
-from chopinbot.compose.stepper import InputBuilder, stepper_for
 from chopinbot.constants import GRID_PER_BEAT, LOWEST_PITCH, N_KEYS, SEED_STATES
 from chopinbot.errors import ConfigError
 from chopinbot.evaluation.excerpts import detected_key
@@ -298,27 +298,6 @@ def _key_of(pc: int, near: float, at_most: bool = False) -> int:
     return int(ks[np.argmin(np.abs(ks - near))])
 
 
-class _Confined:
-    """A stepper whose key and onset logits allow only ``allowed`` keys, with ``force`` (a key index or
-    None) struck: a joint_keys sampler reads each key's conditional through ``conditionals``, so the
-    confinement must live there as well as on a step's outputs."""
-
-    def __init__(self, stepper, allowed: np.ndarray, force: int | None) -> None:
-        self.stepper, self.allowed, self.force = stepper, allowed, force
-
-    def mask(self, key_logits: np.ndarray, onset_logits: np.ndarray | None):
-        kl = np.where(self.allowed, key_logits, -1e4).astype(np.float32)
-        ol = None if onset_logits is None else np.where(self.allowed, onset_logits, -1e4).astype(np.float32)
-        if self.force is not None:
-            kl[:, self.force] = 1e4
-            if ol is not None:
-                ol[:, self.force] = 1e4
-        return kl, ol
-
-    def conditionals(self, keys, onsets, rows=slice(None)):
-        return self.mask(*self.stepper.conditionals(keys, onsets, rows))
-
-
 def chord_pitch_classes(home: Key) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The dominant seventh (root first) and the tonic triad (root, third, fifth) of ``home``
     (harmonic minor: the dominant's third is the raised leading tone)."""
@@ -340,44 +319,23 @@ def _cadence(model: ChopinLSTM, draft: _Draft, cfg: GenerateConfig, controls: Co
     v_bass = _key_of(dominant[0], bass_ref, at_most=True)
     i_bass = _key_of(tonic[0], v_bass)  # the nearer of a fourth up and a fifth down
     pcs = (np.arange(N_KEYS) + LOWEST_PITCH) % 12
-    loud = model.config.loudness
     struck = h.velocity[h.velocity > 0]
-    velocity = int(round(struck.mean())) if struck.size else 72
-    class_beats = np.asarray(model.config.duration_classes, np.float64)
+    velocity = int(round(struck.mean())) if struck.size else DEFAULT_VELOCITY
     ks, os_, bs, vs = [], [], [], []
     with torch.inference_mode():
-        inputs = InputBuilder(model, h.keys[None], h.onsets[None], h.beats[None], start, h.velocity[None],
-                              style=cfg.style, controls=controls)
-        stepper = stepper_for(model, engine, 1)
-        out = stepper.start(inputs.seed_inputs)
-        prev = h.keys[-1:].astype(bool)
+        decoder = Decoder(model, [h], cfg, rng, start, controls, engine, bare=True)
         for chord, bass, phase in ((dominant, v_bass, "dominant"), (tonic, i_bass, "tonic")):
             allowed = np.isin(pcs, chord) & (np.arange(N_KEYS) >= bass)
-            confined = _Confined(stepper, allowed[None], bass)
-            sampler = Sampler(model, cfg, rng, confined)
-            beats = 0.0
-            while True:
-                kl, ol = confined.mask(out[0], out[1])
-                keys, onsets, cls = sampler(kl, ol, out[2], prev)
-                keys &= allowed
-                if confined.force is not None or not keys.any():  # the chord's root struck in the bass
-                    keys[:, bass] = onsets[:, bass] = True
-                onsets &= keys
-                vel = sampler.loudness(stepper.loudness, onsets.any(-1)) if loud else None
-                ks.append(keys[0])
-                os_.append(onsets[0])
-                bs.append(float(class_beats[cls[0]]))
-                vs.append(int(vel[0]) if loud else (velocity if onsets.any() else 0))
-                beats += bs[-1]
-                confined.force = None  # the bass is struck once; then the model moves on within the chord
-                prev = keys
-                if phase == "tonic" or beats >= DOMINANT_BEATS:
-                    break
-                out = stepper.step(inputs(keys, onsets, cls, vel))
+            stop = [StepLimit(1)] if phase == "tonic" else [BeatLimit(DOMINANT_BEATS, 1)]
+            for new in decoder.run(stop, extra=[ChordConfinement(allowed[None], bass)]):
+                ks.append(new.keys[0])
+                os_.append(new.onsets[0])
+                bs.append(float(new.beats[0]))
+                vs.append(int(new.velocity[0]) if new.velocity is not None else
+                          (velocity if new.onsets.any() else 0))
             if phase == "dominant":  # the tonic arrives on a whole beat: the dominant's last state holds on
                 end = start + h.total_beats + sum(bs)
                 bs[-1] += float(np.ceil(end - 1e-6) - end)
-                out = stepper.step(inputs(keys, onsets, cls, vel))
     final_keys, final_onsets = ks[-1], os_[-1]
     for pc in tonic[1:]:  # complete the triad: a missing third or fifth in the octave above the bass
         if not final_keys[pcs == pc].any():
