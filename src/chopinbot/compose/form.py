@@ -40,8 +40,8 @@ section by section, the model reading everything composed before each one:
 
 Everything is composed in the model's frame (the seed's home key, C major or
 A minor) and moved to the output key at the end, as ``generate`` does.
-:func:`reprise_matches` and :func:`section_profiles` measure what a form
-gives (scripts/form_check.py; docs/controls.md, "Form").
+The evaluation package's ``form_measures`` measures what a form gives (scripts/form_check.py;
+docs/controls.md, "Form").
 """
 
 from __future__ import annotations
@@ -63,17 +63,18 @@ from chopinbot.compose.generate import (
 )
 from chopinbot.compose.seeds import Seed
 from chopinbot.constants import GRID_PER_BEAT, LOWEST_PITCH, N_KEYS, SEED_STATES
+from chopinbot.dataset.features import position_period
 from chopinbot.errors import ConfigError
-from chopinbot.evaluation.excerpts import detected_key
 from chopinbot.model.network import ChopinLSTM
 from chopinbot.music.controls import LOUDNESS_LEVELS, Controls, key_profile
 from chopinbot.music.keys import Key
-from chopinbot.music.repeats import MATCH_WINDOW, find_continuations
-from chopinbot.music.states import States, states_to_notes, transpose_states
+from chopinbot.music.repeats import MATCH_WINDOW
+from chopinbot.music.states import States, transpose_states
 
 # The forms, as their sections' labels; a label starting with "A" is the opening's material.
 FORMS: dict[str, tuple[str, ...]] = {"ABA": ("A", "B", "A'"), "AABA": ("A", "A'", "B", "A''")}
-ALIGN_BEATS = 12.0  # A sections start a multiple of this apart (the metre inputs' period: 2-, 3- and 4-beat bars)
+# A sections start a multiple of this apart: the period of the metre inputs (2-, 3- and 4-beat bars), 12 beats
+ALIGN_BEATS = position_period(GRID_PER_BEAT) / GRID_PER_BEAT
 REPRISE_BEATS = 8.0  # beats of A's opening replayed at each return (two bars of 4/4): its first phrase
 MIN_SECTION_BEATS = 8.0  # a section shorter than two bars holds no phrase (and the last one must hold a cadence)
 DOMINANT_BEATS = 2.0  # the cadence's dominant lasts at least this long
@@ -88,7 +89,6 @@ DENSITY_CONTRAST = 1.75
 MEDIAN_PITCH = 62.0
 DENSITY_BOUNDS = (1.0, 20.0)  # notes per beat: what the corpus's windows span (its 1st to 99th percentile or so)
 SECTION_TRIES = 3  # a section stuck in a loop is composed again at most this often (see _continue)
-MIN_MATCH = 4  # states: a lookup this long or longer is the opening's material recognised (not one chord)
 
 
 @dataclass(frozen=True)
@@ -431,77 +431,3 @@ def compose_form(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = Non
                f"seventh: both confined to those chords' notes, the voicing and rhythm the model's.")
     return FormResult(out_states, len(seed.states) if cfg.include_seed else 0, key, bpm, seed.source, guards,
                       cfg, form=form.strip().upper(), sections=done, cadence=cadence)
-
-
-# --------------------------------------------------------------------------- measuring a form
-
-
-@dataclass(frozen=True)
-class RepriseMatch:
-    """How the repeats lookup hears the last section: its states whose longest earlier match
-    (exact, at least ``MIN_MATCH`` states) lies in an A section before it."""
-
-    found: bool  # at least one such state
-    states: int  # how many
-    share: float  # of the last section's states
-    beyond_replay: int  # of them, after the replayed opening: the model following the reprise on its own
-    beyond_share: float  # of the last section's states after the replayed opening
-
-
-def reprise_matches(result: FormResult, min_length: int = MIN_MATCH) -> RepriseMatch:
-    """:class:`RepriseMatch` of ``result`` (the lookup run over the whole output, as the model's is)."""
-    st = result.states
-    cont, length, _ = find_continuations("exact", st.keys, st.onsets, st.beats)
-    last = result.sections[-1]
-    a_states = np.zeros(len(st) + 1, bool)
-    for s in result.sections[:-1]:
-        if s.label.startswith("A"):
-            a_states[s.start_state : s.end_state] = True
-    idx = np.arange(last.start_state, last.end_state)
-    # the matched passage ends at cont - 1 and starts length - 1 states before: all of it in an A
-    src_end, src_start = cont[idx] - 1, cont[idx] - length[idx]
-    hit = (length[idx] >= min_length) & a_states[np.maximum(src_end, 0)] & a_states[np.maximum(src_start, 0)]
-    after = idx >= last.start_state + last.replayed_states
-    n_after = int(after.sum())
-    return RepriseMatch(bool(hit.any()), int(hit.sum()), float(hit.mean()) if len(idx) else 0.0,
-                        int((hit & after).sum()), float((hit & after).sum() / n_after) if n_after else 0.0)
-
-
-@dataclass(frozen=True)
-class SectionProfile:
-    """What a section plays: how much, how high, how loud, in what key."""
-
-    label: str
-    notes_per_second: float
-    mean_pitch: float  # MIDI, over its notes
-    low: float  # MIDI: its notes' 5th and 95th percentile pitch
-    high: float
-    velocity: float  # mean, over its notes
-    key: Key  # the best of the 24 keys by its pitch-class profile
-
-
-def section_profiles(result: FormResult) -> list[SectionProfile]:
-    """A :class:`SectionProfile` of each section of ``result``."""
-    out = []
-    for s in result.sections:
-        part = result.states[s.start_state : s.end_state]
-        notes = states_to_notes(part)
-        secs = max(s.end_seconds - s.start_seconds, 1e-9)
-        if len(notes) == 0:
-            out.append(SectionProfile(s.label, 0.0, np.nan, np.nan, np.nan, np.nan, s.key))
-            continue
-        p = notes[:, 2]
-        out.append(SectionProfile(s.label, len(notes) / secs, float(p.mean()), float(np.percentile(p, 5)),
-                                  float(np.percentile(p, 95)), float(notes[:, 3].mean()), detected_key(notes)))
-    return out
-
-
-def ends_on_tonic_chord(states: States, key: Key, min_beats: float = 1.0) -> bool:
-    """Whether the last state is the tonic triad of ``key`` (its root in the bass; root, third and fifth
-    sounding, no other pitch class) lasting at least ``min_beats``."""
-    if len(states) == 0 or not states.keys[-1].any() or states.beats[-1] < min_beats - 1e-6:
-        return False
-    k = np.flatnonzero(states.keys[-1])
-    pcs = set(((k + LOWEST_PITCH) % 12).tolist())
-    triad = {key.tonic, (key.tonic + (3 if key.minor else 4)) % 12, (key.tonic + 7) % 12}
-    return (k[0] + LOWEST_PITCH) % 12 == key.tonic and pcs == triad
