@@ -31,7 +31,7 @@ from chopinbot.compose.guidance import STYLE_GUIDANCE, GuidedStepper, KeyDrift, 
 from chopinbot.compose.repetition import RepeatBoost
 from chopinbot.compose.sampling import DecodingSettings, DensitySteer, Sampler
 from chopinbot.compose.stepper import InputBuilder, NumpyStepper, stepper_for
-from chopinbot.constants import N_KEYS
+from chopinbot.constants import GRID_PER_BEAT, N_KEYS
 from chopinbot.dataset.conditioning import StyleBlock
 from chopinbot.dataset.inputs import NewStates
 from chopinbot.errors import ConfigError
@@ -64,6 +64,11 @@ class StepProcessor:
     def accept(self, log_p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(n,) bool: whether to take the proposed continuations whose log probability is ``log_p``."""
         return np.zeros(len(log_p), bool)
+
+    def reject(self, keys: np.ndarray, onsets: np.ndarray) -> np.ndarray:
+        """(B,) bool: the drawn states this rule forbids (they are drawn again, as a state that changes
+        nothing is; see :meth:`~chopinbot.compose.sampling.Sampler.__call__`)."""
+        return np.zeros(len(keys), bool)
 
     def tilt_durations(self, logits: np.ndarray, struck: np.ndarray) -> np.ndarray:
         """The duration logits (B, V) of states striking ``struck`` (B,) notes, changed or not."""
@@ -168,6 +173,62 @@ class FollowKeyDrift(StepProcessor):
         self.stepper.weight = self.drift.weights
 
 
+class LoopBreaker(StepProcessor):
+    """A loop is broken where it starts, at the temperature asked: once a piece's last ``states``
+    states each repeat the state ``p`` before them (keys, onsets and length; any period ``p`` up to
+    ``MAX_PERIOD``), the state that would go on with the cycle is forbidden (drawn again).
+
+    Calibrated on the 48 pieces of the bundled corpus: their longest such run, at any period up to
+    16, is 39 states (op. 53, period 8; the figures of op. 25 no. 1 and op. 66: 37 and 24), so 48
+    never fires on real Chopin, while a five-note figure stuck for three bars is caught.  Constant
+    time per state: a ring of the last ``MAX_PERIOD`` states and a run length per period."""
+
+    MAX_PERIOD = 16
+
+    def __init__(self, states: int, histories: list[States]) -> None:
+        self.states = states
+        B, P = len(histories), self.MAX_PERIOD
+        self.ring = np.zeros((B, P, 2 * N_KEYS // 8 + 8), np.uint8)  # the last P states, newest first, packed
+        self.runs = np.zeros((B, P), np.int64)  # for each period p: states in a row equal to the one p before
+        self.breaks = np.zeros(B, np.int64)  # states drawn again because they went on with a loop
+        packed = np.stack([self._pack(h.keys, h.onsets, h.grid_units()) for h in histories])  # (B, S, bytes)
+        S = packed.shape[1]
+        for p in range(1, min(P, S - 1) + 1):  # each period's run at the histories' end
+            same = (packed[:, p:] == packed[:, :-p]).all(-1)  # (B, S - p)
+            last_break = np.where(~same, np.arange(S - p), -1).max(-1)
+            self.runs[:, p - 1] = S - p - 1 - last_break
+        k = min(P, S)
+        self.ring[:, :k] = packed[:, ::-1][:, :k]
+
+    @staticmethod
+    def _pack(keys: np.ndarray, onsets: np.ndarray, units: np.ndarray | None = None) -> np.ndarray:
+        """(B, bytes): each state's keys, onsets (and length in grid units), packed to compare at once."""
+        parts = [np.packbits(keys.astype(bool), -1), np.packbits(onsets.astype(bool), -1)]
+        if units is not None:
+            parts.append(np.ascontiguousarray(units, "<i8").reshape(-1, 1).view(np.uint8))
+        return np.concatenate(parts, 1)
+
+    def _advance(self, rows: np.ndarray) -> None:
+        same = (self.ring == rows[:, None]).all(-1)
+        self.runs = np.where(same, self.runs + 1, 0)
+        self.ring[:, 1:] = self.ring[:, :-1]
+        self.ring[:, 0] = rows
+
+    def reject(self, keys, onsets):
+        looping = self.runs >= self.states  # (B, P): the cycles that have gone on long enough
+        if not looping.any():
+            return np.zeros(len(keys), bool)
+        drawn = self._pack(keys, onsets)
+        # the cycle of period p goes on with the state p - 1 before the newest: ring row p - 1
+        same = (self.ring[:, :, : drawn.shape[1]] == drawn[:, None]).all(-1)
+        return (same & looping).any(-1)
+
+    def on_state(self, new):
+        looping = (self.runs >= self.states).any(-1)
+        self._advance(self._pack(new.keys, new.onsets, np.round(new.beats * GRID_PER_BEAT)))
+        self.breaks += looping
+
+
 # --------------------------------------------------------------------------- stopping
 
 
@@ -221,6 +282,7 @@ class ComposeSettings(DecodingSettings, Protocol):
     confine_register: bool
     keep_density: bool
     repeat_boost: float
+    loop_states: int
 
 
 def guided_stepper(model, layout, cfg: ComposeSettings, controls: Controls | None, engine: str, batch: int):
@@ -263,6 +325,8 @@ def processors_for(model, cfg: ComposeSettings, controls: Controls | None, stepp
         processors.append(Repeat(RepeatBoost(cfg.repeat_boost, keys.astype(bool),
                                              np.stack([h.onsets for h in histories]).astype(bool),
                                              np.stack([h.beats for h in histories]), model.config.duration_classes)))
+    if cfg.loop_states:
+        processors.append(LoopBreaker(cfg.loop_states, histories))
     if isinstance(stepper, GuidedStepper) and stepper.name == "key" and cfg.key_guidance_drift != cfg.key_guidance:
         # the key the requested pitch-class shares fit best (C major or A minor in the model's frame)
         asked = ALL_KEYS[int(histogram_key_correlations(np.asarray(controls.key)).argmax())]
@@ -276,13 +340,13 @@ def processors_for(model, cfg: ComposeSettings, controls: Controls | None, stepp
 
 class Decoder:
     """Composes after ``histories`` (the model's frame, all the same length, starting at beat
-    ``start_beat`` of their source), with the processors :func:`processors_for` builds from
-    ``cfg`` (``bare``: none, and the model's own stepper); :meth:`run` draws states until a
+    ``start_beat`` of their source), with the stepper and the processors :func:`guided_stepper` and
+    :func:`processors_for` build from ``cfg``; :meth:`run` draws states until a
     stopping criterion says so, and may be called again to go on (with other extra processors)."""
 
     def __init__(self, model, histories: list[States], cfg: ComposeSettings, rng: np.random.Generator,
                  start_beat: float = 0.0, controls: Controls | None = None, engine: str = "auto",
-                 rerun_window: int = 0, bare: bool = False) -> None:
+                 rerun_window: int = 0) -> None:
         B = len(histories)
         self.model, self.cfg, self.rng = model, cfg, rng
         self.inputs = InputBuilder(model, np.stack([h.keys for h in histories]),
@@ -290,10 +354,9 @@ class Decoder:
                                    start_beat, np.stack([h.velocity for h in histories]), style=cfg.style,
                                    controls=controls)
         x_seed = self.inputs.seed_inputs
-        self.stepper = (stepper_for(model, engine, B) if bare else
-                        guided_stepper(model, self.inputs.layout, cfg, controls, engine, B))
+        self.stepper = guided_stepper(model, self.inputs.layout, cfg, controls, engine, B)
         self.out = self.stepper.start(x_seed)  # the seed is read in one call; then each step feeds one new state
-        self.processors = [] if bare else processors_for(model, cfg, controls, self.stepper, histories)
+        self.processors = processors_for(model, cfg, controls, self.stepper, histories)
         for p in self.processors:
             p.start(self.stepper)
         self.sampler = Sampler(model, cfg, rng, self.stepper)

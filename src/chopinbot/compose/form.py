@@ -36,7 +36,9 @@ section by section, the model reading everything composed before each one:
   its keys confined to each chord's pitch classes (it chooses which chord
   tones, in which octave, with which rhythm and loudness), the bass set to
   each chord's root near where the music's bass is; the final chord is
-  completed to a full triad and held at least ``HOLD_BEATS``.
+  completed to a full triad and held at least ``HOLD_BEATS``.  The cadence is composed by the same
+  loop and rules as every section (:mod:`chopinbot.compose.decoding`): key and style guidance, the
+  repeat boost, a density kept, a register confined, with the chord's confinement added to them.
 
 Everything is composed in the model's frame (the seed's home key, C major or
 A minor) and moved to the output key at the end, as ``generate`` does.
@@ -323,7 +325,7 @@ def _cadence(model: ChopinLSTM, draft: _Draft, cfg: GenerateConfig, controls: Co
     velocity = int(round(struck.mean())) if struck.size else DEFAULT_VELOCITY
     ks, os_, bs, vs = [], [], [], []
     with torch.inference_mode():
-        decoder = Decoder(model, [h], cfg, rng, start, controls, engine, bare=True)
+        decoder = Decoder(model, [h], cfg, rng, start, controls, engine)
         for chord, bass, phase in ((dominant, v_bass, "dominant"), (tonic, i_bass, "tonic")):
             allowed = np.isin(pcs, chord) & (np.arange(N_KEYS) >= bass)
             stop = [StepLimit(1)] if phase == "tonic" else [BeatLimit(DOMINANT_BEATS, 1)]

@@ -115,6 +115,9 @@ class GenerateConfig:
     repeat_boost: float = 4.0  # multiply the odds of going on as a passage heard before went (compose.repetition;
     #                            1 = the model's own).  On the valid seeds 1 -> 4 took the realism classifier
     #                            from 0.92 to 0.85 and top-voice motif recurrence from 0.05 to 0.43 (Chopin 0.42)
+    loop_states: int = 0  # a cycle of up to 16 states repeated for this many states is broken there: the state
+    #                        that would go on with it is drawn again (compose.decoding.LoopBreaker; 0 = off).
+    #                        The corpus's longest such run is 39 states, so 48 never fires on real Chopin
     random_seed: int | None = None  # makes sampling reproducible
     include_seed: bool = True  # start the output with the seed
     retry: bool = True  # retry when a guard fires
@@ -163,6 +166,8 @@ class GenerateConfig:
                                   f"{GUIDANCE_RANGE[1]:g}")
         if not (REPEAT_BOOST_RANGE[0] <= self.repeat_boost <= REPEAT_BOOST_RANGE[1]):
             raise ConfigError(f"repeat boost must be between {REPEAT_BOOST_RANGE[0]:g} and {REPEAT_BOOST_RANGE[1]:g}")
+        if self.loop_states < 0:
+            raise ConfigError("loop states must be 0 (off) or more")
         if self.loudness is not None and self.loudness not in LOUDNESS_LEVELS:
             raise ConfigError(f"loudness must be one of {', '.join(LOUDNESS_LEVELS)}, got {self.loudness!r}")
 

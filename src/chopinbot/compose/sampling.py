@@ -155,12 +155,16 @@ class Sampler:
             return copy[0], copy[1], copy[2]
         keys, onsets = self._draw(kp, op, prev_keys)
         for _ in range(REDRAWS if sample else 0):
-            same = unchanged(keys, onsets, prev_keys)
+            same = unchanged(keys, onsets, prev_keys) | self._rejected(keys, onsets)
             if not same.any():
                 break
             k2, o2 = self._draw(kp, op, prev_keys)
             keys, onsets = np.where(same[:, None], k2, keys), np.where(same[:, None], o2, onsets)
         same = unchanged(keys, onsets, prev_keys)
+        bad = self._rejected(keys, onsets) & ~same
+        if bad.any():  # still forbidden: the likeliest single change from the previous state instead
+            keys, onsets = np.where(bad[:, None], prev_keys, keys), np.where(bad[:, None], False, onsets)
+            same |= bad
         if same.any():
             keys, onsets = self._likeliest_change(keys, onsets, kp, op, same)
         if self.classes_head:
@@ -181,6 +185,13 @@ class Sampler:
             cls = np.where(take, copy[2], cls)
         return keys, onsets, cls
 
+    def _rejected(self, keys: np.ndarray, onsets: np.ndarray) -> np.ndarray:
+        """(B,) bool: the drawn states a processor forbids (a loop's next state)."""
+        bad = np.zeros(len(keys), bool)
+        for p in self.processors:
+            bad |= p.reject(keys, onsets)
+        return bad
+
     def _propose(self, kp: np.ndarray, op: np.ndarray | None, d: np.ndarray, prev_keys: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """The pieces that take a continuation a processor proposes (the repeat boost: a passage heard
@@ -197,7 +208,7 @@ class Sampler:
         ck, co, cls, found = proposal
         co = co | (ck & ~prev_keys)  # a key that starts sounding is struck
         n = ck.sum(-1)
-        found &= ~unchanged(ck, co, prev_keys) & (n >= c.min_keys) & (n <= c.max_keys)
+        found &= ~unchanged(ck, co, prev_keys) & ~self._rejected(ck, co) & (n >= c.min_keys) & (n <= c.max_keys)
         if not found.any():
             return None
         rows = np.flatnonzero(found)
