@@ -260,10 +260,10 @@ def _continue(model: ChopinLSTM, draft: _Draft, beats: float, cfg: GenerateConfi
               random_seed: int | None, engine: str) -> tuple[States, list[str]]:
     """The model's next ``beats`` of the piece (the model's frame).
 
-    generate()'s loop guard looks at the end of what it composed only; a section that got stuck in a
-    figure of a few states for ``LOOP_WINDOW`` states anywhere (B, read in a moved frame, did in
-    about one piece in six) is composed again from the next random seed, up to ``SECTION_TRIES`` times,
-    and the least stuck attempt kept."""
+    Without the loop breaker (``cfg.loop_states`` 0), generate()'s loop guard looks at the end of what
+    it composed only; a section that got stuck in a figure of a few states for ``LOOP_WINDOW`` states
+    anywhere (B, read in a moved frame, did in about one piece in six) is composed again from the next
+    random seed, up to ``SECTION_TRIES`` times, and the least stuck attempt kept."""
     tries = []
     for t in range(SECTION_TRIES):
         rs = None if random_seed is None else random_seed + t
@@ -272,10 +272,10 @@ def _continue(model: ChopinLSTM, draft: _Draft, beats: float, cfg: GenerateConfi
         res = generate(model, draft.seed(), sec, engine=engine, controls=controls)
         new = fit_beats(res.states, beats)
         loop = longest_loop(new)
-        guards = list(res.guards) + ([f"a figure repeated for {loop} states -> composed again"]
-                                     if loop >= LOOP_WINDOW else [])
+        stuck = loop >= LOOP_WINDOW and not cfg.loop_states  # the loop breaker (on by default) owns loops
+        guards = list(res.guards) + ([f"a figure repeated for {loop} states -> composed again"] if stuck else [])
         tries.append((loop, new, guards))
-        if loop < LOOP_WINDOW:
+        if not stuck:
             break
     _, new, _ = min(tries, key=lambda x: x[0])
     return new, [g for _, _, gs in tries for g in gs]

@@ -115,7 +115,7 @@ class GenerateConfig:
     repeat_boost: float = 4.0  # multiply the odds of going on as a passage heard before went (compose.repetition;
     #                            1 = the model's own).  On the valid seeds 1 -> 4 took the realism classifier
     #                            from 0.92 to 0.85 and top-voice motif recurrence from 0.05 to 0.43 (Chopin 0.42)
-    loop_states: int = 0  # a cycle of up to 16 states repeated for this many states is broken there: the state
+    loop_states: int = 48  # a cycle of up to 16 states repeated for this many states is broken there: the state
     #                        that would go on with it is drawn again (compose.decoding.LoopBreaker; 0 = off).
     #                        The corpus's longest such run is 39 states, so 48 never fires on real Chopin
     random_seed: int | None = None  # makes sampling reproducible
@@ -285,8 +285,9 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
     return result
 
 
-def check_guards(new: States) -> list[str]:
-    """Problems of a generated part, in plain words (empty list = fine)."""
+def check_guards(new: States, loops: bool = True) -> list[str]:
+    """Problems of a generated part, in plain words (empty list = fine).  ``loops``: look for a short
+    loop at its end too (off while the loop breaker, ``GenerateConfig.loop_states``, owns loops)."""
     problems = []
     if len(new) == 0 or not new.onsets.any():
         return ["silence: nothing was struck"]
@@ -297,7 +298,7 @@ def check_guards(new: States) -> list[str]:
         best = max(best, run)
     if best >= STUCK_STATES:
         problems.append(f"stuck: {best} states in a row with nothing struck")
-    if len(new) >= LOOP_WINDOW:
+    if loops and len(new) >= LOOP_WINDOW:
         tail = new[len(new) - LOOP_WINDOW :]
         sig = [hash((tail.keys[i].tobytes(), tail.onsets[i].tobytes(), float(tail.beats[i]))) for i in range(len(tail))]
         for period in (1, 2, 3, 4):
@@ -388,7 +389,7 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
     for new in news:
         guards = list(key_guards)
         attempt_cfg = cfg
-        problems = check_guards(new)
+        problems = check_guards(new, loops=not cfg.loop_states)
         tries = 0
         while problems and cfg.retry and tries < cfg.max_retries:
             attempt_cfg, change = _adjust(attempt_cfg, problems)
@@ -396,7 +397,7 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
             new = _continue(model, [seed.history], attempt_cfg, rng, steps, max_beats, rerun_window,
                             seed.history_start_beat,
                             stop_when_stuck=tries + 1 < cfg.max_retries, engine=engine, controls=controls)[0]
-            problems = check_guards(new)
+            problems = check_guards(new, loops=not cfg.loop_states)
             tries += 1
         if problems:
             guards.append("; ".join(problems) + (" (kept: --no-retry)" if not cfg.retry else " (after retries)"))

@@ -335,15 +335,32 @@ class Sampler:
         release = np.where(keys & (count > c.min_keys), 1.0 - kp, -1.0)
         restrike = np.where(keys, op, -1.0) if op is not None else np.full_like(kp, -1.0)
         start = np.where(~keys & (count < c.max_keys), kp, -1.0)
-        best = np.stack([release, restrike, start], 1).reshape(len(keys), -1).argmax(-1)  # over (kind, key)
-        kind, key = best // N_KEYS, best % N_KEYS
+        scores = np.stack([release, restrike, start], 1).reshape(len(keys), -1)  # over (kind, key)
+        base_keys, base_onsets = keys, onsets
         keys, onsets = keys.copy(), onsets.copy()
         for b in np.flatnonzero(rows):
-            if kind[b] == 0:
-                keys[b, key[b]] = False
-            else:  # struck again, or started (and so struck)
-                keys[b, key[b]] = onsets[b, key[b]] = True
+            _change(keys[b], onsets[b], int(scores[b].argmax()))
+        bad = self._rejected(keys, onsets) & rows
+        for b in np.flatnonzero(bad):  # forbidden (a loop going on): the likeliest change that is not
+            for choice in np.argsort(-scores[b], kind="stable")[1:]:
+                if scores[b, choice] < 0:
+                    break
+                k, o = keys.copy(), onsets.copy()
+                k[b], o[b] = base_keys[b], base_onsets[b]
+                _change(k[b], o[b], int(choice))
+                if not self._rejected(k, o)[b]:
+                    keys[b], onsets[b] = k[b], o[b]
+                    break
         return keys, onsets
+
+
+def _change(keys: np.ndarray, onsets: np.ndarray, choice: int) -> None:
+    """Make change ``choice`` (kind * 88 + key: release, strike again, start) to one state, in place."""
+    kind, key = divmod(choice, N_KEYS)
+    if kind == 0:
+        keys[key] = False
+    else:  # struck again, or started (and so struck)
+        keys[key] = onsets[key] = True
 
 
 class DensitySteer:
