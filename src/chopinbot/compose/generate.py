@@ -18,9 +18,12 @@ given those below it, exactly (:meth:`~chopinbot.compose.sampling.Sampler._draw_
 model's velocity class is drawn from its loudness head and written into the
 generated states (other models' states take the seed's mean velocity).
 
+The step loop and every decoding rule live in :mod:`chopinbot.compose.decoding`; a loop is broken
+where it starts (``loop_states``, :class:`~chopinbot.compose.decoding.LoopBreaker`).
+
 Guards: the original's decoding often collapsed into silence or one stuck
 chord.  After generating, the result is checked (no notes; a long stretch with
-nothing struck; a short loop repeating); unless ``retry`` is off, it is
+nothing struck; with the loop breaker off, a short loop repeating); unless ``retry`` is off, it is
 generated again with a recorded adjustment (more temperature / a lower
 threshold).  A result with no notes at all is an error, never a silent empty file.
 """
@@ -313,7 +316,8 @@ def _adjust(cfg: GenerateConfig, problems: list[str]) -> tuple[GenerateConfig, s
         t = max(0.05, cfg.threshold - 0.1)
         return replace(cfg, threshold=t), f"threshold lowered to {t:.2f}"
     if cfg.threshold is not None:
-        return replace(cfg, threshold=None, temperature=1.0), "switched from threshold to sampling"
+        sampled = replace(cfg, threshold=None, temperature=GenerateConfig.temperature)  # the default temperature
+        return sampled, "switched from threshold to sampling"
     t = min(cfg.temperature * 1.25, TEMPERATURE_RANGE[1])
     return replace(cfg, temperature=t), f"temperature raised to {t:.2f}"
 
