@@ -10,6 +10,9 @@ result's states (keys, onsets, beats, velocity) and guards.
     PYTHONPATH=src python scripts/decoding_fingerprints.py --check scripts/decoding_fingerprints.json
 
 ``--check`` lists every configuration whose music differs from the recorded one (exit 1 if any).
+``decoding_fingerprints.json`` was recorded before the decoding refactor (issue 26) and still holds
+for every configuration without a loop or a form; ``decoding_fingerprints_phase2.json`` after the
+deliberate changes (cadences with the config's rules, the loop breaker): check refactors against it.
 """
 
 from __future__ import annotations

@@ -56,7 +56,6 @@ import torch
 from chopinbot.compose.decoding import BeatLimit, ChordConfinement, Decoder, StepLimit
 from chopinbot.compose.generate import (
     DEFAULT_VELOCITY,
-    LOOP_WINDOW,
     GenerateConfig,
     GenerationResult,
     generate,
@@ -90,7 +89,6 @@ DENSITY_CONTRAST = 1.75
 # from an A above it, up a fifth from one below, into the dominant either way.
 MEDIAN_PITCH = 62.0
 DENSITY_BOUNDS = (1.0, 20.0)  # notes per beat: what the corpus's windows span (its 1st to 99th percentile or so)
-SECTION_TRIES = 3  # a section stuck in a loop is composed again at most this often (see _continue)
 
 
 @dataclass(frozen=True)
@@ -241,44 +239,15 @@ def fit_beats(new: States, beats: float) -> States:
     return new
 
 
-def longest_loop(states: States, max_period: int = 4) -> int:
-    """The most states in a row that repeat the state ``p`` before them (keys, onsets and length), for
-    any period ``p`` up to ``max_period``: a figure stuck on two notes shows as a long run."""
-    best = 0
-    units = states.grid_units()
-    for p in range(1, min(max_period, len(states) - 1) + 1):
-        same = ((states.keys[p:] == states.keys[:-p]).all(1) & (states.onsets[p:] == states.onsets[:-p]).all(1)
-                & (units[p:] == units[:-p]))
-        run = 0
-        for x in same:
-            run = run + 1 if x else 0
-            best = max(best, run)
-    return best
-
-
 def _continue(model: ChopinLSTM, draft: _Draft, beats: float, cfg: GenerateConfig, controls: Controls | None,
               random_seed: int | None, engine: str) -> tuple[States, list[str]]:
-    """The model's next ``beats`` of the piece (the model's frame).
-
-    Without the loop breaker (``cfg.loop_states`` 0), generate()'s loop guard looks at the end of what
-    it composed only; a section that got stuck in a figure of a few states for ``LOOP_WINDOW`` states
-    anywhere (B, read in a moved frame, did in about one piece in six) is composed again from the next
-    random seed, up to ``SECTION_TRIES`` times, and the least stuck attempt kept."""
-    tries = []
-    for t in range(SECTION_TRIES):
-        rs = None if random_seed is None else random_seed + t
-        sec = replace(cfg, seconds=beats * 60.0 / draft.bpm, bpm=draft.bpm, key=None, include_seed=False,
-                      random_seed=rs)
-        res = generate(model, draft.seed(), sec, engine=engine, controls=controls)
-        new = fit_beats(res.states, beats)
-        loop = longest_loop(new)
-        stuck = loop >= LOOP_WINDOW and not cfg.loop_states  # the loop breaker (on by default) owns loops
-        guards = list(res.guards) + ([f"a figure repeated for {loop} states -> composed again"] if stuck else [])
-        tries.append((loop, new, guards))
-        if not stuck:
-            break
-    _, new, _ = min(tries, key=lambda x: x[0])
-    return new, [g for _, _, gs in tries for g in gs]
+    """The model's next ``beats`` of the piece (the model's frame), and the guards that fired.  A section
+    stuck in a figure is not composed again: the loop breaker (``cfg.loop_states``) breaks it where it
+    starts, as in every continuation."""
+    sec = replace(cfg, seconds=beats * 60.0 / draft.bpm, bpm=draft.bpm, key=None, include_seed=False,
+                  random_seed=random_seed)
+    res = generate(model, draft.seed(), sec, engine=engine, controls=controls)
+    return fit_beats(res.states, beats), list(res.guards)
 
 
 def _replay(opening: States, prev_keys: np.ndarray) -> States:

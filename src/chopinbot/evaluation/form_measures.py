@@ -86,3 +86,18 @@ def ends_on_tonic_chord(states: States, key: Key, min_beats: float = 1.0) -> boo
     pcs = set(((k + LOWEST_PITCH) % 12).tolist())
     triad = {key.tonic, (key.tonic + (3 if key.minor else 4)) % 12, (key.tonic + 7) % 12}
     return (k[0] + LOWEST_PITCH) % 12 == key.tonic and pcs == triad
+
+
+def longest_loop(states: States, max_period: int = 4) -> int:
+    """The most states in a row that repeat the state ``p`` before them (keys, onsets and length), for
+    any period ``p`` up to ``max_period``: a figure stuck on two notes shows as a long run."""
+    best = 0
+    units = states.grid_units()
+    for p in range(1, min(max_period, len(states) - 1) + 1):
+        same = ((states.keys[p:] == states.keys[:-p]).all(1) & (states.onsets[p:] == states.onsets[:-p]).all(1)
+                & (units[p:] == units[:-p]))
+        run = 0
+        for x in same:
+            run = run + 1 if x else 0
+            best = max(best, run)
+    return best
