@@ -112,3 +112,26 @@ def test_the_cadence_composes_with_the_config_s_rules(model, monkeypatch):
     assert len(calls) == len(res.sections) + 1  # the cadence too
     stepper, rules = calls[-1]
     assert stepper == "GuidedStepper" and "Repeat" in rules and "FollowKeyDrift" in rules
+
+
+def test_the_app_request_is_a_generate_config_and_one_function_dispatches(model):
+    from dataclasses import fields
+
+    from chopinbot.app.request import ComposeRequest
+    from chopinbot.compose.request import compose_piece
+    from chopinbot.errors import ConfigError
+
+    library, request = GenerateConfig(), ComposeRequest()
+    own = {"seconds": 30.0}  # the app's one default of its own: a length in seconds
+    for f in fields(GenerateConfig):
+        assert getattr(request, f.name) == own.get(f.name, getattr(library, f.name)), f.name
+    made = request.generate_config()
+    assert made.steps is None and made.seconds == 30.0 and type(made) is GenerateConfig
+    with pytest.raises(ConfigError, match="temperature"):  # checked once, by GenerateConfig.validate
+        ComposeRequest(temperature=9.0).check_limits()
+    seed, cfg = seed_from_test(2), GenerateConfig(steps=20, random_seed=4)
+    pieces = compose_piece(model, cfg, seed, batch=2)
+    assert len(pieces) == 2
+    assert np.array_equal(pieces[0].states.keys, generate(model, seed, cfg, batch=2)[0].states.keys)
+    with pytest.raises(ConfigError):
+        compose_piece(model, cfg)  # no seed
