@@ -6,14 +6,14 @@ the random seed), an ABA piece of ``--seconds`` of new music, and an AABA piece 
 same length and random seed) cut at the same section boundaries, as the baseline of what chance
 gives.  Measured:
 
-* reprise: :func:`~chopinbot.compose.form.reprise_matches` over the whole piece, the exact repeats
+* reprise: :func:`~chopinbot.evaluation.form_measures.reprise_matches` over the whole piece, the exact repeats
   lookup as the model runs it: *found* = at least one state of the last section whose longest
   earlier match is >= 4 states long and lies wholly within an earlier A section; also the share
   of the last section's states after the replayed opening that still match A (the model following
   the reprise on its own);
 * cadence: the last state is the tonic triad of the output key, tonic in the bass, held >= 1 beat
-  (:func:`~chopinbot.compose.form.ends_on_tonic_chord`);
-* contrast of B against A (:func:`~chopinbot.compose.form.section_profiles`): notes per second,
+  (:func:`~chopinbot.evaluation.form_measures.ends_on_tonic_chord`);
+* contrast of B against A (:func:`~chopinbot.evaluation.form_measures.section_profiles`): notes per second,
   mean pitch, mean velocity; the key: the Krumhansl-Schmuckler correlation with B's key area minus
   that with the home key ("lean"), in B and in A, and whether B's best key is its key area.
 
@@ -28,16 +28,11 @@ import time
 import numpy as np
 
 from chopinbot.cli.generate import settings_of
-from chopinbot.compose.form import (
-    compose_form,
-    ends_on_tonic_chord,
-    plan_sections,
-    reprise_matches,
-    section_profiles,
-)
+from chopinbot.compose.form import compose_form, plan_sections
 from chopinbot.compose.generate import GenerateConfig, generate
 from chopinbot.compose.seeds import list_seeds, seed_from_test
 from chopinbot.evaluation.excerpts import key_correlations
+from chopinbot.evaluation.form_measures import ends_on_tonic_chord, reprise_matches, section_profiles
 from chopinbot.io_utils import atomic_write_json
 from chopinbot.model.formats import load_model
 from chopinbot.music.keys import ALL_KEYS

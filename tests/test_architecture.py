@@ -44,17 +44,6 @@ LAYERS: dict[str, int] = {
     "chopinbot_tools": 10,  # benchmarks and fuzzers, on top of everything (their own `python -m` entries)
 }
 
-# Back-arrows that other branches are removing. TEMPORARY: each entry is deleted
-# when the branch that fixes it is merged; nothing new may be added here.
-TEMPORARY_BACK_ARROWS: set[tuple[str, str]] = {
-    # compose's form measurements move to evaluation/ (the decoding refactor of issue 26)
-    ("chopinbot.compose.form", "chopinbot.evaluation.excerpts"),
-}
-# Private names imported across packages, being removed the same way (TEMPORARY).
-TEMPORARY_PRIVATE_IMPORTS: set[tuple[str, str]] = {
-    ("chopinbot.compose.infill", "chopinbot.render.pianoroll._colours"),
-}
-
 
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(SRC).with_suffix("").parts)
@@ -211,22 +200,12 @@ def test_every_module_has_a_layer():
 
 
 def test_no_import_points_up_or_sideways():
-    bad = [(a, b, why) for a, b, why in back_arrows(import_graph()) if (a, b) not in TEMPORARY_BACK_ARROWS]
+    bad = [(a, b, why) for a, b, why in back_arrows(import_graph())]
     assert not bad, "back-arrows in the import graph:\n" + "\n".join(f"  {a} -> {b}: {why}" for a, b, why in bad)
 
 
-def test_the_temporary_allow_lists_hold_only_live_entries():
-    """An entry that no longer matches an import is deleted (so the lists only shrink)."""
-    arrows = {(a, b) for a, b, _ in back_arrows(import_graph())}
-    assert TEMPORARY_BACK_ARROWS <= arrows, (
-        f"fixed, delete from TEMPORARY_BACK_ARROWS: {TEMPORARY_BACK_ARROWS - arrows}")
-    private = set(private_imports())
-    assert TEMPORARY_PRIVATE_IMPORTS <= private, (
-        f"fixed, delete from TEMPORARY_PRIVATE_IMPORTS: {TEMPORARY_PRIVATE_IMPORTS - private}")
-
-
 def test_no_private_name_imported_from_another_package():
-    bad = [p for p in private_imports() if p not in TEMPORARY_PRIVATE_IMPORTS]
+    bad = list(private_imports())
     assert not bad, "private names imported across packages:\n" + "\n".join(f"  {a} -> {b}" for a, b in bad)
 
 

@@ -210,7 +210,7 @@ def test_a_requested_density_is_kept(tiny_controls_model_dir):
 
 
 def test_key_guidance_contrasts_the_key_asked_with_the_key_hidden(tiny_controls_model_dir):
-    from chopinbot.compose.generate import guided_stepper
+    from chopinbot.compose.decoding import guided_stepper
     from chopinbot.compose.guidance import GuidedStepper, key_request_columns
     from chopinbot.compose.stepper import InputBuilder
 
@@ -257,7 +257,7 @@ def test_key_drift_sees_the_music_leave_its_key_and_come_back():
 
 
 def test_guidance_weight_per_piece_equals_each_pieces_own_weight(tiny_controls_model_dir):
-    from chopinbot.compose.generate import guided_stepper
+    from chopinbot.compose.decoding import guided_stepper
     from chopinbot.compose.stepper import InputBuilder
 
     model = load_model(tiny_controls_model_dir / "best")

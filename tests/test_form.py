@@ -14,17 +14,14 @@ from chopinbot.compose.form import (
     MIN_SECTION_BEATS,
     chord_pitch_classes,
     compose_form,
-    ends_on_tonic_chord,
     fit_beats,
-    longest_loop,
     plan_sections,
-    reprise_matches,
-    section_profiles,
 )
 from chopinbot.compose.generate import GenerateConfig
 from chopinbot.compose.seeds import list_seeds, seed_from_test
 from chopinbot.constants import LOWEST_PITCH, N_KEYS
 from chopinbot.errors import ConfigError
+from chopinbot.evaluation.form_measures import ends_on_tonic_chord, longest_loop, reprise_matches, section_profiles
 from chopinbot.model.formats import load_model
 from chopinbot.music.controls import key_profile
 from chopinbot.music.keys import Key, parse_key

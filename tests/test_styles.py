@@ -241,8 +241,9 @@ def test_style_heads_route_the_style_to_the_note_and_duration_heads():
 
 
 def test_a_style_asked_for_is_guided_by_default():
-    from chopinbot.compose.generate import STYLE_GUIDANCE, GenerateConfig, guided_stepper
-    from chopinbot.compose.guidance import GuidedStepper
+    from chopinbot.compose.decoding import guided_stepper
+    from chopinbot.compose.generate import GenerateConfig
+    from chopinbot.compose.guidance import STYLE_GUIDANCE, GuidedStepper
 
     c = ModelConfig(hidden=16, duration_classes=CLASSES, style_input=True, styles=["chopin", "mozart"],
                     default_style="chopin")

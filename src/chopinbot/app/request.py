@@ -7,9 +7,9 @@ Every piece of music logic comes from the same library calls the CLI uses
 :mod:`~chopinbot.render.audio`, :mod:`~chopinbot.evaluation.musicstats`,
 :mod:`~chopinbot.evaluation.figures`, :mod:`~chopinbot.render.plots`).
 Requests are checked against the app's per-request caps (:mod:`chopinbot.app.settings`)
-and refused with a readable :class:`RequestRefused` when over them; decoding
-settings are checked against the bounds beside
-:class:`~chopinbot.compose.generate.GenerateConfig`, whose defaults they share.
+and refused with a readable :class:`RequestRefused` when over them; a request *is* a
+:class:`~chopinbot.compose.generate.GenerateConfig` (its defaults, its one ``validate()``), and what
+it composes is chosen by :func:`~chopinbot.compose.request.compose_piece`, as the CLI's is.
 Nothing is written into the repository or any shared folder: each visitor's
 choices and results live in the visitor's session only.
 """
@@ -22,7 +22,7 @@ import math
 import re
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -38,16 +38,10 @@ from chopinbot.app.settings import (
     MAX_REQUEST_STATES,
     MAX_VARIATIONS,
 )
-from chopinbot.compose.form import compose_form, form_labels
-from chopinbot.compose.generate import (
-    KEY_MIN_P_RANGE,
-    TEMPERATURE_RANGE,
-    THRESHOLD_RANGE,
-    GenerateConfig,
-    GenerationResult,
-    generate,
-)
-from chopinbot.compose.infill import DEFAULT_CANDIDATES, MAX_CANDIDATES, PICTURE_MARGIN_BEATS, InfillResult, infill
+from chopinbot.compose.form import form_labels
+from chopinbot.compose.generate import GenerateConfig, GenerationResult
+from chopinbot.compose.infill import DEFAULT_CANDIDATES, MAX_CANDIDATES, PICTURE_MARGIN_BEATS, InfillResult
+from chopinbot.compose.request import InfillSpan, compose_piece
 from chopinbot.compose.seeds import Seed, seed_from_test
 from chopinbot.compose.stepper import NumpyStepper
 from chopinbot.constants import SEED_STATES
@@ -60,69 +54,40 @@ from chopinbot.render.outputs import maker_label
 
 log = logging.getLogger(__name__)
 
-_GENERATE_DEFAULTS = GenerateConfig()
-
-
 class RequestRefused(ChopinBotError):
     """A request refused before any work: too long, server busy, or one already running."""
 
 
-@dataclass(frozen=True)
-class ComposeRequest:
-    """One visitor's request, as the app's controls set it.
+@dataclass
+class ComposeRequest(GenerateConfig):
+    """One visitor's request, as the app's controls set it: a
+    :class:`~chopinbot.compose.generate.GenerateConfig` (every decoding setting and control, with its
+    defaults and its :meth:`~chopinbot.compose.generate.GenerateConfig.validate`) and what only the app
+    asks.
 
     The seed is ``primer`` (uploaded MIDI bytes) when given, else test window
     ``seed_index``, else a random window chosen with ``random_seed``.  Length
-    is ``seconds`` of new music when given, else ``steps`` states.  Decoding
-    is deterministic at ``threshold`` when given, else sampling at
-    ``temperature`` (a silent key may start only if its probability is at
-    least ``key_min_p`` of the likeliest silent key's, and ``key_local_p`` of the
-    likeliest silent key's near it; a passage heard before goes on as it went with its odds
-    multiplied by ``repeat_boost``).  ``key`` None keeps the seed's key, ``bpm`` None its tempo;
-    ``style`` None composes in the model's own style (a model with a style input knows several).
-    The controls of a model with controls (``config.controls``) are :class:`GenerateConfig`'s:
-    ``density`` (notes per second), ``register`` (lowest and highest MIDI pitch, confined to it
-    when ``confine_register``), ``loudness`` (a dynamic mark), each None = not steered, and
-    ``hold_key``.  ``variations``: this many continuations of the one seed, composed at once.
+    is ``seconds`` of new music when given (30 by default, the app's), else ``steps`` states.
+    ``variations``: this many continuations of the one seed, composed at once.
     ``form`` ("ABA", "AABA"): the new music is a piece in that form, ending on a cadence.
     ``infill`` (START, END in ``infill_unit``, seconds or bars): instead of continuing the
     primer, its span is composed anew (the best of ``infill_candidates``) and the whole
     piece returned; it keeps the piece's key and tempo, and the span its length.
     """
 
+    seconds: float | None = 30.0  # the app's default length (GenerateConfig's is steps)
     model: str = SHIPPED_LABEL  # a label of list_models()
     seed_index: int | None = None
     own_seeds: bool = False  # seed windows from the model's own dataset's held-out pieces (ModelEntry.dataset)
     primer: bytes | None = field(default=None, repr=False)
     primer_name: str | None = None
     primer_states: int = SEED_STATES
-    seconds: float | None = 30.0  # the app's default length (GenerateConfig's is steps)
-    steps: int | None = None
-    threshold: float | None = _GENERATE_DEFAULTS.threshold
-    temperature: float = _GENERATE_DEFAULTS.temperature
-    key_min_p: float = _GENERATE_DEFAULTS.key_min_p
-    key_local_p: float = _GENERATE_DEFAULTS.key_local_p
-    repeat_boost: float = _GENERATE_DEFAULTS.repeat_boost
-    key: str | None = _GENERATE_DEFAULTS.key
-    bpm: float | None = _GENERATE_DEFAULTS.bpm
-    style: str | None = _GENERATE_DEFAULTS.style
-    density: float | None = _GENERATE_DEFAULTS.density
-    register: tuple[int, int] | None = _GENERATE_DEFAULTS.register
-    loudness: str | None = _GENERATE_DEFAULTS.loudness
-    hold_key: bool = _GENERATE_DEFAULTS.hold_key
-    confine_register: bool = _GENERATE_DEFAULTS.confine_register
-    random_seed: int | None = _GENERATE_DEFAULTS.random_seed
     variations: int = 1
     form: str | None = None
     infill: tuple[float, float] | None = None
     infill_unit: str = "seconds"
     infill_candidates: int = DEFAULT_CANDIDATES
     render_audio: bool = True
-
-    @property
-    def steered(self) -> bool:
-        """Whether a control that needs a model with controls is asked for."""
-        return self.generate_config().steered
 
     def check_limits(self, max_seconds: float = MAX_REQUEST_SECONDS, max_states: int = MAX_REQUEST_STATES) -> None:
         """Refuse (:class:`RequestRefused`) what is over the per-request caps (a request's cost is
@@ -150,15 +115,8 @@ class ComposeRequest:
                 raise RequestRefused(f"{each}{self.steps:,} states{total} is longer than this server composes in "
                                      f"one request (at most {max_states:,}). {fewer}, or run `chopinbot generate "
                                      f"--steps {self.steps}{flags}` on your own machine.")
-        if self.bpm is not None and not (BPM_RANGE[0] <= self.bpm <= BPM_RANGE[1]):
+        if self.bpm is not None and not (BPM_RANGE[0] <= self.bpm <= BPM_RANGE[1]):  # the app's narrower range
             raise ConfigError(f"the tempo must be between {BPM_RANGE[0]:g} and {BPM_RANGE[1]:g} bpm")
-        if self.threshold is None and not (TEMPERATURE_RANGE[0] <= self.temperature <= TEMPERATURE_RANGE[1]):
-            raise ConfigError(f"the temperature must be between {TEMPERATURE_RANGE[0]:g} and {TEMPERATURE_RANGE[1]:g}")
-        for name, value in (("min-p", self.key_min_p), ("local p", self.key_local_p)):
-            if not (KEY_MIN_P_RANGE[0] <= value <= KEY_MIN_P_RANGE[1]):
-                raise ConfigError(f"the key {name} must be between {KEY_MIN_P_RANGE[0]:g} and {KEY_MIN_P_RANGE[1]:g}")
-        if self.threshold is not None and not (THRESHOLD_RANGE[0] <= self.threshold <= THRESHOLD_RANGE[1]):
-            raise ConfigError(f"the threshold must be between {THRESHOLD_RANGE[0]:g} and {THRESHOLD_RANGE[1]:g}")
         if self.primer is not None and not (1 <= self.primer_states <= MAX_PRIMER_STATES):
             raise ConfigError(f"the primer's states to use must be 1..{MAX_PRIMER_STATES}")
         if self.primer is None and self.seed_index is not None and self.seed_index < 0:
@@ -170,7 +128,7 @@ class ComposeRequest:
             form_labels(self.form)  # ABA or AABA
         if self.infill is not None:
             self._check_infill()
-        # the controls' bounds are the library's own (density, register span, loudness marks)
+        # every decoding setting's bounds are the library's own, checked there once
         self.generate_config().validate()
 
     def _check_infill(self) -> None:
@@ -194,15 +152,12 @@ class ComposeRequest:
             raise ConfigError(f"the infill candidates must be 1..{MAX_CANDIDATES}")
 
     def generate_config(self) -> GenerateConfig:
-        """The :class:`~chopinbot.compose.generate.GenerateConfig` of this request."""
-        return GenerateConfig(
-            steps=self.steps if self.seconds is None else None, seconds=self.seconds, threshold=self.threshold,
-            temperature=self.temperature, key_min_p=self.key_min_p, key_local_p=self.key_local_p,
-            repeat_boost=self.repeat_boost, bpm=self.bpm,
-            key=self.key, style=self.style, density=self.density,
-            register=tuple(self.register) if self.register is not None else None, loudness=self.loudness,
-            hold_key=self.hold_key, confine_register=self.confine_register, random_seed=self.random_seed,
-        )
+        """The :class:`~chopinbot.compose.generate.GenerateConfig` of this request: its fields, as they are
+        (``steps`` unset when ``seconds`` is)."""
+        cfg = GenerateConfig(**{f.name: getattr(self, f.name) for f in fields(GenerateConfig)})
+        cfg.steps = self.steps if self.seconds is None else None
+        cfg.register = tuple(self.register) if self.register is not None else None
+        return cfg
 
 
 @dataclass
@@ -383,9 +338,10 @@ def compose_infill(request: ComposeRequest, entry: ModelEntry) -> InfillResult:
                              f"({cost:,} states in all) is more than this server composes in one request (at most "
                              f"{MAX_REQUEST_STATES:,}). Choose a shorter span or fewer candidates, or run `chopinbot "
                              f"generate --primer FILE --infill START END` on your own machine.")
-    return infill(entry.model, request.primer, request.infill[0], request.infill[1], request.infill_unit,
-                  request.generate_config(), candidates=request.infill_candidates, settings=entry.settings,
-                  name=safe_upload_name(request.primer_name))
+    span = InfillSpan(request.primer, request.infill[0], request.infill[1], request.infill_unit,
+                      request.infill_candidates, name=safe_upload_name(request.primer_name))
+    [made] = compose_piece(entry.model, request.generate_config(), span=span, settings=entry.settings)
+    return made
 
 
 def serving_engine(model) -> str:
@@ -403,15 +359,8 @@ def make_pieces(request: ComposeRequest, entry: ModelEntry) -> list[GenerationRe
     variations of a continuation in one batch."""
     if request.infill is not None:
         return [compose_infill(request, entry)]
-    seed = make_seed(request, entry)
-    cfg = request.generate_config()
-    engine = serving_engine(entry.model)
-    if request.form is not None:
-        return [compose_form(entry.model, seed, replace(cfg, random_seed=None if cfg.random_seed is None
-                                                        else cfg.random_seed + i), request.form, engine=engine)
-                for i in range(request.variations)]
-    made = generate(entry.model, seed, cfg, batch=request.variations, engine=engine)
-    return made if isinstance(made, list) else [made]
+    return compose_piece(entry.model, request.generate_config(), make_seed(request, entry), form=request.form,
+                         batch=request.variations, engine=serving_engine(entry.model))
 
 
 def make_seed(request: ComposeRequest, entry: ModelEntry) -> Seed:

@@ -7,13 +7,13 @@ and their ranges from the bounds declared beside it, as the web app's controls d
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
 from chopinbot.cli.args import nonneg_int, number_in, positive_int, seed_int
-from chopinbot.compose.form import FORMS, compose_form
+from chopinbot.compose.form import FORMS
 from chopinbot.compose.generate import (
     BPM_RANGE,
     DENSITY_RANGE,
@@ -26,9 +26,9 @@ from chopinbot.compose.generate import (
     TEMPERATURE_RANGE,
     THRESHOLD_RANGE,
     GenerateConfig,
-    generate,
 )
-from chopinbot.compose.infill import DEFAULT_CANDIDATES, MAX_CANDIDATES, infill, parse_span
+from chopinbot.compose.infill import DEFAULT_CANDIDATES, MAX_CANDIDATES, parse_span
+from chopinbot.compose.request import InfillSpan, compose_piece
 from chopinbot.compose.seeds import random_seed_index, seed_from_primer, seed_from_test
 from chopinbot.constants import N_KEYS, SEED_STATES, WARM_STATES
 from chopinbot.dataset.store import PrepareSettings
@@ -220,13 +220,7 @@ def run(args: argparse.Namespace) -> int:
                                     args.seeds_from)
         seed = seed_from_test(idx, args.seed_len, settings, context_states=args.context_states,
                               seeds_from=args.seeds_from)
-    if args.form:  # a piece at a time, each variation from the next random seed
-        results = [compose_form(model, seed, replace(cfg, random_seed=None if cfg.random_seed is None
-                                                     else cfg.random_seed + i), args.form, engine=args.engine)
-                   for i in range(args.batch)]
-    else:
-        results = generate(model, seed, cfg, batch=args.batch, engine=args.engine)
-    results = results if isinstance(results, list) else [results]
+    results = compose_piece(model, cfg, seed, form=args.form, batch=args.batch, engine=args.engine)
     label = maker_label(model_name(args.model), cfg.style or model.config.default_style or None)
     for i, res in enumerate(results):
         res.label = label  # titles and summaries name the model and the style
@@ -279,8 +273,8 @@ def _check_infill_args(args: argparse.Namespace) -> None:
 
 def _run_infill(args: argparse.Namespace, model, cfg: GenerateConfig, settings: PrepareSettings, out: Path) -> int:
     start, end, unit = parse_span(*args.infill)
-    res = infill(model, args.primer, start, end, unit, cfg, candidates=args.infill_candidates, settings=settings,
-                 context_states=args.context_states)
+    span = InfillSpan(args.primer, start, end, unit, args.infill_candidates, args.context_states)
+    [res] = compose_piece(model, cfg, span=span, settings=settings)
     res.label = maker_label(model_name(args.model), cfg.style or model.config.default_style or None)
     written = _write_files(res, out, args)
     print(res.summary())

@@ -36,12 +36,14 @@ section by section, the model reading everything composed before each one:
   its keys confined to each chord's pitch classes (it chooses which chord
   tones, in which octave, with which rhythm and loudness), the bass set to
   each chord's root near where the music's bass is; the final chord is
-  completed to a full triad and held at least ``HOLD_BEATS``.
+  completed to a full triad and held at least ``HOLD_BEATS``.  The cadence is composed by the same
+  loop and rules as every section (:mod:`chopinbot.compose.decoding`): key and style guidance, the
+  repeat boost, a density kept, a register confined, with the chord's confinement added to them.
 
 Everything is composed in the model's frame (the seed's home key, C major or
 A minor) and moved to the output key at the end, as ``generate`` does.
-:func:`reprise_matches` and :func:`section_profiles` measure what a form
-gives (scripts/form_check.py; docs/controls.md, "Form").
+The evaluation package's ``form_measures`` measures what a form gives (scripts/form_check.py;
+docs/controls.md, "Form").
 """
 
 from __future__ import annotations
@@ -51,29 +53,29 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from chopinbot.compose.decoding import BeatLimit, ChordConfinement, Decoder, StepLimit
 from chopinbot.compose.generate import (
-    LOOP_WINDOW,
+    DEFAULT_VELOCITY,
     GenerateConfig,
     GenerationResult,
     generate,
     output_key,  # the output key and its mode rule, exactly as generate() decides them
     requested_controls,
 )
-from chopinbot.compose.sampling import Sampler
 from chopinbot.compose.seeds import Seed
-from chopinbot.compose.stepper import InputBuilder, stepper_for
 from chopinbot.constants import GRID_PER_BEAT, LOWEST_PITCH, N_KEYS, SEED_STATES
+from chopinbot.dataset.features import position_period
 from chopinbot.errors import ConfigError
-from chopinbot.evaluation.excerpts import detected_key
 from chopinbot.model.network import ChopinLSTM
 from chopinbot.music.controls import LOUDNESS_LEVELS, Controls, key_profile
 from chopinbot.music.keys import Key
-from chopinbot.music.repeats import MATCH_WINDOW, find_continuations
-from chopinbot.music.states import States, states_to_notes, transpose_states
+from chopinbot.music.repeats import MATCH_WINDOW
+from chopinbot.music.states import States, transpose_states
 
 # The forms, as their sections' labels; a label starting with "A" is the opening's material.
 FORMS: dict[str, tuple[str, ...]] = {"ABA": ("A", "B", "A'"), "AABA": ("A", "A'", "B", "A''")}
-ALIGN_BEATS = 12.0  # A sections start a multiple of this apart (the metre inputs' period: 2-, 3- and 4-beat bars)
+# A sections start a multiple of this apart: the period of the metre inputs (2-, 3- and 4-beat bars), 12 beats
+ALIGN_BEATS = position_period(GRID_PER_BEAT) / GRID_PER_BEAT
 REPRISE_BEATS = 8.0  # beats of A's opening replayed at each return (two bars of 4/4): its first phrase
 MIN_SECTION_BEATS = 8.0  # a section shorter than two bars holds no phrase (and the last one must hold a cadence)
 DOMINANT_BEATS = 2.0  # the cadence's dominant lasts at least this long
@@ -87,8 +89,6 @@ DENSITY_CONTRAST = 1.75
 # from an A above it, up a fifth from one below, into the dominant either way.
 MEDIAN_PITCH = 62.0
 DENSITY_BOUNDS = (1.0, 20.0)  # notes per beat: what the corpus's windows span (its 1st to 99th percentile or so)
-SECTION_TRIES = 3  # a section stuck in a loop is composed again at most this often (see _continue)
-MIN_MATCH = 4  # states: a lookup this long or longer is the opening's material recognised (not one chord)
 
 
 @dataclass(frozen=True)
@@ -239,44 +239,15 @@ def fit_beats(new: States, beats: float) -> States:
     return new
 
 
-def longest_loop(states: States, max_period: int = 4) -> int:
-    """The most states in a row that repeat the state ``p`` before them (keys, onsets and length), for
-    any period ``p`` up to ``max_period``: a figure stuck on two notes shows as a long run."""
-    best = 0
-    units = states.grid_units()
-    for p in range(1, min(max_period, len(states) - 1) + 1):
-        same = ((states.keys[p:] == states.keys[:-p]).all(1) & (states.onsets[p:] == states.onsets[:-p]).all(1)
-                & (units[p:] == units[:-p]))
-        run = 0
-        for x in same:
-            run = run + 1 if x else 0
-            best = max(best, run)
-    return best
-
-
 def _continue(model: ChopinLSTM, draft: _Draft, beats: float, cfg: GenerateConfig, controls: Controls | None,
               random_seed: int | None, engine: str) -> tuple[States, list[str]]:
-    """The model's next ``beats`` of the piece (the model's frame).
-
-    generate()'s loop guard looks at the end of what it composed only; a section that got stuck in a
-    figure of a few states for ``LOOP_WINDOW`` states anywhere (B, read in a moved frame, did in
-    about one piece in six) is composed again from the next random seed, up to ``SECTION_TRIES`` times,
-    and the least stuck attempt kept."""
-    tries = []
-    for t in range(SECTION_TRIES):
-        rs = None if random_seed is None else random_seed + t
-        sec = replace(cfg, seconds=beats * 60.0 / draft.bpm, bpm=draft.bpm, key=None, include_seed=False,
-                      random_seed=rs)
-        res = generate(model, draft.seed(), sec, engine=engine, controls=controls)
-        new = fit_beats(res.states, beats)
-        loop = longest_loop(new)
-        guards = list(res.guards) + ([f"a figure repeated for {loop} states -> composed again"]
-                                     if loop >= LOOP_WINDOW else [])
-        tries.append((loop, new, guards))
-        if loop < LOOP_WINDOW:
-            break
-    _, new, _ = min(tries, key=lambda x: x[0])
-    return new, [g for _, _, gs in tries for g in gs]
+    """The model's next ``beats`` of the piece (the model's frame), and the guards that fired.  A section
+    stuck in a figure is not composed again: the loop breaker (``cfg.loop_states``) breaks it where it
+    starts, as in every continuation."""
+    sec = replace(cfg, seconds=beats * 60.0 / draft.bpm, bpm=draft.bpm, key=None, include_seed=False,
+                  random_seed=random_seed)
+    res = generate(model, draft.seed(), sec, engine=engine, controls=controls)
+    return fit_beats(res.states, beats), list(res.guards)
 
 
 def _replay(opening: States, prev_keys: np.ndarray) -> States:
@@ -296,27 +267,6 @@ def _key_of(pc: int, near: float, at_most: bool = False) -> int:
     if at_most and (ks <= near).any():
         return int(ks[ks <= near][-1])
     return int(ks[np.argmin(np.abs(ks - near))])
-
-
-class _Confined:
-    """A stepper whose key and onset logits allow only ``allowed`` keys, with ``force`` (a key index or
-    None) struck: a joint_keys sampler reads each key's conditional through ``conditionals``, so the
-    confinement must live there as well as on a step's outputs."""
-
-    def __init__(self, stepper, allowed: np.ndarray, force: int | None) -> None:
-        self.stepper, self.allowed, self.force = stepper, allowed, force
-
-    def mask(self, key_logits: np.ndarray, onset_logits: np.ndarray | None):
-        kl = np.where(self.allowed, key_logits, -1e4).astype(np.float32)
-        ol = None if onset_logits is None else np.where(self.allowed, onset_logits, -1e4).astype(np.float32)
-        if self.force is not None:
-            kl[:, self.force] = 1e4
-            if ol is not None:
-                ol[:, self.force] = 1e4
-        return kl, ol
-
-    def conditionals(self, keys, onsets, rows=slice(None)):
-        return self.mask(*self.stepper.conditionals(keys, onsets, rows))
 
 
 def chord_pitch_classes(home: Key) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -340,44 +290,23 @@ def _cadence(model: ChopinLSTM, draft: _Draft, cfg: GenerateConfig, controls: Co
     v_bass = _key_of(dominant[0], bass_ref, at_most=True)
     i_bass = _key_of(tonic[0], v_bass)  # the nearer of a fourth up and a fifth down
     pcs = (np.arange(N_KEYS) + LOWEST_PITCH) % 12
-    loud = model.config.loudness
     struck = h.velocity[h.velocity > 0]
-    velocity = int(round(struck.mean())) if struck.size else 72
-    class_beats = np.asarray(model.config.duration_classes, np.float64)
+    velocity = int(round(struck.mean())) if struck.size else DEFAULT_VELOCITY
     ks, os_, bs, vs = [], [], [], []
     with torch.inference_mode():
-        inputs = InputBuilder(model, h.keys[None], h.onsets[None], h.beats[None], start, h.velocity[None],
-                              style=cfg.style, controls=controls)
-        stepper = stepper_for(model, engine, 1)
-        out = stepper.start(inputs.seed_inputs)
-        prev = h.keys[-1:].astype(bool)
+        decoder = Decoder(model, [h], cfg, rng, start, controls, engine)
         for chord, bass, phase in ((dominant, v_bass, "dominant"), (tonic, i_bass, "tonic")):
             allowed = np.isin(pcs, chord) & (np.arange(N_KEYS) >= bass)
-            confined = _Confined(stepper, allowed[None], bass)
-            sampler = Sampler(model, cfg, rng, confined)
-            beats = 0.0
-            while True:
-                kl, ol = confined.mask(out[0], out[1])
-                keys, onsets, cls = sampler(kl, ol, out[2], prev)
-                keys &= allowed
-                if confined.force is not None or not keys.any():  # the chord's root struck in the bass
-                    keys[:, bass] = onsets[:, bass] = True
-                onsets &= keys
-                vel = sampler.loudness(stepper.loudness, onsets.any(-1)) if loud else None
-                ks.append(keys[0])
-                os_.append(onsets[0])
-                bs.append(float(class_beats[cls[0]]))
-                vs.append(int(vel[0]) if loud else (velocity if onsets.any() else 0))
-                beats += bs[-1]
-                confined.force = None  # the bass is struck once; then the model moves on within the chord
-                prev = keys
-                if phase == "tonic" or beats >= DOMINANT_BEATS:
-                    break
-                out = stepper.step(inputs(keys, onsets, cls, vel))
+            stop = [StepLimit(1)] if phase == "tonic" else [BeatLimit(DOMINANT_BEATS, 1)]
+            for new in decoder.run(stop, extra=[ChordConfinement(allowed[None], bass)]):
+                ks.append(new.keys[0])
+                os_.append(new.onsets[0])
+                bs.append(float(new.beats[0]))
+                vs.append(int(new.velocity[0]) if new.velocity is not None else
+                          (velocity if new.onsets.any() else 0))
             if phase == "dominant":  # the tonic arrives on a whole beat: the dominant's last state holds on
                 end = start + h.total_beats + sum(bs)
                 bs[-1] += float(np.ceil(end - 1e-6) - end)
-                out = stepper.step(inputs(keys, onsets, cls, vel))
     final_keys, final_onsets = ks[-1], os_[-1]
     for pc in tonic[1:]:  # complete the triad: a missing third or fifth in the octave above the bass
         if not final_keys[pcs == pc].any():
@@ -473,77 +402,3 @@ def compose_form(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = Non
                f"seventh: both confined to those chords' notes, the voicing and rhythm the model's.")
     return FormResult(out_states, len(seed.states) if cfg.include_seed else 0, key, bpm, seed.source, guards,
                       cfg, form=form.strip().upper(), sections=done, cadence=cadence)
-
-
-# --------------------------------------------------------------------------- measuring a form
-
-
-@dataclass(frozen=True)
-class RepriseMatch:
-    """How the repeats lookup hears the last section: its states whose longest earlier match
-    (exact, at least ``MIN_MATCH`` states) lies in an A section before it."""
-
-    found: bool  # at least one such state
-    states: int  # how many
-    share: float  # of the last section's states
-    beyond_replay: int  # of them, after the replayed opening: the model following the reprise on its own
-    beyond_share: float  # of the last section's states after the replayed opening
-
-
-def reprise_matches(result: FormResult, min_length: int = MIN_MATCH) -> RepriseMatch:
-    """:class:`RepriseMatch` of ``result`` (the lookup run over the whole output, as the model's is)."""
-    st = result.states
-    cont, length, _ = find_continuations("exact", st.keys, st.onsets, st.beats)
-    last = result.sections[-1]
-    a_states = np.zeros(len(st) + 1, bool)
-    for s in result.sections[:-1]:
-        if s.label.startswith("A"):
-            a_states[s.start_state : s.end_state] = True
-    idx = np.arange(last.start_state, last.end_state)
-    # the matched passage ends at cont - 1 and starts length - 1 states before: all of it in an A
-    src_end, src_start = cont[idx] - 1, cont[idx] - length[idx]
-    hit = (length[idx] >= min_length) & a_states[np.maximum(src_end, 0)] & a_states[np.maximum(src_start, 0)]
-    after = idx >= last.start_state + last.replayed_states
-    n_after = int(after.sum())
-    return RepriseMatch(bool(hit.any()), int(hit.sum()), float(hit.mean()) if len(idx) else 0.0,
-                        int((hit & after).sum()), float((hit & after).sum() / n_after) if n_after else 0.0)
-
-
-@dataclass(frozen=True)
-class SectionProfile:
-    """What a section plays: how much, how high, how loud, in what key."""
-
-    label: str
-    notes_per_second: float
-    mean_pitch: float  # MIDI, over its notes
-    low: float  # MIDI: its notes' 5th and 95th percentile pitch
-    high: float
-    velocity: float  # mean, over its notes
-    key: Key  # the best of the 24 keys by its pitch-class profile
-
-
-def section_profiles(result: FormResult) -> list[SectionProfile]:
-    """A :class:`SectionProfile` of each section of ``result``."""
-    out = []
-    for s in result.sections:
-        part = result.states[s.start_state : s.end_state]
-        notes = states_to_notes(part)
-        secs = max(s.end_seconds - s.start_seconds, 1e-9)
-        if len(notes) == 0:
-            out.append(SectionProfile(s.label, 0.0, np.nan, np.nan, np.nan, np.nan, s.key))
-            continue
-        p = notes[:, 2]
-        out.append(SectionProfile(s.label, len(notes) / secs, float(p.mean()), float(np.percentile(p, 5)),
-                                  float(np.percentile(p, 95)), float(notes[:, 3].mean()), detected_key(notes)))
-    return out
-
-
-def ends_on_tonic_chord(states: States, key: Key, min_beats: float = 1.0) -> bool:
-    """Whether the last state is the tonic triad of ``key`` (its root in the bass; root, third and fifth
-    sounding, no other pitch class) lasting at least ``min_beats``."""
-    if len(states) == 0 or not states.keys[-1].any() or states.beats[-1] < min_beats - 1e-6:
-        return False
-    k = np.flatnonzero(states.keys[-1])
-    pcs = set(((k + LOWEST_PITCH) % 12).tolist())
-    triad = {key.tonic, (key.tonic + (3 if key.minor else 4)) % 12, (key.tonic + 7) % 12}
-    return (k[0] + LOWEST_PITCH) % 12 == key.tonic and pcs == triad

@@ -18,9 +18,12 @@ given those below it, exactly (:meth:`~chopinbot.compose.sampling.Sampler._draw_
 model's velocity class is drawn from its loudness head and written into the
 generated states (other models' states take the seed's mean velocity).
 
+The step loop and every decoding rule live in :mod:`chopinbot.compose.decoding`; a loop is broken
+where it starts (``loop_states``, :class:`~chopinbot.compose.decoding.LoopBreaker`).
+
 Guards: the original's decoding often collapsed into silence or one stuck
 chord.  After generating, the result is checked (no notes; a long stretch with
-nothing struck; a short loop repeating); unless ``retry`` is off, it is
+nothing struck; with the loop breaker off, a short loop repeating); unless ``retry`` is off, it is
 generated again with a recorded adjustment (more temperature / a lower
 threshold).  A result with no notes at all is an error, never a silent empty file.
 """
@@ -32,17 +35,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from chopinbot.compose.guidance import GuidedStepper, KeyDrift, key_request_columns
-from chopinbot.compose.repetition import RepeatBoost
-from chopinbot.compose.sampling import DensitySteer, Sampler
+from chopinbot.compose.decoding import STUCK_STATES, BeatLimit, Decoder, StepLimit, Stuck
 from chopinbot.compose.seeds import Seed
-from chopinbot.compose.stepper import InputBuilder, NumpyStepper, stepper_for
 from chopinbot.constants import HIGHEST_PITCH, LOWEST_PITCH, MIN_KEYS, N_KEYS
-from chopinbot.dataset.conditioning import StyleBlock
 from chopinbot.errors import ChopinBotError, ConfigError
 from chopinbot.model.network import ChopinLSTM
 from chopinbot.music.controls import LOUDNESS_LEVELS, Controls, key_profile, loudness_velocity, passage_controls
-from chopinbot.music.keys import ALL_KEYS, Key, histogram_key_correlations, parse_key
+from chopinbot.music.keys import Key, parse_key
 from chopinbot.music.states import States, states_to_notes, states_to_score, transpose_states
 from chopinbot.render.outputs import PieceOutputs
 
@@ -64,11 +63,6 @@ DENSITY_RANGE = (0.5, 40.0)  # notes per second (the corpus's 8-beat windows: 1-
 MIN_REGISTER_SPAN = 7  # semitones: a narrower register cannot hold a melody's steps
 REPEAT_BOOST_RANGE = (1.0, 1000.0)  # 1 = the model's own odds; beyond ~100 every match is copied whole
 GUIDANCE_RANGE = (0.0, 8.0)  # style and key guidance: beyond a few the predictions leave anything the model has seen
-# The style guidance when a style is asked for (GenerateConfig.style_guidance None).  With the style heads of the
-# bundled piano-styles, on the test seeds: the styles told apart 93 % of the time, each nearer its own composer
-# (docs/corpus.md)
-STYLE_GUIDANCE = 4.0
-STUCK_STATES = 24  # this many states in a row with nothing struck = stuck
 LOOP_WINDOW = 48  # the last this many states drawn from a cycle of <= 4 states = looping
 
 
@@ -124,6 +118,9 @@ class GenerateConfig:
     repeat_boost: float = 4.0  # multiply the odds of going on as a passage heard before went (compose.repetition;
     #                            1 = the model's own).  On the valid seeds 1 -> 4 took the realism classifier
     #                            from 0.92 to 0.85 and top-voice motif recurrence from 0.05 to 0.43 (Chopin 0.42)
+    loop_states: int = 48  # a cycle of up to 16 states repeated for this many states is broken there: the state
+    #                        that would go on with it is drawn again (compose.decoding.LoopBreaker; 0 = off).
+    #                        The corpus's longest such run is 39 states, so 48 never fires on real Chopin
     random_seed: int | None = None  # makes sampling reproducible
     include_seed: bool = True  # start the output with the seed
     retry: bool = True  # retry when a guard fires
@@ -172,6 +169,8 @@ class GenerateConfig:
                                   f"{GUIDANCE_RANGE[1]:g}")
         if not (REPEAT_BOOST_RANGE[0] <= self.repeat_boost <= REPEAT_BOOST_RANGE[1]):
             raise ConfigError(f"repeat boost must be between {REPEAT_BOOST_RANGE[0]:g} and {REPEAT_BOOST_RANGE[1]:g}")
+        if self.loop_states < 0:
+            raise ConfigError("loop states must be 0 (off) or more")
         if self.loudness is not None and self.loudness not in LOUDNESS_LEVELS:
             raise ConfigError(f"loudness must be one of {', '.join(LOUDNESS_LEVELS)}, got {self.loudness!r}")
 
@@ -255,75 +254,24 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
                     stop_when_stuck: bool = False, engine: str = "auto",
                     controls: Controls | None = None) -> list[States]:
     """Generate after each seed (all seeds the same length, starting at beat
-    ``start`` of their source); returns the new states.  With
-    ``stop_when_stuck`` an attempt in which every piece has gone
+    ``start`` of their source) by :class:`~chopinbot.compose.decoding.Decoder`; returns the new
+    states.  With ``stop_when_stuck`` an attempt in which every piece has gone
     ``STUCK_STATES`` states without a struck key ends there (it will be
     retried), instead of running to full length first.  ``controls``: what a
     model with controls is asked for (in its frame)."""
     B = len(seeds)
-    seed_keys, seed_onsets = np.stack([s.keys for s in seeds]), np.stack([s.onsets for s in seeds])
-    seed_beats = np.stack([s.beats for s in seeds])
-    inputs = InputBuilder(model, seed_keys, seed_onsets, seed_beats, start, np.stack([s.velocity for s in seeds]),
-                          style=cfg.style, controls=controls)
-    x_seed = inputs.seed_inputs
-    stepper = guided_stepper(model, inputs.layout, cfg, controls, engine, B)
-    out = stepper.start(x_seed)  # the seed is read in one call; then each step feeds one new state
-    confine = controls is not None and cfg.register is not None and cfg.confine_register  # only a register asked for
-    keep = controls is not None and controls.density is not None and cfg.keep_density
-    repeat = None
-    if cfg.repeat_boost > 1.0 and model.config.duration_head == "classes":  # the original's seed head has no class
-        repeat = RepeatBoost(cfg.repeat_boost, seed_keys.astype(bool), seed_onsets.astype(bool), seed_beats,
-                             model.config.duration_classes)
-    drift = None  # the key guidance's weight follows the music (compose.guidance.KeyDrift)
-    if isinstance(stepper, GuidedStepper) and stepper.name == "key" and cfg.key_guidance_drift != cfg.key_guidance:
-        # the key the requested pitch-class shares fit best (C major or A minor in the model's frame)
-        asked = ALL_KEYS[int(histogram_key_correlations(np.asarray(controls.key)).argmax())]
-        drift = KeyDrift(asked, seed_keys, seed_beats, cfg.key_guidance, cfg.key_guidance_drift)
-        stepper.weight = drift.weights
-    sampler = Sampler(model, cfg, rng, stepper, register=controls.register if confine else None,
-                      density=DensitySteer(controls.density, B, model.config.duration_classes) if keep else None,
-                      repeat=repeat)
+    decoder = Decoder(model, seeds, cfg, rng, start, controls, engine, rerun_window)
+    stop: list = [StepLimit(steps if steps is not None else MAX_STEPS)]
+    if max_beats is not None:
+        stop.append(BeatLimit(max_beats, B))
+    if stop_when_stuck:
+        stop.append(Stuck(B))
+    drawn = decoder.run(stop)
+    K = np.stack([n.keys for n in drawn], 1)
+    onset_steps = np.stack([n.onsets for n in drawn], 1)
+    D = np.stack([n.beats for n in drawn], 1).astype(np.float32)
     loud = model.config.loudness
-    prev = seed_keys[:, -1].astype(bool)
-    window = list(x_seed.transpose(1, 0, 2)) if rerun_window else []
-    ks, os_, cs, vs = [], [], [], []
-    class_beats = np.asarray(model.config.duration_classes)
-    total = np.zeros(B)
-    quiet = np.zeros(B, np.int64)  # states since the last struck key
-    limit = steps if steps is not None else MAX_STEPS
-    while len(ks) < limit:
-        keys, onsets, cls = sampler(*out, prev)
-        vel = sampler.loudness(stepper.loudness, onsets.any(-1)) if loud else None
-        ks.append(keys)
-        vs.append(vel)
-        os_.append(onsets)
-        cs.append(cls)
-        if max_beats is not None:
-            total += class_beats[cls]
-            if (total >= max_beats).all():
-                break
-        if sampler.density is not None:
-            sampler.density.update(onsets, class_beats[cls])
-        if sampler.repeat is not None:
-            sampler.repeat.update(keys, onsets, class_beats[cls])
-        if drift is not None:
-            drift.update(keys, class_beats[cls])
-            stepper.weight = drift.weights
-        x = inputs(keys, onsets, cls, vel)
-        if rerun_window:  # the original's way, for comparison: re-read the last window from scratch
-            window.append(x)
-            out = stepper.rerun(np.stack(window[-rerun_window:], 1))
-        else:
-            out = stepper.step(x)
-        prev = keys
-        if stop_when_stuck:
-            quiet = np.where(onsets.any(-1), 0, quiet + 1)
-            if (quiet >= STUCK_STATES).all():
-                break
-    K = np.stack(ks, 1)
-    onset_steps = np.stack(os_, 1)
-    D = class_beats[np.stack(cs, 1)].astype(np.float32)
-    V = np.stack(vs, 1) if loud else None  # (B, steps) velocities drawn by the loudness head
+    V = np.stack([n.velocity for n in drawn], 1) if loud else None  # (B, steps) velocities drawn by the loudness head
     result = []
     for b in range(B):
         d = D[b]
@@ -341,34 +289,9 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
     return result
 
 
-def guided_stepper(model: ChopinLSTM, layout, cfg: GenerateConfig, controls: Controls | None, engine: str,
-                   batch: int):
-    """The stepper that composes ``batch`` pieces: the model's own, or guided (:mod:`chopinbot.compose.guidance`)
-    towards the style asked (``style_guidance``) and the key held (``key_guidance``), each guidance
-    doubling the rows stepped."""
-    guides = []  # (columns of the row that say what is asked, weight, name), innermost first
-    styled = any(isinstance(b, StyleBlock) for b in layout.blocks)
-    style_weight = cfg.style_guidance
-    if style_weight is None:  # the default: guided when a style is asked of a model with styles
-        style_weight = STYLE_GUIDANCE if cfg.style is not None and styled else 0.0
-    if style_weight:
-        if not styled:
-            raise ConfigError("style guidance needs a model with a style input (see `chopinbot styles`)")
-        guides.append((layout.style_columns(), style_weight, "style"))
-    if (cfg.key_guidance or cfg.key_guidance_drift) and controls is not None and controls.key is not None:
-        guides.append((key_request_columns(layout), cfg.key_guidance, "key"))
-    rows = batch * 2 ** len(guides)
-    # a batch-1 piece's guided rows step fastest in NumPy too (as batch 1 does)
-    if guides and engine == "auto" and batch == 1 and NumpyStepper.supports(model):
-        engine = "numpy"
-    stepper = stepper_for(model, engine, rows)
-    for columns, weight, name in guides:
-        stepper = GuidedStepper(stepper, columns, weight, name)
-    return stepper
-
-
-def check_guards(new: States) -> list[str]:
-    """Problems of a generated part, in plain words (empty list = fine)."""
+def check_guards(new: States, loops: bool = True) -> list[str]:
+    """Problems of a generated part, in plain words (empty list = fine).  ``loops``: look for a short
+    loop at its end too (off while the loop breaker, ``GenerateConfig.loop_states``, owns loops)."""
     problems = []
     if len(new) == 0 or not new.onsets.any():
         return ["silence: nothing was struck"]
@@ -379,7 +302,7 @@ def check_guards(new: States) -> list[str]:
         best = max(best, run)
     if best >= STUCK_STATES:
         problems.append(f"stuck: {best} states in a row with nothing struck")
-    if len(new) >= LOOP_WINDOW:
+    if loops and len(new) >= LOOP_WINDOW:
         tail = new[len(new) - LOOP_WINDOW :]
         sig = [hash((tail.keys[i].tobytes(), tail.onsets[i].tobytes(), float(tail.beats[i]))) for i in range(len(tail))]
         for period in (1, 2, 3, 4):
@@ -394,7 +317,8 @@ def _adjust(cfg: GenerateConfig, problems: list[str]) -> tuple[GenerateConfig, s
         t = max(0.05, cfg.threshold - 0.1)
         return replace(cfg, threshold=t), f"threshold lowered to {t:.2f}"
     if cfg.threshold is not None:
-        return replace(cfg, threshold=None, temperature=1.0), "switched from threshold to sampling"
+        sampled = replace(cfg, threshold=None, temperature=GenerateConfig.temperature)  # the default temperature
+        return sampled, "switched from threshold to sampling"
     t = min(cfg.temperature * 1.25, TEMPERATURE_RANGE[1])
     return replace(cfg, temperature=t), f"temperature raised to {t:.2f}"
 
@@ -470,7 +394,7 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
     for new in news:
         guards = list(key_guards)
         attempt_cfg = cfg
-        problems = check_guards(new)
+        problems = check_guards(new, loops=not cfg.loop_states)
         tries = 0
         while problems and cfg.retry and tries < cfg.max_retries:
             attempt_cfg, change = _adjust(attempt_cfg, problems)
@@ -478,7 +402,7 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
             new = _continue(model, [seed.history], attempt_cfg, rng, steps, max_beats, rerun_window,
                             seed.history_start_beat,
                             stop_when_stuck=tries + 1 < cfg.max_retries, engine=engine, controls=controls)[0]
-            problems = check_guards(new)
+            problems = check_guards(new, loops=not cfg.loop_states)
             tries += 1
         if problems:
             guards.append("; ".join(problems) + (" (kept: --no-retry)" if not cfg.retry else " (after retries)"))

@@ -38,6 +38,11 @@ from chopinbot.dataset.conditioning import ControlBlock
 from chopinbot.dataset.layout import InputLayout
 from chopinbot.music.keys import ALL_KEYS, Key, histogram_key_correlations, within_a_fifth
 
+# The style guidance when a style is asked for (GenerateConfig.style_guidance None).  With the style heads of the
+# bundled piano-styles, on the test seeds: the styles told apart 93 % of the time, each nearer its own composer
+# (docs/corpus.md)
+STYLE_GUIDANCE = 4.0
+
 
 def key_request_columns(layout: InputLayout) -> np.ndarray:
     """Where the key asked for sits in a row of ``layout`` (a model with controls): the pitch-class

@@ -357,7 +357,7 @@ class InfillResult(PieceOutputs):
     def figure(self, title: str | None = None):
         """A piano roll of the span and ``PICTURE_MARGIN_BEATS`` of the piece either side (the piece grey,
         the new span blue, its edges marked)."""
-        from chopinbot.render.pianoroll import GENERATED_CMAP, SEED_CMAP, _colours, pianoroll_figure
+        from chopinbot.render.pianoroll import GENERATED_CMAP, SEED_CMAP, pianoroll_figure, velocity_colours
         from chopinbot.render.plots import plt  # here: matplotlib loads only for a picture
 
         a, b = self.span_beats
@@ -373,7 +373,7 @@ class InfillResult(PieceOutputs):
         poly = ax.collections[-1] if len(n) else None
         if poly is not None and after.any():  # the notes after the span are the piece's again
             colours = np.array(poly.get_facecolors())
-            colours[after] = _colours(SEED_CMAP, n[after, 3])
+            colours[after] = velocity_colours(SEED_CMAP, n[after, 3])
             poly.set_facecolors(colours)
         scale = 60.0 / self.bpm
         ax.axvline((b - lo) * scale, color="#c0392b", linestyle="--", linewidth=1.2, zorder=3)

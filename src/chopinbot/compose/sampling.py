@@ -18,18 +18,19 @@ the rules that make the draws musical:
 * a ``joint_keys`` model's keys are drawn low to high, each from its
   conditional given those below (:meth:`Sampler._draw_joint`), exactly;
 * a ``loudness`` model's velocity class is drawn from its head;
-* with a :class:`~chopinbot.compose.repetition.RepeatBoost`, the continuation
-  of the longest earlier match is taken with boosted odds (:meth:`Sampler._repeat`).
+* the decoding rules (:mod:`chopinbot.compose.decoding`) mask the keys (a register, a
+  cadence's chord), propose a continuation (the repeat boost: :meth:`Sampler._propose`) and
+  tilt the durations (a density kept).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 from scipy.ndimage import maximum_filter1d
 
-from chopinbot.compose.repetition import RepeatBoost
 from chopinbot.compose.stepper import ModuleStepper, NumpyStepper, sigmoid
 from chopinbot.constants import N_KEYS
 from chopinbot.dataset.features import class_velocity
@@ -111,22 +112,13 @@ class Sampler:
     fraction of what PyTorch does)."""
 
     def __init__(self, model: ChopinLSTM, cfg: DecodingSettings, rng: np.random.Generator,
-                 stepper: NumpyStepper | ModuleStepper | None = None, register: tuple[int, int] | None = None,
-                 density: DensitySteer | None = None, repeat: RepeatBoost | None = None) -> None:
+                 stepper: NumpyStepper | ModuleStepper | None = None, processors: Sequence = ()) -> None:
         """``stepper``: a joint_keys model's, whose ``conditionals`` give each key's logits given those below.
-        ``register``: key indices (low, high); a key outside it is never struck (one sounding already
-        may go on sounding until released).  ``density``: keeps a requested density; ``repeat``: boosts
-        the odds of repeating a passage heard before (the ``update`` of each is the caller's, after
-        each state)."""
+        ``processors``: the decoding rules (:class:`~chopinbot.compose.decoding.StepProcessor`), whose
+        ``mask``, ``propose``/``accept`` and ``tilt_durations`` hooks are called at every draw (their
+        ``on_state`` is the loop's, after each state)."""
         self.cfg, self.rng = cfg, rng
-        self.density = density
-        if repeat is not None and model.config.duration_head != "classes":
-            raise ValueError("a repeat boost copies a rhythmic class: it needs a model whose durations are classes")
-        self.repeat = repeat
-        self.outside = None
-        if register is not None:
-            k = np.arange(N_KEYS)
-            self.outside = (k < register[0]) | (k > register[1])
+        self.processors = list(processors)
         self.stepper = stepper
         self.joint = model.config.joint_keys
         self.evaluations = 0  # joint_keys: conditionals evaluated (a state's count is its keys on + 1)
@@ -158,21 +150,26 @@ class Sampler:
         if onset_logits is not None:
             op = sigmoid(onset_logits if not sample or T == 1.0 else onset_logits / T)
         kp, op = self._confine(kp, op, prev_keys)
-        copy = self._repeat(kp, op, d, prev_keys) if sample and self.repeat is not None else None
+        copy = self._propose(kp, op, d, prev_keys) if sample else None
         if copy is not None and copy[3].all():  # every piece repeats: nothing to draw
             return copy[0], copy[1], copy[2]
         keys, onsets = self._draw(kp, op, prev_keys)
         for _ in range(REDRAWS if sample else 0):
-            same = unchanged(keys, onsets, prev_keys)
+            same = unchanged(keys, onsets, prev_keys) | self._rejected(keys, onsets)
             if not same.any():
                 break
             k2, o2 = self._draw(kp, op, prev_keys)
             keys, onsets = np.where(same[:, None], k2, keys), np.where(same[:, None], o2, onsets)
         same = unchanged(keys, onsets, prev_keys)
+        bad = self._rejected(keys, onsets) & ~same
+        if bad.any():  # still forbidden: the likeliest single change from the previous state instead
+            keys, onsets = np.where(bad[:, None], prev_keys, keys), np.where(bad[:, None], False, onsets)
+            same |= bad
         if same.any():
             keys, onsets = self._likeliest_change(keys, onsets, kp, op, same)
-        if self.density is not None and self.classes_head:
-            d = self.density.tilt(d.astype(np.float64), onsets.sum(-1))
+        if self.classes_head:
+            for p in self.processors:
+                d = p.tilt_durations(d.astype(np.float64), onsets.sum(-1))
         if not self.classes_head:
             cls = self.vocab.index(sigmoid(d).mean(-1) * self.max_duration)
         elif not sample:
@@ -188,16 +185,30 @@ class Sampler:
             cls = np.where(take, copy[2], cls)
         return keys, onsets, cls
 
-    def _repeat(self, kp: np.ndarray, op: np.ndarray | None, d: np.ndarray, prev_keys: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        """The pieces that repeat a passage heard before this step: the continuation's keys, onsets,
-        rhythmic class and (B,) whether each piece takes it (:class:`RepeatBoost`); None if none can.
-        A continuation that changes nothing, or breaks the polyphony bounds, is never taken."""
+    def _rejected(self, keys: np.ndarray, onsets: np.ndarray) -> np.ndarray:
+        """(B,) bool: the drawn states a processor forbids (a loop's next state)."""
+        bad = np.zeros(len(keys), bool)
+        for p in self.processors:
+            bad |= p.reject(keys, onsets)
+        return bad
+
+    def _propose(self, kp: np.ndarray, op: np.ndarray | None, d: np.ndarray, prev_keys: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The pieces that take a continuation a processor proposes (the repeat boost: a passage heard
+        before going on as it went): its keys, onsets, rhythmic class and (B,) whether each piece takes
+        it; None if none can.  A continuation that changes nothing, or breaks the polyphony bounds, is
+        never taken; the first processor with a proposal makes it."""
         c, T = self.cfg, self.cfg.temperature
-        ck, co, cls, found = self.repeat.candidates()
+        for proposer in self.processors:
+            proposal = proposer.propose()
+            if proposal is not None:
+                break
+        else:
+            return None
+        ck, co, cls, found = proposal
         co = co | (ck & ~prev_keys)  # a key that starts sounding is struck
         n = ck.sum(-1)
-        found &= ~unchanged(ck, co, prev_keys) & (n >= c.min_keys) & (n <= c.max_keys)
+        found &= ~unchanged(ck, co, prev_keys) & ~self._rejected(ck, co) & (n >= c.min_keys) & (n <= c.max_keys)
         if not found.any():
             return None
         rows = np.flatnonzero(found)
@@ -219,16 +230,15 @@ class Sampler:
                 log_p = np.where((kept & o).any(-1), -np.inf, log_p)
             log_p += np.log(softmax(d[rows].astype(np.float64) / T)[np.arange(len(rows)), cls[rows]])
         take = np.zeros(len(prev_keys), bool)
-        take[rows] = self.repeat.take(log_p, self.rng)
+        take[rows] = proposer.accept(log_p, self.rng)
         return ck, co, cls, take
 
     def _confine(self, kp: np.ndarray, op: np.ndarray | None, prev_keys: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray | None]:
-        """With a register: the probabilities with every key outside it unable to start or be struck again."""
-        if self.outside is None:
-            return kp, op
-        kp = np.where(self.outside & ~prev_keys, 0.0, kp)
-        return kp, None if op is None else np.where(self.outside, 0.0, op)
+        """The probabilities as the processors mask them (a register, a cadence's chord)."""
+        for p in self.processors:
+            kp, op = p.mask(kp, op, prev_keys)
+        return kp, op
 
     def _draw(self, kp: np.ndarray, op: np.ndarray | None, prev_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keys and onsets from their probabilities (by threshold or by sampling)."""
@@ -325,15 +335,32 @@ class Sampler:
         release = np.where(keys & (count > c.min_keys), 1.0 - kp, -1.0)
         restrike = np.where(keys, op, -1.0) if op is not None else np.full_like(kp, -1.0)
         start = np.where(~keys & (count < c.max_keys), kp, -1.0)
-        best = np.stack([release, restrike, start], 1).reshape(len(keys), -1).argmax(-1)  # over (kind, key)
-        kind, key = best // N_KEYS, best % N_KEYS
+        scores = np.stack([release, restrike, start], 1).reshape(len(keys), -1)  # over (kind, key)
+        base_keys, base_onsets = keys, onsets
         keys, onsets = keys.copy(), onsets.copy()
         for b in np.flatnonzero(rows):
-            if kind[b] == 0:
-                keys[b, key[b]] = False
-            else:  # struck again, or started (and so struck)
-                keys[b, key[b]] = onsets[b, key[b]] = True
+            _change(keys[b], onsets[b], int(scores[b].argmax()))
+        bad = self._rejected(keys, onsets) & rows
+        for b in np.flatnonzero(bad):  # forbidden (a loop going on): the likeliest change that is not
+            for choice in np.argsort(-scores[b], kind="stable")[1:]:
+                if scores[b, choice] < 0:
+                    break
+                k, o = keys.copy(), onsets.copy()
+                k[b], o[b] = base_keys[b], base_onsets[b]
+                _change(k[b], o[b], int(choice))
+                if not self._rejected(k, o)[b]:
+                    keys[b], onsets[b] = k[b], o[b]
+                    break
         return keys, onsets
+
+
+def _change(keys: np.ndarray, onsets: np.ndarray, choice: int) -> None:
+    """Make change ``choice`` (kind * 88 + key: release, strike again, start) to one state, in place."""
+    kind, key = divmod(choice, N_KEYS)
+    if kind == 0:
+        keys[key] = False
+    else:  # struck again, or started (and so struck)
+        keys[key] = onsets[key] = True
 
 
 class DensitySteer:

@@ -29,7 +29,7 @@ _BAR_HEIGHT = 0.8  # in semitones: a small gap keeps neighbouring keys apart
 _BLACK_KEYS = (1, 3, 6, 8, 10)
 
 
-def _colours(cmap_name: str, velocity: np.ndarray) -> np.ndarray:
+def velocity_colours(cmap_name: str, velocity: np.ndarray) -> np.ndarray:
     # Velocity 0..127 maps to the upper 65 % of the colour map, so even a
     # pianissimo note stays clearly visible against the white background.
     level = 0.35 + 0.65 * np.clip(velocity, 0, 127) / 127.0
@@ -82,7 +82,7 @@ def pianoroll_figure(
         y0, y1 = pitch - _BAR_HEIGHT / 2, pitch + _BAR_HEIGHT / 2
         verts = np.stack([x0, y0, x1, y0, x1, y1, x0, y1], axis=1).reshape(-1, 4, 2)  # corners of each bar
         colours = np.where(
-            is_seed[:, None], _colours(SEED_CMAP, notes[:, 3]), _colours(GENERATED_CMAP, notes[:, 3])
+            is_seed[:, None], velocity_colours(SEED_CMAP, notes[:, 3]), velocity_colours(GENERATED_CMAP, notes[:, 3])
         )
         ax.add_collection(PolyCollection(verts, facecolors=colours, edgecolors="none", zorder=2))
         end = float(x1.max())

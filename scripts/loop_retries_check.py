@@ -1,0 +1,57 @@
+"""Whole-piece retries and loops broken in N pieces of 60 s from the test seeds, as `chopinbot generate
+--random-seed i --seconds 60 [--context-states C]` composes them (i = 0..N-1).
+
+    PYTHONPATH=src python scripts/loop_retries_check.py --pieces 50 [--context-states 0] [--loop-states 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from chopinbot.compose import decoding
+from chopinbot.compose.generate import GenerateConfig, generate
+from chopinbot.compose.seeds import random_seed_index, seed_from_test
+from chopinbot.constants import WARM_STATES
+from chopinbot.model.formats import load_model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="piano-controls")
+    ap.add_argument("--pieces", type=int, default=50)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--context-states", type=int, default=WARM_STATES)
+    ap.add_argument("--loop-states", type=int, default=GenerateConfig.loop_states)
+    args = ap.parse_args()
+    model = load_model(args.model)
+    breakers = []
+    factory = decoding.processors_for
+
+    def spy(*a, **k):
+        made = factory(*a, **k)
+        breakers.extend(p for p in made if isinstance(p, decoding.LoopBreaker))
+        return made
+
+    decoding.processors_for = spy
+    retried, retries, looped, t = 0, 0, 0, time.perf_counter()
+    for i in range(args.pieces):
+        idx = random_seed_index(np.random.default_rng(i))
+        seed = seed_from_test(idx, context_states=args.context_states)
+        res = generate(model, seed, GenerateConfig(seconds=args.seconds, random_seed=i, loop_states=args.loop_states))
+        n = sum(g.count("retried") for g in res.guards)
+        retried += n > 0
+        retries += n
+        looped += any("looping" in g for g in res.guards)
+    breaks = int(sum(b.breaks.sum() for b in breakers))
+    out = {"pieces": args.pieces, "context_states": args.context_states, "loop_states": args.loop_states,
+           "pieces_retried": retried, "retries": retries, "pieces_with_a_loop_guard": looped,
+           "states_drawn_again_by_the_breaker": breaks, "seconds": round(time.perf_counter() - t)}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,399 @@
+"""The composing loop: one loop, with the decoding rules as a list of small processors.
+
+Every piece of music ChopinBot composes -- a continuation (:func:`~chopinbot.compose.generate.generate`),
+each section of a form and its cadence (:mod:`chopinbot.compose.form`), an infill's candidates
+(:mod:`chopinbot.compose.infill`) -- is drawn by :class:`Decoder`, state after state:
+
+1. the :class:`~chopinbot.compose.sampling.Sampler` draws the next state from the step's outputs,
+   asking each processor to ``mask`` the keys' probabilities (and each conditional of a joint model),
+   to ``propose`` a continuation (a passage heard before), and to ``tilt_durations``;
+2. each processor may ``settle`` the drawn state (a cadence's chord root struck);
+3. a loudness model's velocity is drawn;
+4. each processor sees the new state (``on_state``: trackers, the key guidance's weight);
+5. the stopping criteria (a list too: :class:`StepLimit`, :class:`BeatLimit`, :class:`Stuck`) decide
+   whether to go on; if so, the state is fed to the model (one step).
+
+The loop never names a rule (Hugging Face's ``LogitsProcessorList`` and ``StoppingCriteriaList``
+have this shape).  :func:`processors_for` is the one factory that turns a
+:class:`~chopinbot.compose.generate.GenerateConfig` (and the controls asked) into the processor list
+and the stepper (guidance stays a stepper wrapper, :func:`guided_stepper`: it changes the rows
+stepped).  A new decoding rule is one :class:`StepProcessor` class, one config field and one line
+in :func:`processors_for`, and it then applies everywhere, cadences included.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from chopinbot.compose.guidance import STYLE_GUIDANCE, GuidedStepper, KeyDrift, key_request_columns
+from chopinbot.compose.repetition import RepeatBoost
+from chopinbot.compose.sampling import DecodingSettings, DensitySteer, Sampler
+from chopinbot.compose.stepper import InputBuilder, NumpyStepper, stepper_for
+from chopinbot.constants import GRID_PER_BEAT, N_KEYS
+from chopinbot.dataset.conditioning import StyleBlock
+from chopinbot.dataset.inputs import NewStates
+from chopinbot.errors import ConfigError
+from chopinbot.music.controls import Controls
+from chopinbot.music.keys import ALL_KEYS, histogram_key_correlations
+from chopinbot.music.states import States
+
+STUCK_STATES = 24  # this many states in a row with nothing struck = stuck
+
+
+class StepProcessor:
+    """A decoding rule: a few hooks the loop calls at each state, each a no-op here.
+
+    ``kp``/``op`` are the keys' and onsets' probabilities (n, 88) of the rows being drawn (all the
+    pieces, or a joint model's rows still drawing keys), ``prev`` those rows' previous keys."""
+
+    def start(self, stepper) -> None:
+        """Once, after the seed is read (``stepper``: what composes, guided or not)."""
+
+    def mask(self, kp: np.ndarray, op: np.ndarray | None, prev: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The probabilities with the keys this rule forbids (or forces) set to 0 (or 1)."""
+        return kp, op
+
+    def propose(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """A continuation to offer each piece: keys, onsets (B, 88), rhythmic class (B,) and whether
+        there is one (B,); None: none.  The sampler scores it under the model and asks :meth:`accept`."""
+        return None
+
+    def accept(self, log_p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(n,) bool: whether to take the proposed continuations whose log probability is ``log_p``."""
+        return np.zeros(len(log_p), bool)
+
+    def reject(self, keys: np.ndarray, onsets: np.ndarray) -> np.ndarray:
+        """(B,) bool: the drawn states this rule forbids (they are drawn again, as a state that changes
+        nothing is; see :meth:`~chopinbot.compose.sampling.Sampler.__call__`)."""
+        return np.zeros(len(keys), bool)
+
+    def tilt_durations(self, logits: np.ndarray, struck: np.ndarray) -> np.ndarray:
+        """The duration logits (B, V) of states striking ``struck`` (B,) notes, changed or not."""
+        return logits
+
+    def settle(self, keys: np.ndarray, onsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The drawn state, changed or not, before its velocity is drawn."""
+        return keys, onsets
+
+    def on_state(self, new: NewStates) -> None:
+        """After each new state (B pieces; ``new.beats`` in beats)."""
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+class RegisterConfinement(StepProcessor):
+    """A register asked for (key indices low, high): a key outside it never starts or is struck
+    again (one sounding already may go on sounding until released)."""
+
+    def __init__(self, register: tuple[int, int]) -> None:
+        k = np.arange(N_KEYS)
+        self.outside = (k < register[0]) | (k > register[1])
+
+    def mask(self, kp, op, prev):
+        kp = np.where(self.outside & ~prev, 0.0, kp)
+        return kp, None if op is None else np.where(self.outside, 0.0, op)
+
+
+class ChordConfinement(StepProcessor):
+    """Only ``allowed`` keys (88,) may sound, and ``bass`` (a key index) is struck in the first state
+    (and whenever nothing else sounds): a cadence's chord, its voicing and rhythm the model's."""
+
+    def __init__(self, allowed: np.ndarray, bass: int) -> None:
+        self.allowed, self.bass = allowed, bass
+        self.force: int | None = bass
+
+    def mask(self, kp, op, prev):
+        kp = np.where(self.allowed, kp, 0.0)
+        op = None if op is None else np.where(self.allowed, op, 0.0)
+        if self.force is not None:
+            kp[:, self.force] = 1.0
+            if op is not None:
+                op[:, self.force] = 1.0
+        return kp, op
+
+    def settle(self, keys, onsets):
+        keys &= self.allowed
+        if self.force is not None or not keys.any():  # the chord's root struck in the bass
+            keys[:, self.bass] = onsets[:, self.bass] = True
+        onsets &= keys
+        return keys, onsets
+
+    def on_state(self, new):
+        self.force = None  # the bass is struck once; then the model moves on within the chord
+
+
+class KeepDensity(StepProcessor):
+    """A density asked for, kept by tilting each state's length (:class:`~chopinbot.compose.sampling.DensitySteer`)."""
+
+    def __init__(self, steer: DensitySteer) -> None:
+        self.steer = steer
+
+    def tilt_durations(self, logits, struck):
+        return self.steer.tilt(logits, struck)
+
+    def on_state(self, new):
+        self.steer.update(new.onsets, new.beats)
+
+
+class Repeat(StepProcessor):
+    """The repeat boost (:class:`~chopinbot.compose.repetition.RepeatBoost`): a passage heard before
+    goes on as it went, with its odds multiplied."""
+
+    def __init__(self, boost: RepeatBoost) -> None:
+        self.boost = boost
+
+    def propose(self):
+        return self.boost.candidates()
+
+    def accept(self, log_p, rng):
+        return self.boost.take(log_p, rng)
+
+    def on_state(self, new):
+        self.boost.update(new.keys, new.onsets, new.beats)
+
+
+class FollowKeyDrift(StepProcessor):
+    """The key guidance's weight follows the music (:class:`~chopinbot.compose.guidance.KeyDrift`):
+    this processor is the only writer of the guided stepper's weight."""
+
+    def __init__(self, drift: KeyDrift) -> None:
+        self.drift = drift
+        self.stepper: GuidedStepper | None = None
+
+    def start(self, stepper):
+        self.stepper = stepper
+        stepper.weight = self.drift.weights
+
+    def on_state(self, new):
+        self.drift.update(new.keys, new.beats)
+        self.stepper.weight = self.drift.weights
+
+
+class LoopBreaker(StepProcessor):
+    """A loop is broken where it starts, at the temperature asked: once a piece's last ``states``
+    states each repeat the state ``p`` before them (keys, onsets and length; any period ``p`` up to
+    ``MAX_PERIOD``), the state that would go on with the cycle is forbidden (drawn again).
+
+    Calibrated on the 48 pieces of the bundled corpus: their longest such run, at any period up to
+    16, is 39 states (op. 53, period 8; the figures of op. 25 no. 1 and op. 66: 37 and 24), so 48
+    never fires on real Chopin, while a five-note figure stuck for three bars is caught.  Constant
+    time per state: a ring of the last ``MAX_PERIOD`` states and a run length per period."""
+
+    MAX_PERIOD = 16
+
+    def __init__(self, states: int, histories: list[States]) -> None:
+        self.states = states
+        B, P = len(histories), self.MAX_PERIOD
+        self.ring = np.zeros((B, P, 2 * N_KEYS // 8 + 8), np.uint8)  # the last P states, newest first, packed
+        self.runs = np.zeros((B, P), np.int64)  # for each period p: states in a row equal to the one p before
+        self.breaks = np.zeros(B, np.int64)  # states drawn again because they went on with a loop
+        packed = np.stack([self._pack(h.keys, h.onsets, h.grid_units()) for h in histories])  # (B, S, bytes)
+        S = packed.shape[1]
+        for p in range(1, min(P, S - 1) + 1):  # each period's run at the histories' end
+            same = (packed[:, p:] == packed[:, :-p]).all(-1)  # (B, S - p)
+            last_break = np.where(~same, np.arange(S - p), -1).max(-1)
+            self.runs[:, p - 1] = S - p - 1 - last_break
+        k = min(P, S)
+        self.ring[:, :k] = packed[:, ::-1][:, :k]
+
+    @staticmethod
+    def _pack(keys: np.ndarray, onsets: np.ndarray, units: np.ndarray | None = None) -> np.ndarray:
+        """(B, bytes): each state's keys, onsets (and length in grid units), packed to compare at once."""
+        parts = [np.packbits(keys.astype(bool), -1), np.packbits(onsets.astype(bool), -1)]
+        if units is not None:
+            parts.append(np.ascontiguousarray(units, "<i8").reshape(-1, 1).view(np.uint8))
+        return np.concatenate(parts, 1)
+
+    def _advance(self, rows: np.ndarray) -> None:
+        same = (self.ring == rows[:, None]).all(-1)
+        self.runs = np.where(same, self.runs + 1, 0)
+        self.ring[:, 1:] = self.ring[:, :-1]
+        self.ring[:, 0] = rows
+
+    def reject(self, keys, onsets):
+        looping = self.runs >= self.states  # (B, P): the cycles that have gone on long enough
+        if not looping.any():
+            return np.zeros(len(keys), bool)
+        drawn = self._pack(keys, onsets)
+        # the cycle of period p goes on with the state p - 1 before the newest: ring row p - 1
+        same = (self.ring[:, :, : drawn.shape[1]] == drawn[:, None]).all(-1)
+        return (same & looping).any(-1)
+
+    def on_state(self, new):
+        looping = (self.runs >= self.states).any(-1)
+        self._advance(self._pack(new.keys, new.onsets, np.round(new.beats * GRID_PER_BEAT)))
+        self.breaks += looping
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+class StopCriterion(Protocol):
+    def __call__(self, new: NewStates, count: int) -> bool:
+        """After the ``count``-th new state: whether to stop (every piece of the batch is done)."""
+        ...
+
+
+class StepLimit:
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def __call__(self, new, count):
+        return count >= self.steps
+
+
+class BeatLimit:
+    """Stop once every piece lasts ``beats``."""
+
+    def __init__(self, beats: float, batch: int) -> None:
+        self.beats, self.total = beats, np.zeros(batch)
+
+    def __call__(self, new, count):
+        self.total += new.beats
+        return bool((self.total >= self.beats).all())
+
+
+class Stuck:
+    """Stop once every piece has gone ``STUCK_STATES`` states without a struck key (it will be retried)."""
+
+    def __init__(self, batch: int, states: int = STUCK_STATES) -> None:
+        self.states, self.quiet = states, np.zeros(batch, np.int64)
+
+    def __call__(self, new, count):
+        self.quiet = np.where(new.onsets.any(-1), 0, self.quiet + 1)
+        return bool((self.quiet >= self.states).all())
+
+
+# --------------------------------------------------------------------------- the factory
+
+
+class ComposeSettings(DecodingSettings, Protocol):
+    """What the factory reads of a :class:`~chopinbot.compose.generate.GenerateConfig`."""
+
+    style: str | None
+    style_guidance: float | None
+    key_guidance: float
+    key_guidance_drift: float
+    register: tuple[int, int] | None
+    confine_register: bool
+    keep_density: bool
+    repeat_boost: float
+    loop_states: int
+
+
+def guided_stepper(model, layout, cfg: ComposeSettings, controls: Controls | None, engine: str, batch: int):
+    """The stepper that composes ``batch`` pieces: the model's own, or guided (:mod:`chopinbot.compose.guidance`)
+    towards the style asked (``style_guidance``) and the key held (``key_guidance``), each guidance
+    doubling the rows stepped."""
+    guides = []  # (columns of the row that say what is asked, weight, name), innermost first
+    styled = any(isinstance(b, StyleBlock) for b in layout.blocks)
+    style_weight = cfg.style_guidance
+    if style_weight is None:  # the default: guided when a style is asked of a model with styles
+        style_weight = STYLE_GUIDANCE if cfg.style is not None and styled else 0.0
+    if style_weight:
+        if not styled:
+            raise ConfigError("style guidance needs a model with a style input (see `chopinbot styles`)")
+        guides.append((layout.style_columns(), style_weight, "style"))
+    if (cfg.key_guidance or cfg.key_guidance_drift) and controls is not None and controls.key is not None:
+        guides.append((key_request_columns(layout), cfg.key_guidance, "key"))
+    rows = batch * 2 ** len(guides)
+    # a batch-1 piece's guided rows step fastest in NumPy too (as batch 1 does)
+    if guides and engine == "auto" and batch == 1 and NumpyStepper.supports(model):
+        engine = "numpy"
+    stepper = stepper_for(model, engine, rows)
+    for columns, weight, name in guides:
+        stepper = GuidedStepper(stepper, columns, weight, name)
+    return stepper
+
+
+def processors_for(model, cfg: ComposeSettings, controls: Controls | None, stepper, histories: list[States]
+                   ) -> list[StepProcessor]:
+    """The decoding rules ``cfg`` asks for, as processors, for pieces continuing ``histories`` (the
+    model's frame) with ``controls`` (a model with controls; None: none) composed by ``stepper``."""
+    B = len(histories)
+    keys = np.stack([h.keys for h in histories])
+    processors: list[StepProcessor] = []
+    if controls is not None and cfg.register is not None and cfg.confine_register:  # only a register asked for
+        processors.append(RegisterConfinement(controls.register))
+    if controls is not None and controls.density is not None and cfg.keep_density:
+        processors.append(KeepDensity(DensitySteer(controls.density, B, model.config.duration_classes)))
+    if cfg.repeat_boost > 1.0 and model.config.duration_head == "classes":  # the original's seed head has no class
+        processors.append(Repeat(RepeatBoost(cfg.repeat_boost, keys.astype(bool),
+                                             np.stack([h.onsets for h in histories]).astype(bool),
+                                             np.stack([h.beats for h in histories]), model.config.duration_classes)))
+    if cfg.loop_states:
+        processors.append(LoopBreaker(cfg.loop_states, histories))
+    if isinstance(stepper, GuidedStepper) and stepper.name == "key" and cfg.key_guidance_drift != cfg.key_guidance:
+        # the key the requested pitch-class shares fit best (C major or A minor in the model's frame)
+        asked = ALL_KEYS[int(histogram_key_correlations(np.asarray(controls.key)).argmax())]
+        processors.append(FollowKeyDrift(KeyDrift(asked, keys, np.stack([h.beats for h in histories]),
+                                                  cfg.key_guidance, cfg.key_guidance_drift)))
+    return processors
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class Decoder:
+    """Composes after ``histories`` (the model's frame, all the same length, starting at beat
+    ``start_beat`` of their source), with the stepper and the processors :func:`guided_stepper` and
+    :func:`processors_for` build from ``cfg``; :meth:`run` draws states until a
+    stopping criterion says so, and may be called again to go on (with other extra processors)."""
+
+    def __init__(self, model, histories: list[States], cfg: ComposeSettings, rng: np.random.Generator,
+                 start_beat: float = 0.0, controls: Controls | None = None, engine: str = "auto",
+                 rerun_window: int = 0) -> None:
+        B = len(histories)
+        self.model, self.cfg, self.rng = model, cfg, rng
+        self.inputs = InputBuilder(model, np.stack([h.keys for h in histories]),
+                                   np.stack([h.onsets for h in histories]), np.stack([h.beats for h in histories]),
+                                   start_beat, np.stack([h.velocity for h in histories]), style=cfg.style,
+                                   controls=controls)
+        x_seed = self.inputs.seed_inputs
+        self.stepper = guided_stepper(model, self.inputs.layout, cfg, controls, engine, B)
+        self.out = self.stepper.start(x_seed)  # the seed is read in one call; then each step feeds one new state
+        self.processors = processors_for(model, cfg, controls, self.stepper, histories)
+        for p in self.processors:
+            p.start(self.stepper)
+        self.sampler = Sampler(model, cfg, rng, self.stepper)
+        self.prev = np.stack([h.keys[-1] for h in histories]).astype(bool)
+        self.class_beats = np.asarray(model.config.duration_classes)
+        self.rerun_window = rerun_window
+        self.window = list(x_seed.transpose(1, 0, 2)) if rerun_window else []
+        self.pending: NewStates | None = None  # the last state drawn, not yet fed to the model
+
+    def _feed(self, new: NewStates) -> None:
+        x = self.inputs(new.keys, new.onsets, new.cls, new.velocity)
+        if self.rerun_window:  # the original's way, for comparison: re-read the last window from scratch
+            self.window.append(x)
+            self.out = self.stepper.rerun(np.stack(self.window[-self.rerun_window :], 1))
+        else:
+            self.out = self.stepper.step(x)
+
+    def run(self, stop: list[StopCriterion], extra: list[StepProcessor] | tuple = ()) -> list[NewStates]:
+        """New states, one :class:`NewStates` (B pieces) each, until one of ``stop`` says so; ``extra``:
+        processors for this run only, after the config's own."""
+        processors = [*self.processors, *extra]
+        self.sampler.processors = processors
+        loud = self.model.config.loudness
+        drawn: list[NewStates] = []
+        while True:
+            if self.pending is not None:
+                self._feed(self.pending)
+                self.pending = None
+            keys, onsets, cls = self.sampler(*self.out, self.prev)
+            for p in processors:
+                keys, onsets = p.settle(keys, onsets)
+            vel = self.sampler.loudness(self.stepper.loudness, onsets.any(-1)) if loud else None
+            new = NewStates(keys, onsets, cls, self.class_beats[cls], vel)
+            drawn.append(new)
+            for p in processors:
+                p.on_state(new)
+            self.prev = keys
+            self.pending = new
+            if any([s(new, len(drawn)) for s in stop]):  # a list: every criterion counts every state
+                return drawn

@@ -1,0 +1,103 @@
+"""Measuring a form (:mod:`chopinbot.compose.form`): does the reprise come back, do the sections contrast,
+does the piece end on its tonic chord (scripts/form_check.py; docs/controls.md, "Form")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from chopinbot.compose.form import FormResult
+from chopinbot.constants import LOWEST_PITCH
+from chopinbot.evaluation.excerpts import detected_key
+from chopinbot.music.keys import Key
+from chopinbot.music.repeats import find_continuations
+from chopinbot.music.states import States, states_to_notes
+
+MIN_MATCH = 4  # states: a lookup this long or longer is the opening's material recognised (not one chord)
+
+
+@dataclass(frozen=True)
+class RepriseMatch:
+    """How the repeats lookup hears the last section: its states whose longest earlier match
+    (exact, at least ``MIN_MATCH`` states) lies in an A section before it."""
+
+    found: bool  # at least one such state
+    states: int  # how many
+    share: float  # of the last section's states
+    beyond_replay: int  # of them, after the replayed opening: the model following the reprise on its own
+    beyond_share: float  # of the last section's states after the replayed opening
+
+
+def reprise_matches(result: FormResult, min_length: int = MIN_MATCH) -> RepriseMatch:
+    """:class:`RepriseMatch` of ``result`` (the lookup run over the whole output, as the model's is)."""
+    st = result.states
+    cont, length, _ = find_continuations("exact", st.keys, st.onsets, st.beats)
+    last = result.sections[-1]
+    a_states = np.zeros(len(st) + 1, bool)
+    for s in result.sections[:-1]:
+        if s.label.startswith("A"):
+            a_states[s.start_state : s.end_state] = True
+    idx = np.arange(last.start_state, last.end_state)
+    # the matched passage ends at cont - 1 and starts length - 1 states before: all of it in an A
+    src_end, src_start = cont[idx] - 1, cont[idx] - length[idx]
+    hit = (length[idx] >= min_length) & a_states[np.maximum(src_end, 0)] & a_states[np.maximum(src_start, 0)]
+    after = idx >= last.start_state + last.replayed_states
+    n_after = int(after.sum())
+    return RepriseMatch(bool(hit.any()), int(hit.sum()), float(hit.mean()) if len(idx) else 0.0,
+                        int((hit & after).sum()), float((hit & after).sum() / n_after) if n_after else 0.0)
+
+
+@dataclass(frozen=True)
+class SectionProfile:
+    """What a section plays: how much, how high, how loud, in what key."""
+
+    label: str
+    notes_per_second: float
+    mean_pitch: float  # MIDI, over its notes
+    low: float  # MIDI: its notes' 5th and 95th percentile pitch
+    high: float
+    velocity: float  # mean, over its notes
+    key: Key  # the best of the 24 keys by its pitch-class profile
+
+
+def section_profiles(result: FormResult) -> list[SectionProfile]:
+    """A :class:`SectionProfile` of each section of ``result``."""
+    out = []
+    for s in result.sections:
+        part = result.states[s.start_state : s.end_state]
+        notes = states_to_notes(part)
+        secs = max(s.end_seconds - s.start_seconds, 1e-9)
+        if len(notes) == 0:
+            out.append(SectionProfile(s.label, 0.0, np.nan, np.nan, np.nan, np.nan, s.key))
+            continue
+        p = notes[:, 2]
+        out.append(SectionProfile(s.label, len(notes) / secs, float(p.mean()), float(np.percentile(p, 5)),
+                                  float(np.percentile(p, 95)), float(notes[:, 3].mean()), detected_key(notes)))
+    return out
+
+
+def ends_on_tonic_chord(states: States, key: Key, min_beats: float = 1.0) -> bool:
+    """Whether the last state is the tonic triad of ``key`` (its root in the bass; root, third and fifth
+    sounding, no other pitch class) lasting at least ``min_beats``."""
+    if len(states) == 0 or not states.keys[-1].any() or states.beats[-1] < min_beats - 1e-6:
+        return False
+    k = np.flatnonzero(states.keys[-1])
+    pcs = set(((k + LOWEST_PITCH) % 12).tolist())
+    triad = {key.tonic, (key.tonic + (3 if key.minor else 4)) % 12, (key.tonic + 7) % 12}
+    return (k[0] + LOWEST_PITCH) % 12 == key.tonic and pcs == triad
+
+
+def longest_loop(states: States, max_period: int = 4) -> int:
+    """The most states in a row that repeat the state ``p`` before them (keys, onsets and length), for
+    any period ``p`` up to ``max_period``: a figure stuck on two notes shows as a long run."""
+    best = 0
+    units = states.grid_units()
+    for p in range(1, min(max_period, len(states) - 1) + 1):
+        same = ((states.keys[p:] == states.keys[:-p]).all(1) & (states.onsets[p:] == states.onsets[:-p]).all(1)
+                & (units[p:] == units[:-p]))
+        run = 0
+        for x in same:
+            run = run + 1 if x else 0
+            best = max(best, run)
+    return best

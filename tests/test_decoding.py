@@ -1,0 +1,137 @@
+"""The one composing loop (compose.decoding): rules as processors, stopping as a list, the loop breaker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from chopinbot.compose import decoding
+from chopinbot.compose.decoding import Decoder, LoopBreaker, StepLimit, StepProcessor, processors_for
+from chopinbot.compose.form import compose_form
+from chopinbot.compose.generate import GenerateConfig, check_guards, generate
+from chopinbot.compose.seeds import seed_from_test
+from chopinbot.constants import BUNDLED_CORPUS_DIR, N_KEYS
+from chopinbot.dataset.store import DEFAULT_SETTINGS as S
+from chopinbot.model.formats import load_model
+from chopinbot.music.midi import read_midi
+from chopinbot.music.states import States, notes_to_states
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("piano-controls")
+
+
+def _figure(pitches: list[int], repeats: int) -> States:
+    """A one-note figure of ``pitches`` played ``repeats`` times, a quarter beat each."""
+    n = len(pitches) * repeats
+    keys = np.zeros((n, N_KEYS), bool)
+    keys[np.arange(n), np.tile(np.asarray(pitches) - 21, repeats)] = True
+    return States(keys, keys.copy(), np.full(n, 0.25, np.float32), np.zeros(n, np.float32),
+                  np.full(n, 70, np.uint8))
+
+
+def test_a_figure_looping_past_the_limit_has_its_next_state_forbidden():
+    h = _figure([36, 43, 48, 43, 40], 12)  # a five-note bass figure for 60 states: runs of 55 at period 5
+    breaker = LoopBreaker(48, [h])
+    go_on = h.keys[-5:-4]  # the cycle's next state: the one five before the next
+    assert breaker.reject(go_on, go_on).tolist() == [True]
+    other = np.zeros((1, N_KEYS), bool)
+    other[0, 50] = True
+    assert breaker.reject(other, other).tolist() == [False]
+    assert LoopBreaker(48, [h[:40]]).reject(go_on, go_on).tolist() == [False]  # 35 states: not yet a loop
+
+
+@pytest.mark.parametrize("name", ["chpn_op53.mid", "chpn_op25_e1.mid", "chpn_op66.mid"])
+def test_the_loop_breaker_never_fires_on_real_chopin(name):
+    """The pieces of the corpus with the longest exact repetition (39, 37, 24 states) never reach 48."""
+    st, _, _ = notes_to_states(read_midi(BUNDLED_CORPUS_DIR / name), S.grid_per_beat, S.pedal, S.min_state_beats,
+                               S.max_states)
+    breaker = LoopBreaker(48, [st[:16]])
+    fired = longest = 0
+    for i in range(16, len(st)):
+        k, o = st.keys[i : i + 1], st.onsets[i : i + 1]
+        fired += int(breaker.reject(k, o)[0])
+        breaker.on_state(decoding.NewStates(k, o, np.zeros(1, int), st.beats[i : i + 1].astype(np.float64)))
+        longest = max(longest, int(breaker.runs.max()))
+    assert fired == 0 and 20 < longest < 48  # long figures, none as long as a loop
+    assert LoopBreaker(48, [st]).runs.max() == breaker.runs.max()  # read whole or state by state: the same runs
+
+
+def test_a_loop_is_broken_where_it_starts_not_by_a_retry():
+    """lstm-repeats at threshold 0.95 falls into a cycle of 2; the guard used to compose the whole piece
+    again (another decoding than asked); the breaker keeps the asked decoding and no guard fires."""
+    m = load_model("lstm-repeats")
+    seed = seed_from_test(5)
+    old = generate(m, seed, GenerateConfig(steps=80, threshold=0.95, random_seed=3, loop_states=0))
+    assert any("looping" in g for g in old.guards)
+    new = generate(m, seed, GenerateConfig(steps=80, threshold=0.95, random_seed=3))
+    assert not any("retried" in g for g in new.guards) and new.config.threshold == 0.95
+    assert not [p for p in check_guards(new.generated) if p.startswith("looping")]
+
+
+class _NoKey(StepProcessor):
+    """A rule written as one class: key ``k`` never sounds."""
+
+    def __init__(self, k: int) -> None:
+        self.k, self.seen = k, 0
+
+    def mask(self, kp, op, prev):
+        kp = kp.copy()
+        kp[:, self.k] = 0.0
+        return kp, op
+
+    def on_state(self, new):
+        self.seen += 1
+
+
+def test_one_loop_runs_any_processor_on_every_state(model):
+    seed = seed_from_test(3)
+    cfg = GenerateConfig(random_seed=0)
+    plain = Decoder(model, [seed.history], cfg, np.random.default_rng(0), seed.history_start_beat)
+    k = int(np.argmax(np.stack([n.keys[0] for n in plain.run([StepLimit(40)])]).sum(0)))  # its commonest key
+    rule = _NoKey(k)
+    dec = Decoder(model, [seed.history], cfg, np.random.default_rng(0), seed.history_start_beat)
+    drawn = dec.run([StepLimit(40)], extra=[rule])
+    assert len(drawn) == 40 == rule.seen
+    assert not any(n.keys[0, k] and not prev[0, k] for n, prev in
+                   zip(drawn, [seed.history.keys[-1:]] + [d.keys for d in drawn[:-1]]))
+
+
+def test_the_cadence_composes_with_the_config_s_rules(model, monkeypatch):
+    """Every section and the cadence get their processors from the one factory (key guidance, repeat boost...)."""
+    calls = []
+
+    def spy(model, cfg, controls, stepper, histories):
+        made = processors_for(model, cfg, controls, stepper, histories)
+        calls.append((type(stepper).__name__, [type(p).__name__ for p in made]))
+        return made
+
+    monkeypatch.setattr(decoding, "processors_for", spy)
+    res = compose_form(model, seed_from_test(5), GenerateConfig(seconds=30.0, random_seed=1), "ABA")
+    assert len(calls) == len(res.sections) + 1  # the cadence too
+    stepper, rules = calls[-1]
+    assert stepper == "GuidedStepper" and "Repeat" in rules and "FollowKeyDrift" in rules
+
+
+def test_the_app_request_is_a_generate_config_and_one_function_dispatches(model):
+    from dataclasses import fields
+
+    from chopinbot.app.request import ComposeRequest
+    from chopinbot.compose.request import compose_piece
+    from chopinbot.errors import ConfigError
+
+    library, request = GenerateConfig(), ComposeRequest()
+    own = {"seconds": 30.0}  # the app's one default of its own: a length in seconds
+    for f in fields(GenerateConfig):
+        assert getattr(request, f.name) == own.get(f.name, getattr(library, f.name)), f.name
+    made = request.generate_config()
+    assert made.steps is None and made.seconds == 30.0 and type(made) is GenerateConfig
+    with pytest.raises(ConfigError, match="temperature"):  # checked once, by GenerateConfig.validate
+        ComposeRequest(temperature=9.0).check_limits()
+    seed, cfg = seed_from_test(2), GenerateConfig(steps=20, random_seed=4)
+    pieces = compose_piece(model, cfg, seed, batch=2)
+    assert len(pieces) == 2
+    assert np.array_equal(pieces[0].states.keys, generate(model, seed, cfg, batch=2)[0].states.keys)
+    with pytest.raises(ConfigError):
+        compose_piece(model, cfg)  # no seed
