@@ -268,7 +268,8 @@ def test_many_concurrent_sessions(tiny_model_dir, tmp_path):
                "wall_s": round(wall, 1),
                "server_compose_max_s": round(max(server), 2), "server_queued_max_s": round(max(queued), 2),
                "page_cpu_first_visits_s": round(at_press[0][0] - cpu0[0], 2),
-               "page_cpu_after_press_s": round(cpu1[0] - at_press[0][0], 2), "load_average_before": round(load_before, 2),
+               "page_cpu_after_press_s": round(cpu1[0] - at_press[0][0], 2),
+               "load_average_before": round(load_before, 2),
                "mean_wav_mb": round(sum(r["wav_bytes"] for r in pieces) / len(pieces) / 1e6, 2)}
     (tmp_path / "load.json").write_text(json.dumps(summary, indent=1))
     print("\nload test:", json.dumps(summary))

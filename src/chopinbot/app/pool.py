@@ -35,6 +35,7 @@ from chopinbot.app.settings import (
     MAX_QUEUE_ENV,
     POOL_PROCESSES_ENV,
     REQUEST_TIMEOUT_S,
+    SERVE_ENV,
     WORKERS_ENV,
 )
 from chopinbot.errors import ChopinBotError, ConfigError
@@ -228,6 +229,11 @@ class ComposePool:
         for fut in futures if wait else ():
             fut.result()
 
+    def worker_pids(self) -> list[int]:
+        """The process ids of the worker processes (none for worker threads)."""
+        return [pid for executor in self._executors if executor is not None
+                for pid in list(getattr(executor, "_processes", None) or {})]
+
     def shutdown(self) -> None:
         """Refuse new requests, cancel the waiting ones, finish the running ones."""
         with self._lock:
@@ -306,13 +312,14 @@ _pool_lock = threading.Lock()
 
 
 def get_pool() -> ComposePool:
-    """The process-wide pool, of worker processes (``$CHOPINBOT_APP_WORKERS``, ``$CHOPINBOT_APP_MAX_QUEUE``
-    override the sizes; ``$CHOPINBOT_APP_PROCESSES=0`` gives worker threads instead)."""
+    """The process-wide pool: of worker processes in the server (``chopinbot app``), of threads elsewhere
+    (``$CHOPINBOT_APP_PROCESSES`` 1 or 0 decides; ``$CHOPINBOT_APP_WORKERS``, ``$CHOPINBOT_APP_MAX_QUEUE``
+    override the sizes)."""
     global _pool
     with _pool_lock:
         if _pool is None:
             _pool = ComposePool(_env_int(WORKERS_ENV, DEFAULT_WORKERS), _env_int(MAX_QUEUE_ENV, DEFAULT_MAX_QUEUE),
-                                processes=os.environ.get(POOL_PROCESSES_ENV, "1") != "0")
+                                processes=os.environ.get(POOL_PROCESSES_ENV, os.environ.get(SERVE_ENV, "0")) != "0")
         return _pool
 
 

@@ -23,7 +23,8 @@ MODELS_DIR_ENV = "CHOPINBOT_MODELS_DIR"  # where run folders are listed from
 SERVE_ENV = "CHOPINBOT_SERVE"  # "1" in the server process started by `chopinbot app`
 WORKERS_ENV = "CHOPINBOT_APP_WORKERS"  # overrides DEFAULT_WORKERS
 MAX_QUEUE_ENV = "CHOPINBOT_APP_MAX_QUEUE"  # overrides DEFAULT_MAX_QUEUE
-POOL_PROCESSES_ENV = "CHOPINBOT_APP_PROCESSES"  # "0": the pool's workers are threads of the server
+POOL_PROCESSES_ENV = "CHOPINBOT_APP_PROCESSES"  # "1"/"0": the pool's workers are processes/threads
+# (default: processes in the server that `chopinbot app` starts, threads elsewhere, e.g. in tests)
 DEFAULT_MODELS_DIR = Path("runs")
 
 # --- The server -------------------------------------------------------------------------
