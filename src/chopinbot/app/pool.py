@@ -64,9 +64,11 @@ class ComposePool:
 
     Why processes: composing, the piano roll and the statistics are Python code that holds the
     interpreter's lock, so worker threads in the server take turns on one core, beside the page's
-    own Python (Streamlit).  Measured on the 2-core machine with the shipped model
-    (``python -m chopinbot_tools.load``; docs/reliability.md): 20 requests at once with two
-    threads ...  Each process loads the model once (:func:`warm_up` warms them).
+    own Python (Streamlit): of the ~0.6 s of CPU a 30-s piece of the shipped model costs, ~0.5 s
+    is under that lock (``python -m chopinbot_tools.load``; docs/reliability.md), so with threads
+    20 requests take at least 20 x 0.5 s however many cores there are.  Each process loads the
+    model once (:meth:`warm` and :func:`warm_up` warm them); a piece is the same as composed in a
+    thread (tests/test_service.py).
     """
 
     def __init__(self, workers: int = DEFAULT_WORKERS, max_queue: int = DEFAULT_MAX_QUEUE,
