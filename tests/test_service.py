@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
+import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -47,7 +50,7 @@ from chopinbot.cli.generate import config_from_args
 from chopinbot.compose import generate as library
 from chopinbot.compose.generate import GenerateConfig
 from chopinbot.constants import SEED_STATES, SHIPPED_MODEL
-from chopinbot.errors import ConfigError, ModelFileError
+from chopinbot.errors import ChopinBotError, ConfigError, ModelFileError
 from chopinbot.evaluation.figures import PieceFigures
 from chopinbot.model.checkpoint import bundled_models, resolve_checkpoint
 from chopinbot.music.midi import read_midi_bytes
@@ -589,6 +592,15 @@ def test_worker_processes_compose_the_same_music_as_a_thread(entry):
         assert there.pieces[0].png == here.pieces[0].png and "queued" in there.timings
         with pytest.raises(ConfigError, match="does not exist"):  # the worker's own error, as it is
             pool.compose(ComposeRequest(model="tiny", seconds=4.0, seed_index=10**6), entry, "p")
+        # a worker process that dies (killed, out of memory) fails one request with a sentence; another starts
+        [pid] = pool.worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        _wait_until(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+                    .rsplit(")", 1)[1].split()[:1], timeout=10)
+        with pytest.raises(ChopinBotError, match="stopped unexpectedly"):
+            pool.compose(req, entry, "p")
+        assert pool.compose(req, entry, "p").pieces[0].fingerprint == here.pieces[0].fingerprint
+        assert pool.worker_pids() != [pid]
     finally:
         pool.shutdown()
 

@@ -86,26 +86,35 @@ class ComposePool:
         self.completed = 0
         self.refused = 0
         self._service_s = _INITIAL_SERVICE_S  # a running mean of one request's time in a worker
-        self._executors: list[ProcessPoolExecutor | None] = [
-            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_process_init,
-                                initargs=(threads_per_worker,)) if processes else None for _ in range(workers)]
+        self._warm_entries: list[tuple[str, str]] = []  # (model folder, label) each worker process loads
+        self._executors: list[ProcessPoolExecutor | None] = [None] * workers
         if processes:
-            # Start each worker process now (they load in the background).  A spawned process re-runs
-            # the parent's main script, which under Streamlit is the page itself (it swaps its script in
-            # as __main__): the page would run again in the worker and start a pool of its own.  So the
-            # processes are started with a bare __main__, and never again (one each, started here).
-            with _MAIN_LOCK:
-                main = sys.modules.get("__main__")
-                sys.modules["__main__"] = types.ModuleType("__main__")
-                try:
-                    for executor in self._executors:
-                        executor.submit(_process_ready)
-                finally:
-                    sys.modules["__main__"] = main
+            self._start_processes(range(workers))
         self._dispatchers = [threading.Thread(target=self._dispatch, args=(i,), name=f"chopinbot-compose-{i}",
                                               daemon=True) for i in range(workers)]
         for t in self._dispatchers:
             t.start()
+
+    def _start_processes(self, indexes) -> None:
+        """Start worker process ``i`` for each of ``indexes`` now (it loads in the background).
+
+        A spawned process re-runs the parent's main script, which under Streamlit is the page
+        itself (it swaps its script in as ``__main__``): the page would run again in the worker and
+        start a pool of its own.  So a worker process is started here with a bare ``__main__``, once
+        (each executor has one process, which it never replaces)."""
+        with _MAIN_LOCK:
+            main = sys.modules.get("__main__")
+            sys.modules["__main__"] = types.ModuleType("__main__")
+            try:
+                for i in indexes:
+                    executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                   initializer=_process_init, initargs=(self._threads_per_worker,))
+                    executor.submit(_process_ready)
+                    for path, label in self._warm_entries:
+                        executor.submit(_warm_process, path, label)
+                    self._executors[i] = executor
+            finally:
+                sys.modules["__main__"] = main
 
     def status(self) -> dict[str, int]:
         """Requests waiting and running now, and totals since start."""
@@ -162,7 +171,6 @@ class ComposePool:
         """One worker: take the oldest waiting request, compose it, set its future; until shut down."""
         if not self.processes:
             _worker_init(self._threads_per_worker)
-        executor = self._executors[index]
         while True:
             with self._lock:
                 while not self._queue and not self._closed:
@@ -170,11 +178,13 @@ class ComposePool:
                 if not self._queue:  # closed and drained
                     return
                 job = self._queue.popleft()
-                if not job.future.set_running_or_notify_cancel():
-                    self._finish(job, None)
-                    continue
-                self._running += 1
+                running = job.future.set_running_or_notify_cancel()  # False: the caller cancelled it
+                self._running += running
+            if not running:
+                self._finish(job, None)
+                continue
             started = time.perf_counter()
+            executor = self._executors[index]
             try:
                 if executor is not None:
                     result = executor.submit(_compose_in_process, job.request, str(job.entry.path), job.entry.label,
@@ -183,6 +193,10 @@ class ComposePool:
                     result = compose(job.request, job.entry, job.session_id)
                 result.timings["queued"] = started - job.submitted
             except BaseException as e:  # noqa: BLE001 - the visitor's page shows it
+                if isinstance(e, BrokenProcessPool) and not self._closed:  # the process died (killed, out of memory)
+                    log.error("composing worker process %d stopped; starting another", index)
+                    executor.shutdown(wait=False, cancel_futures=True)
+                    self._start_processes([index])
                 self._finish(job, time.perf_counter() - started)
                 job.future.set_exception(_plain(e))
                 continue
@@ -226,6 +240,8 @@ class ComposePool:
     def warm(self, entry: ModelEntry, wait: bool = False) -> None:
         """Start loading ``entry``'s model and caches in every worker process, in the background
         (or ``wait`` until done); a no-op for worker threads, which share the server's."""
+        if self.processes:
+            self._warm_entries.append((str(entry.path), entry.label))
         futures = [executor.submit(_warm_process, str(entry.path), entry.label, wait)
                    for executor in self._executors if executor is not None]
         for fut in futures if wait else ():
