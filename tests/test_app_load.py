@@ -8,14 +8,18 @@ script run -> ComposePool -> compose -> audio/picture -> elements sent back;
 the audio element's URL is then fetched over HTTP like a browser's player.
 A browser per session would cost far more CPU than the server under test.
 
-Checks: all sessions succeed; each sees its own result (its own random seed
-and tempo in the page, a distinct piece fingerprint and audio file); an
-over-long request in the same crowd (a length past the control's maximum,
-as only a hand-made client sends) is never composed: refused with a message,
-or reset by Streamlit to the control's default; the server log has one "done"
-line per piece composed.  Latency (press -> audio element) is
-printed with p50/p95/max; bounded: 20 sessions and a 240 s deadline.
-``CHOPINBOT_LOAD_SESSIONS`` changes the number of sessions.
+Checks: no session fails; each sees its own result (its own random seed
+and tempo in the page, a distinct piece fingerprint and audio file); sessions
+beyond the pool's queue cap are refused at once with the busy message naming
+the place they would have had; an over-long request in the same crowd (300 s,
+past the server's 120-s cap) is refused with the server's message and never
+composed; the server log has one "done" line per piece composed.  Printed:
+latency (press -> audio element) p50/p95/max, the failures, how many waiting
+visitors were shown their queue position, and the page process's CPU.  The
+visitors press Generate after the server's warm-up.  Bounded: a 240 s deadline.
+``CHOPINBOT_LOAD_SESSIONS`` changes the number of sessions (20);
+``CHOPINBOT_APP_TEST_MODEL`` a model folder, or ``shipped``, instead of the tiny
+test model (issue 28's measurement: docs/reliability.md).
 """
 
 from __future__ import annotations
