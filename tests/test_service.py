@@ -625,3 +625,18 @@ def _wait_until(cond, timeout=5.0):
     while not cond():
         assert time.monotonic() < end, "condition not reached"
         time.sleep(0.02)
+
+
+def test_load_tool_serves_concurrent_sessions_each_its_own_piece(tiny_model_dir, capsys):
+    """`python -m chopinbot_tools.load`: N requests at once through the pool, each served its own piece."""
+    from chopinbot_tools.load import main, percentile, run_load
+
+    summary = run_load(3, seconds=3.0, model=str(tiny_model_dir / "best"), workers=1, max_queue=2, audio=False,
+                       processes=False)
+    assert (summary["served"], summary["refused"], summary["failures"]) == (2, 1, 0)  # the queue holds 2
+    assert summary["distinct_pieces"] == 2 and "would be number" in summary["refusals"][0]
+    assert summary["p50_s"] <= summary["p95_s"] <= summary["max_s"] and summary["cpu_per_request_s"] > 0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 3.0 and percentile([5.0], 0.95) == 5.0
+    with pytest.raises(SystemExit):
+        main(["--sessions", "0"])
+    assert "--sessions must be at least 1" in capsys.readouterr().err

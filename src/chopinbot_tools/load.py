@@ -107,7 +107,7 @@ def run_load(sessions: int, seconds: float = 30.0, model: str | None = None, wor
     lat = sorted(r["latency"] for r in served)
     steps = ("queued", "seed", "generate", "generate_cpu", "statistics", "picture", "picture_cpu", "audio", "total")
     mean_steps = {k: round(sum(r["timings"].get(k, 0.0) for r in served) / max(1, len(served)), 3) for k in steps}
-    return {
+    summary = {
         "sessions": sessions, "seconds": seconds, "model": label, "workers": pool.workers,
         "worker_kind": "processes" if processes else "threads",
         "max_queue": pool.max_queue, "served": len(served),
@@ -126,6 +126,9 @@ def run_load(sessions: int, seconds: float = 30.0, model: str | None = None, wor
                   "worker processes and their FluidSynth": round(workers_cpu, 2)},
         "load_average_before": round(load_before, 2),
     }
+    cpu = summary["cpu_s"]
+    summary["cpu_per_request_s"] = round(sum(cpu.values()) / max(1, len(served)), 3)
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:

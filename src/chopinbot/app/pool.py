@@ -1,9 +1,11 @@
 """The server process: the worker pool every visitor shares, warm-up and tuning.
 
 Generation runs in a bounded worker pool (:class:`ComposePool`): a fixed
-number of worker threads, a cap on the requests queued or running, and at most
-one request in flight per visitor session, so one visitor cannot starve the
-rest.  Its sizes are in :mod:`chopinbot.app.settings`.
+number of workers (processes in the server, threads elsewhere) taking requests
+first come, first served from one queue, a cap on the requests queued or running,
+and at most one request in flight per visitor session, so one visitor cannot
+starve the rest; a waiting visitor is told its place (:meth:`ComposePool.position`).
+Its sizes are in :mod:`chopinbot.app.settings`.
 """
 
 from __future__ import annotations
