@@ -63,8 +63,9 @@ def streamlit_command(args: argparse.Namespace) -> list[str]:
         "--client.showErrorDetails", "none",
         "--client.toolbarMode", "minimal",
         "--global.developmentMode", "false",
-        # no full garbage collection after every page run: with the model and torch loaded it held
-        # the interpreter ~0.07 s a run, ~19% of the page process's busy time with 20 visitors at once
+        # no full garbage collection after every page run (Python's own still runs): with torch and
+        # the model in the heap it held the interpreter after each run; 21 visitors pressing Generate
+        # at once cost the page's process 5.4 s of CPU with it, 1.1 s without (docs/reliability.md)
         "--runner.postScriptGC", "false",
     ]
 
