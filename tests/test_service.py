@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
+import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -47,7 +50,7 @@ from chopinbot.cli.generate import config_from_args
 from chopinbot.compose import generate as library
 from chopinbot.compose.generate import GenerateConfig
 from chopinbot.constants import SEED_STATES, SHIPPED_MODEL
-from chopinbot.errors import ConfigError, ModelFileError
+from chopinbot.errors import ChopinBotError, ConfigError, ModelFileError
 from chopinbot.evaluation.figures import PieceFigures
 from chopinbot.model.checkpoint import bundled_models, resolve_checkpoint
 from chopinbot.music.midi import read_midi_bytes
@@ -523,9 +526,81 @@ def test_get_pool_is_shared_and_sized_from_the_environment(monkeypatch):
     monkeypatch.setattr(app_pool, "_pool", None)
     monkeypatch.setenv("CHOPINBOT_APP_WORKERS", "3")
     monkeypatch.setenv("CHOPINBOT_APP_MAX_QUEUE", "oops")
+    monkeypatch.setenv("CHOPINBOT_APP_PROCESSES", "0")  # threads here; processes by default (tested below)
     pool = get_pool()
     try:
         assert get_pool() is pool and pool.workers == 3 and pool.max_queue == DEFAULT_MAX_QUEUE
+        assert not pool.processes
+    finally:
+        pool.shutdown()
+
+
+class _OneByOne:
+    """A fake compose that finishes one request each time :meth:`next` is called."""
+
+    def __init__(self) -> None:
+        self.sem = threading.Semaphore(0)
+
+    def next(self) -> None:
+        self.sem.release()
+
+    def __call__(self, request, entry, session_id=""):
+        self.sem.acquire(timeout=10)
+        return ComposeResult(request, "fake", [], [], 0, {"total": 0.0}, session_id)
+
+
+def test_queue_position_counts_down_and_a_full_queue_says_where_it_would_stand(monkeypatch):
+    steps = _OneByOne()
+    monkeypatch.setattr(app_pool, "compose", steps)
+    pool = ComposePool(workers=1, max_queue=4)
+    req = ComposeRequest(seconds=5)
+    seen: list[int] = []
+    try:
+        futs = [pool.submit(req, None, f"s{i}") for i in range(3)]
+        _wait_until(lambda: pool.status()["running"] == 1)
+        assert [pool.position(f) for f in futs] == [0, 1, 2]  # s0 composing, s1 next, s2 after it
+        waiter = threading.Thread(target=lambda: pool.compose(req, None, "s3",
+                                                              on_position=lambda n, _s: seen.append(n)))
+        waiter.start()
+        _wait_until(lambda: seen == [3])
+        assert pool.wait_estimate(3) > pool.wait_estimate(1) > 0
+        with pytest.raises(RequestRefused, match="would be number 4 in the queue"):
+            pool.submit(req, None, "s4")  # 4 queued or running: the cap
+        for place in (2, 1, 0):  # one piece done at a time: the waiting visitor moves up one place
+            steps.next()
+            _wait_until(lambda place=place: seen[-1] == place)
+        steps.next()
+        waiter.join(10)
+        assert seen == [3, 2, 1, 0]  # told each place, then that its piece is being composed
+        assert [pool.position(f) for f in futs] == [0, 0, 0] and not waiter.is_alive()
+    finally:
+        for _ in range(4):
+            steps.next()
+        pool.shutdown()
+    assert "number 2 in the queue" in app_pool.queue_message(2, 3.0)
+    assert "next in the queue" in app_pool.queue_message(1, 0.2)
+
+
+def test_worker_processes_compose_the_same_music_as_a_thread(entry):
+    """The server's pool composes in worker processes; a piece is the same as composed in the server."""
+    req = ComposeRequest(model="tiny", seconds=4.0, seed_index=3, random_seed=11, render_audio=False)
+    here = compose(req, entry, "t")
+    pool = ComposePool(workers=1, max_queue=2, processes=True)
+    try:
+        there = pool.compose(req, entry, "p")
+        assert there.pieces[0].fingerprint == here.pieces[0].fingerprint
+        assert there.pieces[0].png == here.pieces[0].png and "queued" in there.timings
+        with pytest.raises(ConfigError, match="does not exist"):  # the worker's own error, as it is
+            pool.compose(ComposeRequest(model="tiny", seconds=4.0, seed_index=10**6), entry, "p")
+        # a worker process that dies (killed, out of memory) fails one request with a sentence; another starts
+        [pid] = pool.worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        _wait_until(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+                    .rsplit(")", 1)[1].split()[:1], timeout=10)
+        with pytest.raises(ChopinBotError, match="stopped unexpectedly"):
+            pool.compose(req, entry, "p")
+        assert pool.compose(req, entry, "p").pieces[0].fingerprint == here.pieces[0].fingerprint
+        assert pool.worker_pids() != [pid]
     finally:
         pool.shutdown()
 
@@ -550,3 +625,18 @@ def _wait_until(cond, timeout=5.0):
     while not cond():
         assert time.monotonic() < end, "condition not reached"
         time.sleep(0.02)
+
+
+def test_load_tool_serves_concurrent_sessions_each_its_own_piece(tiny_model_dir, capsys):
+    """`python -m chopinbot_tools.load`: N requests at once through the pool, each served its own piece."""
+    from chopinbot_tools.load import main, percentile, run_load
+
+    summary = run_load(3, seconds=3.0, model=str(tiny_model_dir / "best"), workers=1, max_queue=2, audio=False,
+                       processes=False)
+    assert (summary["served"], summary["refused"], summary["failures"]) == (2, 1, 0)  # the queue holds 2
+    assert summary["distinct_pieces"] == 2 and "would be number" in summary["refusals"][0]
+    assert summary["p50_s"] <= summary["p95_s"] <= summary["max_s"] and summary["cpu_per_request_s"] > 0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 3.0 and percentile([5.0], 0.95) == 5.0
+    with pytest.raises(SystemExit):
+        main(["--sessions", "0"])
+    assert "--sessions must be at least 1" in capsys.readouterr().err

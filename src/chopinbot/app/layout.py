@@ -21,7 +21,7 @@ import numpy as np
 import streamlit as st
 
 from chopinbot.app import registry
-from chopinbot.app.pool import get_pool, tune_for_serving, warm_up
+from chopinbot.app.pool import get_pool, queue_message, tune_for_serving, warm_up
 from chopinbot.app.reference import threshold_guide_png
 from chopinbot.app.registry import ModelEntry, list_models
 from chopinbot.app.request import ComposeRequest, ComposeResult, RequestRefused, describe_request, figures_lines
@@ -42,6 +42,8 @@ from chopinbot.compose.form import FORMS
 from chopinbot.compose.generate import (
     DENSITY_RANGE,
     KEY_MIN_P_RANGE,
+    MAX_SECONDS,
+    MAX_STEPS,
     MIN_REGISTER_SPAN,
     TEMPERATURE_RANGE,
     THRESHOLD_RANGE,
@@ -163,7 +165,7 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
     label = sb.selectbox("Model", list(models), key="model", help=HELP["model"])
     entry = load_entry(str(models[label]), label)
     if os.environ.get(SERVE_ENV) == "1":
-        warm_up(entry)  # once per model, in the background
+        warm_up(entry, pool=get_pool())  # once per model, in the background (and in the pool's workers)
     sb.caption(entry.description)
 
     sb.subheader("Seed")
@@ -222,11 +224,12 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
     unit = sb.radio("Measure in", ["seconds", "states"], key="length_unit", horizontal=True,
                     help=HELP["length_unit"], disabled=bool(infill))
     if unit == "seconds":
-        length = sb.number_input("Seconds of new music", min_value=1.0, max_value=MAX_REQUEST_SECONDS,
+        # up to the library's own bound: the server's smaller cap refuses with a message (check_limits)
+        length = sb.number_input("Seconds of new music", min_value=1.0, max_value=MAX_SECONDS,
                                  value=REQUEST_DEFAULTS.seconds, step=5.0, key="seconds", help=HELP["seconds"],
                                  disabled=bool(infill))
     else:
-        length = sb.number_input("States of new music", min_value=1, max_value=MAX_REQUEST_STATES,
+        length = sb.number_input("States of new music", min_value=1, max_value=MAX_STEPS,
                                  value=GENERATE_DEFAULTS.steps, step=16, key="states", help=HELP["states"],
                                  disabled=bool(infill))
     variations = variations_control(unit, float(length), disabled=bool(infill))
@@ -397,7 +400,9 @@ def generate(entry: ModelEntry, fields: dict, wants_primer: bool) -> None:
     log.info("compose: %s", describe_request(request))
     try:
         with st.spinner("Composing…"):
-            result = pool.compose(request, entry, ss.session_id)
+            place = st.empty()  # the queue position while it waits (app.pool.queue_message)
+            result = pool.compose(request, entry, ss.session_id, on_position=lambda n, s: place.info(
+                queue_message(n, s)) if n else place.empty())
     except RequestRefused as e:
         log.info("refused: %s", e)
         ss.message = ("warning", str(e))

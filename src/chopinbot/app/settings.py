@@ -6,7 +6,10 @@ The per-request bounds are enforced by the service
 :func:`chopinbot.app.seeds.check_upload`) and offered by the page's controls
 (:mod:`chopinbot.app.layout` takes its minima and maxima from here and from the
 ranges beside :class:`~chopinbot.compose.generate.GenerateConfig`), so a control
-never offers what the service refuses.  They lie within the library's own
+never offers what the service refuses, with one exception: the length controls go up to
+the library's bounds, so that a length over :data:`MAX_REQUEST_SECONDS` /
+:data:`MAX_REQUEST_STATES` reaches the service and is refused with its message (Streamlit
+would reset a value past a control's maximum to the default without a word).  They lie within the library's own
 bounds (:data:`chopinbot.compose.generate.MAX_STEPS` and the ranges beside it).
 
 No heavy import here: ``chopinbot app`` reads these before it starts the server.
@@ -23,15 +26,18 @@ MODELS_DIR_ENV = "CHOPINBOT_MODELS_DIR"  # where run folders are listed from
 SERVE_ENV = "CHOPINBOT_SERVE"  # "1" in the server process started by `chopinbot app`
 WORKERS_ENV = "CHOPINBOT_APP_WORKERS"  # overrides DEFAULT_WORKERS
 MAX_QUEUE_ENV = "CHOPINBOT_APP_MAX_QUEUE"  # overrides DEFAULT_MAX_QUEUE
+POOL_PROCESSES_ENV = "CHOPINBOT_APP_PROCESSES"  # "1"/"0": the pool's workers are processes/threads
+# (default: processes in the server that `chopinbot app` starts, threads elsewhere, e.g. in tests)
 DEFAULT_MODELS_DIR = Path("runs")
 
 # --- The server -------------------------------------------------------------------------
-# Worker threads composing at once.  Each runs the LSTM on one core (see
-# chopinbot.app.pool.tune_for_serving) and starts one FluidSynth process; on a
-# 2-core machine two workers keep both cores busy without oversubscribing them.
+# Workers composing at once (processes in the server: see chopinbot.app.pool.ComposePool).
+# Each runs the LSTM on one core (see chopinbot.app.pool.tune_for_serving) and starts one
+# FluidSynth process; on a 2-core machine two workers keep both cores busy without
+# oversubscribing them.
 DEFAULT_WORKERS = 2
-# Requests queued or running, all visitors together; above it a request is
-# refused at once ("busy, try again") instead of waiting without bound.
+# Requests queued or running, all visitors together; above it a request is refused at once
+# ("busy", with the place it would have had) instead of waiting without bound.
 DEFAULT_MAX_QUEUE = 32
 # How long the app waits for one result (queueing included).
 REQUEST_TIMEOUT_S = 180.0
