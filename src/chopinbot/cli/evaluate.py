@@ -40,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run a fixed evaluation protocol instead of the report (repeatable; 'all' runs every "
                         "one): realism, controls, key-hold, style, form, infill")
     p.add_argument("--suite-out", default=SUITE_OUT,
-                   help="folder for the suites' JSON, one NAME.json each (default: %(default)s)")
+                   help="folder for the suites' JSON, one NAME.json each (controls: controls-check.json, as in docs/; "
+                        "default: %(default)s)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="suite_settings",
                    help="change a suite setting, e.g. pieces=10 or decoding='repeat_boost=1' (repeatable; "
                         "applies to the suites that have it)")
@@ -69,7 +70,13 @@ def run(args: argparse.Namespace) -> int:
 
 def run_suites(args: argparse.Namespace) -> int:
     from chopinbot.errors import ConfigError
-    from chopinbot.evaluation.suites import parse_overrides, run_suite, suite_names, suite_settings_type
+    from chopinbot.evaluation.suites import (
+        parse_overrides,
+        run_suite,
+        suite_json_name,
+        suite_names,
+        suite_settings_type,
+    )
 
     names = suite_names() if "all" in args.suite else list(dict.fromkeys(args.suite))
     unknown = [n for n in names if n not in suite_names()]
@@ -86,8 +93,9 @@ def run_suites(args: argparse.Namespace) -> int:
     models = args.model or [None]
     for name, overrides in plan.items():
         for model in models:
+            file = Path(suite_json_name(name))
             tail = "" if len(models) == 1 else "-" + Path(model or "shipped").name
-            out = Path(args.suite_out) / f"{name}{tail}.json"
+            out = Path(args.suite_out) / f"{file.stem}{tail}{file.suffix}"
             result = run_suite(name, model, overrides, out, progress=not args.quiet)
             shown = ", ".join(f"{k} {_short(v)}" for k, v in result["figures"].items()
                               if isinstance(v, (int, float)))

@@ -49,6 +49,11 @@ def suite_names() -> list[str]:
     return list(_registry())
 
 
+def suite_json_name(name: str) -> str:
+    """The file name of suite ``name``'s JSON (e.g. controls-check.json, as docs/ has it)."""
+    return _registry()[name].json_name
+
+
 def suite_settings_type(name: str) -> type:
     """The settings dataclass of suite ``name`` (its defaults: the protocol)."""
     return _registry()[name].settings

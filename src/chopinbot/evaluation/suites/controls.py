@@ -149,4 +149,5 @@ def run(model_name: str | None, settings: ControlsSettings, progress: bool = Tru
     return suite_result("controls", model_name, settings, figures_of(check), rows, 0.0)
 
 
-SUITE = Suite("controls", run, ControlsSettings, "compliance of density, register, loudness and key requests")
+SUITE = Suite("controls", run, ControlsSettings, "compliance of density, register, loudness and key requests",
+              "controls-check.json")  # docs/controls-check.json

@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 
 from chopinbot.constants import SEED_STATES
 from chopinbot.evaluation.continuations import CONTINUATION_SECONDS, model_composer
-from chopinbot.evaluation.realism import ClassifierSettings, RealismSettings, evaluate_realism
+from chopinbot.evaluation.realism import (
+    CALIBRATION_COMPOSERS,
+    ClassifierSettings,
+    RealismSettings,
+    evaluate_realism,
+)
 from chopinbot.evaluation.suites.schema import Suite, suite_result
 
 
@@ -30,6 +35,7 @@ class RealismSuiteSettings:
     seed_len: int = SEED_STATES
     decoding: dict = field(default_factory=dict)  # GenerateConfig fields for every continuation
     composed: bool = True  # the composed-music rows (a second pass from the seed alone: twice the composing)
+    composers: tuple = CALIBRATION_COMPOSERS  # the calibration rows: other composers against Chopin
     data: str | None = None  # a prepared dataset (default: the bundled corpus)
 
 
@@ -77,7 +83,7 @@ def realism_suite(model, ds, settings: RealismSuiteSettings | None = None, progr
         return compose(seed, index + s.seed_offset)
 
     rs = RealismSettings(split=s.split, continuation_seconds=s.seconds, seed_len=s.seed_len, composed=s.composed,
-                         test=ClassifierSettings(repeats=s.repeats))
+                         composers=tuple(s.composers), test=ClassifierSettings(repeats=s.repeats))
     r = evaluate_realism(ds, continue_seed, rs, progress=progress)
     rows = [{"kind": "classifier", "pair": name, **row} for name, row in r.get("rows", {}).items()]
     rows += [{"kind": "classifier", "pair": name, **row} for name, row in r.get("composed", {}).get("rows", {}).items()]

@@ -46,3 +46,8 @@ class Suite:
     run: Callable[..., dict]  # (model name or None, settings, progress) -> the suite's JSON
     settings: type  # its settings dataclass (defaults: the protocol)
     description: str
+    filename: str = ""  # its JSON's name in the output folder (default: NAME.json)
+
+    @property
+    def json_name(self) -> str:
+        return self.filename or f"{self.name}.json"
