@@ -81,6 +81,7 @@ class InfillSettings:
     repeats: int = 5  # random seeds of the classifier test
     cpu_minutes: float = 60.0  # stop placing spans after this much CPU time
     max_pieces: int | None = None  # only the first N pieces (a quick try)
+    threads: int = 1  # torch threads while it runs (the CPU-minute budget is per thread)
 
 
 CORPUS_DIRS = (PACKAGE_DIR / "data" / "chopin", PACKAGE_DIR / "data" / "chopin_nifc")
@@ -292,10 +293,17 @@ def _flat(prefix: str, d: dict, out: dict) -> dict:
 
 
 def run(model_name: str | None, settings: InfillSettings, progress: bool = True) -> dict:
+    import torch
+
     from chopinbot.model.formats import load_model
 
     judge = load_model(settings.judge) if settings.judge else None
-    r = infill_check(load_model(model_name), settings, judge, progress)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    try:
+        r = infill_check(load_model(model_name), settings, judge, progress)
+    finally:
+        torch.set_num_threads(threads)
     figures, rows = {"cpu_minutes": r["cpu_minutes"]}, []
     for label in ("plain", "steered"):
         if label in r:
