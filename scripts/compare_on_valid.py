@@ -42,8 +42,8 @@ def main() -> None:
         row = {"key_nll": valid["key_nll"], "dur_error": valid["dur_error"], "f1_best": valid["f1_best"]}
         if args.realism:
             r = realism_metrics(model, ds, EvalSettings(progress=False, realism_split=args.split,
-                                                        realism_repeats=args.repeats))
-            row.update(realism_summary(r))
+                                                        realism_repeats=args.repeats, composed=False))
+            row.update(realism_summary(r["details"]))
         out[name] = row
         realism = (f"; realism {row['accuracy_mean']:.3f} ± {row['accuracy_sd']:.3f} "
                    f"(velocities ignored {row['no_velocity_accuracy_mean']:.3f})") if args.realism else ""

@@ -119,7 +119,7 @@ def test_generate_listen_download_change_key_tempo_and_upload(app_url, browser, 
     text = ", ".join(f"{t:.2f}" for t in times)
     print(f"\nclick -> playable 30-second piece (s): {text}; median {sorted(times)[len(times) // 2]:.2f}")
     (tmp_path / "click_to_audio_seconds.txt").write_text(text + "\n")
-    caption = _caption_with(page, "piece ")
+    caption = _caption_with(page, " · random seed ")
     assert " · random seed " in caption and " · model " in caption
     shot = tmp_path / "app.png"
     page.screenshot(path=str(shot), full_page=True)

@@ -74,7 +74,8 @@ def test_baselines_match_direct_computation(tiny_dataset_dir):
 def test_report_end_to_end(tiny_model_dir, tiny_dataset_dir, tmp_path):
     out = tmp_path / "report"
     m = evaluate([str(tiny_model_dir)], out, tiny_dataset_dir,
-                 EvalSettings(pieces=2, steps=16, progress=False, realism_seconds=20, realism_repeats=1))
+                 EvalSettings(pieces=2, steps=16, progress=False, realism_seconds=20, realism_repeats=1,
+                              composed=False))  # the composed rows: tests/test_realism.py, test_suites.py
     for name in ("report.md", "metrics.json", "threshold_guide.png", "pianoroll_generated_vs_real.png"):
         assert (out / name).stat().st_size > 100, name
     table = json.loads((out / "metrics.json").read_text())["table"]
@@ -87,7 +88,10 @@ def test_report_end_to_end(tiny_model_dir, tiny_dataset_dir, tmp_path):
     assert realism["split"] == "test" and realism["n_excerpts"]["generated"] > 0
     assert 0 <= realism["rows"]["generated vs Chopin"]["accuracy_mean"] <= 1
     assert "Mozart, Beethoven, Brahms vs Chopin" in realism["rows"]
-    assert "## Realism" in (out / "report.md").read_text()
+    assert "## Realism" in (out / "report.md").read_text() and "composed" not in realism
+    suite = json.loads((out / "realism.json").read_text())  # the realism suite's JSON, beside the report
+    assert suite["suite"] == "realism" and suite["figures"]["accuracy"] == realism["rows"]["generated vs Chopin"][
+        "accuracy_mean"] and suite["settings"]["split"] == "test"
     before = (out / "report.md").read_bytes()
     with pytest.raises(ConfigError, match="already holds a report"):  # nothing lost without --force
         evaluate([str(tiny_model_dir)], out, tiny_dataset_dir, EvalSettings(pieces=2, steps=16, progress=False))

@@ -179,7 +179,7 @@ def test_realism_section_end_to_end(tiny_dataset_dir):
 
     rs = RealismSettings(composers=("Brahms",), test=FAST)
     r = evaluate_realism(ds, scale, rs, progress=False)
-    assert calls == list(range(len(seeds)))
+    assert calls == list(range(len(seeds))) * 2  # the seeds, then the same seeds alone (context 0)
     assert r["n_excerpts"]["generated"] == 3 * len(seeds) and r["n_excerpts"]["chopin_held_out"] == len(true)
     assert r["rows"]["generated vs Chopin"]["accuracy_mean"] > 0.8
     assert {"Brahms vs Chopin", "Chopin vs Chopin (two random halves of the pieces)"} <= set(r["rows"])
@@ -188,6 +188,14 @@ def test_realism_section_end_to_end(tiny_dataset_dir):
     assert r["seed_fidelity"]["n"] == len(seeds)
     text = format_realism_section(r)
     assert "generated vs Chopin" in text and "Seed fidelity" in text and "key hold" in text
+    composed = r["composed"]  # a scale replays nothing: every excerpt is composed, on the generated side
+    assert composed["replay"]["generated"]["composed"] == 1.0
+    assert composed["n_excerpts"]["generated_composed"] == r["n_excerpts"]["generated"]
+    assert composed["rows"]["composed generated vs composed Chopin"]["accuracy_mean"] > 0.8
+    assert "Composed music, apart from what it replays" in text
+    calls.clear()
+    assert "composed" not in evaluate_realism(ds, scale, RealismSettings(composers=(), test=FAST, composed=False),
+                                              progress=False) and calls == list(range(len(seeds)))
     assert "skipped" in evaluate_realism(ds, scale, RealismSettings(split="valid", excerpt_seconds=600), False)
 
 

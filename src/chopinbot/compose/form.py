@@ -42,7 +42,7 @@ section by section, the model reading everything composed before each one:
 
 Everything is composed in the model's frame (the seed's home key, C major or
 A minor) and moved to the output key at the end, as ``generate`` does.
-The evaluation package's ``form_measures`` measures what a form gives (scripts/form_check.py;
+The evaluation package's ``form_measures`` measures what a form gives (`chopinbot evaluate --suite form`;
 docs/controls.md, "Form").
 """
 

@@ -11,7 +11,7 @@ candidate that sets up the continuation's harmony, register and texture makes
 it likely; one that wanders off makes it unlikely.  It needs no retraining and
 works with every model; its price is that the left-to-right model only ever
 *chooses* among spans composed without the right-hand context, so the join is
-as good as the best of ``candidates`` samples (``scripts/infill_check.py``
+as good as the best of ``candidates`` samples (``chopinbot evaluate --suite infill``
 measures it: ``docs/controls.md``, "Infill").
 
 A model with controls can also be *steered* towards the music after the span

@@ -6,7 +6,7 @@ per second, MIDI pitches, the mean velocity and its nearest dynamic mark, and
 the share of 20-s excerpts whose detected key lies within one fifth of the
 piece's stated key (the realism report's key hold rate).  The CLI prints
 them, the app shows them beside each piece, and the compliance check
-(``scripts/controls_check.py``) counts how often they meet the request.
+(``chopinbot evaluate --suite controls``) counts how often they meet the request.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Measuring a form (:mod:`chopinbot.compose.form`): does the reprise come back, do the sections contrast,
-does the piece end on its tonic chord (scripts/form_check.py; docs/controls.md, "Form")."""
+does the piece end on its tonic chord (`chopinbot evaluate --suite form`; docs/controls.md, "Form")."""
 
 from __future__ import annotations
 

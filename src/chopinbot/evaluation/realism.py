@@ -45,35 +45,38 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold
 
-from chopinbot.compose.seeds import Seed, window_seed
+from chopinbot.compose.seeds import Seed
 from chopinbot.constants import PACKAGE_DIR, SEED_STATES, WARM_STATES
-from chopinbot.dataset.corpus import UNKNOWN_COMPOSER, style_name
 from chopinbot.dataset.prepare import process_file
-from chopinbot.dataset.store import DEFAULT_SETTINGS, Dataset, PrepareSettings, Segment
+from chopinbot.dataset.store import DEFAULT_SETTINGS, Dataset, PrepareSettings
 from chopinbot.evaluation import musicstats
+from chopinbot.evaluation.classifier import ClassifierSettings as ClassifierSettings  # re-exported
+from chopinbot.evaluation.classifier import classifier_test as classifier_test
+from chopinbot.evaluation.classifier import halves_test as halves_test
+from chopinbot.evaluation.classifier import two_sets_test as two_sets_test
+from chopinbot.evaluation.composed import composed_realism, format_composed_section
+from chopinbot.evaluation.continuations import held_out_seeds as held_out_seeds  # re-exported
+from chopinbot.evaluation.continuations import performed_chopin as performed_chopin
+from chopinbot.evaluation.continuations import run_continuations
+from chopinbot.evaluation.continuations import split_excerpts as split_excerpts
 from chopinbot.evaluation.excerpts import (
     EXCERPT_SECONDS,
     FEATURE_NAMES,
     VELOCITY_FEATURES,
     Excerpt,
     detected_key,
-    excerpt_windows,
     feature_matrix,
     state_excerpts,
-    time_excerpts,
-    timed_notes,
 )
-from chopinbot.evaluation.musicstats import CorpusIndex, ngram_overlap
-from chopinbot.music.keys import Key, within_a_fifth
+from chopinbot.evaluation.replay import REPLAY_NGRAM, history_index, replay_share
+from chopinbot.music.keys import within_a_fifth
 from chopinbot.music.states import States, transpose_states
 from chopinbot.progress import Progress
 
@@ -81,7 +84,6 @@ from chopinbot.progress import Progress
 # corpus), shipped for the calibration row "another composer vs Chopin".
 CALIBRATION_DIR = PACKAGE_DIR / "data" / "piano_midi_de"
 CALIBRATION_COMPOSERS = ("Mozart", "Beethoven", "Brahms")
-REPLAY_NGRAM = 8  # states: primer replay is measured on 8-state n-grams, as copying from the training pieces is
 
 # The statistics table of the report, in display order.
 STAT_LABELS: dict[str, str] = {
@@ -106,18 +108,6 @@ ContinueSeed = Callable[[Seed, int], States]  # (seed, random seed) -> the new s
 
 
 @dataclass
-class ClassifierSettings:
-    """How the classifier test runs (the defaults take seconds for a few hundred excerpts)."""
-
-    repeats: int = 5  # random seeds: each draws its own balanced subsample, folds and forest
-    folds: int = 5  # grouped by piece; fewer when there are fewer pieces
-    trees: int = 200
-    min_samples_leaf: int = 2
-    seed: int = 0
-    jobs: int = 1  # the forest's processes (1: the evaluation shares the machine)
-
-
-@dataclass
 class RealismSettings:
     split: str = "test"  # held-out pieces whose seeds are continued: "test" to report, "valid" to choose
     excerpt_seconds: float = EXCERPT_SECONDS
@@ -126,6 +116,7 @@ class RealismSettings:
     steady: bool = True  # real excerpts at their own mean tempo, as generated ones play
     composers: tuple[str, ...] = CALIBRATION_COMPOSERS
     test: ClassifierSettings = field(default_factory=ClassifierSettings)
+    composed: bool = True  # also the composed-music rows (evaluation.composed): replay, context 0, 60-s excerpts
 
 
 # --- excerpts of the real pieces -------------------------------------------------------
@@ -144,118 +135,6 @@ def composer_excerpts(composers: Sequence[str] = CALIBRATION_COMPOSERS, seconds:
                 original, _ = transpose_states(states, -shift)
                 out += state_excerpts(original, f"{composer}/{path.name}", key, seconds, steady=steady)
     return out
-
-
-def performed_chopin(seg: Segment) -> bool:
-    """Whether a segment is a performance of Chopin (or of a composer not named): the real music the
-    realism test holds generated music against.  Scores (no dynamics, a steady tempo: the NIFC editions)
-    and other composers' pieces are not what a listener compares with."""
-    return seg.dynamics and style_name(seg.composer) in ("chopin", UNKNOWN_COMPOSER)
-
-
-def held_out_seeds(ds: Dataset, split: str, seed_len: int = SEED_STATES, seconds: float = EXCERPT_SECONDS,
-                   steady: bool = True, context_states: int = WARM_STATES,
-                   keep: Callable[[Segment], bool] = performed_chopin) -> tuple[list[Seed], list[Excerpt]]:
-    """Every window of ``seconds`` in the ``split`` pieces that follows at least
-    ``seed_len`` states: the seed before it (in the model's home key, as
-    generation wants it, with up to ``context_states`` earlier states of the
-    piece as its context) and the window itself (the true continuation, in
-    the piece's own key).  Only the segments ``keep`` accepts (default: performed Chopin)."""
-    seeds, true = [], []
-    for seg in filter(keep, ds.segments(split)):
-        home = ds.states(seg)
-        key = Key(seg.tonic, seg.minor)
-        original, _ = transpose_states(home, -seg.shift)
-        windows = excerpt_windows(original, seconds, first=seed_len)
-        true += state_excerpts(original, seg.piece, key, seconds, first=seed_len, steady=steady)
-        seeds += [window_seed(home, key, a - seed_len, seed_len, seg.piece, context_states) for a, _ in windows]
-    return seeds, true
-
-
-def split_excerpts(ds: Dataset, split: str, seconds: float = EXCERPT_SECONDS, steady: bool = True) -> list[Excerpt]:
-    """Excerpts of a split's performed Chopin pieces (:func:`performed_chopin`), in their own keys, by piece."""
-    out = []
-    for seg in filter(performed_chopin, ds.segments(split)):
-        original, _ = transpose_states(ds.states(seg), -seg.shift)
-        out += state_excerpts(original, seg.piece, Key(seg.tonic, seg.minor), seconds, steady=steady)
-    return out
-
-
-# --- the classifier two-sample test ----------------------------------------------
-
-
-def _balanced(y: np.ndarray, rng: np.random.Generator, per_class: int | None) -> np.ndarray:
-    """Indices of a random subsample with as many of each class as the rarer class has (at most ``per_class``)."""
-    k = min(int((y == 0).sum()), int((y == 1).sum()), per_class or len(y))
-    return np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), k, replace=False) for c in (0, 1)]))
-
-
-def classifier_test(X: np.ndarray, y: np.ndarray, groups: Sequence[str], settings: ClassifierSettings | None = None,
-                    relabel: Callable[[np.random.Generator], np.ndarray] | None = None,
-                    feature_names: Sequence[str] = FEATURE_NAMES, per_class: int | None = None) -> dict:
-    """Can a random forest tell class 1 from class 0?  Cross-validated by group.
-
-    Each repeat draws a balanced subsample (both classes cut to the rarer
-    one's size, or to ``per_class``), splits it into folds with no group on
-    both sides (``StratifiedGroupKFold``), fits a forest per fold and predicts
-    the held-out fold.  Accuracy (threshold 0.5) and ROC AUC are computed on
-    all out-of-fold predictions of a repeat; the result holds their mean and
-    standard deviation over the repeats, and the features by mean impurity
-    importance.  ``relabel(rng)`` draws new labels per repeat (two random
-    halves of the pieces, for the real-vs-real calibration).  A class in fewer
-    than two groups gives ``{"skipped": reason, "n_per_class": ...}``.
-    """
-    s = settings or ClassifierSettings()
-    X = np.asarray(X, np.float64)
-    groups = np.asarray(groups)
-    rng = np.random.default_rng(s.seed)
-    accs, aucs, imps = [], [], []
-    n_class = n_groups = 0
-    for _ in range(s.repeats):
-        labels = np.asarray(relabel(rng) if relabel is not None else y).astype(np.int64)
-        idx = _balanced(labels, rng, per_class)
-        yi, gi, Xi = labels[idx], groups[idx], X[idx]
-        n_class, n_groups = idx.size // 2, np.unique(gi).size
-        if any(np.unique(gi[yi == c]).size < 2 for c in (0, 1)):
-            return {"skipped": "fewer than two pieces in a class", "n_per_class": n_class}
-        folds = StratifiedGroupKFold(min(s.folds, n_groups), shuffle=True, random_state=int(rng.integers(2**31)))
-        proba = np.zeros(idx.size)
-        for train, test in folds.split(Xi, yi, gi):
-            forest = RandomForestClassifier(s.trees, min_samples_leaf=s.min_samples_leaf, n_jobs=s.jobs,
-                                            random_state=int(rng.integers(2**31)))
-            forest.fit(Xi[train], yi[train])
-            classes = list(forest.classes_)
-            proba[test] = forest.predict_proba(Xi[test])[:, classes.index(1)] if 1 in classes else 0.0
-            imps.append(forest.feature_importances_)
-        accs.append(float(((proba > 0.5) == yi).mean()))
-        aucs.append(float(roc_auc_score(yi, proba)))
-    imp = np.mean(imps, axis=0)
-    top = np.argsort(-imp)[:10]
-    return {"accuracy_mean": float(np.mean(accs)), "accuracy_sd": float(np.std(accs)),
-            "auc_mean": float(np.mean(aucs)), "auc_sd": float(np.std(aucs)), "n_per_class": int(n_class),
-            "n_pieces": int(n_groups), "repeats": s.repeats,
-            "top_features": [[feature_names[i], float(imp[i])] for i in top]}
-
-
-def two_sets_test(X1: np.ndarray, groups1: Sequence[str], X0: np.ndarray, groups0: Sequence[str],
-                  settings: ClassifierSettings | None = None, columns: Sequence[str] = FEATURE_NAMES, **kw) -> dict:
-    """:func:`classifier_test` of set 1 (e.g. generated) against set 0 (real Chopin), on ``columns``."""
-    cols = [FEATURE_NAMES.index(c) for c in columns]
-    X = np.concatenate([X1, X0])[:, cols]
-    y = np.concatenate([np.ones(len(X1)), np.zeros(len(X0))])
-    return classifier_test(X, y, list(groups1) + list(groups0), settings, feature_names=list(columns), **kw)
-
-
-def halves_test(X: np.ndarray, groups: Sequence[str], settings: ClassifierSettings | None = None, **kw) -> dict:
-    """Real vs real: each repeat splits the pieces at random into two halves and tests one against the other."""
-    groups = np.asarray(groups)
-    names = np.unique(groups)
-
-    def relabel(rng: np.random.Generator) -> np.ndarray:
-        half = rng.permutation(names)[: names.size // 2]
-        return np.isin(groups, half).astype(np.int64)
-
-    return classifier_test(X, np.zeros(len(X)), groups, settings, relabel=relabel, **kw)
 
 
 # --- statistics and seed fidelity ---------------------------------------------------
@@ -318,15 +197,33 @@ def seed_replay(seed: Seed, generated: States, true: States | None, n: int = REP
     A continuation that passes for Chopin by replaying its own primer shows a generated share
     above the true one."""
     shift = seed.home.shift_to(seed.key)  # both continuations are in seed.key
-    history, _ = transpose_states(seed.history, shift)
-    moved = [(f"seed {t:+d}", transpose_states(seed.history, shift + t)[0]) for t in range(-11, 12) if t]
     length = len(true) if true is not None else len(generated)
     shares = []
-    for corpus in ([("seed", history)], [("seed", history)] + moved):
-        index = CorpusIndex(corpus)
-        shares += [ngram_overlap(generated[:length], index, n),
-                   ngram_overlap(true, index, n) if true is not None else math.nan]
+    for transposed in (False, True):
+        index = history_index(seed.history, shift, transposed)
+        shares += [replay_share(generated[:length], index, n),
+                   replay_share(true, index, n) if true is not None else math.nan]
     return shares[0], shares[1], shares[2], shares[3]
+
+
+GAP_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def feature_gaps(generated: np.ndarray, real: np.ndarray) -> list[dict]:
+    """Where generated excerpts differ from real ones, feature by feature (what the classifier sees):
+    each feature's means, the real sd, the difference in real sds (``z``) and both sides' 10/25/50/75/90th
+    percentiles, the largest ``|z|`` first."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN feature (e.g. no top voice)
+        mean_g, mean_r, sd_r = np.nanmean(generated, 0), np.nanmean(real, 0), np.nanstd(real, 0)
+        z = (mean_g - mean_r) / np.where(sd_r > 0, sd_r, np.nan)
+        qg = np.nanquantile(generated, GAP_QUANTILES, axis=0) if len(generated) else None
+        qr = np.nanquantile(real, GAP_QUANTILES, axis=0) if len(real) else None
+    order = np.argsort(-np.nan_to_num(np.abs(z)), kind="stable")
+    return [{"feature": FEATURE_NAMES[j], "generated_mean": float(mean_g[j]), "real_mean": float(mean_r[j]),
+             "real_sd": float(sd_r[j]), "z": float(z[j]),
+             "generated_quantiles": qg[:, j].tolist() if qg is not None else [],
+             "real_quantiles": qr[:, j].tolist() if qr is not None else []} for j in order]
 
 
 def _replay_summary(replay: list[tuple[float, float, float, float]]) -> dict:
@@ -356,18 +253,17 @@ def evaluate_realism(ds: Dataset, continue_seed: ContinueSeed, settings: Realism
     chopin = split_excerpts(ds, "train", rs.excerpt_seconds, rs.steady) + true  # true: the split's own windows
     other = composer_excerpts(rs.composers, rs.excerpt_seconds, ds.settings, steady=rs.steady)
     n_rows = 3 + len(rs.composers) + (len(rs.composers) > 1)
-    bar = Progress(len(seeds) + n_rows, desc="realism", unit="steps", enabled=progress, leave=False)
+    continuations = run_continuations(continue_seed, seeds, groups=[t.group for t in true],
+                                      excerpt_seconds=rs.excerpt_seconds, progress=progress, desc="realism")
+    bar = Progress(n_rows, desc="realism", unit="rows", enabled=progress, leave=False)
     gen: list[Excerpt] = []
     first = []  # (seed index, index in gen of its first excerpt)
-    replay: list[tuple[float, float]] = []  # per seed: its n-grams found in the seed's history, generated and true
-    for i, (seed, real) in enumerate(zip(seeds, true)):
-        states = continue_seed(seed, i)
-        new = time_excerpts(timed_notes(states), real.group, seed.key, rs.excerpt_seconds)
-        if new:
+    replay: list[tuple[float, float, float, float]] = []  # per seed: its n-grams found in the seed's history
+    for i, (c, real) in enumerate(zip(continuations, true)):
+        if c.excerpts:
             first.append((i, len(gen)))
-            replay.append(seed_replay(seed, states, real.states))
-        gen += new
-        bar.update()
+            replay.append(seed_replay(c.seed, c.states, real.states))
+        gen += c.excerpts
     gen_seconds = time.perf_counter() - t0
     Fg, Fc, Fo = feature_matrix(gen, rs.excerpt_seconds), feature_matrix(chopin, rs.excerpt_seconds), \
         feature_matrix(other, rs.excerpt_seconds)
@@ -407,7 +303,10 @@ def evaluate_realism(ds: Dataset, continue_seed: ContinueSeed, settings: Realism
             "n_excerpts": {"generated": n, "chopin": len(chopin), "chopin_held_out": len(true), "other": len(other)},
             "n_chopin_pieces": len(set(gc)), "main_row": main, "rows": rows, "statistics": stats,
             "seed_fidelity": fidelity, "seed_replay": _replay_summary(replay), "generation_seconds": gen_seconds,
-            "seconds": time.perf_counter() - t0, "test_settings": asdict(rs.test)}
+            "feature_gaps": feature_gaps(Fg, Fc),
+            "seconds": time.perf_counter() - t0, "test_settings": asdict(rs.test),
+            **({"composed": composed_realism(ds, rs, continue_seed, seeds, true, continuations, Fg, Fc, gc, progress)}
+               if rs.composed else {})}
 
 
 def _fmt(x: float | None) -> str:
@@ -468,4 +367,6 @@ def format_realism_section(realism: dict) -> str:
                   f"{WARM_STATES} states of context), against {_fmt(r['true'])} for what really followed the same "
                   "seeds" + (f"; at any transposition, {_fmt(r['generated_transposed'])} against "
                              f"{_fmt(r['true_transposed'])}" if "generated_transposed" in r else "") + "."]
+    if "composed" in realism:
+        lines += ["", format_composed_section(realism["composed"], realism["rows"].get(realism["main_row"]))]
     return "\n".join(lines) + "\n"

@@ -20,14 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from chopinbot.compose.generate import GenerateConfig, GenerationError, generate
-from chopinbot.compose.seeds import Seed, random_seed_index, seed_from_test
+from chopinbot.compose.generate import GenerateConfig
+from chopinbot.compose.seeds import random_seed_index, seed_from_test
 from chopinbot.constants import SEED_STATES
 from chopinbot.dataset.batches import SplitData
 from chopinbot.dataset.prepare import load_or_prepare
 from chopinbot.dataset.store import Dataset
 from chopinbot.errors import ConfigError
 from chopinbot.evaluation.baselines import baseline_metrics, fit_rates
+from chopinbot.evaluation.continuations import continue_seeds, performed_chopin
 from chopinbot.evaluation.musicstats import (
     CorpusIndex,
     compare_stats,
@@ -36,20 +37,13 @@ from chopinbot.evaluation.musicstats import (
     ngram_overlap,
     piece_stats,
 )
-from chopinbot.evaluation.realism import (
-    ClassifierSettings,
-    RealismSettings,
-    evaluate_realism,
-    format_realism_section,
-    performed_chopin,
-)
+from chopinbot.evaluation.realism import format_realism_section
 from chopinbot.io_utils import atomic_write_json, atomic_write_text
 from chopinbot.model.checkpoint import resolve_checkpoint
 from chopinbot.model.formats import load_model
 from chopinbot.model.loss import HARSHNESS
 from chopinbot.model.predict import evaluate_split
-from chopinbot.music.states import States, states_to_notes
-from chopinbot.progress import Progress
+from chopinbot.music.states import states_to_notes
 
 REPORT_METRICS = [
     ("maestro", "Maestro loss"), ("bce", "BCE"), ("dur", "dur term"), ("key_nll", "key NLL (nats/state)"),
@@ -75,6 +69,7 @@ class EvalSettings:
     realism_split: str = "test"  # whose seeds are continued: "test" to report, "valid" to choose between models
     realism_seconds: float = 60.0  # each seed's continuation, cut into 20-s excerpts
     realism_repeats: int = 5  # random seeds of the classifier test
+    composed: bool = True  # the realism of composed music apart from replay (evaluation.composed; issue 27)
 
 
 def _label(path: str | None) -> str:
@@ -124,21 +119,19 @@ def musical_statistics(model, ds: Dataset, settings: EvalSettings, train_index=N
         train_index = CorpusIndex([(s.piece, ds.states(s)) for s in ds.segments("train")])
     gen_stats, originality, results = [], [], []
     t0 = time.perf_counter()
-    bar = Progress(settings.pieces, desc="generate", unit="pieces", enabled=settings.progress, leave=False)
-    for i in range(settings.pieces):
-        idx = random_seed_index(np.random.default_rng(i), settings.seed_len, settings=ds.settings)
-        seed = seed_from_test(idx, settings.seed_len, ds.settings)
-        res = generate(model, seed, GenerateConfig(steps=settings.steps, random_seed=i,
-                                                   temperature=settings.temperature, key_top_k=settings.key_top_k,
-                                                   key="C major" if not seed.key.minor else "A minor"))
+    seeds = [seed_from_test(random_seed_index(np.random.default_rng(i), settings.seed_len, settings=ds.settings),
+                            settings.seed_len, ds.settings) for i in range(settings.pieces)]
+    decoding = {"steps": settings.steps, "temperature": settings.temperature, "key_top_k": settings.key_top_k}
+    for c in continue_seeds(model, seeds, seconds=None, include_seed=True, strict=True, excerpt_seconds=None,
+                            overrides=lambda seed, _: {**decoding, "key": "A minor" if seed.key.minor else "C major"},
+                            progress=settings.progress, desc="generate"):
+        res = c.result
         results.append(res)
         gen_stats.append(piece_stats(res.notes, res.bpm, res.states))
         new = res.generated
         new.seconds = (new.beats * 60 / res.bpm).astype(np.float32)
         run = longest_copied_run(new, train_index)
         originality.append({"overlap_8": ngram_overlap(new, train_index, 8), **run, "guards": res.guards})
-        bar.update()
-    bar.close()
     gen_seconds = time.perf_counter() - t0
     real = _real_excerpts(ds, settings.seed_len + settings.steps, split)
     real_stats = [piece_stats(states_to_notes(s), None, s) for s in real]
@@ -161,21 +154,15 @@ def musical_statistics(model, ds: Dataset, settings: EvalSettings, train_index=N
 
 
 def realism_metrics(model, ds: Dataset, settings: EvalSettings) -> dict:
-    """The realism section (:func:`chopinbot.evaluation.realism.evaluate_realism`): the
-    seeds of the ``settings.realism_split`` pieces continued by ``model``, sampled
-    as the statistics' pieces are (random seed = the seed's index)."""
+    """The realism section: the realism suite (:mod:`chopinbot.evaluation.suites.realism`) on the
+    ``settings.realism_split`` seeds with the report's decoding and classifier repeats; its JSON
+    (``figures``, ``rows``) with the full section under ``details``."""
+    from chopinbot.evaluation.suites.realism import RealismSuiteSettings, realism_suite
 
-    def continue_seed(seed: Seed, index: int) -> States:
-        cfg = GenerateConfig(seconds=settings.realism_seconds, random_seed=index, temperature=settings.temperature,
-                             key_top_k=settings.key_top_k, include_seed=False)
-        try:
-            return generate(model, seed, cfg).states
-        except GenerationError:  # silence even after retries: no excerpt, the seed is left out
-            return States.empty()
-
-    rs = RealismSettings(split=settings.realism_split, continuation_seconds=settings.realism_seconds,
-                         seed_len=settings.seed_len, test=ClassifierSettings(repeats=settings.realism_repeats))
-    return evaluate_realism(ds, continue_seed, rs, progress=settings.progress)
+    return realism_suite(model, ds, RealismSuiteSettings(
+        split=settings.realism_split, seconds=settings.realism_seconds, repeats=settings.realism_repeats,
+        seed_len=settings.seed_len, composed=settings.composed,
+        decoding={"temperature": settings.temperature, "key_top_k": settings.key_top_k}), progress=settings.progress)
 
 
 def realism_summary(realism: dict) -> dict:
@@ -246,7 +233,11 @@ def evaluate(models: list[str | None], out_dir: str | os.PathLike, data: str | o
                "models": {k: {kk: vv for kk, vv in v.items() if kk != "curve"} for k, v in details.items()},
                "statistics": stats, "settings": settings.__dict__}
     if settings.realism:  # every model's realism; the first model's in full
-        by_model = {desc: realism_metrics(model, ds, settings) for desc, _, model in loaded}
+        suites = {desc: realism_metrics(model, ds, settings) for desc, _, model in loaded}
+        for i, (desc, suite) in enumerate(suites.items()):  # each model's realism suite JSON beside the report
+            atomic_write_json(out / ("realism.json" if i == 0 else f"realism-{i + 1}.json"),
+                              _jsonable({**suite, "model": desc}))
+        by_model = {desc: suite["details"] for desc, suite in suites.items()}
         metrics["realism"] = by_model[first_desc]
         metrics["realism_by_model"] = {desc: realism_summary(r) for desc, r in by_model.items()}
     atomic_write_json(out / "metrics.json", _jsonable(metrics))

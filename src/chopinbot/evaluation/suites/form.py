@@ -1,8 +1,8 @@
-"""Measure the forms (compose/form.py): is the reprise heard, does the piece close, does B contrast?
+"""The form suite: is the reprise heard, does the piece close, does B contrast?  (docs/controls.md, "Form")
 
-For ``--pieces`` test seeds spread evenly over the held-out test windows (each with its index as
-the random seed), an ABA piece of ``--seconds`` of new music, and an AABA piece for the first
-``--aaba`` of them; beside each ABA piece, the plain continuation of the same seed (``generate``,
+For ``pieces`` test seeds spread evenly over the held-out test windows (each with its index as
+the random seed), an ABA piece of ``seconds`` of new music, and an AABA piece for the first
+``aaba`` of them; beside each ABA piece, the plain continuation of the same seed (``generate``,
 same length and random seed) cut at the same section boundaries, as the baseline of what chance
 gives.  Measured:
 
@@ -17,27 +17,35 @@ gives.  Measured:
   mean pitch, mean velocity; the key: the Krumhansl-Schmuckler correlation with B's key area minus
   that with the home key ("lean"), in B and in A, and whether B's best key is its key area.
 
-    nice -n 10 .venv/bin/python scripts/form_check.py [--model M] --json runs/form_check/shipped.json
+The form measurements are imported from ``chopinbot.compose.form`` until they move to
+``chopinbot.evaluation.form_measures``.
 """
 
 from __future__ import annotations
 
-import argparse
-import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from chopinbot.cli.generate import settings_of
 from chopinbot.compose.form import compose_form, plan_sections
-from chopinbot.compose.generate import GenerateConfig, generate
+from chopinbot.compose.generate import GenerateConfig
 from chopinbot.compose.seeds import list_seeds, seed_from_test
+from chopinbot.dataset.store import PrepareSettings
+from chopinbot.evaluation.continuations import CONTINUATION_SECONDS, continue_seeds, run_continuations
 from chopinbot.evaluation.excerpts import key_correlations
 from chopinbot.evaluation.form_measures import ends_on_tonic_chord, reprise_matches, section_profiles
-from chopinbot.io_utils import atomic_write_json
-from chopinbot.model.formats import load_model
+from chopinbot.evaluation.suites.schema import Suite, suite_result
 from chopinbot.music.keys import ALL_KEYS
 from chopinbot.music.repeats import find_continuations
 from chopinbot.music.states import states_to_notes
+
+
+@dataclass
+class FormSettings:
+    pieces: int = 50  # ABA pieces
+    aaba: int = 10  # AABA pieces (the first of the same seeds)
+    seconds: float = CONTINUATION_SECONDS  # new music per piece
+    reprise_beats: float | None = None  # override compose.form's REPRISE_BEATS
 
 
 def lean(states, home, area) -> float:
@@ -125,64 +133,6 @@ def _row(c: dict, home: str, area: str, asked) -> dict:
             "b_best_is_area": b["best_key"] == area}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None, help="checkpoint or run folder (default: the shipped model)")
-    p.add_argument("--pieces", type=int, default=50, help="ABA pieces")
-    p.add_argument("--aaba", type=int, default=10, help="AABA pieces (the first of the same seeds)")
-    p.add_argument("--seconds", type=float, default=60.0, help="new music per piece")
-    p.add_argument("--reprise-beats", type=float, default=None, help="override REPRISE_BEATS")
-    p.add_argument("--json", help="write the figures and every piece's here")
-    args = p.parse_args()
-    model = load_model(args.model)
-    settings = settings_of(args.model)
-    n_seeds = len(list_seeds(settings=settings))
-    indices = np.linspace(0, n_seeds - 1, args.pieces).round().astype(int)
-    extra = {} if args.reprise_beats is None else {"reprise_beats": args.reprise_beats}
-    runs = {"ABA": [], "AABA": [], "plain": []}
-    t0 = time.time()
-    for j, idx in enumerate(indices):
-        seed = seed_from_test(int(idx), settings=settings)
-        cfg = GenerateConfig(seconds=args.seconds, random_seed=int(idx))
-        for form in ("ABA", "AABA") if j < args.aaba else ("ABA",):
-            res = compose_form(model, seed, cfg, form, **extra)
-            match = reprise_matches(res)
-            b = next(s for s in res.sections if s.label == "B")
-            row = {"seed": int(idx), "form": form, "key": res.key.name, "b_key": b.key.name,
-                   "reprise_found": match.found, "beyond_share": match.beyond_share,
-                   "replayed_states": res.sections[-1].replayed_states,
-                   "cadence": ends_on_tonic_chord(res.states, res.key),
-                   "sections": [(s.label, round(s.start_seconds, 2), round(s.end_seconds, 2)) for s in res.sections],
-                   "profiles": [{"label": q.label, "notes_per_second": q.notes_per_second, "mean_pitch": q.mean_pitch,
-                                 "velocity": q.velocity, "key": q.key.name} for q in section_profiles(res)]}
-            row.update(_row(contrast(res.states, _bounds_of(res), res.key, b.key), res.key.name, b.key.name,
-                            b.controls))
-            runs[form].append(row)
-            if form == "ABA":  # the baseline: the plain continuation cut where the form's sections lie
-                plain = generate(model, seed, cfg)
-                plan = plan_sections("ABA", res.seed_end_beat + args.seconds * res.bpm / 60)
-                bounds = {"A": _cut(plain.states, plain.bpm, 0, plan[0][2]),
-                          "B": _cut(plain.states, plain.bpm, plan[1][1], plan[1][2])}
-                last = _cut(plain.states, plain.bpm, plan[2][1], plain.states.total_beats)
-                prow = {"seed": int(idx), "cadence": ends_on_tonic_chord(plain.states, plain.key),
-                        "reprise_found": _plain_reprise(plain.states, bounds["A"][:2], last[:2]),
-                        "beyond_share": None}
-                prow.update(_row(contrast(plain.states, bounds, plain.key, b.key), plain.key.name, b.key.name,
-                                 b.controls))  # the plain middle "as asked": what chance gives
-                runs["plain"].append(prow)
-        done = j + 1
-        if done % 5 == 0 or done == len(indices):
-            s = summarise(runs["ABA"])
-            print(f"{done}/{len(indices)} seeds, {time.time() - t0:.0f} s: ABA reprise {s['reprise_found']:.0%}, "
-                  f"cadence {s['cadence']:.0%}", flush=True)
-    figures = {k: summarise(v) for k, v in runs.items()}
-    for k, v in figures.items():
-        print(k, {a: (round(b, 3) if isinstance(b, float) else b) for a, b in v.items()})
-    if args.json:
-        atomic_write_json(args.json, {"model": args.model or "shipped", "seconds": args.seconds,
-                                      "figures": figures, "pieces": runs})
-
-
 def _plain_reprise(states, a: tuple[int, int], last: tuple[int, int], min_length: int = 4) -> bool:
     """The same test as reprise_matches, for a plain continuation cut into thirds."""
     cont, length, _ = find_continuations("exact", states.keys, states.onsets, states.beats)
@@ -191,5 +141,65 @@ def _plain_reprise(states, a: tuple[int, int], last: tuple[int, int], min_length
     return bool(((length[idx] >= min_length) & (src_start >= a[0]) & (src_end < a[1])).any())
 
 
-if __name__ == "__main__":
-    main()
+
+def form_check(model, s: FormSettings, progress: bool = True) -> dict:
+    """Every piece's row and each form's summary (ABA, AABA, and the plain baseline)."""
+    meta = getattr(model, "meta", {}).get("dataset_settings")
+    settings = PrepareSettings(**meta) if meta else PrepareSettings()  # seeds built as the model's data
+    n_seeds = len(list_seeds(settings=settings))
+    indices = [int(i) for i in np.linspace(0, n_seeds - 1, s.pieces).round().astype(int)]
+    seeds = [seed_from_test(i, settings=settings) for i in indices]
+    extra = {} if s.reprise_beats is None else {"reprise_beats": s.reprise_beats}
+    runs: dict[str, list] = {"ABA": [], "AABA": [], "plain": []}
+
+    def composer(form: str):
+        return lambda seed, rs: compose_form(model, seed, GenerateConfig(seconds=s.seconds, random_seed=rs), form,
+                                             **extra)
+
+    pieces = {"ABA": run_continuations(composer("ABA"), seeds, indices, excerpt_seconds=None, progress=progress,
+                                       desc="ABA"),
+              "AABA": run_continuations(composer("AABA"), seeds[: s.aaba], indices[: s.aaba], excerpt_seconds=None,
+                                        progress=progress, desc="AABA")}
+    # the baseline: the plain continuation (seed included, as GenerateConfig has it) of the same seeds
+    plains = continue_seeds(model, seeds, s.seconds, random_seeds=indices, include_seed=True, strict=True,
+                            excerpt_seconds=None, progress=progress, desc="plain")
+    for form in ("ABA", "AABA"):
+        for c in pieces[form]:
+            res = c.result
+            match = reprise_matches(res)
+            b = next(x for x in res.sections if x.label == "B")
+            row = {"seed": c.random_seed, "form": form, "key": res.key.name, "b_key": b.key.name,
+                   "reprise_found": match.found, "beyond_share": match.beyond_share,
+                   "replayed_states": res.sections[-1].replayed_states,
+                   "cadence": ends_on_tonic_chord(res.states, res.key),
+                   "sections": [(x.label, round(x.start_seconds, 2), round(x.end_seconds, 2)) for x in res.sections],
+                   "profiles": [{"label": q.label, "notes_per_second": q.notes_per_second, "mean_pitch": q.mean_pitch,
+                                 "velocity": q.velocity, "key": q.key.name} for q in section_profiles(res)]}
+            row.update(_row(contrast(res.states, _bounds_of(res), res.key, b.key), res.key.name, b.key.name,
+                            b.controls))
+            runs[form].append(row)
+            if form == "ABA":  # the plain continuation cut where the form's sections lie
+                plain = plains[c.index].result
+                plan = plan_sections("ABA", res.seed_end_beat + s.seconds * res.bpm / 60)
+                bounds = {"A": _cut(plain.states, plain.bpm, 0, plan[0][2]),
+                          "B": _cut(plain.states, plain.bpm, plan[1][1], plan[1][2])}
+                last = _cut(plain.states, plain.bpm, plan[2][1], plain.states.total_beats)
+                prow = {"seed": c.random_seed, "cadence": ends_on_tonic_chord(plain.states, plain.key),
+                        "reprise_found": _plain_reprise(plain.states, bounds["A"][:2], last[:2]),
+                        "beyond_share": None}
+                prow.update(_row(contrast(plain.states, bounds, plain.key, b.key), plain.key.name, b.key.name,
+                                 b.controls))  # the plain middle "as asked": what chance gives
+                runs["plain"].append(prow)
+    return {"figures": {k: summarise(v) for k, v in runs.items()}, "pieces": runs}
+
+
+def run(model_name: str | None, settings: FormSettings, progress: bool = True) -> dict:
+    from chopinbot.model.formats import load_model
+
+    r = form_check(load_model(model_name), settings, progress)
+    figures = {f"{form} {k}": v for form, summary in r["figures"].items() for k, v in summary.items()}
+    rows = [{"kind": kind, **row} for kind, rows in r["pieces"].items() for row in rows]
+    return suite_result("form", model_name, settings, figures, rows, 0.0, summaries=r["figures"])
+
+
+SUITE = Suite("form", run, FormSettings, "ABA and AABA forms: reprise, cadence, contrast, against plain continuations")

@@ -1,4 +1,4 @@
-"""Does an infilled span lead into what follows?  The join, measured on held-out Chopin.
+"""The infill suite: does an infilled span lead into what follows?  The join, measured on held-out Chopin.
 
 For spans of ``--bars`` bars placed evenly in each held-out piece of a
 prepared dataset (its files found in the bundled corpora; ``--spans`` per
@@ -26,23 +26,17 @@ places, and ordinary generated excerpts (60-s continuations of held-out seeds).
 A model with controls can also steer its candidates towards what follows
 (``--steer both`` composes each span both ways, from the same random seed).
 
-    nice -n 10 .venv/bin/python scripts/infill_check.py --model chopin-editions --performed-spans 8 \\
-        --judge joint-loudness --json runs/infill/shipped.json
-    nice -n 10 .venv/bin/python scripts/infill_check.py --model runs/ctl/m-controls2/best --steer both \\
-        --performed-spans 8 --judge joint-loudness --json runs/infill/controls.json
-
 The figures of docs/controls.md ("Infill") were made this way.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from chopinbot.compose.generate import GenerateConfig, GenerationError, generate
+from chopinbot.compose.generate import GenerateConfig
 from chopinbot.compose.infill import (
     LOOKAHEAD_STATES,
     bar_start_tick,
@@ -56,18 +50,39 @@ from chopinbot.compose.seeds import window_seed
 from chopinbot.constants import PACKAGE_DIR, SEED_STATES, WARM_STATES
 from chopinbot.dataset.store import Dataset
 from chopinbot.errors import ChopinBotError
-from chopinbot.evaluation.excerpts import EXCERPT_SECONDS, feature_matrix, state_excerpts, time_excerpts, timed_notes
-from chopinbot.evaluation.musicstats import ngram_overlap
-from chopinbot.evaluation.realism import (
-    ClassifierSettings,
+from chopinbot.evaluation.classifier import ClassifierSettings, two_sets_test
+from chopinbot.evaluation.continuations import (
+    continue_seeds,
+    excerpts_of,
     held_out_seeds,
     performed_chopin,
     split_excerpts,
-    two_sets_test,
 )
-from chopinbot.io_utils import atomic_write_json
-from chopinbot.model.formats import load_model
+from chopinbot.evaluation.excerpts import EXCERPT_SECONDS, feature_matrix, state_excerpts
+from chopinbot.evaluation.musicstats import ngram_overlap
+from chopinbot.evaluation.suites.controls import need_dataset
+from chopinbot.evaluation.suites.schema import Suite, suite_result
 from chopinbot.music.states import States, transpose_states
+from chopinbot.progress import Progress
+
+
+@dataclass
+class InfillSettings:
+    data: str = "runs/corpus/chopin"  # a prepared dataset whose files lie in the bundled corpora
+    split: str = "test"
+    bars: int = 4  # bars per span
+    spans: int = 2  # spans per score
+    performed_spans: int = 6  # spans per performed piece
+    candidates: int = 16
+    lookahead: int = LOOKAHEAD_STATES  # states after the span that judge it
+    steer: str = "off"  # a model with controls: steer the candidates towards what follows (off, on, both)
+    judge: str | None = None  # also score the spans with this model (one that did not choose them)
+    realism: bool = True  # the join discriminator
+    repeats: int = 5  # random seeds of the classifier test
+    cpu_minutes: float = 60.0  # stop placing spans after this much CPU time
+    max_pieces: int | None = None  # only the first N pieces (a quick try)
+    threads: int = 1  # torch threads while it runs (the CPU-minute budget is per thread)
+
 
 CORPUS_DIRS = (PACKAGE_DIR / "data" / "chopin", PACKAGE_DIR / "data" / "chopin_nifc")
 BEST_OF = (1, 2, 4, 8, 16, 32, 64)
@@ -118,18 +133,18 @@ def centred_excerpt(states: States, centre: float, group: str, key):
     return ex[0] if ex else None
 
 
-def measure_span(model, path, first: int, args, steer: bool, settings, judge=None) -> dict:
+def measure_span(model, path, first: int, s: InfillSettings, steer: bool, settings, judge=None) -> dict:
     t0 = time.process_time()
     cfg = GenerateConfig(random_seed=first)
-    r = infill(model, path, first, first + args.bars, "bars", cfg, args.candidates, args.lookahead, steer, settings)
+    r = infill(model, path, first, first + s.bars, "bars", cfg, s.candidates, s.lookahead, steer, settings)
     a, b = r.original_span
     piece = r.original
     history, start_beat = history_of(piece, r.key, a)
     home, _ = transpose_states(piece, r.key.shift_home)
     original = home[a:b]
     spans = r.candidates + [original]
-    half = args.lookahead // 2
-    after = home[b : b + args.lookahead]
+    half = s.lookahead // 2
+    after = home[b : b + s.lookahead]
     first_half = continuation_nll(model, history, spans, after[:half], start_beat)
     second_half = continuation_nll(model, history, [States.concat([s, after[:half]]) for s in spans],
                                    after[half:], start_beat)
@@ -214,19 +229,12 @@ def join_excerpts(rows: list[dict], performed: set[str]) -> dict[str, list]:
             for name in ("infilled", "uninformed", "original")}
 
 
-def generated_excerpts(ds: Dataset, model, split: str, n: int) -> list:
+def generated_excerpts(ds: Dataset, model, split: str, n: int, progress: bool = False) -> list:
     """About ``n`` ordinary generated excerpts: 60-s continuations of held-out seeds, spread over the pieces."""
     seeds, _ = held_out_seeds(ds, split)
-    gen = []
-    for i in np.linspace(0, len(seeds) - 1, int(np.ceil(n / 3))).round().astype(int):
-        seed = seeds[i]
-        try:
-            states = generate(model, seed, GenerateConfig(seconds=60.0, random_seed=int(i), include_seed=False)).states
-        except GenerationError:
-            continue
-        gen += time_excerpts(timed_notes(states), seed.source.split(" ", 1)[0], seed.key, EXCERPT_SECONDS)
-        print(f"  ordinary generated excerpts: {len(gen)}", flush=True)
-    return gen
+    picked = [int(i) for i in np.linspace(0, len(seeds) - 1, int(np.ceil(n / 3))).round().astype(int)]
+    return excerpts_of(continue_seeds(model, [seeds[i] for i in picked], random_seeds=picked, progress=progress,
+                                      desc="generated excerpts"))
 
 
 def realism_rows(sets: dict[str, list], real: tuple[np.ndarray, list[str]], n: int, repeats: int) -> dict:
@@ -235,75 +243,78 @@ def realism_rows(sets: dict[str, list], real: tuple[np.ndarray, list[str]], n: i
     out: dict = {"n_per_class": n, "real_excerpts": len(real[1])}
     for name, ex in sets.items():
         out[name] = two_sets_test(feature_matrix(ex), [e.group for e in ex], *real, settings, per_class=n)
-        print(f"  {name:>10} vs Chopin: accuracy {out[name]['accuracy_mean']:.3f} ± {out[name]['accuracy_sd']:.3f}, "
-              f"AUC {out[name]['auc_mean']:.3f} ({len(ex)} excerpts)", flush=True)
     return out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None, help="model (default: the shipped one)")
-    p.add_argument("--data", default="runs/corpus/chopin", help="a prepared dataset (default: %(default)s)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--bars", type=int, default=4, help="bars per span (default: %(default)s)")
-    p.add_argument("--spans", type=int, default=2, help="spans per score (default: %(default)s)")
-    p.add_argument("--performed-spans", type=int, default=6, help="spans per performed piece (default: %(default)s)")
-    p.add_argument("--candidates", type=int, default=16)
-    p.add_argument("--lookahead", type=int, default=LOOKAHEAD_STATES, help="states after the span that judge it")
-    p.add_argument("--steer", choices=("off", "on", "both"), default="off",
-                   help="a model with controls: steer the candidates towards what follows")
-    p.add_argument("--judge", help="also score the spans with this model (one that did not choose them)")
-    p.add_argument("--no-realism", action="store_true", help="skip the join discriminator")
-    p.add_argument("--repeats", type=int, default=5, help="random seeds of the classifier test")
-    p.add_argument("--cpu-minutes", type=float, default=60.0, help="stop placing spans after this much CPU time")
-    p.add_argument("--max-pieces", type=int, default=None, help="only the first N pieces (a quick try)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", help="write the results here")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    model = load_model(args.model)
-    judge = load_model(args.judge) if args.judge else None
-    ds = Dataset(args.data)
+def infill_check(model, s: InfillSettings, judge=None, progress: bool = True) -> dict:
+    ds = need_dataset(s.data, "chopin")
     settings = ds.settings
-    performed = {s.piece for s in ds.segments(args.split) if performed_chopin(s)}
-    pieces = sorted({s.piece for s in ds.segments(args.split)}, key=lambda x: (x not in performed, x))
-    modes = {"off": [False], "on": [True], "both": [False, True]}[args.steer]
+    performed = {x.piece for x in ds.segments(s.split) if performed_chopin(x)}
+    pieces = sorted({x.piece for x in ds.segments(s.split)}, key=lambda x: (x not in performed, x))
+    modes = {"off": [False], "on": [True], "both": [False, True]}[s.steer]
     rows: dict[bool, list[dict]] = {m: [] for m in modes}
     t0 = time.process_time()
-    for name in pieces[: args.max_pieces]:
+    bar = Progress(len(pieces[: s.max_pieces]), desc="infill", unit="pieces", enabled=progress, leave=False)
+    for name in pieces[: s.max_pieces]:
         path = find_file(name)
-        count = args.performed_spans if name in performed else args.spans
-        for first in span_places(path, args.bars, count, args.lookahead, settings):
+        count = s.performed_spans if name in performed else s.spans
+        for first in span_places(path, s.bars, count, s.lookahead, settings):
             for steer in modes:
-                if time.process_time() - t0 > args.cpu_minutes * 60:
+                if time.process_time() - t0 > s.cpu_minutes * 60:
                     break
-                row = measure_span(model, path, first, args, steer, settings, judge)
-                rows[steer].append(row)
-                print(f"{name} bars {first}-{first + args.bars - 1}{' steered' if steer else ''}: NLL original "
-                      f"{row['original']:.2f}, infilled {min(row['candidates']):.2f}, uninformed "
-                      f"{row['candidates'][0]:.2f} ({row['cpu_seconds']:.0f} CPU s; "
-                      f"{(time.process_time() - t0) / 60:.1f} CPU min)", flush=True)
-    result = {"model": args.model or "shipped", "args": vars(args)}
+                rows[steer].append(measure_span(model, path, first, s, steer, settings, judge))
+        bar.update()
+    bar.close()
+    result: dict = {}
     joins = {steer: join_excerpts(rows[steer], performed) for steer in modes}
     n = min(len(j["infilled"]) for j in joins.values())
-    if n >= 4 and not args.no_realism:
-        print("realism: real excerpts, ordinary generated excerpts", flush=True)
-        real_ex = split_excerpts(ds, "train") + split_excerpts(ds, args.split)
+    if n >= 4 and s.realism:
+        real_ex = split_excerpts(ds, "train") + split_excerpts(ds, s.split)
         real = (feature_matrix(real_ex), [e.group for e in real_ex])
-        generated = generated_excerpts(ds, model, args.split, n)
+        generated = generated_excerpts(ds, model, s.split, n, progress)
     for steer in modes:
         label = "steered" if steer else "plain"
         result[label] = summarize(rows[steer])
-        print(label, result[label], flush=True)
-        result[label]["realism"] = realism_rows({**joins[steer], "generated": generated}, real, n, args.repeats) \
-            if n >= 4 and not args.no_realism else {"skipped": "--no-realism" if args.no_realism else
-                                                    f"only {n} excerpts around spans of performed pieces"}
+        result[label]["realism"] = realism_rows({**joins[steer], "generated": generated}, real, n, s.repeats) \
+            if n >= 4 and s.realism else {"skipped": "realism off" if not s.realism else
+                                         f"only {n} excerpts around spans of performed pieces"}
         result[label]["rows"] = [{k: v for k, v in r.items() if k != "excerpts"} for r in rows[steer]]
     result["cpu_minutes"] = (time.process_time() - t0) / 60
-    if args.json:
-        atomic_write_json(args.json, result)
-    print(f"done in {result['cpu_minutes']:.1f} CPU minutes")
+    return result
 
 
-if __name__ == "__main__":
-    main()
+def _flat(prefix: str, d: dict, out: dict) -> dict:
+    for k, v in d.items():
+        if isinstance(v, dict):
+            _flat(f"{prefix}{k}: ", v, out)
+        elif isinstance(v, (int, float)) or v is None:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def run(model_name: str | None, settings: InfillSettings, progress: bool = True) -> dict:
+    import torch
+
+    from chopinbot.model.formats import load_model
+
+    judge = load_model(settings.judge) if settings.judge else None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    try:
+        r = infill_check(load_model(model_name), settings, judge, progress)
+    finally:
+        torch.set_num_threads(threads)
+    figures, rows = {"cpu_minutes": r["cpu_minutes"]}, []
+    for label in ("plain", "steered"):
+        if label in r:
+            summary = {k: v for k, v in r[label].items() if k not in ("rows", "realism")}
+            realism = {k: v.get("accuracy_mean") if isinstance(v, dict) else v
+                       for k, v in r[label]["realism"].items()}
+            _flat(f"{label} ", {**summary, "realism": realism}, figures)
+            rows += [{"mode": label, **row} for row in r[label]["rows"]]
+    return suite_result("infill", model_name, settings, figures, rows, 0.0,
+                        summaries={k: {kk: vv for kk, vv in v.items() if kk != "rows"}
+                                   for k, v in r.items() if k != "cpu_minutes"})
+
+
+SUITE = Suite("infill", run, InfillSettings, "infilled spans: the NLL of what follows, and a join discriminator")

@@ -1,0 +1,91 @@
+"""Replay: how much of an excerpt was already heard just before it.
+
+A continuation can pass for Chopin by playing back the piece its seed came
+from (its context of up to ``WARM_STATES`` states is read before composing,
+and the repeats input and boost copy what they find there).  Real Chopin
+replays too: a reprise, a repeated period.  So each excerpt, generated and
+real, gets a *replay share*: the share of its ``REPLAY_NGRAM``-state n-grams
+(keys and rhythmic value, :func:`~chopinbot.evaluation.musicstats.ngram_overlap`)
+found, at any transposition, in what precedes it -- the seed and its context
+for a generated excerpt, the same span of the piece (as many states as a
+seed and its context) for a real one.  Excerpts that replay at most
+``COMPOSED_REPLAY`` are *composed*: the realism test is run on those alone
+(:mod:`chopinbot.evaluation.composed`), so that the figure says how the model's
+own music sounds, apart from what it replays.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from chopinbot.compose.seeds import Seed
+from chopinbot.constants import SEED_STATES, WARM_STATES
+from chopinbot.dataset.store import Dataset
+from chopinbot.evaluation.continuations import performed_chopin
+from chopinbot.evaluation.excerpts import EXCERPT_SECONDS, excerpt_windows
+from chopinbot.evaluation.musicstats import CorpusIndex, ngram_overlap
+from chopinbot.music.states import States, transpose_states
+
+REPLAY_NGRAM = 8  # states: replay is measured on 8-state n-grams, as copying from the training pieces is
+COMPOSED_REPLAY = 0.2  # an excerpt replaying at most this share of its n-grams counts as composed
+MOSTLY_REPLAYED = 0.8  # ... and one above this is mostly played back (the distribution's tail)
+HISTORY_STATES = WARM_STATES + SEED_STATES  # what a generated excerpt's seed and context hold at most
+
+
+def history_index(history: States, shift: int = 0, transposed: bool = True) -> CorpusIndex:
+    """``history`` moved up ``shift`` semitones (into the excerpt's key), indexed for n-gram lookups;
+    with ``transposed``, also at every other transposition within an octave either way."""
+    moved = [("history", transpose_states(history, shift)[0])]
+    if transposed:
+        moved += [(f"history {t:+d}", transpose_states(history, shift + t)[0]) for t in range(-11, 12) if t]
+    return CorpusIndex(moved)
+
+
+def replay_share(states: States, index: CorpusIndex, n: int = REPLAY_NGRAM) -> float:
+    """The share of the n-grams of ``states`` found in ``index`` (NaN with fewer than ``n`` states)."""
+    return ngram_overlap(states, index, n)
+
+
+def time_ranges(states: States, count: int, seconds: float = EXCERPT_SECONDS) -> list[tuple[int, int]]:
+    """The states of each of the first ``count`` excerpts of :func:`~chopinbot.evaluation.excerpts.time_excerpts`:
+    those starting in ``[k * seconds, (k + 1) * seconds)``."""
+    starts = np.concatenate([[0.0], np.cumsum(states.seconds.astype(np.float64))])[:-1]
+    edges = np.searchsorted(starts, np.arange(count + 1) * seconds - 1e-9)
+    return [(int(edges[k]), int(edges[k + 1])) for k in range(count)]
+
+
+def continuation_replays(seed: Seed, states: States, count: int, seconds: float = EXCERPT_SECONDS,
+                         n: int = REPLAY_NGRAM) -> list[float]:
+    """The replay share of each of the ``count`` excerpts of a continuation (in ``seed.key``) of ``seed``:
+    its n-grams found, at any transposition, in the seed and its context."""
+    if count == 0:
+        return []
+    index = history_index(seed.history, seed.home.shift_to(seed.key))
+    return [replay_share(states[a:b], index, n) for a, b in time_ranges(states, count, seconds)]
+
+
+def piece_replays(ds: Dataset, split: str, seconds: float = EXCERPT_SECONDS, first: int = 0,
+                  before: int = HISTORY_STATES, n: int = REPLAY_NGRAM, keep=performed_chopin) -> list[float]:
+    """The replay share of every excerpt of the ``split`` pieces, in the order of
+    :func:`~chopinbot.evaluation.realism.split_excerpts` (``first=0``) or of the true windows of
+    :func:`~chopinbot.evaluation.continuations.held_out_seeds` (``first=SEED_STATES``): its n-grams
+    found, at any transposition, in the ``before`` states of the piece just before it."""
+    out = []
+    for seg in filter(keep, ds.segments(split)):
+        states = ds.states(seg)  # home key: a transposition-free share does not care which key
+        for a, b in excerpt_windows(states, seconds, first):
+            out.append(replay_share(states[a:b], history_index(states[max(0, a - before):a]), n))
+    return out
+
+
+def replay_distribution(shares: Sequence[float]) -> dict:
+    """Quartiles, mean and the share above :data:`MOSTLY_REPLAYED` (NaN shares, too short to say, left out)."""
+    x = np.asarray([s for s in shares if s is not None and not math.isnan(s)], np.float64)
+    if x.size == 0:
+        return {"n": 0}
+    q1, q2, q3 = np.quantile(x, (0.25, 0.5, 0.75))
+    return {"n": int(x.size), "mean": float(x.mean()), "q1": float(q1), "median": float(q2), "q3": float(q3),
+            "above_0.8": float((x > MOSTLY_REPLAYED).mean()), "composed": float((x <= COMPOSED_REPLAY).mean())}
