@@ -1,0 +1,97 @@
+"""Engraving: MusicXML -> SVG pages (verovio), and those pages -> a PDF or a PNG (cairosvg).
+
+verovio 6.4.1 (already the score reader of :mod:`chopinbot.music.scores`) lays out and engraves;
+it writes SVG only.  cairosvg 2.9.1 (pure Python over Cairo) draws each page into one PDF
+(a cairo PDF surface with a page per SVG) or the first page into a PNG.  Our own MusicXML is
+engraved in this process: verovio crashes its process only on broken input (see
+:mod:`chopinbot.music.verovio_worker`), and what :mod:`chopinbot.notation.musicxml` writes is
+checked by the tests; a file from elsewhere goes through :func:`chopinbot.music.scores.read_score`.
+
+verovio draws the tempo mark's note with a glyph of its music font (Leipzig) inside SVG text,
+which neither Cairo nor a browser without that font can show (an empty box; its option
+``smuflTextFont`` did not change that): :func:`svg_pages` writes those glyphs as the Unicode
+note ♩ / ♪ in DejaVu Serif instead, which every page then shows.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+
+import verovio
+
+PAGE_OPTIONS = {
+    "pageWidth": 2100,  # A4 at verovio's tenths of a millimetre
+    "pageHeight": 2970,
+    "scale": 40,
+    "adjustPageHeight": False,
+    "footer": "none",
+    "header": "auto",
+    "breaks": "auto",
+    "mnumInterval": 1,
+}
+# SMuFL metronome glyphs -> Unicode: quarter, eighth, half note (stem up), augmentation dot
+SMUFL_TEXT = {"\ueca5": "\u2669", "\ueca7": "\u266a", "\ueca3": "\U0001d15e", "\uecb7": ".",  # metNote*
+              "\ue1d5": "\u2669", "\ue1d7": "\u266a", "\ue1d3": "\U0001d15e", "\ue1e7": "."}  # note*
+_MUSIC_FONT_TEXT = re.compile(r'<tspan font-family="Leipzig" font-size="(\d+)px">([^<]*)</tspan>')
+_lock = threading.Lock()  # one verovio toolkit per call, but its resource loading is not thread-safe
+
+
+class EngraveError(RuntimeError):
+    """verovio could not read or lay out a score."""
+
+
+def svg_pages(musicxml: str, max_pages: int | None = None, options: dict | None = None) -> list[str]:
+    """The score's pages as SVG text (at most ``max_pages``)."""
+    with _lock:
+        verovio.enableLog(verovio.LOG_ERROR)
+        tk = verovio.toolkit()
+        tk.setOptions({**PAGE_OPTIONS, **(options or {})})
+        tk.setInputFrom("musicxml")
+        if not tk.loadData(musicxml):
+            raise EngraveError("verovio cannot read this MusicXML")
+        n = tk.getPageCount()
+        if n < 1:
+            raise EngraveError("verovio laid out no page")
+        return [_plain_text_glyphs(tk.renderToSVG(i)) for i in range(1, min(n, max_pages or n) + 1)]
+
+
+def _plain_text_glyphs(svg: str) -> str:
+    def sub(m: re.Match) -> str:
+        text = "".join(SMUFL_TEXT.get(ch, "") for ch in m.group(2))
+        size = int(int(m.group(1)) * 0.6)
+        return f'<tspan font-family="DejaVu Serif" font-size="{size}px">{text}</tspan>'
+
+    return _MUSIC_FONT_TEXT.sub(sub, svg)
+
+
+def pdf_bytes(pages: list[str]) -> bytes:
+    """One PDF, a page per SVG."""
+    import cairocffi
+    from cairosvg.parser import Tree
+    from cairosvg.surface import PDFSurface
+
+    out = io.BytesIO()
+    surface = None
+    for svg in pages:
+        tree = Tree(bytestring=svg.encode("utf-8"))
+        page = PDFSurface(tree, None, 96)  # draws the page onto its own cairo surface
+        if surface is None:
+            surface = cairocffi.PDFSurface(out, page.width, page.height)
+            context = cairocffi.Context(surface)
+        else:
+            surface.set_size(page.width, page.height)
+        context.set_source_surface(page.cairo, 0, 0)
+        context.paint()
+        surface.show_page()
+        page.finish()
+    surface.finish()
+    return out.getvalue()
+
+
+def png_bytes(svg: str, width: int = 1200) -> bytes:
+    """A page as a PNG ``width`` pixels wide, on white."""
+    import cairosvg
+
+    return cairosvg.svg2png(bytestring=svg.encode("utf-8"), output_width=width, background_color="white")
