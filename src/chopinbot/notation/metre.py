@@ -28,6 +28,7 @@ import numpy as np
 
 from chopinbot.constants import GRID_PER_BEAT, LOWEST_PITCH
 from chopinbot.errors import ConfigError
+from chopinbot.music.states import States
 
 TIME_SIGNATURES = ((4, 4), (3, 4), (2, 4), (6, 8))  # what inference chooses among
 MAX_SIGNATURE_NUMERATOR = 32
@@ -172,7 +173,7 @@ def infer_metre(keys: np.ndarray, onsets: np.ndarray, units: np.ndarray,
     return Metre(((0.0, num, den),), offset_units / G)
 
 
-def infer_states_metre(states, signature: tuple[int, int] | None = None) -> Metre:
+def infer_states_metre(states: States, signature: tuple[int, int] | None = None) -> Metre:
     """:func:`infer_metre` of a :class:`~chopinbot.music.states.States`."""
     return infer_metre(states.keys, states.onsets, states.grid_units(), signature)
 
@@ -192,3 +193,32 @@ def metre_from_signatures(signatures: list[tuple[float, int, int]], first_beat: 
             dedup.append(s)
     full = Metre(tuple(dedup), 0.0)
     return full.shifted(first_beat)
+
+
+def midi_grid(metre: Metre) -> tuple[float, list[tuple[float, int, int]]]:
+    """What a MIDI file needs to carry the metre: the rest before the first state (shorter than the
+    metre's beat unit) and the time signatures from the file's start, a pickup bar first as a short
+    signature of its own (``(bar - pickup)`` in the signature's unit: 1/4 before 3/4 for a one-beat
+    pickup), so that the file's bar lines are the score's."""
+    pickup = metre.pickup
+    lead = metre.offset - pickup
+    num, den = metre.first
+    first_bar = num * 4.0 / den - pickup  # the pickup bar's length (a whole bar when pickup is 0)
+    sigs: list[tuple[float, int, int]] = []
+    if pickup > 0:
+        sigs.append((0.0, int(round(first_bar * den / 4.0)), den))
+    for t, n, d in metre.signatures:
+        sigs.append((t - pickup if t > 0 else (first_bar if pickup > 0 else 0.0), n, d))
+    return lead, sigs
+
+
+def continuation_metre(history: States, new: States, keep: int) -> Metre:
+    """The metre of a continuation whose output is the last ``keep`` states of ``history`` (the seed,
+    when it is included; 0: none) and the ``new`` ones.  The time signature is inferred over all the
+    model read and wrote; the beat and the bar over the output itself, because the model keeps the
+    phase it started in: after a seed that ends 5/48 of a beat before a beat, its onsets stay 5/48
+    off the seed's grid, and the output's own grid is the one its score and MIDI must show."""
+    whole = States.concat([history, new]) if len(history) else new
+    signature = infer_states_metre(whole).first
+    out = States.concat([history[len(history) - keep :], new]) if keep else new
+    return infer_states_metre(out, signature)
