@@ -25,7 +25,8 @@ class PianoNotes:
     ``start``/``end`` are int64 ticks, ``pitch`` and ``velocity`` int16; the
     arrays are sorted by start then pitch.  ``tempo_ticks``/``tempo_qpm`` give
     the tempo map (to turn ticks into seconds), ``key_signatures`` the
-    (tick, sharps, is_minor) events, ``pedals`` the sustain-pedal intervals.
+    (tick, sharps, is_minor) events, ``time_signatures`` the (tick, numerator,
+    denominator) events, ``pedals`` the sustain-pedal intervals.
     """
 
     start: np.ndarray
@@ -37,6 +38,7 @@ class PianoNotes:
     tempo_qpm: np.ndarray = field(default_factory=lambda: np.full(1, 120.0))
     key_signatures: list[tuple[int, int, int]] = field(default_factory=list)
     pedals: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    time_signatures: list[tuple[int, int, int]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.start.size)
@@ -100,9 +102,10 @@ def _score_to_notes(score: symusic.Score, name: str, max_notes: int) -> PianoNot
         raise MidiError("only drum notes (no pitched instrument)", name)
     if n_total > max_notes:
         raise MidiError(f"too many notes ({n_total:,}; limit {max_notes:,})", name)
-    n_events = len(score.tempos) + len(score.key_signatures) + sum(len(t.pedals) for t in tracks)
+    n_events = (len(score.tempos) + len(score.key_signatures) + len(score.time_signatures)
+                + sum(len(t.pedals) for t in tracks))
     if n_events > max_notes:  # each becomes a Python object below
-        raise MidiError(f"too many tempo, key-signature and pedal events ({n_events:,}; limit {max_notes:,})", name)
+        raise MidiError(f"too many tempo, signature and pedal events ({n_events:,}; limit {max_notes:,})", name)
     arrays = [t.notes.numpy() for t in tracks if t.note_num()]
     start = np.concatenate([a["time"] for a in arrays]).astype(np.int64)
     dur = np.concatenate([a["duration"] for a in arrays]).astype(np.int64)
@@ -120,6 +123,7 @@ def _score_to_notes(score: symusic.Score, name: str, max_notes: int) -> PianoNot
     tempo_ticks = np.array([t for t, _ in tempos], np.int64)
     tempo_qpm = np.array([q if q > 0 else 120.0 for _, q in tempos], np.float64)
     keysigs = sorted((int(k.time), int(k.key), int(k.tonality)) for k in score.key_signatures)
+    timesigs = sorted((int(t.time), int(t.numerator), int(t.denominator)) for t in score.time_signatures)
     pedals = [(p.time, p.time + p.duration) for t in tracks for p in t.pedals]
     pedal_arr = np.array(sorted(pedals), np.int64).reshape(-1, 2)
     return PianoNotes(
@@ -132,6 +136,7 @@ def _score_to_notes(score: symusic.Score, name: str, max_notes: int) -> PianoNot
         tempo_qpm=tempo_qpm,
         key_signatures=keysigs,
         pedals=pedal_arr,
+        time_signatures=timesigs,
     )
 
 

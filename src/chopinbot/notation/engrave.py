@@ -18,8 +18,12 @@ from __future__ import annotations
 import io
 import re
 import threading
+from pathlib import Path
 
 import verovio
+
+from chopinbot.errors import ChopinBotError, ConfigError
+from chopinbot.io_utils import atomic_write_bytes, atomic_write_text
 
 PAGE_OPTIONS = {
     "pageWidth": 2100,  # A4 at verovio's tenths of a millimetre
@@ -38,7 +42,7 @@ _MUSIC_FONT_TEXT = re.compile(r'<tspan font-family="Leipzig" font-size="(\d+)px"
 _lock = threading.Lock()  # one verovio toolkit per call, but its resource loading is not thread-safe
 
 
-class EngraveError(RuntimeError):
+class EngraveError(ChopinBotError):
     """verovio could not read or lay out a score."""
 
 
@@ -95,3 +99,25 @@ def png_bytes(svg: str, width: int = 1200) -> bytes:
     import cairosvg
 
     return cairosvg.svg2png(bytestring=svg.encode("utf-8"), output_width=width, background_color="white")
+
+
+SCORE_SUFFIXES = (".musicxml", ".xml", ".pdf", ".svg", ".png")
+
+
+def write_score_file(musicxml: str, path) -> list[Path]:
+    """Write ``musicxml`` as ``path`` says by its suffix (see :data:`SCORE_SUFFIXES`): the MusicXML itself,
+    an engraved PDF, the SVG pages (the first at ``path``, then ``<stem>-2.svg``, ...) or the first page as
+    a PNG.  Every file is written atomically; returns the files written."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SCORE_SUFFIXES:
+        raise ConfigError(f"a score file ends in one of {', '.join(SCORE_SUFFIXES)}, not {path.name}")
+    if suffix in (".musicxml", ".xml"):
+        return [atomic_write_text(path, musicxml)]
+    pages = svg_pages(musicxml, max_pages=1 if suffix == ".png" else None)
+    if suffix == ".pdf":
+        return [atomic_write_bytes(path, pdf_bytes(pages))]
+    if suffix == ".png":
+        return [atomic_write_bytes(path, png_bytes(pages[0]))]
+    return [atomic_write_text(path if i == 0 else path.with_name(f"{path.stem}-{i + 1}.svg"), svg)
+            for i, svg in enumerate(pages)]

@@ -33,6 +33,10 @@ from chopinbot.music.states import States
 TIME_SIGNATURES = ((4, 4), (3, 4), (2, 4), (6, 8))  # what inference chooses among
 MAX_SIGNATURE_NUMERATOR = 32
 BASS_PITCH = 55  # G3: a struck note below it is a bass note, for the accent of a beat
+# the weights of a state's onset, for the beat and the bar (tuned on 22 NIFC works outside the check set,
+# scripts/score_check.py)
+# (the beat's phase takes 0.5 a key, 1.5 a bass, 1 a beat to the next onset: long notes and bass notes fall on beats)
+W_KEYS, W_BASS, W_NEW_BASS, W_LENGTH = 0.1, 1.5, 3.0, 0.0
 NEAR_TIE = 0.05  # a longer bar must beat a shorter one that divides it by this much (of the mean weight)
 
 
@@ -115,27 +119,34 @@ def parse_time_signature(text: str) -> tuple[int, int]:
     return num, den
 
 
-def _onset_weights(keys: np.ndarray, onsets: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start (grid steps) and weight of every state that strikes a key."""
+def _onset_weights(keys: np.ndarray, onsets: np.ndarray, units: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Start (grid steps) and weight of every state that strikes a key: the keys struck, the time
+    to the next onset, and a new bass (the lowest sounding key, struck, below ``BASS_PITCH`` and
+    not the bass before it: harmony changes on strong beats)."""
     starts = np.concatenate([[0], np.cumsum(units)])[:-1]
     struck = onsets.any(axis=1)
     idx = np.flatnonzero(struck)
     if idx.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0)
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
     ends = np.append(starts[idx[1:]], starts[-1] + units[-1])
     ioi = np.minimum(ends - starts[idx], 2 * GRID_PER_BEAT)
     n = onsets[idx].sum(axis=1)
     low_struck = np.argmax(onsets[idx], axis=1) + LOWEST_PITCH
     low_sounding = np.argmax(keys[idx], axis=1) + LOWEST_PITCH
     bass = (low_struck < BASS_PITCH) & (low_struck <= low_sounding)
-    return starts[idx], 0.5 * np.minimum(n, 6) + 1.5 * bass + ioi / GRID_PER_BEAT
+    prev_bass = np.concatenate([[-1], low_struck[:-1]])
+    new_bass = bass & (low_struck != prev_bass)
+    beat_w = 0.5 * np.minimum(n, 6) + 1.5 * bass + ioi / GRID_PER_BEAT
+    bar_w = W_KEYS * np.minimum(n, 6) + W_BASS * bass + W_NEW_BASS * new_bass + W_LENGTH * ioi / GRID_PER_BEAT
+    return starts[idx], beat_w, bar_w
 
 
 def infer_metre(keys: np.ndarray, onsets: np.ndarray, units: np.ndarray,
                 signature: tuple[int, int] | None = None) -> Metre:
     """The metre of states given as keys and onsets (n, 88) and lengths in grid steps (n,); with
     ``signature`` only where the bar lies (the phase) is inferred."""
-    t, w = _onset_weights(keys, onsets, np.asarray(units, np.int64))
+    t, w, bar_w = _onset_weights(keys, onsets, np.asarray(units, np.int64))
     G = GRID_PER_BEAT
     if t.size == 0:
         return Metre(((0.0, *(signature or (4, 4))),), 0.0)
@@ -143,7 +154,7 @@ def infer_metre(keys: np.ndarray, onsets: np.ndarray, units: np.ndarray,
     phi = int(np.argmax(phase_w))  # grid steps after the first state's start where beats fall
     on = (t - phi) % G == 0
     beat_idx = (t[on] - phi) // G
-    bw = np.bincount(beat_idx - beat_idx.min(), weights=w[on]) if on.any() else np.zeros(1)
+    bw = np.bincount(beat_idx - beat_idx.min(), weights=bar_w[on]) if on.any() else np.zeros(1)
     base = beat_idx.min() if on.any() else 0
     mean = bw.mean() if bw.size else 0.0
     candidates = [signature] if signature else [(4, 4), (3, 4), (2, 4)]
@@ -161,8 +172,8 @@ def infer_metre(keys: np.ndarray, onsets: np.ndarray, units: np.ndarray,
     if signature is None and L == 3:
         # 6/8 or 3/4: compare the middle of the bar (its 4th eighth) with the 2nd and 3rd beats
         rel = (t - phi - (base + r) * G) % (3 * G)
-        mid = w[rel == G + G // 2].sum()
-        beats23 = w[(rel == G) | (rel == 2 * G)].sum() / 2
+        mid = bar_w[rel == G + G // 2].sum()
+        beats23 = bar_w[(rel == G) | (rel == 2 * G)].sum() / 2
         if mid > beats23 and mid > 0:
             num, den = 6, 8
     # score time of the first state: the downbeat before it is at grid step phi + (base + r) * G - k * bar
@@ -191,6 +202,13 @@ def metre_from_signatures(signatures: list[tuple[float, int, int]], first_beat: 
             dedup[-1] = s
         elif not dedup or dedup[-1][1:] != s[1:]:
             dedup.append(s)
+    if len(dedup) >= 2:  # a first bar shorter than the next signature's, and only one: a pickup
+        (_, n0, d0), (t1, n1, d1) = dedup[0], dedup[1]
+        bar1 = n1 * 4.0 / d1
+        if abs(t1 - n0 * 4.0 / d0) < 1e-9 and t1 < bar1 - 1e-9:
+            shift = bar1 - t1
+            dedup = [(0.0, n1, d1)] + [(t + shift, n, d) for t, n, d in dedup[2:]]
+            first_beat += shift
     full = Metre(tuple(dedup), 0.0)
     return full.shifted(first_beat)
 

@@ -19,8 +19,16 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from chopinbot.notation.rhythm import BEAM_LEVELS, G, Chord, Piece, assign_voices, quantize_voice, split_values, \
-    window_is_triplet
+from chopinbot.notation.rhythm import (
+    BEAM_LEVELS,
+    Chord,
+    G,
+    Piece,
+    assign_voices,
+    quantize_voice,
+    split_values,
+    window_is_triplet,
+)
 from chopinbot.notation.spelling import fifth_name, spelled_octave
 
 ACCIDENTALS = {-2: "flat-flat", -1: "flat", 0: "natural", 1: "sharp", 2: "double-sharp"}
@@ -300,7 +308,7 @@ def _tuplets(items, windows) -> dict[int, str]:
     """Tuplet brackets: from the first to the last triplet item of each quarter."""
     out: dict[int, str] = {}
     by_window: dict[int, list[int]] = {}
-    for i, (p, c, _, _) in enumerate(items):
+    for i, (p, _c, _, _) in enumerate(items):
         if p.triplet and p.type:
             by_window.setdefault(p.start // G, []).append(i)
     for idx in by_window.values():
