@@ -99,17 +99,23 @@ def quantize_voice(chords: list[Chord]) -> tuple[list[Chord], int]:
         if all(b % 3 == 0 for b in bs) or all(b % 2 == 0 for b in bs):
             continue
         best = None
+        lo, hi, k = w * G, (w + 1) * G, len(bs)
         for unit in (3, 2):
-            snapped = [int(round(b / unit) * unit) for b in bs]
+            if (k + 1) * unit > G:
+                continue  # more boundaries than this grid has places in the quarter
+            snapped, prev = [], lo
+            for i, b in enumerate(bs):  # nearest place, one grid step after the previous, room for the rest
+                nb = min(max(int(round(b / unit) * unit), prev + unit), hi - unit * (k - i))
+                snapped.append(nb)
+                prev = nb
             err = sum(abs(a - b) for a, b in zip(snapped, bs))
             if best is None or err < best[0]:
                 best = (err, snapped)
-        prev = w * G
+        if best is None:  # over 23 note boundaries in one quarter: merge the closest (chords may vanish)
+            best = (0, [min(max(int(round(b / 2) * 2), lo), hi) for b in bs])
         for b, nb in zip(bs, best[1]):
-            nb = min(max(nb, prev), (w + 1) * G)
             mapping[b] = nb
             moved += nb != b
-            prev = nb
     out = []
     for c in chords:
         s, e = mapping[c.start], mapping[c.end]
@@ -150,8 +156,10 @@ def split_values(start: int, end: int, bar_start: int, bar_len: int, beat: int, 
             if v > limit - x:
                 continue
             if v >= beat:
-                if rel % beat or (rel + v) % beat or rel + v > bar_len:
+                if rel % beat or rel + v > bar_len:
                     continue
+                if (rel + v) % beat and not (v == 72 and beat == G and rel % 96 == 0):
+                    continue  # ends off the beat: only a dotted quarter on a strong beat (♩. ♪)
                 if numerator == 4 and beat == G and v == 96 and rel % 96:
                     continue  # a half note in 4/4 starts on beat 1 or 3
                 if v == 144 and bar_len == 192 and rel not in (0, 48):
