@@ -99,8 +99,10 @@ def test_metre_inferred_with_its_pickup_or_asked_for():
 def test_midi_grid_pickup_bar_and_lead_in():
     lead, sigs = midi_grid(Metre(((0.0, 3, 4),), 2.0))
     assert lead == 0 and sigs == [(0.0, 1, 4), (1.0, 3, 4)]
-    lead, sigs = midi_grid(Metre(((0.0, 3, 4),), 2.5))  # mid-beat: a half-beat rest in a one-beat pickup
-    assert lead == 0.5 and sigs == [(0.0, 1, 4), (1.0, 3, 4)]
+    lead, sigs = midi_grid(Metre(((0.0, 3, 4),), 1.5))  # a pickup of an eighth and a quarter: 3/8
+    assert lead == 0 and sigs == [(0.0, 3, 8), (1.5, 3, 4)]
+    lead, sigs = midi_grid(Metre(((0.0, 3, 4),), 2.75))  # mid-eighth: a sixteenth's rest in an eighth's pickup
+    assert lead == 0.25 and sigs == [(0.0, 1, 8), (0.5, 3, 4)]
     lead, sigs = midi_grid(Metre(((0.0, 4, 4),), 0.0))
     assert lead == 0 and sigs == [(0.0, 4, 4)]
     # a file whose first bar is a one-beat pickup (as read_score says it)

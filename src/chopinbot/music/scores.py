@@ -238,10 +238,12 @@ def _bar_signatures(measures: list[float], signatures: list[tuple[int, int, int]
         tick = int(round(start * tpq))
         current = [s for s in signatures if s[0] <= tick + 1] or signatures[:1]
         _, num, den = current[-1]
-        length = (end - start) * den / 4.0
+        length, unit = (end - start) * den / 4.0, den
+        while abs(length - round(length)) > 1e-6 and unit < 64:  # a pickup of 1.5 quarters in 3/4: 3/8
+            length, unit = length * 2, unit * 2
         if abs(length - round(length)) > 1e-6 or round(length) < 1:
             continue
-        sig = (tick, int(round(length)), den) if abs(length - num) > 1e-6 else (tick, num, den)
+        sig = (tick, int(round(length)), unit) if abs(length - num * unit / den) > 1e-6 else (tick, num, den)
         if not out or out[-1][1:] != sig[1:]:
             out.append(sig)
     return out

@@ -63,7 +63,7 @@ def svg_pages(musicxml: str, max_pages: int | None = None, options: dict | None 
 
 def _plain_text_glyphs(svg: str) -> str:
     def sub(m: re.Match) -> str:
-        text = "".join(SMUFL_TEXT.get(ch, "") for ch in m.group(2))
+        text = " " + "".join(SMUFL_TEXT.get(ch, "") for ch in m.group(2))
         size = int(int(m.group(1)) * 0.6)
         return f'<tspan font-family="DejaVu Serif" font-size="{size}px">{text}</tspan>'
 

@@ -51,7 +51,7 @@ def file_spec(path: str | os.PathLike, time_signature: tuple[int, int] | None = 
         changes[0] = (0.0, changes[0][1], int(key.minor))
     name = Path(path).name
     spec = ScoreSpec(states=states, key=key, bpm=None, metre=metre, time_signature=time_signature, title=name,
-                     composer="engraved by ChopinBot from the piece's states", key_changes=changes)
+                     composer="engraved by ChopinBot", key_changes=changes)
     return spec, first_beat
 
 

@@ -85,9 +85,9 @@ class Metre:
     @property
     def pickup(self) -> float:
         """Score time where the written music starts: the first bar is a pickup bar from here
-        (0: a whole first bar).  The music's first beat unit (quarter, or eighth in x/8) at or before
-        the first state; what lies between is a rest shorter than that unit."""
-        unit = 4.0 / self.first[1]
+        (0: a whole first bar): the last half beat unit (an eighth in x/4) at or before the first state;
+        what lies between is a rest shorter than that."""
+        unit = 2.0 / self.first[1]  # half the beat unit: a pickup of an eighth and a quarter in 3/4 is 3/8
         return float(np.floor(self.offset / unit + 1e-9) * unit)
 
     def shifted(self, beats: float) -> Metre:
@@ -214,8 +214,8 @@ def metre_from_signatures(signatures: list[tuple[float, int, int]], first_beat: 
 
 
 def midi_grid(metre: Metre) -> tuple[float, list[tuple[float, int, int]]]:
-    """What a MIDI file needs to carry the metre: the rest before the first state (shorter than the
-    metre's beat unit) and the time signatures from the file's start, a pickup bar first as a short
+    """What a MIDI file needs to carry the metre: the rest before the first state (shorter than half
+    the metre's beat unit) and the time signatures from the file's start, a pickup bar first as a short
     signature of its own (``(bar - pickup)`` in the signature's unit: 1/4 before 3/4 for a one-beat
     pickup), so that the file's bar lines are the score's."""
     pickup = metre.pickup
@@ -224,7 +224,10 @@ def midi_grid(metre: Metre) -> tuple[float, list[tuple[float, int, int]]]:
     first_bar = num * 4.0 / den - pickup  # the pickup bar's length (a whole bar when pickup is 0)
     sigs: list[tuple[float, int, int]] = []
     if pickup > 0:
-        sigs.append((0.0, int(round(first_bar * den / 4.0)), den))
+        length, unit = first_bar * den / 4.0, den
+        while abs(length - round(length)) > 1e-6 and unit < 64:
+            length, unit = length * 2, unit * 2
+        sigs.append((0.0, int(round(length)), unit))
     for t, n, d in metre.signatures:
         sigs.append((t - pickup if t > 0 else (first_bar if pickup > 0 else 0.0), n, d))
     return lead, sigs

@@ -26,8 +26,8 @@ def piece_spec(piece, time_signature: tuple[int, int] | None = None) -> ScoreSpe
     if span is not None:  # an infill: the source's own piece, with a span composed anew
         a, b = piece.span_beats
         marks += [(a, "ChopinBot's infill begins"), (b, "infill ends")]
-        title = f"{source}, with a passage by ChopinBot"
-        subtitle = f"bars from beat {a:.0f} to {b:.0f} composed anew"
+        title = "ChopinBot infill"
+        subtitle = f"{source}: beats {a:.0f} to {b:.0f} composed anew"
         bpm = states_bpm(states)
     else:
         seed_len = int(getattr(piece, "seed_len", 0))

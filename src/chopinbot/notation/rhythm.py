@@ -174,3 +174,42 @@ def split_values(start: int, end: int, bar_start: int, bar_len: int, beat: int, 
         out.append(Piece(x, x + chosen[0], chosen[1], chosen[2], False))
         x += chosen[0]
     return out
+
+
+RELEASE_GRIDS = (12, 16)  # a sixteenth, a triplet eighth: where a tidied release may fall
+LEGATO_GAP = 12  # steps: a release this close to the hand's next onset (and within a third of the note) joins it
+
+
+def tidy_releases(starts: np.ndarray, ends: np.ndarray, pitches: np.ndarray, staff: np.ndarray) -> np.ndarray:
+    """Releases as a pianist reads them; onsets never move.  A performance (and a model that learned
+    from performances) lets go of a chord's notes a few 48ths apart and a little before the next chord:
+    written as it is, every such note is a tie to a sixty-fourth and a rest.  So a release within
+    ``LEGATO_GAP`` steps (and a third of the note) of the hand's next onset moves to it, and any other
+    onto the nearest sixteenth or triplet eighth, never past a new strike of the same key nor onto
+    the note's own start."""
+    out = ends.copy()
+    for s in (1, 2):
+        idx = np.flatnonzero(staff == s)
+        if not idx.size:
+            continue
+        onsets = np.unique(starts[idx])
+        for i in idx:
+            st, en = int(starts[i]), int(ends[i])
+            k = np.searchsorted(onsets, st, side="right")
+            nxt = int(onsets[k]) if k < onsets.size else None
+            room = max(1, (en - st) // 3)
+            same = starts[idx][(pitches[idx] == pitches[i]) & (starts[idx] > st)]
+            limit = int(same.min()) if same.size else None
+            if nxt is not None and abs(nxt - en) <= min(LEGATO_GAP, room):
+                new = nxt
+            else:
+                cands = [round(en / g) * g for g in RELEASE_GRIDS]
+                new = min(cands, key=lambda c: (abs(c - en), c))
+                if abs(new - en) > min(6, room):
+                    new = en
+            if new <= st:
+                new = en
+            if limit is not None and new > limit:
+                new = min(en, limit)
+            out[i] = new
+    return out

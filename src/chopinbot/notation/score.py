@@ -21,6 +21,7 @@ from chopinbot.music.states import States, states_to_notes
 from chopinbot.notation.hands import split_hands
 from chopinbot.notation.metre import Metre, infer_states_metre
 from chopinbot.notation.musicxml import Direction, Stats, write_musicxml
+from chopinbot.notation.rhythm import tidy_releases
 from chopinbot.notation.spelling import key_sharps, spell
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class ScoreSpec:
     marks: list[tuple[float, str]] = field(default_factory=list)  # words above the music: (beat, text)
     key_changes: list[tuple[float, int, int]] | None = None  # (beat, sharps, minor) where known (a file's own)
     dynamics: bool = True  # marks from the velocities (off, or none, when every velocity is the same)
+    tidy: bool = True  # releases as a pianist reads them (notation.rhythm.tidy_releases); onsets never move
     rights: str = ""
 
 
@@ -88,6 +90,8 @@ def build_score(spec: ScoreSpec) -> tuple[str, ScoreInfo]:
     pitches = notes[:, 2].astype(np.int64)
     velocity = notes[:, 3]
     staff = split_hands(starts, ends, pitches)
+    if spec.tidy:
+        ends = tidy_releases(starts, ends, pitches, staff)
     if spec.key_changes:
         changes = [(int(round(b * G)) + off, int(s), int(m)) for b, s, m in spec.key_changes]
         changes[0] = (0, changes[0][1], changes[0][2])
