@@ -7,6 +7,7 @@ A dev-time script (it reads the shared NIFC Humdrum sources, which the library n
     PYTHONPATH=src python scripts/score_check.py nifc [--works 12]                  # bars, spelling, staff
     PYTHONPATH=src python scripts/score_check.py timing                             # 60 s of music -> PDF
     PYTHONPATH=src python scripts/score_check.py bad                                # a 5/48-beat note
+    PYTHONPATH=src python scripts/score_check.py pictures                           # docs/sheet-music-*.png
 
 Prints the figures and writes them to docs/score-check.json (one key per command).
 """
@@ -333,6 +334,22 @@ def cmd_bad(args) -> None:
                        "read_back_onsets_x48": [int(round(x * 48)) for x in back[:, 0]]})
 
 
+def cmd_pictures(args) -> None:
+    """The first pages shown in docs/sheet-music.md: a generated piece and a real work (NIFC op. 28 no. 7)."""
+    from chopinbot.compose.generate import GenerateConfig, generate
+    from chopinbot.compose.seeds import seed_from_test
+    from chopinbot.model.formats import load_model
+    from chopinbot.notation.engrave import png_bytes
+
+    model = load_model(None, "cpu")
+    res = generate(model, seed_from_test(args.seed_index), GenerateConfig(seconds=40, random_seed=args.random_seed))
+    (ROOT / "docs" / "sheet-music-generated.png").write_bytes(png_bytes(res.score_pages(max_pages=1)[0], 1000))
+    res.save_score(ROOT / "docs" / "sheet-music-generated.musicxml")
+    text, _ = build_score(file_spec(NIFC / "kern" / "028-1-BH-007.krn")[0])
+    (ROOT / "docs" / "sheet-music-real.png").write_bytes(png_bytes(svg_pages(text, 1)[0], 1000))
+    print(res.summary())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -344,9 +361,12 @@ def main() -> None:
     n.add_argument("--works", type=int, default=12)
     sub.add_parser("timing")
     sub.add_parser("bad")
+    pic = sub.add_parser("pictures")
+    pic.add_argument("--seed-index", type=int, default=10)
+    pic.add_argument("--random-seed", type=int, default=7)
     args = p.parse_args()
     {"generated": cmd_generated, "testpieces": cmd_testpieces, "nifc": cmd_nifc, "timing": cmd_timing,
-     "bad": cmd_bad}[args.cmd](args)
+     "bad": cmd_bad, "pictures": cmd_pictures}[args.cmd](args)
 
 
 if __name__ == "__main__":

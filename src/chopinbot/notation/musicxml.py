@@ -136,7 +136,7 @@ def write_musicxml(starts: np.ndarray, ends: np.ndarray, pitches: np.ndarray, ve
                 windows = {w for w in range(ms // G, (me + G - 1) // G) if window_is_triplet(full, w)}
                 items = _pieces(v, ms, me, bar_start, bar_len, beat, sig[0], windows, fill=(vi == 0), stats=stats)
                 xml = _voice_xml(items, voice_no, s, windows, key_now, alter_state, fifths,
-                                 m_dirs if (s == 1 and vi == 0) else None)
+                                 m_dirs if (s == 1 and vi == 0) else None, bar_start, beat)
                 lines.extend(xml)
             del elements
         lines.append("</measure>")
@@ -202,9 +202,9 @@ def _durations() -> dict[bool, set[int]]:
 _VALUE_STEPS = _durations()
 
 
-def _voice_xml(items, voice_no, staff_no, windows, key, alter_state, fifths, dirs) -> list[str]:
+def _voice_xml(items, voice_no, staff_no, windows, key, alter_state, fifths, dirs, bar_start, beat) -> list[str]:
     out: list[str] = []
-    beams = _beams(items)
+    beams = _beams(items, bar_start, beat)
     tuplets = _tuplets(items, windows)
     pending = list(dirs or [])
     for idx, (p, c, tied_in, tied_out) in enumerate(items):
@@ -261,9 +261,9 @@ def _key_alter(step: str, sharps: int) -> int:
     return 0
 
 
-def _beams(items) -> dict[int, str]:
-    """Beam elements per item index: notes shorter than a quarter, within one beat group
-    (the quarter, or the dotted quarter in compound time, as their pieces lie), no rest between."""
+def _beams(items, bar_start: int, beat: int) -> dict[int, str]:
+    """Beam elements per item index: notes shorter than a quarter, within one beat (the quarter, or
+    the dotted quarter in compound time), no rest between."""
     out: dict[int, str] = {}
     group: list[int] = []
 
@@ -292,7 +292,7 @@ def _beams(items) -> dict[int, str]:
     cur_beat = None
     for i, (p, c, _, _) in enumerate(items):
         beamable = c is not None and c != "measure" and p.type in BEAM_LEVELS
-        b = p.start // G
+        b = (p.start - bar_start) // beat
         if not beamable or b != cur_beat:
             flush()
         if beamable:
