@@ -70,11 +70,23 @@ def _plain_text_glyphs(svg: str) -> str:
     return _MUSIC_FONT_TEXT.sub(sub, svg)
 
 
+def _cairo():
+    """cairosvg and cairocffi, or :class:`EngraveError` when the Cairo library is missing."""
+    try:
+        import cairocffi
+        import cairosvg
+        import cairosvg.parser
+        import cairosvg.surface
+    except (ImportError, OSError) as e:
+        raise EngraveError(f"PDF and PNG pages need cairosvg and the Cairo library (apt-get install libcairo2): "
+                           f"{e}") from None
+    return cairocffi, cairosvg
+
+
 def pdf_bytes(pages: list[str]) -> bytes:
     """One PDF, a page per SVG."""
-    import cairocffi
-    from cairosvg.parser import Tree
-    from cairosvg.surface import PDFSurface
+    cairocffi, cairosvg = _cairo()
+    Tree, PDFSurface = cairosvg.parser.Tree, cairosvg.surface.PDFSurface
 
     out = io.BytesIO()
     surface = None
@@ -96,7 +108,7 @@ def pdf_bytes(pages: list[str]) -> bytes:
 
 def png_bytes(svg: str, width: int = 1200) -> bytes:
     """A page as a PNG ``width`` pixels wide, on white."""
-    import cairosvg
+    _, cairosvg = _cairo()
 
     return cairosvg.svg2png(bytestring=svg.encode("utf-8"), output_width=width, background_color="white")
 
