@@ -70,6 +70,24 @@ def _plain_text_glyphs(svg: str) -> str:
     return _MUSIC_FONT_TEXT.sub(sub, svg)
 
 
+_DEF = re.compile(r'<g id="([^"]+)">\s*(<path [^>]*/>)\s*</g>')
+_USE = re.compile(r'<use xlink:href="#([^"]+)"( transform="[^"]*")?\s*/>')
+
+
+def _inline_glyphs(svg: str) -> str:
+    """Each ``<use>`` of a music glyph replaced by the glyph's path: cairosvg parses a ``<use>``'s target
+    anew every time (1,000 uses on a page cost it ~60 % of the page's time), a path once."""
+    glyphs = dict(_DEF.findall(svg[: svg.find("</defs>") + 1]))
+    if not glyphs:
+        return svg
+
+    def sub(m: re.Match) -> str:
+        path = glyphs.get(m.group(1))
+        return f"<g{m.group(2) or ''}>{path}</g>" if path else m.group(0)
+
+    return _USE.sub(sub, svg)
+
+
 def _cairo():
     """cairosvg and cairocffi, or :class:`EngraveError` when the Cairo library is missing."""
     try:
@@ -91,7 +109,7 @@ def pdf_bytes(pages: list[str]) -> bytes:
     out = io.BytesIO()
     surface = None
     for svg in pages:
-        tree = Tree(bytestring=svg.encode("utf-8"))
+        tree = Tree(bytestring=_inline_glyphs(svg).encode("utf-8"))
         page = PDFSurface(tree, None, 96)  # draws the page onto its own cairo surface
         if surface is None:
             surface = cairocffi.PDFSurface(out, page.width, page.height)
@@ -110,7 +128,8 @@ def png_bytes(svg: str, width: int = 1200) -> bytes:
     """A page as a PNG ``width`` pixels wide, on white."""
     _, cairosvg = _cairo()
 
-    return cairosvg.svg2png(bytestring=svg.encode("utf-8"), output_width=width, background_color="white")
+    return cairosvg.svg2png(bytestring=_inline_glyphs(svg).encode("utf-8"), output_width=width,
+                            background_color="white")
 
 
 SCORE_SUFFIXES = (".musicxml", ".xml", ".pdf", ".svg", ".png")
