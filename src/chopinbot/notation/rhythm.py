@@ -58,7 +58,8 @@ def assign_voices(starts: np.ndarray, ends: np.ndarray, pitches: np.ndarray, vel
     """One staff's notes as voices of chords: notes with the same start and end form a chord; a chord
     goes to the first voice free at its start (the longer first, so a held note keeps a voice and
     the moving notes take another).  Beyond ``MAX_VOICES`` a note is cut short where the voice it
-    joins needs it (counted in the second return value)."""
+    joins needs it, or joins a chord struck with it and takes its length (counted in the second
+    return value); an onset never moves."""
     groups: dict[tuple[int, int], list[int]] = {}
     for i in range(len(starts)):
         groups.setdefault((int(starts[i]), int(ends[i])), []).append(i)
@@ -75,10 +76,12 @@ def assign_voices(starts: np.ndarray, ends: np.ndarray, pitches: np.ndarray, vel
             voices.append([chord])
         else:  # no voice free: the one ending soonest is cut short here
             v = min(voices, key=lambda v: v[-1].end)
-            if v[-1].start >= s:
-                chord.start = v[-1].end  # cannot happen for sorted starts; guard
-            else:
-                v[-1].end = s
+            if v[-1].start == s:  # struck together: the notes join that chord and take its length
+                v[-1].pitches += chord.pitches
+                v[-1].ids += chord.ids
+                cut += len(chord.pitches)
+                continue
+            v[-1].end = s
             cut += len(v[-1].pitches)
             v.append(chord)
     return voices, cut
