@@ -204,3 +204,16 @@ def test_cli_score(tmp_path, capsys):
     assert "3/4" in capsys.readouterr().out
     assert out.exists() and out.with_suffix(".svg").read_text().startswith("<svg")
     assert cli_main(["score", str(CORPUS / "chpn-p7.mid"), "--out", str(out)]) == 2  # exists: --force
+
+
+def test_engraving_in_a_thread():
+    """The app engraves in its script threads, where verovio's default constructor finds no fonts."""
+    import threading
+
+    text, _ = build_score(ScoreSpec(waltz(4), Key(0, False), 100.0))
+    out = []
+    for _ in range(2):
+        t = threading.Thread(target=lambda: out.append(len(svg_pages(text))))
+        t.start()
+        t.join()
+    assert out == [1, 1]

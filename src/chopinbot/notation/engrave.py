@@ -39,6 +39,7 @@ PAGE_OPTIONS = {
 SMUFL_TEXT = {"\ueca5": "\u2669", "\ueca7": "\u266a", "\ueca3": "\U0001d15e", "\uecb7": ".",  # metNote*
               "\ue1d5": "\u2669", "\ue1d7": "\u266a", "\ue1d3": "\U0001d15e", "\ue1e7": "."}  # note*
 _MUSIC_FONT_TEXT = re.compile(r'<tspan font-family="Leipzig" font-size="(\d+)px">([^<]*)</tspan>')
+RESOURCES = str(Path(verovio.__file__).resolve().parent / "data")  # verovio's fonts, as installed
 _lock = threading.Lock()  # one verovio toolkit per call, but its resource loading is not thread-safe
 
 
@@ -50,7 +51,11 @@ def svg_pages(musicxml: str, max_pages: int | None = None, options: dict | None 
     """The score's pages as SVG text (at most ``max_pages``)."""
     with _lock:
         verovio.enableLog(verovio.LOG_ERROR)
-        tk = verovio.toolkit()
+        # toolkit() finds its fonts only in the main thread (measured: every other thread's load fails with
+        # "font resources are not available"); the app engraves in its script threads, so the path is given
+        tk = verovio.toolkit(False)
+        if not tk.setResourcePath(RESOURCES):
+            raise EngraveError(f"verovio's fonts are missing from {RESOURCES}")
         tk.setOptions({**PAGE_OPTIONS, **(options or {})})
         tk.setInputFrom("musicxml")
         if not tk.loadData(musicxml):
