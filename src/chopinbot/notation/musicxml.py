@@ -187,8 +187,11 @@ def _pieces(v, ms, me, bar_start, bar_len, beat, numerator, windows, fill, stats
 
 
 def _gap(a, b, bar_start, bar_len, beat, numerator, windows, fill):
-    if not fill:
-        return [(Piece(a, b, "", 0, False), None, False, False)]  # a forward
+    if not fill:  # a forward; within a triplet quarter an invisible rest (verovio scales a forward by the tuplet)
+        if not any(a < (w + 1) * G and b > w * G for w in windows):
+            return [(Piece(a, b, "", 0, False), None, False, False)]
+        return [(p, "hidden", False, False) if p.triplet else (Piece(p.start, p.end, "", 0, False), None, False, False)
+                for p in split_values(a, b, bar_start, bar_len, beat, numerator, windows)]
     if a == bar_start and b - a == bar_len and not windows:
         return [(Piece(a, b, "whole", 0, False), "measure", False, False)]
     return [(p, None, False, False) for p in split_values(a, b, bar_start, bar_len, beat, numerator, windows)]
@@ -219,11 +222,12 @@ def _voice_xml(items, voice_no, staff_no, windows, key, alter_state, fifths, dir
             if p.triplet else ""
         dots = "<dot/>" * p.dots
         tup = tuplets.get(idx, "")
-        if c is None or c == "measure":
+        if c is None or isinstance(c, str):  # a rest: a bar's, a value's, or an invisible one
             rest = '<rest measure="yes"/>' if c == "measure" else "<rest/>"
             typ = "" if c == "measure" else f"<type>{p.type}</type>{dots}"
             notations = f"<notations>{tup}</notations>" if tup else ""
-            out.append(f"<note>{rest}<duration>{dur}</duration><voice>{voice_no}</voice>{typ}{tm}"
+            hidden = ' print-object="no"' if c == "hidden" else ""
+            out.append(f"<note{hidden}>{rest}<duration>{dur}</duration><voice>{voice_no}</voice>{typ}{tm}"
                        f"<staff>{staff_no}</staff>{notations}</note>")
             continue
         beam = beams.get(idx, "")
@@ -291,7 +295,7 @@ def _beams(items, bar_start: int, beat: int) -> dict[int, str]:
 
     cur_beat = None
     for i, (p, c, _, _) in enumerate(items):
-        beamable = c is not None and c != "measure" and p.type in BEAM_LEVELS
+        beamable = isinstance(c, Chord) and p.type in BEAM_LEVELS
         b = (p.start - bar_start) // beat
         if not beamable or b != cur_beat:
             flush()
