@@ -307,8 +307,10 @@ def test_score_shown_and_downloaded(app_url, browser, tmp_path):
     t0 = time.perf_counter()
     page.get_by_text("The score's first page").wait_for(timeout=90_000)
     print(f"\nclick -> audio {seconds:.2f} s; the score {time.perf_counter() - t0:.2f} s later")
-    image = page.locator("[data-testid='stImage'] img").last
-    assert image.evaluate("img => img.naturalWidth") >= 800  # the page, not a placeholder
+    # the engraved page: an A4-shaped picture (the piano roll and the guide are wide), loaded
+    page.wait_for_function("() => [...document.querySelectorAll(\"[data-testid='stImage'] img\")].some(i => "
+                           "i.complete && i.naturalWidth >= 800 && i.naturalHeight > 1.3 * i.naturalWidth)",
+                           timeout=60_000)
     page.screenshot(path=str(tmp_path / "app-score.png"), full_page=True)
     for label, suffix, head in (("Score: MusicXML", ".musicxml", b"<?xml"), ("Score: PDF", ".pdf", b"%PDF")):
         with page.expect_download() as dl:
