@@ -3,6 +3,7 @@
 A dev-time script (it reads the shared NIFC Humdrum sources, which the library never does)::
 
     PYTHONPATH=src python scripts/score_check.py generated [--n 50] [--seconds 30]  # round trip, verovio, grid
+    PYTHONPATH=src python scripts/score_check.py grid [--n 24]                      # --no-include-seed files
     PYTHONPATH=src python scripts/score_check.py testpieces                         # round trip on the test pieces
     PYTHONPATH=src python scripts/score_check.py nifc [--works 12]                  # bars, spelling, staff
     PYTHONPATH=src python scripts/score_check.py timing                             # 60 s of music -> PDF
@@ -160,6 +161,27 @@ def cmd_generated(args) -> None:
                        "quarter_from_tick_0_most_common": sum(g["on_quarter_from_tick_0"] for g in grid),
                        "bars_agree": sum(g["bars_agree"] for g in grid), "rows": grid}
     save(f"generated_{args.n}", figures)
+
+
+def cmd_grid(args) -> None:
+    """24 continuations written without their seed: the beat and the bar lines of each MIDI file."""
+    from chopinbot.compose.generate import GenerateConfig, generate
+    from chopinbot.compose.seeds import list_seeds, seed_from_test
+    from chopinbot.model.formats import load_model
+
+    model = load_model(None, "cpu")
+    n_seeds = len(list_seeds())
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(args.n):
+        idx = int(rng.integers(n_seeds))
+        res = generate(model, seed_from_test(idx), GenerateConfig(seconds=args.seconds, random_seed=100 + i,
+                                                                  include_seed=False))
+        rows.append({"seed": idx, **grid_check(res, Path("."), i)})
+        print(i, rows[-1])
+    save(f"grid_{args.n}", {"files": len(rows), "beat_most_common": sum(r["on_beat"] for r in rows),
+                            "quarter_from_tick_0_most_common": sum(r["on_quarter_from_tick_0"] for r in rows),
+                            "bars_agree": sum(r["bars_agree"] for r in rows), "rows": rows})
 
 
 def grid_check(res, workdir: Path, i: int) -> dict:
@@ -396,6 +418,9 @@ def main() -> None:
     g = sub.add_parser("generated")
     g.add_argument("--n", type=int, default=50)
     g.add_argument("--seconds", type=float, default=30.0)
+    gr = sub.add_parser("grid")
+    gr.add_argument("--n", type=int, default=24)
+    gr.add_argument("--seconds", type=float, default=30.0)
     sub.add_parser("testpieces")
     n = sub.add_parser("nifc")
     n.add_argument("--works", type=int, default=12)
@@ -405,7 +430,7 @@ def main() -> None:
     pic.add_argument("--seed-index", type=int, default=10)
     pic.add_argument("--random-seed", type=int, default=7)
     args = p.parse_args()
-    {"generated": cmd_generated, "testpieces": cmd_testpieces, "nifc": cmd_nifc, "timing": cmd_timing,
+    {"generated": cmd_generated, "grid": cmd_grid, "testpieces": cmd_testpieces, "nifc": cmd_nifc, "timing": cmd_timing,
      "bad": cmd_bad, "pictures": cmd_pictures}[args.cmd](args)
 
 

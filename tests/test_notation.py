@@ -103,6 +103,8 @@ def test_midi_grid_pickup_bar_and_lead_in():
     assert lead == 0 and sigs == [(0.0, 3, 8), (1.5, 3, 4)]
     lead, sigs = midi_grid(Metre(((0.0, 3, 4),), 2.75))  # mid-eighth: a sixteenth's rest in an eighth's pickup
     assert lead == 0.25 and sigs == [(0.0, 1, 8), (0.5, 3, 4)]
+    lead, sigs = midi_grid(Metre(((0.0, 3, 4),), 2.75, pickup_unit=1.0))  # composed music: whole quarters
+    assert lead == 0.75 and sigs == [(0.0, 1, 4), (1.0, 3, 4)]
     lead, sigs = midi_grid(Metre(((0.0, 4, 4),), 0.0))
     assert lead == 0 and sigs == [(0.0, 4, 4)]
     # a file whose first bar is a one-beat pickup (as read_score says it)

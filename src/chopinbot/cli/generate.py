@@ -244,7 +244,7 @@ def _write_files(res, mid: Path, args: argparse.Namespace) -> list[Path]:
     """Write a piece's MIDI at ``mid`` and, as the flags ask, its PNG, WAV, MP3 and OGG beside it, and its score."""
     signature = parse_time_signature(args.time_signature) if getattr(args, "time_signature", None) else None
     if signature is not None and hasattr(res, "metre"):  # the MIDI's bars as the score's
-        res.metre = infer_states_metre(res.states, signature)
+        res.metre = replace(infer_states_metre(res.states, signature), pickup_unit=1.0)
     written = [res.save_midi(mid)]
     for path in _score_paths(mid, args):
         written.append(res.save_score(path, signature))

@@ -46,6 +46,10 @@ class Metre:
 
     signatures: tuple[tuple[float, int, int], ...] = ((0.0, 4, 4),)
     offset: float = 0.0  # score time of the first state (0: the music starts on a downbeat)
+    # a pickup bar is a whole number of these (quarters; None: half the beat unit, an eighth in x/4, as a
+    # score's 1.5-beat pickup needs).  Composed music takes whole quarters, so that its MIDI's quarter grid
+    # counted from the file's start is the bars' (what a program that ignores the pickup bar shows)
+    pickup_unit: float | None = None
 
     def __post_init__(self) -> None:
         if not self.signatures or self.signatures[0][0] != 0.0:
@@ -87,7 +91,7 @@ class Metre:
         """Score time where the written music starts: the first bar is a pickup bar from here
         (0: a whole first bar): the last half beat unit (an eighth in x/4) at or before the first state;
         what lies between is a rest shorter than that."""
-        unit = 2.0 / self.first[1]  # half the beat unit: a pickup of an eighth and a quarter in 3/4 is 3/8
+        unit = self.pickup_unit or 2.0 / self.first[1]  # half the beat unit: an eighth and a quarter in 3/4: 3/8
         return float(np.floor(self.offset / unit + 1e-9) * unit)
 
     def shifted(self, beats: float) -> Metre:
@@ -98,10 +102,10 @@ class Metre:
         # keep the last signature at or before the new bar 0, and the later ones
         kept = [s for s in sigs if s[0] > 0]
         first = self.signature_at(start)
-        return Metre(((0.0, *first), *kept), self.offset + beats - start)
+        return Metre(((0.0, *first), *kept), self.offset + beats - start, self.pickup_unit)
 
     def with_signature(self, num: int, den: int) -> Metre:
-        return Metre(((0.0, num, den),), self.offset)
+        return Metre(((0.0, num, den),), self.offset, self.pickup_unit)
 
 
 def check_signature(num: int, den: int) -> None:
@@ -242,4 +246,5 @@ def continuation_metre(history: States, new: States, keep: int) -> Metre:
     whole = States.concat([history, new]) if len(history) else new
     signature = infer_states_metre(whole).first
     out = States.concat([history[len(history) - keep :], new]) if keep else new
-    return infer_states_metre(out, signature)
+    metre = infer_states_metre(out, signature)
+    return Metre(metre.signatures, metre.offset, pickup_unit=1.0)
