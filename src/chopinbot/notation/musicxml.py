@@ -125,20 +125,21 @@ def write_musicxml(starts: np.ndarray, ends: np.ndarray, pitches: np.ndarray, ve
             voices.sort(key=lambda v: -np.mean([p for c, _, _ in v for p in c.pitches]))
             if not voices:
                 voices = [[]]
-            alter_state: dict[tuple[str, int], int] = {}
-            elements: list[tuple[int, int, list[str]]] = []  # (time, order, xml lines) per voice, for accidentals
+            built = []
             for vi, v in enumerate(voices):
+                full = [c for c, _, _ in v]
+                windows = {w for w in range(ms // G, (me + G - 1) // G) if window_is_triplet(full, w)}
+                items = _pieces(v, ms, me, bar_start, bar_len, beat, sig[0], windows, fill=(vi == 0), stats=stats)
+                built.append((items, windows))
+            printed = _accidentals([items for items, _ in built], fifths, key_now[0])
+            for vi, (items, windows) in enumerate(built):
                 if not first:
                     lines.append(f"<backup><duration>{me - ms}</duration></backup>")
                 first = False
                 voice_no = vi + 1 + (4 if s == 2 else 0)
-                full = [c for c, _, _ in v]
-                windows = {w for w in range(ms // G, (me + G - 1) // G) if window_is_triplet(full, w)}
-                items = _pieces(v, ms, me, bar_start, bar_len, beat, sig[0], windows, fill=(vi == 0), stats=stats)
-                xml = _voice_xml(items, voice_no, s, windows, key_now, alter_state, fifths,
+                xml = _voice_xml(items, voice_no, s, windows, printed[vi], fifths,
                                  m_dirs if (s == 1 and vi == 0) else None, bar_start, beat)
                 lines.extend(xml)
-            del elements
         lines.append("</measure>")
     lines.append("</part></score-partwise>")
     return "\n".join(lines), stats
@@ -205,7 +206,29 @@ def _durations() -> dict[bool, set[int]]:
 _VALUE_STEPS = _durations()
 
 
-def _voice_xml(items, voice_no, staff_no, windows, key, alter_state, fifths, dirs, bar_start, beat) -> list[str]:
+def _accidentals(voices: list[list], fifths: np.ndarray, sharps: int) -> list[set[tuple[int, int]]]:
+    """Which notes print an accidental, per voice as (item index, note id): in time order across the
+    staff's voices, where a note's alteration differs from what the key signature and the bar so far
+    say of its letter and octave (a tied continuation prints none and keeps the state it found)."""
+    events = sorted((p.start, vi, idx, c) for vi, items in enumerate(voices)
+                    for idx, (p, c, _, _) in enumerate(items) if isinstance(c, Chord))
+    state: dict[tuple[str, int], int] = {}
+    out: list[set[tuple[int, int]]] = [set() for _ in voices]
+    for _, vi, idx, c in events:
+        tied_in = voices[vi][idx][2]
+        for pitch, nid in zip(c.pitches, c.ids):
+            step, alter = fifth_name(int(fifths[nid]))
+            key = (step, spelled_octave(pitch, alter))
+            if tied_in:
+                state.setdefault(key, alter)
+                continue
+            if alter != state.get(key, _key_alter(step, sharps)):
+                out[vi].add((idx, nid))
+            state[key] = alter
+    return out
+
+
+def _voice_xml(items, voice_no, staff_no, windows, printed, fifths, dirs, bar_start, beat) -> list[str]:
     out: list[str] = []
     beams = _beams(items, bar_start, beat)
     tuplets = _tuplets(items, windows)
@@ -236,13 +259,7 @@ def _voice_xml(items, voice_no, staff_no, windows, key, alter_state, fifths, dir
             pitch, nid = c.pitches[j], c.ids[j]
             step, alter = fifth_name(int(fifths[nid]))
             octave = spelled_octave(pitch, alter)
-            acc = ""
-            state_key = (step, octave)
-            current = alter_state.get(state_key, _key_alter(step, key[0]))
-            if not tied_in and alter != current:
-                acc = f"<accidental>{ACCIDENTALS.get(alter, 'natural')}</accidental>"
-            if not tied_in or state_key not in alter_state:
-                alter_state[state_key] = alter
+            acc = f"<accidental>{ACCIDENTALS.get(alter, 'natural')}</accidental>" if (idx, nid) in printed else ""
             alter_xml = f"<alter>{alter}</alter>" if alter else ""
             ties = ("<tie type=\"stop\"/>" if tied_in else "") + ("<tie type=\"start\"/>" if tied_out else "")
             tied = ("<tied type=\"stop\"/>" if tied_in else "") + ("<tied type=\"start\"/>" if tied_out else "")
