@@ -313,7 +313,9 @@ def _beams(items, bar_start: int, beat: int) -> dict[int, str]:
     cur_beat = None
     for i, (p, c, _, _) in enumerate(items):
         beamable = isinstance(c, Chord) and p.type in BEAM_LEVELS
-        b = (p.start - bar_start) // beat
+        # a beam stays within a beat, and within a tuplet or out of it: a beam across a tuplet's end
+        # does not nest with it, and verovio then counts the notes after the tuplet in it
+        b = ((p.start - bar_start) // beat, p.triplet, p.start // G if p.triplet else -1)
         if not beamable or b != cur_beat:
             flush()
         if beamable:
