@@ -14,7 +14,7 @@ system-deps:
 	  true; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	     fluidsynth fluid-soundfont-gm ffmpeg chromium chromium-driver) >/dev/null 2>&1 \
+	     fluidsynth fluid-soundfont-gm ffmpeg chromium chromium-driver libcairo2) >/dev/null 2>&1 \
 	  || echo "note: could not install fluidsynth/fluid-soundfont-gm/ffmpeg/chromium with apt-get"; \
 	else \
 	  echo "note: install fluidsynth, fluid-soundfont-gm, ffmpeg and chromium for audio and browser tests"; \

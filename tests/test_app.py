@@ -123,7 +123,8 @@ def test_generate_shows_roll_downloads_stats_guards_and_audio_note(at):
     res = _generate(at)
     assert res is not None and res.model_label.endswith("(--model)")
     assert [d.label for d in at.get("download_button")] == ["MIDI: seed", "MIDI: generated",
-                                                           "MIDI: seed + generated"]
+                                                           "MIDI: seed + generated", "Score: MusicXML",
+                                                           "Score: PDF"]
     assert any("No audio player" in i.value and "soundfont" in i.value for i in at.info)
     assert len(at.image) >= 2  # piano roll + guide
     assert len(at.dataframe) == 1 and "statistic" in at.dataframe[0].value.columns
@@ -364,7 +365,8 @@ def test_infill_of_an_uploaded_piece(at):
     assert len(res.pieces[0].generation.candidate_nll) == 3
     assert any("composed anew" in h.value for h in at.subheader)
     assert [d.label for d in at.get("download_button")] == ["MIDI: the whole piece, span replaced",
-                                                           "MIDI: the excerpt played"]
+                                                           "MIDI: the excerpt played", "Score: MusicXML",
+                                                           "Score: PDF"]
     assert any(m.value.startswith("**Summary.** ChopinBot (tiny") and " infilled " in m.value for m in at.markdown)
     at.number_input(key="infill_end_b").set_value(200)  # past the piece's end: a sentence, not a traceback
     _generate(at)

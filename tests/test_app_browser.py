@@ -292,3 +292,33 @@ def test_form_and_infill(app_url, browser, tmp_path):
     page.screenshot(path=str(tmp_path / "app-infill.png"), full_page=True)
     assert page.locator("[data-testid='stException']").count() == 0
     page.close()
+
+
+def test_score_shown_and_downloaded(app_url, browser, tmp_path):
+    """The engraved first page appears under the piece (after its player), and the MusicXML and the
+    PDF download; the player still comes first."""
+    url, _ = app_url
+    page = browser.new_page(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+    page.goto(url)
+    button = page.get_by_role("button", name="Generate", exact=True)
+    button.wait_for(timeout=90_000)
+    page.get_by_text("Choose a seed and the settings on the left").wait_for(timeout=90_000)
+    seconds = _click_to_audio(page, button, audio_available()[0])
+    t0 = time.perf_counter()
+    page.get_by_text("The score's first page").wait_for(timeout=90_000)
+    print(f"\nclick -> audio {seconds:.2f} s; the score {time.perf_counter() - t0:.2f} s later")
+    # the engraved page: an A4-shaped picture (the piano roll and the guide are wide), loaded
+    page.wait_for_function("() => [...document.querySelectorAll(\"[data-testid='stImage'] img\")].some(i => "
+                           "i.complete && i.naturalWidth >= 800 && i.naturalHeight > 1.3 * i.naturalWidth)",
+                           timeout=60_000)
+    page.screenshot(path=str(tmp_path / "app-score.png"), full_page=True)
+    for label, suffix, head in (("Score: MusicXML", ".musicxml", b"<?xml"), ("Score: PDF", ".pdf", b"%PDF")):
+        with page.expect_download() as dl:
+            page.get_by_role("button", name=label).click()
+        saved = tmp_path / dl.value.suggested_filename
+        dl.value.save_as(saved)
+        assert saved.suffix == suffix and saved.read_bytes().startswith(head), saved
+    xml = (tmp_path / next(p.name for p in tmp_path.iterdir() if p.suffix == ".musicxml")).read_text()
+    assert "<score-partwise" in xml and "<staves>2</staves>" in xml and "ChopinBot" in xml
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.close()

@@ -24,6 +24,7 @@ from chopinbot.app import registry
 from chopinbot.app.pool import get_pool, queue_message, tune_for_serving, warm_up
 from chopinbot.app.reference import threshold_guide_png
 from chopinbot.app.registry import ModelEntry, list_models
+from chopinbot.app.rendering import score_files
 from chopinbot.app.request import ComposeRequest, ComposeResult, RequestRefused, describe_request, figures_lines
 from chopinbot.app.seeds import UPLOAD_TYPES, infill_source, pick_random_seed, primer_seed, seed_infos
 from chopinbot.app.sessions import configure_logging, new_session_id, session_log
@@ -499,12 +500,29 @@ def show_piece(result: ComposeResult, i: int, about: str | None) -> None:
     st.image(piece.png, caption=f"Piano roll: the new span (blue) with {PICTURE_MARGIN_BEATS:g} beats of the piece "
                                 "either side (grey)." if result.is_infill else
              "Piano roll: the seed (grey), then ChopinBot's continuation (blue).")
+    show_score(result, i)
     st.caption(f"piece {piece.fingerprint}" + (f" · {about}" if about else ""))
     st.markdown(f"**Summary.** {piece.summary}")
     if piece.guards:
         st.warning("**What the generation guards did:**\n" + "\n".join(f"- {g}" for g in piece.guards))
     else:
         st.success("Generation guards: none fired (the piece never fell silent, got stuck or looped).")
+
+
+def show_score(result: ComposeResult, i: int) -> None:
+    """The engraved first page and the score downloads (engraved after the player is on the page)."""
+    piece = result.pieces[i]
+    files = score_files(piece.generation, piece.fingerprint)
+    if isinstance(files, str):
+        st.info(files)
+        return
+    part = "infilled" if result.is_infill else "all"
+    st.image(files.first_page_png, caption=f"The score's first page (of {files.pages}); the PDF has them all.")
+    for place, (label, data, ext, mime) in zip(st.columns(2), (
+            ("Score: MusicXML", files.musicxml, "musicxml", "application/vnd.recordare.musicxml+xml"),
+            ("Score: PDF", files.pdf, "pdf", "application/pdf"))):
+        place.download_button(label, data, result.file_name(part, ext, variation=i), mime, key=f"dl_{ext}_{i}",
+                              on_click="ignore")
 
 
 def show_guide(entry: ModelEntry) -> None:

@@ -2,14 +2,17 @@
 
 Audio is rendered by FluidSynth in a private temporary folder that is removed
 at once (:func:`~chopinbot.render.audio.render_wav_bytes`); when it is missing
-the visitor gets a note instead of a player.
+the visitor gets a note instead of a player.  The sheet music (:func:`score_files`) is engraved
+after the audio, when the page shows it, and kept per piece.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from matplotlib.figure import Figure
 
@@ -54,3 +57,44 @@ def render_audio(midi: bytes) -> tuple[bytes | None, str | None]:
     except ChopinBotError as e:
         log.warning("audio rendering failed: %s", e)
         return None, f"The audio could not be rendered ({e}); the MIDI downloads still work."
+
+
+@dataclass(frozen=True)
+class ScoreFiles:
+    """A piece's sheet music as the page shows it: the first page as a PNG, and the downloads."""
+
+    first_page_png: bytes
+    musicxml: bytes
+    pdf: bytes
+    pages: int
+
+
+SCORE_CACHE_SIZE = 16  # pieces whose engraved score is kept (a rerun of the page does not engrave again)
+_score_cache: OrderedDict[str, ScoreFiles | str] = OrderedDict()
+_score_lock = threading.Lock()
+SCORE_PAGE_WIDTH = 1000  # pixels of the first page's PNG
+
+
+def score_files(piece, fingerprint: str) -> ScoreFiles | str:
+    """The engraved score of a composed piece (a :class:`GenerationResult` or an infill), or a note
+    for the visitor when it cannot be engraved.  Made after the audio (the page shows the player
+    first), kept for the last :data:`SCORE_CACHE_SIZE` pieces by their fingerprint."""
+    with _score_lock:
+        if fingerprint in _score_cache:
+            _score_cache.move_to_end(fingerprint)
+            return _score_cache[fingerprint]
+    try:
+        from chopinbot.notation.engrave import pdf_bytes, png_bytes, svg_pages
+
+        text = piece.musicxml()
+        pages = svg_pages(text)
+        files: ScoreFiles | str = ScoreFiles(png_bytes(pages[0], SCORE_PAGE_WIDTH), text.encode("utf-8"),
+                                             pdf_bytes(pages), len(pages))
+    except (ChopinBotError, ValueError, RuntimeError) as e:
+        log.warning("score engraving failed: %s", e)
+        files = f"The score could not be engraved ({e}); the MIDI downloads still work."
+    with _score_lock:
+        _score_cache[fingerprint] = files
+        while len(_score_cache) > SCORE_CACHE_SIZE:
+            _score_cache.popitem(last=False)
+    return files

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot": ("plot", "draw the training curves of a run folder"),
     "seeds": ("seeds", "list the seed windows of the held-out pieces (bundled, or a dataset's own)"),
     "generate": ("generate", "compose music from a seed or your own MIDI"),
+    "score": ("score", "a MIDI, MusicXML or Humdrum file as sheet music (MusicXML, PDF, SVG)"),
     "styles": ("styles", "list the styles (composers) a model can compose in"),
     "evaluate": ("evaluate", "held-out metrics, baselines, musical statistics and a report"),
     "app": ("app", "start the web app"),

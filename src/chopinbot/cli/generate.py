@@ -7,7 +7,7 @@ and their ranges from the bounds declared beside it, as the web app's controls d
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ from chopinbot.model.checkpoint import model_name, read_config, resolve_checkpoi
 from chopinbot.model.formats import load_model
 from chopinbot.music.controls import LOUDNESS_LEVELS
 from chopinbot.music.keys import parse_key, parse_pitch
+from chopinbot.notation.metre import infer_states_metre, parse_time_signature
 from chopinbot.render.audio import encode_audio
 from chopinbot.render.outputs import maker_label
 
@@ -154,6 +155,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mp3", action="store_true", help="also MP3 (ffmpeg)")
     g.add_argument("--ogg", action="store_true", help="also OGG (ffmpeg)")
     g.add_argument("--png", action="store_true", help="also a piano-roll picture")
+    g.add_argument("--score", metavar="PATH", help="also the sheet music as MusicXML (.musicxml); variations get -1, "
+                                                   "-2, ...; see docs/sheet-music.md")
+    g.add_argument("--pdf", action="store_true", help="also the engraved score as a PDF (beside --score, or the MIDI)")
+    g.add_argument("--svg", action="store_true", help="also the engraved score's pages as SVG (beside --score, or the "
+                                                      "MIDI)")
+    g.add_argument("--time-signature", metavar="N/D", help="write the MIDI and the score in this time signature (e.g. "
+                                                          "3/4, 6/8; default: inferred from the seed and the music)")
     g.add_argument("--force", action="store_true", help="overwrite existing output files")
     g.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu; batch-1 generation is "
                                                    "faster on CPU)")
@@ -189,6 +197,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".mid", ".midi"):
         raise ConfigError(f"--out must name a .mid file, got {out}")
+    if args.score and Path(args.score).suffix.lower() not in (".musicxml", ".xml"):
+        raise ConfigError(f"--score must name a .musicxml or .xml file, got {args.score}")
+    if args.time_signature:
+        parse_time_signature(args.time_signature)  # a malformed one fails before the model loads
     if args.primer and (args.seed_index is not None or args.seeds_from):
         raise ConfigError("give --primer, or --seed-index/--seeds-from, not both")
     if args.infill:
@@ -233,8 +245,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_files(res, mid: Path, args: argparse.Namespace) -> list[Path]:
-    """Write a piece's MIDI at ``mid`` and, as the flags ask, its PNG, WAV, MP3 and OGG beside it."""
+    """Write a piece's MIDI at ``mid`` and, as the flags ask, its PNG, WAV, MP3 and OGG beside it, and its score."""
+    signature = parse_time_signature(args.time_signature) if getattr(args, "time_signature", None) else None
+    if signature is not None and hasattr(res, "metre"):  # the MIDI's bars as the score's
+        res.metre = replace(infer_states_metre(res.states, signature), pickup_unit=1.0)
     written = [res.save_midi(mid)]
+    for path in _score_paths(mid, args):
+        written.append(res.save_score(path, signature))
     if args.png:
         written.append(res.save_png(mid.with_suffix(".png")))
     if args.wav or args.mp3 or args.ogg:
@@ -246,6 +263,20 @@ def _write_files(res, mid: Path, args: argparse.Namespace) -> list[Path]:
     return written
 
 
+def _score_paths(mid: Path, args) -> list[Path]:
+    """The score files of the piece whose MIDI is ``mid``: --score (numbered as the MIDI is), --pdf, --svg."""
+    score = getattr(args, "score", None)
+    base = mid
+    if score:
+        base = Path(score)
+        if mid.stem != Path(args.out).stem:  # a variation: -1, -2, ...
+            base = base.with_name(f"{base.stem}{mid.stem[len(Path(args.out).stem):]}{base.suffix}")
+    paths = [base] if score else []
+    paths += [base.with_suffix(ext) for flag, ext in ((getattr(args, "pdf", False), ".pdf"),
+                                                       (getattr(args, "svg", False), ".svg")) if flag]
+    return paths
+
+
 def _output_paths(out: Path, args) -> list[Path]:
     stems = [out] if args.batch == 1 else [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(args.batch)]
     paths = []
@@ -255,6 +286,7 @@ def _output_paths(out: Path, args) -> list[Path]:
                           (args.ogg, ".ogg")):
             if flag:
                 paths.append(s.with_suffix(ext))
+        paths += _score_paths(s, args)
     return paths
 
 

@@ -43,6 +43,8 @@ from chopinbot.model.network import ChopinLSTM
 from chopinbot.music.controls import LOUDNESS_LEVELS, Controls, key_profile, loudness_velocity, passage_controls
 from chopinbot.music.keys import Key, parse_key
 from chopinbot.music.states import States, states_to_notes, states_to_score, transpose_states
+from chopinbot.notation.metre import Metre, continuation_metre, infer_states_metre, midi_grid
+from chopinbot.notation.spelling import key_sharps
 from chopinbot.render.outputs import PieceOutputs
 
 DEFAULT_VELOCITY = 72  # mezzo-forte, when the seed gives none
@@ -191,6 +193,7 @@ class GenerationResult(PieceOutputs):
     source: str
     guards: list[str] = field(default_factory=list)
     config: GenerateConfig | None = None
+    metre: Metre | None = None  # bars and where the first state lies in them (None: inferred from the states)
 
     @property
     def generated(self) -> States:
@@ -209,13 +212,18 @@ class GenerationResult(PieceOutputs):
     def seconds(self) -> float:
         return self.states.total_beats * 60.0 / self.bpm
 
-    def score(self):
-        return states_to_score(self.states, bpm=self.bpm)
+    def score(self, part: str = "all"):
+        """The piece (``all``), the ``seed`` or the ``generated`` part as a symusic Score, on the music's
+        beat grid with its time and key signatures (:func:`chopinbot.notation.metre.midi_grid`)."""
+        st = {"all": self.states, "seed": self.states[: self.seed_len], "generated": self.generated}[part]
+        metre = self.metre or infer_states_metre(self.states)
+        lead, signatures = midi_grid(metre.shifted(self.seed_end_beat) if part == "generated" else metre)
+        return states_to_score(st, bpm=self.bpm, lead_beats=lead, time_signatures=signatures,
+                               key_signature=(key_sharps(self.key), int(self.key.minor)))
 
     def midi_bytes(self, part: str = "all") -> bytes:
         """MIDI of the whole piece (``all``), the ``seed`` or the ``generated`` part."""
-        st = {"all": self.states, "seed": self.states[: self.seed_len], "generated": self.generated}[part]
-        return bytes(states_to_score(st, bpm=self.bpm).dumps_midi())
+        return bytes(self.score(part).dumps_midi())
 
     def figure(self, title: str | None = None):
         from chopinbot.render.pianoroll import pianoroll_figure  # here: matplotlib loads only for a picture
@@ -414,6 +422,8 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
         seed_states.seconds = (seed_states.beats * 60.0 / bpm).astype(np.float32)
         full = States.concat([seed_states, new]) if cfg.include_seed else new
         out_states, _ = transpose_states(full, seed.home.shift_to(key))
+        # the bars as the seed's source had them (inferred over what the model read and what it wrote)
+        metre = continuation_metre(seed.history, new, len(seed.states) if cfg.include_seed else 0)
         results.append(GenerationResult(out_states, len(seed.states) if cfg.include_seed else 0, key, bpm,
-                                        seed.source, guards, attempt_cfg))
+                                        seed.source, guards, attempt_cfg, metre))
     return results[0] if batch == 1 else results

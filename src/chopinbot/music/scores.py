@@ -112,10 +112,11 @@ def _score_notes(data: bytes, suffix: str, name: str, max_notes: int, timeout_s:
     else:
         input_format = "musicxml"
         text = _musicxml_text(_unzip_mxl(data, name) if suffix == ".mxl" else data, name)
-    midi, signatures = _run_verovio(input_format, text, name, timeout_s)
+    midi, signatures, measures = _run_verovio(input_format, text, name, timeout_s)
     notes = read_midi_bytes(midi, name=name, max_notes=max_notes)
     notes.end = notes.end + 1  # verovio's missing last tick
     notes.key_signatures = _signature_ticks(signatures, notes.ticks_per_quarter)
+    notes.time_signatures = _bar_signatures(measures, notes.time_signatures, notes.ticks_per_quarter)
     return notes
 
 
@@ -190,8 +191,8 @@ def _mxl_rootfile(archive: zipfile.ZipFile) -> str | None:
     return scores[0] if scores else None
 
 
-def _run_verovio(input_format: str, text: str, name: str, timeout_s: float) -> tuple[bytes, list]:
-    """(MIDI bytes, key signatures) from verovio, run in a child so that its crashes stay there."""
+def _run_verovio(input_format: str, text: str, name: str, timeout_s: float) -> tuple[bytes, list, list]:
+    """(MIDI bytes, key signatures, bar starts in quarters) from verovio, run in a child (its crashes stay there)."""
     if not sys.executable:
         raise MidiError("cannot convert scores here: no Python executable to run verovio in", name)
     env = dict(os.environ)  # the child imports chopinbot from where this process did, installed or not
@@ -218,7 +219,8 @@ def _run_verovio(input_format: str, text: str, name: str, timeout_s: float) -> t
             raise ValueError
         if "error" in reply:
             raise MidiError(f"{reply['error']}{said}", name)
-        return base64.b64decode(reply["midi"], validate=True), list(reply["key_signatures"])
+        return (base64.b64decode(reply["midi"], validate=True), list(reply["key_signatures"]),
+                [float(q) for q in reply.get("measures", [])])
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise MidiError(f"the score converter failed (exit status {proc.returncode}){said}", name) from None
 
@@ -246,4 +248,28 @@ def _signature_ticks(signatures: list, ticks_per_quarter: int) -> list[tuple[int
             continue
         if not out or out[-1][1:] != (int(sharps), int(minor)):
             out.append((tick, int(sharps), int(minor)))
+    return out
+
+
+def _bar_signatures(measures: list[float], signatures: list[tuple[int, int, int]], ticks_per_quarter: int
+                    ) -> list[tuple[int, int, int]]:
+    """The time signatures of verovio's MIDI, with a bar of another length (a pickup, a bar of a
+    cadenza) said as a signature of its own, so that the bars counted from the file's start are the
+    score's: verovio's MIDI starts counting at its first note, pickup or not."""
+    if not signatures or len(measures) < 2:
+        return signatures
+    tpq = ticks_per_quarter
+    out: list[tuple[int, int, int]] = []
+    for start, end in zip(measures[:-1], measures[1:]):
+        tick = int(round(start * tpq))
+        current = [s for s in signatures if s[0] <= tick + 1] or signatures[:1]
+        _, num, den = current[-1]
+        length, unit = (end - start) * den / 4.0, den
+        while abs(length - round(length)) > 1e-6 and unit < 64:  # a pickup of 1.5 quarters in 3/4: 3/8
+            length, unit = length * 2, unit * 2
+        if abs(length - round(length)) > 1e-6 or round(length) < 1:
+            continue
+        sig = (tick, int(round(length)), unit) if abs(length - num * unit / den) > 1e-6 else (tick, num, den)
+        if not out or out[-1][1:] != sig[1:]:
+            out.append(sig)
     return out

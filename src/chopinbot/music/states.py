@@ -24,6 +24,7 @@ Design decisions (each tested in ``tests/test_states.py``):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -263,18 +264,30 @@ def states_to_notes(states: States, grid_per_beat: int = GRID_PER_BEAT) -> np.nd
     return notes[np.lexsort((notes[:, 2], notes[:, 0]))]
 
 
-def states_to_score(states: States, bpm: float | None = None, ticks_per_quarter: int = 480):
+def states_to_score(states: States, bpm: float | None = None, ticks_per_quarter: int = 480, lead_beats: float = 0.0,
+                    time_signatures: Sequence[tuple[float, int, int]] = (),
+                    key_signature: tuple[int, int] | None = None):
     """States -> a symusic Score.
 
     With ``bpm`` the piece plays at that steady tempo; with ``bpm=None`` each
     state gets the tempo that makes it last its ``seconds`` (the expressive
-    timing of the source is kept).
+    timing of the source is kept).  The beat grid as the music has it:
+    ``lead_beats`` of rest before the first state (a continuation that starts
+    mid-beat keeps its place in the beat), ``time_signatures`` as ``(beat,
+    numerator, denominator)`` from the file's start (a pickup bar is a short
+    first signature, see :mod:`chopinbot.notation.metre`) and ``key_signature``
+    as ``(sharps, minor)``: without them every program opens the file in 4/4,
+    C major, with its bar lines wherever the first note fell.
     """
     notes = states_to_notes(states)
-    score = notes_to_score(notes[:, 0], notes[:, 1], notes[:, 2], notes[:, 3], bpm or 120.0, ticks_per_quarter)
+    lead = float(lead_beats)
+    score = notes_to_score(notes[:, 0] + lead, notes[:, 1] + lead, notes[:, 2], notes[:, 3], bpm or 120.0,
+                           ticks_per_quarter)
     if bpm is None and len(states):
         score.tempos.clear()
         start = np.concatenate([[0], np.cumsum(states.grid_units())])[:-1] * ticks_per_quarter // GRID_PER_BEAT
+        start = start + round(lead * ticks_per_quarter)
+        start[0] = 0  # the lead-in plays at the first state's tempo
         qpm = 60.0 * states.beats.astype(np.float64) / np.maximum(states.seconds.astype(np.float64), 1e-6)
         last = None
         for tick, q in zip(start, qpm):
@@ -282,6 +295,10 @@ def states_to_score(states: States, bpm: float | None = None, ticks_per_quarter:
             if last is None or abs(q - last) > 1e-6:
                 score.tempos.append(symusic.Tempo(int(tick), q))
                 last = q
+    for beat, num, den in time_signatures:
+        score.time_signatures.append(symusic.TimeSignature(int(round(beat * ticks_per_quarter)), int(num), int(den)))
+    if key_signature is not None:
+        score.key_signatures.append(symusic.KeySignature(0, int(key_signature[0]), int(key_signature[1])))
     return score
 
 

@@ -7,7 +7,8 @@ Humdrum spine used after its end (tests/fixtures/scores/verovio_crash.krn) and o
 files.  So it runs here, one child per score (``python -m chopinbot.music.verovio_worker
 humdrum|musicxml`` with the score as UTF-8 on stdin): a crash costs that file, never the
 caller.  The child writes one JSON object to stdout, ``{"midi": <base64 MIDI>,
-"key_signatures": [[quarter, sharps, minor], ...]}`` or ``{"error": <reason>}``; verovio's own
+"key_signatures": [[quarter, sharps, minor], ...], "measures": [quarter, ...]}`` (where each bar starts)
+or ``{"error": <reason>}``; verovio's own
 error lines go to stderr.
 
 Only verovio and the standard library are imported here, so a child starts in ~30 ms.
@@ -100,7 +101,8 @@ def convert(text: str, input_format: str) -> dict:
     if not midi:
         return {"error": "verovio made no MIDI from this score"}
     timemap = toolkit.renderToTimemap({"includeMeasures": True, "includeRests": True})
-    return {"midi": midi, "key_signatures": key_signatures(toolkit.getMEI(), timemap)}
+    measures = sorted({float(e["qstamp"]) for e in timemap if e.get("measureOn")})
+    return {"midi": midi, "key_signatures": key_signatures(toolkit.getMEI(), timemap), "measures": measures}
 
 
 def main() -> int:

@@ -1,9 +1,12 @@
-"""A composed piece's files: MIDI, WAV and PNG, from its MIDI bytes and its piano-roll figure.
+"""A composed piece's files: MIDI, WAV and PNG, from its MIDI bytes and its piano-roll figure;
+and its score: MusicXML, PDF and SVG pages (:mod:`chopinbot.notation`).
 
 Every kind of result (:class:`~chopinbot.compose.generate.GenerationResult`, the forms built on it,
 :class:`~chopinbot.compose.infill.InfillResult`) says what its MIDI and its picture are;
 :class:`PieceOutputs` writes and renders them the one way: atomically, the audio through
 FluidSynth (:mod:`chopinbot.render.audio`), matplotlib loaded only when a picture is asked for.
+The score is read from the result's states, key, tempo and metre
+(:func:`chopinbot.notation.piece.piece_spec`); verovio and cairosvg load only when one is asked for.
 """
 
 from __future__ import annotations
@@ -66,3 +69,25 @@ class PieceOutputs:
         from chopinbot.render.plots import figure_png_bytes  # here: matplotlib loads only for a picture
 
         return figure_png_bytes(self.figure())
+
+    # ---- the score (chopinbot.notation) -------------------------------------------------------
+
+    def musicxml(self, time_signature: tuple[int, int] | None = None) -> str:
+        """The piece as MusicXML (``time_signature``: the one to write, e.g. (3, 4); None: the piece's)."""
+        from chopinbot.notation.piece import piece_spec  # here: the notation code loads only for a score
+        from chopinbot.notation.score import build_score
+
+        return build_score(piece_spec(self, time_signature))[0]
+
+    def score_pages(self, time_signature: tuple[int, int] | None = None, max_pages: int | None = None) -> list[str]:
+        """The engraved pages as SVG text."""
+        from chopinbot.notation.engrave import svg_pages
+
+        return svg_pages(self.musicxml(time_signature), max_pages)
+
+    def save_score(self, path: str | os.PathLike, time_signature: tuple[int, int] | None = None) -> Path:
+        """Write the score by the suffix of ``path``: ``.musicxml``/``.xml`` (MusicXML), ``.pdf``
+        (engraved, a page per page) or ``.svg`` (the first page; the others beside it as ``-2.svg``...)."""
+        from chopinbot.notation.engrave import write_score_file
+
+        return write_score_file(self.musicxml(time_signature), path)[0]
