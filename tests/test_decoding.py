@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -135,3 +137,26 @@ def test_the_app_request_is_a_generate_config_and_one_function_dispatches(model)
     assert np.array_equal(pieces[0].states.keys, generate(model, seed, cfg, batch=2)[0].states.keys)
     with pytest.raises(ConfigError):
         compose_piece(model, cfg)  # no seed
+
+
+def test_max_leap_is_one_processor_that_every_piece_obeys(model):
+    """A rule added as one class and one field: with --max-leap 3 no key more than 3 semitones above
+    the highest key sounding is ever started; without it the same seed's top voice leaps further."""
+    seed = seed_from_test(2, context_states=0)
+    assert not any(isinstance(p, decoding.MelodyLeap) for p in
+                   processors_for(model, GenerateConfig(), None, None, [seed.history]))
+
+    def worst_leap(cfg):
+        st = generate(model, seed, cfg).states[len(seed.states) - 1 :]
+        worst = 0
+        for i in range(1, len(st)):
+            prev, new = np.flatnonzero(st.keys[i - 1]), np.flatnonzero(st.keys[i] & ~st.keys[i - 1])
+            if len(prev) and len(new):
+                worst = max(worst, int(new.max() - prev.max()))
+        return worst
+
+    base = GenerateConfig(steps=200, random_seed=3, include_seed=True)
+    assert worst_leap(base) > 3
+    assert worst_leap(replace(base, max_leap=3)) <= 3
+    with pytest.raises(Exception, match="max leap"):
+        GenerateConfig(max_leap=0).validate()

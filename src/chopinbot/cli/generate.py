@@ -99,6 +99,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--repeat-boost", type=number_in(*REPEAT_BOOST_RANGE), default=D.repeat_boost, metavar="B",
                    help="multiply the odds of going on as a passage heard before went (the seed's or its own): "
                         "figures and motifs recur, as Chopin's do (default: %(default)s; 1 = the model's own)")
+    g.add_argument("--max-leap", type=number_in(1, N_KEYS, int), default=D.max_leap, metavar="SEMITONES",
+                   help="the top voice climbs at most this many semitones at once (default: off)")
     g.add_argument("--min-keys", type=number_in(0, N_KEYS, int), default=D.min_keys,
                    help="at least this many keys sound in every state (default: %(default)s; 0 allows rests)")
     g.add_argument("--max-keys", type=number_in(1, N_KEYS, int), default=D.max_keys,

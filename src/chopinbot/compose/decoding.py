@@ -229,6 +229,23 @@ class LoopBreaker(StepProcessor):
         self.breaks += looping
 
 
+class MelodyLeap(StepProcessor):
+    """The top voice climbs at most ``semitones`` at a time: while keys sound, no key more than that
+    above the highest of them may start.  Chopin's top voice moves 4.3 semitones a step on average,
+    the model's 6.3 (docs/report): most of the difference is leaps up into a new register.  A leap
+    down is left alone (the top voice falls when its note is released, which no mask can stop)."""
+
+    def __init__(self, semitones: int) -> None:
+        self.semitones = semitones
+
+    def mask(self, kp, op, prev):
+        sounding = prev.any(-1)
+        top = np.where(sounding, N_KEYS - 1 - np.argmax(prev[:, ::-1], -1), N_KEYS)  # (n,) highest key sounding
+        above = np.arange(N_KEYS) > (top + self.semitones)[:, None]  # never true for a row with nothing sounding
+        kp = np.where(above & ~prev, 0.0, kp)
+        return kp, None if op is None else np.where(above, 0.0, op)
+
+
 # --------------------------------------------------------------------------- stopping
 
 
@@ -283,6 +300,7 @@ class ComposeSettings(DecodingSettings, Protocol):
     keep_density: bool
     repeat_boost: float
     loop_states: int
+    max_leap: int | None
 
 
 def guided_stepper(model, layout, cfg: ComposeSettings, controls: Controls | None, engine: str, batch: int):
@@ -327,6 +345,8 @@ def processors_for(model, cfg: ComposeSettings, controls: Controls | None, stepp
                                              np.stack([h.beats for h in histories]), model.config.duration_classes)))
     if cfg.loop_states:
         processors.append(LoopBreaker(cfg.loop_states, histories))
+    if cfg.max_leap is not None:
+        processors.append(MelodyLeap(cfg.max_leap))
     if isinstance(stepper, GuidedStepper) and stepper.name == "key" and cfg.key_guidance_drift != cfg.key_guidance:
         # the key the requested pitch-class shares fit best (C major or A minor in the model's frame)
         asked = ALL_KEYS[int(histogram_key_correlations(np.asarray(controls.key)).argmax())]

@@ -123,6 +123,8 @@ class GenerateConfig:
     loop_states: int = 48  # a cycle of up to 16 states repeated for this many states is broken there: the state
     #                        that would go on with it is drawn again (compose.decoding.LoopBreaker; 0 = off).
     #                        The corpus's longest such run is 39 states, so 48 never fires on real Chopin
+    max_leap: int | None = None  # semitones: the top voice never climbs more than this at once (None = off;
+    #                              compose.decoding.MelodyLeap)
     random_seed: int | None = None  # makes sampling reproducible
     include_seed: bool = True  # start the output with the seed
     retry: bool = True  # retry when a guard fires
@@ -171,6 +173,8 @@ class GenerateConfig:
                                   f"{GUIDANCE_RANGE[1]:g}")
         if not (REPEAT_BOOST_RANGE[0] <= self.repeat_boost <= REPEAT_BOOST_RANGE[1]):
             raise ConfigError(f"repeat boost must be between {REPEAT_BOOST_RANGE[0]:g} and {REPEAT_BOOST_RANGE[1]:g}")
+        if self.max_leap is not None and not (1 <= self.max_leap <= N_KEYS):
+            raise ConfigError(f"max leap must be 1..{N_KEYS} semitones")
         if self.loop_states < 0:
             raise ConfigError("loop states must be 0 (off) or more")
         if self.loudness is not None and self.loudness not in LOUDNESS_LEVELS:
