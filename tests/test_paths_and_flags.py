@@ -104,7 +104,7 @@ BAD_FLAGS = [
     # evaluate
     ("evaluate --pieces 0", "at least 1"),
     ("evaluate --steps -1", "at least 1"),
-    ("evaluate --temperature 0", "positive"),
+    ("evaluate --temperature 0", "between 0.05 and 3"),
 ]
 
 
