@@ -198,6 +198,7 @@ class GenerationResult(PieceOutputs):
     guards: list[str] = field(default_factory=list)
     config: GenerateConfig | None = None
     metre: Metre | None = None  # bars and where the first state lies in them (None: inferred from the states)
+    seed_metre: Metre | None = None  # the seed's own, from what precedes it alone: the same for every variation
 
     @property
     def generated(self) -> States:
@@ -221,6 +222,8 @@ class GenerationResult(PieceOutputs):
         beat grid with its time and key signatures (:func:`chopinbot.notation.metre.midi_grid`)."""
         st = {"all": self.states, "seed": self.states[: self.seed_len], "generated": self.generated}[part]
         metre = self.metre or infer_states_metre(self.states)
+        if part == "seed" and self.seed_metre is not None:
+            metre = self.seed_metre
         lead, signatures = midi_grid(metre.shifted(self.seed_end_beat) if part == "generated" else metre)
         return states_to_score(st, bpm=self.bpm, lead_beats=lead, time_signatures=signatures,
                                key_signature=(key_sharps(self.key), int(self.key.minor)))
@@ -403,6 +406,7 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
                      stop_when_stuck=cfg.retry and cfg.max_retries > 0 and batch == 1, engine=engine,
                      controls=controls)
     results = []
+    seed_metre: Metre | None = None  # computed once: every variation writes the same seed
     for new in news:
         guards = list(key_guards)
         attempt_cfg = cfg
@@ -422,6 +426,9 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
             raise GenerationError("the model produced only silence, even after retries; try sampling or a lower "
                                   "threshold")
         new.seconds = (new.beats * 60.0 / bpm).astype(np.float32)
+        if seed_metre is None:
+            context = seed.history[: len(seed.history) - len(seed.states)]
+            seed_metre = continuation_metre(context, seed.history[len(context) :], 0)
         seed_states = seed.states.copy()
         seed_states.seconds = (seed_states.beats * 60.0 / bpm).astype(np.float32)
         full = States.concat([seed_states, new]) if cfg.include_seed else new
@@ -429,5 +436,5 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
         # the bars as the seed's source had them (inferred over what the model read and what it wrote)
         metre = continuation_metre(seed.history, new, len(seed.states) if cfg.include_seed else 0)
         results.append(GenerationResult(out_states, len(seed.states) if cfg.include_seed else 0, key, bpm,
-                                        seed.source, guards, attempt_cfg, metre))
+                                        seed.source, guards, attempt_cfg, metre, seed_metre))
     return results[0] if batch == 1 else results
