@@ -6,16 +6,16 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup system-deps run lint test bench bench-score app fuzz clean
 
-# System packages for audio (FluidSynth + a GM soundfont, ffmpeg) and the
-# browser tests (Chromium). Installed when we are root and apt is present;
+# System packages for audio (FluidSynth + a GM soundfont, ffmpeg), engraved scores
+# (Cairo, for cairosvg) and the browser tests (Chromium). Installed when we are root and apt is present;
 # otherwise a note (audio and browser tests then say what is missing).
 system-deps:
-	@if command -v fluidsynth >/dev/null && [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] && command -v chromium >/dev/null && command -v ffmpeg >/dev/null; then \
+	@if command -v fluidsynth >/dev/null && [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] && command -v chromium >/dev/null && command -v ffmpeg >/dev/null && ldconfig -p 2>/dev/null | grep -q libcairo.so.2; then \
 	  true; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	     fluidsynth fluid-soundfont-gm ffmpeg chromium chromium-driver libcairo2) >/dev/null 2>&1 \
-	  || echo "note: could not install fluidsynth/fluid-soundfont-gm/ffmpeg/chromium with apt-get"; \
+	  || echo "note: could not install fluidsynth/fluid-soundfont-gm/ffmpeg/chromium/libcairo2 with apt-get"; \
 	else \
 	  echo "note: install fluidsynth, fluid-soundfont-gm, ffmpeg and chromium for audio and browser tests"; \
 	fi
