@@ -114,6 +114,8 @@ def parse_decoding(spec: str) -> dict:
             out[name] = tuple(int(v) for v in value.split("-"))
         elif name in ("loudness", "style", "key"):
             out[name] = value
+        elif default is None:  # an optional number (bpm, density, max_leap, ...): typed as written
+            out[name] = _number_or_text(value)
         else:
             out[name] = int(value) if isinstance(default, int) else float(value)
     GenerateConfig(**out).validate()
