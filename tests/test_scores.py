@@ -89,7 +89,7 @@ MUSICXML = (FIXTURES / "little.musicxml").read_text()
 BAD_SCORES = {
     "prose.krn": ("Dear Frédéric, here is my new mazurka.\n", "not a Humdrum \\*\\*kern score"),
     "cut.krn": (KRN[:300], "truncated Humdrum score"),
-    "empty.krn": ("**kern\n*M4/4\n*-\n", "no notes in the file"),
+    "empty.krn": ("**kern\n*M4/4\n*-\n", "no notes in the file \\(after converting the Humdrum score to MIDI\\)"),
     "cut.musicxml": (MUSICXML[:2000], "not well-formed XML"),
     "page.xml": ("<html><body>a web page</body></html>", "not a MusicXML score .*<html>"),
     "mei.xml": ('<mei xmlns="http://www.music-encoding.org/ns/mei"/>', "not a MusicXML score"),
@@ -116,13 +116,13 @@ def test_a_folder_is_not_a_score(tmp_path):
 
 def test_a_verovio_crash_stays_in_its_child_process():
     # verovio aborts its process on this file; the reader survives and says why.
-    with pytest.raises(MidiError, match=r"verovio crashed on this score \(SIGABRT\); it said: Error on line 4"):
+    with pytest.raises(MidiError, match=r"verovio crashed on this Humdrum score \(SIGABRT\); it said: Error on line 4"):
         read_score(FIXTURES / "verovio_crash.krn")
     assert in_quarters(read_score(FIXTURES / "little.krn")) == LITTLE  # and the next file is read as usual
 
 
 def test_a_score_that_takes_too_long_is_stopped():
-    with pytest.raises(MidiError, match="did not finish reading the score within 0.001 s"):
+    with pytest.raises(MidiError, match="did not finish reading the Humdrum score within 0.001 s"):
         read_score(FIXTURES / "little.krn", timeout_s=0.001)
 
 

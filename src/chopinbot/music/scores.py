@@ -33,6 +33,7 @@ import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+import xml.parsers.expat as expat
 import zipfile
 import zlib
 from pathlib import Path
@@ -50,9 +51,12 @@ ACCEPTED = "MIDI (.mid, .midi), MusicXML (.musicxml, .mxl, .xml) or Humdrum (.kr
 # a format sniffed from the content -> the suffix it is read as (a file whose name says nothing)
 _SNIFFED_SUFFIX = {"MIDI": ".mid", "MusicXML": ".musicxml", "compressed MusicXML (.mxl)": ".mxl",
                    "Humdrum **kern": ".krn"}
+_FORMAT_NAMES = {".musicxml": "MusicXML score", ".xml": "MusicXML score", ".mxl": "compressed MusicXML (.mxl) score",
+                 ".krn": "Humdrum score"}  # named in every message about a score
 MUSICXML_ROOTS = ("score-partwise", "score-timewise")
 MAX_SCORE_BYTES = 50 * 1024 * 1024  # the largest NIFC Humdrum file is 0.1 MB; big MusicXML ~10 MB
-SCORE_TIMEOUT_S = 300.0  # verovio takes up to ~2 s on the largest NIFC files
+SCORE_TIMEOUT_S = 300.0  # verovio takes up to ~2 s on the largest NIFC files (read at call time: the fuzzer lowers it)
+MAX_CONTAINER_BYTES = 1024 * 1024  # META-INF/container.xml of an .mxl: a few hundred bytes in practice
 WORKER_MODULE = "chopinbot.music.verovio_worker"
 SRC_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the chopinbot package
 
@@ -71,7 +75,7 @@ def read_notes(path: str | os.PathLike, max_notes: int = MAX_NOTES_PER_FILE) -> 
 
 
 def read_notes_bytes(data: bytes, name: str = "<bytes>", max_notes: int = MAX_NOTES_PER_FILE,
-                     timeout_s: float = SCORE_TIMEOUT_S) -> PianoNotes:
+                     timeout_s: float | None = None) -> PianoNotes:
     """Like :func:`read_notes` for a file already in memory (an upload): by the suffix of ``name``,
     or, when ``name`` has none of :data:`NOTE_SUFFIXES`, by what the content looks like.  A score
     goes through the same child-process reader as a score on disk; nothing is written to disk."""
@@ -89,13 +93,13 @@ def read_notes_bytes(data: bytes, name: str = "<bytes>", max_notes: int = MAX_NO
 
 
 def read_score(
-    path: str | os.PathLike, max_notes: int = MAX_NOTES_PER_FILE, timeout_s: float = SCORE_TIMEOUT_S
+    path: str | os.PathLike, max_notes: int = MAX_NOTES_PER_FILE, timeout_s: float | None = None
 ) -> PianoNotes:
     """Read a MusicXML (``.musicxml``, ``.mxl``, ``.xml``) or Humdrum (``.krn``) score.
 
     Raises :class:`MidiError` with a readable reason for anything unusable: not a score of its
     kind, truncated, no notes, too large, or verovio failing, crashing or taking over
-    ``timeout_s`` seconds on it.
+    ``timeout_s`` seconds on it (default :data:`SCORE_TIMEOUT_S`).
     """
     path = Path(path)
     name = str(path)
@@ -105,15 +109,20 @@ def read_score(
     return _score_notes(_read_bounded(path), suffix, name, max_notes, timeout_s)
 
 
-def _score_notes(data: bytes, suffix: str, name: str, max_notes: int, timeout_s: float) -> PianoNotes:
+def _score_notes(data: bytes, suffix: str, name: str, max_notes: int, timeout_s: float | None) -> PianoNotes:
     """The notes of a score's bytes, read as its ``suffix`` says (checked, then converted in a child)."""
     if suffix == ".krn":
         input_format, text = "humdrum", _humdrum_text(data, name)
     else:
         input_format = "musicxml"
         text = _musicxml_text(_unzip_mxl(data, name) if suffix == ".mxl" else data, name)
-    midi, signatures = _run_verovio(input_format, text, name, timeout_s)
-    notes = read_midi_bytes(midi, name=name, max_notes=max_notes)
+    what = _FORMAT_NAMES[suffix]
+    timeout_s = SCORE_TIMEOUT_S if timeout_s is None else timeout_s
+    midi, signatures = _run_verovio(input_format, text, name, timeout_s, what)
+    try:
+        notes = read_midi_bytes(midi, name=name, max_notes=max_notes)
+    except MidiError as e:  # "no notes in the file" alone would not say which file: the score, converted
+        raise MidiError(f"{e.reason} (after converting the {what} to MIDI)", name) from None
     notes.end = notes.end + 1  # verovio's missing last tick
     notes.key_signatures = _signature_ticks(signatures, notes.ticks_per_quarter)
     return notes
@@ -148,10 +157,47 @@ def _humdrum_text(data: bytes, name: str) -> str:
     return text
 
 
+class _EntityDeclared(Exception):
+    pass
+
+
+class _RootReached(Exception):
+    pass
+
+
+def _no_entities(*_args) -> None:
+    raise _EntityDeclared
+
+
+def _root_reached(*_args) -> None:
+    raise _RootReached
+
+
+def parse_xml(data: bytes) -> ET.Element:
+    """``ET.fromstring``, refusing entity declarations: a ``<!ENTITY>`` in the document type raises
+    :class:`_EntityDeclared`.  expat (2.4+) stops a billion laughs by its amplification factor, but a
+    50 MB file expanded 100-fold (the factor it allows) would still be 5 GB; MusicXML needs no
+    entities of its own.  Entities can only be declared before the root element, so a first pass
+    of expat stops there.  External entities and DTDs are never fetched, by ElementTree nor by
+    verovio's pugixml, which expands no entities at all."""
+    check = expat.ParserCreate()
+    check.EntityDeclHandler = _no_entities  # called for every <!ENTITY ...>, general or parameter
+    check.UnparsedEntityDeclHandler = _no_entities
+    check.StartElementHandler = _root_reached
+    try:
+        check.Parse(data, True)
+    except (_RootReached, expat.ExpatError):  # a malformed document: ElementTree says where
+        pass
+    return ET.fromstring(data)
+
+
 def _musicxml_text(data: bytes, name: str) -> str:
     """The score as text, once it is known to be whole, well-formed MusicXML."""
     try:
-        root = ET.fromstring(data)  # honours the declared encoding; fetches no DTD
+        root = parse_xml(data)  # honours the declared encoding; fetches no DTD
+    except _EntityDeclared:
+        raise MidiError("MusicXML score refused: it declares XML entities (<!ENTITY>), which can expand to "
+                        "gigabytes", name) from None
     except ET.ParseError as e:
         raise MidiError(f"not a readable MusicXML score: not well-formed XML ({e}), a truncated or damaged "
                         "file?", name) from None
@@ -175,22 +221,27 @@ def _unzip_mxl(data: bytes, name: str) -> bytes:
             if archive.getinfo(member).file_size > MAX_SCORE_BYTES:
                 raise MidiError(f"score inside the .mxl archive too large (over {MAX_SCORE_BYTES:,} bytes)", name)
             return archive.read(member)  # zipfile never reads past the size it declares
+    except _EntityDeclared:
+        raise MidiError("compressed MusicXML (.mxl) refused: its container.xml declares XML entities", name) from None
     except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, ET.ParseError, NotImplementedError, RuntimeError,
-            ValueError) as e:
+            ValueError, OSError) as e:
         raise MidiError(f"not a readable compressed MusicXML (.mxl) file ({e})", name) from None
 
 
 def _mxl_rootfile(archive: zipfile.ZipFile) -> str | None:
     names = archive.namelist()
     if "META-INF/container.xml" in names:
-        for element in ET.fromstring(archive.read("META-INF/container.xml")).iter():
+        if archive.getinfo("META-INF/container.xml").file_size > MAX_CONTAINER_BYTES:
+            raise ValueError(f"its META-INF/container.xml is over {MAX_CONTAINER_BYTES:,} bytes")
+        for element in parse_xml(archive.read("META-INF/container.xml")).iter():
             if element.tag.rpartition("}")[2] == "rootfile" and element.get("full-path") in names:
                 return element.get("full-path")
     scores = [n for n in names if not n.startswith("META-INF/") and n.lower().endswith((".xml", ".musicxml"))]
     return scores[0] if scores else None
 
 
-def _run_verovio(input_format: str, text: str, name: str, timeout_s: float) -> tuple[bytes, list]:
+def _run_verovio(input_format: str, text: str, name: str, timeout_s: float, what: str = "score"
+                 ) -> tuple[bytes, list]:
     """(MIDI bytes, key signatures) from verovio, run in a child so that its crashes stay there."""
     if not sys.executable:
         raise MidiError("cannot convert scores here: no Python executable to run verovio in", name)
@@ -206,12 +257,12 @@ def _run_verovio(input_format: str, text: str, name: str, timeout_s: float) -> t
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise MidiError(f"verovio did not finish reading the score within {timeout_s:g} s", name) from None
+        raise MidiError(f"verovio did not finish reading the {what} within {timeout_s:g} s", name) from None
     except OSError as e:
-        raise MidiError(f"cannot start the score converter ({e.strerror})", name) from None
+        raise MidiError(f"cannot start the score converter for the {what} ({e.strerror})", name) from None
     said = _first_error_line(proc.stderr)
     if proc.returncode < 0:
-        raise MidiError(f"verovio crashed on this score ({_signal_name(-proc.returncode)}){said}", name)
+        raise MidiError(f"verovio crashed on this {what} ({_signal_name(-proc.returncode)}){said}", name)
     try:
         reply = json.loads(proc.stdout)
         if proc.returncode != 0 or not isinstance(reply, dict):
@@ -220,7 +271,8 @@ def _run_verovio(input_format: str, text: str, name: str, timeout_s: float) -> t
             raise MidiError(f"{reply['error']}{said}", name)
         return base64.b64decode(reply["midi"], validate=True), list(reply["key_signatures"])
     except (ValueError, KeyError, TypeError, binascii.Error):
-        raise MidiError(f"the score converter failed (exit status {proc.returncode}){said}", name) from None
+        raise MidiError(f"the score converter failed on the {what} (exit status {proc.returncode}){said}",
+                        name) from None
 
 
 def _first_error_line(stderr: bytes) -> str:

@@ -22,6 +22,7 @@ import xml.etree.ElementTree as ET
 import verovio
 
 FORMATS = ("humdrum", "musicxml")
+NAMES = {"humdrum": "Humdrum", "musicxml": "MusicXML"}  # as the messages name them
 MEI = "{http://www.music-encoding.org/ns/mei}"
 XML_ID = "{http://www.w3.org/XML/1998/namespace}id"
 
@@ -95,10 +96,10 @@ def convert(text: str, input_format: str) -> dict:
     toolkit.setOptions({"expandNever": True, "breaks": "none"})
     toolkit.setInputFrom(input_format)
     if not toolkit.loadData(text):  # renderToMIDI after a failed load segfaults: stop here
-        return {"error": f"verovio cannot read this {input_format} score"}
+        return {"error": f"verovio cannot read this {NAMES[input_format]} score"}
     midi = toolkit.renderToMIDI()
     if not midi:
-        return {"error": "verovio made no MIDI from this score"}
+        return {"error": f"verovio made no MIDI from this {NAMES[input_format]} score"}
     timemap = toolkit.renderToTimemap({"includeMeasures": True, "includeRests": True})
     return {"midi": midi, "key_signatures": key_signatures(toolkit.getMEI(), timemap)}
 
@@ -112,7 +113,7 @@ def main() -> int:
     try:
         reply = convert(text, sys.argv[1])
     except ET.ParseError as e:  # verovio's own MEI unreadable: a verovio bug, reported as such
-        reply = {"error": f"verovio wrote MEI that cannot be parsed ({e})"}
+        reply = {"error": f"verovio wrote MEI that cannot be parsed, from this {NAMES[sys.argv[1]]} score ({e})"}
     sys.stdout.write(json.dumps(reply))
     return 0
 
