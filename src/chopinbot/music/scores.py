@@ -56,6 +56,13 @@ _FORMAT_NAMES = {".musicxml": "MusicXML score", ".xml": "MusicXML score", ".mxl"
 MUSICXML_ROOTS = ("score-partwise", "score-timewise")
 MAX_SCORE_BYTES = 50 * 1024 * 1024  # the largest NIFC Humdrum file is 0.1 MB; big MusicXML ~10 MB
 SCORE_TIMEOUT_S = 300.0  # verovio takes up to ~2 s on the largest NIFC files (read at call time: the fuzzer lowers it)
+# Humdrum shapes verovio takes minutes over (the score fuzzer's finds: 1,000 spines or a chord of
+# 10,000 notes ran past 60 s; 300 spines took 1.8 s), far beyond any piano score (2-8 spines,
+# chords of a few notes): refused before verovio sees them.
+MAX_HUMDRUM_SPINES = 128
+MAX_HUMDRUM_CHORD = 256  # notes in one token
+MAX_HUMDRUM_TOKEN = 4000  # characters in one token (a pitch letter repeated 100,000 times is 100,000 octaves)
+MAX_MUSICXML_STAVES = 64  # <staves> of one part: verovio ran past 60 s on 1,000,000 (a piano part has 2)
 MAX_CONTAINER_BYTES = 1024 * 1024  # META-INF/container.xml of an .mxl: a few hundred bytes in practice
 WORKER_MODULE = "chopinbot.music.verovio_worker"
 SRC_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the chopinbot package
@@ -154,6 +161,20 @@ def _humdrum_text(data: bytes, name: str) -> str:
         raise MidiError("not a Humdrum **kern score (no '**kern' spine)", name)
     if not any(line.strip() and set(line.rstrip().split("\t")) == {"*-"} for line in lines):
         raise MidiError("truncated Humdrum score (its spines never end: no '*-' line)", name)
+    for number, line in enumerate(lines, 1):
+        if line.startswith("!"):  # a comment: verovio skips it
+            continue
+        tokens = line.split("\t")
+        if len(tokens) > MAX_HUMDRUM_SPINES:
+            raise MidiError(f"Humdrum score with {len(tokens):,} spines on line {number:,} (limit "
+                            f"{MAX_HUMDRUM_SPINES})", name)
+        for token in tokens:
+            if len(token) > MAX_HUMDRUM_TOKEN:
+                raise MidiError(f"Humdrum score with a {len(token):,}-character token on line {number:,} (limit "
+                                f"{MAX_HUMDRUM_TOKEN:,})", name)
+            if token.count(" ") >= MAX_HUMDRUM_CHORD:
+                raise MidiError(f"Humdrum score with a chord of {token.count(' ') + 1:,} notes on line {number:,} "
+                                f"(limit {MAX_HUMDRUM_CHORD})", name)
     return text
 
 
@@ -203,6 +224,10 @@ def _musicxml_text(data: bytes, name: str) -> str:
                         "file?", name) from None
     if root.tag not in MUSICXML_ROOTS:
         raise MidiError(f"not a MusicXML score (its root element is <{root.tag}>, not <score-partwise>)", name)
+    for staves in root.iter("staves"):
+        if not (staves.text or "").strip().isdigit() or int(staves.text) > MAX_MUSICXML_STAVES:
+            raise MidiError(f"MusicXML score with <staves>{(staves.text or '')[:20]}</staves> (a whole number up "
+                            f"to {MAX_MUSICXML_STAVES} is read)", name)
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return data.decode("utf-16")
     try:
@@ -279,7 +304,8 @@ def _first_error_line(stderr: bytes) -> str:
     """verovio's first error message (its lines up to a blank one, joined), or its last line."""
     paragraphs = [" ".join(p.split()) for p in stderr.decode("utf-8", errors="replace").split("\n\n") if p.strip()]
     errors = [p[p.lower().index("error"):] for p in paragraphs if "error" in p.lower()] or paragraphs[-1:]
-    return f"; it said: {errors[0][:200]}" if errors else ""
+    # it may quote the score's own bytes: control characters would break the one-line message
+    return f"; it said: {''.join(c if c.isprintable() else '?' for c in errors[0][:200])}" if errors else ""
 
 
 def _signal_name(number: int) -> str:
