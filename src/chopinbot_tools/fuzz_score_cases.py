@@ -432,15 +432,16 @@ UNNAMED_FRACTION = 0.1  # uploads without a suffix: the content is sniffed
 SUFFIX_LIE_FRACTION = 0.03  # a score named as another kind (.krn holding MusicXML, ...)
 
 
-def make_score_case(seed: int, index: int, corpus: list[tuple[str, str, bytes]]) -> ScoreCase:
-    """Case ``index`` of run ``seed``: always the same bytes for the same corpus."""
+def make_score_case(seed: int, index: int, corpus: list[tuple[str, str, bytes]], large: bool = True) -> ScoreCase:
+    """Case ``index`` of run ``seed``: always the same bytes for the same corpus.  ``large=False``
+    (quick in-process tests) never picks whole movements nor the mutators that make large files."""
     rng = random.Random(f"chopinbot-fuzz-scores:{seed}:{index}")
     fmt = rng.choice([".musicxml", ".mxl", ".krn"])  # a third each (.xml is read as .musicxml)
     full = [c for c in corpus if is_full_score(c[0]) and c[1] == fmt]
     small = [c for c in corpus if not is_full_score(c[0]) and c[1] == fmt]
-    label, suffix, data = rng.choice(full if full and rng.random() < FULL_SCORE_FRACTION else small)
+    label, suffix, data = rng.choice(full if full and large and rng.random() < FULL_SCORE_FRACTION else small)
     names = []
-    own = mutators_for(suffix)
+    own = {k: v for k, v in mutators_for(suffix).items() if large or k not in LARGE_MUTATORS}
     for _ in range(rng.choice([1, 1, 1, 2, 2, 3])):
         # the format's own mutators three times as often as the byte-level ones
         pool = [m for m in own if m not in BYTE_MUTATORS] * 3 + list(BYTE_MUTATORS)

@@ -207,8 +207,8 @@ def parse_xml(data: bytes) -> ET.Element:
     check.StartElementHandler = _root_reached
     try:
         check.Parse(data, True)
-    except (_RootReached, expat.ExpatError):  # a malformed document: ElementTree says where
-        pass
+    except (_RootReached, expat.ExpatError, LookupError, ValueError):  # malformed, an unknown encoding...:
+        pass  # ElementTree says what and where
     return ET.fromstring(data)
 
 
@@ -217,8 +217,11 @@ def _musicxml_text(data: bytes, name: str) -> str:
     try:
         root = parse_xml(data)  # honours the declared encoding; fetches no DTD
     except _EntityDeclared:
-        raise MidiError("MusicXML score refused: it declares XML entities (<!ENTITY>), which can expand to "
-                        "gigabytes", name) from None
+        raise MidiError("MusicXML score refused: it declares XML entities (<!ENTITY>), which are not read "
+                        "(they can expand to gigabytes or name other files)", name) from None
+    except LookupError as e:  # expat hands an encoding it does not know to Python's codecs (a fuzzer find)
+        raise MidiError(f"not a readable MusicXML score: it declares an encoding Python does not know ({e})",
+                        name) from None
     except ET.ParseError as e:
         raise MidiError(f"not a readable MusicXML score: not well-formed XML ({e}), a truncated or damaged "
                         "file?", name) from None
@@ -249,7 +252,7 @@ def _unzip_mxl(data: bytes, name: str) -> bytes:
     except _EntityDeclared:
         raise MidiError("compressed MusicXML (.mxl) refused: its container.xml declares XML entities", name) from None
     except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, ET.ParseError, NotImplementedError, RuntimeError,
-            ValueError, OSError) as e:
+            ValueError, OSError, LookupError) as e:
         raise MidiError(f"not a readable compressed MusicXML (.mxl) file ({e})", name) from None
 
 
