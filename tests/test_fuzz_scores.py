@@ -212,3 +212,12 @@ def test_an_unknown_declared_encoding_is_a_clean_refusal():
     assert "declares an encoding Python does not know" in refusal(data, "enc.musicxml")
     container = b'<?xml version="1.0" encoding="x-chopin-7"?><container/>'
     assert "compressed MusicXML (.mxl)" in refusal(cases.zip_mxl(LITTLE_XML, container=container), "enc.mxl")
+
+
+@pytest.mark.parametrize("record, what", [(b"=\t=", "bars"), (b".\t.", "records"), (b"16c\t16e", "records")])
+def test_humdrum_too_long_for_verovio_is_refused(record, what):
+    """210,000 records ran verovio past 60 s, 20,000 empty bars 48 s (fuzzer finds)."""
+    data = b"**kern\t**kern\n*M4/4\t*M4/4\n4c\t4e\n" + (record + b"\n") * 25_000 + b"*-\t*-\n"
+    t0 = time.perf_counter()
+    assert "Humdrum score too long for verovio" in refusal(data, "long.krn")
+    assert time.perf_counter() - t0 < 2.0

@@ -62,6 +62,10 @@ SCORE_TIMEOUT_S = 300.0  # verovio takes up to ~2 s on the largest NIFC files (r
 MAX_HUMDRUM_SPINES = 128
 MAX_HUMDRUM_CHORD = 256  # notes in one token
 MAX_HUMDRUM_TOKEN = 4000  # characters in one token (a pitch letter repeated 100,000 times is 100,000 octaves)
+# 20,000 empty bars took verovio 48 s (loaded machine) and 100,000-210,000 records over 60 s; the
+# largest NIFC Humdrum file (0.1 MB) has a few thousand records and a few hundred bars.
+MAX_HUMDRUM_RECORDS = 20_000  # data lines and barlines
+MAX_HUMDRUM_BARS = 5_000
 MAX_MUSICXML_STAVES = 64  # <staves> of one part: verovio ran past 60 s on 1,000,000 (a piano part has 2)
 MAX_CONTAINER_BYTES = 1024 * 1024  # META-INF/container.xml of an .mxl: a few hundred bytes in practice
 WORKER_MODULE = "chopinbot.music.verovio_worker"
@@ -161,9 +165,16 @@ def _humdrum_text(data: bytes, name: str) -> str:
         raise MidiError("not a Humdrum **kern score (no '**kern' spine)", name)
     if not any(line.strip() and set(line.rstrip().split("\t")) == {"*-"} for line in lines):
         raise MidiError("truncated Humdrum score (its spines never end: no '*-' line)", name)
+    records = bars = 0
     for number, line in enumerate(lines, 1):
         if line.startswith("!"):  # a comment: verovio skips it
             continue
+        if not line.startswith("*"):
+            records += 1
+            bars += line.startswith("=")
+            if records > MAX_HUMDRUM_RECORDS or bars > MAX_HUMDRUM_BARS:
+                raise MidiError(f"Humdrum score too long for verovio: over {MAX_HUMDRUM_RECORDS:,} records or "
+                                f"{MAX_HUMDRUM_BARS:,} bars (line {number:,})", name)
         tokens = line.split("\t")
         if len(tokens) > MAX_HUMDRUM_SPINES:
             raise MidiError(f"Humdrum score with {len(tokens):,} spines on line {number:,} (limit "
