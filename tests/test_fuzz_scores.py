@@ -217,7 +217,17 @@ def test_an_unknown_declared_encoding_is_a_clean_refusal():
 @pytest.mark.parametrize("record, what", [(b"=\t=", "bars"), (b".\t.", "records"), (b"16c\t16e", "records")])
 def test_humdrum_too_long_for_verovio_is_refused(record, what):
     """210,000 records ran verovio past 60 s, 20,000 empty bars 48 s (fuzzer finds)."""
-    data = b"**kern\t**kern\n*M4/4\t*M4/4\n4c\t4e\n" + (record + b"\n") * 25_000 + b"*-\t*-\n"
+    bar = (record + b"\n") * (1 if what == "bars" else 9) + (b"" if what == "bars" else b"=\t=\n")
+    data = b"**kern\t**kern\n*M4/4\t*M4/4\n4c\t4e\n" + bar * (25_000 if what == "bars" else 2_500) + b"*-\t*-\n"
     t0 = time.perf_counter()
     assert "Humdrum score too long for verovio" in refusal(data, "long.krn")
     assert time.perf_counter() - t0 < 2.0
+
+
+def test_a_bar_of_thousands_of_notes_is_refused_before_verovio():
+    """verovio took over 60 s on a bar of 5,000 notes (a fuzzer find; 2,000: 12.7 s)."""
+    note = re.search(rb"<note\b.*?</note>", LITTLE_XML, re.S)
+    data = LITTLE_XML[: note.end()] + note.group(0) * 5000 + LITTLE_XML[note.end() :]
+    assert "MusicXML score with 5,005 notes in one bar (bar '1'; limit 500)" in refusal(data, "bar.musicxml")
+    krn = b"**kern\t**kern\n=1\t=1\n" + b"16c\t16e\n" * 600 + b"=2\t=2\n*-\t*-\n"
+    assert "Humdrum score with over 500 records in one bar" in refusal(krn, "bar.krn")

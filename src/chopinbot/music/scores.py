@@ -66,6 +66,9 @@ MAX_HUMDRUM_TOKEN = 4000  # characters in one token (a pitch letter repeated 100
 # largest NIFC Humdrum file (0.1 MB) has a few thousand records and a few hundred bars.
 MAX_HUMDRUM_RECORDS = 20_000  # data lines and barlines
 MAX_HUMDRUM_BARS = 5_000
+# verovio's time grows steeply with the notes of one bar (MusicXML, one part: 300 notes 0.3 s,
+# 1,000 1.5 s, 2,000 12.7 s, 5,000 over 60 s); a real bar of one part holds at most a few dozen.
+MAX_NOTES_PER_BAR = 500  # MusicXML <note>s in one <measure>; Humdrum data records between barlines
 MAX_MUSICXML_STAVES = 64  # <staves> of one part: verovio ran past 60 s on 1,000,000 (a piano part has 2)
 MAX_CONTAINER_BYTES = 1024 * 1024  # META-INF/container.xml of an .mxl: a few hundred bytes in practice
 WORKER_MODULE = "chopinbot.music.verovio_worker"
@@ -165,13 +168,17 @@ def _humdrum_text(data: bytes, name: str) -> str:
         raise MidiError("not a Humdrum **kern score (no '**kern' spine)", name)
     if not any(line.strip() and set(line.rstrip().split("\t")) == {"*-"} for line in lines):
         raise MidiError("truncated Humdrum score (its spines never end: no '*-' line)", name)
-    records = bars = 0
+    records = bars = in_bar = 0
     for number, line in enumerate(lines, 1):
         if line.startswith("!"):  # a comment: verovio skips it
             continue
         if not line.startswith("*"):
             records += 1
             bars += line.startswith("=")
+            in_bar = 0 if line.startswith("=") else in_bar + 1
+            if in_bar > MAX_NOTES_PER_BAR:
+                raise MidiError(f"Humdrum score with over {MAX_NOTES_PER_BAR} records in one bar (line {number:,})",
+                                name)
             if records > MAX_HUMDRUM_RECORDS or bars > MAX_HUMDRUM_BARS:
                 raise MidiError(f"Humdrum score too long for verovio: over {MAX_HUMDRUM_RECORDS:,} records or "
                                 f"{MAX_HUMDRUM_BARS:,} bars (line {number:,})", name)
@@ -238,6 +245,11 @@ def _musicxml_text(data: bytes, name: str) -> str:
                         "file?", name) from None
     if root.tag not in MUSICXML_ROOTS:
         raise MidiError(f"not a MusicXML score (its root element is <{root.tag}>, not <score-partwise>)", name)
+    for measure in root.iter("measure"):
+        notes = sum(1 for _ in measure.iter("note"))
+        if notes > MAX_NOTES_PER_BAR:
+            raise MidiError(f"MusicXML score with {notes:,} notes in one bar (bar {measure.get('number', '?')[:20]!r}; "
+                            f"limit {MAX_NOTES_PER_BAR})", name)
     for staves in root.iter("staves"):
         if not (staves.text or "").strip().isdigit() or int(staves.text) > MAX_MUSICXML_STAVES:
             raise MidiError(f"MusicXML score with <staves>{(staves.text or '')[:20]}</staves> (a whole number up "
