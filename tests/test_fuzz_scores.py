@@ -231,3 +231,9 @@ def test_a_bar_of_thousands_of_notes_is_refused_before_verovio():
     assert "MusicXML score with 5,005 notes in one bar (bar '1'; limit 500)" in refusal(data, "bar.musicxml")
     krn = b"**kern\t**kern\n=1\t=1\n" + b"16c\t16e\n" * 600 + b"=2\t=2\n*-\t*-\n"
     assert "Humdrum score with over 500 records in one bar" in refusal(krn, "bar.krn")
+
+
+def test_a_duration_of_a_billion_divisions_is_refused_before_verovio():
+    """verovio took 30 s per read on a <forward> of 10^9 divisions (a fuzzer find)."""
+    data = LITTLE_XML.replace(b"</note>", b"</note><forward><duration>1000000000</duration></forward>", 1)
+    assert "MusicXML score with a <duration> of 1,000,000,000 divisions" in refusal(data, "long.musicxml")

@@ -68,6 +68,7 @@ MAX_HUMDRUM_RECORDS = 20_000  # data lines and barlines
 MAX_HUMDRUM_BARS = 5_000
 # verovio's time grows steeply with the notes of one bar (MusicXML, one part: 300 notes 0.3 s,
 # 1,000 1.5 s, 2,000 12.7 s, 5,000 over 60 s); a real bar of one part holds at most a few dozen.
+MAX_QUARTERS_PER_DURATION = 1024  # a <forward> of 10^9 divisions took verovio 30 s per read (fuzzer find)
 MAX_NOTES_PER_BAR = 500  # MusicXML <note>s in one <measure>; Humdrum data records between barlines
 MAX_MUSICXML_STAVES = 64  # <staves> of one part: verovio ran past 60 s on 1,000,000 (a piano part has 2)
 MAX_CONTAINER_BYTES = 1024 * 1024  # META-INF/container.xml of an .mxl: a few hundred bytes in practice
@@ -250,6 +251,11 @@ def _musicxml_text(data: bytes, name: str) -> str:
         if notes > MAX_NOTES_PER_BAR:
             raise MidiError(f"MusicXML score with {notes:,} notes in one bar (bar {measure.get('number', '?')[:20]!r}; "
                             f"limit {MAX_NOTES_PER_BAR})", name)
+    divisions = max((int(d.text) for d in root.iter("divisions") if (d.text or "").strip().isdigit()), default=1)
+    longest = max((int(d.text) for d in root.iter("duration") if (d.text or "").strip().isdigit()), default=0)
+    if longest > MAX_QUARTERS_PER_DURATION * max(1, divisions):
+        raise MidiError(f"MusicXML score with a <duration> of {longest:,} divisions (over "
+                        f"{MAX_QUARTERS_PER_DURATION:,} quarter notes at {divisions:,} per quarter)", name)
     for staves in root.iter("staves"):
         if not (staves.text or "").strip().isdigit() or int(staves.text) > MAX_MUSICXML_STAVES:
             raise MidiError(f"MusicXML score with <staves>{(staves.text or '')[:20]}</staves> (a whole number up "
