@@ -237,3 +237,5 @@ def test_a_duration_of_a_billion_divisions_is_refused_before_verovio():
     """verovio took 30 s per read on a <forward> of 10^9 divisions (a fuzzer find)."""
     data = LITTLE_XML.replace(b"</note>", b"</note><forward><duration>1000000000</duration></forward>", 1)
     assert "MusicXML score with a <duration> of 1,000,000,000 divisions" in refusal(data, "long.musicxml")
+    data = LITTLE_XML.replace(b"</note>", b"</note><backup><duration>-1000000000</duration></backup>", 1)
+    assert "MusicXML score with a <duration> of -1,000,000,000 divisions" in refusal(data, "back.musicxml")

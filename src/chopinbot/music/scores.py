@@ -29,6 +29,7 @@ import binascii
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -252,8 +253,10 @@ def _musicxml_text(data: bytes, name: str) -> str:
             raise MidiError(f"MusicXML score with {notes:,} notes in one bar (bar {measure.get('number', '?')[:20]!r}; "
                             f"limit {MAX_NOTES_PER_BAR})", name)
     divisions = max((int(d.text) for d in root.iter("divisions") if (d.text or "").strip().isdigit()), default=1)
-    longest = max((int(d.text) for d in root.iter("duration") if (d.text or "").strip().isdigit()), default=0)
-    if longest > MAX_QUARTERS_PER_DURATION * max(1, divisions):
+    # negative ones too: a <backup> of -10^9 kept verovio busy as long (MusicXML durations are positive)
+    longest = max((int(d.text) for d in root.iter("duration") if re.fullmatch(r"\s*-?\d+\s*", d.text or "")),
+                  key=abs, default=0)
+    if abs(longest) > MAX_QUARTERS_PER_DURATION * max(1, divisions):
         raise MidiError(f"MusicXML score with a <duration> of {longest:,} divisions (over "
                         f"{MAX_QUARTERS_PER_DURATION:,} quarter notes at {divisions:,} per quarter)", name)
     for staves in root.iter("staves"):
