@@ -165,7 +165,7 @@ def test_a_zero_beat_type_crashes_verovio_in_its_own_process():
 
 
 def test_absurd_divisions_durations_and_tuplets_still_read_or_refuse_cleanly(corpus):
-    for pattern, value in [(rb"<divisions>[^<]*<", b"<divisions>0<"), (rb"<duration>[^<]*<", b"<duration>-100000<")]:
+    for pattern, value in [(rb"<divisions>[^<]*<", b"<divisions>0<"), (rb"<duration>[^<]*<", b"<duration>-1<")]:
         assert len(read_notes_bytes(re.sub(pattern, value, LITTLE_XML), "d.musicxml", timeout_s=60).start) > 0
     tm = b"</type><time-modification><actual-notes>0</actual-notes><normal-notes>0</normal-notes></time-modification>"
     assert len(read_notes_bytes(LITTLE_XML.replace(b"</type>", tm), "t.musicxml", timeout_s=60).start) > 0
