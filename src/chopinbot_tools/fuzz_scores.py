@@ -43,7 +43,10 @@ from chopinbot_tools.fuzz import _check_states, _one_line_ok, run_fuzz
 from chopinbot_tools.fuzz_score_cases import load_score_corpus, make_score_case
 
 VEROVIO_TIMEOUT_S = 60.0  # wall seconds for one conversion in the fuzzer (the product allows 300)
-TIME_CAP_S = 10.0  # CPU seconds per case, both paths and verovio's children (a whole movement: ~3 s)
+# CPU seconds per case, both paths and verovio's children.  verovio reads about 2,800 notes (1-2 MB of
+# MusicXML) per CPU second, linearly: a whole Schubert movement costs ~3 s for both paths, and a valid
+# 20 MB score of 27,659 notes that a mutation made (3,458 bars) 20 s, which a 10 s cap called slow.
+TIME_CAP_S = 30.0
 # Refusals that are about the music, not the file format: they hold for MIDI and scores alike.
 FORMAT_NEUTRAL = ("too many states", "too many key-signature changes", "the primer's last states hold no notes",
                   "not a regular file", "file too large")
