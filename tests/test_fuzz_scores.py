@@ -159,9 +159,12 @@ def test_a_million_staves_is_refused_not_left_to_verovio():
     assert "<staves>1000000</staves>" in refusal(data, "staves.musicxml")
 
 
-def test_a_zero_beat_type_crashes_verovio_in_its_own_process():
+def test_zero_and_negative_metres_are_refused_before_verovio():
+    """<beat-type>0 crashed verovio (SIGFPE); -4/-8 kept it busy past 60 s (fuzzer finds)."""
     data = re.sub(rb"<beat-type>[^<]*<", b"<beat-type>0<", LITTLE_XML)
-    assert "verovio crashed on this MusicXML score (SIGFPE)" in refusal(data, "metre.musicxml")
+    assert "time signature of <beat-type>0</beat-type> (zero or negative)" in refusal(data, "metre.musicxml")
+    data = re.sub(rb"<beats>[^<]*<", b"<beats>-4<", LITTLE_XML)
+    assert "time signature of <beats>-4</beats>" in refusal(data, "metre.musicxml")
 
 
 def test_absurd_divisions_durations_and_tuplets_still_read_or_refuse_cleanly(corpus):

@@ -259,6 +259,12 @@ def _musicxml_text(data: bytes, name: str) -> str:
     if abs(longest) > MAX_QUARTERS_PER_DURATION * max(1, divisions):
         raise MidiError(f"MusicXML score with a <duration> of {longest:,} divisions (over "
                         f"{MAX_QUARTERS_PER_DURATION:,} quarter notes at {divisions:,} per quarter)", name)
+    for tag in ("beats", "beat-type"):  # a -4/-8 metre kept verovio busy past 60 s; 4/0 crashed it (fuzzer finds)
+        for element in root.iter(tag):
+            numbers = re.findall(r"-?\d+", element.text or "")
+            if any(int(n) <= 0 for n in numbers):
+                raise MidiError(f"MusicXML score with a time signature of <{tag}>{(element.text or '')[:20]}</{tag}> "
+                                "(zero or negative)", name)
     for staves in root.iter("staves"):
         if not (staves.text or "").strip().isdigit() or int(staves.text) > MAX_MUSICXML_STAVES:
             raise MidiError(f"MusicXML score with <staves>{(staves.text or '')[:20]}</staves> (a whole number up "
