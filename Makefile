@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps run lint test bench bench-score app fuzz clean
+.PHONY: setup system-deps run lint test bench bench-score app fuzz fuzz-midi fuzz-scores clean
 
 # System packages for audio (FluidSynth + a GM soundfont, ffmpeg), engraved scores
 # (Cairo, for cairosvg) and the browser tests (Chromium). Installed when we are root and apt is present;
@@ -47,8 +47,15 @@ bench: setup
 bench-score: setup
 	$(BIN)/chopinbot benchmark piano-midi --score bench/models/piano-midi --threads 1
 
-fuzz: setup
+# Hostile inputs (docs/reliability.md): 10,000 MIDI files, then 10,000 scores (hours on 2 cores:
+# each score goes through verovio twice).
+fuzz: fuzz-midi fuzz-scores
+
+fuzz-midi: setup
 	nice -n 19 $(BIN)/python -m chopinbot_tools.fuzz --cases 10000 --seed 1 --jobs 2 --report bench/fuzz.json
+
+fuzz-scores: setup
+	nice -n 19 $(BIN)/python -m chopinbot_tools.fuzz_scores --cases 10000 --seed 1 --jobs 2 --report bench/fuzz-scores.json
 
 app: setup
 	$(BIN)/chopinbot app

@@ -89,7 +89,7 @@ MUSICXML = (FIXTURES / "little.musicxml").read_text()
 BAD_SCORES = {
     "prose.krn": ("Dear Frédéric, here is my new mazurka.\n", "not a Humdrum \\*\\*kern score"),
     "cut.krn": (KRN[:300], "truncated Humdrum score"),
-    "empty.krn": ("**kern\n*M4/4\n*-\n", "no notes in the file"),
+    "empty.krn": ("**kern\n*M4/4\n*-\n", "no notes in the file \\(after converting the Humdrum score to MIDI\\)"),
     "cut.musicxml": (MUSICXML[:2000], "not well-formed XML"),
     "page.xml": ("<html><body>a web page</body></html>", "not a MusicXML score .*<html>"),
     "mei.xml": ('<mei xmlns="http://www.music-encoding.org/ns/mei"/>', "not a MusicXML score"),
@@ -116,13 +116,13 @@ def test_a_folder_is_not_a_score(tmp_path):
 
 def test_a_verovio_crash_stays_in_its_child_process():
     # verovio aborts its process on this file; the reader survives and says why.
-    with pytest.raises(MidiError, match=r"verovio crashed on this score \(SIGABRT\); it said: Error on line 4"):
+    with pytest.raises(MidiError, match=r"verovio crashed on this Humdrum score \(SIGABRT\); it said: Error on line 4"):
         read_score(FIXTURES / "verovio_crash.krn")
     assert in_quarters(read_score(FIXTURES / "little.krn")) == LITTLE  # and the next file is read as usual
 
 
 def test_a_score_that_takes_too_long_is_stopped():
-    with pytest.raises(MidiError, match="did not finish reading the score within 0.001 s"):
+    with pytest.raises(MidiError, match="did not finish reading the Humdrum score within 0.001 s"):
         read_score(FIXTURES / "little.krn", timeout_s=0.001)
 
 
@@ -152,3 +152,44 @@ def test_the_bundled_nifc_corpus_is_listed_credited_and_keeps_its_key_changes():
     assert "Fryderyk Chopin Institute" in (NIFC / "LICENSE.txt").read_text()
     # Mazurka op. 33 no. 4 (B minor): D major / B minor, B-flat, back, B-flat, B major, back, as printed
     assert [sharps for _, sharps, _ in read_midi(NIFC / "op033-4.mid").key_signatures] == [2, -2, 2, -2, 5, 2]
+
+
+def test_the_verovio_child_dies_with_its_caller():
+    """A caller killed at a time limit (a fuzzer's worker, a request) takes its verovio child with it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # the score's pipe stays open here, so the child keeps waiting for it: only its caller's death can end it
+    read_end, write_end = os.pipe()
+    code = ("import subprocess, sys, time\n"
+            "p = subprocess.Popen([sys.executable, '-m', 'chopinbot.music.verovio_worker', 'musicxml'],"
+            " stdin=int(sys.argv[1]))\n"
+            "print(p.pid, flush=True)\n"
+            "time.sleep(60)\n")
+    caller = subprocess.Popen([sys.executable, "-c", code, str(read_end)], stdout=subprocess.PIPE, text=True,
+                              pass_fds=(read_end,))
+    os.close(read_end)
+    child = int(caller.stdout.readline())
+    time.sleep(2.0)  # the child is up, reading stdin
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                return "\nState:\tZ" not in f.read()
+        except FileNotFoundError:
+            return False
+
+    assert alive(child)
+    os.kill(caller.pid, signal.SIGKILL)
+    caller.wait()
+    deadline = time.monotonic() + 10
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    gone = not alive(child)
+    if not gone:
+        os.kill(child, signal.SIGKILL)
+    os.close(write_end)
+    assert gone

@@ -391,7 +391,8 @@ def test_infill_of_an_uploaded_piece(controls_entry, pool):
     assert 0 < len(excerpt) < len(read_midi_bytes(p.midi["all"]))
     assert p.figures.notes > 0 and "(asked pp)" in figures_lines(p.figures, res.request)[2]
     assert list(res.stats_table()[0])[1] == "the new span" and res.seed_midi == b""
-    assert p.summary.startswith("ChopinBot (tiny") and ": infilled " in p.summary and "p20.mid (bar 2 to bar 3)" in p.summary
+    assert p.summary.startswith("ChopinBot (tiny") and ": infilled " in p.summary
+    assert "p20.mid (bar 2 to bar 3)" in p.summary
     assert "infill of primer p20.mid" in describe_request(res.request)
     # what an infill cannot be asked, and a span over the per-request cap
     for bad, message in ((dict(primer=None), "needs your own MIDI file"), (dict(variations=2), "variations do not"),

@@ -183,7 +183,7 @@ def _worker(target: str, mem_cap_mb: int) -> None:
             return
         (n,) = struct.unpack(">I", head)
         data = stdin.read(n)
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0 = time.perf_counter(), _cpu_with_children()
         try:
             res = fn(data)
         except MemoryError:
@@ -191,18 +191,25 @@ def _worker(target: str, mem_cap_mb: int) -> None:
         except Exception as e:  # noqa: BLE001 -- the target itself failed
             res = {"outcome": "crash", "message": f"{type(e).__name__}: {e}"[:1000]}
         res["wall"] = time.perf_counter() - t0
-        res["cpu"] = time.process_time() - c0
+        res["cpu"] = _cpu_with_children() - c0
         res["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         stdout.write(json.dumps(res) + "\n")
         stdout.flush()
 
 
+def _cpu_with_children() -> float:
+    """CPU seconds of this process and of the children it has waited for (verovio's, for scores)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process so far, from /proc (0 where there is none)."""
+    """CPU time (user + system) of a process and its waited-for children so far, from /proc
+    (0 where there is none).  A child still running is not counted: the wall-time backstop is."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
 
@@ -275,6 +282,7 @@ class Summary:
     by_mutator: dict[str, dict[str, int]] = field(default_factory=dict)
     large_cases: int = 0
     worker_restarts: int = 0
+    kind: str = "MIDI"  # what the inputs are, for the summary line
 
     @property
     def failed(self) -> int:
@@ -283,7 +291,8 @@ class Summary:
     def text(self) -> str:
         c = self.counts
         lines = [
-            f"fuzzed {self.cases:,} MIDI inputs (seed {self.seed}, {self.large_cases} of 100k+ notes/events) in "
+            f"fuzzed {self.cases:,} {self.kind} inputs (seed {self.seed}, {self.large_cases} "
+            f"{'of 100k+ notes/events' if self.kind == 'MIDI' else 'large or bombs'}) in "
             f"{self.seconds:.1f} s: ok {c['ok']:,}, MidiError {c['midi_error']:,}; "
             f"crash {c['crash']}, hang {c['hang']}, slow {c['slow']}, memory {c['memory']}, invalid {c['invalid']}",
         ]
@@ -301,7 +310,7 @@ class Summary:
 
 
 def _message_key(msg: str) -> str:
-    msg = re.sub(r"^.*?\.mid: ", "", msg)
+    msg = re.sub(r"^.*?\.(mid|musicxml|mxl|xml|krn): ", "", msg)
     return re.sub(r"\d[\d,.]*", "N", msg)[:120]
 
 
@@ -319,6 +328,8 @@ def run_fuzz(
     start: int = 0,
     progress: bool = False,
     case_filter: Callable[[Case], bool] | None = None,
+    make: Callable[[int], Case] | None = None,
+    kind: str = "MIDI",
 ) -> Summary:
     """Run cases ``start .. start + cases - 1`` of ``seed`` in ``jobs`` worker processes.
 
@@ -327,15 +338,17 @@ def run_fuzz(
     seconds (default ``max(10, 5 * time_cap)``) or ``hang_wall`` wall seconds
     (default ``max(120, 30 * time_cap)``, a backstop for a worker blocked
     without using CPU); CPU time, unlike wall time, does not grow when the
-    machine is busy with other work.
+    machine is busy with other work.  ``make(i)`` makes case ``i`` (default: the
+    MIDI cases of ``seed`` from ``corpus_dir``); ``kind`` names the inputs in the summary.
     """
-    folder = Path(corpus_dir or BUNDLED_CORPUS_DIR)
-    corpus = load_corpus(folder)
+    if make is None:
+        corpus = load_corpus(Path(corpus_dir or BUNDLED_CORPUS_DIR))
+        make = lambda i: make_case(seed, i, corpus)  # noqa: E731
     hang_cpu = hang_cpu or max(10.0, 5 * time_cap)
     hang_wall = hang_wall or max(120.0, 30 * time_cap)
-    summary = Summary(seed=seed, time_cap=time_cap, mem_cap_mb=mem_cap_mb)
+    summary = Summary(seed=seed, time_cap=time_cap, mem_cap_mb=mem_cap_mb, kind=kind)
     t_start = time.perf_counter()
-    pending = (make_case(seed, i, corpus) for i in range(start, start + cases))
+    pending = (make(i) for i in range(start, start + cases))
     if case_filter is not None:
         pending = (c for c in pending if case_filter(c))
     done = 0
@@ -354,6 +367,7 @@ def run_fuzz(
             summary.messages[k] = summary.messages.get(k, 0) + 1
         parts = case.name.split("+")
         for part in parts[1:] if "." in parts[0] else ["synth"] + parts[1:]:
+            part = "named.x" if part.startswith("named.") else part
             d = summary.by_mutator.setdefault(part, {})
             d[outcome] = d.get(outcome, 0) + 1
         if "cpu" in res:
@@ -368,7 +382,8 @@ def run_fuzz(
             if save_failures:
                 d = Path(save_failures)
                 d.mkdir(parents=True, exist_ok=True)
-                (d / f"seed{seed}-case{case.index}.mid").write_bytes(case.data)
+                suffix = getattr(case, "suffix", ".mid")
+                (d / f"seed{seed}-case{case.index}{suffix}").write_bytes(getattr(case, "file_bytes", case.data))
         done += 1
         if progress and done % 500 == 0:
             c = summary.counts

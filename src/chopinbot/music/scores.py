@@ -29,10 +29,12 @@ import binascii
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+import xml.parsers.expat as expat
 import zipfile
 import zlib
 from pathlib import Path
@@ -50,9 +52,27 @@ ACCEPTED = "MIDI (.mid, .midi), MusicXML (.musicxml, .mxl, .xml) or Humdrum (.kr
 # a format sniffed from the content -> the suffix it is read as (a file whose name says nothing)
 _SNIFFED_SUFFIX = {"MIDI": ".mid", "MusicXML": ".musicxml", "compressed MusicXML (.mxl)": ".mxl",
                    "Humdrum **kern": ".krn"}
+_FORMAT_NAMES = {".musicxml": "MusicXML score", ".xml": "MusicXML score", ".mxl": "compressed MusicXML (.mxl) score",
+                 ".krn": "Humdrum score"}  # named in every message about a score
 MUSICXML_ROOTS = ("score-partwise", "score-timewise")
 MAX_SCORE_BYTES = 50 * 1024 * 1024  # the largest NIFC Humdrum file is 0.1 MB; big MusicXML ~10 MB
-SCORE_TIMEOUT_S = 300.0  # verovio takes up to ~2 s on the largest NIFC files
+SCORE_TIMEOUT_S = 300.0  # verovio takes up to ~2 s on the largest NIFC files (read at call time: the fuzzer lowers it)
+# Humdrum shapes verovio takes minutes over (the score fuzzer's finds: 1,000 spines or a chord of
+# 10,000 notes ran past 60 s; 300 spines took 1.8 s), far beyond any piano score (2-8 spines,
+# chords of a few notes): refused before verovio sees them.
+MAX_HUMDRUM_SPINES = 128
+MAX_HUMDRUM_CHORD = 256  # notes in one token
+MAX_HUMDRUM_TOKEN = 4000  # characters in one token (a pitch letter repeated 100,000 times is 100,000 octaves)
+# 20,000 empty bars took verovio 48 s (loaded machine) and 100,000-210,000 records over 60 s; the
+# largest NIFC Humdrum file (0.1 MB) has a few thousand records and a few hundred bars.
+MAX_HUMDRUM_RECORDS = 20_000  # data lines and barlines
+MAX_HUMDRUM_BARS = 5_000
+# verovio's time grows steeply with the notes of one bar (MusicXML, one part: 300 notes 0.3 s,
+# 1,000 1.5 s, 2,000 12.7 s, 5,000 over 60 s); a real bar of one part holds at most a few dozen.
+MAX_QUARTERS_PER_DURATION = 1024  # a <forward> of 10^9 divisions took verovio 30 s per read (fuzzer find)
+MAX_NOTES_PER_BAR = 500  # MusicXML <note>s in one <measure>; Humdrum data records between barlines
+MAX_MUSICXML_STAVES = 64  # <staves> of one part: verovio ran past 60 s on 1,000,000 (a piano part has 2)
+MAX_CONTAINER_BYTES = 1024 * 1024  # META-INF/container.xml of an .mxl: a few hundred bytes in practice
 WORKER_MODULE = "chopinbot.music.verovio_worker"
 SRC_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the chopinbot package
 
@@ -71,7 +91,7 @@ def read_notes(path: str | os.PathLike, max_notes: int = MAX_NOTES_PER_FILE) -> 
 
 
 def read_notes_bytes(data: bytes, name: str = "<bytes>", max_notes: int = MAX_NOTES_PER_FILE,
-                     timeout_s: float = SCORE_TIMEOUT_S) -> PianoNotes:
+                     timeout_s: float | None = None) -> PianoNotes:
     """Like :func:`read_notes` for a file already in memory (an upload): by the suffix of ``name``,
     or, when ``name`` has none of :data:`NOTE_SUFFIXES`, by what the content looks like.  A score
     goes through the same child-process reader as a score on disk; nothing is written to disk."""
@@ -89,13 +109,13 @@ def read_notes_bytes(data: bytes, name: str = "<bytes>", max_notes: int = MAX_NO
 
 
 def read_score(
-    path: str | os.PathLike, max_notes: int = MAX_NOTES_PER_FILE, timeout_s: float = SCORE_TIMEOUT_S
+    path: str | os.PathLike, max_notes: int = MAX_NOTES_PER_FILE, timeout_s: float | None = None
 ) -> PianoNotes:
     """Read a MusicXML (``.musicxml``, ``.mxl``, ``.xml``) or Humdrum (``.krn``) score.
 
     Raises :class:`MidiError` with a readable reason for anything unusable: not a score of its
     kind, truncated, no notes, too large, or verovio failing, crashing or taking over
-    ``timeout_s`` seconds on it.
+    ``timeout_s`` seconds on it (default :data:`SCORE_TIMEOUT_S`).
     """
     path = Path(path)
     name = str(path)
@@ -105,15 +125,20 @@ def read_score(
     return _score_notes(_read_bounded(path), suffix, name, max_notes, timeout_s)
 
 
-def _score_notes(data: bytes, suffix: str, name: str, max_notes: int, timeout_s: float) -> PianoNotes:
+def _score_notes(data: bytes, suffix: str, name: str, max_notes: int, timeout_s: float | None) -> PianoNotes:
     """The notes of a score's bytes, read as its ``suffix`` says (checked, then converted in a child)."""
     if suffix == ".krn":
         input_format, text = "humdrum", _humdrum_text(data, name)
     else:
         input_format = "musicxml"
         text = _musicxml_text(_unzip_mxl(data, name) if suffix == ".mxl" else data, name)
-    midi, signatures, measures = _run_verovio(input_format, text, name, timeout_s)
-    notes = read_midi_bytes(midi, name=name, max_notes=max_notes)
+    what = _FORMAT_NAMES[suffix]
+    timeout_s = SCORE_TIMEOUT_S if timeout_s is None else timeout_s
+    midi, signatures, measures = _run_verovio(input_format, text, name, timeout_s, what)
+    try:
+        notes = read_midi_bytes(midi, name=name, max_notes=max_notes)
+    except MidiError as e:  # "no notes in the file" alone would not say which file: the score, converted
+        raise MidiError(f"{e.reason} (after converting the {what} to MIDI)", name) from None
     notes.end = notes.end + 1  # verovio's missing last tick
     notes.key_signatures = _signature_ticks(signatures, notes.ticks_per_quarter)
     notes.time_signatures = _bar_signatures(measures, notes.time_signatures, notes.ticks_per_quarter)
@@ -146,18 +171,105 @@ def _humdrum_text(data: bytes, name: str) -> str:
         raise MidiError("not a Humdrum **kern score (no '**kern' spine)", name)
     if not any(line.strip() and set(line.rstrip().split("\t")) == {"*-"} for line in lines):
         raise MidiError("truncated Humdrum score (its spines never end: no '*-' line)", name)
+    records = bars = in_bar = 0
+    for number, line in enumerate(lines, 1):
+        if line.startswith("!"):  # a comment: verovio skips it
+            continue
+        if not line.startswith("*"):
+            records += 1
+            bars += line.startswith("=")
+            in_bar = 0 if line.startswith("=") else in_bar + 1
+            if in_bar > MAX_NOTES_PER_BAR:
+                raise MidiError(f"Humdrum score with over {MAX_NOTES_PER_BAR} records in one bar (line {number:,})",
+                                name)
+            if records > MAX_HUMDRUM_RECORDS or bars > MAX_HUMDRUM_BARS:
+                raise MidiError(f"Humdrum score too long for verovio: over {MAX_HUMDRUM_RECORDS:,} records or "
+                                f"{MAX_HUMDRUM_BARS:,} bars (line {number:,})", name)
+        tokens = line.split("\t")
+        if len(tokens) > MAX_HUMDRUM_SPINES:
+            raise MidiError(f"Humdrum score with {len(tokens):,} spines on line {number:,} (limit "
+                            f"{MAX_HUMDRUM_SPINES})", name)
+        for token in tokens:
+            if len(token) > MAX_HUMDRUM_TOKEN:
+                raise MidiError(f"Humdrum score with a {len(token):,}-character token on line {number:,} (limit "
+                                f"{MAX_HUMDRUM_TOKEN:,})", name)
+            if token.count(" ") >= MAX_HUMDRUM_CHORD:
+                raise MidiError(f"Humdrum score with a chord of {token.count(' ') + 1:,} notes on line {number:,} "
+                                f"(limit {MAX_HUMDRUM_CHORD})", name)
     return text
+
+
+class _EntityDeclared(Exception):
+    pass
+
+
+class _RootReached(Exception):
+    pass
+
+
+def _no_entities(*_args) -> None:
+    raise _EntityDeclared
+
+
+def _root_reached(*_args) -> None:
+    raise _RootReached
+
+
+def parse_xml(data: bytes) -> ET.Element:
+    """``ET.fromstring``, refusing entity declarations: a ``<!ENTITY>`` in the document type raises
+    :class:`_EntityDeclared`.  expat (2.4+) stops a billion laughs by its amplification factor, but a
+    50 MB file expanded 100-fold (the factor it allows) would still be 5 GB; MusicXML needs no
+    entities of its own.  Entities can only be declared before the root element, so a first pass
+    of expat stops there.  External entities and DTDs are never fetched, by ElementTree nor by
+    verovio's pugixml, which expands no entities at all."""
+    check = expat.ParserCreate()
+    check.EntityDeclHandler = _no_entities  # called for every <!ENTITY ...>, general or parameter
+    check.UnparsedEntityDeclHandler = _no_entities
+    check.StartElementHandler = _root_reached
+    try:
+        check.Parse(data, True)
+    except (_RootReached, expat.ExpatError, LookupError, ValueError):  # malformed, an unknown encoding...:
+        pass  # ElementTree says what and where
+    return ET.fromstring(data)
 
 
 def _musicxml_text(data: bytes, name: str) -> str:
     """The score as text, once it is known to be whole, well-formed MusicXML."""
     try:
-        root = ET.fromstring(data)  # honours the declared encoding; fetches no DTD
+        root = parse_xml(data)  # honours the declared encoding; fetches no DTD
+    except _EntityDeclared:
+        raise MidiError("MusicXML score refused: it declares XML entities (<!ENTITY>), which are not read "
+                        "(they can expand to gigabytes or name other files)", name) from None
+    except LookupError as e:  # expat hands an encoding it does not know to Python's codecs (a fuzzer find)
+        raise MidiError(f"not a readable MusicXML score: it declares an encoding Python does not know ({e})",
+                        name) from None
     except ET.ParseError as e:
         raise MidiError(f"not a readable MusicXML score: not well-formed XML ({e}), a truncated or damaged "
                         "file?", name) from None
     if root.tag not in MUSICXML_ROOTS:
         raise MidiError(f"not a MusicXML score (its root element is <{root.tag}>, not <score-partwise>)", name)
+    for measure in root.iter("measure"):
+        notes = sum(1 for _ in measure.iter("note"))
+        if notes > MAX_NOTES_PER_BAR:
+            raise MidiError(f"MusicXML score with {notes:,} notes in one bar (bar {measure.get('number', '?')[:20]!r}; "
+                            f"limit {MAX_NOTES_PER_BAR})", name)
+    divisions = max((int(d.text) for d in root.iter("divisions") if (d.text or "").strip().isdigit()), default=1)
+    # negative ones too: a <backup> of -10^9 kept verovio busy as long (MusicXML durations are positive)
+    longest = max((int(d.text) for d in root.iter("duration") if re.fullmatch(r"\s*-?\d+\s*", d.text or "")),
+                  key=abs, default=0)
+    if abs(longest) > MAX_QUARTERS_PER_DURATION * max(1, divisions):
+        raise MidiError(f"MusicXML score with a <duration> of {longest:,} divisions (over "
+                        f"{MAX_QUARTERS_PER_DURATION:,} quarter notes at {divisions:,} per quarter)", name)
+    for tag in ("beats", "beat-type"):  # a -4/-8 metre kept verovio busy past 60 s; 4/0 crashed it (fuzzer finds)
+        for element in root.iter(tag):
+            numbers = re.findall(r"-?\d+", element.text or "")
+            if any(int(n) <= 0 for n in numbers):
+                raise MidiError(f"MusicXML score with a time signature of <{tag}>{(element.text or '')[:20]}</{tag}> "
+                                "(zero or negative)", name)
+    for staves in root.iter("staves"):
+        if not (staves.text or "").strip().isdigit() or int(staves.text) > MAX_MUSICXML_STAVES:
+            raise MidiError(f"MusicXML score with <staves>{(staves.text or '')[:20]}</staves> (a whole number up "
+                            f"to {MAX_MUSICXML_STAVES} is read)", name)
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return data.decode("utf-16")
     try:
@@ -176,22 +288,27 @@ def _unzip_mxl(data: bytes, name: str) -> bytes:
             if archive.getinfo(member).file_size > MAX_SCORE_BYTES:
                 raise MidiError(f"score inside the .mxl archive too large (over {MAX_SCORE_BYTES:,} bytes)", name)
             return archive.read(member)  # zipfile never reads past the size it declares
+    except _EntityDeclared:
+        raise MidiError("compressed MusicXML (.mxl) refused: its container.xml declares XML entities", name) from None
     except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, ET.ParseError, NotImplementedError, RuntimeError,
-            ValueError) as e:
+            ValueError, OSError, LookupError) as e:
         raise MidiError(f"not a readable compressed MusicXML (.mxl) file ({e})", name) from None
 
 
 def _mxl_rootfile(archive: zipfile.ZipFile) -> str | None:
     names = archive.namelist()
     if "META-INF/container.xml" in names:
-        for element in ET.fromstring(archive.read("META-INF/container.xml")).iter():
+        if archive.getinfo("META-INF/container.xml").file_size > MAX_CONTAINER_BYTES:
+            raise ValueError(f"its META-INF/container.xml is over {MAX_CONTAINER_BYTES:,} bytes")
+        for element in parse_xml(archive.read("META-INF/container.xml")).iter():
             if element.tag.rpartition("}")[2] == "rootfile" and element.get("full-path") in names:
                 return element.get("full-path")
     scores = [n for n in names if not n.startswith("META-INF/") and n.lower().endswith((".xml", ".musicxml"))]
     return scores[0] if scores else None
 
 
-def _run_verovio(input_format: str, text: str, name: str, timeout_s: float) -> tuple[bytes, list, list]:
+def _run_verovio(input_format: str, text: str, name: str, timeout_s: float, what: str = "score"
+                 ) -> tuple[bytes, list, list]:
     """(MIDI bytes, key signatures, bar starts in quarters) from verovio, run in a child (its crashes stay there)."""
     if not sys.executable:
         raise MidiError("cannot convert scores here: no Python executable to run verovio in", name)
@@ -207,12 +324,12 @@ def _run_verovio(input_format: str, text: str, name: str, timeout_s: float) -> t
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise MidiError(f"verovio did not finish reading the score within {timeout_s:g} s", name) from None
+        raise MidiError(f"verovio did not finish reading the {what} within {timeout_s:g} s", name) from None
     except OSError as e:
-        raise MidiError(f"cannot start the score converter ({e.strerror})", name) from None
+        raise MidiError(f"cannot start the score converter for the {what} ({e.strerror})", name) from None
     said = _first_error_line(proc.stderr)
     if proc.returncode < 0:
-        raise MidiError(f"verovio crashed on this score ({_signal_name(-proc.returncode)}){said}", name)
+        raise MidiError(f"verovio crashed on this {what} ({_signal_name(-proc.returncode)}){said}", name)
     try:
         reply = json.loads(proc.stdout)
         if proc.returncode != 0 or not isinstance(reply, dict):
@@ -222,14 +339,16 @@ def _run_verovio(input_format: str, text: str, name: str, timeout_s: float) -> t
         return (base64.b64decode(reply["midi"], validate=True), list(reply["key_signatures"]),
                 [float(q) for q in reply.get("measures", [])])
     except (ValueError, KeyError, TypeError, binascii.Error):
-        raise MidiError(f"the score converter failed (exit status {proc.returncode}){said}", name) from None
+        raise MidiError(f"the score converter failed on the {what} (exit status {proc.returncode}){said}",
+                        name) from None
 
 
 def _first_error_line(stderr: bytes) -> str:
     """verovio's first error message (its lines up to a blank one, joined), or its last line."""
     paragraphs = [" ".join(p.split()) for p in stderr.decode("utf-8", errors="replace").split("\n\n") if p.strip()]
     errors = [p[p.lower().index("error"):] for p in paragraphs if "error" in p.lower()] or paragraphs[-1:]
-    return f"; it said: {errors[0][:200]}" if errors else ""
+    # it may quote the score's own bytes: control characters would break the one-line message
+    return f"; it said: {''.join(c if c.isprintable() else '?' for c in errors[0][:200])}" if errors else ""
 
 
 def _signal_name(number: int) -> str:

@@ -23,6 +23,7 @@ import xml.etree.ElementTree as ET
 import verovio
 
 FORMATS = ("humdrum", "musicxml")
+NAMES = {"humdrum": "Humdrum", "musicxml": "MusicXML"}  # as the messages name them
 MEI = "{http://www.music-encoding.org/ns/mei}"
 XML_ID = "{http://www.w3.org/XML/1998/namespace}id"
 
@@ -96,16 +97,36 @@ def convert(text: str, input_format: str) -> dict:
     toolkit.setOptions({"expandNever": True, "breaks": "none"})
     toolkit.setInputFrom(input_format)
     if not toolkit.loadData(text):  # renderToMIDI after a failed load segfaults: stop here
-        return {"error": f"verovio cannot read this {input_format} score"}
+        return {"error": f"verovio cannot read this {NAMES[input_format]} score"}
     midi = toolkit.renderToMIDI()
     if not midi:
-        return {"error": "verovio made no MIDI from this score"}
+        return {"error": f"verovio made no MIDI from this {NAMES[input_format]} score"}
     timemap = toolkit.renderToTimemap({"includeMeasures": True, "includeRests": True})
     measures = sorted({float(e["qstamp"]) for e in timemap if e.get("measureOn")})
     return {"midi": midi, "key_signatures": key_signatures(toolkit.getMEI(), timemap), "measures": measures}
 
 
+def die_with_parent() -> None:
+    """Linux: this child is killed when the process that started it dies.  A caller killed at a time
+    limit (a fuzzer's worker, a server's request) would otherwise leave verovio grinding on an
+    absurd score for minutes, with no one to read its answer.  Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import os
+    import signal
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took hold
+        os._exit(1)
+
+
 def main() -> int:
+    die_with_parent()
     if len(sys.argv) != 2 or sys.argv[1] not in FORMATS:
         print(f"usage: python -m chopinbot.music.verovio_worker {'|'.join(FORMATS)} < score", file=sys.stderr)
         return 2
@@ -114,7 +135,7 @@ def main() -> int:
     try:
         reply = convert(text, sys.argv[1])
     except ET.ParseError as e:  # verovio's own MEI unreadable: a verovio bug, reported as such
-        reply = {"error": f"verovio wrote MEI that cannot be parsed ({e})"}
+        reply = {"error": f"verovio wrote MEI that cannot be parsed, from this {NAMES[sys.argv[1]]} score ({e})"}
     sys.stdout.write(json.dumps(reply))
     return 0
 
