@@ -48,7 +48,7 @@ def refusal(data: bytes, name: str) -> str:
 def test_300_mutated_scores_pass_the_checks_before_verovio(corpus, monkeypatch):
     """What the parent process parses itself (XML, zip, Humdrum lines) never raises anything but
     a MidiError naming the format; verovio is replaced by a fixed MIDI file here."""
-    monkeypatch.setattr(scores, "_run_verovio", lambda *a, **k: (LITTLE_MID, []))
+    monkeypatch.setattr(scores, "_run_verovio", lambda *a, **k: (LITTLE_MID, [], []))
     outcomes = {"ok": 0, "refused": 0}
     for i in range(300):
         case = cases.make_score_case(0, i, corpus, large=False)
@@ -105,7 +105,7 @@ def test_an_external_dtd_is_never_fetched():
 def test_an_external_entity_never_reaches_verovio(monkeypatch):
     """Even if a check were skipped, /etc/passwd must not be read into the score."""
     seen = []
-    monkeypatch.setattr(scores, "_run_verovio", lambda fmt, text, *a, **k: seen.append(text) or (LITTLE_MID, []))
+    monkeypatch.setattr(scores, "_run_verovio", lambda fmt, text, *a, **k: seen.append(text) or (LITTLE_MID, [], []))
     with pytest.raises(MidiError):
         read_notes_bytes(xmlm.x_entities(random.Random(0), LITTLE_XML, "external_file"), "x.musicxml")
     assert not seen
