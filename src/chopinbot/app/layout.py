@@ -517,7 +517,7 @@ def show_score(result: ComposeResult, i: int) -> None:
         st.info(files)
         return
     part = "infilled" if result.is_infill else "all"
-    st.image(files.first_page_png, caption=f"The score's first page (of {files.pages}); the PDF has them all.")
+    st.image(files.first_page_svg, caption=f"The score's first page (of {files.pages}); the PDF has them all.")
     for place, (label, data, ext, mime) in zip(st.columns(2), (
             ("Score: MusicXML", files.musicxml, "musicxml", "application/vnd.recordare.musicxml+xml"),
             ("Score: PDF", files.pdf, "pdf", "application/pdf"))):
