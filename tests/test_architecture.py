@@ -30,9 +30,10 @@ LAYERS: dict[str, int] = {
     "chopinbot.device": 1,  # raises errors.ConfigError
     "chopinbot.music": 2,  # MIDI, scores, states, keys: no model, no dataset
     "chopinbot.dataset": 3,  # corpus -> states -> batches (and their targets)
-    # output formats (MIDI, WAV, piano roll, plots) depend on music alone; compose writes
-    # its pieces through them (PieceOutputs), so render sits below compose, not beside app
-    "chopinbot.render": 3,
+    "chopinbot.notation": 3,  # states -> sheet music (MusicXML, engraved pages): music alone
+    # output formats (MIDI, WAV, piano roll, plots, scores) depend on music and notation; compose
+    # writes its pieces through them (PieceOutputs), so render sits below compose, not beside app
+    "chopinbot.render": 4,
     "chopinbot.model": 4,
     "chopinbot.training": 5,
     "chopinbot.compose": 5,

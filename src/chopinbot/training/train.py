@@ -377,7 +377,7 @@ def model_card(cfg: TrainConfig, ds: Dataset, res: RunResult, cpu_seconds: float
         "init_from": cfg.init_from,
         "lr": cfg.learning_rate(),
         "epochs": res.epochs, "best_epoch": res.best_epoch, "stopped": res.stopped,
-        "cpu_minutes": round(cpu_seconds / 60, 2), "wall_minutes": round(res.seconds / 60, 2),
+        "cpu_minutes": round(cpu_seconds / 60, 4), "wall_minutes": round(res.seconds / 60, 2),
         "held_out": {"split": "valid",
                      "start_key_nll": res.start.get("valid_key_nll"), "start_f1": res.start.get("valid_f1_best"),
                      "key_nll": res.best.get("valid_key_nll"), "f1": res.best.get("valid_f1_best")},
