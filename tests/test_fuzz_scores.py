@@ -242,3 +242,14 @@ def test_a_duration_of_a_billion_divisions_is_refused_before_verovio():
     assert "MusicXML score with a <duration> of 1,000,000,000 divisions" in refusal(data, "long.musicxml")
     data = LITTLE_XML.replace(b"</note>", b"</note><backup><duration>-1000000000</duration></backup>", 1)
     assert "MusicXML score with a <duration> of -1,000,000,000 divisions" in refusal(data, "back.musicxml")
+
+
+@pytest.mark.parametrize("index", [5012, 5719])
+def test_the_10000_case_run_finds_are_clean_refusals(index):
+    """Seed 1's full run: an .mxl member packed as corrupt LZMA crashed `prepare` (LZMAError), and a damaged
+    archive's message quoted raw header bytes; both are now one printable line that names the format."""
+    case = cases.make_score_case(1, index, cases.load_score_corpus())
+    res = fuzz_scores.check_score(case.data)
+    assert res["outcome"] == "midi_error", res
+    assert "compressed MusicXML (.mxl)" in res["message"] and res["message"].isprintable()
+    assert len(res["message"]) <= 300

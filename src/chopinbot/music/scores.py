@@ -28,6 +28,7 @@ import base64
 import binascii
 import io
 import json
+import lzma
 import os
 import re
 import signal
@@ -290,9 +291,12 @@ def _unzip_mxl(data: bytes, name: str) -> bytes:
             return archive.read(member)  # zipfile never reads past the size it declares
     except _EntityDeclared:
         raise MidiError("compressed MusicXML (.mxl) refused: its container.xml declares XML entities", name) from None
-    except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, ET.ParseError, NotImplementedError, RuntimeError,
-            ValueError, OSError, LookupError) as e:
-        raise MidiError(f"not a readable compressed MusicXML (.mxl) file ({e})", name) from None
+    except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, KeyError, ET.ParseError, NotImplementedError,
+            RuntimeError, ValueError, OSError, LookupError) as e:  # LZMA: a member may say it is LZMA-packed
+        # zipfile may quote the archive's own bytes: one short printable line
+        said = "".join(c if c.isprintable() else "?" for c in str(e))
+        said = said if len(said) <= 160 else said[:157] + "..."
+        raise MidiError(f"not a readable compressed MusicXML (.mxl) file ({said})", name) from None
 
 
 def _mxl_rootfile(archive: zipfile.ZipFile) -> str | None:
