@@ -448,27 +448,35 @@ def run_fuzz(
     return summary
 
 
+def replay(check, payload: bytes, file_bytes: bytes, suffix: str, save: str | None, save_name: str,
+           upload_name: str | None = None) -> int:
+    """One case in-process (a MIDI or a score fuzzer's): ``check(payload)``'s outcome, then, for a crash,
+    the two paths again (``prepare``'s and ``--primer``'s) without catching anything, so the traceback
+    shows.  ``file_bytes`` is the file itself (written to ``save``/``save_name`` when asked)."""
+    if save:
+        Path(save).mkdir(parents=True, exist_ok=True)
+        out = Path(save) / save_name
+        out.write_bytes(file_bytes)
+        print(f"input written to {out}")
+    t0 = time.process_time()
+    res = check(payload)
+    print(f"{res['outcome']}: {res['message'] or res.get('states', 0)} ({time.process_time() - t0:.3f} s CPU)")
+    if res["outcome"] == "crash":  # again, letting the exception through
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / f"case{suffix}").write_bytes(file_bytes)
+            process_file(Path(tmp) / f"case{suffix}", PrepareSettings())
+        try:
+            seed_from_primer(file_bytes, SEED_STATES, PrepareSettings(), name=upload_name or "upload")
+        except MidiError:
+            pass
+    return 0 if res["outcome"] in ("ok", "midi_error") else 1
+
+
 def _reproduce(seed: int, index: int, corpus_dir: str | None, save: str | None) -> int:
     """Run one case in-process, without catching anything, so its traceback shows."""
     case = make_case(seed, index, load_corpus(corpus_dir or BUNDLED_CORPUS_DIR))
     print(f"case #{case.index} of seed {seed}: {case.name} ({len(case.data):,} bytes)")
-    if save:
-        Path(save).mkdir(parents=True, exist_ok=True)
-        out = Path(save) / f"seed{seed}-case{case.index}.mid"
-        out.write_bytes(case.data)
-        print(f"input written to {out}")
-    t0 = time.process_time()
-    res = check_bytes(case.data)
-    print(f"{res['outcome']}: {res['message'] or res.get('states', 0)} ({time.process_time() - t0:.3f} s CPU)")
-    if res["outcome"] == "crash":  # again, letting the exception through
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "case.mid").write_bytes(case.data)
-            process_file(Path(tmp) / "case.mid", PrepareSettings())
-        try:
-            seed_from_primer(case.data, SEED_STATES, PrepareSettings())
-        except MidiError:
-            pass
-    return 0 if res["outcome"] in ("ok", "midi_error") else 1
+    return replay(check_bytes, case.data, case.data, ".mid", save, f"seed{seed}-case{case.index}.mid")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from chopinbot.dataset.store import PrepareSettings
 from chopinbot.errors import MidiError
 from chopinbot.io_utils import atomic_write_json
 from chopinbot.music import scores
-from chopinbot_tools.fuzz import _check_states, _one_line_ok, run_fuzz
+from chopinbot_tools.fuzz import _check_states, _one_line_ok, replay, run_fuzz
 from chopinbot_tools.fuzz_score_cases import load_score_corpus, make_score_case
 
 VEROVIO_TIMEOUT_S = 60.0  # wall seconds for one conversion in the fuzzer (the product allows 300)
@@ -142,23 +141,8 @@ def _reproduce(seed: int, index: int, save: str | None) -> int:
     case = make_score_case(seed, index, load_score_corpus())
     print(f"case #{case.index} of seed {seed}: {case.name} ({len(case.score):,} bytes, {case.suffix}, "
           f"uploaded as {case.upload_name or '(no name)'!r})")
-    if save:
-        Path(save).mkdir(parents=True, exist_ok=True)
-        out = Path(save) / f"seed{seed}-case{case.index}{case.suffix}"
-        out.write_bytes(case.score)
-        print(f"input written to {out}")
-    t0 = time.process_time()
-    res = check_score(case.data)
-    print(f"{res['outcome']}: {res['message'] or res.get('states', 0)} ({time.process_time() - t0:.3f} s CPU)")
-    if res["outcome"] == "crash":  # again, letting the exception through
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / f"case{case.suffix}").write_bytes(case.score)
-            process_file(Path(tmp) / f"case{case.suffix}", PrepareSettings())
-        try:
-            seed_from_primer(case.score, SEED_STATES, PrepareSettings(), name=case.upload_name or "upload")
-        except MidiError:
-            pass
-    return 0 if res["outcome"] in ("ok", "midi_error") else 1
+    return replay(check_score, case.data, case.score, case.suffix, save, f"seed{seed}-case{case.index}{case.suffix}",
+                  case.upload_name)
 
 
 def main(argv: list[str] | None = None) -> int:
