@@ -160,3 +160,41 @@ def test_max_leap_is_one_processor_that_every_piece_obeys(model):
     assert worst_leap(replace(base, max_leap=3)) <= 3
     with pytest.raises(Exception, match="max leap"):
         GenerateConfig(max_leap=0).validate()
+
+
+def test_notatable_rhythm_keeps_every_boundary_on_the_24th_beat_grid():
+    """Boundaries an even number of 48ths from where composing starts (sixteenths, triplets,
+    sextuplets): an odd value (a 5/48 or a sixty-fourth, 3/48) is never drawn, whatever came before."""
+    units = np.array([3, 5, 8, 12, 16, 32, 43, 48])
+    rule = decoding.NotatableRhythm(2, units / 48)
+    even = (units % 2 == 0).tolist()
+    assert rule.allowed().tolist() == [even, even]
+    keys = np.zeros((2, N_KEYS), bool)
+    rule.on_state(decoding.NewStates(keys, keys, np.zeros(2, int), np.array([16, 8]) / 48))
+    assert rule.allowed().tolist() == [even, even]
+    logits = rule.tilt_durations(np.zeros((2, 8)), np.ones(2))
+    assert np.isneginf(logits[:, 1]).all() and np.isfinite(logits[:, 2]).all()
+    only_odd = decoding.NotatableRhythm(1, np.array([3, 5]) / 48)
+    assert np.isfinite(only_odd.tilt_durations(np.zeros((1, 2)), np.ones(1))).all()  # nothing fits: model's choice
+
+
+def test_notatable_pieces_are_written_exactly_by_their_score(model):
+    """Composed with notatable, the MusicXML read back has every note's pitch and onset where the
+    states have them (the score moves no boundary); composed freely, the same seeds need moves."""
+    import xml.etree.ElementTree as ET
+
+    from chopinbot.notation.piece import piece_spec
+    from chopinbot.notation.score import build_score
+
+    moved = {}
+    for notatable in (False, True):
+        moved[notatable] = 0
+        for rs in range(3):
+            res = generate(model, seed_from_test(5 + rs), GenerateConfig(seconds=20, random_seed=rs,
+                                                                         include_seed=rs == 1, notatable=notatable))
+            text, info = build_score(piece_spec(res))
+            moved[notatable] += info.stats.moved_boundaries
+            if notatable:  # every written note starts where the states' note does (onsets in divisions)
+                ET.fromstring(text)
+                assert info.stats.moved_boundaries == 0
+    assert moved[True] == 0 < moved[False]

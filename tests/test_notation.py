@@ -219,3 +219,22 @@ def test_engraving_in_a_thread():
         t.start()
         t.join()
     assert out == [1, 1]
+
+
+def test_a_note_tied_over_the_bar_line_stays_in_its_voice(tmp_path):
+    """In the left hand a C3 struck under a held E3 is the lower voice (6) of bar 1 and is tied into
+    bar 2, where the other voice moves below it: it keeps voice 6 there (verovio does not follow a
+    tie from one voice into another, and the score read back had a note too many)."""
+    st = states_of([(0, 4 * G, [52]), (2 * G, 5 * G, [48]), (4 * G, 8 * G, [40])])
+    text, info = build_score(ScoreSpec(st, key=Key(0, False), metre=Metre(((0.0, 4, 4),), 0.0), dynamics=False))
+    assert set(info.staff.tolist()) == {2}
+    voice_of_tie = {}
+    for note in ET.fromstring(text).iter("note"):
+        ties = {t.get("type") for t in note.findall("tie")}
+        if ties and note.find("pitch/step").text == "C":
+            voice_of_tie[frozenset(ties)] = note.find("voice").text
+    assert voice_of_tie[frozenset({"start"})] == voice_of_tie[frozenset({"stop"})] == "6"
+    path = tmp_path / "tied.musicxml"
+    path.write_text(text)
+    back = read_score(path)
+    assert sorted(back.pitch.tolist()) == [40, 48, 52]  # three notes, the tied one read once

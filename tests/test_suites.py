@@ -104,9 +104,18 @@ def test_controls_and_form_suites_run_in_the_schema(tiny_controls_model_dir, tin
     assert 0 <= f["figures"]["ABA cadence"] <= 1 and len(f["rows"]) == 5
 
 
-def test_suites_that_need_another_corpus_say_how_to_prepare_it(tmp_path):
-    with pytest.raises(ConfigError, match="chopinbot prepare --corpus piano"):
-        suites.run_suite("key-hold", None, {"data": str(tmp_path / "none")}, progress=False)
+def test_a_suite_prepares_the_bundled_corpus_it_needs_once(tmp_path, capsys):
+    """`--suite all` runs from a fresh clone: a missing dataset of a bundled corpus is prepared where the
+    settings say (once), and any other missing dataset is refused with the command that makes it."""
+    from chopinbot.evaluation.suites.controls import need_dataset
+
+    ds = need_dataset(str(tmp_path / "c48"), "chopin48", progress=False)
+    assert "preparing the bundled 'chopin48' corpus" in capsys.readouterr().out
+    assert (tmp_path / "c48" / "manifest.json").exists() and len(ds.manifest["files"]) == 48
+    need_dataset(str(tmp_path / "c48"), "chopin48", progress=False)
+    assert "preparing" not in capsys.readouterr().out  # the second time it is there
+    with pytest.raises(ConfigError, match="chopinbot prepare <files>"):
+        need_dataset(str(tmp_path / "none"), "my-scores")
 
 
 def test_settings_overrides_are_typed_and_checked():

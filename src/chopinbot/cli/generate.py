@@ -101,6 +101,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "figures and motifs recur, as Chopin's do (default: %(default)s; 1 = the model's own)")
     g.add_argument("--max-leap", type=number_in(1, N_KEYS, int), default=D.max_leap, metavar="SEMITONES",
                    help="the top voice climbs at most this many semitones at once (default: off)")
+    g.add_argument("--notatable", action="store_true", default=D.notatable,
+                   help="compose only rhythms a score writes exactly (within a beat, all on the sixteenth or all on "
+                        "the triplet grid): the --score then has every onset where the MIDI has it (default: off: "
+                        "about 1 onset in 100 is then written a 48th of a beat away, and the music copies more of "
+                        "its seed and sounds a little more like Chopin; docs/sheet-music.md)")
     g.add_argument("--min-keys", type=number_in(0, N_KEYS, int), default=D.min_keys,
                    help="at least this many keys sound in every state (default: %(default)s; 0 allows rests)")
     g.add_argument("--max-keys", type=number_in(1, N_KEYS, int), default=D.max_keys,

@@ -70,6 +70,8 @@ class StepProcessor:
         nothing is; see :meth:`~chopinbot.compose.sampling.Sampler.__call__`)."""
         return np.zeros(len(keys), bool)
 
+    forbids_durations = False  # whether tilt_durations may set a logit to -inf (a value never drawn, nor copied)
+
     def tilt_durations(self, logits: np.ndarray, struck: np.ndarray) -> np.ndarray:
         """The duration logits (B, V) of states striking ``struck`` (B,) notes, changed or not."""
         return logits
@@ -246,6 +248,37 @@ class MelodyLeap(StepProcessor):
         return kp, None if op is None else np.where(above, 0.0, op)
 
 
+class NotatableRhythm(StepProcessor):
+    """Every new state boundary lands where a score writes it exactly: on the 1/24-beat grid (an
+    even number of the 48 steps: sixteenths, thirty-seconds, triplets and sextuplets, not
+    sixty-fourths) counted from where the composing starts (the seed's end, wherever that lies).
+    Each beat of the score is then all on the triplet grid or all on the plain one
+    (:mod:`chopinbot.notation.rhythm`), wherever its metre puts the beat on that grid
+    (:func:`~chopinbot.notation.metre.infer_metre`'s ``grid_phase``).  A value that would leave the
+    grid is never drawn (its logit -inf).  Composed freely, the shipped model draws a boundary the
+    score must move at 1.3 % of them (a 5/48-beat value, a sixteenth after a triplet in one beat);
+    in the corpus 1.7 % of the boundaries fall on a sixty-fourth and 3.8 % on no written value at
+    all.  When no value fits (a model whose values are all odd) the model's own choice stands."""
+
+    forbids_durations = True
+
+    def __init__(self, batch: int, class_beats: np.ndarray) -> None:
+        self.units = np.round(np.asarray(class_beats, np.float64) * GRID_PER_BEAT).astype(np.int64)  # (V,)
+        self.pos = np.zeros(batch, np.int64)  # (B,) grid steps composed, modulo 2
+
+    def allowed(self) -> np.ndarray:
+        """(B, V) bool: the values each piece may take next."""
+        return (self.pos[:, None] + self.units[None, :]) % 2 == 0
+
+    def tilt_durations(self, logits, struck):
+        ok = self.allowed()
+        ok |= ~ok.any(-1, keepdims=True)  # nothing fits: the model's own choice
+        return np.where(ok, logits, -np.inf)
+
+    def on_state(self, new):
+        self.pos = (self.pos + np.round(np.asarray(new.beats, np.float64) * GRID_PER_BEAT).astype(np.int64)) % 2
+
+
 # --------------------------------------------------------------------------- stopping
 
 
@@ -301,6 +334,7 @@ class ComposeSettings(DecodingSettings, Protocol):
     repeat_boost: float
     loop_states: int
     max_leap: int | None
+    notatable: bool
 
 
 def guided_stepper(model, layout, cfg: ComposeSettings, controls: Controls | None, engine: str, batch: int):
@@ -347,6 +381,8 @@ def processors_for(model, cfg: ComposeSettings, controls: Controls | None, stepp
         processors.append(LoopBreaker(cfg.loop_states, histories))
     if cfg.max_leap is not None:
         processors.append(MelodyLeap(cfg.max_leap))
+    if cfg.notatable and model.config.duration_head == "classes":
+        processors.append(NotatableRhythm(B, model.config.duration_classes))
     if isinstance(stepper, GuidedStepper) and stepper.name == "key" and cfg.key_guidance_drift != cfg.key_guidance:
         # the key the requested pitch-class shares fit best (C major or A minor in the model's frame)
         asked = ALL_KEYS[int(histogram_key_correlations(np.asarray(controls.key)).argmax())]

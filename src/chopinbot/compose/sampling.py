@@ -151,8 +151,10 @@ class Sampler:
             op = sigmoid(onset_logits if not sample or T == 1.0 else onset_logits / T)
         kp, op = self._confine(kp, op, prev_keys)
         copy = self._propose(kp, op, d, prev_keys) if sample else None
-        if copy is not None and copy[3].all():  # every piece repeats: nothing to draw
-            return copy[0], copy[1], copy[2]
+        if copy is not None:  # a copied length a processor forbids becomes the nearest one it allows
+            copy = (copy[0], copy[1], self._allowed_class(d, copy[1], copy[2]), copy[3])
+            if copy[3].all():  # every piece repeats: nothing to draw
+                return copy[0], copy[1], copy[2]
         keys, onsets = self._draw(kp, op, prev_keys)
         for _ in range(REDRAWS if sample else 0):
             same = unchanged(keys, onsets, prev_keys) | self._rejected(keys, onsets)
@@ -173,7 +175,8 @@ class Sampler:
         if not self.classes_head:
             cls = self.vocab.index(sigmoid(d).mean(-1) * self.max_duration)
         elif not sample:
-            cls = (softmax(d.astype(np.float64)) @ self.cost).argmin(-1)  # as ChopinLSTM.point_duration
+            cost = softmax(d.astype(np.float64)) @ self.cost  # as ChopinLSTM.point_duration
+            cls = np.where(np.isfinite(d), cost, np.inf).argmin(-1)  # never a value a processor forbids
         else:
             probs = softmax(filter_logits(d.astype(np.float64) / T, c.top_k, c.top_p))
             cdf = probs.cumsum(-1)
@@ -184,6 +187,19 @@ class Sampler:
             keys, onsets = np.where(take[:, None], copy[0], keys), np.where(take[:, None], copy[1], onsets)
             cls = np.where(take, copy[2], cls)
         return keys, onsets, cls
+
+    def _allowed_class(self, d: np.ndarray, onsets: np.ndarray, cls: np.ndarray) -> np.ndarray:
+        """(B,) the rhythmic class ``cls`` (a proposed continuation's, after a state striking ``onsets``), or
+        where a processor forbids it (its logit -inf) the nearest class allowed: the copied notes go on,
+        on the grid the processor keeps."""
+        forbidding = [p for p in self.processors if getattr(p, "forbids_durations", False)]
+        if not self.classes_head or not forbidding:  # a tilt alone (a density kept) forbids nothing
+            return cls
+        for p in forbidding:
+            d = p.tilt_durations(d.astype(np.float64), onsets.sum(-1))
+        ok = np.isfinite(d)
+        nearest = np.where(ok, self.cost[cls], np.inf).argmin(-1)  # cost[true, chosen]: relative distance
+        return np.where(ok[np.arange(len(cls)), cls], cls, nearest)
 
     def _rejected(self, keys: np.ndarray, onsets: np.ndarray) -> np.ndarray:
         """(B,) bool: the drawn states a processor forbids (a loop's next state)."""

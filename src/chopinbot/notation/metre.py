@@ -146,16 +146,28 @@ def _onset_weights(keys: np.ndarray, onsets: np.ndarray, units: np.ndarray
     return starts[idx], beat_w, bar_w
 
 
+def _beat_phase(t: np.ndarray, w: np.ndarray, grid_phase: int | None = None) -> int:
+    """Grid steps after the first state's start where beats fall: where the most weight does (with
+    ``grid_phase``: among the steps an even number from it)."""
+    if not t.size:
+        return 0 if grid_phase is None else int(grid_phase) % 2
+    weight = np.bincount(t % GRID_PER_BEAT, weights=w, minlength=GRID_PER_BEAT)
+    if grid_phase is not None:
+        weight = np.where((np.arange(GRID_PER_BEAT) - grid_phase) % 2 == 0, weight, -1.0)
+    return int(np.argmax(weight))
+
+
 def infer_metre(keys: np.ndarray, onsets: np.ndarray, units: np.ndarray,
-                signature: tuple[int, int] | None = None) -> Metre:
+                signature: tuple[int, int] | None = None, grid_phase: int | None = None) -> Metre:
     """The metre of states given as keys and onsets (n, 88) and lengths in grid steps (n,); with
-    ``signature`` only where the bar lies (the phase) is inferred."""
+    ``signature`` only where the bar lies is inferred.  ``grid_phase``: music composed on the 1/24-beat
+    grid from this step (:class:`~chopinbot.compose.decoding.NotatableRhythm`): its beats fall an even
+    number of steps from it, so that every beat is written exactly."""
     t, w, bar_w = _onset_weights(keys, onsets, np.asarray(units, np.int64))
     G = GRID_PER_BEAT
     if t.size == 0:
-        return Metre(((0.0, *(signature or (4, 4))),), 0.0)
-    phase_w = np.bincount(t % G, weights=w, minlength=G)
-    phi = int(np.argmax(phase_w))  # grid steps after the first state's start where beats fall
+        return Metre(((0.0, *(signature or (4, 4))),), (-(grid_phase or 0) % 2) / G)
+    phi = _beat_phase(t, w, grid_phase)  # grid steps after the first state's start where beats fall
     on = (t - phi) % G == 0
     beat_idx = (t[on] - phi) // G
     bw = np.bincount(beat_idx - beat_idx.min(), weights=bar_w[on]) if on.any() else np.zeros(1)
@@ -188,9 +200,10 @@ def infer_metre(keys: np.ndarray, onsets: np.ndarray, units: np.ndarray,
     return Metre(((0.0, num, den),), offset_units / G)
 
 
-def infer_states_metre(states: States, signature: tuple[int, int] | None = None) -> Metre:
+def infer_states_metre(states: States, signature: tuple[int, int] | None = None,
+                       grid_phase: int | None = None) -> Metre:
     """:func:`infer_metre` of a :class:`~chopinbot.music.states.States`."""
-    return infer_metre(states.keys, states.onsets, states.grid_units(), signature)
+    return infer_metre(states.keys, states.onsets, states.grid_units(), signature, grid_phase)
 
 
 def metre_from_signatures(signatures: list[tuple[float, int, int]], first_beat: float) -> Metre:
@@ -237,14 +250,18 @@ def midi_grid(metre: Metre) -> tuple[float, list[tuple[float, int, int]]]:
     return lead, sigs
 
 
-def continuation_metre(history: States, new: States, keep: int) -> Metre:
+def continuation_metre(history: States, new: States, keep: int, grid_phase: int | None = None) -> Metre:
     """The metre of a continuation whose output is the last ``keep`` states of ``history`` (the seed,
     when it is included; 0: none) and the ``new`` ones.  The time signature is inferred over all the
     model read and wrote; the beat and the bar over the output itself, because the model keeps the
     phase it started in: after a seed that ends 5/48 of a beat before a beat, its onsets stay 5/48
-    off the seed's grid, and the output's own grid is the one its score and MIDI must show."""
+    off the seed's grid, and the output's own grid is the one its score and MIDI must show.
+    ``grid_phase``: the output was composed on the 1/24-beat grid from this step after the start of
+    ``history`` (:class:`~chopinbot.compose.decoding.NotatableRhythm`)."""
     whole = States.concat([history, new]) if len(history) else new
     signature = infer_states_metre(whole).first
     out = States.concat([history[len(history) - keep :], new]) if keep else new
-    metre = infer_states_metre(out, signature)
+    if grid_phase is not None:  # the output starts this many grid steps into the history
+        grid_phase = (grid_phase - int(history.grid_units()[: len(history) - keep].sum())) % GRID_PER_BEAT
+    metre = infer_states_metre(out, signature, grid_phase)
     return Metre(metre.signatures, metre.offset, pickup_unit=1.0)

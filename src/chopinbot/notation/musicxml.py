@@ -94,6 +94,7 @@ def write_musicxml(starts: np.ndarray, ends: np.ndarray, pitches: np.ndarray, ve
     key_now = None
     time_now = None
     dirs = sorted(directions, key=lambda d: d.step)
+    last_numbers: dict[int, dict[int, int]] = {1: {}, 2: {}}  # per staff: voice -> its number in the last measure
     for m, (ms, me) in enumerate(spans):
         implicit = m == 0 and pickup > 0
         number = 0 if implicit else (m if pickup > 0 else m + 1)
@@ -120,11 +121,7 @@ def write_musicxml(starts: np.ndarray, ends: np.ndarray, pitches: np.ndarray, ve
         m_dirs = [d for d in dirs if ms <= d.step < me or (m == len(spans) - 1 and d.step >= me)]
         first = True
         for s in (1, 2):
-            voices = [_clip(v, ms, me) for v in staff_voices[s]]
-            voices = [v for v in voices if v]
-            voices.sort(key=lambda v: -np.mean([p for c, _, _ in v for p in c.pitches]))
-            if not voices:
-                voices = [[]]
+            voices, numbers = _measure_voices(staff_voices[s], ms, me, last_numbers[s])
             built = []
             for vi, v in enumerate(voices):
                 full = [c for c, _, _ in v]
@@ -136,7 +133,7 @@ def write_musicxml(starts: np.ndarray, ends: np.ndarray, pitches: np.ndarray, ve
                 if not first:
                     lines.append(f"<backup><duration>{me - ms}</duration></backup>")
                 first = False
-                voice_no = vi + 1 + (4 if s == 2 else 0)
+                voice_no = numbers[vi] + 1 + (4 if s == 2 else 0)
                 xml = _voice_xml(items, voice_no, s, windows, printed[vi], fifths,
                                  m_dirs if (s == 1 and vi == 0) else None, bar_start, beat)
                 lines.extend(xml)
@@ -157,6 +154,29 @@ def _key_at(changes: list[tuple[int, int, int]], step: int) -> tuple[int, int]:
         if t <= step:
             cur = (sh, mi)
     return cur
+
+
+def _measure_voices(staff_voices: list[list[Chord]], ms: int, me: int, last: dict[int, int]
+                    ) -> tuple[list[list[tuple[Chord, bool, bool]]], list[int]]:
+    """The voices of one staff sounding in measure [ms, me), clipped (:func:`_clip`), and their numbers
+    (0-based): the highest voice first, except that a voice tied over the bar line keeps the number
+    it had (``last``, updated here): a tie joins two notes of one voice, and verovio (and so a reader
+    of its MIDI) does not follow it from one voice into another."""
+    present = [(g, c) for g, c in ((g, _clip(v, ms, me)) for g, v in enumerate(staff_voices)) if c]
+    present.sort(key=lambda gc: -np.mean([p for c, _, _ in gc[1] for p in c.pitches]))
+    numbers: dict[int, int] = {}
+    for g, c in present:
+        if c[0][1] and g in last and last[g] not in numbers.values():
+            numbers[g] = last[g]
+    for g, _ in present:
+        if g not in numbers:
+            numbers[g] = min(n for n in range(len(present) + 1) if n not in numbers.values())
+    last.clear()
+    last.update(numbers)
+    present.sort(key=lambda gc: numbers[gc[0]])
+    if not present:
+        return [[]], [0]
+    return [c for _, c in present], [numbers[g] for g, _ in present]
 
 
 def _clip(voice: list[Chord], ms: int, me: int) -> list[tuple[Chord, bool, bool]]:

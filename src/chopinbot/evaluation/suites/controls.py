@@ -52,9 +52,17 @@ class ControlsSettings:
     key_guidance_drift: float | None = None
 
 
-def need_dataset(path: str, corpus: str) -> Dataset:
+def need_dataset(path: str, corpus: str, progress: bool = True) -> Dataset:
+    """The prepared dataset at ``path``; the bundled ``corpus`` is prepared there first when missing
+    (once: a minute or two), so that ``chopinbot evaluate --suite all`` runs from a fresh clone."""
     if not (Path(path) / "manifest.json").exists():
-        raise ConfigError(f"{path} holds no prepared dataset: chopinbot prepare --corpus {corpus} --out {path}")
+        from chopinbot.dataset.corpus import CORPORA
+        from chopinbot.dataset.prepare import prepare
+
+        if corpus not in CORPORA:
+            raise ConfigError(f"{path} holds no prepared dataset: chopinbot prepare <files> --out {path}")
+        print(f"{path} holds no prepared dataset: preparing the bundled {corpus!r} corpus there (once)", flush=True)
+        prepare(None, path, corpus=corpus, progress=progress)
     return Dataset(path)
 
 
