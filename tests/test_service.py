@@ -526,6 +526,30 @@ def test_pool_passes_errors_and_times_out(monkeypatch):
         pool.shutdown()
 
 
+def test_background_work_waits_until_no_piece_is_waiting(monkeypatch):
+    """A score's engraving (pool.submit_background) runs only when no visitor's piece waits: the
+    pieces queued behind a running one are composed first, whatever the order they came in."""
+    gate = _Gate()
+    monkeypatch.setattr(app_pool, "compose", gate)
+    pool = ComposePool(workers=1, max_queue=4)
+    order: list[str] = []
+    try:
+        first = pool.submit(ComposeRequest(seconds=5), None, "a")
+        _wait_until(lambda: gate.running == 1)  # the worker is busy with "a"
+        engraved = pool.submit_background(lambda x: order.append(x) or x.upper(), "score of a")
+        later = pool.submit(ComposeRequest(seconds=5), None, "b")
+        gate.release.set()
+        assert engraved.result(10) == "SCORE OF A"
+        assert first.result(10).session_id == "a" and later.done()  # "b" was composed before the score
+        assert order == ["score of a"] and gate.calls == 2
+        failing = pool.submit_background(lambda: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            failing.result(10)
+    finally:
+        gate.release.set()
+        pool.shutdown()
+
+
 def test_get_pool_is_shared_and_sized_from_the_environment(monkeypatch):
     monkeypatch.setattr(app_pool, "_pool", None)
     monkeypatch.setenv("CHOPINBOT_APP_WORKERS", "3")

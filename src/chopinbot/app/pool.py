@@ -82,6 +82,7 @@ class ComposePool:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._queue: deque[_Job] = deque()  # waiting, oldest first
+        self._background: deque[tuple[Callable, tuple, Future]] = deque()  # low priority (scores), oldest first
         self._sessions: set[str] = set()
         self._running = 0
         self._closed = False
@@ -151,6 +152,20 @@ class ComposePool:
             self._wake.notify()
         return job.future
 
+    def submit_background(self, fn: Callable, *args) -> Future:
+        """Queue low-priority work (a score's engraving, :func:`~chopinbot.app.rendering.engrave`): a worker
+        takes it only when no request waits, so 20 visitors' pieces are all composed and on their pages
+        before any worker engraves a score (engraved in the page's own process, 20 scores held up the
+        others' audio behind the interpreter's lock).  ``fn`` runs in a worker process (it and ``args``
+        must pickle) or thread; a :class:`~concurrent.futures.Future` of its result."""
+        future: Future = Future()
+        with self._lock:
+            if self._closed:
+                raise RequestRefused("The server is shutting down; please try again later.")
+            self._background.append((fn, args, future))
+            self._wake.notify()
+        return future
+
     def position(self, future: Future) -> int:
         """Where a submitted request stands: 1 for the next to start, 2 for the one after, ...;
         0 once a worker composes it (or it is done)."""
@@ -175,11 +190,19 @@ class ComposePool:
             _worker_init(self._threads_per_worker)
         while True:
             with self._lock:
-                while not self._queue and not self._closed:
+                while not self._queue and not self._background and not self._closed:
                     self._wake.wait()
-                if not self._queue:  # closed and drained
-                    return
-                job = self._queue.popleft()
+                if not self._queue and self._background and not self._closed:
+                    background = self._background.popleft()
+                else:
+                    background = None
+                    if not self._queue:  # closed and drained
+                        return
+                    job = self._queue.popleft()
+            if background is not None:
+                self._run_background(index, *background)
+                continue
+            with self._lock:
                 running = job.future.set_running_or_notify_cancel()  # False: the caller cancelled it
                 self._running += running
             if not running:
@@ -204,6 +227,21 @@ class ComposePool:
                 continue
             self._finish(job, time.perf_counter() - started)
             job.future.set_result(result)
+
+    def _run_background(self, index: int, fn: Callable, args: tuple, future: Future) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        executor = self._executors[index]
+        try:
+            result = executor.submit(fn, *args).result() if executor is not None else fn(*args)
+        except BaseException as e:  # noqa: BLE001 - the page shows it
+            if isinstance(e, BrokenProcessPool) and not self._closed:
+                log.error("worker process %d stopped; starting another", index)
+                executor.shutdown(wait=False, cancel_futures=True)
+                self._start_processes([index])
+            future.set_exception(_plain(e))
+            return
+        future.set_result(result)
 
     def _finish(self, job: _Job, seconds: float | None) -> None:
         with self._lock:
@@ -260,10 +298,14 @@ class ComposePool:
             self._closed = True
             waiting = list(self._queue)
             self._queue.clear()
+            background = [f for _, _, f in self._background]
+            self._background.clear()
             self._wake.notify_all()
         for job in waiting:
             job.future.cancel()
             self._finish(job, None)
+        for future in background:
+            future.cancel()
         for t in self._dispatchers:
             t.join()
         for executor in self._executors:

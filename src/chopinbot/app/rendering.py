@@ -84,23 +84,29 @@ _score_cache: OrderedDict[str, ScoreFiles | str] = OrderedDict()
 _score_lock = threading.Lock()
 
 
-def score_files(piece, fingerprint: str) -> ScoreFiles | str:
-    """The engraved score of a composed piece (a :class:`GenerationResult` or an infill), or a note
-    for the visitor when it cannot be engraved.  Made after the audio (the page shows the player
-    first), kept for the last :data:`SCORE_CACHE_SIZE` pieces by their fingerprint."""
-    with _score_lock:
-        if fingerprint in _score_cache:
-            _score_cache.move_to_end(fingerprint)
-            return _score_cache[fingerprint]
+def engrave(piece) -> ScoreFiles | str:
+    """The engraved score of a composed piece (a :class:`GenerationResult` or an infill), or a note for
+    the visitor when it cannot be engraved (a module function: a worker process runs it)."""
     try:
         from chopinbot.notation.engrave import svg_pages
 
         text = piece.musicxml()
         pages = svg_pages(text)
-        files: ScoreFiles | str = ScoreFiles(pages[0], text.encode("utf-8"), pages, len(pages))
+        return ScoreFiles(pages[0], text.encode("utf-8"), pages, len(pages))
     except (ChopinBotError, ValueError, RuntimeError) as e:
         log.warning("score engraving failed: %s", e)
-        files = f"The score could not be engraved ({e}); the MIDI downloads still work."
+        return f"The score could not be engraved ({e}); the MIDI downloads still work."
+
+
+def score_files(piece, fingerprint: str, run: Callable | None = None) -> ScoreFiles | str:
+    """:func:`engrave` of a piece, kept for the last :data:`SCORE_CACHE_SIZE` pieces by their fingerprint
+    (a rerun of the page does not engrave again).  ``run(engrave, piece)``: where it runs (the server's
+    pool, after every waiting piece is composed); None: here."""
+    with _score_lock:
+        if fingerprint in _score_cache:
+            _score_cache.move_to_end(fingerprint)
+            return _score_cache[fingerprint]
+    files = run(engrave, piece) if run is not None else engrave(piece)
     with _score_lock:
         _score_cache[fingerprint] = files
         while len(_score_cache) > SCORE_CACHE_SIZE:
