@@ -70,6 +70,19 @@ def test_smoke_runs_write_json_and_table_and_merge(tmp_path, tiny_corpus):
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temp files
 
 
+def test_length_bench_times_whole_commands_short_and_long(tmp_path, tiny_corpus):
+    res = bench.run_benchmarks(["length"], out=tmp_path / "bench", smoke=True, corpus=tiny_corpus, music21=False,
+                               log=lambda s: None)
+    [row] = res["rows"]
+    _check_schema(res)
+    assert row["name"] == "generate_long_piece" and row["target"] == {
+        "on": "ratio", "min": 0.8, "text": "the rate at 200 states >= 80 % of the rate at 20"}
+    short, long = row["details"]["20"], row["details"]["200"]
+    assert short["states"] == 20 and long["states"] == 200 and row["ratio"] == pytest.approx(
+        long["states_per_s"] / short["states_per_s"], rel=1e-3)
+    assert row["met"] is (row["ratio"] >= 0.8)
+
+
 def test_dataset_memory_against_float64_windows(tiny_dataset_dir):
     from chopinbot.dataset.store import Dataset
 

@@ -61,7 +61,7 @@ from chopinbot_tools.bench_common import (
     machine_summary,
 )
 from chopinbot_tools.bench_memory import bench_memory, bench_scale
-from chopinbot_tools.bench_speed import bench_generate, bench_prepare, bench_train
+from chopinbot_tools.bench_speed import bench_generate, bench_length, bench_prepare, bench_train
 
 # --- Suite ----------------------------------------------------------------------------------
 
@@ -69,6 +69,7 @@ BENCHMARKS: dict[str, Callable[[BenchContext], list[dict]]] = {
     "prepare": bench_prepare,
     "train": bench_train,
     "generate": bench_generate,
+    "length": bench_length,
     "memory": bench_memory,
     "app": bench_app,
     "scale": bench_scale,

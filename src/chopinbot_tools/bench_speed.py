@@ -284,3 +284,42 @@ def bench_generate(ctx: BenchContext) -> list[dict]:
         details={"batch1": inc["realtime_factor"], "batch32": res[(32, 0, "auto")]["realtime_factor"]},
     ))
     return rows
+
+
+# --- the cost of a long piece ----------------------------------------------------------------
+
+
+def bench_length(ctx: BenchContext) -> list[dict]:
+    """States/s of a long piece against a short one, as a user runs them: whole ``chopinbot generate``
+    commands (start-up, the model's load and the MIDI written included), batch 1, one thread, no retry
+    (a retry composes the piece again: its cost is the guard's, not the length's)."""
+    import os
+    import subprocess
+    import sys
+
+    short, long = (1000, 20000) if not ctx.quick else (200, 4000)
+    if ctx.smoke:
+        short, long = 20, 200
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    rates: dict[int, dict] = {}
+    for n in (short, long):
+        out = ctx.work / f"length-{n}.mid"
+        cmd = [sys.executable, "-m", "chopinbot", "generate", "--steps", str(n), "--no-retry", "--random-seed", "1",
+               "--seed-index", "0", "--out", str(out), "--force"]
+        times = []
+        for _ in range(1 if ctx.quick or n == long else 3):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+            times.append(time.perf_counter() - t0)
+        t = _median(times)
+        rates[n] = {"states": n, "seconds": t, "states_per_s": n / t, **_spread(times)}
+        ctx.log(f"  generate --steps {n:,} (whole command, 1 thread): {t:.1f} s, {n / t:,.0f} states/s")
+    return [make_row(
+        "length", "generate_long_piece", rates[long]["states_per_s"], "states/s",
+        baseline=f"the same command for {short:,} states", baseline_figure=rates[short]["states_per_s"],
+        baseline_source=MEASURED,
+        target={"on": "ratio", "min": 0.8, "text": f"the rate at {long:,} states >= 80 % of the rate at {short:,}"},
+        notes=(f"`chopinbot generate --steps N --no-retry --random-seed 1 --seed-index 0` at OMP_NUM_THREADS=1, "
+               f"wall time of the whole command (median of 3 for {short:,}, one run of {long:,})"),
+        details={str(k): v for k, v in rates.items()},
+    )]
