@@ -50,7 +50,7 @@ def suite_names() -> list[str]:
 
 
 def suite_json_name(name: str) -> str:
-    """The file name of suite ``name``'s JSON (e.g. controls-check.json, as docs/ has it)."""
+    """The file name of suite ``name``'s JSON (e.g. controls-check.json, as docs/suites/ has it)."""
     return _registry()[name].json_name
 
 

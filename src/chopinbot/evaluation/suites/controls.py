@@ -1,4 +1,4 @@
-"""The controls suite: does the music do what was asked?  (docs/controls-check.json)
+"""The controls suite: does the music do what was asked?  (docs/suites/controls-check.json)
 
 For each setting, ``pieces`` pieces (50) are composed from held-out test seeds
 (a random window of a test piece each, drawn with ``default_rng(0)``; random
@@ -71,7 +71,7 @@ def other_composers(seg) -> bool:
 
 
 def controls_check(model, s: ControlsSettings, progress: bool = True) -> dict:
-    """The figures of every part in ``s.only``, keyed as docs/controls-check.json has them."""
+    """The figures of every part in ``s.only``, keyed as docs/suites/controls-check.json has them."""
     n = s.pieces
     rng = np.random.default_rng(0)
     if s.seeds == "test":
@@ -158,4 +158,4 @@ def run(model_name: str | None, settings: ControlsSettings, progress: bool = Tru
 
 
 SUITE = Suite("controls", run, ControlsSettings, "compliance of density, register, loudness and key requests",
-              "controls-check.json")  # docs/controls-check.json
+              "controls-check.json")  # docs/suites/controls-check.json
