@@ -40,8 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run a fixed evaluation protocol instead of the report (repeatable; 'all' runs every "
                         "one): realism, controls, key-hold, style, form, infill")
     p.add_argument("--suite-out", default=SUITE_OUT,
-                   help="folder for the suites' JSON, one NAME.json each (controls: controls-check.json, as in docs/suites/; "
-                        "default: %(default)s)")
+                   help="folder for the suites' JSON, one NAME.json each (controls: controls-check.json, as in "
+                        "docs/suites/; default: %(default)s)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="suite_settings",
                    help="change a suite setting, e.g. pieces=10 or decoding='repeat_boost=1' (repeatable; "
                         "applies to the suites that have it)")
