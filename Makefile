@@ -43,9 +43,10 @@ bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m chopinbot_tools.bench all --out bench
 
-# Re-score the committed Piano-midi.de benchmark model on the test split (seconds; exits 1 if the NLL differs).
+# Re-score the committed benchmark models, Piano-midi.de and JSB Chorales (seconds; exits 1 if an NLL differs).
 bench-score: setup
 	$(BIN)/chopinbot benchmark piano-midi --score bench/models/piano-midi --threads 1
+	$(BIN)/chopinbot benchmark jsb-chorales --score bench/models/jsb-chorales --threads 1
 
 # Hostile inputs (docs/reliability.md): 10,000 MIDI files, then 10,000 scores (hours on 2 cores:
 # each score goes through verovio twice).
