@@ -173,6 +173,10 @@ def test_windowed_evaluation_equals_whole_piece(kind):
     parts = evaluate(m, pieces, window=4)
     assert parts.nll == pytest.approx(whole.nll, rel=1e-5)
     assert parts.counts == whole.counts
+    # the per-piece mean counts each piece once; the per-frame figure weighs them by length (23 and 9)
+    alone = [evaluate(m, [p], accuracy=False).nll for p in pieces]
+    assert whole.nll_piece_mean == pytest.approx(np.mean(alone), rel=1e-6)
+    assert whole.nll == pytest.approx((23 * alone[0] + 9 * alone[1]) / 32, rel=1e-6)
 
 
 def test_untrained_nade_is_a_normalised_distribution_over_a_small_keyboard():

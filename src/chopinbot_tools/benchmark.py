@@ -13,7 +13,7 @@ import shlex
 import sys
 
 from chopinbot.cli.args import nonneg_float, nonneg_int, positive_float, positive_int, probability
-from chopinbot_tools.frame_benchmark import recorded_scores, reevaluate, run_benchmark, score_model
+from chopinbot_tools.frame_benchmark import recorded_scores, reevaluate, run_benchmark, score_model_results
 from chopinbot_tools.frame_models import MODEL_TYPES, FrameModelConfig
 from chopinbot_tools.frame_training import TrainSettings
 from chopinbot_tools.pianomidi import BENCHMARK_FILES
@@ -95,10 +95,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.score:
-        scores = score_model(args.score, args.benchmark, data_path=args.data, threads=args.threads,
-                             limit=args.limit_pieces)
-        print(f"{args.benchmark}: {args.score}: " + ", ".join(f"{s} NLL {v:.4f}" for s, v in scores.items())
-              + " nats/frame (exact)")
+        results = score_model_results(args.score, args.benchmark, data_path=args.data, threads=args.threads,
+                                      limit=args.limit_pieces)
+        scores = {s: r.nll for s, r in results.items()}
+        print(f"{args.benchmark}: {args.score}: " + ", ".join(f"{s} NLL {r.nll:.4f}" for s, r in results.items())
+              + " nats/frame (exact); the mean over pieces: "
+              + ", ".join(f"{s} {r.nll_piece_mean:.4f}" for s, r in results.items()))
         recorded = recorded_scores(args.score) if not args.limit_pieces else {}
         if recorded:
             same = all(abs(scores[s] - v) <= 1e-4 * abs(v) for s, v in recorded.items() if s in scores)

@@ -21,6 +21,7 @@ from chopinbot_tools.frame_training import TrainSettings, train
 from chopinbot_tools.pianomidi import (
     ACC_THRESHOLDS,
     BENCHMARK_FILES,
+    EvalResult,
     baseline_scores,
     evaluate,
     key_log_odds,
@@ -193,11 +194,19 @@ def score_model(model_dir: str | os.PathLike, benchmark: str = "piano-midi", dat
                 window: int = 512, limit: int | None = None) -> dict[str, float]:
     """Exact NLL per frame of a saved model (a run folder or a committed model folder) on ``splits``
     (the first ``limit`` pieces of each, if given); writes nothing."""
+    return {s: r.nll for s, r in score_model_results(model_dir, benchmark, data_path, splits, threads, window,
+                                                      limit).items()}
+
+
+def score_model_results(model_dir: str | os.PathLike, benchmark: str = "piano-midi", data_path=None,
+                        splits: tuple[str, ...] = ("valid", "test"), threads: int | None = None,
+                        window: int = 512, limit: int | None = None) -> dict[str, EvalResult]:
+    """:func:`score_model`'s evaluations whole (the per-piece mean beside the per-frame NLL)."""
     if threads:
         torch.set_num_threads(threads)
     model, _ = load_checkpoint(model_dir)
     data = load_piano_midi(data_path, limit, benchmark)
-    return {s: evaluate(model, data[s], window, accuracy=False).nll for s in splits}
+    return {s: evaluate(model, data[s], window, accuracy=False) for s in splits}
 
 
 def export_model(run_dir: str | os.PathLike, dest: str | os.PathLike, check_pieces: int = 2,

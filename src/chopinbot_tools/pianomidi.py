@@ -231,6 +231,9 @@ class EvalResult:
     # NLL per frame leaving out each piece's first frame (predicted from nothing): the definition of
     # Bai, Kolter & Koltun (2018)'s code (locuslab/TCN, poly_music), for comparing with their figures
     nll_after_first: float | None = None
+    # the mean over pieces of each piece's NLL per frame: every piece counts once, however long (the
+    # per-frame figure above, the papers', weighs a piece by its length)
+    nll_piece_mean: float | None = None
 
     @property
     def acc(self) -> float | None:
@@ -241,7 +244,8 @@ class EvalResult:
         return max(self.counts, key=lambda t: (self.counts[t].accuracy, t == 0.5))
 
     def to_dict(self) -> dict:
-        return {"nll": self.nll, "frames": self.frames, "nll_after_first": self.nll_after_first, "acc": self.acc,
+        return {"nll": self.nll, "frames": self.frames, "nll_after_first": self.nll_after_first,
+                "nll_piece_mean": self.nll_piece_mean, "acc": self.acc,
                 "acc_by_threshold": {f"{t:g}": c.accuracy for t, c in sorted(self.counts.items(), reverse=True)},
                 "counts_at_0.5": vars(self.counts[0.5]) if 0.5 in self.counts else None}
 
@@ -253,6 +257,7 @@ def evaluate(model, pieces: list[np.ndarray], window: int = 512, accuracy: bool 
     greedy prediction at each threshold."""
     model.eval()
     total, n, first = 0.0, 0, 0.0
+    per_piece: list[float] = []
     counts = {float(t): FrameCounts() for t in thresholds} if accuracy else {}
     repeats = getattr(model.cfg, "repeats", False)
     with torch.inference_mode():
@@ -262,6 +267,7 @@ def evaluate(model, pieces: list[np.ndarray], window: int = 512, accuracy: bool 
             x_all = torch.from_numpy(piece.astype(np.float32)).unsqueeze(0)
             rep_all = torch.from_numpy(repeat_inputs(prev_np)).unsqueeze(0) if repeats else None
             state = None
+            before = total
             for a in range(0, len(piece), window):
                 prev, x = prev_all[:, a:a + window], x_all[:, a:a + window]
                 rep = None if rep_all is None else rep_all[:, a:a + window]
@@ -273,8 +279,10 @@ def evaluate(model, pieces: list[np.ndarray], window: int = 512, accuracy: bool 
                 for t, c in counts.items():
                     c.add(model.greedy(ctx, t)[0].numpy(), piece[a:a + window])
             n += len(piece)
+            per_piece.append((total - before) / len(piece))
     after_first = (total - first) / (n - len(pieces)) if n > len(pieces) else None
-    return EvalResult(nll=total / n, frames=n, counts=counts, nll_after_first=after_first)
+    return EvalResult(nll=total / n, frames=n, counts=counts, nll_after_first=after_first,
+                      nll_piece_mean=float(np.mean(per_piece)) if per_piece else None)
 
 
 def save_checkpoint(model, cfg_dict: dict, run_dir: Path, extra: dict | None = None) -> None:
