@@ -255,10 +255,12 @@ class NotatableRhythm(StepProcessor):
     Each beat of the score is then all on the triplet grid or all on the plain one
     (:mod:`chopinbot.notation.rhythm`), wherever its metre puts the beat on that grid
     (:func:`~chopinbot.notation.metre.infer_metre`'s ``grid_phase``).  A value that would leave the
-    grid is never drawn (its logit -inf).  Composed freely, the shipped model draws a boundary the
-    score must move at 1.3 % of them (a 5/48-beat value, a sixteenth after a triplet in one beat);
-    in the corpus 1.7 % of the boundaries fall on a sixty-fourth and 3.8 % on no written value at
-    all.  When no value fits (a model whose values are all odd) the model's own choice stands."""
+    grid is never drawn (its logit -inf), and a passage the repeat boost copies goes on with each
+    length moved to the nearest allowed one (``forbids_durations``: the sampler checks copies too).
+    Composed freely, the shipped model draws a boundary the score must move at about 1 % of them (a
+    5/48-beat value, or a sixty-fourth in a beat that also has a triplet); in the corpus 1.7 % of the
+    boundaries fall on a sixty-fourth and 3.8 % on no written value at all.  When no value fits (a
+    model whose values are all odd) the model's own choice stands."""
 
     forbids_durations = True
 
