@@ -198,3 +198,10 @@ def test_notatable_pieces_are_written_exactly_by_their_score(model):
                 ET.fromstring(text)
                 assert info.stats.moved_boundaries == 0
     assert moved[True] == 0 < moved[False]
+    # a form's sections and cadence keep the seed end's grid: at most its cadence's one boundary moves
+    form_moved = {}
+    for notatable in (False, True):
+        piece = compose_form(model, seed_from_test(10), GenerateConfig(seconds=30, random_seed=0, include_seed=False,
+                                                                     notatable=notatable), "ABA")
+        form_moved[notatable] = build_score(piece_spec(piece))[1].stats.moved_boundaries
+    assert form_moved[True] <= 1 < form_moved[False]

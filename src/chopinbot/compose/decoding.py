@@ -264,9 +264,15 @@ class NotatableRhythm(StepProcessor):
 
     forbids_durations = True
 
-    def __init__(self, batch: int, class_beats: np.ndarray) -> None:
+    def __init__(self, batch: int, class_beats: np.ndarray, end_steps: np.ndarray | None = None,
+                 origin: int | None = None) -> None:
+        """``end_steps``: where each history ends, in grid steps of its source; ``origin``: the step the
+        grid counts from (a form's sections and cadence keep the grid of the seed's end); None: each
+        history's end."""
         self.units = np.round(np.asarray(class_beats, np.float64) * GRID_PER_BEAT).astype(np.int64)  # (V,)
-        self.pos = np.zeros(batch, np.int64)  # (B,) grid steps composed, modulo 2
+        self.pos = np.zeros(batch, np.int64)  # (B,) grid steps from the origin, modulo 2
+        if origin is not None and end_steps is not None:
+            self.pos = (np.asarray(end_steps, np.int64) - origin) % 2
 
     def allowed(self) -> np.ndarray:
         """(B, V) bool: the values each piece may take next."""
@@ -337,6 +343,7 @@ class ComposeSettings(DecodingSettings, Protocol):
     loop_states: int
     max_leap: int | None
     notatable: bool
+    notatable_origin: int | None
 
 
 def guided_stepper(model, layout, cfg: ComposeSettings, controls: Controls | None, engine: str, batch: int):
@@ -364,10 +371,11 @@ def guided_stepper(model, layout, cfg: ComposeSettings, controls: Controls | Non
     return stepper
 
 
-def processors_for(model, cfg: ComposeSettings, controls: Controls | None, stepper, histories: list[States]
-                   ) -> list[StepProcessor]:
+def processors_for(model, cfg: ComposeSettings, controls: Controls | None, stepper, histories: list[States],
+                   start_beat: float = 0.0) -> list[StepProcessor]:
     """The decoding rules ``cfg`` asks for, as processors, for pieces continuing ``histories`` (the
-    model's frame) with ``controls`` (a model with controls; None: none) composed by ``stepper``."""
+    model's frame, starting at beat ``start_beat`` of their source) with ``controls`` (a model with
+    controls; None: none) composed by ``stepper``."""
     B = len(histories)
     keys = np.stack([h.keys for h in histories])
     processors: list[StepProcessor] = []
@@ -384,7 +392,8 @@ def processors_for(model, cfg: ComposeSettings, controls: Controls | None, stepp
     if cfg.max_leap is not None:
         processors.append(MelodyLeap(cfg.max_leap))
     if cfg.notatable and model.config.duration_head == "classes":
-        processors.append(NotatableRhythm(B, model.config.duration_classes))
+        ends = [int(round(start_beat * GRID_PER_BEAT)) + int(h.grid_units().sum()) for h in histories]
+        processors.append(NotatableRhythm(B, model.config.duration_classes, np.asarray(ends), cfg.notatable_origin))
     if isinstance(stepper, GuidedStepper) and stepper.name == "key" and cfg.key_guidance_drift != cfg.key_guidance:
         # the key the requested pitch-class shares fit best (C major or A minor in the model's frame)
         asked = ALL_KEYS[int(histogram_key_correlations(np.asarray(controls.key)).argmax())]
@@ -414,7 +423,7 @@ class Decoder:
         x_seed = self.inputs.seed_inputs
         self.stepper = guided_stepper(model, self.inputs.layout, cfg, controls, engine, B)
         self.out = self.stepper.start(x_seed)  # the seed is read in one call; then each step feeds one new state
-        self.processors = processors_for(model, cfg, controls, self.stepper, histories)
+        self.processors = processors_for(model, cfg, controls, self.stepper, histories, start_beat)
         for p in self.processors:
             p.start(self.stepper)
         self.sampler = Sampler(model, cfg, rng, self.stepper)

@@ -59,6 +59,7 @@ from chopinbot.compose.generate import (
     GenerateConfig,
     GenerationResult,
     generate,
+    notatable_phase,
     output_key,  # the output key and its mode rule, exactly as generate() decides them
     requested_controls,
 )
@@ -71,6 +72,7 @@ from chopinbot.music.controls import LOUDNESS_LEVELS, Controls, key_profile
 from chopinbot.music.keys import Key
 from chopinbot.music.repeats import MATCH_WINDOW
 from chopinbot.music.states import States, transpose_states
+from chopinbot.notation.metre import continuation_metre
 
 # The forms, as their sections' labels; a label starting with "A" is the opening's material.
 FORMS: dict[str, tuple[str, ...]] = {"ABA": ("A", "B", "A'"), "AABA": ("A", "A'", "B", "A''")}
@@ -347,6 +349,9 @@ def compose_form(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = Non
     else:
         new_beats = cfg.steps * float(np.mean(seed.history.beats))
     draft = _Draft(replace(seed, bpm=bpm), cfg.include_seed)
+    if cfg.notatable and cfg.notatable_origin is None:  # every section and the cadence on the seed end's grid
+        cfg = replace(cfg, notatable_origin=int(round(seed.history_start_beat * GRID_PER_BEAT))
+                      + int(seed.history.grid_units().sum()))
     plan = plan_sections(form, draft.out_beats + new_beats, bpm)
     if plan[0][2] - draft.out_beats < 1.0:
         raise ConfigError(f"the seed ({draft.out_beats:.1f} beats) fills the first section: ask for more music")
@@ -400,5 +405,9 @@ def compose_form(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = Non
     final = out_states.beats[-1]
     cadence = (f"Ends on a {key.name} chord (tonic in the bass) held {final:g} beats, after the model's dominant "
                f"seventh: both confined to those chords' notes, the voicing and rhythm the model's.")
+    # with notatable, the beat on the grid the sections were composed on; else inferred from the piece
+    metre = None if not cfg.notatable else continuation_metre(
+        seed.history, draft.body[len(seed.history):], len(seed.states) if cfg.include_seed else 0,
+        notatable_phase(seed, cfg))
     return FormResult(out_states, len(seed.states) if cfg.include_seed else 0, key, bpm, seed.source, guards,
-                      cfg, form=form.strip().upper(), sections=done, cadence=cadence)
+                      cfg, metre, form=form.strip().upper(), sections=done, cadence=cadence)

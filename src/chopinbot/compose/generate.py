@@ -37,7 +37,7 @@ import torch
 
 from chopinbot.compose.decoding import STUCK_STATES, BeatLimit, Decoder, StepLimit, Stuck
 from chopinbot.compose.seeds import Seed
-from chopinbot.constants import HIGHEST_PITCH, LOWEST_PITCH, MIN_KEYS, N_KEYS
+from chopinbot.constants import GRID_PER_BEAT, HIGHEST_PITCH, LOWEST_PITCH, MIN_KEYS, N_KEYS
 from chopinbot.errors import ChopinBotError, ConfigError
 from chopinbot.model.network import ChopinLSTM
 from chopinbot.music.controls import LOUDNESS_LEVELS, Controls, key_profile, loudness_velocity, passage_controls
@@ -129,6 +129,9 @@ class GenerateConfig:
     #                          score then has every onset where the MIDI has it.  Off by default: on the valid seeds
     #                          realism went from 0.831 to 0.853 and, on a second draw, from 0.836 to 0.867 (worse),
     #                          seed replay from 0.13 to 0.10 (docs/sheet-music.md)
+    notatable_origin: int | None = None  # with notatable: the grid step of the seed's source (48 a beat) the grid
+    #                                     counts from; None: where this composing starts (a form's sections keep
+    #                                     the first one's)
     random_seed: int | None = None  # makes sampling reproducible
     include_seed: bool = True  # start the output with the seed
     retry: bool = True  # retry when a guard fires
@@ -254,6 +257,16 @@ class GenerationResult(PieceOutputs):
             f"polyphony {poly.mean():.1f} keys on average (max {poly.max() if len(poly) else 0}); "
             f"rests {np.mean(poly == 0):.0%} of states; guards: {guards}."
         )
+
+
+def notatable_phase(seed: Seed, cfg: GenerateConfig) -> int | None:
+    """With ``cfg.notatable``: the grid step, from the start of ``seed.history``, that the notatable grid
+    counts from (:class:`~chopinbot.compose.decoding.NotatableRhythm`); None without."""
+    if not cfg.notatable:
+        return None
+    if cfg.notatable_origin is None:
+        return int(seed.history.grid_units().sum())
+    return cfg.notatable_origin - int(round(seed.history_start_beat * GRID_PER_BEAT))
 
 
 def _continue(*args, **kwargs) -> list[States]:
@@ -439,7 +452,7 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
         out_states, _ = transpose_states(full, seed.home.shift_to(key))
         # the bars as the seed's source had them (inferred over what the model read and what it wrote)
         metre = continuation_metre(seed.history, new, len(seed.states) if cfg.include_seed else 0,
-                                   int(seed.history.grid_units().sum()) if cfg.notatable else None)
+                                   notatable_phase(seed, cfg))
         results.append(GenerationResult(out_states, len(seed.states) if cfg.include_seed else 0, key, bpm,
                                         seed.source, guards, attempt_cfg, metre, seed_metre))
     return results[0] if batch == 1 else results
