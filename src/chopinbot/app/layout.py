@@ -16,13 +16,12 @@ server refuses.  Each visitor's choices and results live in
 from __future__ import annotations
 
 import os
-from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 import streamlit as st
 
 from chopinbot.app import registry
-from chopinbot.app.pool import get_pool, queue_message, tune_for_serving, warm_up
+from chopinbot.app.pool import get_pool, in_background, queue_message, tune_for_serving, warm_up
 from chopinbot.app.reference import threshold_guide_png
 from chopinbot.app.registry import ModelEntry, list_models
 from chopinbot.app.rendering import score_files
@@ -37,7 +36,6 @@ from chopinbot.app.settings import (
     MAX_REQUEST_STATES,
     MAX_UPLOAD_BYTES,
     MAX_VARIATIONS,
-    REQUEST_TIMEOUT_S,
     SERVE_ENV,
     UPLOAD_LIMIT_MB,
 )
@@ -518,21 +516,10 @@ def show_piece(result: ComposeResult, i: int, about: str | None) -> None:
         st.success("Generation guards: none fired (the piece never fell silent, got stuck or looped).")
 
 
-def engrave_in_pool(fn, piece):
-    """``fn(piece)`` (the score's engraving) run by a worker of the pool once no visitor's piece waits
-    to be composed; a note for the visitor if it cannot be."""
-    try:
-        return get_pool().submit_background(fn, piece).result(REQUEST_TIMEOUT_S)
-    except FutureTimeout:
-        return "The score is taking too long to engrave (the server is very busy); the MIDI downloads still work."
-    except ChopinBotError as e:
-        return f"The score could not be engraved ({e}); the MIDI downloads still work."
-
-
 def show_score(result: ComposeResult, i: int) -> None:
     """The engraved first page and the score downloads (engraved after the player is on the page)."""
     piece = result.pieces[i]
-    files = score_files(piece.generation, piece.fingerprint, run=engrave_in_pool)
+    files = score_files(piece.generation, piece.fingerprint, run=in_background)
     if isinstance(files, str):
         st.info(files)
         return

@@ -385,6 +385,17 @@ def get_pool() -> ComposePool:
         return _pool
 
 
+def in_background(fn: Callable, arg):
+    """``fn(arg)`` (a score's engraving) run by a worker of the shared pool once no visitor's piece waits
+    to be composed (:meth:`ComposePool.submit_background`); a note for the visitor if it cannot be."""
+    try:
+        return get_pool().submit_background(fn, arg).result(REQUEST_TIMEOUT_S)
+    except FutureTimeout:
+        return "The score is taking too long to engrave (the server is very busy); the MIDI downloads still work."
+    except ChopinBotError as e:
+        return f"The score could not be engraved ({e}); the MIDI downloads still work."
+
+
 def _env_int(name: str, default: int) -> int:
     try:
         return max(1, int(os.environ.get(name, default)))
