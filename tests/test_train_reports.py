@@ -62,6 +62,10 @@ def test_fine_tuning_reports_before_and_after_and_uses_the_lower_rate(tiny_run, 
     # epoch 0 of a fine-tuning run is the starting model itself, on the same valid pieces
     assert card["held_out"]["start_key_nll"] == pytest.approx(tiny_run.best["valid_key_nll"], rel=1e-5)
     assert json.loads((out / "train_config.json").read_text())["lr"] == FINETUNE_LR
+    # and a candidate for best/: what is kept is never worse on the valid loss than where it started
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    losses = {int(r["epoch"]): float(r["valid_maestro"]) for r in rows}
+    assert losses[card["best_epoch"]] == min(losses.values()) and (out / "best" / "model.safetensors").exists()
 
 
 def test_the_learning_rate_default_follows_the_start():
@@ -81,8 +85,15 @@ def test_a_first_best_epoch_warns_and_says_what_to_change():
     assert "best epoch was the first" in w and "--lr" in w and f"{FINETUNE_LR / 4:g}" in w
     assert run_warnings(cfg, _result(5, 9, 4.0, 3.9)) == []
     assert run_warnings(cfg, _result(1, 1, 4.0, 3.9)) == []  # one epoch: nothing to compare
-    worse = run_warnings(cfg, _result(3, 9, 3.9, 4.0))
-    assert len(worse) == 1 and "no epoch beat the starting model" in worse[0]
+    worse = run_warnings(cfg, _result(3, 9, 3.9, 4.0))  # kept on the loss, worse on the key NLL
+    assert len(worse) == 1 and "better on the valid loss but not on the held-out key NLL" in worse[0]
+    (kept_start,) = run_warnings(cfg, _result(0, 9, 3.9, 3.9))
+    assert "no epoch beat the starting model" in kept_start and "best/ is the starting model" in kept_start
+
+
+def test_selection_defaults_to_the_loss_when_fine_tuning():
+    assert TrainConfig().selection() == "f1" and TrainConfig(init_from="piano-controls").selection() == "loss"
+    assert TrainConfig(init_from="piano-controls", select_on="f1").selection() == "f1"  # --select-on wins
 
 
 def test_models_lists_the_bundled_models_and_runs(tiny_run, capsys):

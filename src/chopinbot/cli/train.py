@@ -83,7 +83,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup", type=nonneg_int, default=D.warmup)
     g.add_argument("--patience", type=positive_int, default=D.patience)
     g.add_argument("--select-on", choices=["f1", "loss"], default=D.select_on,
-                   help="best/ keeps the epoch with the best valid key F1 or the best valid loss")
+                   help="best/ keeps the epoch with the best valid key F1 or the best valid loss (default: F1, "
+                        "and the loss when fine-tuning with --init-from, the starting model a candidate too)")
     g.add_argument("--harshness", type=nonneg_float, default=D.harshness)
     g.add_argument("--dur-ce-weight", type=nonneg_float, default=D.dur_ce_weight,
                    help="weight of the duration-class cross-entropy in the loss (default: %(default)s)")

@@ -242,11 +242,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
         vsum0 = evaluate_split(model, valid_split, cfg.harshness, cfg.loss_clip, cfg.dur_ce_weight, device).summary()
         start_row = {"epoch": 0, "lr": 0.0, "seconds": round(time.perf_counter() - t0, 3),
                      **{f"train_{k}": float("nan") for k in vsum0}, **{f"valid_{k}": v for k, v in vsum0.items()}}
+        if cfg.init_from:  # the starting model is a candidate: an epoch must beat it to replace it in best/
+            best_score, best_epoch, best_summary = _selection_score(cfg, vsum0), 0, start_row
         if ddp.main:
             for name in ("metrics.csv", "grads.csv", "weights.csv"):
                 (out / name).unlink(missing_ok=True)
             atomic_write_json(out / "train_config.json", _config_json(cfg, ds))
             _append_csv(out / "metrics.csv", [start_row])
+            if cfg.init_from:
+                save_model(out / "best", model, _meta(cfg, ds, 0, start_row))
             print(f"epoch   0  (before any update{', ' + str(cfg.init_from) if cfg.init_from else ''})  "
                   f"valid loss {vsum0['maestro']:.4f}  valid F1 {vsum0['f1_best']:.3f}  "
                   f"key NLL {vsum0['key_nll']:.3f}", flush=True)
@@ -290,13 +294,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
             history.append(row)
             # Early stopping follows the valid Maestro loss; best/ keeps the epoch
             # with the best valid key F1 (the headline metric; the loss keeps
-            # improving while F1 swings), or the best loss with select_on="loss".
+            # improving while F1 swings), or the best loss (cfg.selection(): a
+            # fine-tuning run's default, its starting model a candidate).
             improved_loss = vsum["maestro"] < best_loss - 1e-6
             if improved_loss:
                 best_loss, bad_epochs = vsum["maestro"], 0
             else:
                 bad_epochs += 1
-            score = vsum["f1_best"] if cfg.select_on == "f1" else -vsum["maestro"]
+            score = _selection_score(cfg, vsum)
             improved = score > best_score + 1e-9
             if improved:
                 best_score, best_epoch, best_summary = score, epoch, row
@@ -345,6 +350,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunResult:
     return res
 
 
+def _selection_score(cfg: TrainConfig, summary: dict[str, float]) -> float:
+    """Higher is better: the valid key F1, or minus the valid Maestro loss (:meth:`TrainConfig.selection`)."""
+    return summary["f1_best"] if cfg.selection() == "f1" else -summary["maestro"]
+
+
 def run_warnings(cfg: TrainConfig, res: RunResult) -> list[str]:
     """What a finished run suggests changing: its best epoch was the first (later
     epochs only lost ground on the valid pieces), or a fine-tuning run never
@@ -356,9 +366,14 @@ def run_warnings(cfg: TrainConfig, res: RunResult) -> list[str]:
                    f"--lr (this run: {lr:g}; e.g. {lr / 4:g}), more music in the dataset (the model may be "
                    f"learning the few training pieces by heart), or fewer --epochs")
     start, best = res.start.get("valid_key_nll"), res.best.get("valid_key_nll")
-    if cfg.init_from and start is not None and best is not None and best >= start:
-        out.append(f"no epoch beat the starting model ({cfg.init_from}) on the valid pieces: key NLL {start:.3f} "
-                   f"before, {best:.3f} after. Keep the starting model, or try a lower --lr (this run: {lr:g})")
+    if cfg.init_from and res.best_epoch == 0:
+        out.append(f"no epoch beat the starting model ({cfg.init_from}) on the valid pieces ({cfg.selection()}): "
+                   f"best/ is the starting model itself. Try a lower --lr (this run: {lr:g}; e.g. {lr / 4:g}) or "
+                   f"more music in the dataset")
+    elif cfg.init_from and start is not None and best is not None and best >= start:
+        out.append(f"the kept epoch ({res.best_epoch}) is better on the valid {cfg.selection()} but not on the "
+                   f"held-out key NLL: {start:.3f} before, {best:.3f} after. Compare the two on your own pieces, "
+                   f"or try a lower --lr (this run: {lr:g})")
     return out
 
 
