@@ -5,7 +5,10 @@ and ``generate`` (states/s, carried state vs re-running a window).
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -293,10 +296,6 @@ def bench_length(ctx: BenchContext) -> list[dict]:
     """States/s of a long piece against a short one, as a user runs them: whole ``chopinbot generate``
     commands (start-up, the model's load and the MIDI written included), batch 1, one thread, no retry
     (a retry composes the piece again: its cost is the guard's, not the length's)."""
-    import os
-    import subprocess
-    import sys
-
     short, long = (1000, 20000) if not ctx.quick else (200, 4000)
     if ctx.smoke:
         short, long = 20, 200

@@ -308,6 +308,13 @@ class Summary:
         lines.append("PASS: no crash, hang or blow-up" if not self.failed else f"FAIL: {self.failed} failing cases")
         return "\n".join(lines)
 
+    def finish(self, report: str | None) -> int:
+        """Print the summary, write it as JSON to ``report`` (if given); the exit status (1 if any case failed)."""
+        print(self.text())
+        if report:
+            atomic_write_json(report, dict(asdict(self), failed=self.failed))
+        return 1 if self.failed else 0
+
 
 def _message_key(msg: str) -> str:
     msg = re.sub(r"^.*?\.(mid|musicxml|mxl|xml|krn): ", "", msg)
@@ -502,10 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = run_fuzz(args.cases, args.seed, args.time_cap, args.mem_cap_mb, args.jobs, args.hang_cpu,
                        corpus_dir=args.corpus, save_failures=args.save_failures, start=args.start,
                        progress=not args.quiet)
-    print(summary.text())
-    if args.report:
-        atomic_write_json(args.report, dict(asdict(summary), failed=summary.failed))
-    return 1 if summary.failed else 0
+    return summary.finish(args.report)
 
 
 if __name__ == "__main__":

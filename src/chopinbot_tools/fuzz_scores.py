@@ -27,7 +27,6 @@ import argparse
 import os
 import sys
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 from chopinbot.cli.args import nonneg_int, positive_float, positive_int
@@ -36,7 +35,6 @@ from chopinbot.constants import SEED_STATES
 from chopinbot.dataset.prepare import process_file
 from chopinbot.dataset.store import PrepareSettings
 from chopinbot.errors import MidiError
-from chopinbot.io_utils import atomic_write_json
 from chopinbot.music import scores
 from chopinbot_tools.fuzz import _check_states, _one_line_ok, replay, run_fuzz
 from chopinbot_tools.fuzz_score_cases import load_score_corpus, make_score_case
@@ -165,10 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         return _reproduce(args.seed, args.case, args.save_failures)
     summary = run_score_fuzz(args.cases, args.seed, args.time_cap, args.mem_cap_mb, args.jobs, args.start,
                              args.save_failures, progress=not args.quiet)
-    print(summary.text())
-    if args.report:
-        atomic_write_json(args.report, dict(asdict(summary), failed=summary.failed))
-    return 1 if summary.failed else 0
+    return summary.finish(args.report)
 
 
 if __name__ == "__main__":
