@@ -218,10 +218,7 @@ class ComposePool:
                     result = compose(job.request, job.entry, job.session_id)
                 result.timings["queued"] = started - job.submitted
             except BaseException as e:  # noqa: BLE001 - the visitor's page shows it
-                if isinstance(e, BrokenProcessPool) and not self._closed:  # the process died (killed, out of memory)
-                    log.error("composing worker process %d stopped; starting another", index)
-                    executor.shutdown(wait=False, cancel_futures=True)
-                    self._start_processes([index])
+                self._restart_if_died(index, e)
                 self._finish(job, time.perf_counter() - started)
                 job.future.set_exception(_plain(e))
                 continue
@@ -235,13 +232,17 @@ class ComposePool:
         try:
             result = executor.submit(fn, *args).result() if executor is not None else fn(*args)
         except BaseException as e:  # noqa: BLE001 - the page shows it
-            if isinstance(e, BrokenProcessPool) and not self._closed:
-                log.error("worker process %d stopped; starting another", index)
-                executor.shutdown(wait=False, cancel_futures=True)
-                self._start_processes([index])
+            self._restart_if_died(index, e)
             future.set_exception(_plain(e))
             return
         future.set_result(result)
+
+    def _restart_if_died(self, index: int, error: BaseException) -> None:
+        """Start worker process ``index`` again if ``error`` says it died (killed, out of memory)."""
+        if isinstance(error, BrokenProcessPool) and not self._closed:
+            log.error("worker process %d stopped; starting another", index)
+            self._executors[index].shutdown(wait=False, cancel_futures=True)
+            self._start_processes([index])
 
     def _finish(self, job: _Job, seconds: float | None) -> None:
         with self._lock:

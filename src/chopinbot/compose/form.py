@@ -59,6 +59,7 @@ from chopinbot.compose.generate import (
     GenerateConfig,
     GenerationResult,
     generate,
+    notatable_origin,
     notatable_phase,
     output_key,  # the output key and its mode rule, exactly as generate() decides them
     requested_controls,
@@ -349,9 +350,8 @@ def compose_form(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = Non
     else:
         new_beats = cfg.steps * float(np.mean(seed.history.beats))
     draft = _Draft(replace(seed, bpm=bpm), cfg.include_seed)
-    if cfg.notatable and cfg.notatable_origin is None:  # every section and the cadence on the seed end's grid
-        cfg = replace(cfg, notatable_origin=int(round(seed.history_start_beat * GRID_PER_BEAT))
-                      + int(seed.history.grid_units().sum()))
+    if cfg.notatable:  # every section and the cadence on the seed end's grid
+        cfg = replace(cfg, notatable_origin=notatable_origin(seed, cfg))
     plan = plan_sections(form, draft.out_beats + new_beats, bpm)
     if plan[0][2] - draft.out_beats < 1.0:
         raise ConfigError(f"the seed ({draft.out_beats:.1f} beats) fills the first section: ask for more music")

@@ -259,14 +259,20 @@ class GenerationResult(PieceOutputs):
         )
 
 
+def notatable_origin(seed: Seed, cfg: GenerateConfig) -> int:
+    """The grid step of the seed's source that the notatable grid counts from: ``cfg.notatable_origin``,
+    or the seed's end (:class:`~chopinbot.compose.decoding.NotatableRhythm`)."""
+    if cfg.notatable_origin is not None:
+        return cfg.notatable_origin
+    return int(round(seed.history_start_beat * GRID_PER_BEAT)) + int(seed.history.grid_units().sum())
+
+
 def notatable_phase(seed: Seed, cfg: GenerateConfig) -> int | None:
-    """With ``cfg.notatable``: the grid step, from the start of ``seed.history``, that the notatable grid
-    counts from (:class:`~chopinbot.compose.decoding.NotatableRhythm`); None without."""
+    """With ``cfg.notatable``: that origin in grid steps from the start of ``seed.history`` (the metre's
+    ``grid_phase``); None without."""
     if not cfg.notatable:
         return None
-    if cfg.notatable_origin is None:
-        return int(seed.history.grid_units().sum())
-    return cfg.notatable_origin - int(round(seed.history_start_beat * GRID_PER_BEAT))
+    return notatable_origin(seed, cfg) - int(round(seed.history_start_beat * GRID_PER_BEAT))
 
 
 def _continue(*args, **kwargs) -> list[States]:
