@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -23,7 +25,7 @@ from chopinbot.music.controls import (
     window_controls,
 )
 from chopinbot.music.keys import Key, parse_pitch, pitch_name
-from chopinbot.music.states import States
+from chopinbot.music.states import States, transpose_states
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -144,6 +146,19 @@ def test_figures_measure_what_the_requests_name():
     assert fig.inside_register == pytest.approx(2 / 3)
     far = piece_figures(st, bpm=120, key=Key(6, False))  # F# major is six fifths away
     assert far.key_hold == 0.0
+
+
+def test_figures_say_how_much_of_the_new_music_was_replayed(tiny_model_dir):
+    model = load_model(tiny_model_dir)
+    res = generate(model, seed_from_test(0), GenerateConfig(steps=40, random_seed=1, include_seed=False))
+    composed = result_figures(res)
+    assert 0.0 <= composed.replayed <= 1.0 and "composed " in composed.summary()
+    # the same new music heard before (a fifth higher): every figure of it is a replay
+    copy = dataclasses.replace(res, history=transpose_states(res.generated, 7)[0])
+    assert result_figures(copy).replayed == 1.0 and "replayed 100%" in result_figures(copy).summary()
+    # nothing kept to compare with: no figure, and the summary says nothing of it
+    alone = result_figures(dataclasses.replace(res, history=None))
+    assert alone.replayed is None and "replayed" not in alone.summary()
 
 
 def test_follow_seed_asks_for_the_seed_s_own_character(tiny_controls_model_dir):

@@ -14,6 +14,7 @@ from chopinbot.dataset.store import Dataset
 from chopinbot.evaluation.excerpts import (
     FEATURE_NAMES,
     Excerpt,
+    bass_pulse,
     detected_key,
     excerpt_features,
     excerpt_windows,
@@ -72,6 +73,18 @@ def test_empty_and_one_note_excerpts_give_nan_not_errors():
     assert empty["notes_per_second"] == 0 and math.isnan(empty["pitch_range"])
     one = excerpt_features(_notes([(0, 1, 60, 64)]))
     assert one["pitch_range"] == 0 and one["vel_sd"] == 0 and math.isnan(one["top_abs_interval"])
+
+
+def test_bass_pulse_hears_a_march_bass_and_not_a_scatter():
+    rng = np.random.default_rng(0)
+    beats = np.arange(40) * 0.5  # a bass note every half second, a melody note over each and between
+    march = [[t, t + 0.4, 40 + 7 * (i % 2), 60] for i, t in enumerate(beats)]
+    melody = [[t, t + 0.2, 72 + int(rng.integers(0, 5)), 70] for t in np.arange(80) * 0.25]
+    assert bass_pulse(np.array(march + melody, np.float64)) == 1.0  # the melody between never counts as bass
+    scatter = np.sort(rng.uniform(0, 20, 40))
+    loose = [[t, t + 0.1, 40, 60] for t in scatter]
+    assert bass_pulse(np.array(loose + melody, np.float64)) < 0.3
+    assert math.isnan(bass_pulse(np.zeros((0, 4))))
 
 
 def test_repeated_motif_recurs_and_a_random_walk_does_not():
@@ -193,6 +206,10 @@ def test_realism_section_end_to_end(tiny_dataset_dir):
     assert composed["n_excerpts"]["generated_composed"] == r["n_excerpts"]["generated"]
     assert composed["rows"]["composed generated vs composed Chopin"]["accuracy_mean"] > 0.8
     assert "Composed music, apart from what it replays" in text
+    voices = composed["voices"]  # the scale's top voice steps by a semitone (and drops an octave once in 12)
+    assert voices["generated"]["top_abs_interval"]["mean"] == pytest.approx((11 + 11) / 12, abs=0.1)
+    assert set(voices) == {"generated", "seed_alone", "chopin"} and voices["chopin"]["bass_pulse"]["n"] > 0
+    assert "bass pulse" in text
     calls.clear()
     assert "composed" not in evaluate_realism(ds, scale, RealismSettings(composers=(), test=FAST, composed=False),
                                               progress=False) and calls == list(range(len(seeds)))

@@ -345,6 +345,7 @@ def test_variations_are_different_pieces_each_measured(controls_entry, pool):
         assert lines[0].startswith("density ") and "(asked 8)" in lines[0]
         assert "(asked G3–G5)" in lines[1] and "of the notes inside" in lines[1]
         assert "(asked f)" in lines[2] and lines[3].startswith("key held: ")
+        assert 0 <= f.replayed <= 1 and lines[4] == f.replay_text and lines[4].startswith("composed ")
     table = res.stats_table()
     assert list(table[0]) == ["statistic", "variation 1", "variation 2", "variation 3", f"{res.reference} (mean ± sd)",
                               "outside real ± 1 sd"]

@@ -12,15 +12,15 @@ from pathlib import Path
 from chopinbot.cli.args import nonneg_float, nonneg_int, positive_float, positive_int, seed_int
 from chopinbot.dataset.layout import OPTIONAL_BLOCKS
 from chopinbot.errors import ConfigError
-from chopinbot.model.network import ModelConfig
+from chopinbot.model.network import MODEL_TYPES, ModelConfig
 from chopinbot.training.config import FINETUNE_LR, LR
 from chopinbot.training.train import TrainConfig, train
 
 D = TrainConfig()
 M = ModelConfig(duration_classes=[1.0])
 # The model's shape flags; the input blocks' flags come from their declaration (OPTIONAL_BLOCKS).
-MODEL_FLAGS = ("layers", "hidden", "dropout", "dense_layers", "layer_norm", "onset_head", "skip", "note_head",
-               "duration_head", "dur_nodes", "joint_keys", "style_heads")
+MODEL_FLAGS = ("model_type", "heads", "span", "layers", "hidden", "dropout", "dense_layers", "layer_norm",
+               "onset_head", "skip", "note_head", "duration_head", "dur_nodes", "joint_keys", "style_heads")
 BLOCK_FLAGS = tuple(b.flag for b in OPTIONAL_BLOCKS if b.help is not None)
 
 
@@ -46,8 +46,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--default-style", metavar="NAME",
                    help="the style the model composes in unless told (default: chopin when present)")
     g = p.add_argument_group("model")
-    g.add_argument("--layers", type=positive_int, default=M.layers)
-    g.add_argument("--hidden", type=positive_int, default=M.hidden)
+    g.add_argument("--model-type", choices=MODEL_TYPES, default=M.model_type,
+                   help="the backbone: a stacked LSTM, or a causal Transformer with ALiBi positions "
+                        "(default: %(default)s)")
+    g.add_argument("--layers", type=positive_int, default=M.layers, help="LSTM layers or Transformer blocks")
+    g.add_argument("--hidden", type=positive_int, default=M.hidden, help="LSTM units or the Transformer's width")
+    g.add_argument("--heads", type=positive_int, default=M.heads, help="Transformer: attention heads")
+    g.add_argument("--span", type=positive_int, default=M.span,
+                   help="Transformer: how many states each state attends back over (default: %(default)s)")
     g.add_argument("--dropout", type=nonneg_float, default=M.dropout)
     g.add_argument("--dense-layers", type=nonneg_int, default=M.dense_layers)
     g.add_argument("--layer-norm", type=_onoff, default=M.layer_norm, metavar="on|off")

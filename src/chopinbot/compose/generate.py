@@ -206,6 +206,9 @@ class GenerationResult(PieceOutputs):
     config: GenerateConfig | None = None
     metre: Metre | None = None  # bars and where the first state lies in them (None: inferred from the states)
     seed_metre: Metre | None = None  # the seed's own, from what precedes it alone: the same for every variation
+    # what the model read before its new music (the seed and its context), at the seed's pitch: what
+    # the new music's replay is measured against (evaluation.figures; None: not kept, e.g. a form's sections)
+    history: States | None = None
 
     @property
     def generated(self) -> States:
@@ -460,5 +463,5 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
         metre = continuation_metre(seed.history, new, len(seed.states) if cfg.include_seed else 0,
                                    notatable_phase(seed, cfg))
         results.append(GenerationResult(out_states, len(seed.states) if cfg.include_seed else 0, key, bpm,
-                                        seed.source, guards, attempt_cfg, metre, seed_metre))
+                                        seed.source, guards, attempt_cfg, metre, seed_metre, seed.history))
     return results[0] if batch == 1 else results

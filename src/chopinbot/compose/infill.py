@@ -255,8 +255,9 @@ def continuation_nll(model: ChopinLSTM, before: States, spans: list[States], aft
     model.eval()
     try:
         with torch.inference_mode():
-            _, (h, c) = model(torch.from_numpy(rows[0][:H]).to(device)[None])  # the shared history, once
-            state = (h.expand(-1, B, -1).contiguous(), c.expand(-1, B, -1).contiguous())
+            _, shared = model(torch.from_numpy(rows[0][:H]).to(device)[None])  # the shared history, once
+            # one copy per span; batch is dimension 1 of either backbone's state (LSTM or Transformer)
+            state = tuple(s.expand(-1, B, *s.shape[2:]).contiguous() for s in shared)
             xt, kt = torch.from_numpy(x).to(device), torch.from_numpy(target_keys).to(device)
             given = (kt, torch.from_numpy(target_onsets).to(device)) if model.config.joint_keys else None
             out, _ = model(xt, state, given)

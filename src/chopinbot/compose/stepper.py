@@ -44,6 +44,7 @@ from chopinbot.dataset.inputs import NewStates
 from chopinbot.dataset.layout import InputLayout
 from chopinbot.errors import ConfigError
 from chopinbot.model.network import JOINT_INPUTS, NEIGHBOURS, PITCH_EMB, ChopinLSTM, neighbourhood_index
+from chopinbot.model.transformer import CausalTransformer
 from chopinbot.music.controls import Controls
 
 # (key logits (B, 88), onset logits (B, 88) or None, duration outputs (B, n)), float32
@@ -137,7 +138,7 @@ class NumpyStepper:
 
     @staticmethod
     def supports(model) -> bool:
-        if type(model) is not ChopinLSTM or not isinstance(model.lstm, torch.nn.LSTM):
+        if type(model) is not ChopinLSTM or not isinstance(model.backbone, (torch.nn.LSTM, CausalTransformer)):
             return False  # exports and int8 models keep their own kernels
         linears = [model.key_out, model.dur_out] + [m for m in model.dense if not isinstance(m, (torch.nn.ReLU,
                                                                                                 torch.nn.Dropout))]
@@ -147,9 +148,13 @@ class NumpyStepper:
     def __init__(self, model: ChopinLSTM) -> None:
         m, c = model, model.config
         self.model, self.config = m, c
-        lstm = m.lstm
+        # A Transformer backbone steps in PyTorch with its cache (one call per state; its attention is
+        # no loop worth writing again in NumPy); the heads below are NumPy for either backbone.
+        self.transformer = m.transformer if c.model_type == "transformer" else None
+        self.cache = None
         self.lstm = []
-        for i in range(c.layers):
+        for i in range(c.layers if self.transformer is None else 0):
+            lstm = m.lstm
             w_ih, w_hh = getattr(lstm, f"weight_ih_l{i}"), getattr(lstm, f"weight_hh_l{i}")
             bias = getattr(lstm, f"bias_ih_l{i}") + getattr(lstm, f"bias_hh_l{i}")
             self.lstm.append((_np(w_ih.t()), _np(w_hh.t()), _np(bias)))
@@ -199,9 +204,16 @@ class NumpyStepper:
         self.loudness: np.ndarray | None = None  # (B, bins): velocity-class logits after the last step
         self._pending = None  # joint_keys: key/onset logits before the note head, and its hidden layer
 
+    def _backbone(self, x: np.ndarray, state=None):
+        with torch.inference_mode():
+            return self.model.backbone(torch.from_numpy(np.ascontiguousarray(x[..., : self.lstm_in])), state)
+
     def start(self, x_seed: np.ndarray) -> StepOutputs:
-        h, (hh, cc) = self.model.lstm(torch.from_numpy(np.ascontiguousarray(x_seed[..., : self.lstm_in])))
-        self.state = [[_np(hh[i]), _np(cc[i])] for i in range(hh.shape[0])]
+        h, state = self._backbone(x_seed)
+        if self.transformer is not None:
+            self.cache = state
+        else:
+            self.state = [[_np(state[0][i]), _np(state[1][i])] for i in range(state[0].shape[0])]
         return self.heads(_np(h[:, -1]), x_seed[:, -1])
 
     def _cell(self, gates: np.ndarray, hc: list[np.ndarray]) -> np.ndarray:
@@ -214,6 +226,9 @@ class NumpyStepper:
 
     def step(self, x: np.ndarray) -> StepOutputs:
         """``x`` (B, input_dim) float32: the outputs after it; the state moves on."""
+        if self.transformer is not None:
+            h, self.cache = self._backbone(x[:, None], self.cache)
+            return self.heads(_np(h[:, -1]), x)
         inp = x[:, : self.lstm_in]
         for (w_ih, w_hh, b), hc in zip(self.lstm, self.state):
             gates = inp @ w_ih
@@ -226,7 +241,7 @@ class NumpyStepper:
         """The original's way: read the whole window (B, W, D) from a zero state.
         PyTorch's LSTM does this faster than a loop of NumPy steps (measured
         here at a 16-state window: 227 vs 139 states/s), so it is used."""
-        h, _ = self.model.lstm(torch.from_numpy(np.ascontiguousarray(window[..., : self.lstm_in])))
+        h, _ = self._backbone(window)
         return self.heads(_np(h[:, -1]), window[:, -1])
 
     def heads(self, h: np.ndarray, x: np.ndarray) -> StepOutputs:

@@ -78,7 +78,10 @@ def _example_inputs(config: ModelConfig, batch: int = 2, steps: int = 3, seed: i
 def float_model(model) -> ChopinLSTM:
     """A plain float CPU copy of ``model`` (pruning made permanent); int8-quantized
     models and exports are refused."""
-    if not isinstance(model, ChopinLSTM) or not isinstance(model.lstm, nn.LSTM):
+    if isinstance(model, ChopinLSTM) and model.config.model_type != "lstm":
+        raise ConfigError(f"export writes the LSTM backbone's one-step network; this model's backbone is a "
+                          f"{model.config.model_type} (compose with it in PyTorch, or prune and quantize it)")
+    if not isinstance(model, ChopinLSTM) or not isinstance(model.backbone, nn.LSTM):
         raise ConfigError("export needs a float PyTorch model (load compressed models with runtime='float')")
     return plain_copy(model).cpu()
 
@@ -146,7 +149,7 @@ def verify_export(reference: ChopinLSTM, exported, steps: int = 32, batch: int =
     onsets, duration classes) of ``exported`` and of PyTorch's ``reference``:
     over one multi-step call from a random state and then ``steps`` single
     steps with the state carried (as generation runs it)."""
-    ref = plain_copy(reference) if isinstance(reference, ChopinLSTM) and isinstance(reference.lstm, nn.LSTM) \
+    ref = plain_copy(reference) if isinstance(reference, ChopinLSTM) and isinstance(reference.backbone, nn.LSTM) \
         else reference
     x, h, c = _example_inputs(ref.config, batch, steps, seed)
     worst = 0.0

@@ -56,8 +56,8 @@ def make_permanent(model: ChopinLSTM) -> ChopinLSTM:
     for mod, name in prunable(model):
         if hasattr(mod, name + "_orig"):
             prune.remove(mod, name)
-    if isinstance(model.lstm, nn.LSTM):
-        model.lstm.flatten_parameters()
+    if isinstance(model.backbone, nn.LSTM):
+        model.backbone.flatten_parameters()
     return model
 
 

@@ -10,7 +10,10 @@ model composed.  Beside it, :func:`composed_realism` gives:
 * a row from the 16-state seed alone (context 0: nothing to replay), all
   its excerpts and its composed ones;
 * phrase-scale realism: the whole 60-s continuation as one excerpt against
-  60-s excerpts of the same real pieces, since phrases and cadences do not fit in 20 s.
+  60-s excerpts of the same real pieces, since phrases and cadences do not fit in 20 s;
+* the pulse and the top voice (:func:`voice_figures`): the bass's regularity
+  (:func:`~chopinbot.evaluation.excerpts.bass_pulse`) and the top voice's mean
+  interval, generated and from the seed alone against Chopin's mean and sd.
 
 Each row draws at most as many excerpts per class as the generated side has,
 with the forest and folds of the main rows (:func:`~chopinbot.evaluation.realism.two_sets_test`).
@@ -31,7 +34,7 @@ from chopinbot.evaluation.continuations import (
     split_excerpts,
     with_context,
 )
-from chopinbot.evaluation.excerpts import feature_matrix, time_excerpts, timed_notes
+from chopinbot.evaluation.excerpts import FEATURE_NAMES, Excerpt, bass_pulse, feature_matrix, time_excerpts, timed_notes
 from chopinbot.evaluation.replay import (
     COMPOSED_REPLAY,
     MOSTLY_REPLAYED,
@@ -49,6 +52,19 @@ def _composed(shares: Sequence[float]) -> np.ndarray:
     return ~(x > COMPOSED_REPLAY)  # NaN (too short to have an 8-gram) has nothing to replay: composed
 
 
+def voice_figures(excerpts: Sequence[Excerpt], features: np.ndarray) -> dict:
+    """Mean and sd over ``excerpts`` (their rows of ``features``) of the bass pulse and the top
+    voice's mean interval (semitones): what a listener misses first in composed music."""
+    out = {}
+    values = {"bass_pulse": np.array([bass_pulse(e.notes) for e in excerpts], np.float64),
+              "top_abs_interval": features[:, FEATURE_NAMES.index("top_abs_interval")]}
+    for name, v in values.items():
+        v = v[~np.isnan(v)]
+        out[name] = {"mean": float(v.mean()) if v.size else float("nan"),
+                     "sd": float(v.std()) if v.size > 1 else float("nan"), "n": int(v.size)}
+    return out
+
+
 def replays_of(continuations, seconds: float) -> list[float]:
     """The replay share of every excerpt of the continuations, in order."""
     return [r for c in continuations
@@ -56,10 +72,11 @@ def replays_of(continuations, seconds: float) -> list[float]:
 
 
 def composed_realism(ds: Dataset, rs, compose: Compose, seeds, true, continuations, Fg: np.ndarray,
-                     Fc: np.ndarray, chopin_groups: Sequence[str], progress: bool = False) -> dict:
+                     chopin: Sequence[Excerpt], Fc: np.ndarray, progress: bool = False) -> dict:
     """The composed-music section (see the module docstring) for :func:`~chopinbot.evaluation.realism.evaluate_realism`:
-    ``continuations`` and ``Fg`` are its generated excerpts' continuations and features, ``Fc`` and
-    ``chopin_groups`` its real excerpts' (the ``train`` pieces, then the true windows of ``rs.split``)."""
+    ``continuations`` and ``Fg`` are its generated excerpts' continuations and features, ``chopin`` and
+    ``Fc`` its real excerpts and theirs (the ``train`` pieces, then the true windows of ``rs.split``)."""
+    chopin_groups = [e.group for e in chopin]
     seconds = rs.excerpt_seconds
     gen_groups = [e.group for c in continuations for e in c.excerpts]
     gen_replay = replays_of(continuations, seconds)
@@ -90,6 +107,8 @@ def composed_realism(ds: Dataset, rs, compose: Compose, seeds, true, continuatio
     Fl, Fr = feature_matrix(long_gen, phrase), feature_matrix(long_real, phrase)
     rows[f"{phrase:g}-s excerpts: generated vs Chopin"] = two_sets_test(
         Fl, [e.group for e in long_gen], Fr, [e.group for e in long_real], rs.test, per_class=len(long_gen))
+    voices = {"generated": voice_figures([e for cont in continuations for e in cont.excerpts], Fg),
+              "seed_alone": voice_figures(alone_ex, Fa), "chopin": voice_figures(chopin, Fc)}
     return {"composed_replay": COMPOSED_REPLAY, "mostly_replayed": MOSTLY_REPLAYED, "ngram": REPLAY_NGRAM,
             "history": "the seed and its context (generated); as many states of the piece before it (real)",
             "replay": {"generated": replay_distribution(gen_replay), "chopin": replay_distribution(real_replay),
@@ -98,7 +117,7 @@ def composed_realism(ds: Dataset, rs, compose: Compose, seeds, true, continuatio
                            "chopin_composed": int(c.sum()), "seed_alone": len(alone_ex),
                            "seed_alone_composed": int(a.sum()), "phrase_generated": len(long_gen),
                            "phrase_chopin": len(long_real)},
-            "phrase_seconds": phrase, "rows": rows}
+            "phrase_seconds": phrase, "rows": rows, "voices": voices}
 
 
 def format_composed_section(composed: dict, main_row: dict | None = None) -> str:
@@ -124,4 +143,13 @@ def format_composed_section(composed: dict, main_row: dict | None = None) -> str
             continue
         lines.append(f"| {name} | {d['n']} | {d['mean']:.3f} | {d['q1']:.2f} / {d['median']:.2f} / {d['q3']:.2f} | "
                      f"{d['above_0.8']:.3f} | {d['composed']:.3f} |")
+    voices = composed.get("voices")
+    if voices:
+        lines += ["", "| pulse and top voice (mean ± sd) | generated | seed alone (context 0) | Chopin |",
+                  "|---|---|---|---|"]
+        for stat, label in (("bass_pulse", "bass pulse (inter-onset intervals within 10 % of the one before)"),
+                            ("top_abs_interval", "top-voice interval (mean semitones)")):
+            cells = [f"{voices[side][stat]['mean']:.3f} ± {voices[side][stat]['sd']:.3f}"
+                     for side in ("generated", "seed_alone", "chopin")]
+            lines.append(f"| {label} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"

@@ -297,6 +297,34 @@ def excerpt_features(notes: np.ndarray, seconds: float = EXCERPT_SECONDS) -> dic
     return {k: float(v) for k, v in f.items()}
 
 
+def bass_pulse(notes: np.ndarray) -> float:
+    """How regular the bass's onsets are: the share of its inter-onset intervals within 10 % of the one
+    before (NaN under 4 bass onsets).  A bass onset is an onset whose lowest struck key is the lowest
+    sounding key then (a new bass note, not a melody note over a held bass) and lies below the
+    excerpt's median pitch.  A march or waltz bass
+    that keeps its beat scores near 1; bass notes scattered at random, near 0.  Not a classifier
+    feature (so the realism figures stay comparable with the older ones): a statistic of the report,
+    which the issue on composed music asks to bring within one sd of Chopin's."""
+    n = np.asarray(notes, np.float64).reshape(-1, 4)
+    if len(n) < 4:
+        return math.nan
+    n = n[np.lexsort((n[:, 2], n[:, 0]))]
+    start, end, pitch = n[:, 0], n[:, 1], n[:, 2]
+    t, which = _onsets(start)
+    struck_low = np.full(t.size, np.inf)
+    np.minimum.at(struck_low, which, pitch)
+    # the lowest key still sounding from before each onset (a held bass under a new melody note)
+    held = (start[None, :] < t[:, None] - ONSET_TOLERANCE) & (end[None, :] > t[:, None] + ONSET_TOLERANCE / 2)
+    held_low = np.where(held, pitch[None, :], np.inf).min(1)
+    # ... and in the lower half of the excerpt's notes: where no bass sounds, the melody is no bass
+    tb = t[(struck_low < held_low) & (struck_low < np.median(pitch))]
+    ioi = np.diff(tb)
+    ioi = ioi[ioi > ONSET_TOLERANCE]
+    if ioi.size < 3:
+        return math.nan
+    return float((np.abs(np.log(ioi[1:] / ioi[:-1])) < math.log(1.1)).mean())
+
+
 def feature_matrix(excerpts: Sequence[Excerpt], seconds: float = EXCERPT_SECONDS) -> np.ndarray:
     """``(len(excerpts), len(FEATURE_NAMES))`` float array."""
     rows = [excerpt_features(e.notes, seconds) for e in excerpts]

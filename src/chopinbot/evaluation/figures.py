@@ -12,11 +12,12 @@ them, the app shows them beside each piece, and the compliance check
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from chopinbot.evaluation.excerpts import EXCERPT_SECONDS, detected_key, time_excerpts
+from chopinbot.evaluation.replay import REPLAY_NGRAM, history_index, replay_share
 from chopinbot.music.controls import LOUDNESS_LEVELS
 from chopinbot.music.keys import Key, pitch_name, within_a_fifth
 from chopinbot.music.states import States, states_to_notes
@@ -43,6 +44,9 @@ class PieceFigures:
     key_hold: float  # share of 20-s excerpts within one fifth of the stated key
     key_excerpts: int  # how many excerpts that share is of
     inside_register: float | None = None  # with a requested register: the share of notes inside it
+    # the share of the new music's 8-state figures found, at any pitch, in the seed and its context: how much
+    # it played back rather than composed (evaluation.replay; None: no history kept, NaN: under 8 states)
+    replayed: float | None = None
 
     @property
     def register_names(self) -> str:
@@ -60,8 +64,17 @@ class PieceFigures:
         hold = f"{self.key_hold:.0%} of {self.key_excerpts} excerpts" if self.key_excerpts else "too short to judge"
         inside = f" ({self.inside_register:.0%} inside the requested register)" if self.inside_register is not None \
             else ""
+        replay = f"; {self.replay_text}" if self.replay_text else ""
         return (f"density {self.density:.1f} notes/s; register {self.register_names}{inside}; loudness "
-                f"{self.loudness:.0f} ({self.loudness_mark}); key held: {hold}")
+                f"{self.loudness:.0f} ({self.loudness_mark}); key held: {hold}{replay}")
+
+    @property
+    def replay_text(self) -> str:
+        """How much of the new music was composed and how much replayed ("" when not measured)."""
+        if self.replayed is None or math.isnan(self.replayed):
+            return ""
+        return (f"composed {1 - self.replayed:.0%}, replayed {self.replayed:.0%} (of its {REPLAY_NGRAM}-state "
+                f"figures, those found at any pitch in the seed and the music before it)")
 
 
 def key_hold(notes: np.ndarray, key: Key, seconds: float = EXCERPT_SECONDS) -> tuple[float, int]:
@@ -101,4 +114,8 @@ def result_figures(result, register: tuple[int, int] | None = None) -> PieceFigu
     (``register`` default: the one it was asked for)."""
     if register is None and result.config is not None:
         register = result.config.register
-    return piece_figures(result.generated, result.bpm, result.key, register)
+    figures = piece_figures(result.generated, result.bpm, result.key, register)
+    history = getattr(result, "history", None)
+    if history is None or len(history) == 0:
+        return figures
+    return replace(figures, replayed=replay_share(result.generated, history_index(history)))

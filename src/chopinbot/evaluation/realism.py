@@ -71,6 +71,7 @@ from chopinbot.evaluation.excerpts import (
     FEATURE_NAMES,
     VELOCITY_FEATURES,
     Excerpt,
+    bass_pulse,
     detected_key,
     feature_matrix,
     state_excerpts,
@@ -98,6 +99,7 @@ STAT_LABELS: dict[str, str] = {
     "top_abs_interval": "top-voice interval (mean \\|semitones\\|)",
     "top_leap_share": "top-voice leaps of 7+ semitones (share)",
     "interval_4gram_recurrence": "recurring top-voice 4-interval patterns (share)",
+    "bass_pulse": "bass pulse (bass inter-onset intervals within 10 % of the one before, share)",
     "chroma_self_similarity": "pitch-class self-similarity",
     "key_clarity": "key clarity (profile correlation)",
     "key_hold": "key hold (within a fifth of the stated key)",
@@ -149,6 +151,7 @@ def excerpt_stats(excerpt: Excerpt, features: np.ndarray | None = None) -> dict[
     if excerpt.key is not None and len(excerpt.notes):
         hold = float(within_a_fifth(detected_key(excerpt.notes), excerpt.key))
     out["key_hold"] = hold
+    out["bass_pulse"] = bass_pulse(excerpt.notes)
     return {k: out[k] for k in STAT_LABELS}
 
 
@@ -305,8 +308,8 @@ def evaluate_realism(ds: Dataset, continue_seed: ContinueSeed, settings: Realism
             "seed_fidelity": fidelity, "seed_replay": _replay_summary(replay), "generation_seconds": gen_seconds,
             "feature_gaps": feature_gaps(Fg, Fc),
             "seconds": time.perf_counter() - t0, "test_settings": asdict(rs.test),
-            **({"composed": composed_realism(ds, rs, continue_seed, seeds, true, continuations, Fg, Fc, gc, progress)}
-               if rs.composed else {})}
+            **({"composed": composed_realism(ds, rs, continue_seed, seeds, true, continuations, Fg, chopin, Fc,
+                                             progress)} if rs.composed else {})}
 
 
 def _fmt(x: float | None) -> str:

@@ -57,6 +57,7 @@ from chopinbot.dataset.features import LOUDNESS_BINS, DurationVocab
 from chopinbot.dataset.inputs import InputBlock
 from chopinbot.dataset.layout import OPTIONAL_BLOCKS, InputLayout, input_blocks
 from chopinbot.errors import ConfigError
+from chopinbot.model.transformer import CausalTransformer
 from chopinbot.music.controls import Controls
 
 NEIGHBOURS = 12  # the note head sees keys up to an octave either side
@@ -64,6 +65,7 @@ PITCH_EMB = 8
 JOINT_INPUTS = 2 * NEIGHBOURS + 4  # joint_keys: what key k reads of the new state's keys below it (joint_features)
 MAX_HIDDEN = 4096  # refuse absurd configs from untrusted files before allocating
 MAX_LAYERS = 8
+MODEL_TYPES = ("lstm", "transformer")
 
 
 @dataclass
@@ -99,7 +101,9 @@ class ModelConfig:
     max_duration: float = 8.0  # beats; the seed head's normalisation (corpus maximum)
     duration_classes: list[float] = field(default_factory=list)  # the duration vocabulary, beats
     grid_per_beat: int = GRID_PER_BEAT
-    model_type: str = "lstm"
+    model_type: str = "lstm"  # the backbone: "lstm" or "transformer" (chopinbot.model.transformer)
+    heads: int = 4  # transformer: attention heads (``hidden`` is its width, ``layers`` its blocks)
+    span: int = 512  # transformer: states each state attends back over (ALiBi positions; composing keeps so many)
 
     def __post_init__(self) -> None:
         if self.note_head is False:
@@ -110,7 +114,8 @@ class ModelConfig:
         self.validate()
 
     def validate(self) -> None:
-        ints = ("layers", "hidden", "dense_layers", "note_hidden", "note_context", "dur_nodes", "grid_per_beat")
+        ints = ("layers", "hidden", "dense_layers", "note_hidden", "note_context", "dur_nodes", "grid_per_beat",
+                "heads", "span")
         for name in ints:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool):
@@ -135,8 +140,12 @@ class ModelConfig:
             raise ConfigError("styles must not repeat a name")
         if self.style_input and (not self.styles or self.default_style not in self.styles):
             raise ConfigError("a style input needs its styles and a default_style among them")
-        if self.model_type != "lstm":
-            raise ConfigError(f"unknown model_type {self.model_type!r} (this version knows 'lstm')")
+        if self.model_type not in MODEL_TYPES:
+            raise ConfigError(f"unknown model_type {self.model_type!r} (this version knows {', '.join(MODEL_TYPES)})")
+        if not (1 <= self.heads <= 64 and self.hidden % self.heads == 0):
+            raise ConfigError(f"heads must be 1..64 and divide hidden ({self.hidden}), got {self.heads}")
+        if not (2 <= self.span <= 1 << 16):
+            raise ConfigError(f"span must be 2..65536 states, got {self.span}")
         if not (1 <= self.layers <= MAX_LAYERS):
             raise ConfigError(f"layers must be 1..{MAX_LAYERS}, got {self.layers}")
         if not (2 <= self.hidden <= MAX_HIDDEN):
@@ -250,8 +259,13 @@ class ChopinLSTM(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.lstm = nn.LSTM(c.lstm_input_dim, c.hidden, c.layers, batch_first=True,
-                            dropout=c.dropout if c.layers > 1 else 0.0)
+        # The backbone: rows -> one feature vector per state, ``(x, state) -> (h, state)`` either way.  The
+        # LSTM keeps its attribute name (it is in every saved checkpoint's tensor names).
+        if c.model_type == "transformer":
+            self.transformer = CausalTransformer(c.lstm_input_dim, c.hidden, c.layers, c.heads, c.span, c.dropout)
+        else:
+            self.lstm = nn.LSTM(c.lstm_input_dim, c.hidden, c.layers, batch_first=True,
+                                dropout=c.dropout if c.layers > 1 else 0.0)
         self.norm = nn.LayerNorm(c.hidden) if c.layer_norm else nn.Identity()
         dense: list[nn.Module] = []
         width = c.hidden
@@ -313,7 +327,7 @@ class ChopinLSTM(nn.Module):
         """The next state's outputs after each row of ``x`` (B, T, input_dim).  ``given``
         (``joint_keys`` only): the next states' keys and onsets (B, T, 88) on which each
         key's conditional is taken (key k reads only keys < k); None: nothing below any key."""
-        h, new_state = self.lstm(self.lstm_inputs(x), state)
+        h, new_state = self.backbone(self.lstm_inputs(x), state)
         h = self.dense(self.norm(h))
         keys = self.key_out(h)
         onsets = self.onset_out(h) if self.onset_out is not None else None
@@ -329,6 +343,11 @@ class ChopinLSTM(nn.Module):
                 onsets = onsets + adj[..., 1]
         loudness = self.loud_out(h) if self.loud_out is not None else None
         return Outputs(keys, onsets, self.duration_outputs(x, h), loudness), new_state
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The LSTM or the Transformer (``model_type``): input rows and a state -> features and the next state."""
+        return self.transformer if self.config.model_type == "transformer" else self.lstm
 
     def lstm_inputs(self, x: torch.Tensor) -> torch.Tensor:
         """The columns of the input rows the LSTM reads (the note-head columns go to the note head only)."""

@@ -69,6 +69,11 @@ def _figures(r: dict) -> dict:
         for side, d in c["replay"].items():
             for k in ("mean", "median", "above_0.8", "composed"):
                 out[f"replay_{side}_{k}"] = d.get(k)
+        for side, d in c.get("voices", {}).items():
+            for stat, v in d.items():
+                out[f"{stat}_{side}"] = v["mean"]
+                if side == "chopin":
+                    out[f"{stat}_{side}_sd"] = v["sd"]
     return out
 
 
