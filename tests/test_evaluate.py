@@ -75,9 +75,13 @@ def test_report_end_to_end(tiny_model_dir, tiny_dataset_dir, tmp_path):
     out = tmp_path / "report"
     m = evaluate([str(tiny_model_dir)], out, tiny_dataset_dir,
                  EvalSettings(pieces=2, steps=16, progress=False, realism_seconds=20, realism_repeats=1,
-                              composed=False))  # the composed rows: tests/test_realism.py, test_suites.py
+                              composed=False, composed_rolls=2))  # composed rows: test_realism.py, test_suites.py
     for name in ("report.md", "metrics.json", "threshold_guide.png", "pianoroll_generated_vs_real.png"):
         assert (out / name).stat().st_size > 100, name
+    # music composed from the seed alone above the real continuation, one per test piece (the tiny data has one)
+    rolls = sorted(out.glob("composed_vs_real_*.png"))
+    assert [p.name for p in rolls] == ["composed_vs_real_1.png"]
+    assert all(f"![{p.stem}]({p.name})" in (out / "report.md").read_text() for p in rolls)
     table = json.loads((out / "metrics.json").read_text())["table"]
     assert any(k.startswith("baseline: copy") for k in table) and any(k.startswith("baseline: repeat") for k in table)
     assert len(table) == 4
@@ -100,8 +104,8 @@ def test_report_end_to_end(tiny_model_dir, tiny_dataset_dir, tmp_path):
 
 def test_report_without_realism(tiny_model_dir, tiny_dataset_dir, tmp_path):
     m = evaluate([str(tiny_model_dir)], tmp_path / "r", tiny_dataset_dir,
-                 EvalSettings(pieces=1, steps=8, progress=False, realism=False))
-    assert "realism" not in m and "## Realism" not in (tmp_path / "r" / "report.md").read_text()
+                 EvalSettings(pieces=1, steps=8, progress=False, realism=False, composed_rolls=0))
+    assert not list((tmp_path / "r").glob("composed_vs_real_*")) and "realism" not in m and "## Realism" not in (tmp_path / "r" / "report.md").read_text()
 
 
 def test_model_and_data_must_match(tiny_model_dir, tmp_path):

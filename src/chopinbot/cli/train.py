@@ -20,7 +20,7 @@ D = TrainConfig()
 M = ModelConfig(duration_classes=[1.0])
 # The model's shape flags; the input blocks' flags come from their declaration (OPTIONAL_BLOCKS).
 MODEL_FLAGS = ("model_type", "heads", "span", "layers", "hidden", "dropout", "dense_layers", "layer_norm",
-               "onset_head", "skip", "note_head", "duration_head", "dur_nodes", "joint_keys", "style_heads")
+               "onset_head", "skip", "note_head", "note_hidden", "note_context", "duration_head", "dur_nodes", "joint_keys", "style_heads")
 BLOCK_FLAGS = tuple(b.flag for b in OPTIONAL_BLOCKS if b.help is not None)
 
 
@@ -62,6 +62,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="direct path from the current state to the key logits (default: on)")
     g.add_argument("--note-head", type=_onoff, default=M.note_head, metavar="on|off",
                    help="per-key MLP with weights tied across keys (default: on)")
+    g.add_argument("--note-hidden", type=positive_int, default=M.note_hidden,
+                   help="the note head's hidden units (default: %(default)s)")
+    g.add_argument("--note-context", type=positive_int, default=M.note_context,
+                   help="features of the backbone's state the note head reads (default: %(default)s)")
     for block in OPTIONAL_BLOCKS:  # one flag per optional input block, from the blocks' own declaration
         if block.help is not None:
             on = getattr(M, block.flag)

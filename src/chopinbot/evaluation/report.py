@@ -70,6 +70,7 @@ class EvalSettings:
     realism_seconds: float = 60.0  # each seed's continuation, cut into 20-s excerpts
     realism_repeats: int = 5  # random seeds of the classifier test
     composed: bool = True  # the realism of composed music apart from replay (evaluation.composed; issue 27)
+    composed_rolls: int = 3  # piano rolls of music composed from the seed alone, each beside the real continuation
 
 
 def _label(path: str | None) -> str:
@@ -228,6 +229,8 @@ def evaluate(models: list[str | None], out_dir: str | os.PathLike, data: str | o
     real = _real_excerpts(ds, settings.seed_len + settings.steps)[0]
     pngs.append(plot_pianoroll_pair(ex.notes, states_to_notes(real), out / "pianoroll_generated_vs_real.png",
                                     bpm=ex.bpm, seed_end_beat=ex.seed_end_beat))
+    if settings.composed_rolls:
+        pngs += composed_rolls(first_model, ds, out, settings.composed_rolls)
     metrics = {"dataset": {"states_sha256": ds.manifest_hash, "totals": ds.manifest["totals"]},
                "table": rows,
                "models": {k: {kk: vv for kk, vv in v.items() if kk != "curve"} for k, v in details.items()},
@@ -244,6 +247,32 @@ def evaluate(models: list[str | None], out_dir: str | os.PathLike, data: str | o
     atomic_write_text(out / "report.md", _report_md(rows, stats, pngs, curves, out, settings, format_stats_table,
                                                     metrics.get("realism"), metrics.get("realism_by_model")))
     return metrics
+
+
+ROLL_SECONDS = 30.0
+
+
+def composed_rolls(model, ds: Dataset, out: Path, count: int, seconds: float = ROLL_SECONDS) -> list[Path]:
+    """``count`` pictures ``composed_vs_real_N.png``: what the model composes from a 16-state test seed
+    alone (context 0: nothing before it to replay), above what the piece really does next; the first
+    window of ``count`` different test pieces, ``seconds`` each, both at the real excerpt's steady tempo."""
+    from chopinbot.evaluation.continuations import held_out_seeds, model_composer
+    from chopinbot.evaluation.excerpts import timed_notes
+    from chopinbot.render.pianoroll import plot_pianoroll_pair
+
+    seeds, true = held_out_seeds(ds, "test", seconds=seconds, context_states=0)
+    firsts = [i for i in range(len(true)) if i == 0 or true[i].group != true[i - 1].group][:count]
+    compose = model_composer(model, seconds)
+    paths = []
+    for n, i in enumerate(firsts, 1):
+        result = compose(seeds[i], i)
+        if result is None:
+            continue
+        composed = timed_notes(result.generated)
+        paths.append(plot_pianoroll_pair(
+            composed, true[i].notes, out / f"composed_vs_real_{n}.png", bpm=60.0,  # both in seconds already
+            labels=(f"composed from the 16-state seed alone: {seeds[i].source}", "what the piece does next")))
+    return paths
 
 
 def _any_vocab():
@@ -280,7 +309,13 @@ def _report_md(rows, stats, pngs, curves, out: Path, settings: EvalSettings, for
               f"states, sampling at temperature {settings.temperature}, random seeds 0..{settings.pieces - 1}) "
               f"against {stats['n_real']} real test excerpts of the same length. Flagged (⚠): the generated mean "
               "lies outside the real mean ± 1 sd.", "", format_stats_table(stats["rows"]), "",
-              f"![piano rolls]({pngs[1].name})", "", "## Originality", ""]
+              f"![piano rolls]({pngs[1].name})", ""]
+    rolls = [p for p in pngs if p.name.startswith("composed_vs_real")]
+    if rolls:
+        lines += ["What the model composes with nothing to replay: each picture continues a 16-state seed of a "
+                  "different test piece, read alone (`--context-states 0`), above what the piece does next.", ""]
+        lines += [f"![{p.stem}]({p.name})" for p in rolls] + [""]
+    lines += ["## Originality", ""]
     o = stats["originality"]
     lr = o["longest_run"]
     lines += [f"- 8-state n-grams (keys + rhythmic value) found verbatim in the training pieces: mean "
