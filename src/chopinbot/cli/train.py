@@ -20,7 +20,8 @@ D = TrainConfig()
 M = ModelConfig(duration_classes=[1.0])
 # The model's shape flags; the input blocks' flags come from their declaration (OPTIONAL_BLOCKS).
 MODEL_FLAGS = ("model_type", "heads", "span", "layers", "hidden", "dropout", "dense_layers", "layer_norm",
-               "onset_head", "skip", "note_head", "note_hidden", "note_context", "duration_head", "dur_nodes", "joint_keys", "style_heads")
+               "onset_head", "skip", "note_head", "note_hidden", "note_context", "duration_head", "dur_nodes",
+               "joint_keys", "style_heads")
 BLOCK_FLAGS = tuple(b.flag for b in OPTIONAL_BLOCKS if b.help is not None)
 
 
