@@ -16,7 +16,8 @@ bookkeeping than on its products.  So:
   per-key MLP as gathers (each key's neighbourhood and its values of the
   input blocks) and products, with its pitch-embedding term (the same every
   step) computed once.  The seed is still read by PyTorch's LSTM in
-  one call.
+  one call.  A Transformer backbone (:mod:`chopinbot.model.transformer`) steps in
+  PyTorch, one call per state with its key/value cache, under the same NumPy heads.
 - :class:`ModuleStepper` calls the model's own ``forward`` one step at a time:
   for GPU models and the exported formats (int8, ONNX, TorchScript).
 
@@ -133,6 +134,13 @@ class ModuleStepper:
         return _np(out.key_logits[:, -1]), _np(out.onset_logits[:, -1]) if out.onset_logits is not None else None
 
 
+def _lstm_layer(lstm: torch.nn.LSTM, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Layer ``i``'s input and recurrent weights (transposed) and its two biases summed."""
+    w_ih, w_hh = getattr(lstm, f"weight_ih_l{i}"), getattr(lstm, f"weight_hh_l{i}")
+    bias = getattr(lstm, f"bias_ih_l{i}") + getattr(lstm, f"bias_hh_l{i}")
+    return _np(w_ih.t()), _np(w_hh.t()), _np(bias)
+
+
 class NumpyStepper:
     """One-state inference for a float :class:`ChopinLSTM` on CPU, in NumPy."""
 
@@ -151,13 +159,8 @@ class NumpyStepper:
         # A Transformer backbone steps in PyTorch with its cache (one call per state; its attention is
         # no loop worth writing again in NumPy); the heads below are NumPy for either backbone.
         self.transformer = m.transformer if c.model_type == "transformer" else None
-        self.cache = None
-        self.lstm = []
-        for i in range(c.layers if self.transformer is None else 0):
-            lstm = m.lstm
-            w_ih, w_hh = getattr(lstm, f"weight_ih_l{i}"), getattr(lstm, f"weight_hh_l{i}")
-            bias = getattr(lstm, f"bias_ih_l{i}") + getattr(lstm, f"bias_hh_l{i}")
-            self.lstm.append((_np(w_ih.t()), _np(w_hh.t()), _np(bias)))
+        self.cache = None  # the Transformer's keys and values of the states read so far
+        self.lstm = [] if self.transformer is not None else [_lstm_layer(m.lstm, i) for i in range(c.layers)]
         self.hidden = c.hidden
         self.lstm_in = c.lstm_input_dim
         self.norm = (_np(m.norm.weight), _np(m.norm.bias), m.norm.eps) if c.layer_norm else None
