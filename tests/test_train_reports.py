@@ -106,6 +106,7 @@ def test_models_lists_the_bundled_models_and_runs(tiny_run, capsys):
     assert cli_main(["models", str(tiny_run.out)]) == 0
     printed = capsys.readouterr().out
     assert "piano-controls *" in printed and f"{tiny_run.best['valid_key_nll']:.3f}" in printed
+    assert "(started from random weights: " in printed and "None" not in printed  # a run from scratch
 
 
 def test_every_input_block_with_help_is_a_train_flag():

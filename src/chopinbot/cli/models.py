@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'name':<{width}}{'kind':<9}{'key NLL':>8}  composers")
     for r in rows:
         nll = f"{r['key_nll']:.3f}" if r["key_nll"] is not None else "-"
-        extra = (f"  (started from {r['init_from']}: {r['start_key_nll']:.3f})"
+        extra = (f"  (started from {r['init_from'] or 'random weights'}: {r['start_key_nll']:.3f})"
                  if r.get("start_key_nll") is not None else "")
         mark = " *" if r["kind"] == "bundled" and r["name"] == SHIPPED_MODEL else ""
         print(f"{r['name'] + mark:<{width}}{r['kind']:<9}{nll:>8}  {_composers(r['composers'])}{extra}")
