@@ -101,3 +101,23 @@ def test_a_transformer_trains_saves_loads_and_composes(tiny_dataset_dir, tmp_pat
     b = generate(model, seed, gc, engine="torch")
     assert len(a.generated) == 60
     assert np.array_equal(a.states.keys, b.states.keys) and np.array_equal(a.states.beats, b.states.beats)
+
+
+def test_a_transformer_fine_tunes_on_music_with_a_new_style():
+    """Fine-tuning maps the backbone's first layer's input columns by block, a Transformer's as an LSTM's:
+    a style the model does not know gets new columns (starting at 0), every other weight is kept."""
+    from chopinbot.training.finetune import copy_weights, fine_tune_config
+
+    cfg = ModelConfig(model_type="transformer", hidden=16, heads=2, span=16, duration_classes=CLASSES,
+                      style_input=True, styles=["chopin"], default_style="chopin")
+    torch.manual_seed(0)
+    source = ChopinLSTM(cfg)
+    target = ChopinLSTM(fine_tune_config(cfg, ["schubert"]))
+    copy_weights(target, source)
+    w_old, w_new = source.transformer.inp.weight, target.transformer.inp.weight
+    assert w_new.shape[1] == w_old.shape[1] + 1  # one style column more
+    layout = target.config.layout
+    style = [b.name for b in layout.blocks].index("style")
+    cols = layout.lstm_columns(style)
+    assert (w_new[:, cols.start + 1] == 0).all() and torch.equal(w_new[:, cols.start], w_old[:, cols.start])
+    torch.testing.assert_close(target.transformer.blocks[0].qkv.weight, source.transformer.blocks[0].qkv.weight)

@@ -24,7 +24,7 @@ from chopinbot.dataset.store import Dataset
 from chopinbot.errors import ConfigError
 from chopinbot.model.network import NEIGHBOURS, ChopinLSTM, ModelConfig
 
-FIRST_LAYER_INPUTS = "lstm.weight_ih_l0"
+FIRST_LAYER_INPUTS = {"lstm": "lstm.weight_ih_l0", "transformer": "transformer.inp.weight"}  # by backbone
 DURATION_TERMS = "repeat_dur.weight"  # reads the blocks' duration columns
 NOTE_INPUTS = "note_mlp.0.weight"  # reads each key's neighbourhood, its values of the blocks, then the rest
 
@@ -64,7 +64,7 @@ def fine_tune_config(base: ModelConfig, styles: list[str], default_style: str | 
 
 def copy_weights(target: ChopinLSTM, source: ChopinLSTM) -> None:
     """Load ``source``'s weights into ``target``, whose config may add styles:
-    the first LSTM layer's columns are mapped block by block (style columns by
+    the backbone's first layer's columns are mapped block by block (style columns by
     style name; new ones start at 0), and so are a style-heads model's duration
     terms and note-head values; every other tensor must match in shape."""
     src, dst = source.state_dict(), target.state_dict()
@@ -73,7 +73,8 @@ def copy_weights(target: ChopinLSTM, source: ChopinLSTM) -> None:
         raise ConfigError(f"the models differ in shape: {', '.join(sorted(missing)[:3])} missing")
     old, new = source.config.blocks, target.config.blocks
     mapped = dict(src)
-    mapped[FIRST_LAYER_INPUTS] = _map_block_columns(src[FIRST_LAYER_INPUTS], old, new, 0, lambda b: b.lstm_width)
+    first = FIRST_LAYER_INPUTS[source.config.model_type]
+    mapped[first] = _map_block_columns(src[first], old, new, 0, lambda b: b.lstm_width)
     if source.config.style_heads:  # the style also feeds the duration head's terms and each key's note-head values
         if DURATION_TERMS in src:
             mapped[DURATION_TERMS] = _map_block_columns(
