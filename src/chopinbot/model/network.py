@@ -1,7 +1,9 @@
-"""The network: a stacked LSTM that predicts the next piano state.
+"""The network: a stacked LSTM (or a causal Transformer) that predicts the next piano state.
 
 input (keys, onsets, rhythmic value of the current state)
-  -> ``layers`` stacked LSTM of ``hidden`` units (dropout between layers)
+  -> ``layers`` stacked LSTM of ``hidden`` units (dropout between layers); or, with
+     ``model_type="transformer"``, ``layers`` causal self-attention blocks of width ``hidden``
+     (:mod:`chopinbot.model.transformer`): the *backbone*
   -> optional LayerNorm
   -> dense head: ``dense_layers`` x [Linear(h -> h/2), ReLU, dropout] (the original's)
   -> 88 key logits, 88 onset logits, and a duration head:
