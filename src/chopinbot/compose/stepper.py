@@ -152,29 +152,30 @@ class NumpyTransformer:
                        for b in t.blocks]
         self.norm = (_np(t.norm.weight), _np(t.norm.bias))
         self.heads = t.blocks[0].heads
-        self.k = self.v = np.zeros(0, np.float32)
+        # keys stored transposed, (layers, B, heads, head width, states): a query multiplies a plain slice
+        self.kt = self.v = np.zeros(0, np.float32)
         self.n = 0  # states in the buffers
 
     def load(self, cache) -> None:
         """Start from the PyTorch forward's cache (keys, values: (layers, B, heads, T, head width))."""
         k, v = _np(cache[0]), _np(cache[1])
         L, B, H, T, dh = k.shape
-        self.k = np.zeros((L, B, H, 2 * self.span, dh), np.float32)
-        self.v = np.zeros_like(self.k)
-        self.k[:, :, :, :T], self.v[:, :, :, :T] = k, v
+        self.kt = np.zeros((L, B, H, dh, 2 * self.span), np.float32)
+        self.v = np.zeros((L, B, H, 2 * self.span, dh), np.float32)
+        self.kt[..., :T], self.v[:, :, :, :T] = k.transpose(0, 1, 2, 4, 3), v
         self.n = T
 
     @staticmethod
     def _ln(h: np.ndarray, wb: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        mu = h.mean(-1, keepdims=True)
-        d = h - mu
-        return d / np.sqrt((d * d).mean(-1, keepdims=True) + 1e-5) * wb[0] + wb[1]
+        scale = np.float32(1.0 / h.shape[-1])  # sums, not np.mean: its Python wrapper cost more than the sums
+        d = h - h.sum(-1, keepdims=True) * scale
+        return d / np.sqrt((d * d).sum(-1, keepdims=True) * scale + np.float32(1e-5)) * wb[0] + wb[1]
 
     def step(self, x: np.ndarray) -> np.ndarray:
         """``x`` (B, inputs): the top features (B, width) after it; the buffers move on."""
-        if self.n == self.k.shape[3]:  # full: keep the last span - 1 states at the front
+        if self.n == self.v.shape[3]:  # full: keep the last span - 1 states at the front
             keep = self.span - 1
-            self.k[:, :, :, :keep] = self.k[:, :, :, self.n - keep : self.n]
+            self.kt[..., :keep] = self.kt[..., self.n - keep : self.n]
             self.v[:, :, :, :keep] = self.v[:, :, :, self.n - keep : self.n]
             self.n = keep
         n, lo = self.n + 1, max(0, self.n + 1 - self.span)
@@ -185,9 +186,9 @@ class NumpyTransformer:
         for i, b in enumerate(self.blocks):
             qkv = self._ln(h, b["ln1"]) @ b["qkv"][0] + b["qkv"][1]
             q, k, v = qkv.reshape(B, 3, self.heads, dh).transpose(1, 0, 2, 3)
-            self.k[i, :, :, self.n], self.v[i, :, :, self.n] = k, v
-            K, V = self.k[i, :, :, lo:n], self.v[i, :, :, lo:n]  # (B, heads, seen, dh)
-            scores = (q[:, :, None] @ K.transpose(0, 1, 3, 2))[:, :, 0] * np.float32(dh ** -0.5) + bias
+            self.kt[i, ..., self.n], self.v[i, :, :, self.n] = k, v
+            scores = (q[:, :, None] @ self.kt[i, ..., lo:n])[:, :, 0] * np.float32(dh ** -0.5) + bias  # (B, heads, seen)
+            V = self.v[i, :, :, lo:n]  # (B, heads, seen, dh)
             w = np.exp(scores - scores.max(-1, keepdims=True))
             w /= w.sum(-1, keepdims=True)
             att = (w[:, :, None] @ V).reshape(B, d)  # (B, heads, 1, dh) -> (B, width)
