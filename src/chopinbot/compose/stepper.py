@@ -187,7 +187,7 @@ class NumpyTransformer:
             qkv = self._ln(h, b["ln1"]) @ b["qkv"][0] + b["qkv"][1]
             q, k, v = qkv.reshape(B, 3, self.heads, dh).transpose(1, 0, 2, 3)
             self.kt[i, ..., self.n], self.v[i, :, :, self.n] = k, v
-            scores = (q[:, :, None] @ self.kt[i, ..., lo:n])[:, :, 0] * np.float32(dh ** -0.5) + bias  # (B, heads, seen)
+            scores = (q[:, :, None] @ self.kt[i, ..., lo:n])[:, :, 0] * np.float32(dh ** -0.5) + bias  # B, heads, seen
             V = self.v[i, :, :, lo:n]  # (B, heads, seen, dh)
             w = np.exp(scores - scores.max(-1, keepdims=True))
             w /= w.sum(-1, keepdims=True)
