@@ -39,6 +39,7 @@ from chopinbot.model.formats import (
     write_artifact_folder,
 )
 from chopinbot.model.network import ChopinLSTM, ModelConfig, Outputs
+from chopinbot.model.transformer import CausalTransformer
 
 ONNX_OPSET = 17
 # next-state probabilities of an exported model may differ from PyTorch's by
@@ -78,12 +79,16 @@ def _example_inputs(config: ModelConfig, batch: int = 2, steps: int = 3, seed: i
 def float_model(model) -> ChopinLSTM:
     """A plain float CPU copy of ``model`` (pruning made permanent); int8-quantized
     models and exports are refused."""
-    if isinstance(model, ChopinLSTM) and model.config.model_type != "lstm":
-        raise ConfigError(f"export writes the LSTM backbone's one-step network; this model's backbone is a "
-                          f"{model.config.model_type} (compose with it in PyTorch, or prune and quantize it)")
-    if not isinstance(model, ChopinLSTM) or not isinstance(model.backbone, nn.LSTM):
+    quantized = any("quantized" in type(m).__module__ for m in model.modules())
+    if not isinstance(model, ChopinLSTM) or quantized or not isinstance(model.backbone, (nn.LSTM, CausalTransformer)):
         raise ConfigError("export needs a float PyTorch model (load compressed models with runtime='float')")
     return plain_copy(model).cpu()
+
+
+def _refuse_transformer(model, fmt: str) -> None:
+    if isinstance(model, ChopinLSTM) and model.config.model_type != "lstm":
+        raise ConfigError(f"{fmt} export writes the LSTM backbone's one-step network; this model's backbone is a "
+                          f"{model.config.model_type} (use fp32, fp16 or int8)")
 
 
 def _refuse_joint(model, fmt: str) -> None:
@@ -152,9 +157,10 @@ def verify_export(reference: ChopinLSTM, exported, steps: int = 32, batch: int =
     ref = plain_copy(reference) if isinstance(reference, ChopinLSTM) and isinstance(reference.backbone, nn.LSTM) \
         else reference
     x, h, c = _example_inputs(ref.config, batch, steps, seed)
+    start = None if ref.config.model_type == "transformer" else (h, c)  # a Transformer's state: its cache of x
     worst = 0.0
-    a, sa = ref(x, (h, c))
-    b, sb = exported(x, (h, c))
+    a, sa = ref(x, start)
+    b, sb = exported(x, start)
     for p, q in zip(_probabilities(a) + list(sa), _probabilities(b) + list(sb)):
         worst = max(worst, float((p - q).abs().max()))
     sa = sb = None
@@ -186,6 +192,7 @@ def export_model(model: ChopinLSTM, fmt: str, out: str | os.PathLike, *, sparse:
     if fmt not in ("fp16", "int8", "onnx", "torchscript", "fp32"):
         raise ConfigError("format must be fp32, fp16, int8, onnx or torchscript")
     if fmt in ("onnx", "torchscript"):
+        _refuse_transformer(model, fmt)
         _refuse_joint(model, fmt)
     ref = float_model(model)
     ref.meta = dict(getattr(model, "meta", {}))
