@@ -371,6 +371,11 @@ def guided_stepper(model, layout, cfg: ComposeSettings, controls: Controls | Non
     return stepper
 
 
+def history_end_step(start_beat: float, history: States) -> int:
+    """Where ``history`` (starting at beat ``start_beat`` of its source) ends, in grid steps of its source."""
+    return int(round(start_beat * GRID_PER_BEAT)) + int(history.grid_units().sum())
+
+
 def processors_for(model, cfg: ComposeSettings, controls: Controls | None, stepper, histories: list[States],
                    start_beat: float = 0.0) -> list[StepProcessor]:
     """The decoding rules ``cfg`` asks for, as processors, for pieces continuing ``histories`` (the
@@ -392,7 +397,7 @@ def processors_for(model, cfg: ComposeSettings, controls: Controls | None, stepp
     if cfg.max_leap is not None:
         processors.append(MelodyLeap(cfg.max_leap))
     if cfg.notatable and model.config.duration_head == "classes":
-        ends = [int(round(start_beat * GRID_PER_BEAT)) + int(h.grid_units().sum()) for h in histories]
+        ends = [history_end_step(start_beat, h) for h in histories]
         processors.append(NotatableRhythm(B, model.config.duration_classes, np.asarray(ends), cfg.notatable_origin))
     if isinstance(stepper, GuidedStepper) and stepper.name == "key" and cfg.key_guidance_drift != cfg.key_guidance:
         # the key the requested pitch-class shares fit best (C major or A minor in the model's frame)

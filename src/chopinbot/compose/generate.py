@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from chopinbot.compose.decoding import STUCK_STATES, BeatLimit, Decoder, StepLimit, Stuck
+from chopinbot.compose.decoding import STUCK_STATES, BeatLimit, Decoder, StepLimit, Stuck, history_end_step
 from chopinbot.compose.seeds import Seed
 from chopinbot.constants import GRID_PER_BEAT, HIGHEST_PITCH, LOWEST_PITCH, MIN_KEYS, N_KEYS
 from chopinbot.errors import ChopinBotError, ConfigError
@@ -267,7 +267,7 @@ def notatable_origin(seed: Seed, cfg: GenerateConfig) -> int:
     or the seed's end (:class:`~chopinbot.compose.decoding.NotatableRhythm`)."""
     if cfg.notatable_origin is not None:
         return cfg.notatable_origin
-    return int(round(seed.history_start_beat * GRID_PER_BEAT)) + int(seed.history.grid_units().sum())
+    return history_end_step(seed.history_start_beat, seed.history)
 
 
 def notatable_phase(seed: Seed, cfg: GenerateConfig) -> int | None:

@@ -79,8 +79,8 @@ def _example_inputs(config: ModelConfig, batch: int = 2, steps: int = 3, seed: i
 def float_model(model) -> ChopinLSTM:
     """A plain float CPU copy of ``model`` (pruning made permanent); int8-quantized
     models and exports are refused."""
-    quantized = any("quantized" in type(m).__module__ for m in model.modules())
-    if not isinstance(model, ChopinLSTM) or quantized or not isinstance(model.backbone, (nn.LSTM, CausalTransformer)):
+    if not isinstance(model, ChopinLSTM) or not isinstance(model.backbone, (nn.LSTM, CausalTransformer)) or any(
+            "quantized" in type(m).__module__ for m in model.modules()):  # int8 layers inside a Transformer
         raise ConfigError("export needs a float PyTorch model (load compressed models with runtime='float')")
     return plain_copy(model).cpu()
 

@@ -105,7 +105,7 @@ class ModelConfig:
     grid_per_beat: int = GRID_PER_BEAT
     model_type: str = "lstm"  # the backbone: "lstm" or "transformer" (chopinbot.model.transformer)
     heads: int = 4  # transformer: attention heads (``hidden`` is its width, ``layers`` its blocks)
-    span: int = 512  # transformer: states each state attends back over (ALiBi positions; composing keeps so many)
+    span: int = 512  # transformer: states each state attends over, itself included (ALiBi positions)
 
     def __post_init__(self) -> None:
         if self.note_head is False:

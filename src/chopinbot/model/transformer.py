@@ -11,12 +11,12 @@ Positions are ALiBi biases (Press et al. 2022, "Train short, test long"): each
 head subtracts ``slope x distance`` from its attention scores, so a model
 trained on chunks of a few hundred states reads a longer piece without
 positions it never saw, and no position table is stored.  Attention looks at
-most ``span`` states back: composing stays flat in cost per state however long
-the piece grows (the cache keeps ``span`` states), and scoring a whole held-out
+most ``span`` states back (itself included): composing stays flat in cost per state
+however long the piece grows (the cache keeps ``span - 1`` states), and scoring a whole held-out
 piece runs in query blocks instead of one (T x T) matrix.
 
 The recurrent state of the LSTM becomes a cache: the keys and values of the
-last ``span`` states of every layer, ``(K, V)`` each ``(layers, B, heads, T,
+last ``span - 1`` states of every layer, ``(K, V)`` each ``(layers, B, heads, T,
 d / heads)`` -- batch in dimension 1 as in the LSTM's ``(h, c)``, so the
 composing code selects and expands rows of either the same way.
 """
