@@ -12,7 +12,9 @@ result's states (keys, onsets, beats, velocity) and guards.
 ``--check`` lists every configuration whose music differs from the recorded one (exit 1 if any).
 ``decoding_fingerprints.json`` was recorded before the decoding refactor (issue 26) and still holds
 for every configuration without a loop or a form; ``decoding_fingerprints_phase2.json`` after the
-deliberate changes (cadences with the config's rules, the loop breaker): check refactors against it.
+deliberate changes (cadences with the config's rules, the loop breaker); ``decoding_fingerprints_phase3.json``
+after the loop breaker kept a broken loop out (2026-12-07; 6 of 36 differ from phase 2, those where a
+loop broke): check refactors against it.
 """
 
 from __future__ import annotations

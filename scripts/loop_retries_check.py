@@ -1,4 +1,5 @@
-"""Whole-piece retries and loops broken in N pieces of 60 s from the test seeds, as `chopinbot generate
+"""Whole-piece retries, loops broken and pieces stuck in a figure (evaluation.form_measures.figure_loop_share
+above any Chopin piece's) in N pieces of 60 s from the test seeds, as `chopinbot generate
 --random-seed i --seconds 60 [--context-states C]` composes them (i = 0..N-1).
 
     PYTHONPATH=src python scripts/loop_retries_check.py --pieces 50 [--context-states 0] [--loop-states 0]
@@ -16,6 +17,7 @@ from chopinbot.compose import decoding
 from chopinbot.compose.generate import GenerateConfig, generate
 from chopinbot.compose.seeds import random_seed_index, seed_from_test
 from chopinbot.constants import WARM_STATES
+from chopinbot.evaluation.form_measures import CHOPIN_FIGURE_SHARE, figure_loop_share
 from chopinbot.model.formats import load_model
 
 
@@ -37,7 +39,7 @@ def main() -> None:
         return made
 
     decoding.processors_for = spy
-    retried, retries, looped, t = 0, 0, 0, time.perf_counter()
+    retried, retries, looped, shares, t = 0, 0, 0, [], time.perf_counter()
     for i in range(args.pieces):
         idx = random_seed_index(np.random.default_rng(i))
         seed = seed_from_test(idx, context_states=args.context_states)
@@ -46,10 +48,15 @@ def main() -> None:
         retried += n > 0
         retries += n
         looped += any("looping" in g for g in res.guards)
+        shares.append(figure_loop_share(res.generated))
     breaks = int(sum(b.breaks.sum() for b in breakers))
+    loops = int(sum(b.loops.sum() for b in breakers))
     out = {"pieces": args.pieces, "context_states": args.context_states, "loop_states": args.loop_states,
            "pieces_retried": retried, "retries": retries, "pieces_with_a_loop_guard": looped,
-           "states_drawn_again_by_the_breaker": breaks, "seconds": round(time.perf_counter() - t)}
+           "loops_broken": loops, "states_composed_with_a_loop_forbidden": breaks,
+           "pieces_stuck_in_a_figure": int(sum(s > CHOPIN_FIGURE_SHARE for s in shares)),
+           "figure_loop_share_median": round(float(np.median(shares)), 3),
+           "figure_loop_share_max": round(float(np.max(shares)), 3), "seconds": round(time.perf_counter() - t)}
     print(json.dumps(out))
 
 

@@ -44,6 +44,36 @@ def test_a_figure_looping_past_the_limit_has_its_next_state_forbidden():
     assert LoopBreaker(48, [h[:40]]).reject(go_on, go_on).tolist() == [False]  # 35 states: not yet a loop
 
 
+def _feed(breaker: LoopBreaker, states: States) -> list[bool]:
+    """Each state of ``states`` offered to ``breaker`` and then taken: whether it was forbidden."""
+    out = []
+    for i in range(len(states)):
+        k, o = states.keys[i : i + 1], states.onsets[i : i + 1]
+        out.append(bool(breaker.reject(k, o)[0]))
+        breaker.on_state(decoding.NewStates(k, o, np.zeros(1, int), states.beats[i : i + 1].astype(np.float64)))
+    return out
+
+
+def test_a_broken_loop_is_kept_out_for_a_while():
+    """A two-note trill broken once is not let back in after the one state drawn again (a model that
+    wants it goes straight back): for ``HOLD`` states, a state repeating the one 2, 4, ... 16 before is
+    forbidden; then the trill may come back (and is caught again after 48)."""
+    assert LoopBreaker.HOLD == 16
+    breaker = LoopBreaker(48, [_figure([76, 78], 25)])  # 50 states: runs of 48 at period 2
+    assert _feed(breaker, _figure([60], 1)) == [False]  # the state drawn instead of the cycle's next
+    back = _feed(breaker, _figure([76, 78], 2))  # the trill again: shifted by one state, then caught
+    assert back == [False, False, True, True]
+    other = _feed(breaker, _figure([50, 52, 55], 4))  # a figure of period 3 is free meanwhile ...
+    assert other == [False] * 6 + [True] * 6  # ... but not at its multiple, 6, until 16 states have passed
+    assert not any(_feed(breaker, _figure([76, 78], 3)))  # then the trill is allowed again
+
+
+def test_a_chord_repeated_in_varying_lengths_is_a_loop_too():
+    h = _figure([48], 60)
+    h.beats[:] = np.tile([0.25, 0.5, 0.75], 20)  # the same chord, lengths never repeating at period 1
+    assert LoopBreaker(48, [h]).reject(h.keys[:1], h.onsets[:1]).tolist() == [True]
+
+
 @pytest.mark.parametrize("name", ["chpn_op53.mid", "chpn_op25_e1.mid", "chpn_op66.mid"])
 def test_the_loop_breaker_never_fires_on_real_chopin(name):
     """The pieces of the corpus with the longest exact repetition (39, 37, 24 states) never reach 48."""
@@ -69,6 +99,7 @@ def test_a_loop_is_broken_where_it_starts_not_by_a_retry():
     assert any("looping" in g for g in old.guards)
     new = generate(m, seed, GenerateConfig(steps=80, threshold=0.95, random_seed=3))
     assert not any("retried" in g for g in new.guards) and new.config.threshold == 0.95
+    assert any(g.startswith("loop broken") for g in new.guards)  # said, not hidden behind "none fired"
     assert not [p for p in check_guards(new.generated) if p.startswith("looping")]
 
 

@@ -19,13 +19,22 @@ from chopinbot.compose.form import (
 )
 from chopinbot.compose.generate import GenerateConfig
 from chopinbot.compose.seeds import list_seeds, seed_from_test
-from chopinbot.constants import LOWEST_PITCH, N_KEYS
+from chopinbot.constants import BUNDLED_CORPUS_DIR, LOWEST_PITCH, N_KEYS
+from chopinbot.dataset.store import DEFAULT_SETTINGS as S
 from chopinbot.errors import ConfigError
-from chopinbot.evaluation.form_measures import ends_on_tonic_chord, longest_loop, reprise_matches, section_profiles
+from chopinbot.evaluation.form_measures import (
+    CHOPIN_FIGURE_SHARE,
+    ends_on_tonic_chord,
+    figure_loop_share,
+    longest_loop,
+    reprise_matches,
+    section_profiles,
+)
 from chopinbot.model.formats import load_model
 from chopinbot.music.controls import key_profile
 from chopinbot.music.keys import Key, parse_key
-from chopinbot.music.states import States
+from chopinbot.music.midi import read_midi
+from chopinbot.music.states import States, notes_to_states
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -220,3 +229,20 @@ def test_cli_form(tiny_model_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as bad:
         main(args + ["--form", "ABC", "--force"])
     assert bad.value.code == 2 and "invalid choice: 'ABC'" in capsys.readouterr().err
+
+
+def test_figure_loop_share_counts_a_figure_with_the_odd_state_changed():
+    trill = [[76], [78]] * 48
+    assert figure_loop_share(_states(trill, [0.25] * 96)) == pytest.approx(94 / 96)  # the first 2 repeat nothing
+    broken = [[76], [78]] * 10 + [[60]] + [[76], [78]] * 38  # the trill with one state changed
+    assert longest_loop(_states(broken, [0.25] * 97), max_period=2) == 74  # two runs: 18 and 74 states
+    assert figure_loop_share(_states(broken, [0.25] * 97)) == pytest.approx(92 / 96)  # one figure: 92 of 96
+    assert figure_loop_share(_states([[60 + i % 13] for i in range(96)], [0.25] * 96)) == pytest.approx(83 / 96)
+    assert figure_loop_share(_states([[60], [62], [64]], [1.0] * 3)) == 0.0
+
+
+def test_no_chopin_piece_goes_round_one_figure_beyond_the_calibration():
+    """Op. 28 no. 8, the corpus's most figure-bound piece, sets the bound (76 of 96 states)."""
+    st, _, _ = notes_to_states(read_midi(BUNDLED_CORPUS_DIR / "chpn-p8.mid"), S.grid_per_beat, S.pedal,
+                               S.min_state_beats, S.max_states)
+    assert figure_loop_share(st) == pytest.approx(CHOPIN_FIGURE_SHARE)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from chopinbot.compose.decoding import STUCK_STATES, BeatLimit, Decoder, StepLimit, Stuck, history_end_step
+from chopinbot.compose.decoding import STUCK_STATES, BeatLimit, Decoder, LoopBreaker, StepLimit, Stuck, history_end_step
 from chopinbot.compose.seeds import Seed
 from chopinbot.constants import GRID_PER_BEAT, HIGHEST_PITCH, LOWEST_PITCH, MIN_KEYS, N_KEYS
 from chopinbot.errors import ChopinBotError, ConfigError
@@ -278,7 +278,7 @@ def notatable_phase(seed: Seed, cfg: GenerateConfig) -> int | None:
     return notatable_origin(seed, cfg) - int(round(seed.history_start_beat * GRID_PER_BEAT))
 
 
-def _continue(*args, **kwargs) -> list[States]:
+def _continue(*args, **kwargs) -> tuple[list[States], np.ndarray]:
     # MKL-DNN's LSTM kernel costs ~5x more than the plain one for a short
     # sequence at batch 1 (8.0 vs 1.6 ms measured here), so it is off while generating.
     was = torch.backends.mkldnn.enabled
@@ -293,12 +293,12 @@ def _continue(*args, **kwargs) -> list[States]:
 def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig, rng: np.random.Generator,
                     steps: int | None, max_beats: float | None, rerun_window: int = 0, start: float = 0.0,
                     stop_when_stuck: bool = False, engine: str = "auto",
-                    controls: Controls | None = None) -> list[States]:
+                    controls: Controls | None = None) -> tuple[list[States], np.ndarray]:
     """Generate after each seed (all seeds the same length, starting at beat
     ``start`` of their source) by :class:`~chopinbot.compose.decoding.Decoder`; returns the new
-    states.  With ``stop_when_stuck`` an attempt in which every piece has gone
-    ``STUCK_STATES`` states without a struck key ends there (it will be
-    retried), instead of running to full length first.  ``controls``: what a
+    states, and how many loops were broken in each piece.  With ``stop_when_stuck`` an
+    attempt in which every piece has gone ``STUCK_STATES`` states without a struck key ends
+    there (it will be retried), instead of running to full length first.  ``controls``: what a
     model with controls is asked for (in its frame)."""
     B = len(seeds)
     decoder = Decoder(model, seeds, cfg, rng, start, controls, engine, rerun_window)
@@ -327,7 +327,7 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
             vel = np.where(onset_steps[b, sl].any(1), seeds[b].velocity[seeds[b].velocity > 0].mean().round()
                            if (seeds[b].velocity > 0).any() else DEFAULT_VELOCITY, 0).astype(np.uint8)
         result.append(States(K[b, sl], onset_steps[b, sl], d[sl], np.zeros(len(d[sl]), np.float32), vel))
-    return result
+    return result, decoder.loops_broken()
 
 
 def check_guards(new: States, loops: bool = True) -> list[str]:
@@ -351,6 +351,13 @@ def check_guards(new: States, loops: bool = True) -> list[str]:
                 problems.append(f"looping: the last {LOOP_WINDOW} states repeat a cycle of {period}")
                 break
     return problems
+
+
+def loop_guard(loops: int, states: int) -> str:
+    """The guard line of a piece in which the loop breaker broke ``loops`` loops."""
+    times = "once" if loops == 1 else f"{loops} times"
+    return (f"loop broken {times}: a figure repeated for {states} states was stopped there and kept out for "
+            f"{LoopBreaker.HOLD} more (at the temperature asked)")
 
 
 def _adjust(cfg: GenerateConfig, problems: list[str]) -> tuple[GenerateConfig, str]:
@@ -428,12 +435,12 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
         controls = requested_controls(model, cfg, seed, key, bpm)
     elif not model.config.controls:
         raise ConfigError("controls steer a model with controls; this model has none")
-    news = _continue(model, [seed.history] * batch, cfg, rng, steps, max_beats, rerun_window, seed.history_start_beat,
-                     stop_when_stuck=cfg.retry and cfg.max_retries > 0 and batch == 1, engine=engine,
-                     controls=controls)
+    news, loops = _continue(model, [seed.history] * batch, cfg, rng, steps, max_beats, rerun_window,
+                            seed.history_start_beat, stop_when_stuck=cfg.retry and cfg.max_retries > 0 and batch == 1,
+                            engine=engine, controls=controls)
     results = []
     seed_metre: Metre | None = None  # computed once: every variation writes the same seed
-    for new in news:
+    for new, broken in zip(news, loops):
         guards = list(key_guards)
         attempt_cfg = cfg
         problems = check_guards(new, loops=not cfg.loop_states)
@@ -441,13 +448,16 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
         while problems and cfg.retry and tries < cfg.max_retries:
             attempt_cfg, change = _adjust(attempt_cfg, problems)
             guards.append(f"{'; '.join(problems)} -> retried with {change}")
-            new = _continue(model, [seed.history], attempt_cfg, rng, steps, max_beats, rerun_window,
-                            seed.history_start_beat,
-                            stop_when_stuck=tries + 1 < cfg.max_retries, engine=engine, controls=controls)[0]
+            (new,), (broken,) = _continue(model, [seed.history], attempt_cfg, rng, steps, max_beats, rerun_window,
+                                          seed.history_start_beat,
+                                          stop_when_stuck=tries + 1 < cfg.max_retries, engine=engine,
+                                          controls=controls)
             problems = check_guards(new, loops=not cfg.loop_states)
             tries += 1
         if problems:
             guards.append("; ".join(problems) + (" (kept: --no-retry)" if not cfg.retry else " (after retries)"))
+        if broken:
+            guards.append(loop_guard(int(broken), cfg.loop_states))
         if not new.onsets.any() and not (cfg.include_seed and seed.states.keys.any()):
             raise GenerationError("the model produced only silence, even after retries; try sampling or a lower "
                                   "threshold")

@@ -74,7 +74,7 @@ class PieceFigures:
         if self.replayed is None or math.isnan(self.replayed):
             return ""
         return (f"composed {1 - self.replayed:.0%}, replayed {self.replayed:.0%} (of its {REPLAY_NGRAM}-state "
-                f"figures, those found at any pitch in the seed and the music before it)")
+                f"figures, those found at any pitch in what the model read first: the seed and its context)")
 
 
 def key_hold(notes: np.ndarray, key: Key, seconds: float = EXCERPT_SECONDS) -> tuple[float, int]:

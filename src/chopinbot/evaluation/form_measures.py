@@ -101,3 +101,27 @@ def longest_loop(states: States, max_period: int = 4) -> int:
             run = run + 1 if x else 0
             best = max(best, run)
     return best
+
+
+FIGURE_WINDOW = 96  # states: about 10-20 s of a piece
+CHOPIN_FIGURE_SHARE = 76 / 96  # the most of any 96 states in a row repeating one figure in the 48 pieces (op. 28 no. 8)
+
+
+def figure_loop_share(states: States, window: int = FIGURE_WINDOW, max_period: int = 16) -> float:
+    """The largest share of any ``window`` states in a row (all of them, if fewer) that each repeat the
+    state ``p`` before them in keys and onsets, for one period ``p`` up to ``max_period``: how long the
+    music goes round one figure, allowing the odd state that differs (which :func:`longest_loop`, a run,
+    does not).  In the 48 performed pieces of the corpus it is at most 0.79 (``CHOPIN_FIGURE_SHARE``);
+    a piece above that is stuck in a figure as no Chopin piece is."""
+    n = len(states)
+    if n < 2:
+        return 0.0
+    x = np.concatenate([states.keys, states.onsets], 1).astype(bool)
+    span = min(window, n)
+    best = 0
+    for p in range(1, min(max_period, n - 1) + 1):
+        same = np.zeros(n, np.int64)
+        same[p:] = (x[p:] == x[:-p]).all(1)
+        total = np.concatenate([[0], np.cumsum(same)])
+        best = max(best, int((total[span:] - total[:-span]).max()))
+    return best / span
