@@ -14,7 +14,8 @@ result's states (keys, onsets, beats, velocity) and guards.
 for every configuration without a loop or a form; ``decoding_fingerprints_phase2.json`` after the
 deliberate changes (cadences with the config's rules, the loop breaker); ``decoding_fingerprints_phase3.json``
 after the loop breaker kept a broken loop out (2026-12-07; 6 of 36 differ from phase 2, those where a
-loop broke): check refactors against it.
+loop broke); ``decoding_fingerprints_phase4.json`` after near-loops were broken too and the repeat boost's
+default went from 4 to 16 (2026-12-07; 21 of 36 differ from phase 3): check refactors against it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 above any Chopin piece's) in N pieces of 60 s from the test seeds, as `chopinbot generate
 --random-seed i --seconds 60 [--context-states C]` composes them (i = 0..N-1).
 
-    PYTHONPATH=src python scripts/loop_retries_check.py --pieces 50 [--context-states 0] [--loop-states 0]
+    PYTHONPATH=src python scripts/loop_retries_check.py --pieces 50 [--context-states 0] [--loop-states 0] [--repeat-boost 4]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--context-states", type=int, default=WARM_STATES)
     ap.add_argument("--loop-states", type=int, default=GenerateConfig.loop_states)
+    ap.add_argument("--repeat-boost", type=float, default=GenerateConfig.repeat_boost)
     args = ap.parse_args()
     model = load_model(args.model)
     breakers = []
@@ -43,7 +44,8 @@ def main() -> None:
     for i in range(args.pieces):
         idx = random_seed_index(np.random.default_rng(i))
         seed = seed_from_test(idx, context_states=args.context_states)
-        res = generate(model, seed, GenerateConfig(seconds=args.seconds, random_seed=i, loop_states=args.loop_states))
+        res = generate(model, seed, GenerateConfig(seconds=args.seconds, random_seed=i, loop_states=args.loop_states,
+                                                  repeat_boost=args.repeat_boost))
         n = sum(g.count("retried") for g in res.guards)
         retried += n > 0
         retries += n
@@ -52,6 +54,7 @@ def main() -> None:
     breaks = int(sum(b.breaks.sum() for b in breakers))
     loops = int(sum(b.loops.sum() for b in breakers))
     out = {"pieces": args.pieces, "context_states": args.context_states, "loop_states": args.loop_states,
+           "repeat_boost": args.repeat_boost,
            "pieces_retried": retried, "retries": retries, "pieces_with_a_loop_guard": looped,
            "loops_broken": loops, "states_composed_with_a_loop_forbidden": breaks,
            "pieces_stuck_in_a_figure": int(sum(s > CHOPIN_FIGURE_SHARE for s in shares)),

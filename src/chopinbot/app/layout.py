@@ -250,7 +250,7 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
                   value=REQUEST_DEFAULTS.key_min_p, step=0.01, key="key_min_p", help=HELP["key_min_p"])
         sb.slider("Key local p", min_value=KEY_MIN_P_RANGE[0], max_value=KEY_MIN_P_RANGE[1],
                   value=REQUEST_DEFAULTS.key_local_p, step=0.05, key="key_local_p", help=HELP["key_local_p"])
-        sb.slider("Repetition", min_value=1.0, max_value=16.0, value=REQUEST_DEFAULTS.repeat_boost, step=0.5,
+        sb.slider("Repetition", min_value=1.0, max_value=32.0, value=REQUEST_DEFAULTS.repeat_boost, step=0.5,
                   key="repeat_boost", help=HELP["repeat_boost"])
     else:
         value = sb.slider("Threshold", min_value=THRESHOLD_RANGE[0], max_value=THRESHOLD_RANGE[1],

@@ -176,54 +176,68 @@ class FollowKeyDrift(StepProcessor):
 
 
 class LoopBreaker(StepProcessor):
-    """A loop is broken where it starts, at the temperature asked, and stays broken a while.  Once a
-    piece's last ``states`` states each repeat the state ``p`` before them in keys and onsets (any
-    period ``p`` up to ``MAX_PERIOD``), the state that would go on with the cycle is forbidden (drawn
-    again); and for the next ``HOLD`` states, so is any state that repeats the one ``p`` before, or
-    a multiple of ``p`` before (a two-note trill repeats at 2, 4, 6, ...).  Broken once and let go, a
-    model that wants the figure goes straight back into it (measured: a 42-s trill, the cycle broken
-    every 48 states after a single state drawn again).  ``HOLD`` is 16 (one cycle of the longest period
-    watched): held for 48 states instead, the valid pieces' realism draws were told from Chopin more
-    often (0.837 against 0.825, six draws; 16: 0.824), the music scattered where it had looped.
+    """A loop is broken where it starts, at the temperature asked, and stays broken a while.
 
-    Calibrated on the 48 pieces of the bundled corpus: their longest such run, at any period up to
-    16, is 39 states (op. 53, period 8; the figures of op. 25 no. 1 and op. 66: 37 and 24), lengths
-    compared or not, so 48 never fires on real Chopin, while a five-note figure stuck for three bars
-    is caught.  Lengths are not compared: a chord struck again and again in varying lengths is a
-    loop too.  Constant time per state: a ring of the last ``MAX_PERIOD`` states, a run length per
-    period and the state until which each period stays forbidden."""
+    A loop: the piece's last ``states`` states each repeat the state ``p`` before them in keys and
+    onsets (any period ``p`` up to ``MAX_PERIOD``), or ``NEAR`` of its last ``WINDOW`` do (a figure
+    going round with a state changed now and then, which a run never reaches).  Then the state that
+    would go on with the cycle is forbidden (drawn again); and for the next ``HOLD`` states, so is any
+    state that repeats the one ``p`` before, or a multiple of ``p`` before (a two-note trill repeats at
+    2, 4, 6, ...).  Broken once and let go, a model that wants the figure goes straight back into it
+    (measured: a 42-s trill, the cycle broken every 48 states after a single state drawn again).
+    ``HOLD`` is 16 (one cycle of the longest period watched): held for 48 states instead, the valid
+    pieces' realism draws were told from Chopin more often (0.837 against 0.825 with nothing held,
+    six draws; 16: 0.831), the music scattered where it had looped.
+
+    Calibrated on the 48 pieces of the bundled corpus: their longest run, at any period up to 16, is 39
+    states (op. 53, period 8; the figures of op. 25 no. 1 and op. 66: 37 and 24), lengths compared or
+    not, and the most of 96 states in a row repeating one period is 76 (op. 28 no. 8; op. 25 no. 1:
+    73), so neither 48 nor 84 of 96 fires on real Chopin, while a five-note figure stuck for three
+    bars is caught.  Lengths are not compared: a chord struck again and again in varying lengths is a
+    loop too.  Constant time per state: a ring of the last ``MAX_PERIOD`` states, and per period a run
+    length, the repeats among the last ``WINDOW`` states and the state until which it stays forbidden."""
 
     MAX_PERIOD = 16
     HOLD = MAX_PERIOD  # states a broken cycle stays forbidden: one whole cycle of the longest period watched
+    WINDOW = 96  # states (evaluation.form_measures.FIGURE_WINDOW)
+    NEAR = 84  # of the last WINDOW states repeating one period: a loop (real Chopin: at most 76)
 
     def __init__(self, states: int, histories: list[States]) -> None:
         self.states = states
-        B, P = len(histories), self.MAX_PERIOD
+        B, P, W = len(histories), self.MAX_PERIOD, self.WINDOW
         self.ring = np.zeros((B, P, 2 * N_KEYS // 8), np.uint8)  # the last P states, newest first, packed
         self.runs = np.zeros((B, P), np.int64)  # for each period p: states in a row equal to the one p before
+        self.repeats = np.zeros((B, P, W), bool)  # for each period: which of the last W states repeated (by t % W)
+        self.counts = np.zeros((B, P), np.int64)  # ... and how many
         self.forbidden_until = np.zeros((B, P), np.int64)  # for each period: the state count it is forbidden to
         self.multiples = (np.arange(1, P + 1)[None, :] % np.arange(1, P + 1)[:, None]) == 0  # [p, q]: p divides q
-        self.t = 0  # states read (the histories' included)
         self.breaks = np.zeros(B, np.int64)  # new states drawn while a loop was forbidden
-        self.loops = np.zeros(B, np.int64)  # loops broken: times a cycle reached ``states``
+        self.loops = np.zeros(B, np.int64)  # loops broken: times a cycle reached ``states`` (or ``NEAR``)
         packed = np.stack([self._pack(h.keys, h.onsets) for h in histories])  # (B, S, bytes)
         S = packed.shape[1]
-        for p in range(1, min(P, S - 1) + 1):  # each period's run at the histories' end
-            same = (packed[:, p:] == packed[:, :-p]).all(-1)  # (B, S - p)
+        for p in range(1, min(P, S - 1) + 1):  # each period's run and repeats at the histories' end
+            same = (packed[:, p:] == packed[:, :-p]).all(-1)  # (B, S - p): state p + i repeats state i
             last_break = np.where(~same, np.arange(S - p), -1).max(-1)
             self.runs[:, p - 1] = S - p - 1 - last_break
+            pos = np.arange(max(p, S - W), S)  # the states of the window that have one p before
+            self.repeats[:, p - 1, pos % W] = same[:, pos - p]
+        self.counts = self.repeats.sum(-1)
         k = min(P, S)
         self.ring[:, :k] = packed[:, ::-1][:, :k]
-        self.t = S
+        self.t = S  # states read (the histories' included)
 
     @staticmethod
     def _pack(keys: np.ndarray, onsets: np.ndarray) -> np.ndarray:
         """(B, bytes): each state's keys and onsets, packed to compare at once."""
         return np.concatenate([np.packbits(keys.astype(bool), -1), np.packbits(onsets.astype(bool), -1)], 1)
 
+    def _reached(self) -> np.ndarray:
+        """(B, P): the cycles that have gone on long enough to be a loop."""
+        return (self.runs >= self.states) | (self.counts >= self.NEAR)
+
     def _looping(self) -> np.ndarray:
         """(B, P): the periods at which the next state may not repeat the state that far before."""
-        return (self.runs >= self.states) | (self.t < self.forbidden_until)
+        return self._reached() | (self.t < self.forbidden_until)
 
     def reject(self, keys, onsets):
         looping = self._looping()
@@ -234,15 +248,17 @@ class LoopBreaker(StepProcessor):
         return (same & looping).any(-1)
 
     def on_state(self, new):
-        looping = self._looping()
-        self.breaks += looping.any(-1)
-        reached = self.runs >= self.states
-        self.loops += reached.any(-1)
+        reached = self._reached()
+        self.breaks += (reached | (self.t < self.forbidden_until)).any(-1)
+        self.loops += reached.any(-1) & ~(self.t < self.forbidden_until).any(-1)  # a new loop, not one held out
         triggered = reached.astype(np.int64) @ self.multiples > 0  # (B, P): the cycles and their multiples
         self.forbidden_until = np.where(triggered, self.t + 1 + self.HOLD, self.forbidden_until)
         rows = self._pack(new.keys, new.onsets)
         same = (self.ring == rows[:, None]).all(-1)
         self.runs = np.where(same, self.runs + 1, 0)
+        slot = self.t % self.WINDOW
+        self.counts += same.astype(np.int64) - self.repeats[:, :, slot]
+        self.repeats[:, :, slot] = same
         self.ring[:, 1:] = self.ring[:, :-1]
         self.ring[:, 0] = rows
         self.t += 1

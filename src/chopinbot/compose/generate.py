@@ -117,9 +117,11 @@ class GenerateConfig:
     keep_density: bool = True  # with density: tilt the states' lengths to keep it (off: the model's steering alone)
     follow_seed: bool = False  # steer the controls not asked for to the seed's last 8 beats (its density, register,
     #                            loudness): a continuation that keeps the primer's character
-    repeat_boost: float = 4.0  # multiply the odds of going on as a passage heard before went (compose.repetition;
-    #                            1 = the model's own).  On the valid seeds 1 -> 4 took the realism classifier
-    #                            from 0.92 to 0.85 and top-voice motif recurrence from 0.05 to 0.43 (Chopin 0.42)
+    repeat_boost: float = 16.0  # multiply the odds of going on as a passage heard before went (compose.repetition;
+    #                             1 = the model's own).  On the valid seeds 1 -> 4 took the realism classifier
+    #                             from 0.92 to 0.85 (chopin-controls, 2026-12-02); 4 -> 16 took piano-controls'
+    #                             from 0.831 to 0.798, its composed excerpts from 0.850 to 0.807 (six paired
+    #                             draws, 2026-12-07; 24 and 32 no better; docs/training-history.md)
     loop_states: int = 48  # a cycle of up to 16 states repeated for this many states is broken there: the state
     #                        that would go on with it is drawn again (compose.decoding.LoopBreaker; 0 = off).
     #                        The corpus's longest such run is 39 states, so 48 never fires on real Chopin
