@@ -2,7 +2,8 @@
 above any Chopin piece's) in N pieces of 60 s from the test seeds, as `chopinbot generate
 --random-seed i --seconds 60 [--context-states C]` composes them (i = 0..N-1).
 
-    PYTHONPATH=src python scripts/loop_retries_check.py --pieces 50 [--context-states 0] [--loop-states 0] [--repeat-boost 4]
+    PYTHONPATH=src python scripts/loop_retries_check.py --pieces 50 [--context-states 0] [--loop-states 0] \
+        [--repeat-boost B]
 """
 
 from __future__ import annotations
