@@ -309,3 +309,12 @@ def test_key_drift_weight_is_used_only_while_the_music_has_left_the_key(tiny_con
     fixed = generate(model, seed, GenerateConfig(**{**cfg, "key_guidance": 5.0}, key_guidance_drift=5.0))
     np.testing.assert_array_equal(pushed.generated.keys, fixed.generated.keys)
     assert not np.array_equal(pushed.generated.keys, same.generated.keys)
+
+
+@pytest.mark.parametrize(("index", "random_seed"), [(208, 24), (141, 7)])
+def test_a_copied_passage_keeps_the_density_asked(index, random_seed):
+    """The repeat boost's copies are weighed with the density's tilt, as a draw is: these two pieces
+    copied a passage at its own pace and played 14.5 and 3.8 notes a second where 3 were asked."""
+    res = generate(load_model("piano-controls"), seed_from_test(index),
+                   GenerateConfig(seconds=30, density=3.0, random_seed=random_seed, include_seed=False))
+    assert abs(result_figures(res).density / 3.0 - 1) <= 0.2

@@ -244,7 +244,15 @@ class Sampler:
                 log_p += np.where(kept, np.log(np.where(o, q, 1.0 - q)), 0.0).sum(-1)
             elif (kept & o).any():
                 log_p = np.where((kept & o).any(-1), -np.inf, log_p)
-            log_p += np.log(softmax(d[rows].astype(np.float64) / T)[np.arange(len(rows)), cls[rows]])
+            # the copy's length is weighed as a drawn one is, under every tilt that forbids nothing (a
+            # density kept): else a copy goes on at its own pace whatever density was asked (density 3 a
+            # second at boost 16: 86 % of pieces within 20 %, 100 % weighed).  A forbidden length is moved
+            # instead (_allowed_class)
+            dt = d.astype(np.float64)
+            for p in self.processors:
+                if not getattr(p, "forbids_durations", False):
+                    dt = p.tilt_durations(dt, co.sum(-1))
+            log_p += np.log(softmax(dt[rows] / T)[np.arange(len(rows)), cls[rows]])
         take = np.zeros(len(prev_keys), bool)
         take[rows] = proposer.accept(log_p, self.rng)
         return ck, co, cls, take
