@@ -15,7 +15,8 @@ for every configuration without a loop or a form; ``decoding_fingerprints_phase2
 deliberate changes (cadences with the config's rules, the loop breaker); ``decoding_fingerprints_phase3.json``
 after the loop breaker kept a broken loop out (2026-12-07; 6 of 36 differ from phase 2, those where a
 loop broke); ``decoding_fingerprints_phase4.json`` after near-loops were broken too and the repeat boost's
-default went from 4 to 16 and its copies were weighed with a density's tilt (2026-12-07; 21 of 36 differ
+default went from 4 to 16 and its copies were weighed with a density's tilt (2026-12-07; re-recorded when the
+loop guard's message named the near-loop too: only the guards' text moved; 21 of 36 differ
 from phase 3): check refactors against it.
 """
 

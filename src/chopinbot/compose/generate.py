@@ -358,8 +358,9 @@ def check_guards(new: States, loops: bool = True) -> list[str]:
 def loop_guard(loops: int, states: int) -> str:
     """The guard line of a piece in which the loop breaker broke ``loops`` loops."""
     times = "once" if loops == 1 else f"{loops} times"
-    return (f"loop broken {times}: a figure repeated for {states} states was stopped there and kept out for "
-            f"{LoopBreaker.HOLD} more (at the temperature asked)")
+    return (f"loop broken {times}: a figure that went round for {states} states (or {LoopBreaker.NEAR} of "
+            f"{LoopBreaker.WINDOW}) was stopped there and kept out for {LoopBreaker.HOLD} more (at the temperature "
+            f"asked)")
 
 
 def _adjust(cfg: GenerateConfig, problems: list[str]) -> tuple[GenerateConfig, str]:
