@@ -10,7 +10,7 @@ import pytest
 from chopinbot.compose import decoding
 from chopinbot.compose.decoding import Decoder, LoopBreaker, StepLimit, StepProcessor, processors_for
 from chopinbot.compose.form import compose_form
-from chopinbot.compose.generate import GenerateConfig, check_guards, generate
+from chopinbot.compose.generate import LOOP_BROKEN, GenerateConfig, check_guards, generate
 from chopinbot.compose.seeds import seed_from_test
 from chopinbot.constants import BUNDLED_CORPUS_DIR, N_KEYS
 from chopinbot.dataset.store import DEFAULT_SETTINGS as S
@@ -107,7 +107,7 @@ def test_a_loop_is_broken_where_it_starts_not_by_a_retry():
     assert any("looping" in g for g in old.guards)
     new = generate(m, seed, GenerateConfig(steps=80, threshold=0.95, random_seed=3))
     assert not any("retried" in g for g in new.guards) and new.config.threshold == 0.95
-    assert any(g.startswith("loop broken") for g in new.guards)  # said, not hidden behind "none fired"
+    assert any(g.startswith(LOOP_BROKEN) for g in new.guards)  # said, not hidden behind "none fired"
     assert not [p for p in check_guards(new.generated) if p.startswith("looping")]
 
 

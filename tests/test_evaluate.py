@@ -88,6 +88,9 @@ def test_report_end_to_end(tiny_model_dir, tiny_dataset_dir, tmp_path):
     stats = m["statistics"]
     assert stats["n_generated"] == 2 and 0 <= stats["originality"]["mean_overlap_8"] <= 1
     assert "Originality" in (out / "report.md").read_text()
+    # a loop broken where it started is counted apart from the guards that mean a fault
+    assert 0 <= stats["loops_broken"] <= 2 and 0 <= stats["guards_fired"] <= 2
+    assert f"a loop was broken where it started in {stats['loops_broken']}." in (out / "report.md").read_text()
     realism = json.loads((out / "metrics.json").read_text())["realism"]
     assert realism["split"] == "test" and realism["n_excerpts"]["generated"] > 0
     assert 0 <= realism["rows"]["generated vs Chopin"]["accuracy_mean"] <= 1

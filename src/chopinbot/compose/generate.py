@@ -355,10 +355,13 @@ def check_guards(new: States, loops: bool = True) -> list[str]:
     return problems
 
 
+LOOP_BROKEN = "loop broken"  # how the guard line of a loop broken where it started begins
+
+
 def loop_guard(loops: int, states: int) -> str:
     """The guard line of a piece in which the loop breaker broke ``loops`` loops."""
     times = "once" if loops == 1 else f"{loops} times"
-    return (f"loop broken {times}: a figure that went round for {states} states (or {LoopBreaker.NEAR} of "
+    return (f"{LOOP_BROKEN} {times}: a figure that went round for {states} states (or {LoopBreaker.NEAR} of "
             f"{LoopBreaker.WINDOW}) was stopped there and kept out for {LoopBreaker.HOLD} more (at the temperature "
             f"asked)")
 
