@@ -202,10 +202,10 @@ def test_decoding_threshold_and_temperature(at):
     assert res.request.threshold == 0.2 and res.request.temperature == 1.0
     at.radio(key="decoding").set_value("sampling").run()
     at.slider(key="temperature").set_value(0.5)
-    at.slider(key="repeat_boost").set_value(8.0)
+    at.slider(key="repeat_boost").set_value(32.0)  # the top of the range, twice the default
     res = _generate(at)
     assert res.request.threshold is None and res.request.temperature == 0.5
-    assert res.request.generate_config().repeat_boost == 8.0
+    assert res.request.generate_config().repeat_boost == 32.0
 
 
 def test_random_seed_reproduces_and_fresh_seed_varies(at):
