@@ -248,9 +248,9 @@ class LoopBreaker(StepProcessor):
         return (same & looping).any(-1)
 
     def on_state(self, new):
-        reached = self._reached()
-        self.breaks += (reached | (self.t < self.forbidden_until)).any(-1)
-        self.loops += reached.any(-1) & ~(self.t < self.forbidden_until).any(-1)  # a new loop, not one held out
+        reached, held = self._reached(), self.t < self.forbidden_until
+        self.breaks += (reached | held).any(-1)
+        self.loops += reached.any(-1) & ~held.any(-1)  # a new loop, not one held out
         triggered = reached.astype(np.int64) @ self.multiples > 0  # (B, P): the cycles and their multiples
         self.forbidden_until = np.where(triggered, self.t + 1 + self.HOLD, self.forbidden_until)
         rows = self._pack(new.keys, new.onsets)

@@ -170,8 +170,7 @@ class Sampler:
         if same.any():
             keys, onsets = self._likeliest_change(keys, onsets, kp, op, same)
         if self.classes_head:
-            for p in self.processors:
-                d = p.tilt_durations(d.astype(np.float64), onsets.sum(-1))
+            d = self._tilted(d, onsets)
         if not self.classes_head:
             cls = self.vocab.index(sigmoid(d).mean(-1) * self.max_duration)
         elif not sample:
@@ -188,15 +187,22 @@ class Sampler:
             cls = np.where(take, copy[2], cls)
         return keys, onsets, cls
 
+    def _tilted(self, d: np.ndarray, onsets: np.ndarray, forbidding: bool | None = None) -> np.ndarray:
+        """Duration logits ``d`` (B, V) of states striking ``onsets`` as the processors tilt them: all of
+        them, or only those that forbid lengths (``forbidding`` True) or only those that do not (False)."""
+        d = d.astype(np.float64)
+        for p in self.processors:
+            if forbidding is None or getattr(p, "forbids_durations", False) == forbidding:
+                d = p.tilt_durations(d, onsets.sum(-1))
+        return d
+
     def _allowed_class(self, d: np.ndarray, onsets: np.ndarray, cls: np.ndarray) -> np.ndarray:
         """(B,) the rhythmic class ``cls`` (a proposed continuation's, after a state striking ``onsets``), or
         where a processor forbids it (its logit -inf) the nearest class allowed: the copied notes go on,
         on the grid the processor keeps."""
-        forbidding = [p for p in self.processors if getattr(p, "forbids_durations", False)]
-        if not self.classes_head or not forbidding:  # a tilt alone (a density kept) forbids nothing
-            return cls
-        for p in forbidding:
-            d = p.tilt_durations(d.astype(np.float64), onsets.sum(-1))
+        if not self.classes_head or not any(getattr(p, "forbids_durations", False) for p in self.processors):
+            return cls  # a tilt alone (a density kept) forbids nothing
+        d = self._tilted(d, onsets, forbidding=True)
         ok = np.isfinite(d)
         nearest = np.where(ok, self.cost[cls], np.inf).argmin(-1)  # cost[true, chosen]: relative distance
         return np.where(ok[np.arange(len(cls)), cls], cls, nearest)
@@ -248,10 +254,7 @@ class Sampler:
             # density kept): else a copy goes on at its own pace whatever density was asked (density 3 a
             # second at boost 16: 86 % of pieces within 20 %, 100 % weighed).  A forbidden length is moved
             # instead (_allowed_class)
-            dt = d.astype(np.float64)
-            for p in self.processors:
-                if not getattr(p, "forbids_durations", False):
-                    dt = p.tilt_durations(dt, co.sum(-1))
+            dt = self._tilted(d, co, forbidding=False)
             log_p += np.log(softmax(dt[rows] / T)[np.arange(len(rows)), cls[rows]])
         take = np.zeros(len(prev_keys), bool)
         take[rows] = proposer.accept(log_p, self.rng)

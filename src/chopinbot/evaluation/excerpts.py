@@ -302,9 +302,9 @@ def bass_pulse(notes: np.ndarray) -> float:
     before (NaN under 4 bass onsets).  A bass onset is an onset whose lowest struck key is the lowest
     sounding key then (a new bass note, not a melody note over a held bass) and lies below the
     excerpt's median pitch.  A march or waltz bass that keeps its beat scores near 1; bass notes
-    scattered at random, near 0.  Not a classifier
-    feature (so the realism figures stay comparable with the older ones): a statistic of the report,
-    which the issue on composed music asks to bring within one sd of Chopin's."""
+    scattered at random, near 0.  Not a classifier feature (so the realism figures stay comparable
+    with the older ones): a statistic of the report, which the issue on composed music asks to bring
+    within one sd of Chopin's."""
     n = np.asarray(notes, np.float64).reshape(-1, 4)
     if len(n) < 4:
         return math.nan

@@ -150,8 +150,8 @@ def musical_statistics(model, ds: Dataset, settings: EvalSettings, train_index=N
             "per_piece": [{k: o[k] for k in ("overlap_8", "states", "beats", "piece")} for o in originality],
         },
         # a loop broken where it started is the decoding working, not a fault: counted apart
-        "guards_fired": sum(1 for o in originality if any(not g.startswith(LOOP_BROKEN) for g in o["guards"])),
-        "loops_broken": sum(1 for o in originality if any(g.startswith(LOOP_BROKEN) for g in o["guards"])),
+        "guards_fired": sum(any(not g.startswith(LOOP_BROKEN) for g in o["guards"]) for o in originality),
+        "loops_broken": sum(any(g.startswith(LOOP_BROKEN) for g in o["guards"]) for o in originality),
         "examples": results[:1],
     }
 
