@@ -1,9 +1,10 @@
-"""Whole-piece retries, loops broken and pieces stuck in a figure (evaluation.form_measures.figure_loop_share
-above any Chopin piece's) in N pieces of 60 s from the test seeds, as `chopinbot generate
+"""Whole-piece retries, loops broken, pieces stuck in a figure (evaluation.form_measures.figure_loop_share
+above any Chopin piece's) and pieces going round a phrase (form_measures.phrase_passes above any Chopin
+piece's) in N pieces of 60 s from the test seeds, as `chopinbot generate
 --random-seed i --seconds 60 [--context-states C]` composes them (i = 0..N-1).
 
     PYTHONPATH=src python scripts/loop_retries_check.py --pieces 50 [--context-states 0] [--loop-states 0] \
-        [--repeat-boost B]
+        [--repeat-boost B] [--repeat-passes N] [--min-keys K]
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from chopinbot.compose import decoding
 from chopinbot.compose.generate import GenerateConfig, generate
 from chopinbot.compose.seeds import random_seed_index, seed_from_test
 from chopinbot.constants import WARM_STATES
-from chopinbot.evaluation.form_measures import CHOPIN_FIGURE_SHARE, figure_loop_share
+from chopinbot.evaluation.form_measures import CHOPIN_FIGURE_SHARE, CHOPIN_PHRASE_PASSES, figure_loop_share, phrase_passes
 from chopinbot.model.formats import load_model
 
 
@@ -30,6 +31,8 @@ def main() -> None:
     ap.add_argument("--context-states", type=int, default=WARM_STATES)
     ap.add_argument("--loop-states", type=int, default=GenerateConfig.loop_states)
     ap.add_argument("--repeat-boost", type=float, default=GenerateConfig.repeat_boost)
+    ap.add_argument("--repeat-passes", type=int, default=GenerateConfig.repeat_passes)
+    ap.add_argument("--min-keys", type=int, default=GenerateConfig.min_keys)
     args = ap.parse_args()
     model = load_model(args.model)
     breakers = []
@@ -41,26 +44,31 @@ def main() -> None:
         return made
 
     decoding.processors_for = spy
-    retried, retries, looped, shares, t = 0, 0, 0, [], time.perf_counter()
+    retried, retries, looped, shares, passes, t = 0, 0, 0, [], [], time.perf_counter()
     for i in range(args.pieces):
         idx = random_seed_index(np.random.default_rng(i))
         seed = seed_from_test(idx, context_states=args.context_states)
         res = generate(model, seed, GenerateConfig(seconds=args.seconds, random_seed=i, loop_states=args.loop_states,
-                                                  repeat_boost=args.repeat_boost))
+                                                  repeat_boost=args.repeat_boost, repeat_passes=args.repeat_passes,
+                                                  min_keys=args.min_keys))
         n = sum(g.count("retried") for g in res.guards)
         retried += n > 0
         retries += n
         looped += any("looping" in g for g in res.guards)
         shares.append(figure_loop_share(res.generated))
+        passes.append(phrase_passes(res.generated))
     breaks = int(sum(b.breaks.sum() for b in breakers))
     loops = int(sum(b.loops.sum() for b in breakers))
     out = {"pieces": args.pieces, "context_states": args.context_states, "loop_states": args.loop_states,
-           "repeat_boost": args.repeat_boost,
+           "repeat_boost": args.repeat_boost, "repeat_passes": args.repeat_passes, "min_keys": args.min_keys,
            "pieces_retried": retried, "retries": retries, "pieces_with_a_loop_guard": looped,
            "loops_broken": loops, "states_composed_with_a_loop_forbidden": breaks,
            "pieces_stuck_in_a_figure": int(sum(s > CHOPIN_FIGURE_SHARE for s in shares)),
            "figure_loop_share_median": round(float(np.median(shares)), 3),
-           "figure_loop_share_max": round(float(np.max(shares)), 3), "seconds": round(time.perf_counter() - t)}
+           "figure_loop_share_max": round(float(np.max(shares)), 3),
+           "pieces_going_round_a_phrase": int(sum(p > CHOPIN_PHRASE_PASSES for p in passes)),
+           "phrase_passes_median": round(float(np.median(passes)), 2),
+           "phrase_passes_max": round(float(np.max(passes)), 2), "seconds": round(time.perf_counter() - t)}
     print(json.dumps(out))
 
 

@@ -24,9 +24,11 @@ from chopinbot.dataset.store import DEFAULT_SETTINGS as S
 from chopinbot.errors import ConfigError
 from chopinbot.evaluation.form_measures import (
     CHOPIN_FIGURE_SHARE,
+    CHOPIN_PHRASE_PASSES,
     ends_on_tonic_chord,
     figure_loop_share,
     longest_loop,
+    phrase_passes,
     reprise_matches,
     section_profiles,
 )
@@ -246,3 +248,19 @@ def test_no_chopin_piece_goes_round_one_figure_beyond_the_calibration():
     st, _, _ = notes_to_states(read_midi(BUNDLED_CORPUS_DIR / "chpn-p8.mid"), S.grid_per_beat, S.pedal,
                                S.min_state_beats, S.max_states)
     assert figure_loop_share(st) == pytest.approx(CHOPIN_FIGURE_SHARE)
+
+
+def test_phrase_passes_count_how_often_a_phrase_went_round_in_a_row():
+    phrase = [[48 + i % 7, 60 + (5 * i) % 12] for i in range(20)]  # 20 states, no figure of 16 or fewer
+    assert phrase_passes(_states(phrase * 4, [0.25] * 80)) == pytest.approx(3.0)  # A A A A: round 3 more times
+    assert phrase_passes(_states(phrase * 2 + [[30]], [0.25] * 41)) == pytest.approx(1.0)
+    assert phrase_passes(_states(phrase + [[30]] + phrase[:10], [0.25] * 31)) == pytest.approx(10 / 21)
+    # a trill goes round at every even period too: a figure that loops is a phrase that loops
+    assert phrase_passes(_states([[60], [62]] * 40, [0.25] * 80)) == pytest.approx(62 / 18)
+
+
+def test_no_chopin_piece_goes_round_a_phrase_beyond_the_calibration():
+    """The Mazurka op. 7 no. 1 sets the bound (1.62: a phrase heard twice and most of a third time)."""
+    st, _, _ = notes_to_states(read_midi(BUNDLED_CORPUS_DIR / "chpn_op7_1.mid"), S.grid_per_beat, S.pedal,
+                               S.min_state_beats, S.max_states)
+    assert phrase_passes(st) == pytest.approx(CHOPIN_PHRASE_PASSES, abs=0.005)

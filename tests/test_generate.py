@@ -170,9 +170,20 @@ def test_every_state_changes_something_and_silence_cannot_persist(model):
     sampled = generate(model, seed, GenerateConfig(steps=200, random_seed=2, min_keys=0))
     g = sampled.states[sampled.seed_len - 1 :]
     assert not ((g.keys[1:] == g.keys[:-1]).all(1) & ~g.onsets[1:].any(1)).any()
-    assert generate(model, seed, GenerateConfig(steps=100, random_seed=2)).generated.keys.any(1).all()  # min_keys 1
+    assert generate(model, seed, GenerateConfig(steps=100, random_seed=2, min_keys=1)).generated.keys.any(1).all()
     with pytest.raises(GenerationError, match="silence"):
         generate(model, seed, GenerateConfig(steps=1, threshold=1.0, min_keys=0, retry=False, include_seed=False))
+
+
+def test_the_shipped_model_rests_about_as_often_as_the_corpus_by_default():
+    """min_keys 0 by default: the joint decoder rests with the model's own odds (the 48 pieces' training
+    states rest in 4.2 %); ``min_keys=1`` forbids it."""
+    shipped = load_model(None)
+    def rests(**kw) -> float:
+        return float(np.mean(np.concatenate([~generate(shipped, seed_from_test(i), GenerateConfig(
+            steps=200, random_seed=i, **kw)).generated.keys.any(1) for i in range(4)])))
+    assert 0.002 < rests() < 0.10
+    assert rests(min_keys=1) == 0.0
 
 
 def test_guard_retries_are_recorded(model, monkeypatch):

@@ -61,3 +61,53 @@ def test_boost_makes_continuations_repeat_what_they_heard():
 def test_boost_out_of_range_is_refused():
     with pytest.raises(ConfigError, match="repeat boost"):
         GenerateConfig(repeat_boost=0.5).validate()
+
+
+def _figure(n: int, period: int) -> np.ndarray:
+    """(1, n, 88) states going round a figure of ``period`` distinct two-key chords over one bass key (each
+    its own shape: no transposed match but the figure's own)."""
+    keys = np.zeros((1, n, 88), bool)
+    keys[0, :, 30] = True
+    keys[0, np.arange(n), 31 + np.arange(n) % period] = True
+    return keys
+
+
+def _candidate(passes: int, heard: int, period: int) -> tuple[bool, list[int]]:
+    keys = _figure(heard, period)
+    rb = RepeatBoost(4.0, keys, keys.copy(), np.ones((1, heard)), np.array([0.5, 1.0, 2.0]), passes=passes)
+    k, _, _, found = rb.candidates()
+    return bool(found[0]), np.flatnonzero(k[0]).tolist()
+
+
+@pytest.mark.parametrize("passes,heard,helped", [
+    (0, 60, True),   # no limit: the third time round is helped too
+    (1, 20, False),  # a phrase of 20 states heard once: no match yet, nothing to help
+    (1, 21, True),   # its second time round is helped
+    (1, 40, False),  # it went round once in full (A A): the third time is the model's alone
+    (2, 40, True),
+    (2, 60, False),
+])
+def test_the_boost_helps_a_phrase_round_at_most_passes_times(passes, heard, helped):
+    found, keys = _candidate(passes, heard, 20)
+    assert found == helped
+    if helped:  # and what it offers is the phrase's next state
+        assert keys == [30, 31 + heard % 20]
+
+
+def test_a_figure_of_up_to_16_states_goes_round_freely():
+    # an accompaniment's figure: the loop breaker watches it, not the pass limit
+    assert _candidate(1, 64, 16) == (True, [30, 31])
+
+
+def test_the_run_restarts_when_the_music_leaves_the_phrase():
+    # a 20-state phrase twice, then a new state, then its first two states again: a new run at distance 21,
+    # helped again
+    keys = _figure(40, 20)
+    rb = RepeatBoost(4.0, keys, keys.copy(), np.ones((1, 40)), np.array([0.5, 1.0, 2.0]), passes=1)
+    assert not rb.candidates()[3][0]
+    for key in (80, 31, 32):
+        state = np.zeros((1, 88), bool)
+        state[0, [30, key]] = True
+        rb.update(state, state.copy(), np.ones(1))
+    found, keys = rb.candidates()[3][0], np.flatnonzero(rb.candidates()[0][0]).tolist()
+    assert found and keys == [30, 33]

@@ -41,11 +41,15 @@ SEED_STATES = 16
 # 16 states the lookups had nothing to match, and continuations lost the seed's
 # register and left-hand figure within seconds.
 WARM_STATES = 512
-# At least one key sounds in every generated state: 0.02 % of the corpus's
-# states are silent (notes are held to the next one), but keys drawn one by one
-# leave every key off far more often (13 % of the states of the first model with
-# the repeats input).  ``--min-keys 0`` allows rests.
-MIN_KEYS = 1
+# How many keys must sound in every generated state; 0 lets the music rest.  It was 1
+# until 2026-12-07: keys drawn one by one left every key off far too often (13 % of
+# the states of the first model with the repeats input).  The joint decoder draws the
+# silent state with its true probability, and the 48 pieces' training states rest in
+# 4.2 % of them (short breaths between notes, 0.09 s at the median): with 0 the model
+# rests in 1-6 %, the realism features' silent time goes from none to 0.027 of an
+# excerpt (Chopin 0.039) and the classifier's accuracy on the valid seeds from 0.798
+# to 0.772 (six paired draws; docs/training-history.md).  ``--min-keys 1`` forbids rests.
+MIN_KEYS = 0
 
 # --- Splits -----------------------------------------------------------------
 VALID_FRACTION = 0.10  # of the states, whole pieces only

@@ -373,6 +373,7 @@ class ComposeSettings(DecodingSettings, Protocol):
     confine_register: bool
     keep_density: bool
     repeat_boost: float
+    repeat_passes: int
     loop_states: int
     max_leap: int | None
     notatable: bool
@@ -424,7 +425,8 @@ def processors_for(model, cfg: ComposeSettings, controls: Controls | None, stepp
     if cfg.repeat_boost > 1.0 and model.config.duration_head == "classes":  # the original's seed head has no class
         processors.append(Repeat(RepeatBoost(cfg.repeat_boost, keys.astype(bool),
                                              np.stack([h.onsets for h in histories]).astype(bool),
-                                             np.stack([h.beats for h in histories]), model.config.duration_classes)))
+                                             np.stack([h.beats for h in histories]), model.config.duration_classes,
+                                             cfg.repeat_passes)))
     if cfg.loop_states:
         processors.append(LoopBreaker(cfg.loop_states, histories))
     if cfg.max_leap is not None:

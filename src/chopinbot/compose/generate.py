@@ -122,6 +122,7 @@ class GenerateConfig:
     #                             from 0.92 to 0.85 (chopin-controls, 2026-12-02); 4 -> 16 took piano-controls'
     #                             from 0.831 to 0.798, its composed excerpts from 0.850 to 0.807 (six paired
     #                             draws, 2026-12-07; 24 and 32 no better; docs/training-history.md)
+    repeat_passes: int = 0  # the boost helps a passage go round at most this many times in a row (0 = no limit)
     loop_states: int = 48  # a cycle of up to 16 states repeated for this many states is broken there: the state
     #                        that would go on with it is drawn again (compose.decoding.LoopBreaker; 0 = off).
     #                        The corpus's longest such run is 39 states, so 48 never fires on real Chopin

@@ -30,16 +30,25 @@ import numpy as np
 from chopinbot.music.repeats import Continuations, ContinuationTracker
 
 KINDS = ("exact", "transposed")
+# A passage longer than this many states (a phrase, not a figure) goes round at most ``passes`` times
+# in a row with the boost's help.  In the 48 pieces a figure of up to 16 states goes round freely (an
+# accompaniment: 2.2 times in a row in the median piece, 11 at most), but a longer passage never went
+# round twice in full (the most: 1.27 times for 17-64 states, 1.62 beyond; one time = a repeat heard
+# once, A A), where the boost alone took a 7-s phrase round 8 times.  Figures up to 16 states are the
+# loop breaker's (compose.decoding.LoopBreaker).
+LONG_PASSAGE = 16
 
 
 class RepeatBoost:
     """The continuation of each piece's longest earlier match, and the odds boost at its draw."""
 
     def __init__(self, boost: float, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
-                 classes: np.ndarray) -> None:
+                 classes: np.ndarray, passes: int = 0) -> None:
         """``keys``/``onsets`` (B, S, 88) and ``beats`` (B, S): the history so far (context and seed);
-        ``classes``: the model's rhythmic values, in beats."""
+        ``classes``: the model's rhythmic values, in beats; ``passes``: how many times in a row a phrase
+        (a passage of more than ``LONG_PASSAGE`` states) is helped to go round again (0: no limit)."""
         self.boost = float(boost)
+        self.passes = int(passes)
         self.classes = np.asarray(classes, np.float64)
         self.tracker = ContinuationTracker(keys, onsets, beats, kinds=KINDS)
         self.last = [_at(h, -1) for h in self.tracker.history]
@@ -53,6 +62,13 @@ class RepeatBoost:
         onsets = np.where(use_moved[:, None], moved.onsets, exact.onsets) & keys
         beats = np.where(use_moved, moved.beats, exact.beats)
         found = np.maximum(exact.length, moved.length) > 0
+        if self.passes:
+            # a phrase that has already gone round ``passes`` times at this distance (the run as long as
+            # the distance times passes) gets no help to go round again: the model alone decides
+            t = self.tracker
+            run = np.where(use_moved, t.run[1], t.run[0])
+            period = np.where(use_moved, t.period[1], t.period[0])
+            found &= (period <= LONG_PASSAGE) | (run < self.passes * period)
         cls = np.abs(np.log(np.maximum(beats, 1e-6))[:, None] - np.log(self.classes)[None, :]).argmin(-1)
         return keys, onsets, cls, found
 

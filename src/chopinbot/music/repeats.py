@@ -248,6 +248,10 @@ class ContinuationTracker:
         self.onsets: list[np.ndarray] = []
         self.beats: list[np.ndarray] = []
         self.low: list[np.ndarray] = []
+        # per kind, (B,): how far back the longest match's continuation lies (0: no match), and for how
+        # many states in a row the music has gone on as it went that far back (the repeat's run so far)
+        self.period = [np.zeros(B, np.int64) for _ in self.kinds]
+        self.run = [np.zeros(B, np.int64) for _ in self.kinds]
         steps = [self.step(keys[:, s], onsets[:, s], beats[:, s]) for s in range(keys.shape[1])]
         self.history = [Continuations(*(np.stack(field, 1) for field in zip(*(st[k] for st in steps))))
                         for k in range(len(self.kinds))]
@@ -265,16 +269,19 @@ class ContinuationTracker:
         low = lowest_keys(keys)
         self.low.append(low)
         out = []
-        for kind, trackers in zip(self.kinds, self.trackers):
+        for k, (kind, trackers) in enumerate(zip(self.kinds, self.trackers)):
             found = [tr.push(repeat_symbol(kind, keys[b], onsets[b], units[b], prev_low[b]))
                      for b, tr in enumerate(trackers)]
             cont = np.array([c for c, _ in found], np.int64)
+            length = np.array([n for _, n in found], np.int64)
+            period = np.where(length > 0, len(self.keys) - cont, 0)
+            self.run[k] = np.where((period > 0) & (period == self.period[k]), self.run[k] + 1, length)
+            self.period[k] = period
             at = np.maximum(cont, 0)
             end = np.array([self.low[max(a - 1, 0)][b] for b, a in enumerate(at)])
             shift = continuation_shift(kind, low, end, cont)
             ck = np.array([self.keys[a][b] for b, a in enumerate(at)])
             co = np.array([self.onsets[a][b] for b, a in enumerate(at)])
             out.append(Continuations(shift_keys(ck, shift), shift_keys(co, shift),
-                                     np.array([self.beats[a][b] for b, a in enumerate(at)]),
-                                     np.array([n for _, n in found], np.int64)))
+                                     np.array([self.beats[a][b] for b, a in enumerate(at)]), length))
         return out
