@@ -59,7 +59,7 @@ def main() -> None:
         passes.append(phrase_passes(res.generated))
     breaks = int(sum(b.breaks.sum() for b in breakers))
     loops = int(sum(b.loops.sum() for b in breakers))
-    out = {"pieces": args.pieces, "context_states": args.context_states, "loop_states": args.loop_states,
+    out = {"model": args.model, "pieces": args.pieces, "context_states": args.context_states, "loop_states": args.loop_states,
            "repeat_boost": args.repeat_boost, "repeat_passes": args.repeat_passes, "min_keys": args.min_keys,
            "pieces_retried": retried, "retries": retries, "pieces_with_a_loop_guard": looped,
            "loops_broken": loops, "states_composed_with_a_loop_forbidden": breaks,

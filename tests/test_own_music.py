@@ -18,6 +18,7 @@ from chopinbot.cli import main
 from chopinbot.compose.generate import GenerateConfig, generate
 from chopinbot.compose.infill import read_source
 from chopinbot.compose.seeds import list_seeds, model_dataset, seed_from_dataset, seed_from_primer, seed_from_test
+from chopinbot.constants import SHIPPED_MODEL
 from chopinbot.dataset.corpus import match_style, resolve_composer
 from chopinbot.dataset.prepare import prepare, split_warnings
 from chopinbot.dataset.store import Dataset
@@ -118,7 +119,7 @@ def test_generate_with_a_score_and_infill(tiny_model_dir, tmp_path, capsys):
 def test_pictures_and_summaries_name_the_model_and_the_style(tiny_model_dir):
     assert maker_label("piano-controls", "schubert") == "ChopinBot (piano-controls, style schubert)"
     assert maker_label(None, None) == "ChopinBot"
-    assert model_name(tiny_model_dir) == tiny_model_dir.name and model_name(None) == "piano-controls"
+    assert model_name(tiny_model_dir) == tiny_model_dir.name and model_name(None) == SHIPPED_MODEL
     model = load_model(tiny_model_dir)
     res = generate(model, seed_from_test(0, 8), GenerateConfig(steps=6, random_seed=0))
     assert res.summary().startswith("6 new states") and "after the seed chpn-" in res.summary()

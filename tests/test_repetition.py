@@ -111,3 +111,8 @@ def test_the_run_restarts_when_the_music_leaves_the_phrase():
         rb.update(state, state.copy(), np.ones(1))
     found, keys = rb.candidates()[3][0], np.flatnonzero(rb.candidates()[0][0]).tolist()
     assert found and keys == [30, 33]
+
+
+def test_negative_passes_are_refused():
+    with pytest.raises(ConfigError, match="repeat passes"):
+        GenerateConfig(repeat_passes=-1).validate()

@@ -15,6 +15,7 @@ import pytest
 
 from chopinbot.cli import main as cli_main
 from chopinbot.cli.train import add_arguments, config_from_args
+from chopinbot.constants import SHIPPED_MODEL
 from chopinbot.dataset.layout import OPTIONAL_BLOCKS
 from chopinbot.training.card import CARD_JSON, CARD_MD, list_models
 from chopinbot.training.config import FINETUNE_LR, LR, TrainConfig
@@ -105,7 +106,7 @@ def test_models_lists_the_bundled_models_and_runs(tiny_run, capsys):
     assert "chopin" in shipped["composers"] and shipped["key_nll"] > 0
     assert cli_main(["models", str(tiny_run.out)]) == 0
     printed = capsys.readouterr().out
-    assert "piano-controls *" in printed and f"{tiny_run.best['valid_key_nll']:.3f}" in printed
+    assert f"{SHIPPED_MODEL} *" in printed and f"{tiny_run.best['valid_key_nll']:.3f}" in printed
     assert "(started from random weights: " in printed and "None" not in printed  # a run from scratch
 
 

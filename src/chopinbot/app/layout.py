@@ -116,6 +116,9 @@ HELP = {
     "repeat_boost": "How readily a passage heard before (in the seed or the new music) goes on as it went: the "
                     "odds of that continuation are multiplied by this. Chopin repeats figures and motifs; at 1 "
                     "the model seldom does. Higher = more repetition.",
+    "repeat_passes": "How many times in a row the repetition above helps a phrase (more than 16 states) go round "
+                     "again; after that the model alone decides. No Chopin piece plays a phrase three times in a "
+                     "row; without a limit the boost took some round eight times. 0 = no limit.",
     "threshold": "A key sounds when its probability is at least this. Lower = more notes. "
                  "The threshold guide below shows the trade-off; the default is the value that was best "
                  "on held-out pieces.",
@@ -252,6 +255,8 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
                   value=REQUEST_DEFAULTS.key_local_p, step=0.05, key="key_local_p", help=HELP["key_local_p"])
         sb.slider("Repetition", min_value=1.0, max_value=32.0, value=REQUEST_DEFAULTS.repeat_boost, step=0.5,
                   key="repeat_boost", help=HELP["repeat_boost"])
+        sb.slider("Phrase repeats", min_value=0, max_value=4, value=REQUEST_DEFAULTS.repeat_passes, step=1,
+                  key="repeat_passes", help=HELP["repeat_passes"])
     else:
         value = sb.slider("Threshold", min_value=THRESHOLD_RANGE[0], max_value=THRESHOLD_RANGE[1],
                           value=round(entry.threshold, 2), step=0.01, key="threshold", help=HELP["threshold"])
@@ -291,6 +296,8 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
         else REQUEST_DEFAULTS.key_local_p,
         repeat_boost=float(ss.get("repeat_boost", REQUEST_DEFAULTS.repeat_boost)) if decoding == "sampling"
         else REQUEST_DEFAULTS.repeat_boost,
+        repeat_passes=int(ss.get("repeat_passes", REQUEST_DEFAULTS.repeat_passes)) if decoding == "sampling"
+        else REQUEST_DEFAULTS.repeat_passes,
         notatable=bool(notatable),
         key=None if key == SEED_KEY_OPTION or infill else key,
         bpm=float(bpm) if bpm is not None and not infill else None,

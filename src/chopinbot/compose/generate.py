@@ -183,6 +183,8 @@ class GenerateConfig:
                                   f"{GUIDANCE_RANGE[1]:g}")
         if not (REPEAT_BOOST_RANGE[0] <= self.repeat_boost <= REPEAT_BOOST_RANGE[1]):
             raise ConfigError(f"repeat boost must be between {REPEAT_BOOST_RANGE[0]:g} and {REPEAT_BOOST_RANGE[1]:g}")
+        if self.repeat_passes < 0:
+            raise ConfigError("repeat passes must be 0 (no limit) or more")
         if self.max_leap is not None and not (1 <= self.max_leap <= N_KEYS):
             raise ConfigError(f"max leap must be 1..{N_KEYS} semitones")
         if self.loop_states < 0:

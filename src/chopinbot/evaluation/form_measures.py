@@ -129,22 +129,29 @@ def figure_loop_share(states: States, window: int = FIGURE_WINDOW, max_period: i
 
 PHRASE_PERIODS = (17, 256)  # states: passages longer than the figures figure_loop_share watches, up to a section
 # the most in the 48 performed pieces: 1.62 (the Mazurka op. 7 no. 1), half of their key segments under
-# 0.86; a figure of up to 16 states goes round far more (an accompaniment's), and figure_loop_share watches it
+# 0.78; a figure of up to 16 states goes round far more (an accompaniment's), and figure_loop_share watches it
 CHOPIN_PHRASE_PASSES = 1.62
 
 
-def phrase_passes(states: States, periods: tuple[int, int] = PHRASE_PERIODS) -> float:
+def phrase_passes(states: States, periods: tuple[int, int] = PHRASE_PERIODS, figure_period: int = 16) -> float:
     """How many times in a row a passage longer than a figure went round again: the longest run of states
     each repeating, in keys and onsets, the state ``p`` before, divided by ``p``, the most over the periods
-    ``p`` in ``periods``.  1.0: a phrase heard twice in full (A A); 3.0: four times.  A figure that goes round
-    (a trill, an ostinato) repeats at the longer periods too, and counts as a phrase made of it."""
+    ``p`` in ``periods``.  1.0: a phrase heard twice in full (A A); 3.0: four times.  A run in which every
+    state also repeats the state ``q <= figure_period`` before is a figure going round (a trill, an
+    ostinato: figure_loop_share's), not a phrase, and is not counted."""
     x = np.packbits(np.concatenate([states.keys, states.onsets], 1).astype(bool), axis=1)
     n, best = len(states), 0.0
+    figure = np.zeros(n, bool)  # the states that repeat one of the figure_period before them
+    for q in range(1, min(figure_period, n - 1) + 1):
+        figure[q:] |= (x[q:] == x[:-q]).all(1)
+    not_figure = np.concatenate([[0], np.cumsum(~figure)])
     for p in range(periods[0], min(periods[1], n - 1) + 1):
         same = (x[p:] == x[:-p]).all(1)
         if not same.any():
             continue
-        # the longest run of True in ``same``
         edges = np.flatnonzero(np.diff(np.concatenate([[0], same.view(np.int8), [0]])))
-        best = max(best, float((edges[1::2] - edges[::2]).max()) / p)
+        start, stop = edges[::2] + p, edges[1::2] + p  # the runs, as indices of the repeating states
+        phrase = not_figure[stop] - not_figure[start] > 0
+        if phrase.any():
+            best = max(best, float((stop - start)[phrase].max()) / p)
     return best
