@@ -19,7 +19,12 @@ from chopinbot.compose import decoding
 from chopinbot.compose.generate import GenerateConfig, generate
 from chopinbot.compose.seeds import random_seed_index, seed_from_test
 from chopinbot.constants import WARM_STATES
-from chopinbot.evaluation.form_measures import CHOPIN_FIGURE_SHARE, CHOPIN_PHRASE_PASSES, figure_loop_share, phrase_passes
+from chopinbot.evaluation.form_measures import (
+    CHOPIN_FIGURE_SHARE,
+    CHOPIN_PHRASE_PASSES,
+    figure_loop_share,
+    phrase_passes,
+)
 from chopinbot.model.formats import load_model
 
 
@@ -59,7 +64,8 @@ def main() -> None:
         passes.append(phrase_passes(res.generated))
     breaks = int(sum(b.breaks.sum() for b in breakers))
     loops = int(sum(b.loops.sum() for b in breakers))
-    out = {"model": args.model, "pieces": args.pieces, "context_states": args.context_states, "loop_states": args.loop_states,
+    out = {"model": args.model, "pieces": args.pieces, "context_states": args.context_states,
+           "loop_states": args.loop_states,
            "repeat_boost": args.repeat_boost, "repeat_passes": args.repeat_passes, "min_keys": args.min_keys,
            "pieces_retried": retried, "retries": retries, "pieces_with_a_loop_guard": looped,
            "loops_broken": loops, "states_composed_with_a_loop_forbidden": breaks,
