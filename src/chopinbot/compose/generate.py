@@ -122,7 +122,12 @@ class GenerateConfig:
     #                             from 0.92 to 0.85 (chopin-controls, 2026-12-02); 4 -> 16 took piano-controls'
     #                             from 0.831 to 0.798, its composed excerpts from 0.850 to 0.807 (six paired
     #                             draws, 2026-12-07; 24 and 32 no better; docs/training-history.md)
-    repeat_passes: int = 0  # the boost helps a passage go round at most this many times in a row (0 = no limit)
+    repeat_passes: int = 2  # the boost helps a phrase (> 16 states) go round at most this many times in a row
+    #                         (0 = no limit; compose.repetition.LONG_PASSAGE).  No Chopin piece goes round a phrase
+    #                         twice in full; without a limit 19-24 of 50 pieces did, up to 38 times.  2 brings the
+    #                         replay spread to Chopin's on the valid seeds (share replaying > 0.8: 0.10 against
+    #                         0.065; 0 gives 0.20) at +0.024 in the 20-s realism test, which cannot hear a loop of
+    #                         phrases (its 60-s row is level); 1: 0.03, +0.050 (docs/training-history.md)
     loop_states: int = 48  # a cycle of up to 16 states repeated for this many states is broken there: the state
     #                        that would go on with it is drawn again (compose.decoding.LoopBreaker; 0 = off).
     #                        The corpus's longest such run is 39 states, so 48 never fires on real Chopin
