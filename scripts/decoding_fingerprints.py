@@ -17,7 +17,9 @@ after the loop breaker kept a broken loop out (2026-12-07; 6 of 36 differ from p
 loop broke); ``decoding_fingerprints_phase4.json`` after near-loops were broken too and the repeat boost's
 default went from 4 to 16 and its copies were weighed with a density's tilt (2026-12-07; re-recorded when the
 loop guard's message named the near-loop too: only the guards' text moved; 21 of 36 differ
-from phase 3): check refactors against it.
+from phase 3); ``decoding_fingerprints_phase5.json`` after rests were allowed (``min_keys`` 0), the repeat
+boost stopped helping a phrase round a third time (``repeat_passes`` 2) and the default model became
+``piano-transformer`` (2026-12-07 evening): check refactors against it.
 """
 
 from __future__ import annotations
