@@ -109,8 +109,8 @@ def test_the_run_restarts_when_the_music_leaves_the_phrase():
         state = np.zeros((1, 88), bool)
         state[0, [30, key]] = True
         rb.update(state, state.copy(), np.ones(1))
-    found, keys = rb.candidates()[3][0], np.flatnonzero(rb.candidates()[0][0]).tolist()
-    assert found and keys == [30, 33]
+    k, _, _, found = rb.candidates()
+    assert found[0] and np.flatnonzero(k[0]).tolist() == [30, 33]
 
 
 def test_negative_passes_are_refused():

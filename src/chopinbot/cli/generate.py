@@ -100,8 +100,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="multiply the odds of going on as a passage heard before went (the seed's or its own): "
                         "figures and motifs recur, as Chopin's do (default: %(default)s; 1 = the model's own)")
     g.add_argument("--repeat-passes", type=nonneg_int, default=D.repeat_passes, metavar="N",
-                   help="the boost helps a passage go round at most N times in a row; after that the model alone "
-                        "decides whether it goes round again (default: %(default)s; 0 = no limit)")
+                   help="the boost helps a phrase (a passage of more than 16 states) go round at most N times in a "
+                        "row; after that the model alone decides whether it goes round again (default: "
+                        "%(default)s; 0 = no limit)")
     g.add_argument("--max-leap", type=number_in(1, N_KEYS, int), default=D.max_leap, metavar="SEMITONES",
                    help="the top voice climbs at most this many semitones at once (default: off)")
     g.add_argument("--notatable", action="store_true", default=D.notatable,

@@ -28,7 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from chopinbot.compose.guidance import STYLE_GUIDANCE, GuidedStepper, KeyDrift, key_request_columns
-from chopinbot.compose.repetition import RepeatBoost
+from chopinbot.compose.repetition import LONG_PASSAGE, RepeatBoost
 from chopinbot.compose.sampling import DecodingSettings, DensitySteer, Sampler
 from chopinbot.compose.stepper import InputBuilder, NumpyStepper, stepper_for
 from chopinbot.constants import GRID_PER_BEAT, N_KEYS
@@ -197,7 +197,7 @@ class LoopBreaker(StepProcessor):
     loop too.  Constant time per state: a ring of the last ``MAX_PERIOD`` states, and per period a run
     length, the repeats among the last ``WINDOW`` states and the state until which it stays forbidden."""
 
-    MAX_PERIOD = 16
+    MAX_PERIOD = LONG_PASSAGE  # a figure; a longer passage is a phrase, whose passes the repeat boost limits
     HOLD = MAX_PERIOD  # states a broken cycle stays forbidden: one whole cycle of the longest period watched
     WINDOW = 96  # states (evaluation.form_measures.FIGURE_WINDOW)
     NEAR = 84  # of the last WINDOW states repeating one period: a loop (real Chopin: at most 76)

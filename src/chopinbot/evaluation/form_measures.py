@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from chopinbot.compose.form import FormResult
+from chopinbot.compose.repetition import LONG_PASSAGE
 from chopinbot.constants import LOWEST_PITCH
 from chopinbot.evaluation.excerpts import detected_key
 from chopinbot.music.keys import Key
@@ -127,13 +128,14 @@ def figure_loop_share(states: States, window: int = FIGURE_WINDOW, max_period: i
     return best / span
 
 
-PHRASE_PERIODS = (17, 256)  # states: passages longer than the figures figure_loop_share watches, up to a section
+PHRASE_PERIODS = (LONG_PASSAGE + 1, 256)  # states: passages longer than a figure, up to a section
 # the most in the 48 performed pieces: 1.62 (the Mazurka op. 7 no. 1), half of their key segments under
 # 0.78; a figure of up to 16 states goes round far more (an accompaniment's), and figure_loop_share watches it
 CHOPIN_PHRASE_PASSES = 1.62
 
 
-def phrase_passes(states: States, periods: tuple[int, int] = PHRASE_PERIODS, figure_period: int = 16) -> float:
+def phrase_passes(states: States, periods: tuple[int, int] = PHRASE_PERIODS, figure_period: int = LONG_PASSAGE
+                  ) -> float:
     """How many times in a row a passage longer than a figure went round again: the longest run of states
     each repeating, in keys and onsets, the state ``p`` before, divided by ``p``, the most over the periods
     ``p`` in ``periods``.  1.0: a phrase heard twice in full (A A); 3.0: four times.  A run in which every
