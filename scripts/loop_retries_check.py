@@ -1,6 +1,6 @@
 """Whole-piece retries, loops broken, pieces stuck in a figure (evaluation.form_measures.figure_loop_share
-above any Chopin piece's) and pieces going round a phrase (form_measures.phrase_passes above any Chopin
-piece's) in N pieces of 60 s from the test seeds, as `chopinbot generate
+above any Chopin piece's), pieces going round a phrase (form_measures.phrase_passes above any Chopin
+piece's) and pieces sliding one way longer than any Chopin piece (form_measures.longest_slide) in N pieces of 60 s from the test seeds, as `chopinbot generate
 --random-seed i --seconds 60 [--context-states C]` composes them (i = 0..N-1).
 
     PYTHONPATH=src python scripts/loop_retries_check.py --pieces 50 [--context-states 0] [--loop-states 0] \
@@ -22,7 +22,9 @@ from chopinbot.constants import WARM_STATES
 from chopinbot.evaluation.form_measures import (
     CHOPIN_FIGURE_SHARE,
     CHOPIN_PHRASE_PASSES,
+    CHOPIN_SLIDE_STATES,
     figure_loop_share,
+    longest_slide,
     phrase_passes,
 )
 from chopinbot.model.formats import load_model
@@ -49,7 +51,7 @@ def main() -> None:
         return made
 
     decoding.processors_for = spy
-    retried, retries, looped, shares, passes, t = 0, 0, 0, [], [], time.perf_counter()
+    retried, retries, looped, shares, passes, slides, t = 0, 0, 0, [], [], [], time.perf_counter()
     for i in range(args.pieces):
         idx = random_seed_index(np.random.default_rng(i))
         seed = seed_from_test(idx, context_states=args.context_states)
@@ -62,6 +64,7 @@ def main() -> None:
         looped += any("looping" in g for g in res.guards)
         shares.append(figure_loop_share(res.generated))
         passes.append(phrase_passes(res.generated))
+        slides.append(longest_slide(res.generated))
     breaks = int(sum(b.breaks.sum() for b in breakers))
     loops = int(sum(b.loops.sum() for b in breakers))
     out = {"model": args.model, "pieces": args.pieces, "context_states": args.context_states,
@@ -74,7 +77,9 @@ def main() -> None:
            "figure_loop_share_max": round(float(np.max(shares)), 3),
            "pieces_going_round_a_phrase": int(sum(p > CHOPIN_PHRASE_PASSES for p in passes)),
            "phrase_passes_median": round(float(np.median(passes)), 2),
-           "phrase_passes_max": round(float(np.max(passes)), 2), "seconds": round(time.perf_counter() - t)}
+           "phrase_passes_max": round(float(np.max(passes)), 2),
+           "pieces_sliding_beyond_chopin": int(sum(s > CHOPIN_SLIDE_STATES for s in slides)),
+           "longest_slide_max": int(np.max(slides)), "seconds": round(time.perf_counter() - t)}
     print(json.dumps(out))
 
 

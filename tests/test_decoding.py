@@ -14,6 +14,7 @@ from chopinbot.compose.generate import LOOP_BROKEN, GenerateConfig, check_guards
 from chopinbot.compose.seeds import seed_from_test
 from chopinbot.constants import BUNDLED_CORPUS_DIR, N_KEYS
 from chopinbot.dataset.store import DEFAULT_SETTINGS as S
+from chopinbot.evaluation.form_measures import CHOPIN_SLIDE_STATES
 from chopinbot.model.formats import load_model
 from chopinbot.music.midi import read_midi
 from chopinbot.music.states import States, notes_to_states
@@ -85,6 +86,22 @@ def test_the_loop_breaker_never_fires_on_real_chopin(name):
     assert fired == 0 and breaker.loops.sum() == 0
     whole = LoopBreaker(48, [st])  # read whole or state by state: the same runs and repeats
     assert (whole.runs == breaker.runs).all() and (whole.counts == breaker.counts).all()
+
+
+def test_a_scale_is_turned_after_as_many_states_one_way_as_chopin_goes():
+    """A chromatic scale down 29 states (28 moves): the next state may not go on down, by any interval;
+    up, or a chord, it may; after 27 moves one more is still free; the turn counts as a loop broken."""
+    assert LoopBreaker.MAX_SLIDE == CHOPIN_SLIDE_STATES == 28
+    scale = _figure(list(range(90, 61, -1)), 1)
+    on = _feed(LoopBreaker(48, [scale[:1]]), scale[1:])
+    assert not any(on)  # 28 moves down: never forbidden on the way
+    breaker = LoopBreaker(48, [scale])
+    down, leap_down, up = (_figure([p], 1).keys for p in (61, 40, 63))
+    chord = down | up
+    assert [bool(breaker.reject(k, k)[0]) for k in (down, leap_down, up, chord)] == [True, True, False, False]
+    assert not LoopBreaker(48, [scale[1:]]).reject(down, down)[0]  # 27 moves: one more is allowed
+    _feed(breaker, _figure([63], 1))
+    assert breaker.loops.tolist() == [1] and breaker.slide.tolist() == [1]  # turned: a new slide, upwards
 
 
 def test_a_figure_going_round_with_a_state_changed_now_and_then_is_a_loop():

@@ -25,9 +25,11 @@ from chopinbot.errors import ConfigError
 from chopinbot.evaluation.form_measures import (
     CHOPIN_FIGURE_SHARE,
     CHOPIN_PHRASE_PASSES,
+    CHOPIN_SLIDE_STATES,
     ends_on_tonic_chord,
     figure_loop_share,
     longest_loop,
+    longest_slide,
     phrase_passes,
     reprise_matches,
     section_profiles,
@@ -265,3 +267,22 @@ def test_no_chopin_piece_goes_round_a_phrase_beyond_the_calibration():
     st, _, _ = notes_to_states(read_midi(BUNDLED_CORPUS_DIR / "chpn_op7_1.mid"), S.grid_per_beat, S.pedal,
                                S.min_state_beats, S.max_states)
     assert phrase_passes(st) == pytest.approx(CHOPIN_PHRASE_PASSES, abs=0.005)
+
+
+def test_longest_slide_counts_a_scale_going_one_way():
+    down = [[84 - i] for i in range(40)]  # a chromatic scale down 40 states: 39 moves one way
+    assert longest_slide(_states(down, [0.25] * 40)) == 39
+    thirds = [[60 + 2 * i, 64 + 2 * i] for i in range(10)]  # a chord moving up whole tones: 9 moves
+    assert longest_slide(_states(thirds, [0.25] * 10)) == 9
+    turn = [[60 + i] for i in range(6)] + [[64 - i] for i in range(6)]  # up 5, then down: the turn restarts it
+    assert longest_slide(_states(turn, [0.25] * 12)) == 6
+    chord_then_melody = [[48, 60], [48, 62], [48, 64], [50, 66]]  # the bass held: not every key moves
+    assert longest_slide(_states(chord_then_melody, [0.25] * 4)) == 1
+
+
+def test_no_chopin_piece_slides_beyond_the_calibration():
+    """The Polonaise op. 53 sets the bound (28 states moving one way)."""
+    st, _, _ = notes_to_states(read_midi(BUNDLED_CORPUS_DIR / "chpn_op53.mid"), S.grid_per_beat, S.pedal,
+                               S.min_state_beats, S.max_states)
+    assert longest_slide(st) == CHOPIN_SLIDE_STATES
+

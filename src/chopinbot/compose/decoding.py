@@ -37,6 +37,7 @@ from chopinbot.dataset.inputs import NewStates
 from chopinbot.errors import ConfigError
 from chopinbot.music.controls import Controls
 from chopinbot.music.keys import ALL_KEYS, histogram_key_correlations
+from chopinbot.music.repeats import moved_by
 from chopinbot.music.states import States
 
 STUCK_STATES = 24  # this many states in a row with nothing struck = stuck
@@ -195,12 +196,18 @@ class LoopBreaker(StepProcessor):
     73), so neither 48 nor 84 of 96 fires on real Chopin, while a five-note figure stuck for three
     bars is caught.  Lengths are not compared: a chord struck again and again in varying lengths is a
     loop too.  Constant time per state: a ring of the last ``MAX_PERIOD`` states, and per period a run
-    length, the repeats among the last ``WINDOW`` states and the state until which it stays forbidden."""
+    length, the repeats among the last ``WINDOW`` states and the state until which it stays forbidden.
+
+    A slide is a loop moved as it goes: each state the one before moved up (or each down) by one interval,
+    a scale.  The model, once in a chromatic scale, went on with it for 61 states down the keyboard,
+    three times in a minute; Chopin's go one way for at most 28 states (op. 53; evaluation.form_measures.
+    longest_slide).  So after ``MAX_SLIDE`` such states the next may not go on the same way."""
 
     MAX_PERIOD = LONG_PASSAGE  # a figure; a longer passage is a phrase, whose passes the repeat boost limits
     HOLD = MAX_PERIOD  # states a broken cycle stays forbidden: one whole cycle of the longest period watched
     WINDOW = 96  # states (evaluation.form_measures.FIGURE_WINDOW)
     NEAR = 84  # of the last WINDOW states repeating one period: a loop (real Chopin: at most 76)
+    MAX_SLIDE = 28  # states in a row each moving the one before the same way (real Chopin: at most 28)
 
     def __init__(self, states: int, histories: list[States]) -> None:
         self.states = states
@@ -225,6 +232,13 @@ class LoopBreaker(StepProcessor):
         k = min(P, S)
         self.ring[:, :k] = packed[:, ::-1][:, :k]
         self.t = S  # states read (the histories' included)
+        # the slide at the histories' end: how many states in a row moved the one before which way (-1, 0, 1)
+        self.last = np.stack([h.keys[-1] for h in histories]).astype(bool)
+        self.slide, self.direction = np.zeros(B, np.int64), np.zeros(B, np.int64)
+        self.turned = np.zeros(B, bool)  # this state: a draw would have gone on sliding past MAX_SLIDE
+        tail = np.stack([h.keys[-self.MAX_SLIDE - 1:] for h in histories]).astype(bool)
+        for i in range(1, tail.shape[1]):
+            self._slid(np.sign(moved_by(tail[:, i - 1], tail[:, i])))
 
     @staticmethod
     def _pack(keys: np.ndarray, onsets: np.ndarray) -> np.ndarray:
@@ -239,18 +253,29 @@ class LoopBreaker(StepProcessor):
         """(B, P): the periods at which the next state may not repeat the state that far before."""
         return self._reached() | (self.t < self.forbidden_until)
 
+    def _slid(self, step: np.ndarray) -> None:
+        """One more state, which moved the one before it ``step`` (B,) -1 (down), 1 (up) or 0 (not a move)."""
+        self.slide = np.where(step == 0, 0, np.where(step == self.direction, self.slide + 1, 1))
+        self.direction = step
+
     def reject(self, keys, onsets):
+        sliding = self.slide >= self.MAX_SLIDE
+        bad = sliding & (np.sign(moved_by(self.last, keys)) == self.direction) if sliding.any() else sliding
+        self.turned |= bad  # a draw (or a copy) that would have gone on sliding: the slide is turned
         looping = self._looping()
         if not looping.any():
-            return np.zeros(len(keys), bool)
+            return bad
         # the cycle of period p goes on with the state p - 1 before the newest: ring row p - 1
         same = (self.ring == self._pack(keys, onsets)[:, None]).all(-1)
-        return (same & looping).any(-1)
+        return bad | (same & looping).any(-1)
 
     def on_state(self, new):
         reached, held = self._reached(), self.t < self.forbidden_until
-        self.breaks += (reached | held).any(-1)
-        self.loops += reached.any(-1) & ~held.any(-1)  # a new loop, not one held out
+        self.breaks += (reached | held).any(-1) | (self.slide >= self.MAX_SLIDE)
+        self.loops += (reached.any(-1) & ~held.any(-1)) | self.turned  # a new loop, not one held out; a slide turned
+        self.turned = np.zeros_like(self.turned)
+        self._slid(np.sign(moved_by(self.last, new.keys)))
+        self.last = np.asarray(new.keys, bool)
         triggered = reached.astype(np.int64) @ self.multiples > 0  # (B, P): the cycles and their multiples
         self.forbidden_until = np.where(triggered, self.t + 1 + self.HOLD, self.forbidden_until)
         rows = self._pack(new.keys, new.onsets)

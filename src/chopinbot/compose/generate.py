@@ -100,7 +100,8 @@ class GenerateConfig:
     style: str | None = None  # the style (composer) to compose in, for a model with a style input; None = its default
     style_guidance: float | None = None  # a model with a style input: compose further in the style than the model's
     #   own prediction goes (classifier-free guidance, compose.guidance; 0 = off).  None: STYLE_GUIDANCE when a
-    #   style is asked for (`style` set), else off: `--style mozart` then sounds like Mozart without more flags
+    #   style other than the model's own is asked for, else off: `--style mozart` then sounds like Mozart without
+    #   more flags, and `--style chopin` is the model's own prediction
     key_guidance: float = 0.5  # with hold_key: guide the model towards the key asked, as style_guidance does.  On the
     #                            valid seeds, excerpts in key: 0 -> 88 %, 0.5 -> 100 %; realism 0.92 either way
     #                            (1: 0.96); it costs a second step per state (docs/controls.md)
@@ -370,8 +371,8 @@ def loop_guard(loops: int, states: int) -> str:
     """The guard line of a piece in which the loop breaker broke ``loops`` loops."""
     times = "once" if loops == 1 else f"{loops} times"
     return (f"{LOOP_BROKEN} {times}: a figure that went round for {states} states (or {LoopBreaker.NEAR} of "
-            f"{LoopBreaker.WINDOW}) was stopped there and kept out for {LoopBreaker.HOLD} more (at the temperature "
-            f"asked)")
+            f"{LoopBreaker.WINDOW}) was stopped there and kept out for {LoopBreaker.HOLD} more, or a scale turned "
+            f"after {LoopBreaker.MAX_SLIDE} states one way (at the temperature asked)")
 
 
 def _adjust(cfg: GenerateConfig, problems: list[str]) -> tuple[GenerateConfig, str]:

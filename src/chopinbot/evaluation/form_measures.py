@@ -12,7 +12,7 @@ from chopinbot.compose.repetition import LONG_PASSAGE
 from chopinbot.constants import LOWEST_PITCH
 from chopinbot.evaluation.excerpts import detected_key
 from chopinbot.music.keys import Key
-from chopinbot.music.repeats import find_continuations
+from chopinbot.music.repeats import find_continuations, moved_by
 from chopinbot.music.states import States, states_to_notes
 
 MIN_MATCH = 4  # states: a lookup this long or longer is the opening's material recognised (not one chord)
@@ -157,3 +157,23 @@ def phrase_passes(states: States, periods: tuple[int, int] = PHRASE_PERIODS, fig
         if phrase.any():
             best = max(best, float((stop - start)[phrase].max()) / p)
     return best
+
+
+# the most in the 48 performed pieces: 28 states (the Polonaise op. 53; 24 in the Prelude op. 28 no. 24, covering
+# 68 semitones), half of their key segments at most 2
+CHOPIN_SLIDE_STATES = 28
+
+
+def longest_slide(states: States) -> int:
+    """The most states in a row that each move the state before them up (or each down) by some interval,
+    every key sounding by the same one (:func:`~chopinbot.music.repeats.moved_by`): a scale or a run in
+    octaves, one key or a chord at a time.  Chopin's go on for at most 28 states (``CHOPIN_SLIDE_STATES``); a
+    chromatic scale over the whole keyboard is 87."""
+    keys = np.asarray(states.keys, bool)
+    steps = np.sign(moved_by(keys[:-1], keys[1:])) if len(keys) > 1 else np.zeros(0, np.int64)
+    best = run = direction = 0
+    for step in steps:
+        run = 0 if not step else run + 1 if step == direction else 1
+        direction = step
+        best = max(best, run)
+    return int(best)

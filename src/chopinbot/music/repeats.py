@@ -81,6 +81,18 @@ def shift_keys(keys: np.ndarray, shift: np.ndarray) -> np.ndarray:
     return np.take_along_axis(keys, np.clip(src, 0, width - 1), axis=1) & ok
 
 
+def moved_by(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """(n,) semitones every key of each ``after`` state (n, 88) is the ``before`` state's moved by: the same
+    keys, all up or all down one interval; 0 where it is not such a move (or nothing sounds)."""
+    before, after = np.asarray(before, bool), np.asarray(after, bool)
+    shift = lowest_keys(after) - lowest_keys(before)
+    src = np.arange(before.shape[-1])[None, :] - shift[:, None]  # key j of after is key j - shift of before
+    inside = (src >= 0) & (src < before.shape[-1])
+    moved = np.where(inside, np.take_along_axis(before, np.clip(src, 0, before.shape[-1] - 1), 1), False)
+    pure = (moved == after).all(-1) & (before.sum(-1) == after.sum(-1)) & before.any(-1)
+    return np.where(pure, shift, 0)
+
+
 def shape_symbols(keys: np.ndarray, onsets: np.ndarray, units: np.ndarray) -> list[bytes]:
     """One bytes object per state of a sequence, equal for two states of two
     passages that are transpositions of each other (see the module docstring)."""
