@@ -126,8 +126,8 @@ HELP = {
            "then the relative key is used (and said so).",
     "bpm": "Tempo of the result in beats per minute; empty = the seed's own tempo.",
     "style": "Whose style to compose in. This model learnt several composers' piano music with a style input, "
-             "and composes further in the style asked than its own prediction goes (style guidance 4): from the "
-             "same seeds, its Chopin and Mozart are told apart 93 % of the time (docs/corpus.md).",
+             "and composes further in a style other than its own (Chopin) than its own prediction goes "
+             "(style guidance 1): its Mozart is nearer real Mozart than real Chopin (docs/training-history.md).",
     "variations": f"Compose this many different continuations of the same seed at once (one batch), shown side by "
                   f"side to listen to and pick from. Together they may last at most {MAX_REQUEST_SECONDS:g} s "
                   f"({MAX_REQUEST_STATES:,} states), so longer pieces allow fewer variations.",

@@ -129,7 +129,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--style-guidance", type=number_in(*GUIDANCE_RANGE), default=D.style_guidance, metavar="W",
                    help="compose further in --style than the model's own prediction goes: each step is also "
                         "computed without the style, and the draw is pushed W times the difference further "
-                        "(default: 4 when --style is given, else off; 0 = off)")
+                        "(default: 1 when --style names another style than the model's own, else off; 0 = off)")
     g.add_argument("--form", type=str.upper, choices=list(FORMS),
                    help="compose a piece in this form: ABA (the opening, a contrasting middle in another key area, "
                         "then the opening again) or AABA; --seconds is the whole length, and the piece ends on a "

@@ -412,8 +412,9 @@ def guided_stepper(model, layout, cfg: ComposeSettings, controls: Controls | Non
     guides = []  # (columns of the row that say what is asked, weight, name), innermost first
     styled = any(isinstance(b, StyleBlock) for b in layout.blocks)
     style_weight = cfg.style_guidance
-    if style_weight is None:  # the default: guided when a style is asked of a model with styles
-        style_weight = STYLE_GUIDANCE if cfg.style is not None and styled else 0.0
+    if style_weight is None:  # the default: guided when another style than the model's own is asked for
+        home = cfg.style is None or cfg.style == model.config.default_style
+        style_weight = STYLE_GUIDANCE if styled and not home else 0.0
     if style_weight:
         if not styled:
             raise ConfigError("style guidance needs a model with a style input (see `chopinbot styles`)")

@@ -85,6 +85,7 @@ class StyleSettings:
     style_guidance: float | None = None
     decoding: dict = field(default_factory=dict)  # GenerateConfig fields for every continuation
     repeats: int = 3  # random seeds of the classifier test
+    seed_offset: int = 0  # the i-th seed is continued with random seed seed_offset + i (another draw: another offset)
 
 
 def style_check(model, ds, s: StyleSettings, model_b=None, progress: bool = True) -> dict:
@@ -104,6 +105,7 @@ def style_check(model, ds, s: StyleSettings, model_b=None, progress: bool = True
         gen_model, asked = generators[st]
         overrides = {"style": asked, **s.decoding, "style_guidance": s.style_guidance if asked else 0.0}
         conts = continue_seeds(gen_model, seeds, s.seconds, overrides, context_states=s.context_states,
+                               random_seeds=[s.seed_offset + i for i in range(len(seeds))],
                                groups=[f"seed {x.source.split(' ', 1)[0]}" for x in seeds],  # a piece's windows
                                progress=progress, desc=f"{st} style")  # share a fold
         ex = excerpts_of(conts)
