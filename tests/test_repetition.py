@@ -99,6 +99,26 @@ def test_a_figure_of_up_to_16_states_goes_round_freely():
     assert _candidate(1, 64, 16) == (True, [30, 31])
 
 
+def _sequence(n: int) -> np.ndarray:
+    """(1, n, 88): a four-note figure (E G# B G#) moved up a whole tone each time round, a sequence."""
+    keys = np.zeros((1, n, 88), bool)
+    keys[0, np.arange(n), 40 + np.array([0, 4, 7, 4])[np.arange(n) % 4] + 2 * (np.arange(n) // 4)] = True
+    return keys
+
+
+@pytest.mark.parametrize("passes,heard,helped", [(2, 12, True), (2, 13, False), (0, 19, True), (1, 9, False)])
+def test_a_figure_moving_as_it_repeats_is_helped_round_at_most_passes_times(passes, heard, helped):
+    """A sequence (or a scale) is limited as a phrase is, though its figure is short: a scale the boost kept
+    going slid down the whole keyboard.  The same figure in place goes round freely (the test above)."""
+    keys = _sequence(heard)
+    rb = RepeatBoost(4.0, keys, keys.copy(), np.ones((1, heard)), np.array([0.5, 1.0, 2.0]), passes=passes)
+    k, _, _, found = rb.candidates()
+    assert rb.tracker.period[1][0] == 4 and rb.tracker.shift[1][0] == 2
+    assert found[0] == helped
+    if helped:  # the figure's next note, a whole tone higher than last time round
+        assert np.flatnonzero(k[0]).tolist() == np.flatnonzero(_sequence(heard + 1)[0, -1]).tolist()
+
+
 def test_the_run_restarts_when_the_music_leaves_the_phrase():
     # a 20-state phrase twice, then a new state, then its first two states again: a new run at distance 21,
     # helped again

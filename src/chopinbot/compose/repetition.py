@@ -35,7 +35,10 @@ KINDS = ("exact", "transposed")
 # accompaniment: 2.2 times in a row in the median piece, 11 at most), but a longer passage never went
 # round twice in full (the most: 1.27 times for 17-64 states, 1.62 beyond; one time = a repeat heard
 # once, A A), where the boost alone took a 7-s phrase round 8 times.  Figures up to 16 states are the
-# loop breaker's (compose.decoding.LoopBreaker).
+# loop breaker's (compose.decoding.LoopBreaker).  A figure that moves as it repeats (a sequence, a scale) is
+# limited as a phrase is: the boost's help had started a chromatic scale that the model took on for 61 states
+# (the loop breaker now turns a scale after 28, Chopin's longest); limited, the realism of what the model
+# composes from the seed alone improved (valid, six draws: -0.017 +- 0.007; overall +0.002 +- 0.007)
 LONG_PASSAGE = 16
 
 
@@ -64,11 +67,14 @@ class RepeatBoost:
         found = np.maximum(exact.length, moved.length) > 0
         if self.passes:
             # a phrase that has already gone round ``passes`` times at this distance (the run as long as
-            # the distance times passes) gets no help to go round again: the model alone decides
+            # the distance times passes) gets no help to go round again: the model alone decides.  So does a
+            # passage of any length that moves as it repeats (a sequence; a scale, one state moved a step
+            # each time), which otherwise slid to the end of the keyboard and back
             t = self.tracker
             run = np.where(use_moved, t.run[1], t.run[0])
             period = np.where(use_moved, t.period[1], t.period[0])
-            found &= (period <= LONG_PASSAGE) | (run < self.passes * period)
+            moving = use_moved & (t.shift[1] != 0)
+            found &= ((period <= LONG_PASSAGE) & ~moving) | (run < self.passes * period)
         cls = np.abs(np.log(np.maximum(beats, 1e-6))[:, None] - np.log(self.classes)[None, :]).argmin(-1)
         return keys, onsets, cls, found
 

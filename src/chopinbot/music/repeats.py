@@ -264,6 +264,8 @@ class ContinuationTracker:
         # many states in a row the music has gone on as it went that far back (the repeat's run so far)
         self.period = [np.zeros(B, np.int64) for _ in self.kinds]
         self.run = [np.zeros(B, np.int64) for _ in self.kinds]
+        # per kind, (B,): the semitones the continuation is moved by (a transposed match; 0: in place)
+        self.shift = [np.zeros(B, np.int64) for _ in self.kinds]
         steps = [self.step(keys[:, s], onsets[:, s], beats[:, s]) for s in range(keys.shape[1])]
         self.history = [Continuations(*(np.stack(field, 1) for field in zip(*(st[k] for st in steps))))
                         for k in range(len(self.kinds))]
@@ -292,6 +294,7 @@ class ContinuationTracker:
             at = np.maximum(cont, 0)
             end = np.array([self.low[max(a - 1, 0)][b] for b, a in enumerate(at)])
             shift = continuation_shift(kind, low, end, cont)
+            self.shift[k] = shift
             ck = np.array([self.keys[a][b] for b, a in enumerate(at)])
             co = np.array([self.onsets[a][b] for b, a in enumerate(at)])
             out.append(Continuations(shift_keys(ck, shift), shift_keys(co, shift),
