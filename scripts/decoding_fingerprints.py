@@ -19,7 +19,10 @@ default went from 4 to 16 and its copies were weighed with a density's tilt (202
 loop guard's message named the near-loop too: only the guards' text moved; 21 of 36 differ
 from phase 3); ``decoding_fingerprints_phase5.json`` after rests were allowed (``min_keys`` 0), the repeat
 boost stopped helping a phrase round a third time (``repeat_passes`` 2) and the default model became
-``piano-transformer`` (2026-12-07 evening): check refactors against it.
+``piano-transformer`` (2026-12-07 evening); ``decoding_fingerprints_phase6.json`` after a scale was turned
+after 28 states, the repeat boost stopped helping a moving figure past ``repeat_passes`` and the model's own
+style went unguided, other styles guided at 1 (2026-12-07, late; 8 of 36 differ from phase 5: the style
+guided, and the guards' text of the loops broken): check refactors against it.
 """
 
 from __future__ import annotations
