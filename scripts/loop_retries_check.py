@@ -1,7 +1,8 @@
 """Whole-piece retries, loops broken, pieces stuck in a figure (evaluation.form_measures.figure_loop_share
 above any Chopin piece's), pieces going round a phrase (form_measures.phrase_passes above any Chopin
-piece's) and pieces sliding one way longer than any Chopin piece (form_measures.longest_slide) in N pieces of 60 s from the test seeds, as `chopinbot generate
---random-seed i --seconds 60 [--context-states C]` composes them (i = 0..N-1).
+piece's) and pieces sliding one way longer than any Chopin piece (form_measures.longest_slide) in N
+pieces of 60 s from the test seeds, as `chopinbot generate --random-seed i --seconds 60
+[--context-states C]` composes them (i = 0..N-1).
 
     PYTHONPATH=src python scripts/loop_retries_check.py --pieces 50 [--context-states 0] [--loop-states 0] \
         [--repeat-boost B] [--repeat-passes N] [--min-keys K]

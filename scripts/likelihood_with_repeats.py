@@ -1,0 +1,107 @@
+"""Key NLL of the network alone, and mixed with its repeat lookup as the composer mixes it (RepeatBoost).
+
+The repeat boost offers each state the continuation of the longest earlier match and takes it with
+probability q = bP / (1 + (b-1)P) (P: the network's probability of that whole state: keys, onsets,
+rhythmic value); otherwise the state is drawn from the network.  The keys' distribution is then
+q [keys = offered] + (1 - q) p(keys), a proper distribution, whose NLL per state this prints for each boost
+b beside the network's own (the report's key NLL), with the share of states offered a continuation and the
+share whose keys it got right.  The offers follow the pass limit (``passes``) as the composer's do.
+
+    PYTHONPATH=src python scripts/likelihood_with_repeats.py piano-transformer valid 1,2,4,16 [passes]
+
+It reads runs/dataset (`make run` prepares it).  The composer's other rules (its key truncation, the loop
+breaker) are left out: some give a real state probability 0, so they have no likelihood.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from chopinbot.compose.repetition import KINDS, LONG_PASSAGE
+from chopinbot.constants import N_KEYS
+from chopinbot.dataset.batches import SplitData
+from chopinbot.dataset.store import Dataset
+from chopinbot.model.formats import load_model
+from chopinbot.model.predict import batch_outputs
+from chopinbot.music.repeats import find_continuations, shift_keys
+
+
+def offers(keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, grid: int, passes: int):
+    """For each state of a segment but the last, the continuation offered for the next one (the longer match
+    of the two kinds, exact on a tie): keys, onsets, beats and whether there is an offer."""
+    per_kind = []
+    for kind in KINDS:
+        cont, length, shift = find_continuations(kind, keys, onsets, beats, grid)
+        at = np.maximum(cont, 0)
+        period = np.where(length > 0, np.arange(len(keys)) + 1 - cont, 0)
+        run = np.zeros(len(keys), np.int64)
+        for i in range(len(keys)):  # as ContinuationTracker counts it
+            same = i > 0 and period[i] > 0 and period[i] == period[i - 1]
+            run[i] = run[i - 1] + 1 if same else length[i]
+        per_kind.append((shift_keys(keys[at], shift), shift_keys(onsets[at], shift), beats[at], length, period,
+                         run, shift))
+    (ek, eo, eb, el, ep, er, _), (mk, mo, mb, ml, mp, mr, ms) = per_kind
+    moved = ml > el
+    k = np.where(moved[:, None], mk, ek)
+    o = np.where(moved[:, None], mo, eo) & k
+    found = np.maximum(el, ml) > 0
+    if passes:
+        period, run = np.where(moved, mp, ep), np.where(moved, mr, er)
+        moving = moved & (ms != 0)
+        found &= ((period <= LONG_PASSAGE) & ~moving) | (run < passes * period)
+    return k[:-1], o[:-1], np.where(moved, mb, eb)[:-1], found[:-1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("split")
+    ap.add_argument("boosts", help="comma-separated, e.g. 1,2,4,16")
+    ap.add_argument("passes", type=int, nargs="?", default=2)
+    args = ap.parse_args()
+    boosts = [float(b) for b in args.boosts.split(",")]
+    torch.set_num_threads(1)
+    model = load_model(args.model).eval()
+    data = SplitData(Dataset("runs/dataset"), args.split, model.config.vocab)
+    classes = np.log(np.asarray(model.config.duration_classes, np.float64))
+    n, offered, right, network, mixed = 0, 0, 0, 0.0, dict.fromkeys(boosts, 0.0)
+    for chunk in data.whole_segments():
+        rec = data.records[chunk.start : chunk.start + chunk.length + 1]
+        keys = np.unpackbits(rec["keys"], axis=1, count=N_KEYS).astype(bool)
+        onsets = np.unpackbits(rec["onsets"], axis=1, count=N_KEYS).astype(bool)
+        ck, co, cb, found = offers(keys, onsets, np.asarray(rec["beats"], np.float64), data.grid_per_beat,
+                                   args.passes)
+        prev = keys[:-1]
+        co |= ck & ~prev  # a key that starts sounding is struck
+        found &= ~(((ck == prev).all(-1)) & ~(co & prev).any(-1))  # an offer that changes nothing is never made
+        cls = np.abs(np.log(np.maximum(cb, 1e-6))[:, None] - classes[None, :]).argmin(-1)
+        x, t = data.batch([chunk], **model.config.scoring_blocks)
+        with torch.no_grad():
+            out = batch_outputs(model, x, t)
+            lp_true = -F.binary_cross_entropy_with_logits(out.key_logits[0], t.keys[0], reduction="none").sum(-1)
+            k_t, o_t = (torch.from_numpy(a.astype(np.float32))[None] for a in (ck, co))
+            offer = model(x, None, (k_t, o_t))[0]  # the joint conditionals given the offer's keys
+            lp_keys = -F.binary_cross_entropy_with_logits(offer.key_logits[0], k_t[0], reduction="none").sum(-1)
+            kept = k_t[0] * torch.from_numpy(prev.astype(np.float32))  # keys sounding on: struck again or not
+            lp_on = -(F.binary_cross_entropy_with_logits(offer.onset_logits[0], o_t[0], reduction="none")
+                      * kept).sum(-1)
+            lp_cls = torch.log_softmax(out.duration[0].double(), -1)[torch.arange(len(cls)), torch.from_numpy(cls)]
+        log_p = lp_true.double().numpy()
+        log_offer = np.minimum((lp_keys.double() + lp_on.double() + lp_cls).numpy(), -1e-9)
+        same = (ck == keys[1:]).all(-1) & found
+        n, offered, right = n + len(log_p), offered + found.sum(), right + same.sum()
+        network -= log_p.sum()
+        for b in boosts:
+            q = np.where(found, 1.0 / (1.0 + np.exp(-(np.log(b) + log_offer - np.log1p(-np.exp(log_offer))))), 0.0)
+            p = np.exp(log_p)
+            mixed[b] -= np.log(np.maximum(np.where(same, q + (1 - q) * p, (1 - q) * p), 1e-300)).sum()
+    print(f"{args.model} {args.split}: {n} states, offered {offered / n:.3f}, right {right / n:.3f}; key NLL: "
+          f"network {network / n:.3f}, " + ", ".join(f"boost {b:g} {mixed[b] / n:.3f}" for b in boosts))
+
+
+if __name__ == "__main__":
+    main()
