@@ -40,9 +40,9 @@ from chopinbot.music.keys import ALL_KEYS, Key, histogram_key_correlations, with
 
 # The style guidance when another style than the model's own is asked for (GenerateConfig.style_guidance None);
 # its own (Chopin) is not guided: guided at 4 the shipped Transformer's Chopin was told from real Chopin more
-# often (valid realism 0.824 against 0.723).  Chosen on the valid seeds of the style suite (five draws each):
-# the Mozart style nearer real Mozart than real Chopin by 0.046 at 1, 0.005 at 2, -0.029 at 4 (it was 4, the
-# LSTM's choice; beyond 2 every style moves away from every composer); docs/training-history.md
+# often (valid realism 0.824 against 0.723).  Chosen on the valid seeds of the style suite (1-6 draws a weight):
+# the Mozart style nearer real Mozart than real Chopin by 0.044 +- 0.012 at 1, 0.005 at 2, -0.029 at 4 (it was 4,
+# the LSTM's choice; beyond 2 every style moves away from every composer); docs/training-history.md
 STYLE_GUIDANCE = 1.0
 
 

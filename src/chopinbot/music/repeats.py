@@ -85,12 +85,12 @@ def moved_by(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """(n,) semitones every key of each ``after`` state (n, 88) is the ``before`` state's moved by: the same
     keys, all up or all down one interval; 0 where it is not such a move (or nothing sounds)."""
     before, after = np.asarray(before, bool), np.asarray(after, bool)
-    shift = lowest_keys(after) - lowest_keys(before)
-    src = np.arange(before.shape[-1])[None, :] - shift[:, None]  # key j of after is key j - shift of before
-    inside = (src >= 0) & (src < before.shape[-1])
-    moved = np.where(inside, np.take_along_axis(before, np.clip(src, 0, before.shape[-1] - 1), 1), False)
-    pure = (moved == after).all(-1) & (before.sum(-1) == after.sum(-1)) & before.any(-1)
-    return np.where(pure, shift, 0)
+    out = np.zeros(len(before), np.int64)
+    for i in np.flatnonzero(before.sum(-1) == after.sum(-1)):  # row by row: a state or a few while composing
+        step = np.flatnonzero(after[i]) - np.flatnonzero(before[i])
+        if len(step) and step[0] and (step == step[0]).all():
+            out[i] = step[0]
+    return out
 
 
 def shape_symbols(keys: np.ndarray, onsets: np.ndarray, units: np.ndarray) -> list[bytes]:
