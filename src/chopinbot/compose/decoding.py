@@ -259,9 +259,10 @@ class LoopBreaker(StepProcessor):
         self.direction = step
 
     def reject(self, keys, onsets):
-        sliding = self.slide >= self.MAX_SLIDE
-        bad = sliding & (np.sign(moved_by(self.last, keys)) == self.direction) if sliding.any() else sliding
-        self.turned |= bad  # a draw (or a copy) that would have gone on sliding: the slide is turned
+        bad = np.zeros(len(keys), bool)
+        if self.slide.max() >= self.MAX_SLIDE:  # (a scalar test: this runs at every draw)
+            bad = (self.slide >= self.MAX_SLIDE) & (np.sign(moved_by(self.last, keys)) == self.direction)
+            self.turned |= bad  # a draw (or a copy) that would have gone on sliding: the slide is turned
         looping = self._looping()
         if not looping.any():
             return bad
@@ -273,7 +274,7 @@ class LoopBreaker(StepProcessor):
         reached, held = self._reached(), self.t < self.forbidden_until
         self.breaks += (reached | held).any(-1) | (self.slide >= self.MAX_SLIDE)
         self.loops += (reached.any(-1) & ~held.any(-1)) | self.turned  # a new loop, not one held out; a slide turned
-        self.turned = np.zeros_like(self.turned)
+        self.turned[:] = False
         self._slid(np.sign(moved_by(self.last, new.keys)))
         self.last = np.asarray(new.keys, bool)
         triggered = reached.astype(np.int64) @ self.multiples > 0  # (B, P): the cycles and their multiples
