@@ -285,4 +285,3 @@ def test_no_chopin_piece_slides_beyond_the_calibration():
     st, _, _ = notes_to_states(read_midi(BUNDLED_CORPUS_DIR / "chpn_op53.mid"), S.grid_per_beat, S.pedal,
                                S.min_state_beats, S.max_states)
     assert longest_slide(st) == CHOPIN_SLIDE_STATES
-
