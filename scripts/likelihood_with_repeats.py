@@ -5,7 +5,7 @@ probability q = bP / (1 + (b-1)P) (P: the network's probability of that whole st
 rhythmic value); otherwise the state is drawn from the network.  The keys' distribution is then
 q [keys = offered] + (1 - q) p(keys), a proper distribution, whose NLL per state this prints for each boost
 b beside the network's own (the report's key NLL), with the share of states offered a continuation and the
-share whose keys it got right.  The offers follow the pass limit (``passes``) as the composer's do.
+share whose keys it got right.  The offers are RepeatBoost's own, read state by state.
 
     PYTHONPATH=src python scripts/likelihood_with_repeats.py piano-transformer valid 1,2,4,16 [passes]
 
@@ -21,39 +21,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from chopinbot.compose.repetition import KINDS, LONG_PASSAGE
+from chopinbot.compose.repetition import RepeatBoost
 from chopinbot.constants import N_KEYS
 from chopinbot.dataset.batches import SplitData
 from chopinbot.dataset.store import Dataset
 from chopinbot.model.formats import load_model
 from chopinbot.model.predict import batch_outputs
-from chopinbot.music.repeats import find_continuations, shift_keys
 
 
-def offers(keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, grid: int, passes: int):
-    """For each state of a segment but the last, the continuation offered for the next one (the longer match
-    of the two kinds, exact on a tie): keys, onsets, beats and whether there is an offer."""
-    per_kind = []
-    for kind in KINDS:
-        cont, length, shift = find_continuations(kind, keys, onsets, beats, grid)
-        at = np.maximum(cont, 0)
-        period = np.where(length > 0, np.arange(len(keys)) + 1 - cont, 0)
-        run = np.zeros(len(keys), np.int64)
-        for i in range(len(keys)):  # as ContinuationTracker counts it
-            same = i > 0 and period[i] > 0 and period[i] == period[i - 1]
-            run[i] = run[i - 1] + 1 if same else length[i]
-        per_kind.append((shift_keys(keys[at], shift), shift_keys(onsets[at], shift), beats[at], length, period,
-                         run, shift))
-    (ek, eo, eb, el, ep, er, _), (mk, mo, mb, ml, mp, mr, ms) = per_kind
-    moved = ml > el
-    k = np.where(moved[:, None], mk, ek)
-    o = np.where(moved[:, None], mo, eo) & k
-    found = np.maximum(el, ml) > 0
-    if passes:
-        period, run = np.where(moved, mp, ep), np.where(moved, mr, er)
-        moving = moved & (ms != 0)
-        found &= ((period <= LONG_PASSAGE) & ~moving) | (run < passes * period)
-    return k[:-1], o[:-1], np.where(moved, mb, eb)[:-1], found[:-1]
+def offers(keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, classes: np.ndarray, passes: int):
+    """What the repeat boost offers for each state of a segment after the first, read state by state as the
+    composer reads its own: keys, onsets (n-1, 88), rhythmic class and whether there is an offer (n-1,)."""
+    boost = RepeatBoost(2.0, keys[None, :1], onsets[None, :1], beats[None, :1], classes, passes)
+    out = []
+    for i in range(1, len(keys)):
+        out.append(boost.candidates())
+        boost.update(keys[i : i + 1], onsets[i : i + 1], beats[i : i + 1])
+    return tuple(np.concatenate(parts) for parts in zip(*out))
 
 
 def main() -> None:
@@ -67,18 +51,16 @@ def main() -> None:
     torch.set_num_threads(1)
     model = load_model(args.model).eval()
     data = SplitData(Dataset("runs/dataset"), args.split, model.config.vocab)
-    classes = np.log(np.asarray(model.config.duration_classes, np.float64))
     n, offered, right, network, mixed = 0, 0, 0, 0.0, dict.fromkeys(boosts, 0.0)
     for chunk in data.whole_segments():
         rec = data.records[chunk.start : chunk.start + chunk.length + 1]
         keys = np.unpackbits(rec["keys"], axis=1, count=N_KEYS).astype(bool)
         onsets = np.unpackbits(rec["onsets"], axis=1, count=N_KEYS).astype(bool)
-        ck, co, cb, found = offers(keys, onsets, np.asarray(rec["beats"], np.float64), data.grid_per_beat,
-                                   args.passes)
+        ck, co, cls, found = offers(keys, onsets, np.asarray(rec["beats"], np.float64),
+                                    np.asarray(model.config.duration_classes), args.passes)
         prev = keys[:-1]
         co |= ck & ~prev  # a key that starts sounding is struck
         found &= ~(((ck == prev).all(-1)) & ~(co & prev).any(-1))  # an offer that changes nothing is never made
-        cls = np.abs(np.log(np.maximum(cb, 1e-6))[:, None] - classes[None, :]).argmin(-1)
         x, t = data.batch([chunk], **model.config.scoring_blocks)
         with torch.no_grad():
             out = batch_outputs(model, x, t)
