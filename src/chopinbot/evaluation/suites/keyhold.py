@@ -79,9 +79,9 @@ class StyleSettings:
     max_seeds: int = 40  # at most this many seeds per composer (evenly spread)
     seconds: float = CONTINUATION_SECONDS
     context_states: int | None = None  # states of the piece read before each seed (None: as generate; 0: none)
-    # one model in two styles: the style guidance; None, as `generate --style NAME` composes (STYLE_GUIDANCE,
-    # compose.guidance). It was 0 until 2026-12-07, which measured styles no user hears: with guidance 4 the two
-    # are told apart 0.90 (0.77 without), the Mozart style from real Chopin 0.95 (0.85) and from Mozart 0.95 (0.93)
+    # one model in two styles: the style guidance; None, as `generate --style NAME` composes (STYLE_GUIDANCE for a
+    # style other than the model's own, none for its own; compose.guidance). It was 0 until 2026-12-07, which
+    # measured styles no user hears
     style_guidance: float | None = None
     decoding: dict = field(default_factory=dict)  # GenerateConfig fields for every continuation
     repeats: int = 3  # random seeds of the classifier test
