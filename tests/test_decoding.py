@@ -104,6 +104,24 @@ def test_a_scale_is_turned_after_as_many_states_one_way_as_chopin_goes():
     assert breaker.loops.tolist() == [1] and breaker.slide.tolist() == [1]  # turned: a new slide, upwards
 
 
+def test_the_shipped_model_s_chromatic_scale_turns_where_chopin_s_would(monkeypatch):
+    """The piece that slid down a chromatic scale from C6 to C1 (61 states, three times in a minute):
+    `generate --context-states 0 --no-include-seed --seconds 60 --random-seed 11`."""
+    from chopinbot.compose.seeds import random_seed_index
+    from chopinbot.constants import SHIPPED_MODEL
+    from chopinbot.evaluation.form_measures import longest_slide
+
+    model = load_model(SHIPPED_MODEL)
+    seed = seed_from_test(random_seed_index(np.random.default_rng(11)), context_states=0)
+    cfg = GenerateConfig(seconds=60, random_seed=11, include_seed=False)
+    with monkeypatch.context() as m:  # the loop breaker as it was: loops only
+        m.setattr(LoopBreaker, "MAX_SLIDE", 10**6)
+        assert longest_slide(generate(model, seed, cfg).generated) > 2 * CHOPIN_SLIDE_STATES
+    turned = generate(model, seed, cfg)
+    assert longest_slide(turned.generated) <= CHOPIN_SLIDE_STATES
+    assert any(g.startswith(LOOP_BROKEN) and "scale turned" in g for g in turned.guards)
+
+
 def test_a_figure_going_round_with_a_state_changed_now_and_then_is_a_loop():
     """A five-note figure, one state in 24 changed: runs never reach 24, but 88 of 96 states repeat."""
     h = _figure([36, 43, 48, 43, 40], 20)
