@@ -22,7 +22,8 @@ boost stopped helping a phrase round a third time (``repeat_passes`` 2) and the 
 ``piano-transformer`` (2026-12-07 evening); ``decoding_fingerprints_phase6.json`` after a scale was turned
 after 28 states, the repeat boost stopped helping a moving figure past ``repeat_passes`` and the model's own
 style went unguided, other styles guided at 1 (2026-12-07, late; 8 of 36 differ from phase 5: the style
-guided, and the guards' text of the loops broken): check refactors against it.
+guided, and the guards' text of the loops broken); ``decoding_fingerprints_phase7.json`` after the durations'
+top-p went from 0.5 to 0.65 (2026-12-07, late): check refactors against it.
 """
 
 from __future__ import annotations
