@@ -32,7 +32,8 @@ from chopinbot.model.predict import batch_outputs
 def offers(keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray, classes: np.ndarray, passes: int):
     """What the repeat boost offers for each state of a segment after the first, read state by state as the
     composer reads its own: keys, onsets (n-1, 88), rhythmic class and whether there is an offer (n-1,)."""
-    boost = RepeatBoost(2.0, keys[None, :1], onsets[None, :1], beats[None, :1], classes, passes)
+    # what it offers does not depend on the boost's size (that only weighs the offer: see main)
+    boost = RepeatBoost(1.0, keys[None, :1], onsets[None, :1], beats[None, :1], classes, passes)
     out = []
     for i in range(1, len(keys)):
         out.append(boost.candidates())
