@@ -28,7 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from chopinbot.compose.guidance import STYLE_GUIDANCE, GuidedStepper, KeyDrift, key_request_columns
-from chopinbot.compose.repetition import LONG_PASSAGE, RepeatBoost
+from chopinbot.compose.repetition import LONG_PASSAGE, LONGEST_SLIDE, RepeatBoost
 from chopinbot.compose.sampling import DecodingSettings, DensitySteer, Sampler
 from chopinbot.compose.stepper import InputBuilder, NumpyStepper, stepper_for
 from chopinbot.constants import GRID_PER_BEAT, N_KEYS
@@ -207,7 +207,7 @@ class LoopBreaker(StepProcessor):
     HOLD = MAX_PERIOD  # states a broken cycle stays forbidden: one whole cycle of the longest period watched
     WINDOW = 96  # states (evaluation.form_measures.FIGURE_WINDOW)
     NEAR = 84  # of the last WINDOW states repeating one period: a loop (real Chopin: at most 76)
-    MAX_SLIDE = 28  # states in a row each moving the one before the same way (real Chopin: at most 28)
+    MAX_SLIDE = LONGEST_SLIDE  # states in a row each moving the one before the same way (real Chopin: at most 28)
 
     def __init__(self, states: int, histories: list[States]) -> None:
         self.states = states

@@ -40,6 +40,10 @@ KINDS = ("exact", "transposed")
 # (the loop breaker now turns a scale after 28, Chopin's longest); limited, the realism of what the model
 # composes from the seed alone improved (valid, six draws: -0.017 +- 0.007; overall +0.002 +- 0.007)
 LONG_PASSAGE = 16
+# A slide (each state the one before moved up, or each down: a scale) goes on for at most this many states in the
+# 48 pieces (the Polonaise op. 53; 24 in the Prelude op. 28 no. 24, over 68 semitones; half their key segments at
+# most 2): the loop breaker turns one there, and evaluation.form_measures.longest_slide is measured against it
+LONGEST_SLIDE = 28
 
 
 class RepeatBoost:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from chopinbot.compose.form import FormResult
-from chopinbot.compose.repetition import LONG_PASSAGE
+from chopinbot.compose.repetition import LONG_PASSAGE, LONGEST_SLIDE
 from chopinbot.constants import LOWEST_PITCH
 from chopinbot.evaluation.excerpts import detected_key
 from chopinbot.music.keys import Key
@@ -159,9 +159,7 @@ def phrase_passes(states: States, periods: tuple[int, int] = PHRASE_PERIODS, fig
     return best
 
 
-# the most in the 48 performed pieces: 28 states (the Polonaise op. 53; 24 in the Prelude op. 28 no. 24, covering
-# 68 semitones), half of their key segments at most 2
-CHOPIN_SLIDE_STATES = 28
+CHOPIN_SLIDE_STATES = LONGEST_SLIDE  # the most in the 48 performed pieces (compose.repetition)
 
 
 def longest_slide(states: States) -> int:
