@@ -108,6 +108,8 @@ HELP = {
                  "the sixteenth or all on the triplet grid). Off, about 1 note in 100 is written a 48th of a beat "
                  "from where it sounds; on, the model copies fewer passages of its seed and sounds a little less "
                  "like Chopin (realism test 0.85 against 0.83).",
+    "listen": "Before composing, the model's note head learns the primer (the context and seed, up to 512 "
+              "states): its chords and voicings. Off: the trained model as it is.",
     "key_min_p": "A key that is not sounding may start only if its probability is at least this fraction of the "
                  "likeliest such key's: higher = fewer stray notes, 0 = off.",
     "key_local_p": "A key that is not sounding may start only if its probability is at least this fraction of the "
@@ -262,6 +264,7 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
                           value=round(entry.threshold, 2), step=0.01, key="threshold", help=HELP["threshold"])
     notatable = sb.checkbox("Rhythms the score writes exactly", value=REQUEST_DEFAULTS.notatable, key="notatable",
                             help=HELP["notatable"])
+    listen = sb.checkbox("Learn the primer first", value=REQUEST_DEFAULTS.listen, key="listen", help=HELP["listen"])
 
     sb.subheader("Result")
     key = sb.selectbox("Key", [SEED_KEY_OPTION] + [k.name for k in ALL_KEYS], key="key", help=HELP["key"],
@@ -299,6 +302,7 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
         repeat_passes=int(ss.get("repeat_passes", REQUEST_DEFAULTS.repeat_passes)) if decoding == "sampling"
         else REQUEST_DEFAULTS.repeat_passes,
         notatable=bool(notatable),
+        listen=bool(listen),
         key=None if key == SEED_KEY_OPTION or infill else key,
         bpm=float(bpm) if bpm is not None and not infill else None,
         style=style,

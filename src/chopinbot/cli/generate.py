@@ -110,6 +110,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the triplet grid): the --score then has every onset where the MIDI has it (default: off: "
                         "about 1 onset in 100 is then written a 48th of a beat away, and the music copies more of "
                         "its seed and sounds a little more like Chopin; docs/sheet-music.md)")
+    g.add_argument("--no-listen", action="store_false", dest="listen", default=D.listen,
+                   help="compose with the trained model as it is; by default its note head first learns the primer "
+                        "(the context and seed, up to 512 states): the chords and voicings of your piece")
     g.add_argument("--min-keys", type=number_in(0, N_KEYS, int), default=D.min_keys,
                    help="at least this many keys sound in every state (default: %(default)s; 0 allows rests)")
     g.add_argument("--max-keys", type=number_in(1, N_KEYS, int), default=D.max_keys,

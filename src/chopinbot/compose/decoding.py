@@ -35,6 +35,7 @@ from chopinbot.constants import GRID_PER_BEAT, N_KEYS
 from chopinbot.dataset.conditioning import StyleBlock
 from chopinbot.dataset.inputs import NewStates
 from chopinbot.errors import ConfigError
+from chopinbot.model.adaptation import can_listen, listened
 from chopinbot.music.controls import Controls
 from chopinbot.music.keys import ALL_KEYS, histogram_key_correlations
 from chopinbot.music.repeats import moved_by
@@ -400,6 +401,7 @@ class ComposeSettings(DecodingSettings, Protocol):
     keep_density: bool
     repeat_boost: float
     repeat_passes: int
+    listen: bool
     loop_states: int
     max_leap: int | None
     notatable: bool
@@ -488,6 +490,13 @@ class Decoder:
                                    start_beat, np.stack([h.velocity for h in histories]), style=cfg.style,
                                    controls=controls)
         x_seed = self.inputs.seed_inputs
+        self.listened = cfg.listen and can_listen(model)  # the note head learns the primer first
+        if self.listened:
+            # generate's rows share one primer (its variations): it is learnt once
+            one = all(h is histories[0] for h in histories)
+            rows = slice(0, 1) if one else slice(None)
+            model = listened(model, x_seed[rows], np.stack([h.keys for h in histories])[rows],
+                             np.stack([h.onsets for h in histories])[rows])
         self.stepper = guided_stepper(model, self.inputs.layout, cfg, controls, engine, B)
         self.out = self.stepper.start(x_seed)  # the seed is read in one call; then each step feeds one new state
         self.processors = processors_for(model, cfg, controls, self.stepper, histories, start_beat)

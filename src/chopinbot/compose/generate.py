@@ -130,6 +130,9 @@ class GenerateConfig:
     #                         replay spread to Chopin's on the valid seeds (share replaying > 0.8: 0.10 against
     #                         0.065; 0 gives 0.20) at +0.024 in the 20-s realism test, which cannot hear a loop of
     #                         phrases (its 60-s row is level); 1: 0.03, +0.050 (docs/training-history.md)
+    listen: bool = True  # the note head learns the primer (context and seed, up to 512 states) before composing:
+    #                      its chords, voicings and figures (model.adaptation; key NLL of held-out pieces measured
+    #                      the same way 3.47 -> 2.83 on valid for piano-transformer).  Off: the trained model as is
     loop_states: int = 48  # a cycle of up to 16 states repeated for this many states is broken there: the state
     #                        that would go on with it is drawn again (compose.decoding.LoopBreaker; 0 = off).
     #                        The corpus's longest such run is 39 states, so 48 never fires on real Chopin

@@ -39,6 +39,7 @@ from chopinbot.evaluation.musicstats import (
 )
 from chopinbot.evaluation.realism import format_realism_section
 from chopinbot.io_utils import atomic_write_json, atomic_write_text
+from chopinbot.model.adaptation import can_listen
 from chopinbot.model.checkpoint import resolve_checkpoint
 from chopinbot.model.formats import load_model
 from chopinbot.model.loss import HARSHNESS
@@ -47,6 +48,7 @@ from chopinbot.music.states import states_to_notes
 
 REPORT_METRICS = [
     ("maestro", "Maestro loss"), ("bce", "BCE"), ("dur", "dur term"), ("key_nll", "key NLL (nats/state)"),
+    ("key_nll_listening", "key NLL, listening"),
     ("precision", "P@0.5"), ("recall", "R@0.5"), ("f1", "F1@0.5"), ("best_threshold", "valid-best thr."),
     ("precision_best", "P@thr"), ("recall_best", "R@thr"), ("f1_best", "F1@thr"), ("dur_error", "duration error"),
     ("dur_class_acc", "dur. class acc."),
@@ -99,6 +101,9 @@ def model_metrics(model, ds: Dataset, harshness: float = HARSHNESS) -> dict:
     thr = valid.keys.best_threshold()
     test = evaluate_split(model, SplitData(ds, "test", vocab), harshness)
     out = test.summary(threshold=thr)
+    if can_listen(model):  # as the composer predicts after learning its primer (model.adaptation)
+        out["key_nll_listening"] = evaluate_split(model, SplitData(ds, "test", vocab), harshness,
+                                                  listen=True).summary()["key_nll"]
     curve = {k: v.tolist() for k, v in test.keys.curve().items()}
     return {"test": out, "valid_best_threshold": thr, "valid_f1_best": valid.summary()["f1_best"], "curve": curve}
 
@@ -301,7 +306,9 @@ def _report_md(rows, stats, pngs, curves, out: Path, settings: EvalSettings, for
     cols = [c for c in REPORT_METRICS if any(c[0] in r for r in rows.values())]
     lines = ["# ChopinBot evaluation report", "",
              "All figures on the **test pieces** (never trained on; the threshold is chosen on the valid pieces).",
-             "Duration error is 2|d_true - d_pred| / (d_true + d_pred), averaged over states.", "",
+             "Duration error is 2|d_true - d_pred| / (d_true + d_pred), averaged over states. "
+             "Key NLL, listening: as the composer predicts, its note head learning each piece block by block as it "
+             "reads it, through the first 512 states (`--listen`, the default; docs/training-history.md).", "",
              "| model | " + " | ".join(lbl for _, lbl in cols) + " |",
              "|---|" + "---|" * len(cols)]
     for name, r in rows.items():

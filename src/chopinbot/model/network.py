@@ -329,8 +329,21 @@ class ChopinLSTM(nn.Module):
         """The next state's outputs after each row of ``x`` (B, T, input_dim).  ``given``
         (``joint_keys`` only): the next states' keys and onsets (B, T, 88) on which each
         key's conditional is taken (key k reads only keys < k); None: nothing below any key."""
+        h, new_state = self.features(x, state)
+        return self.heads(x, h, given), new_state
+
+    def features(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """What the heads read after each row of ``x``: the backbone's features through the layer norm
+        and the dense layers (B, T, width), and the backbone's state after the last row."""
         h, new_state = self.backbone(self.lstm_inputs(x), state)
-        h = self.dense(self.norm(h))
+        return self.dense(self.norm(h)), new_state
+
+    def heads(self, x: torch.Tensor, h: torch.Tensor, given: tuple[torch.Tensor, torch.Tensor] | None = None
+              ) -> Outputs:
+        """The outputs from the rows ``x`` and their :meth:`features` ``h`` (``given`` as in :meth:`forward`):
+        apart so that the note head can adapt to a piece without the backbone being run again
+        (:mod:`chopinbot.model.adaptation`)."""
         keys = self.key_out(h)
         onsets = self.onset_out(h) if self.onset_out is not None else None
         if self.skip is not None:
@@ -344,7 +357,7 @@ class ChopinLSTM(nn.Module):
             if onsets is not None:
                 onsets = onsets + adj[..., 1]
         loudness = self.loud_out(h) if self.loud_out is not None else None
-        return Outputs(keys, onsets, self.duration_outputs(x, h), loudness), new_state
+        return Outputs(keys, onsets, self.duration_outputs(x, h), loudness)
 
     @property
     def backbone(self) -> nn.Module:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from chopinbot.dataset.batches import Chunk, SplitData
+from chopinbot.model.adaptation import can_listen, listening_outputs
 from chopinbot.model.loss import HARSHNESS, maestro_loss
 from chopinbot.model.metrics import EpochMetrics
 from chopinbot.model.network import ChopinLSTM, Outputs
@@ -71,11 +72,21 @@ def evaluate_split(
     class_weight: float = 1.0,
     device: torch.device | str = "cpu",
     max_states_per_batch: int = 2048,  # the note head makes (states x 88 x 91) activations: keep peaks small
+    listen: bool = False,
 ) -> EpochMetrics:
-    """Metrics of ``model`` over every target of the split (whole segments)."""
+    """Metrics of ``model`` over every target of the split (whole segments).  ``listen``: as a model
+    whose note head learns each piece while it reads it, as the composer learns its primer
+    (:func:`chopinbot.model.adaptation.listening_outputs`; a model that cannot listen is scored as is)."""
     model.eval()
     metrics = EpochMetrics()
     chunks = sorted(data.whole_segments(), key=lambda c: c.length)
+    if listen and can_listen(model):
+        for c in chunks:  # one piece at a time: each learns its own
+            x, t = data.batch([c], **model.config.scoring_blocks)
+            x, t = x.to(device), t.to(device)
+            out = listening_outputs(model, x, t.keys, t.onsets, t.mask)
+            batch_metrics_update(metrics, model, out, t, compute_losses(model, out, t, harshness, clip, class_weight))
+        return metrics
     batch: list[Chunk] = []
     for c in chunks + [None]:
         if c is not None and (not batch or (len(batch) + 1) * c.length <= max_states_per_batch):
