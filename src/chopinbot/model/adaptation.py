@@ -24,7 +24,7 @@ and twelve paired draws of ``chopinbot evaluate --suite realism --set seed_offse
 against the composer that does not listen): at 3e-3 the key NLL falls furthest (3.470 -> 2.83) but
 the continuations keep to the primer's few pitch classes (8.4 a 20-s excerpt against 9.4 unlistening
 and Chopin's 10.6) and are told from Chopin more often (+0.051 +- 0.014, six draws); at 1e-3 (2.97)
-+0.012 +- 0.010; at **3e-4** (3.21) -0.013 +- 0.012 overall and -0.026 +- 0.012 for the composed
++0.015 +- 0.010; at **3e-4** (3.21) -0.009 +- 0.012 overall and -0.022 +- 0.011 for the composed
 excerpts: the one that made the music better.  Blocks of 16 (of 32: 0.09 nats less gain at 3e-4), learnt once each.
 """
 
