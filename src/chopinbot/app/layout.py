@@ -301,8 +301,7 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
         else REQUEST_DEFAULTS.repeat_boost,
         repeat_passes=int(ss.get("repeat_passes", REQUEST_DEFAULTS.repeat_passes)) if decoding == "sampling"
         else REQUEST_DEFAULTS.repeat_passes,
-        notatable=bool(notatable),
-        listen=bool(listen),
+        notatable=bool(notatable), listen=bool(listen),
         key=None if key == SEED_KEY_OPTION or infill else key,
         bpm=float(bpm) if bpm is not None and not infill else None,
         style=style,
