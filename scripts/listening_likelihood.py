@@ -17,8 +17,8 @@ from chopinbot.dataset.batches import SplitData
 from chopinbot.dataset.store import Dataset
 from chopinbot.model.adaptation import LISTEN_STATES, listening_outputs
 from chopinbot.model.formats import load_model
-from chopinbot.model.predict import batch_outputs, compute_losses
 from chopinbot.model.loss import HARSHNESS
+from chopinbot.model.predict import batch_outputs, compute_losses
 
 
 def main() -> None:
