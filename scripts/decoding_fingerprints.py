@@ -23,7 +23,10 @@ boost stopped helping a phrase round a third time (``repeat_passes`` 2) and the 
 after 28 states, the repeat boost stopped helping a moving figure past ``repeat_passes`` and the model's own
 style went unguided, other styles guided at 1 (2026-12-07, late; 8 of 36 differ from phase 5: the style
 guided, and the guards' text of the loops broken); ``decoding_fingerprints_phase7.json`` after the durations'
-top-p went from 0.5 to 0.65 (2026-12-07, late): check refactors against it.
+top-p went from 0.5 to 0.65 (2026-12-07, late; with ``listen`` off it still holds 36 of 36);
+``decoding_fingerprints_phase8.json`` after the note head learnt the primer before composing (``listen``,
+2026-12-07, night; 28 of 36 differ from phase 7: those whose primer holds a whole block, 17 states or more):
+check refactors against it.
 """
 
 from __future__ import annotations
