@@ -1,11 +1,12 @@
 """States per second at batch 1, one thread, in process: the issue's end-to-end speed bound (2,000 states).
 
     PYTHONPATH=src python scripts/compose_rate.py piano-transformer piano-controls [--steps 2000] [--repeats 3]
-        [--seed-index N] [--no-listen]
+        [--seed-index N] [--listen]
 
 Each model composes one warm-up piece, then the models alternate, ``--repeats`` pieces each (random seeds
 0, 1, ...; no retries) from test seed ``--seed-index`` (default 0: the first window of a piece, nothing
-before it; e.g. 300 reads 512 states of context, which the note head learns first: model.adaptation);
+before it; e.g. 300 reads 512 states of context, which the note head learns first with ``--listen``:
+model.adaptation);
 prints each rate and the median.
 """
 
@@ -27,7 +28,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed-index", type=int, default=0)
-    ap.add_argument("--no-listen", dest="listen", action="store_false")
+    ap.add_argument("--listen", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
     models = {name: load_model(name) for name in args.models}

@@ -24,9 +24,9 @@ after 28 states, the repeat boost stopped helping a moving figure past ``repeat_
 style went unguided, other styles guided at 1 (2026-12-07, late; 8 of 36 differ from phase 5: the style
 guided, and the guards' text of the loops broken); ``decoding_fingerprints_phase7.json`` after the durations'
 top-p went from 0.5 to 0.65 (2026-12-07, late; with ``listen`` off it still holds 36 of 36);
-``decoding_fingerprints_phase8.json`` after the note head learnt the primer before composing (``listen``,
-2026-12-07, night; 28 of 36 differ from phase 7: those whose primer holds a whole block, 17 states or more):
-check refactors against it.
+``decoding_fingerprints_phase8.json`` after a key held 13 beats was released (``max_hold``, 2026-12-07,
+night; 1 of 36 differs from phase 7, the threshold's held chords; with the note head listening, ``listen``,
+28 differ, those whose primer holds a whole block): check refactors against it.
 """
 
 from __future__ import annotations

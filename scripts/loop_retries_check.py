@@ -1,6 +1,7 @@
 """Whole-piece retries, loops broken, pieces stuck in a figure (evaluation.form_measures.figure_loop_share
 above any Chopin piece's), pieces going round a phrase (form_measures.phrase_passes above any Chopin
-piece's) and pieces sliding one way longer than any Chopin piece (form_measures.longest_slide) in N
+piece's), pieces sliding one way longer than any Chopin piece (form_measures.longest_slide) and pieces
+holding a key longer than any Chopin piece (form_measures.longest_hold) in N
 pieces of 60 s from the test seeds, as `chopinbot generate --random-seed i --seconds 60
 [--context-states C]` composes them (i = 0..N-1).
 
@@ -17,6 +18,7 @@ import time
 import numpy as np
 
 from chopinbot.compose import decoding
+from chopinbot.compose.decoding import LONGEST_HOLD
 from chopinbot.compose.generate import GenerateConfig, generate
 from chopinbot.compose.seeds import random_seed_index, seed_from_test
 from chopinbot.constants import WARM_STATES
@@ -25,6 +27,7 @@ from chopinbot.evaluation.form_measures import (
     CHOPIN_PHRASE_PASSES,
     CHOPIN_SLIDE_STATES,
     figure_loop_share,
+    longest_hold,
     longest_slide,
     phrase_passes,
 )
@@ -52,7 +55,7 @@ def main() -> None:
         return made
 
     decoding.processors_for = spy
-    retried, retries, looped, shares, passes, slides, t = 0, 0, 0, [], [], [], time.perf_counter()
+    retried, retries, looped, shares, passes, slides, holds, t = 0, 0, 0, [], [], [], [], time.perf_counter()
     for i in range(args.pieces):
         idx = random_seed_index(np.random.default_rng(i))
         seed = seed_from_test(idx, context_states=args.context_states)
@@ -66,6 +69,7 @@ def main() -> None:
         shares.append(figure_loop_share(res.generated))
         passes.append(phrase_passes(res.generated))
         slides.append(longest_slide(res.generated))
+        holds.append(longest_hold(res.generated))
     breaks = int(sum(b.breaks.sum() for b in breakers))
     loops = int(sum(b.loops.sum() for b in breakers))
     out = {"model": args.model, "pieces": args.pieces, "context_states": args.context_states,
@@ -80,7 +84,9 @@ def main() -> None:
            "phrase_passes_median": round(float(np.median(passes)), 2),
            "phrase_passes_max": round(float(np.max(passes)), 2),
            "pieces_sliding_beyond_chopin": int(sum(s > CHOPIN_SLIDE_STATES for s in slides)),
-           "longest_slide_max": int(np.max(slides)), "seconds": round(time.perf_counter() - t)}
+           "longest_slide_max": int(np.max(slides)),
+           "pieces_holding_beyond_chopin": int(sum(h > LONGEST_HOLD + 1e-6 for h in holds)),
+           "longest_hold_max": round(float(np.max(holds)), 2), "seconds": round(time.perf_counter() - t)}
     print(json.dumps(out))
 
 

@@ -109,7 +109,7 @@ HELP = {
                  "from where it sounds; on, the model copies fewer passages of its seed and sounds a little less "
                  "like Chopin (realism test 0.85 against 0.83).",
     "listen": "Before composing, the model's note head learns the primer (the context and seed, up to 512 "
-              "states): its chords and voicings. Off: the trained model as it is.",
+              "states): its chords and voicings. It predicts real music better so, but did not sound more like Chopin.",
     "key_min_p": "A key that is not sounding may start only if its probability is at least this fraction of the "
                  "likeliest such key's: higher = fewer stray notes, 0 = off.",
     "key_local_p": "A key that is not sounding may start only if its probability is at least this fraction of the "

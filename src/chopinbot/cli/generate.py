@@ -103,6 +103,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the boost helps a phrase (a passage of more than 16 states) go round at most N times in a "
                         "row; after that the model alone decides whether it goes round again (default: "
                         "%(default)s; 0 = no limit)")
+    g.add_argument("--max-hold", type=number_in(0.0, 64.0), default=D.max_hold, metavar="BEATS",
+                   help="a key that has sounded this many beats without being struck again is released (default: "
+                        "%(default)s, the longest Chopin ever holds one; 0 = off)")
     g.add_argument("--max-leap", type=number_in(1, N_KEYS, int), default=D.max_leap, metavar="SEMITONES",
                    help="the top voice climbs at most this many semitones at once (default: off)")
     g.add_argument("--notatable", action="store_true", default=D.notatable,
@@ -110,9 +113,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the triplet grid): the --score then has every onset where the MIDI has it (default: off: "
                         "about 1 onset in 100 is then written a 48th of a beat away, and the music copies more of "
                         "its seed and sounds a little more like Chopin; docs/sheet-music.md)")
-    g.add_argument("--no-listen", action="store_false", dest="listen", default=D.listen,
-                   help="compose with the trained model as it is; by default its note head first learns the primer "
-                        "(the context and seed, up to 512 states): the chords and voicings of your piece")
+    g.add_argument("--listen", action="store_true", default=D.listen,
+                   help="the model's note head first learns the primer (the context and seed, up to 512 states): the "
+                        "chords and voicings of your piece; it predicts held-out music better, but its music was not "
+                        "more Chopin-like to the realism test (default: off; docs/training-history.md)")
     g.add_argument("--min-keys", type=number_in(0, N_KEYS, int), default=D.min_keys,
                    help="at least this many keys sound in every state (default: %(default)s; 0 allows rests)")
     g.add_argument("--max-keys", type=number_in(1, N_KEYS, int), default=D.max_keys,

@@ -130,6 +130,36 @@ class ChordConfinement(StepProcessor):
         self.force = None  # the bass is struck once; then the model moves on within the chord
 
 
+LONGEST_HOLD = 13.0  # beats: the longest any key of the 48 pieces sounds without being struck again (the Scherzo of
+#                     op. 35; 99th percentile of the pieces' longest 12.5, median 4).  The composer had held chords
+#                     for up to 28 beats: 9 of 30 one-minute pieces held a key longer than Chopin ever does
+
+
+class HoldLimit(StepProcessor):
+    """A key sounds at most about ``beats`` beats without being struck again: once it has sounded that long
+    it is released (the model may strike it again in a later state).  ``histories``: what the pieces
+    continue, whose held keys count too."""
+
+    def __init__(self, beats: float, histories: list[States]) -> None:
+        self.beats = beats
+        self.held = np.zeros((len(histories), N_KEYS))  # beats each key has sounded since it was last struck
+        self.released = np.zeros(len(histories), np.int64)  # states in which a key was released so
+        for b, h in enumerate(histories):
+            for keys, onsets, length in zip(h.keys.astype(bool), h.onsets.astype(bool), h.beats):
+                self.held[b] = np.where(keys & ~onsets, self.held[b] + length, np.where(keys, length, 0.0))
+
+    def settle(self, keys, onsets):
+        over = keys & ~onsets & (self.held >= self.beats)
+        if over.any():
+            keys = keys & ~over
+            self.released += over.any(-1)
+        return keys, onsets
+
+    def on_state(self, new):
+        length = new.beats[:, None]
+        self.held = np.where(new.keys & ~new.onsets, self.held + length, np.where(new.keys, length, 0.0))
+
+
 class KeepDensity(StepProcessor):
     """A density asked for, kept by tilting each state's length (:class:`~chopinbot.compose.sampling.DensitySteer`)."""
 
@@ -403,6 +433,7 @@ class ComposeSettings(DecodingSettings, Protocol):
     repeat_passes: int
     listen: bool
     loop_states: int
+    max_hold: float
     max_leap: int | None
     notatable: bool
     notatable_origin: int | None
@@ -458,6 +489,8 @@ def processors_for(model, cfg: ComposeSettings, controls: Controls | None, stepp
                                              cfg.repeat_passes)))
     if cfg.loop_states:
         processors.append(LoopBreaker(cfg.loop_states, histories))
+    if cfg.max_hold:
+        processors.append(HoldLimit(cfg.max_hold, histories))
     if cfg.max_leap is not None:
         processors.append(MelodyLeap(cfg.max_leap))
     if cfg.notatable and model.config.duration_head == "classes":

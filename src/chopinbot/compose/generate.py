@@ -130,12 +130,18 @@ class GenerateConfig:
     #                         replay spread to Chopin's on the valid seeds (share replaying > 0.8: 0.10 against
     #                         0.065; 0 gives 0.20) at +0.024 in the 20-s realism test, which cannot hear a loop of
     #                         phrases (its 60-s row is level); 1: 0.03, +0.050 (docs/training-history.md)
-    listen: bool = True  # the note head learns the primer (context and seed, up to 512 states) before composing:
-    #                      its chords, voicings and figures (model.adaptation; key NLL of held-out pieces measured
-    #                      the same way 3.47 -> 2.83 on valid for piano-transformer).  Off: the trained model as is
+    listen: bool = False  # the note head learns the primer (context and seed, up to 512 states) before composing:
+    #                       its chords and voicings (model.adaptation).  Key NLL measured the same way 3.47 -> 3.21
+    #                       (valid), 3.91 -> 3.78 (test); realism level on the valid seeds (-0.009 +- 0.012, twelve
+    #                       draws) but worse on test (0.59 -> 0.66, scored once; the Mozart style no nearer Mozart):
+    #                       off by default (docs/training-history.md)
     loop_states: int = 48  # a cycle of up to 16 states repeated for this many states is broken there: the state
     #                        that would go on with it is drawn again (compose.decoding.LoopBreaker; 0 = off).
     #                        The corpus's longest such run is 39 states, so 48 never fires on real Chopin
+    max_hold: float = 13.0  # beats: a key that has sounded this long without being struck again is released
+    #                         (compose.decoding.HoldLimit; 0 = off): the longest any key of the 48 pieces is held.
+    #                         Without it 9 of 30 one-minute pieces held a chord longer, up to 28 beats; on the
+    #                         valid seeds realism -0.008 +- 0.014 (six paired draws: the test hears it little)
     max_leap: int | None = None  # semitones: the top voice never climbs more than this at once (None = off;
     #                              compose.decoding.MelodyLeap)
     notatable: bool = False  # compose only rhythms a score writes exactly (compose.decoding.NotatableRhythm): the
@@ -197,6 +203,8 @@ class GenerateConfig:
             raise ConfigError("repeat passes must be 0 (no limit) or more")
         if self.max_leap is not None and not (1 <= self.max_leap <= N_KEYS):
             raise ConfigError(f"max leap must be 1..{N_KEYS} semitones")
+        if not (self.max_hold == 0 or 1.0 <= self.max_hold <= 64.0):  # NaN fails too
+            raise ConfigError("max hold must be 0 (off) or 1..64 beats")
         if self.loop_states < 0:
             raise ConfigError("loop states must be 0 (off) or more")
         if self.loudness is not None and self.loudness not in LOUDNESS_LEVELS:

@@ -175,3 +175,14 @@ def longest_slide(states: States) -> int:
         direction = step
         best = max(best, run)
     return int(best)
+
+
+def longest_hold(states: States) -> float:
+    """The most beats any key sounds without being struck again.  Chopin's: at most 13 (the Scherzo of op. 35;
+    median over the pieces 4), the composer's :data:`~chopinbot.compose.decoding.LONGEST_HOLD`."""
+    keys, onsets = np.asarray(states.keys, bool), np.asarray(states.onsets, bool)
+    held, best = np.zeros(keys.shape[1]), 0.0
+    for k, o, length in zip(keys, onsets, np.asarray(states.beats, np.float64)):
+        held = np.where(k & ~o, held + length, np.where(k, length, 0.0))
+        best = max(best, float(held.max(initial=0.0)))
+    return best

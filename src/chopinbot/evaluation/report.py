@@ -307,8 +307,8 @@ def _report_md(rows, stats, pngs, curves, out: Path, settings: EvalSettings, for
     lines = ["# ChopinBot evaluation report", "",
              "All figures on the **test pieces** (never trained on; the threshold is chosen on the valid pieces).",
              "Duration error is 2|d_true - d_pred| / (d_true + d_pred), averaged over states. "
-             "Key NLL, listening: as the composer predicts, its note head learning each piece block by block as it "
-             "reads it, through the first 512 states (`--listen`, the default; docs/training-history.md).", "",
+             "Key NLL, listening: its note head learning each piece block by block as it reads it, through the first "
+             "512 states, as the composer learns its primer with `--listen` (docs/training-history.md).", "",
              "| model | " + " | ".join(lbl for _, lbl in cols) + " |",
              "|---|" + "---|" * len(cols)]
     for name, r in rows.items():
