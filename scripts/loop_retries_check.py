@@ -6,7 +6,7 @@ pieces of 60 s from the test seeds, as `chopinbot generate --random-seed i --sec
 [--context-states C]` composes them (i = 0..N-1).
 
     PYTHONPATH=src python scripts/loop_retries_check.py --pieces 50 [--context-states 0] [--loop-states 0] \
-        [--repeat-boost B] [--repeat-passes N] [--min-keys K]
+        [--repeat-boost B] [--repeat-passes N] [--min-keys K] [--max-hold BEATS]
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--repeat-boost", type=float, default=GenerateConfig.repeat_boost)
     ap.add_argument("--repeat-passes", type=int, default=GenerateConfig.repeat_passes)
     ap.add_argument("--min-keys", type=int, default=GenerateConfig.min_keys)
+    ap.add_argument("--max-hold", type=float, default=GenerateConfig.max_hold)
     args = ap.parse_args()
     model = load_model(args.model)
     breakers = []
@@ -61,7 +62,7 @@ def main() -> None:
         seed = seed_from_test(idx, context_states=args.context_states)
         res = generate(model, seed, GenerateConfig(seconds=args.seconds, random_seed=i, loop_states=args.loop_states,
                                                   repeat_boost=args.repeat_boost, repeat_passes=args.repeat_passes,
-                                                  min_keys=args.min_keys))
+                                                  min_keys=args.min_keys, max_hold=args.max_hold))
         n = sum(g.count("retried") for g in res.guards)
         retried += n > 0
         retries += n
