@@ -23,10 +23,10 @@ boost stopped helping a phrase round a third time (``repeat_passes`` 2) and the 
 after 28 states, the repeat boost stopped helping a moving figure past ``repeat_passes`` and the model's own
 style went unguided, other styles guided at 1 (2026-12-07, late; 8 of 36 differ from phase 5: the style
 guided, and the guards' text of the loops broken); ``decoding_fingerprints_phase7.json`` after the durations'
-top-p went from 0.5 to 0.65 (2026-12-07, late; with ``listen`` off it still holds 36 of 36);
-``decoding_fingerprints_phase8.json`` after a key held 13 beats was released (``max_hold``, 2026-12-07,
-night; 1 of 36 differs from phase 7, the threshold's held chords; with the note head listening, ``listen``,
-28 differ, those whose primer holds a whole block): check refactors against it.
+top-p went from 0.5 to 0.65 (2026-12-07, late): check refactors against it.  It still holds 36 of 36
+after the note head's listening (``listen``) and the hold limit (``max_hold``) came, both off by default
+(on, listening changes 28 of 36, those whose primer holds a whole block; the hold limit at 13 beats 1, the
+threshold's held chords).
 """
 
 from __future__ import annotations

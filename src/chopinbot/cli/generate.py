@@ -104,8 +104,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "row; after that the model alone decides whether it goes round again (default: "
                         "%(default)s; 0 = no limit)")
     g.add_argument("--max-hold", type=number_in(0.0, 64.0), default=D.max_hold, metavar="BEATS",
-                   help="a key that has sounded this many beats without being struck again is released (default: "
-                        "%(default)s, the longest Chopin ever holds one; 0 = off)")
+                   help="a key that has sounded this many beats without being struck again is struck again if it "
+                        "goes on (default: off; 13 is the longest Chopin ever holds one)")
     g.add_argument("--max-leap", type=number_in(1, N_KEYS, int), default=D.max_leap, metavar="SEMITONES",
                    help="the top voice climbs at most this many semitones at once (default: off)")
     g.add_argument("--notatable", action="store_true", default=D.notatable,

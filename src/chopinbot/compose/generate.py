@@ -138,10 +138,11 @@ class GenerateConfig:
     loop_states: int = 48  # a cycle of up to 16 states repeated for this many states is broken there: the state
     #                        that would go on with it is drawn again (compose.decoding.LoopBreaker; 0 = off).
     #                        The corpus's longest such run is 39 states, so 48 never fires on real Chopin
-    max_hold: float = 13.0  # beats: a key that has sounded this long without being struck again is released
-    #                         (compose.decoding.HoldLimit; 0 = off): the longest any key of the 48 pieces is held.
-    #                         Without it 9 of 30 one-minute pieces held a chord longer, up to 28 beats; on the
-    #                         valid seeds realism -0.008 +- 0.014 (six paired draws: the test hears it little)
+    max_hold: float = 0.0  # beats: a key that has sounded this long without being struck again is struck again
+    #                        if it goes on (compose.decoding.HoldLimit; 0 = off).  At LONGEST_HOLD = 13, the longest
+    #                        any key of the 48 pieces is held, no piece holds one longer (19 of 50 one-minute pieces
+    #                        did, up to 33 beats), but the realism test liked it less (valid, six paired draws: overall
+    #                        +0.009 +- 0.009, composed +0.028 +- 0.012; released instead: +0.027 +- 0.015): off
     max_leap: int | None = None  # semitones: the top voice never climbs more than this at once (None = off;
     #                              compose.decoding.MelodyLeap)
     notatable: bool = False  # compose only rhythms a score writes exactly (compose.decoding.NotatableRhythm): the
