@@ -39,7 +39,7 @@ from chopinbot.model.adaptation import can_listen, listened
 from chopinbot.music.controls import Controls
 from chopinbot.music.keys import ALL_KEYS, histogram_key_correlations
 from chopinbot.music.repeats import moved_by
-from chopinbot.music.states import States
+from chopinbot.music.states import States, held_after
 
 STUCK_STATES = 24  # this many states in a row with nothing struck = stuck
 
@@ -147,7 +147,7 @@ class HoldLimit(StepProcessor):
         self.struck = np.zeros(len(histories), np.int64)  # states in which a key was struck again so
         for b, h in enumerate(histories):
             for keys, onsets, length in zip(h.keys.astype(bool), h.onsets.astype(bool), h.beats):
-                self.held[b] = np.where(keys & ~onsets, self.held[b] + length, np.where(keys, length, 0.0))
+                self.held[b] = held_after(self.held[b], keys, onsets, length)
 
     def settle(self, keys, onsets):
         over = keys & ~onsets & (self.held >= self.beats)
@@ -157,8 +157,7 @@ class HoldLimit(StepProcessor):
         return keys, onsets
 
     def on_state(self, new):
-        length = new.beats[:, None]
-        self.held = np.where(new.keys & ~new.onsets, self.held + length, np.where(new.keys, length, 0.0))
+        self.held = held_after(self.held, new.keys, new.onsets, new.beats[:, None])
 
 
 class KeepDensity(StepProcessor):

@@ -13,7 +13,7 @@ from chopinbot.constants import LOWEST_PITCH
 from chopinbot.evaluation.excerpts import detected_key
 from chopinbot.music.keys import Key
 from chopinbot.music.repeats import find_continuations, moved_by
-from chopinbot.music.states import States, states_to_notes
+from chopinbot.music.states import States, held_after, states_to_notes
 
 MIN_MATCH = 4  # states: a lookup this long or longer is the opening's material recognised (not one chord)
 
@@ -183,6 +183,6 @@ def longest_hold(states: States) -> float:
     keys, onsets = np.asarray(states.keys, bool), np.asarray(states.onsets, bool)
     held, best = np.zeros(keys.shape[1]), 0.0
     for k, o, length in zip(keys, onsets, np.asarray(states.beats, np.float64)):
-        held = np.where(k & ~o, held + length, np.where(k, length, 0.0))
+        held = held_after(held, k, o, length)
         best = max(best, float(held.max(initial=0.0)))
     return best

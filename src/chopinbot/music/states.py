@@ -319,3 +319,9 @@ def transpose_states(states: States, shift: int) -> tuple[States, int]:
         keys[:, d] |= states.keys[:, s]
         onsets[:, d] |= states.onsets[:, s]
     return States(keys, onsets, states.beats.copy(), states.seconds.copy(), states.velocity.copy()), moves
+
+
+def held_after(held: np.ndarray, keys: np.ndarray, onsets: np.ndarray, beats) -> np.ndarray:
+    """How long each key has sounded since it was last struck (beats; 0 when silent), ``held`` before a state
+    and after it: the state's ``keys`` and ``onsets`` (..., 88), lasting ``beats`` (a number, or (..., 1))."""
+    return np.where(keys & ~onsets, held + beats, np.where(keys, beats, 0.0))
