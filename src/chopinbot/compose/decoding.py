@@ -35,10 +35,10 @@ from chopinbot.constants import GRID_PER_BEAT, N_KEYS
 from chopinbot.dataset.conditioning import StyleBlock
 from chopinbot.dataset.inputs import NewStates
 from chopinbot.errors import ConfigError
-from chopinbot.model.adaptation import can_listen, listened
+from chopinbot.model.adaptation import listened
 from chopinbot.music.controls import Controls
 from chopinbot.music.keys import ALL_KEYS, histogram_key_correlations
-from chopinbot.music.repeats import moved_by
+from chopinbot.music.repeats import moved_by, slide_after
 from chopinbot.music.states import States, held_after
 
 STUCK_STATES = 24  # this many states in a row with nothing struck = stuck
@@ -286,7 +286,7 @@ class LoopBreaker(StepProcessor):
 
     def _slid(self, step: np.ndarray) -> None:
         """One more state, which moved the one before it ``step`` (B,) -1 (down), 1 (up) or 0 (not a move)."""
-        self.slide = np.where(step == 0, 0, np.where(step == self.direction, self.slide + 1, 1))
+        self.slide = slide_after(self.slide, self.direction, step)
         self.direction = step
 
     def reject(self, keys, onsets):
@@ -523,8 +523,7 @@ class Decoder:
                                    start_beat, np.stack([h.velocity for h in histories]), style=cfg.style,
                                    controls=controls)
         x_seed = self.inputs.seed_inputs
-        self.listened = cfg.listen and can_listen(model)  # the note head learns the primer first
-        if self.listened:
+        if cfg.listen:  # the note head learns the primer first (a model that cannot listen composes as it is)
             # generate's rows share one primer (its variations): it is learnt once
             one = all(h is histories[0] for h in histories)
             rows = slice(0, 1) if one else slice(None)

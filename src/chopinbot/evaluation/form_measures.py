@@ -12,7 +12,7 @@ from chopinbot.compose.repetition import LONG_PASSAGE, LONGEST_SLIDE
 from chopinbot.constants import LOWEST_PITCH
 from chopinbot.evaluation.excerpts import detected_key
 from chopinbot.music.keys import Key
-from chopinbot.music.repeats import find_continuations, moved_by
+from chopinbot.music.repeats import find_continuations, moved_by, slide_after
 from chopinbot.music.states import States, held_after, states_to_notes
 
 MIN_MATCH = 4  # states: a lookup this long or longer is the opening's material recognised (not one chord)
@@ -171,8 +171,7 @@ def longest_slide(states: States) -> int:
     steps = np.sign(moved_by(keys[:-1], keys[1:])) if len(keys) > 1 else np.zeros(0, np.int64)
     best = run = direction = 0
     for step in steps:
-        run = 0 if not step else run + 1 if step == direction else 1
-        direction = step
+        run, direction = int(slide_after(run, direction, step)), step
         best = max(best, run)
     return int(best)
 

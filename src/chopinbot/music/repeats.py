@@ -93,6 +93,13 @@ def moved_by(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     return out
 
 
+def slide_after(run, direction, step):
+    """How many states in a row have each moved the one before the same way (a scale: :func:`moved_by`'s sign),
+    ``run`` before a state that moved its predecessor ``step`` (-1 down, 1 up, 0 not a move) when the one before
+    moved it ``direction``; numbers or arrays alike."""
+    return np.where(step == 0, 0, np.where(step == direction, run + 1, 1))
+
+
 def shape_symbols(keys: np.ndarray, onsets: np.ndarray, units: np.ndarray) -> list[bytes]:
     """One bytes object per state of a sequence, equal for two states of two
     passages that are transpositions of each other (see the module docstring)."""
