@@ -145,9 +145,10 @@ class HoldLimit(StepProcessor):
         self.beats = beats
         self.held = np.zeros((len(histories), N_KEYS))  # beats each key has sounded since it was last struck
         self.struck = np.zeros(len(histories), np.int64)  # states in which a key was struck again so
-        for b, h in enumerate(histories):
-            for keys, onsets, length in zip(h.keys.astype(bool), h.onsets.astype(bool), h.beats):
-                self.held[b] = held_after(self.held[b], keys, onsets, length)
+        keys, onsets = (np.stack([getattr(h, f) for h in histories]).astype(bool) for f in ("keys", "onsets"))
+        beats = np.stack([h.beats for h in histories])
+        for s in range(keys.shape[1]):  # the histories' states, all pieces at once (as on_state reads them)
+            self.held = held_after(self.held, keys[:, s], onsets[:, s], beats[:, s, None])
 
     def settle(self, keys, onsets):
         over = keys & ~onsets & (self.held >= self.beats)
