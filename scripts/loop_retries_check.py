@@ -1,12 +1,13 @@
 """Whole-piece retries, loops broken, pieces stuck in a figure (evaluation.form_measures.figure_loop_share
 above any Chopin piece's), pieces going round a phrase (form_measures.phrase_passes above any Chopin
-piece's), pieces sliding one way longer than any Chopin piece (form_measures.longest_slide) and pieces
-holding a key longer than any Chopin piece (form_measures.longest_hold) in N
-pieces of 60 s from the test seeds, as `chopinbot generate --random-seed i --seconds 60
-[--context-states C]` composes them (i = 0..N-1).
+piece's), pieces going round a figure more states in a row than any Chopin piece at its period
+(form_measures.loops_beyond_chopin: a chord hammered, a trill), pieces sliding one way longer than any Chopin
+piece (form_measures.longest_slide) and pieces holding a key longer than any Chopin piece
+(form_measures.longest_hold) in N pieces of 60 s from the test seeds, as `chopinbot generate --random-seed i
+--seconds 60 [--context-states C]` composes them (i = 0..N-1).
 
     PYTHONPATH=src python scripts/loop_retries_check.py --pieces 50 [--context-states 0] [--loop-states 0] \
-        [--repeat-boost B] [--repeat-passes N] [--min-keys K] [--max-hold BEATS]
+        [--repeat-boost B] [--repeat-passes N] [--min-keys K] [--max-hold BEATS] [--chopin-runs]
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from chopinbot.evaluation.form_measures import (
     figure_loop_share,
     longest_hold,
     longest_slide,
+    loop_runs,
+    loops_beyond_chopin,
     phrase_passes,
 )
 from chopinbot.model.formats import load_model
@@ -45,6 +48,7 @@ def main() -> None:
     ap.add_argument("--repeat-passes", type=int, default=GenerateConfig.repeat_passes)
     ap.add_argument("--min-keys", type=int, default=GenerateConfig.min_keys)
     ap.add_argument("--max-hold", type=float, default=GenerateConfig.max_hold)
+    ap.add_argument("--chopin-runs", action="store_true")
     args = ap.parse_args()
     model = load_model(args.model)
     breakers = []
@@ -56,13 +60,14 @@ def main() -> None:
         return made
 
     decoding.processors_for = spy
-    retried, retries, looped, shares, passes, slides, holds, t = 0, 0, 0, [], [], [], [], time.perf_counter()
+    retried, retries, looped, shares, passes, slides, holds, runs, t = 0, 0, 0, [], [], [], [], [], time.perf_counter()
     for i in range(args.pieces):
         idx = random_seed_index(np.random.default_rng(i))
         seed = seed_from_test(idx, context_states=args.context_states)
         res = generate(model, seed, GenerateConfig(seconds=args.seconds, random_seed=i, loop_states=args.loop_states,
                                                   repeat_boost=args.repeat_boost, repeat_passes=args.repeat_passes,
-                                                  min_keys=args.min_keys, max_hold=args.max_hold))
+                                                  min_keys=args.min_keys, max_hold=args.max_hold,
+                                                  chopin_runs=args.chopin_runs))
         n = sum(g.count("retried") for g in res.guards)
         retried += n > 0
         retries += n
@@ -71,16 +76,20 @@ def main() -> None:
         passes.append(phrase_passes(res.generated))
         slides.append(longest_slide(res.generated))
         holds.append(longest_hold(res.generated))
+        runs.append((loops_beyond_chopin(res.generated), loop_runs(res.generated)[:2]))
     breaks = int(sum(b.breaks.sum() for b in breakers))
     loops = int(sum(b.loops.sum() for b in breakers))
     out = {"model": args.model, "pieces": args.pieces, "context_states": args.context_states,
-           "loop_states": args.loop_states,
+           "loop_states": args.loop_states, "chopin_runs": args.chopin_runs,
            "repeat_boost": args.repeat_boost, "repeat_passes": args.repeat_passes, "min_keys": args.min_keys,
            "pieces_retried": retried, "retries": retries, "pieces_with_a_loop_guard": looped,
            "loops_broken": loops, "states_composed_with_a_loop_forbidden": breaks,
            "pieces_stuck_in_a_figure": int(sum(s > CHOPIN_FIGURE_SHARE for s in shares)),
            "figure_loop_share_median": round(float(np.median(shares)), 3),
            "figure_loop_share_max": round(float(np.max(shares)), 3),
+           "pieces_looping_beyond_chopin": int(sum(beyond for beyond, _ in runs)),
+           "chord_struck_again_max": int(max(r[0] for _, r in runs)),
+           "alternation_max": int(max(r[1] for _, r in runs)),
            "pieces_going_round_a_phrase": int(sum(p > CHOPIN_PHRASE_PASSES for p in passes)),
            "phrase_passes_median": round(float(np.median(passes)), 2),
            "phrase_passes_max": round(float(np.max(passes)), 2),

@@ -14,6 +14,7 @@ from chopinbot.compose.generate import LOOP_BROKEN, GenerateConfig, check_guards
 from chopinbot.compose.seeds import seed_from_test
 from chopinbot.constants import BUNDLED_CORPUS_DIR, N_KEYS
 from chopinbot.dataset.store import DEFAULT_SETTINGS as S
+from chopinbot.errors import ConfigError
 from chopinbot.evaluation.form_measures import CHOPIN_SLIDE_STATES
 from chopinbot.model.formats import load_model
 from chopinbot.music.midi import read_midi
@@ -42,7 +43,28 @@ def test_a_figure_looping_past_the_limit_has_its_next_state_forbidden():
     other = np.zeros((1, N_KEYS), bool)
     other[0, 50] = True
     assert breaker.reject(other, other).tolist() == [False]
+    # with chopin_runs, a figure stops where Chopin's longest of its period does: five states, 20 in a row (op. 18)
+    assert decoding.LONGEST_RUNS[4] == 20
     assert LoopBreaker(48, [h[:40]]).reject(go_on, go_on).tolist() == [False]  # 35 states: not yet a loop
+    assert LoopBreaker(48, [h[:24]], chopin_runs=True).reject(go_on, go_on).tolist() == [False]  # 19: one more
+    assert LoopBreaker(48, [h[:25]], chopin_runs=True).reject(go_on, go_on).tolist() == [True]  # 20: no more
+
+
+def test_with_chopin_runs_a_chord_struck_again_and_again_stops_where_chopin_s_longest_does():
+    """One chord struck 12 times in a row, 11 repeats (op. 28 no. 17, the corpus's most): no 13th; after 11, a
+    12th is free.  Nothing is held out after it: the chord may come back once something else came between."""
+    assert decoding.LONGEST_RUNS[0] == 11
+    chord = _figure([48], 1).keys | _figure([55], 1).keys
+    h = States(np.repeat(chord, 12, 0), np.repeat(chord, 12, 0), np.full(12, 0.5, np.float32),
+               np.zeros(12, np.float32), np.full(12, 70, np.uint8))
+    assert LoopBreaker(48, [h], chopin_runs=True).reject(chord, chord).tolist() == [True]
+    assert LoopBreaker(48, [h]).reject(chord, chord).tolist() == [False]  # off (the default): 48 at any period
+    assert LoopBreaker(48, [h[:11]], chopin_runs=True).reject(chord, chord).tolist() == [False]
+    breaker = LoopBreaker(48, [h], chopin_runs=True)
+    assert breaker.reject(chord, chord).tolist() == [True]  # the 13th strike drawn, and drawn again ...
+    assert _feed(breaker, _figure([60], 1)) == [False]  # ... as something else: one loop broken
+    assert breaker.loops.tolist() == [1]
+    assert _feed(breaker, h[:1]) == [False] and breaker.loops.tolist() == [1]
 
 
 def _feed(breaker: LoopBreaker, states: States) -> list[bool]:
@@ -75,16 +97,19 @@ def test_a_chord_repeated_in_varying_lengths_is_a_loop_too():
     assert LoopBreaker(48, [h]).reject(h.keys[:1], h.onsets[:1]).tolist() == [True]
 
 
-@pytest.mark.parametrize("name", ["chpn_op53.mid", "chpn_op25_e1.mid", "chpn_op66.mid", "chpn-p8.mid"])
+@pytest.mark.parametrize("name", ["chpn_op53.mid", "chpn_op25_e1.mid", "chpn_op66.mid", "chpn-p8.mid", "chpn-p17.mid",
+                                  "chp_op18.mid", "chpn_op33_2.mid"])
 def test_the_loop_breaker_never_fires_on_real_chopin(name):
     """The pieces of the corpus with the longest exact repetition (39, 37, 24 states) never reach 48,
-    nor the most figure-bound (op. 28 no. 8: 76 of 96 states repeating one period) 84 of 96."""
+    nor the most figure-bound (op. 28 no. 8: 76 of 96 states repeating one period) 84 of 96; those that set
+    the shorter periods' limits (op. 28 no. 17: one chord 11 times; op. 18: 17 and 20; op. 33 no. 2: 13, 14)
+    never pass them."""
     st, _, _ = notes_to_states(read_midi(BUNDLED_CORPUS_DIR / name), S.grid_per_beat, S.pedal, S.min_state_beats,
                                S.max_states)
-    breaker = LoopBreaker(48, [st[:16]])
+    breaker = LoopBreaker(48, [st[:16]], chopin_runs=True)
     fired = _feed(breaker, st[16:]).count(True)
     assert fired == 0 and breaker.loops.sum() == 0
-    whole = LoopBreaker(48, [st])  # read whole or state by state: the same runs and repeats
+    whole = LoopBreaker(48, [st], chopin_runs=True)  # read whole or state by state: the same runs and repeats
     assert (whole.runs == breaker.runs).all() and (whole.counts == breaker.counts).all()
 
 
@@ -120,6 +145,25 @@ def test_the_shipped_model_s_chromatic_scale_turns_where_chopin_s_would(monkeypa
     turned = generate(model, seed, cfg)
     assert longest_slide(turned.generated) <= CHOPIN_SLIDE_STATES
     assert any(g.startswith(LOOP_BROKEN) and "scale turned" in g for g in turned.guards)
+
+
+def test_with_chopin_runs_the_shipped_model_s_hammered_chord_stops_where_chopin_s_would():
+    """The piece that struck one G-major chord 45 times in a row, its last 14 s (2026-12-07):
+    `generate --context-states 0 --no-include-seed --seconds 45 --random-seed 5` (38 of 50 such pieces went
+    round some figure longer than Chopin does at its period); `--chopin-runs` stops it at Chopin's 12 strikes."""
+    from chopinbot.compose.seeds import random_seed_index
+    from chopinbot.constants import SHIPPED_MODEL
+    from chopinbot.evaluation.form_measures import loop_runs, loops_beyond_chopin
+
+    model = load_model(SHIPPED_MODEL)
+    seed = seed_from_test(random_seed_index(np.random.default_rng(5)), context_states=0)
+    cfg = GenerateConfig(seconds=45, random_seed=5, include_seed=False)
+    assert loop_runs(generate(model, seed, cfg).generated)[0] == 44  # repeats after the first strike
+    stopped = generate(model, seed, replace(cfg, chopin_runs=True))
+    assert not loops_beyond_chopin(stopped.generated)
+    assert any(g.startswith(LOOP_BROKEN) and "Chopin's of its length" in g for g in stopped.guards)
+    with pytest.raises(ConfigError, match="loop states"):
+        GenerateConfig(chopin_runs=True, loop_states=0).validate()
 
 
 def _held(pitch: int, beats: list[float]) -> States:
@@ -250,7 +294,6 @@ def test_the_app_request_is_a_generate_config_and_one_function_dispatches(model)
 
     from chopinbot.app.request import ComposeRequest
     from chopinbot.compose.request import compose_piece
-    from chopinbot.errors import ConfigError
 
     library, request = GenerateConfig(), ComposeRequest()
     own = {"seconds": 30.0}  # the app's one default of its own: a length in seconds

@@ -24,12 +24,15 @@ from chopinbot.dataset.store import DEFAULT_SETTINGS as S
 from chopinbot.errors import ConfigError
 from chopinbot.evaluation.form_measures import (
     CHOPIN_FIGURE_SHARE,
+    CHOPIN_LOOP_RUNS,
     CHOPIN_PHRASE_PASSES,
     CHOPIN_SLIDE_STATES,
     ends_on_tonic_chord,
     figure_loop_share,
     longest_loop,
     longest_slide,
+    loop_runs,
+    loops_beyond_chopin,
     phrase_passes,
     reprise_matches,
     section_profiles,
@@ -243,6 +246,19 @@ def test_figure_loop_share_counts_a_figure_with_the_odd_state_changed():
     assert figure_loop_share(_states(broken, [0.25] * 97)) == pytest.approx(92 / 96)  # one figure: 92 of 96
     assert figure_loop_share(_states([[60 + i % 13] for i in range(96)], [0.25] * 96)) == pytest.approx(83 / 96)
     assert figure_loop_share(_states([[60], [62], [64]], [1.0] * 3)) == 0.0
+
+
+def test_loop_runs_per_period():
+    """A trill: 94 states repeating the one two before (none the one before); a chord struck 12 times: 11 at
+    period 1 (and every period after); op. 28 no. 17 strikes one 11 times in a row, the corpus's most."""
+    runs = loop_runs(_states([[76], [78]] * 48, [0.25] * 96))
+    assert runs[0] == 0 and runs[1] == 94 and runs[3] == 92
+    assert loop_runs(_states([[60, 64]] * 12, [0.5] * 12)).tolist()[:3] == [11, 10, 9]
+    assert not loops_beyond_chopin(_states([[60, 64]] * 12, [0.5] * 12))
+    assert loops_beyond_chopin(_states([[60, 64]] * 13, [0.5] * 13))
+    st, _, _ = notes_to_states(read_midi(BUNDLED_CORPUS_DIR / "chpn-p17.mid"), S.grid_per_beat, S.pedal,
+                               S.min_state_beats, S.max_states)
+    assert loop_runs(st)[0] == CHOPIN_LOOP_RUNS[0] == 11 and not loops_beyond_chopin(st)
 
 
 def test_no_chopin_piece_goes_round_one_figure_beyond_the_calibration():

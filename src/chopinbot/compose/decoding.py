@@ -130,6 +130,13 @@ class ChordConfinement(StepProcessor):
         self.force = None  # the bass is struck once; then the model moves on within the chord
 
 
+# For each period p = 1..16: the most states in a row that repeat the state p before them (keys and onsets) in
+# the 48 performed pieces (evaluation.form_measures.loop_runs).  One chord struck again and again: at most 11
+# times after the first (op. 28 no. 17); two states alternating: 17 (op. 18); longer figures up to 39 (op. 53,
+# period 8).  The composer had struck one chord up to 48 times in a row (14 s): 38 of 50 one-minute pieces from
+# the seed alone went round some figure longer than Chopin does at its period
+LONGEST_RUNS = (11, 17, 11, 27, 20, 38, 14, 39, 26, 33, 11, 37, 13, 14, 15, 31)
+
 LONGEST_HOLD = 13.0  # beats: the longest any key of the 48 pieces sounds without being struck again (the Scherzo of
 #                     op. 35; 99th percentile of the pieces' longest 12.5, median 4).  The composer had held chords
 #                     for up to 33 beats: 19 of 50 one-minute pieces held a key longer than Chopin ever does
@@ -230,6 +237,13 @@ class LoopBreaker(StepProcessor):
     loop too.  Constant time per state: a ring of the last ``MAX_PERIOD`` states, and per period a run
     length, the repeats among the last ``WINDOW`` states and the state until which it stays forbidden.
 
+    With ``chopin_runs`` (off by default: the realism test liked it less) shorter runs are bounded too, each
+    period by Chopin's own longest (``LONGEST_RUNS``): a chord struck more than 11 times in a row, two states
+    alternating more than 17.  The state that would go one further is drawn again; nothing is held out after
+    it (Chopin strikes a chord again soon after his longest run, so a hold would fire on real music: 86
+    states of the 48 pieces), and the 48-state rule above still catches a figure that keeps coming back.
+    The composer had struck one chord up to 48 times in a row (14 s).
+
     A slide is a loop moved as it goes: each state the one before moved up (or each down) by one interval,
     a scale.  The model, once in a chromatic scale, went on with it for 61 states down the keyboard,
     three times in a minute; Chopin's go one way for at most 28 states (op. 53; evaluation.form_measures.
@@ -241,9 +255,12 @@ class LoopBreaker(StepProcessor):
     NEAR = 84  # of the last WINDOW states repeating one period: a loop (real Chopin: at most 76)
     MAX_SLIDE = LONGEST_SLIDE  # states in a row each moving the one before the same way (real Chopin: at most 28)
 
-    def __init__(self, states: int, histories: list[States]) -> None:
+    def __init__(self, states: int, histories: list[States], chopin_runs: bool = False) -> None:
         self.states = states
         B, P, W = len(histories), self.MAX_PERIOD, self.WINDOW
+        # per period: the most states in a row that may repeat the state p before (with chopin_runs, Chopin's
+        # longest at p; else ``states`` at any p, which also makes a loop of them)
+        self.limits = np.minimum(states, np.array(LONGEST_RUNS[:P]) if chopin_runs else states)
         self.ring = np.zeros((B, P, 2 * N_KEYS // 8), np.uint8)  # the last P states, newest first, packed
         self.runs = np.zeros((B, P), np.int64)  # for each period p: states in a row equal to the one p before
         self.repeats = np.zeros((B, P, W), bool)  # for each period: which of the last W states repeated (by t % W)
@@ -251,7 +268,7 @@ class LoopBreaker(StepProcessor):
         self.forbidden_until = np.zeros((B, P), np.int64)  # for each period: the state count it is forbidden to
         self.multiples = (np.arange(1, P + 1)[None, :] % np.arange(1, P + 1)[:, None]) == 0  # [p, q]: p divides q
         self.breaks = np.zeros(B, np.int64)  # new states drawn while a loop was forbidden
-        self.loops = np.zeros(B, np.int64)  # loops broken: times a cycle reached ``states`` (or ``NEAR``)
+        self.loops = np.zeros(B, np.int64)  # loops broken: a cycle reached ``states``, ``NEAR`` or its period's limit
         packed = np.stack([self._pack(h.keys, h.onsets) for h in histories])  # (B, S, bytes)
         S = packed.shape[1]
         for p in range(1, min(P, S - 1) + 1):  # each period's run and repeats at the histories' end
@@ -268,6 +285,7 @@ class LoopBreaker(StepProcessor):
         self.last = np.stack([h.keys[-1] for h in histories]).astype(bool)
         self.slide, self.direction = np.zeros(B, np.int64), np.zeros(B, np.int64)
         self.turned = np.zeros(B, bool)  # this state: a draw would have gone on sliding past MAX_SLIDE
+        self.stopped = np.zeros(B, bool)  # this state: a draw would have gone round a figure past its period's limit
         tail = np.stack([h.keys[-self.MAX_SLIDE - 1:] for h in histories]).astype(bool)
         for i in range(1, tail.shape[1]):
             self._slid(np.sign(moved_by(tail[:, i - 1], tail[:, i])))
@@ -283,7 +301,7 @@ class LoopBreaker(StepProcessor):
 
     def _looping(self) -> np.ndarray:
         """(B, P): the periods at which the next state may not repeat the state that far before."""
-        return self._reached() | (self.t < self.forbidden_until)
+        return self._reached() | (self.t < self.forbidden_until) | (self.runs >= self.limits)
 
     def _slid(self, step: np.ndarray) -> None:
         """One more state, which moved the one before it ``step`` (B,) -1 (down), 1 (up) or 0 (not a move)."""
@@ -300,12 +318,15 @@ class LoopBreaker(StepProcessor):
             return bad
         # the cycle of period p goes on with the state p - 1 before the newest: ring row p - 1
         same = (self.ring == self._pack(keys, onsets)[:, None]).all(-1)
+        self.stopped |= (same & (self.runs >= self.limits)).any(-1)
         return bad | (same & looping).any(-1)
 
     def on_state(self, new):
         reached, held = self._reached(), self.t < self.forbidden_until
-        self.breaks += (reached | held).any(-1) | (self.slide >= self.MAX_SLIDE)
-        self.loops += (reached.any(-1) & ~held.any(-1)) | self.turned  # a new loop, not one held out; a slide turned
+        self.breaks += (reached | held | (self.runs >= self.limits)).any(-1) | (self.slide >= self.MAX_SLIDE)
+        # a new loop or a figure stopped at its period's limit (not one held out already); a slide turned
+        self.loops += ((reached.any(-1) | self.stopped) & ~held.any(-1)) | self.turned
+        self.stopped[:] = False
         self.turned[:] = False
         self._slid(np.sign(moved_by(self.last, new.keys)))
         self.last = np.asarray(new.keys, bool)
@@ -434,6 +455,7 @@ class ComposeSettings(DecodingSettings, Protocol):
     repeat_passes: int
     listen: bool
     loop_states: int
+    chopin_runs: bool
     max_hold: float
     max_leap: int | None
     notatable: bool
@@ -489,7 +511,7 @@ def processors_for(model, cfg: ComposeSettings, controls: Controls | None, stepp
                                              np.stack([h.beats for h in histories]), model.config.duration_classes,
                                              cfg.repeat_passes)))
     if cfg.loop_states:
-        processors.append(LoopBreaker(cfg.loop_states, histories))
+        processors.append(LoopBreaker(cfg.loop_states, histories, cfg.chopin_runs))
     if cfg.max_hold:
         processors.append(HoldLimit(cfg.max_hold, histories))
     if cfg.max_leap is not None:

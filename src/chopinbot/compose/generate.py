@@ -35,7 +35,16 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from chopinbot.compose.decoding import STUCK_STATES, BeatLimit, Decoder, LoopBreaker, StepLimit, Stuck, history_end_step
+from chopinbot.compose.decoding import (
+    LONGEST_RUNS,
+    STUCK_STATES,
+    BeatLimit,
+    Decoder,
+    LoopBreaker,
+    StepLimit,
+    Stuck,
+    history_end_step,
+)
 from chopinbot.compose.seeds import Seed
 from chopinbot.constants import GRID_PER_BEAT, HIGHEST_PITCH, LOWEST_PITCH, MIN_KEYS, N_KEYS
 from chopinbot.errors import ChopinBotError, ConfigError
@@ -138,6 +147,11 @@ class GenerateConfig:
     loop_states: int = 48  # a cycle of up to 16 states repeated for this many states is broken there: the state
     #                        that would go on with it is drawn again (compose.decoding.LoopBreaker; 0 = off).
     #                        The corpus's longest such run is 39 states, so 48 never fires on real Chopin
+    chopin_runs: bool = False  # the loop breaker also stops each shorter figure where Chopin's longest of its
+    #                            length stops (LONGEST_RUNS: a chord struck at most 11 times in a row, two states
+    #                            alternating 17).  38 of 50 one-minute pieces from the seed alone went round a
+    #                            figure longer (one chord up to 48 times); with it none does, but the realism test
+    #                            liked it less (valid, twelve paired draws; docs/training-history.md): off
     max_hold: float = 0.0  # beats: a key that has sounded this long without being struck again is struck again
     #                        if it goes on (compose.decoding.HoldLimit; 0 = off).  At LONGEST_HOLD = 13, the longest
     #                        any key of the 48 pieces is held, no piece holds one longer (19 of 50 one-minute pieces
@@ -208,6 +222,8 @@ class GenerateConfig:
             raise ConfigError("max hold must be 0 (off) or 1..64 beats")
         if self.loop_states < 0:
             raise ConfigError("loop states must be 0 (off) or more")
+        if self.chopin_runs and not self.loop_states:
+            raise ConfigError("chopin runs are the loop breaker's: they need loop states above 0")
         if self.loudness is not None and self.loudness not in LOUDNESS_LEVELS:
             raise ConfigError(f"loudness must be one of {', '.join(LOUDNESS_LEVELS)}, got {self.loudness!r}")
 
@@ -380,10 +396,12 @@ def check_guards(new: States, loops: bool = True) -> list[str]:
 LOOP_BROKEN = "loop broken"  # how the guard line of a loop broken where it started begins
 
 
-def loop_guard(loops: int, states: int) -> str:
+def loop_guard(loops: int, states: int, chopin_runs: bool = False) -> str:
     """The guard line of a piece in which the loop breaker broke ``loops`` loops."""
     times = "once" if loops == 1 else f"{loops} times"
-    return (f"{LOOP_BROKEN} {times}: a figure that went round for {states} states (or {LoopBreaker.NEAR} of "
+    runs = (f"a figure was stopped where it would have gone round longer than any of Chopin's of its length (a "
+            f"chord struck more than {LONGEST_RUNS[0]} times in a row), or one" if chopin_runs else "a figure")
+    return (f"{LOOP_BROKEN} {times}: {runs} that went round for {states} states (or {LoopBreaker.NEAR} of "
             f"{LoopBreaker.WINDOW}) was stopped there and kept out for {LoopBreaker.HOLD} more, or a scale turned "
             f"after {LoopBreaker.MAX_SLIDE} states one way (at the temperature asked)")
 
@@ -485,7 +503,7 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
         if problems:
             guards.append("; ".join(problems) + (" (kept: --no-retry)" if not cfg.retry else " (after retries)"))
         if broken:
-            guards.append(loop_guard(int(broken), cfg.loop_states))
+            guards.append(loop_guard(int(broken), cfg.loop_states, cfg.chopin_runs))
         if not new.onsets.any() and not (cfg.include_seed and seed.states.keys.any()):
             raise GenerationError("the model produced only silence, even after retries; try sampling or a lower "
                                   "threshold")

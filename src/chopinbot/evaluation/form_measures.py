@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from chopinbot.compose.decoding import LONGEST_RUNS
 from chopinbot.compose.form import FormResult
 from chopinbot.compose.repetition import LONG_PASSAGE, LONGEST_SLIDE
 from chopinbot.constants import LOWEST_PITCH
@@ -126,6 +127,28 @@ def figure_loop_share(states: States, window: int = FIGURE_WINDOW, max_period: i
         total = np.concatenate([[0], np.cumsum(same)])
         best = max(best, int((total[span:] - total[:-span]).max()))
     return best / span
+
+
+CHOPIN_LOOP_RUNS = LONGEST_RUNS  # per period, the most in the 48 performed pieces (compose.decoding)
+
+
+def loop_runs(states: States, max_period: int = 16) -> np.ndarray:
+    """(max_period,): for each period ``p``, the most states in a row that each repeat the state ``p`` before
+    them in keys and onsets (lengths not compared, as the loop breaker compares them): a chord hammered
+    shows at period 1, a trill at 2."""
+    x = np.concatenate([states.keys, states.onsets], 1).astype(bool)
+    out = np.zeros(max_period, np.int64)
+    for p in range(1, min(max_period, len(x) - 1) + 1):
+        same = np.concatenate([[False], (x[p:] == x[:-p]).all(1), [False]])
+        edges = np.flatnonzero(np.diff(same.astype(np.int8)))  # starts and ends of the runs, alternately
+        out[p - 1] = (edges[1::2] - edges[::2]).max(initial=0)
+    return out
+
+
+def loops_beyond_chopin(states: States) -> bool:
+    """Whether some figure of up to 16 states goes round more states in a row than any in the 48 pieces
+    (:data:`CHOPIN_LOOP_RUNS`) at its period."""
+    return bool((loop_runs(states) > np.array(CHOPIN_LOOP_RUNS)).any())
 
 
 PHRASE_PERIODS = (LONG_PASSAGE + 1, 256)  # states: passages longer than a figure, up to a section
