@@ -146,6 +146,11 @@ def test_figures_measure_what_the_requests_name():
     assert fig.inside_register == pytest.approx(2 / 3)
     far = piece_figures(st, bpm=120, key=Key(6, False))  # F# major is six fifths away
     assert far.key_hold == 0.0
+    # one chord struck 20 times: more than Chopin ever does (12, op. 28 no. 17), and said so; 12 times is his
+    assert fig.beyond_chopin_run == (1, 19, 11)
+    assert "one chord struck 20 times in a row (Chopin: at most 12)" in fig.summary()
+    twelve = piece_figures(st[:12], bpm=120, key=Key(0, False))
+    assert twelve.beyond_chopin_run is None and "in a row" not in twelve.summary()
 
 
 def test_figures_say_how_much_of_the_new_music_was_replayed(tiny_model_dir):

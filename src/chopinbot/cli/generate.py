@@ -261,7 +261,10 @@ def run(args: argparse.Namespace) -> int:
         mid = out if len(results) == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
         written = _write_files(res, mid, args)
         print(res.summary())
-        print("measured: " + result_figures(res).summary())
+        figures = result_figures(res)
+        print("measured: " + figures.summary())
+        if figures.beyond_chopin_run is not None and not cfg.chopin_runs:
+            print("  (--chopin-runs stops a chord or figure where Chopin's longest run stops)")
         print("wrote " + ", ".join(str(w) for w in written))
     return 0
 

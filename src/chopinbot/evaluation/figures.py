@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from chopinbot.evaluation.excerpts import EXCERPT_SECONDS, detected_key, time_excerpts
+from chopinbot.evaluation.form_measures import CHOPIN_LOOP_RUNS, loop_runs
 from chopinbot.evaluation.replay import REPLAY_NGRAM, history_index, replay_share
 from chopinbot.music.controls import LOUDNESS_LEVELS
 from chopinbot.music.keys import Key, pitch_name, within_a_fifth
@@ -47,6 +48,9 @@ class PieceFigures:
     # the share of the new music's 8-state figures found, at any pitch, in the seed and its context: how much
     # it played back rather than composed (evaluation.replay; None: no history kept, NaN: under 8 states)
     replayed: float | None = None
+    # the figure (period p <= 16 states) that went round furthest beyond Chopin's longest run at its period, as
+    # (p, states in a row repeating the one p before, Chopin's most); None: none did (form_measures.loop_runs)
+    beyond_chopin_run: tuple[int, int, int] | None = None
 
     @property
     def register_names(self) -> str:
@@ -66,7 +70,18 @@ class PieceFigures:
             else ""
         replay = f"; {self.replay_text}" if self.replay_text else ""
         return (f"density {self.density:.1f} notes/s; register {self.register_names}{inside}; loudness "
-                f"{self.loudness:.0f} ({self.loudness_mark}); key held: {hold}{replay}")
+                f"{self.loudness:.0f} ({self.loudness_mark}); key held: {hold}{self.run_text}{replay}")
+
+    @property
+    def run_text(self) -> str:
+        """A figure repeated beyond anything in Chopin, said in its words ("" when none was)."""
+        if self.beyond_chopin_run is None:
+            return ""
+        p, run, most = self.beyond_chopin_run
+        if p == 1:
+            return f"; one chord struck {run + 1} times in a row (Chopin: at most {most + 1})"
+        return f"; a figure of {p} states going round for {run} states in a row (Chopin: at most {most})"
+
 
     @property
     def replay_text(self) -> str:
@@ -106,7 +121,17 @@ def piece_figures(states: States, bpm: float, key: Key, register: tuple[int, int
     if register is not None:
         inside = float(((pitch >= register[0]) & (pitch <= register[1])).mean())
     return PieceFigures(seconds, len(notes), len(notes) / max(seconds, 1e-9), int(pitch.min()), int(pitch.max()),
-                        float(notes[:, 3].mean()), hold, count, inside)
+                        float(notes[:, 3].mean()), hold, count, inside, beyond_chopin_run=beyond_chopin_run(states))
+
+
+def beyond_chopin_run(states: States) -> tuple[int, int, int] | None:
+    """The period, run and Chopin's most of the figure that went round furthest beyond his longest run at its
+    period (by the ratio of the two), or None."""
+    runs, most = loop_runs(states), np.asarray(CHOPIN_LOOP_RUNS)
+    if not (runs > most).any():
+        return None
+    i = int(np.argmax(runs / most))
+    return i + 1, int(runs[i]), int(most[i])
 
 
 def result_figures(result, register: tuple[int, int] | None = None) -> PieceFigures:
