@@ -277,8 +277,8 @@ def test_the_cadence_composes_with_the_config_s_rules(model, monkeypatch):
     """Every section and the cadence get their processors from the one factory (key guidance, repeat boost...)."""
     calls = []
 
-    def spy(model, cfg, controls, stepper, histories, start_beat=0.0):
-        made = processors_for(model, cfg, controls, stepper, histories, start_beat)
+    def spy(model, cfg, controls, stepper, histories, start_beat=0.0, inputs=None):
+        made = processors_for(model, cfg, controls, stepper, histories, start_beat, inputs)
         calls.append((type(stepper).__name__, [type(p).__name__ for p in made]))
         return made
 

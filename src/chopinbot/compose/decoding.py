@@ -33,7 +33,7 @@ from chopinbot.compose.sampling import DecodingSettings, DensitySteer, Sampler
 from chopinbot.compose.stepper import InputBuilder, NumpyStepper, stepper_for
 from chopinbot.constants import GRID_PER_BEAT, N_KEYS
 from chopinbot.dataset.conditioning import StyleBlock
-from chopinbot.dataset.inputs import NewStates
+from chopinbot.dataset.inputs import NewStates, continuation_trackers
 from chopinbot.errors import ConfigError
 from chopinbot.model.adaptation import listened
 from chopinbot.music.controls import Controls
@@ -494,10 +494,11 @@ def history_end_step(start_beat: float, history: States) -> int:
 
 
 def processors_for(model, cfg: ComposeSettings, controls: Controls | None, stepper, histories: list[States],
-                   start_beat: float = 0.0) -> list[StepProcessor]:
+                   start_beat: float = 0.0, inputs: InputBuilder | None = None) -> list[StepProcessor]:
     """The decoding rules ``cfg`` asks for, as processors, for pieces continuing ``histories`` (the
     model's frame, starting at beat ``start_beat`` of their source) with ``controls`` (a model with
-    controls; None: none) composed by ``stepper``."""
+    controls; None: none) composed by ``stepper``, whose input rows ``inputs`` builds (the repeat boost
+    reads the repeats its input blocks look up; None: it looks them up itself)."""
     B = len(histories)
     keys = np.stack([h.keys for h in histories])
     processors: list[StepProcessor] = []
@@ -509,7 +510,8 @@ def processors_for(model, cfg: ComposeSettings, controls: Controls | None, stepp
         processors.append(Repeat(RepeatBoost(cfg.repeat_boost, keys.astype(bool),
                                              np.stack([h.onsets for h in histories]).astype(bool),
                                              np.stack([h.beats for h in histories]), model.config.duration_classes,
-                                             cfg.repeat_passes)))
+                                             cfg.repeat_passes,
+                                             None if inputs is None else continuation_trackers(inputs.trackers))))
     if cfg.loop_states:
         processors.append(LoopBreaker(cfg.loop_states, histories, cfg.chopin_runs))
     if cfg.max_hold:
@@ -554,7 +556,7 @@ class Decoder:
                              np.stack([h.onsets for h in histories])[rows])
         self.stepper = guided_stepper(model, self.inputs.layout, cfg, controls, engine, B)
         self.out = self.stepper.start(x_seed)  # the seed is read in one call; then each step feeds one new state
-        self.processors = processors_for(model, cfg, controls, self.stepper, histories, start_beat)
+        self.processors = processors_for(model, cfg, controls, self.stepper, histories, start_beat, self.inputs)
         for p in self.processors:
             p.start(self.stepper)
         self.sampler = Sampler(model, cfg, rng, self.stepper)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from chopinbot.music.repeats import Continuations, ContinuationTracker
+from chopinbot.music.repeats import ContinuationTracker
 
 KINDS = ("exact", "transposed")
 # A passage longer than this many states (a phrase, not a figure) goes round at most ``passes`` times
@@ -50,20 +50,28 @@ class RepeatBoost:
     """The continuation of each piece's longest earlier match, and the odds boost at its draw."""
 
     def __init__(self, boost: float, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
-                 classes: np.ndarray, passes: int = 0) -> None:
+                 classes: np.ndarray, passes: int = 0, trackers: dict[str, ContinuationTracker] | None = None
+                 ) -> None:
         """``keys``/``onsets`` (B, S, 88) and ``beats`` (B, S): the history so far (context and seed);
         ``classes``: the model's rhythmic values, in beats; ``passes``: how many times in a row a phrase
-        (a passage of more than ``LONG_PASSAGE`` states) is helped to go round again (0: no limit)."""
+        (a passage of more than ``LONG_PASSAGE`` states) is helped to go round again (0: no limit);
+        ``trackers``: lookups of each kind that the model's inputs already keep over the same states (and
+        step before each draw), read instead of keeping our own: the same matches, found once."""
         self.boost = float(boost)
         self.passes = int(passes)
         self.classes = np.asarray(classes, np.float64)
-        self.tracker = ContinuationTracker(keys, onsets, beats, kinds=KINDS)
-        self.last = [_at(h, -1) for h in self.tracker.history]
+        if trackers is not None and all(kind in trackers for kind in KINDS):
+            self.own = None
+            self.sources = [(trackers[kind], 0) for kind in KINDS]  # (tracker, the kind's index in it)
+        else:
+            self.own = ContinuationTracker(keys, onsets, beats, kinds=KINDS)
+            self.sources = [(self.own, k) for k in range(len(KINDS))]
 
     def candidates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The continuation to boost for each piece: keys, onsets (B, 88), rhythmic class (B,) and
         whether there is one (B,); the longer match of the two kinds (exact on a tie)."""
-        exact, moved = self.last
+        (te, ke), (tm, km) = self.sources
+        exact, moved = te.last[ke], tm.last[km]
         use_moved = moved.length > exact.length
         keys = np.where(use_moved[:, None], moved.keys, exact.keys)
         onsets = np.where(use_moved[:, None], moved.onsets, exact.onsets) & keys
@@ -74,10 +82,9 @@ class RepeatBoost:
             # the distance times passes) gets no help to go round again: the model alone decides.  So does a
             # passage of any length that moves as it repeats (a sequence; a scale, one state moved a step
             # each time), which otherwise slid to the end of the keyboard and back
-            t = self.tracker
-            run = np.where(use_moved, t.run[1], t.run[0])
-            period = np.where(use_moved, t.period[1], t.period[0])
-            moving = use_moved & (t.shift[1] != 0)
+            run = np.where(use_moved, tm.run[km], te.run[ke])
+            period = np.where(use_moved, tm.period[km], te.period[ke])
+            moving = use_moved & (tm.shift[km] != 0)
             found &= ((period <= LONG_PASSAGE) & ~moving) | (run < self.passes * period)
         cls = np.abs(np.log(np.maximum(beats, 1e-6))[:, None] - np.log(self.classes)[None, :]).argmin(-1)
         return keys, onsets, cls, found
@@ -90,10 +97,6 @@ class RepeatBoost:
         return rng.random(len(log_p)) < 1.0 / (1.0 + np.exp(-logit))
 
     def update(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray) -> None:
-        """After new states (B, 88) lasting ``beats`` (B,)."""
-        self.last = self.tracker.step(keys, onsets, beats)
-
-
-def _at(history: Continuations, index: int) -> Continuations:
-    """One step of a (B, S, ...) :class:`~chopinbot.music.repeats.Continuations` history."""
-    return Continuations(*(field[:, index] for field in history))
+        """After new states (B, 88) lasting ``beats`` (B,) (shared lookups are stepped by their owner)."""
+        if self.own is not None:
+            self.own.step(keys, onsets, beats)

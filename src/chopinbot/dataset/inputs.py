@@ -436,6 +436,12 @@ class _RepeatsTracker(BlockTracker):
         return np.stack(rows)
 
 
+def continuation_trackers(trackers: list[BlockTracker]) -> dict[str, ContinuationTracker]:
+    """The repeats lookups among a model's input trackers, by kind: while composing, the repeat boost
+    (compose.repetition.RepeatBoost) reads them rather than keep its own."""
+    return {t.block.kind: t.repeats for t in trackers if isinstance(t, _RepeatsTracker)}
+
+
 def split_repeats(split: SplitStates, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For every row of a split: the row of the continuation of its passage's
     longest earlier match of this ``kind`` within its segment (-1: none), the

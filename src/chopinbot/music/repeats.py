@@ -276,6 +276,7 @@ class ContinuationTracker:
         steps = [self.step(keys[:, s], onsets[:, s], beats[:, s]) for s in range(keys.shape[1])]
         self.history = [Continuations(*(np.stack(field, 1) for field in zip(*(st[k] for st in steps))))
                         for k in range(len(self.kinds))]
+        self.last: list[Continuations] = steps[-1]  # each kind's continuations after the newest state
 
     def step(self, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray) -> list[Continuations]:
         """The continuations (B, ...) of each kind after new states
@@ -306,4 +307,5 @@ class ContinuationTracker:
             co = np.array([self.onsets[a][b] for b, a in enumerate(at)])
             out.append(Continuations(shift_keys(ck, shift), shift_keys(co, shift),
                                      np.array([self.beats[a][b] for b, a in enumerate(at)]), length))
+        self.last = out
         return out
