@@ -130,11 +130,8 @@ class ChordConfinement(StepProcessor):
         self.force = None  # the bass is struck once; then the model moves on within the chord
 
 
-# For each period p = 1..16: the most states in a row that repeat the state p before them (keys and onsets) in
-# the 48 performed pieces (evaluation.form_measures.loop_runs).  One chord struck again and again: at most 11
-# times after the first (op. 28 no. 17); two states alternating: 17 (op. 18); longer figures up to 39 (op. 53,
-# period 8).  The composer had struck one chord up to 48 times in a row (14 s): 38 of 50 one-minute pieces from
-# the seed alone went round some figure longer than Chopin does at its period
+# Per period p = 1..16, the most states in a row repeating the state p before in the 48 performed pieces
+# (evaluation.form_measures.loop_runs): one chord 11 (op. 28 no. 17), two states 17 (op. 18); LoopBreaker
 LONGEST_RUNS = (11, 17, 11, 27, 20, 38, 14, 39, 26, 33, 11, 37, 13, 14, 15, 31)
 
 LONGEST_HOLD = 13.0  # beats: the longest any key of the 48 pieces sounds without being struck again (the Scherzo of
