@@ -5,6 +5,7 @@ statistics and the threshold guide."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shutil
@@ -327,6 +328,13 @@ def test_a_model_without_controls_refuses_steering_with_a_sentence(entry):
             entry)
 
 
+def test_the_page_says_when_a_chord_was_struck_more_often_than_chopin_ever_does():
+    fig = PieceFigures(10.0, 60, 6.0, 60, 67, 80.0, 1.0, 1, beyond_chopin_run=(1, 19, 11))
+    lines = figures_lines(fig, ComposeRequest())
+    assert lines[4] == "one chord struck 20 times in a row (Chopin: at most 12)" and len(lines) == 5
+    assert len(figures_lines(dataclasses.replace(fig, beyond_chopin_run=None), ComposeRequest())) == 4
+
+
 def test_variations_are_different_pieces_each_measured(controls_entry, pool):
     base = dict(model="tiny-controls", seed_index=2, seconds=None, steps=48, random_seed=5, render_audio=False)
     res = pool.compose(ComposeRequest(**base, variations=3, register=(55, 79), density=8.0, loudness="f"),
@@ -345,7 +353,7 @@ def test_variations_are_different_pieces_each_measured(controls_entry, pool):
         assert lines[0].startswith("density ") and "(asked 8)" in lines[0]
         assert "(asked G3–G5)" in lines[1] and "of the notes inside" in lines[1]
         assert "(asked f)" in lines[2] and lines[3].startswith("key held: ")
-        assert 0 <= f.replayed <= 1 and lines[4] == f.replay_text and lines[4].startswith("composed ")
+        assert 0 <= f.replayed <= 1 and lines[-1] == f.replay_text and lines[-1].startswith("composed ")
     table = res.stats_table()
     assert list(table[0]) == ["statistic", "variation 1", "variation 2", "variation 3", f"{res.reference} (mean ± sd)",
                               "outside real ± 1 sd"]
