@@ -1,7 +1,7 @@
 """Whole-piece retries, loops broken, pieces stuck in a figure (evaluation.form_measures.figure_loop_share
 above any Chopin piece's), pieces going round a phrase (form_measures.phrase_passes above any Chopin
 piece's), pieces going round a figure more states in a row than any Chopin piece at its period
-(form_measures.loops_beyond_chopin: a chord hammered, a trill), pieces sliding one way longer than any Chopin
+(form_measures.beyond_chopin_run: a chord hammered, a trill), pieces sliding one way longer than any Chopin
 piece (form_measures.longest_slide) and pieces holding a key longer than any Chopin piece
 (form_measures.longest_hold) in N pieces of 60 s from the test seeds, as `chopinbot generate --random-seed i
 --seconds 60 [--context-states C]` composes them (i = 0..N-1).
@@ -27,11 +27,11 @@ from chopinbot.evaluation.form_measures import (
     CHOPIN_FIGURE_SHARE,
     CHOPIN_PHRASE_PASSES,
     CHOPIN_SLIDE_STATES,
+    beyond_chopin_run,
     figure_loop_share,
     longest_hold,
     longest_slide,
     loop_runs,
-    loops_beyond_chopin,
     phrase_passes,
 )
 from chopinbot.model.formats import load_model
@@ -76,7 +76,7 @@ def main() -> None:
         passes.append(phrase_passes(res.generated))
         slides.append(longest_slide(res.generated))
         holds.append(longest_hold(res.generated))
-        runs.append((loops_beyond_chopin(res.generated), loop_runs(res.generated)[:2]))
+        runs.append((beyond_chopin_run(res.generated) is not None, loop_runs(res.generated)[:2]))
     breaks = int(sum(b.breaks.sum() for b in breakers))
     loops = int(sum(b.loops.sum() for b in breakers))
     out = {"model": args.model, "pieces": args.pieces, "context_states": args.context_states,

@@ -153,14 +153,14 @@ def test_with_chopin_runs_the_shipped_model_s_hammered_chord_stops_where_chopin_
     round some figure longer than Chopin does at its period); `--chopin-runs` stops it at Chopin's 12 strikes."""
     from chopinbot.compose.seeds import random_seed_index
     from chopinbot.constants import SHIPPED_MODEL
-    from chopinbot.evaluation.form_measures import loop_runs, loops_beyond_chopin
+    from chopinbot.evaluation.form_measures import beyond_chopin_run, loop_runs
 
     model = load_model(SHIPPED_MODEL)
     seed = seed_from_test(random_seed_index(np.random.default_rng(5)), context_states=0)
     cfg = GenerateConfig(seconds=45, random_seed=5, include_seed=False)
     assert loop_runs(generate(model, seed, cfg).generated)[0] == 44  # repeats after the first strike
     stopped = generate(model, seed, replace(cfg, chopin_runs=True))
-    assert not loops_beyond_chopin(stopped.generated)
+    assert beyond_chopin_run(stopped.generated) is None
     assert any(g.startswith(LOOP_BROKEN) and "Chopin's of its length" in g for g in stopped.guards)
     with pytest.raises(ConfigError, match="loop states"):
         GenerateConfig(chopin_runs=True, loop_states=0).validate()

@@ -27,12 +27,12 @@ from chopinbot.evaluation.form_measures import (
     CHOPIN_LOOP_RUNS,
     CHOPIN_PHRASE_PASSES,
     CHOPIN_SLIDE_STATES,
+    beyond_chopin_run,
     ends_on_tonic_chord,
     figure_loop_share,
     longest_loop,
     longest_slide,
     loop_runs,
-    loops_beyond_chopin,
     phrase_passes,
     reprise_matches,
     section_profiles,
@@ -254,11 +254,11 @@ def test_loop_runs_per_period():
     runs = loop_runs(_states([[76], [78]] * 48, [0.25] * 96))
     assert runs[0] == 0 and runs[1] == 94 and runs[3] == 92
     assert loop_runs(_states([[60, 64]] * 12, [0.5] * 12)).tolist()[:3] == [11, 10, 9]
-    assert not loops_beyond_chopin(_states([[60, 64]] * 12, [0.5] * 12))
-    assert loops_beyond_chopin(_states([[60, 64]] * 13, [0.5] * 13))
+    assert not beyond_chopin_run(_states([[60, 64]] * 12, [0.5] * 12))
+    assert beyond_chopin_run(_states([[60, 64]] * 13, [0.5] * 13)) == (1, 12, 11)
     st, _, _ = notes_to_states(read_midi(BUNDLED_CORPUS_DIR / "chpn-p17.mid"), S.grid_per_beat, S.pedal,
                                S.min_state_beats, S.max_states)
-    assert loop_runs(st)[0] == CHOPIN_LOOP_RUNS[0] == 11 and not loops_beyond_chopin(st)
+    assert loop_runs(st)[0] == CHOPIN_LOOP_RUNS[0] == 11 and beyond_chopin_run(st) is None
 
 
 def test_no_chopin_piece_goes_round_one_figure_beyond_the_calibration():

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from chopinbot.evaluation.excerpts import EXCERPT_SECONDS, detected_key, time_excerpts
-from chopinbot.evaluation.form_measures import CHOPIN_LOOP_RUNS, loop_runs
+from chopinbot.evaluation.form_measures import beyond_chopin_run
 from chopinbot.evaluation.replay import REPLAY_NGRAM, history_index, replay_share
 from chopinbot.music.controls import LOUDNESS_LEVELS
 from chopinbot.music.keys import Key, pitch_name, within_a_fifth
@@ -68,9 +68,9 @@ class PieceFigures:
         hold = f"{self.key_hold:.0%} of {self.key_excerpts} excerpts" if self.key_excerpts else "too short to judge"
         inside = f" ({self.inside_register:.0%} inside the requested register)" if self.inside_register is not None \
             else ""
-        replay = f"; {self.replay_text}" if self.replay_text else ""
+        extra = "".join(f"; {text}" for text in (self.run_text, self.replay_text) if text)
         return (f"density {self.density:.1f} notes/s; register {self.register_names}{inside}; loudness "
-                f"{self.loudness:.0f} ({self.loudness_mark}); key held: {hold}{self.run_text}{replay}")
+                f"{self.loudness:.0f} ({self.loudness_mark}); key held: {hold}{extra}")
 
     @property
     def run_text(self) -> str:
@@ -79,9 +79,8 @@ class PieceFigures:
             return ""
         p, run, most = self.beyond_chopin_run
         if p == 1:
-            return f"; one chord struck {run + 1} times in a row (Chopin: at most {most + 1})"
-        return f"; a figure of {p} states going round for {run} states in a row (Chopin: at most {most})"
-
+            return f"one chord struck {run + 1} times in a row (Chopin: at most {most + 1})"
+        return f"a figure of {p} states going round for {run} states in a row (Chopin: at most {most})"
 
     @property
     def replay_text(self) -> str:
@@ -122,16 +121,6 @@ def piece_figures(states: States, bpm: float, key: Key, register: tuple[int, int
         inside = float(((pitch >= register[0]) & (pitch <= register[1])).mean())
     return PieceFigures(seconds, len(notes), len(notes) / max(seconds, 1e-9), int(pitch.min()), int(pitch.max()),
                         float(notes[:, 3].mean()), hold, count, inside, beyond_chopin_run=beyond_chopin_run(states))
-
-
-def beyond_chopin_run(states: States) -> tuple[int, int, int] | None:
-    """The period, run and Chopin's most of the figure that went round furthest beyond his longest run at its
-    period (by the ratio of the two), or None."""
-    runs, most = loop_runs(states), np.asarray(CHOPIN_LOOP_RUNS)
-    if not (runs > most).any():
-        return None
-    i = int(np.argmax(runs / most))
-    return i + 1, int(runs[i]), int(most[i])
 
 
 def result_figures(result, register: tuple[int, int] | None = None) -> PieceFigures:

@@ -145,10 +145,14 @@ def loop_runs(states: States, max_period: int = 16) -> np.ndarray:
     return out
 
 
-def loops_beyond_chopin(states: States) -> bool:
-    """Whether some figure of up to 16 states goes round more states in a row than any in the 48 pieces
-    (:data:`CHOPIN_LOOP_RUNS`) at its period."""
-    return bool((loop_runs(states) > np.array(CHOPIN_LOOP_RUNS)).any())
+def beyond_chopin_run(states: States) -> tuple[int, int, int] | None:
+    """The figure of up to 16 states that went round furthest beyond Chopin's longest run at its period (by
+    the ratio of the two, :data:`CHOPIN_LOOP_RUNS`), as (period, its run, Chopin's most); None: none did."""
+    runs, most = loop_runs(states), np.asarray(CHOPIN_LOOP_RUNS)
+    if not (runs > most).any():
+        return None
+    i = int(np.argmax(runs / most))
+    return i + 1, int(runs[i]), int(most[i])
 
 
 PHRASE_PERIODS = (LONG_PASSAGE + 1, 256)  # states: passages longer than a figure, up to a section
