@@ -493,3 +493,12 @@ def test_library_error_is_a_message_not_a_traceback(at, monkeypatch):
     errors = [e.value for e in at.error]
     assert any("Something went wrong on the server" in e for e in errors)
     assert not any("secret" in e for e in errors)
+
+
+def test_the_hammered_chord_box_reaches_the_composer(at):
+    """Every control reaches the request: `--chopin-runs` is a box on the page (off, as in the library)."""
+    box = at.checkbox(key="chopin_runs")
+    assert box.value is False and box.help and box.label.startswith("Stop a hammered chord")
+    box.check()
+    res = _generate(at)
+    assert res is not None and res.request.chopin_runs is True

@@ -6,8 +6,9 @@ CLI: models (:mod:`~chopinbot.app.registry`), seeds and uploads
 (:mod:`~chopinbot.app.seeds`), requests, composing and results
 (:mod:`~chopinbot.app.request`), the worker pool (:mod:`~chopinbot.app.pool`),
 the real music each piece is set beside and the threshold guide (:mod:`~chopinbot.app.reference`),
-session logs (:mod:`~chopinbot.app.sessions`).  Every control takes its range
-and default from :mod:`chopinbot.app.settings` and the bounds beside
+session logs (:mod:`~chopinbot.app.sessions`), the controls' help texts
+(:mod:`~chopinbot.app.help`).  Every control takes its range and default from
+:mod:`chopinbot.app.settings` and the bounds beside
 :class:`~chopinbot.compose.generate.GenerateConfig`, so none offers what the
 server refuses.  Each visitor's choices and results live in
 ``st.session_state`` only; nothing is written to disk.
@@ -21,6 +22,7 @@ import numpy as np
 import streamlit as st
 
 from chopinbot.app import registry
+from chopinbot.app.help import HELP
 from chopinbot.app.pool import get_pool, in_background, queue_message, tune_for_serving, warm_up
 from chopinbot.app.reference import threshold_guide_png
 from chopinbot.app.registry import ModelEntry, list_models
@@ -34,7 +36,6 @@ from chopinbot.app.settings import (
     MAX_PRIMER_STATES,
     MAX_REQUEST_SECONDS,
     MAX_REQUEST_STATES,
-    MAX_UPLOAD_BYTES,
     MAX_VARIATIONS,
     SERVE_ENV,
     UPLOAD_LIMIT_MB,
@@ -51,7 +52,7 @@ from chopinbot.compose.generate import (
     GenerateConfig,
 )
 from chopinbot.compose.infill import DEFAULT_CANDIDATES, MAX_CANDIDATES, PICTURE_MARGIN_BEATS
-from chopinbot.constants import HIGHEST_PITCH, LOWEST_PITCH, SEED_STATES
+from chopinbot.constants import HIGHEST_PITCH, LOWEST_PITCH
 from chopinbot.errors import ChopinBotError
 from chopinbot.music.controls import LOUDNESS_LEVELS
 from chopinbot.music.keys import ALL_KEYS, pitch_name
@@ -68,87 +69,6 @@ FREE_FORM_OPTION = "free (a continuation)"
 INFILL_NOTE = "An infill keeps the span's length and the piece's key and tempo: these do not apply."
 NO_CONTROLS = ("This model has no controls: density, register, loudness and key hold steer a model trained "
                "with them (`chopinbot train --controls`). Choose such a model above to use them.")
-HELP = {
-    "model": "Which trained network composes. Only the models listed here can be chosen.",
-    "seed_source": f"The music ChopinBot continues: a {SEED_STATES}-state window of a held-out piece "
-                   "(one the model never trained on), or the last bars of your own MIDI file or score "
-                   "(MusicXML, .mxl, Humdrum .krn).",
-    "seeds_from": "Which held-out pieces the seed windows come from: those of the data this model was trained "
-                  "on (a model fine-tuned on your own music starts from your own held-out pieces), or the "
-                  "bundled Chopin test pieces.",
-    "seed_index": "Which window of the held-out pieces to start from; the same index always gives the same seed.",
-    "new_seed": "Pick another window at random (in the mode of the chosen key, if one is chosen).",
-    "primer": f"A standard MIDI file (.mid) or a score (MusicXML .musicxml/.mxl/.xml, Humdrum .krn), at most "
-              f"{MAX_UPLOAD_BYTES / 1024 / 1024:.0f} MB. Its last states become the seed, in its own key and "
-              "metre; drums are ignored.",
-    "primer_states": "How many of the primer's last states (chords or rests) ChopinBot listens to.",
-    "infill": "Instead of continuing your file, compose a span inside it anew, one that leads into what follows: "
-              "several spans are composed and the one under which the model finds the piece's real continuation "
-              "likeliest is kept. The piece keeps its key and tempo, the span its length.",
-    "infill_unit": "Give the span in seconds from the file's start, or in bars (bar 1 starts the file; bar lengths "
-                   "from its time signatures, 4/4 without one).",
-    "infill_start": "Where the span starts (moved to the nearest note boundary); some music must come before it.",
-    "infill_end": "Where the span ends (moved to the nearest note boundary); in bars, it runs up to the start of "
-                  "this bar (3 to 5 = bars 3 and 4). Some music must come after it.",
-    "infill_candidates": f"How many spans are composed (in one batch) to choose from: more give a better join and "
-                         f"take longer. The span's states times the candidates may be at most "
-                         f"{MAX_REQUEST_STATES:,}.",
-    "length_unit": "Say how long the new music should be in seconds, or in states (one state = one chord "
-                   "or rest, a fraction of a beat to a few beats).",
-    "seconds": f"Seconds of new music (the server composes at most {MAX_REQUEST_SECONDS:g} s per request).",
-    "states": f"States of new music (at most {MAX_REQUEST_STATES:,} per request).",
-    "form": "Compose the new music as a piece in a form: ABA (the opening, a contrasting middle in another key "
-            "area, then the opening again) or AABA. The length is the whole piece's, and it ends on a cadence. "
-            "Free = a plain continuation.",
-    "decoding": "Sampling draws every key from its probability (varied, sometimes surprising); "
-                "a threshold plays every key whose probability reaches it (the original app's way: "
-                "repeatable, but it soon goes round in circles: the same few chords again and again).",
-    "temperature": "Below 1: safer, more predictable; above 1: wilder.",
-    "notatable": "Compose only rhythms that the engraved score can write as they are (within each beat, all on "
-                 "the sixteenth or all on the triplet grid). Off, about 1 note in 100 is written a 48th of a beat "
-                 "from where it sounds; on, the model copies fewer passages of its seed and sounds a little less "
-                 "like Chopin (realism test 0.85 against 0.83).",
-    "listen": "Before composing, the model's note head learns the primer (the context and seed, up to 512 "
-              "states): its chords and voicings. It predicts real music better so, but did not sound more like Chopin.",
-    "key_min_p": "A key that is not sounding may start only if its probability is at least this fraction of the "
-                 "likeliest such key's: higher = fewer stray notes, 0 = off.",
-    "key_local_p": "A key that is not sounding may start only if its probability is at least this fraction of the "
-                   "likeliest such key within a few semitones of it: every register keeps its own likeliest "
-                   "notes (so the bass goes on under the melody), while near-miss wrong notes are cut. 0 = off.",
-    "repeat_boost": "How readily a passage heard before (in the seed or the new music) goes on as it went: the "
-                    "odds of that continuation are multiplied by this. Chopin repeats figures and motifs; at 1 "
-                    "the model seldom does. Higher = more repetition.",
-    "repeat_passes": "How many times in a row the repetition above helps a phrase (more than 16 states) go round "
-                     "again; after that the model alone decides. No Chopin piece plays a phrase three times in a "
-                     "row; without a limit the boost took some round eight times. 0 = no limit.",
-    "threshold": "A key sounds when its probability is at least this. Lower = more notes. "
-                 "The threshold guide below shows the trade-off; the default is the value that was best "
-                 "on held-out pieces.",
-    "key": "Transpose the result into this key. A major seed cannot become minor by transposition: "
-           "then the relative key is used (and said so).",
-    "bpm": "Tempo of the result in beats per minute; empty = the seed's own tempo.",
-    "style": "Whose style to compose in. This model learnt several composers' piano music with a style input, "
-             "and composes further in a style other than its own (Chopin) than its own prediction goes "
-             "(style guidance 1): its Mozart is nearer real Mozart than real Chopin (docs/training-history.md).",
-    "variations": f"Compose this many different continuations of the same seed at once (one batch), shown side by "
-                  f"side to listen to and pick from. Together they may last at most {MAX_REQUEST_SECONDS:g} s "
-                  f"({MAX_REQUEST_STATES:,} states), so longer pieces allow fewer variations.",
-    "density": f"Steer the new music to this many notes per second ({DENSITY_RANGE[0]:g} to {DENSITY_RANGE[1]:g}; "
-               "Chopin's two-bar passages mostly lie between 3 and 15). Empty = the model's choice. "
-               "Needs a model with controls.",
-    "steer_register": "Keep the new music between two pitches: the model is steered there, and keys outside are "
-                      "never struck unless you untick the box below. Needs a model with controls.",
-    "register": f"The lowest and highest pitch of the new music, in the output key (C4 = middle C), at least "
-                f"{MIN_REGISTER_SPAN} semitones apart.",
-    "confine_register": "Never strike a key outside the register. Untick to leave it to the model's steering "
-                        "alone, which may stray.",
-    "loudness": "Steer the dynamics: " + ", ".join(f"{m} (mean velocity {v})" for m, v in LOUDNESS_LEVELS.items())
-                + ". The model's choice = not steered. Needs a model with controls.",
-    "hold_key": "Steer the music to stay in its key (the chosen key, or the seed's). Untick to let it wander as "
-                "the model likes. Needs a model with controls (others keep the seed's key by transposition only).",
-    "random_seed": "The same random seed with the same settings gives the same piece again.",
-    "fresh_seed": "Draw a new random seed each time you press Generate (untick to reproduce a piece).",
-}
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
@@ -265,6 +185,8 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
     notatable = sb.checkbox("Rhythms the score writes exactly", value=REQUEST_DEFAULTS.notatable, key="notatable",
                             help=HELP["notatable"])
     listen = sb.checkbox("Learn the primer first", value=REQUEST_DEFAULTS.listen, key="listen", help=HELP["listen"])
+    chopin_runs = sb.checkbox("Stop a hammered chord where Chopin would", value=REQUEST_DEFAULTS.chopin_runs,
+                              key="chopin_runs", help=HELP["chopin_runs"])
 
     sb.subheader("Result")
     key = sb.selectbox("Key", [SEED_KEY_OPTION] + [k.name for k in ALL_KEYS], key="key", help=HELP["key"],
@@ -301,7 +223,7 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
         else REQUEST_DEFAULTS.repeat_boost,
         repeat_passes=int(ss.get("repeat_passes", REQUEST_DEFAULTS.repeat_passes)) if decoding == "sampling"
         else REQUEST_DEFAULTS.repeat_passes,
-        notatable=bool(notatable), listen=bool(listen),
+        notatable=bool(notatable), listen=bool(listen), chopin_runs=bool(chopin_runs),
         key=None if key == SEED_KEY_OPTION or infill else key,
         bpm=float(bpm) if bpm is not None and not infill else None,
         style=style,
