@@ -108,7 +108,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "goes on (default: off; 13 is the longest Chopin ever holds one)")
     g.add_argument("--chopin-runs", action="store_true", default=D.chopin_runs,
                    help="stop a chord or short figure repeated more times in a row than Chopin ever does (one chord "
-                        "11 times after the first, two states alternating 17; the composer struck one up to 48 "
+                        "11 times after the first, two states alternating 17; the composer struck one up to 49 "
                         "times); default: off, the realism test liked it less (docs/controls.md)")
     g.add_argument("--max-leap", type=number_in(1, N_KEYS, int), default=D.max_leap, metavar="SEMITONES",
                    help="the top voice climbs at most this many semitones at once (default: off)")

@@ -239,7 +239,7 @@ class LoopBreaker(StepProcessor):
     alternating more than 17.  The state that would go one further is drawn again; nothing is held out after
     it (Chopin strikes a chord again soon after his longest run, so a hold would fire on real music: 86
     states of the 48 pieces), and the 48-state rule above still catches a figure that keeps coming back.
-    The composer had struck one chord up to 48 times in a row (14 s).
+    The composer had struck one chord up to 49 times in a row.
 
     A slide is a loop moved as it goes: each state the one before moved up (or each down) by one interval,
     a scale.  The model, once in a chromatic scale, went on with it for 61 states down the keyboard,

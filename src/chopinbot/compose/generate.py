@@ -150,7 +150,7 @@ class GenerateConfig:
     chopin_runs: bool = False  # the loop breaker also stops each shorter figure where Chopin's longest of its
     #                            length stops (LONGEST_RUNS: a chord struck at most 11 times in a row, two states
     #                            alternating 17).  38 of 50 one-minute pieces from the seed alone went round a
-    #                            figure longer (one chord up to 48 times); with it none does, but the realism test
+    #                            figure longer (one chord up to 49 times); with it none does, but the realism test
     #                            liked it less (valid, twelve paired draws; docs/training-history.md): off
     max_hold: float = 0.0  # beats: a key that has sounded this long without being struck again is struck again
     #                        if it goes on (compose.decoding.HoldLimit; 0 = off).  At LONGEST_HOLD = 13, the longest
