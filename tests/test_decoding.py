@@ -129,14 +129,13 @@ def test_a_scale_is_turned_after_as_many_states_one_way_as_chopin_goes():
     assert breaker.loops.tolist() == [1] and breaker.slide.tolist() == [1]  # turned: a new slide, upwards
 
 
-def test_the_shipped_model_s_chromatic_scale_turns_where_chopin_s_would(monkeypatch):
+def test_piano_transformer_s_chromatic_scale_turns_where_chopin_s_would(monkeypatch):
     """The piece that slid down a chromatic scale from C6 to C1 (61 states, three times in a minute):
     `generate --context-states 0 --no-include-seed --seconds 60 --random-seed 11`."""
     from chopinbot.compose.seeds import random_seed_index
-    from chopinbot.constants import SHIPPED_MODEL
     from chopinbot.evaluation.form_measures import longest_slide
 
-    model = load_model(SHIPPED_MODEL)
+    model = load_model("piano-transformer")  # the model that composed it (the shipped one then)
     seed = seed_from_test(random_seed_index(np.random.default_rng(11)), context_states=0)
     cfg = GenerateConfig(seconds=60, random_seed=11, include_seed=False, top_p=0.5)  # as it was heard
     with monkeypatch.context() as m:  # the loop breaker as it was: loops only
@@ -147,15 +146,14 @@ def test_the_shipped_model_s_chromatic_scale_turns_where_chopin_s_would(monkeypa
     assert any(g.startswith(LOOP_BROKEN) and "scale turned" in g for g in turned.guards)
 
 
-def test_with_chopin_runs_the_shipped_model_s_hammered_chord_stops_where_chopin_s_would():
+def test_with_chopin_runs_piano_transformer_s_hammered_chord_stops_where_chopin_s_would():
     """The piece that struck one G-major chord 45 times in a row, its last 14 s (2026-12-07):
     `generate --context-states 0 --no-include-seed --seconds 45 --random-seed 5` (38 of 50 such pieces went
     round some figure longer than Chopin does at its period); `--chopin-runs` stops it at Chopin's 12 strikes."""
     from chopinbot.compose.seeds import random_seed_index
-    from chopinbot.constants import SHIPPED_MODEL
     from chopinbot.evaluation.form_measures import beyond_chopin_run, loop_runs
 
-    model = load_model(SHIPPED_MODEL)
+    model = load_model("piano-transformer")  # the model that composed it (the shipped one then)
     seed = seed_from_test(random_seed_index(np.random.default_rng(5)), context_states=0)
     cfg = GenerateConfig(seconds=45, random_seed=5, include_seed=False)
     assert loop_runs(generate(model, seed, cfg).generated)[0] == 44  # repeats after the first strike
