@@ -30,7 +30,6 @@ from chopinbot.evaluation.form_measures import (
     beyond_chopin_run,
     ends_on_tonic_chord,
     figure_loop_share,
-    longest_loop,
     longest_slide,
     loop_runs,
     phrase_passes,
@@ -221,8 +220,8 @@ def test_helpers():
     assert len(cut) == 3 and cut.total_beats == pytest.approx(3.5) and cut.beats[-1] == pytest.approx(1.5)
     held = fit_beats(st, 7.0)
     assert len(held) == 4 and held.beats[-1] == pytest.approx(3.0)
-    assert longest_loop(_states([[60], [64]] * 30, [0.5] * 60)) == 58
-    assert longest_loop(_states([[60], [62], [64], [65], [67]], [1.0] * 5)) == 0
+    assert loop_runs(_states([[60], [64]] * 30, [0.5] * 60))[:4].max() == 58
+    assert loop_runs(_states([[60], [62], [64], [65], [67]], [1.0] * 5)).max() == 0
 
 
 def test_cli_form(tiny_model_dir, tmp_path, capsys):
@@ -242,7 +241,7 @@ def test_figure_loop_share_counts_a_figure_with_the_odd_state_changed():
     trill = [[76], [78]] * 48
     assert figure_loop_share(_states(trill, [0.25] * 96)) == pytest.approx(94 / 96)  # the first 2 repeat nothing
     broken = [[76], [78]] * 10 + [[60]] + [[76], [78]] * 38  # the trill with one state changed
-    assert longest_loop(_states(broken, [0.25] * 97), max_period=2) == 74  # two runs: 18 and 74 states
+    assert loop_runs(_states(broken, [0.25] * 97), max_period=2).max() == 74  # two runs: 18 and 74 states
     assert figure_loop_share(_states(broken, [0.25] * 97)) == pytest.approx(92 / 96)  # one figure: 92 of 96
     assert figure_loop_share(_states([[60 + i % 13] for i in range(96)], [0.25] * 96)) == pytest.approx(83 / 96)
     assert figure_loop_share(_states([[60], [62], [64]], [1.0] * 3)) == 0.0

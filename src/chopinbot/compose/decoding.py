@@ -296,10 +296,6 @@ class LoopBreaker(StepProcessor):
         """(B, P): the cycles that have gone on long enough to be a loop."""
         return (self.runs >= self.states) | (self.counts >= self.NEAR)
 
-    def _looping(self) -> np.ndarray:
-        """(B, P): the periods at which the next state may not repeat the state that far before."""
-        return self._reached() | (self.t < self.forbidden_until) | (self.runs >= self.limits)
-
     def _slid(self, step: np.ndarray) -> None:
         """One more state, which moved the one before it ``step`` (B,) -1 (down), 1 (up) or 0 (not a move)."""
         self.slide = slide_after(self.slide, self.direction, step)
@@ -310,12 +306,15 @@ class LoopBreaker(StepProcessor):
         if self.slide.max() >= self.MAX_SLIDE:  # (a scalar test: this runs at every draw)
             bad = (self.slide >= self.MAX_SLIDE) & (np.sign(moved_by(self.last, keys)) == self.direction)
             self.turned |= bad  # a draw (or a copy) that would have gone on sliding: the slide is turned
-        looping = self._looping()
+        # (B, P): the periods at which the next state may not repeat the state that far before: a run as long
+        # as it may go (``states``, or with chopin_runs Chopin's at that period), a loop of NEAR, one held out
+        at_limit = self.runs >= self.limits
+        looping = at_limit | (self.counts >= self.NEAR) | (self.t < self.forbidden_until)
         if not looping.any():
             return bad
         # the cycle of period p goes on with the state p - 1 before the newest: ring row p - 1
         same = (self.ring == self._pack(keys, onsets)[:, None]).all(-1)
-        self.stopped |= (same & (self.runs >= self.limits)).any(-1)
+        self.stopped |= (same & at_limit).any(-1)
         return bad | (same & looping).any(-1)
 
     def on_state(self, new):

@@ -90,21 +90,6 @@ def ends_on_tonic_chord(states: States, key: Key, min_beats: float = 1.0) -> boo
     return (k[0] + LOWEST_PITCH) % 12 == key.tonic and pcs == triad
 
 
-def longest_loop(states: States, max_period: int = 4) -> int:
-    """The most states in a row that repeat the state ``p`` before them (keys, onsets and length), for
-    any period ``p`` up to ``max_period``: a figure stuck on two notes shows as a long run."""
-    best = 0
-    units = states.grid_units()
-    for p in range(1, min(max_period, len(states) - 1) + 1):
-        same = ((states.keys[p:] == states.keys[:-p]).all(1) & (states.onsets[p:] == states.onsets[:-p]).all(1)
-                & (units[p:] == units[:-p]))
-        run = 0
-        for x in same:
-            run = run + 1 if x else 0
-            best = max(best, run)
-    return best
-
-
 FIGURE_WINDOW = 96  # states: about 10-20 s of a piece
 CHOPIN_FIGURE_SHARE = 76 / 96  # the most of any 96 states in a row repeating one figure in the 48 pieces (op. 28 no. 8)
 
@@ -112,7 +97,7 @@ CHOPIN_FIGURE_SHARE = 76 / 96  # the most of any 96 states in a row repeating on
 def figure_loop_share(states: States, window: int = FIGURE_WINDOW, max_period: int = 16) -> float:
     """The largest share of any ``window`` states in a row (all of them, if fewer) that each repeat the
     state ``p`` before them in keys and onsets, for one period ``p`` up to ``max_period``: how long the
-    music goes round one figure, allowing the odd state that differs (which :func:`longest_loop`, a run,
+    music goes round one figure, allowing the odd state that differs (which :func:`loop_runs`, a run,
     does not).  In the 48 performed pieces of the corpus it is at most 0.79 (``CHOPIN_FIGURE_SHARE``);
     a piece above that is stuck in a figure as no Chopin piece is."""
     n = len(states)
