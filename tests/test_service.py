@@ -50,7 +50,7 @@ from chopinbot.cli.app import streamlit_command
 from chopinbot.cli.generate import config_from_args
 from chopinbot.compose import generate as library
 from chopinbot.compose.generate import GenerateConfig
-from chopinbot.constants import SEED_STATES, SHIPPED_MODEL
+from chopinbot.constants import BUNDLED_MODELS_DIR, SEED_STATES, SHIPPED_MODEL, SHIPPED_MODEL_DIR
 from chopinbot.errors import ChopinBotError, ConfigError, ModelFileError
 from chopinbot.evaluation.figures import PieceFigures
 from chopinbot.model.checkpoint import bundled_models, resolve_checkpoint
@@ -143,6 +143,13 @@ def test_load_entry_is_cached_and_carries_settings(entry, tiny_model_dir):
     assert 0.0 <= entry.threshold <= 1.0 and entry.threshold == pytest.approx(entry.meta["valid_threshold"])
     assert "LSTM 1×16" in entry.description
     assert len(seed_infos(entry)) > 100
+
+
+def test_description_names_the_backbone():
+    """The page's model line once called every model an LSTM, the shipped Transformer too."""
+    shipped = load_entry(SHIPPED_MODEL_DIR, SHIPPED_LABEL)
+    assert shipped.description.startswith("Transformer 3×128, ")
+    assert load_entry(BUNDLED_MODELS_DIR / "piano-controls", "piano-controls").description.startswith("LSTM 2×128, ")
 
 
 # --- uploads -------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""ChopinBot: a small LSTM that composes piano music in the style of Chopin.
+"""ChopinBot: a small neural network (a Transformer by default) that composes piano music like Chopin.
 
 Python API (what the CLI and the web app call)::
 

@@ -369,7 +369,7 @@ def show_result(result: ComposeResult) -> None:
     """The pieces side by side (one column each), then their statistics beside real music of their style."""
     n = len(result.pieces)
     lengths = [piece.new_seconds for piece in result.pieces]
-    style = f" in {result.style}'s style" if result.style else ""
+    style = f" in {result.style.capitalize()}'s style" if result.style else ""  # style names are lower case
     if result.is_infill:
         start, end = result.pieces[0].generation.span_seconds
         st.subheader(f"{result.key_name}, the piece's own tempo — {start:.1f}–{end:.1f} s composed anew{style}")
@@ -489,8 +489,8 @@ def main() -> None:
         tune_for_serving()
     init_session()
     st.title("ChopinBot")
-    st.caption("A small LSTM continues a few bars of a held-out piece, or of your own MIDI file or score, in the "
-               "style of the composer you choose (Chopin's, unless the model knows others).")
+    st.caption("A small neural network continues a few bars of a held-out piece, or of your own MIDI file or "
+               "score, in the style of the composer you choose (Chopin's, unless the model knows others).")
     try:
         models = list_models()
     except ChopinBotError as e:

@@ -176,7 +176,8 @@ class ModelEntry:
         n_params = sum(p.numel() for p in self.model.parameters())
         f1 = self.meta.get("metrics", {}).get("valid_f1_best")
         f1_text = f", valid key F1 {f1:.3f}" if isinstance(f1, (int, float)) else ""
-        return f"LSTM {c.layers}×{c.hidden}, {n_params:,} parameters, epoch {self.meta.get('epoch', '?')}{f1_text}"
+        epoch = self.meta.get("epoch", "?")
+        return f"{c.backbone} {c.layers}×{c.hidden}, {n_params:,} parameters, epoch {epoch}{f1_text}"
 
 
 _model_cache: dict[tuple, ModelEntry] = {}

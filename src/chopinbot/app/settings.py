@@ -32,7 +32,7 @@ DEFAULT_MODELS_DIR = Path("runs")
 
 # --- The server -------------------------------------------------------------------------
 # Workers composing at once (processes in the server: see chopinbot.app.pool.ComposePool).
-# Each runs the LSTM on one core (see chopinbot.app.pool.tune_for_serving) and starts one
+# Each runs the model on one core (see chopinbot.app.pool.tune_for_serving) and starts one
 # FluidSynth process; on a 2-core machine two workers keep both cores busy without
 # oversubscribing them.
 DEFAULT_WORKERS = 2

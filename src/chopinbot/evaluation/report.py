@@ -215,8 +215,7 @@ def evaluate(models: list[str | None], out_dir: str | os.PathLike, data: str | o
         check_compatible(model, ds, label)
         res = model_metrics(model, ds, harshness=model.meta.get("harshness", HARSHNESS))
         tr = model.meta.get("train", {})
-        backbone = "Transformer" if model.config.model_type == "transformer" else "LSTM"
-        desc = f"{label} ({model.config.layers}x{model.config.hidden} {backbone}, " + (
+        desc = f"{label} ({model.config.layers}x{model.config.hidden} {model.config.backbone}, " + (
             f"window {tr['window']}" if tr.get("window") else "sequence training"
         ) + f", {model.config.duration_head} durations)"
         rows[desc] = res["test"]

@@ -107,6 +107,11 @@ class ModelConfig:
     heads: int = 4  # transformer: attention heads (``hidden`` is its width, ``layers`` its blocks)
     span: int = 512  # transformer: states each state attends over, itself included (ALiBi positions)
 
+    @property
+    def backbone(self) -> str:
+        """The backbone's name as people write it: "LSTM" or "Transformer"."""
+        return "Transformer" if self.model_type == "transformer" else "LSTM"
+
     def __post_init__(self) -> None:
         if self.note_head is False:
             for block in OPTIONAL_BLOCKS:
