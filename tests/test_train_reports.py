@@ -104,6 +104,9 @@ def test_models_lists_the_bundled_models_and_runs(tiny_run, capsys):
     assert rows[-1]["key_nll"] == pytest.approx(tiny_run.best["valid_key_nll"])
     shipped = next(r for r in rows if r["name"] == "piano-controls")
     assert "chopin" in shipped["composers"] and shipped["key_nll"] > 0
+    backbones = {r["name"]: r["backbone"] for r in rows}
+    assert backbones["piano-controls"] == "LSTM 2×128" and backbones["piano-pretrained"] == "Transformer 3×128"
+    assert backbones[tiny_run.out.name].startswith("LSTM ")  # a run folder, read from its card's checkpoint
     assert cli_main(["models", str(tiny_run.out)]) == 0
     printed = capsys.readouterr().out
     assert f"{SHIPPED_MODEL} *" in printed and f"{tiny_run.best['valid_key_nll']:.3f}" in printed

@@ -22,13 +22,14 @@ def _composers(names: list[str]) -> str:
 def run(args: argparse.Namespace) -> int:
     rows = list_models(args.runs)
     width = max(len(r["name"]) for r in rows) + 2
-    print(f"{'name':<{width}}{'kind':<9}{'key NLL':>8}  composers")
+    print(f"{'name':<{width}}{'kind':<9}{'network':<19}{'key NLL':>8}  composers")
     for r in rows:
         nll = f"{r['key_nll']:.3f}" if r["key_nll"] is not None else "-"
         extra = (f"  (started from {r['init_from'] or 'random weights'}: {r['start_key_nll']:.3f})"
                  if r.get("start_key_nll") is not None else "")
         mark = " *" if r["kind"] == "bundled" and r["name"] == SHIPPED_MODEL else ""
-        print(f"{r['name'] + mark:<{width}}{r['kind']:<9}{nll:>8}  {_composers(r['composers'])}{extra}")
+        composers = _composers(r["composers"])
+        print(f"{r['name'] + mark:<{width}}{r['kind']:<9}{r['backbone']:<19}{nll:>8}  {composers}{extra}")
     print("key NLL: nats per state on the model's own dataset's valid pieces (lower is better; figures on "
           "different datasets do not compare); * the shipped model")
     return 0
