@@ -25,7 +25,7 @@ from chopinbot.music.states import states_to_notes
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="piano-controls")
+    ap.add_argument("--model", default=None, help="model folder or bundled name (default: the shipped model)")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=40.0)
     ap.add_argument("--loop-states", type=int, default=GenerateConfig.loop_states)

@@ -22,7 +22,7 @@ from chopinbot.model.formats import load_model
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="piano-controls")
+    ap.add_argument("--model", default=None, help="model folder or bundled name (default: the shipped model)")
     ap.add_argument("--steps", type=int, default=20000)
     ap.add_argument("--block", type=int, default=1000)
     ap.add_argument("--seed-index", type=int, default=0)

@@ -22,7 +22,7 @@ from chopinbot.compose import decoding
 from chopinbot.compose.decoding import LONGEST_HOLD
 from chopinbot.compose.generate import GenerateConfig, generate
 from chopinbot.compose.seeds import random_seed_index, seed_from_test
-from chopinbot.constants import WARM_STATES
+from chopinbot.constants import SHIPPED_MODEL, WARM_STATES
 from chopinbot.evaluation.form_measures import (
     CHOPIN_FIGURE_SHARE,
     CHOPIN_PHRASE_PASSES,
@@ -39,7 +39,7 @@ from chopinbot.model.formats import load_model
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="piano-controls")
+    ap.add_argument("--model", default=None, help="model folder or bundled name (default: the shipped model)")
     ap.add_argument("--pieces", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--context-states", type=int, default=WARM_STATES)
@@ -79,7 +79,7 @@ def main() -> None:
         runs.append((beyond_chopin_run(res.generated) is not None, loop_runs(res.generated)[:2]))
     breaks = int(sum(b.breaks.sum() for b in breakers))
     loops = int(sum(b.loops.sum() for b in breakers))
-    out = {"model": args.model, "pieces": args.pieces, "context_states": args.context_states,
+    out = {"model": args.model or SHIPPED_MODEL, "pieces": args.pieces, "context_states": args.context_states,
            "loop_states": args.loop_states, "chopin_runs": args.chopin_runs,
            "repeat_boost": args.repeat_boost, "repeat_passes": args.repeat_passes, "min_keys": args.min_keys,
            "pieces_retried": retried, "retries": retries, "pieces_with_a_loop_guard": looped,
