@@ -24,7 +24,12 @@ from chopinbot.evaluation.continuations import (
     with_context,
 )
 from chopinbot.evaluation.realism import ClassifierSettings, RealismSettings, evaluate_realism
-from chopinbot.evaluation.replay import continuation_replays, piece_replays, replay_distribution
+from chopinbot.evaluation.replay import (
+    continuation_replays,
+    piece_replays,
+    replay_distribution,
+    true_continuation_replays,
+)
 from chopinbot.evaluation.suites.realism import RealismSuiteSettings, realism_suite
 from chopinbot.evaluation.suites.schema import SCHEMA_KEYS, suite_result
 from chopinbot.model.formats import load_model
@@ -73,6 +78,20 @@ def test_replay_of_the_seeds_own_context_is_total_and_real_replays_line_up(tiny)
     assert len(train) == len(split_excerpts(ds, "train")) and all(0 <= r <= 1 for r in train if not np.isnan(r))
     d = replay_distribution([0.0, 0.1, 0.5, 0.9, 1.0, float("nan")])
     assert d["n"] == 5 and d["above_0.8"] == pytest.approx(0.4) and d["composed"] == pytest.approx(0.4)
+
+
+def test_what_really_followed_the_seeds_is_read_as_a_continuation_is(tiny):
+    """The like-for-like replay reference: each seed's true continuation against the seed and its context.
+    Its first excerpt after each seed is the true window, read against the 528 states before it, as
+    piece_replays reads it; the next ones are read against the same history, as a continuation's are."""
+    _, ds = tiny
+    seeds, _ = held_out_seeds(ds, "test")
+    same = true_continuation_replays(ds, "test", seeds, 3)
+    assert len(same) == 3 * len(seeds)
+    np.testing.assert_allclose(same[::3], piece_replays(ds, "test", first=16))
+    assert not np.allclose(np.nan_to_num(same[1::3]), np.nan_to_num(same[::3]))  # later excerpts: their own
+    with pytest.raises(ValueError, match="held_out_seeds"):
+        true_continuation_replays(ds, "test", seeds[:-1], 3)
 
 
 def test_realism_suite_schema_and_figure_is_the_protocols(tiny):

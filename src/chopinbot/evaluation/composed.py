@@ -42,6 +42,7 @@ from chopinbot.evaluation.replay import (
     continuation_replays,
     piece_replays,
     replay_distribution,
+    true_continuation_replays,
 )
 
 PHRASE_SECONDS = 60.0  # phrase-scale excerpts: a whole continuation
@@ -81,6 +82,9 @@ def composed_realism(ds: Dataset, rs, compose: Compose, seeds, true, continuatio
     gen_groups = [e.group for c in continuations for e in c.excerpts]
     gen_replay = replays_of(continuations, seconds)
     real_replay = piece_replays(ds, "train", seconds) + piece_replays(ds, rs.split, seconds, first=rs.seed_len)
+    # like for like: what really followed the same seeds, against the same seed and context
+    same_seeds_replay = true_continuation_replays(ds, rs.split, seeds, round(rs.continuation_seconds / seconds),
+                                                  seconds, rs.seed_len)
     assert len(gen_replay) == len(Fg) and len(real_replay) == len(Fc), "replays out of step with the excerpts"
     g, c = _composed(gen_replay), _composed(real_replay)
     gg, gc = np.asarray(gen_groups), np.asarray(chopin_groups)
@@ -112,6 +116,7 @@ def composed_realism(ds: Dataset, rs, compose: Compose, seeds, true, continuatio
     return {"composed_replay": COMPOSED_REPLAY, "mostly_replayed": MOSTLY_REPLAYED, "ngram": REPLAY_NGRAM,
             "history": "the seed and its context (generated); as many states of the piece before it (real)",
             "replay": {"generated": replay_distribution(gen_replay), "chopin": replay_distribution(real_replay),
+                       "chopin_same_seeds": replay_distribution(same_seeds_replay),
                        "seed_alone": replay_distribution(alone_replay)},
             "n_excerpts": {"generated": len(Fg), "generated_composed": int(g.sum()), "chopin": len(Fc),
                            "chopin_composed": int(c.sum()), "seed_alone": len(alone_ex),
@@ -130,7 +135,10 @@ def format_composed_section(composed: dict, main_row: dict | None = None) -> str
     lines = ["### Composed music, apart from what it replays", "",
              f"An excerpt's *replay*: the share of its {composed['ngram']}-state n-grams found, at any "
              "transposition, in what precedes it (the seed and its context for a generated excerpt; as many "
-             f"states of the piece before it for a real one). *Composed*: replay ≤ {composed['composed_replay']:g}.",
+             f"states of the piece before it for a real one). *Composed*: replay ≤ {composed['composed_replay']:g}. "
+             "Replay rows: *chopin*, every excerpt of the real pieces the classifier reads; *chopin_same_seeds*, "
+             "what really followed the generated excerpts' seeds, read against the same seed and context (like "
+             "for like: some places in a piece are reprises).",
              "", "| rows | excerpts per class | accuracy |", "|---|---|---|"]
     if main_row:
         lines.append(f"| all excerpts: generated vs Chopin | {main_row.get('n_per_class', '–')} | {acc(main_row)} |")

@@ -81,6 +81,23 @@ def piece_replays(ds: Dataset, split: str, seconds: float = EXCERPT_SECONDS, fir
     return out
 
 
+def true_continuation_replays(ds: Dataset, split: str, seeds: Sequence[Seed], count: int,
+                              seconds: float = EXCERPT_SECONDS, seed_len: int = SEED_STATES) -> list[float]:
+    """What really followed each of ``seeds`` (those of
+    :func:`~chopinbot.evaluation.continuations.held_out_seeds` over the same ``split`` and
+    ``seed_len``, in order), measured as a continuation of it is: the replay share of each of its first
+    ``count`` excerpts against the seed and its context.  The like-for-like reference for the generated
+    continuations, where :func:`piece_replays` is the reference of every window of the pieces."""
+    after = []  # the piece from each seed's end, in the piece's own key (as continuations are)
+    for seg in filter(performed_chopin, ds.segments(split)):
+        original, _ = transpose_states(ds.states(seg), -seg.shift)
+        after += [original[a:] for a, _ in excerpt_windows(original, seconds, first=seed_len)]
+    if len(after) != len(seeds):
+        raise ValueError(f"{len(seeds)} seeds given, {len(after)} windows of the {split} pieces: "
+                         "not held_out_seeds' own")
+    return [r for seed, states in zip(seeds, after) for r in continuation_replays(seed, states, count, seconds)]
+
+
 def replay_distribution(shares: Sequence[float]) -> dict:
     """Quartiles, mean and the share above :data:`MOSTLY_REPLAYED` (NaN shares, too short to say, left out)."""
     x = np.asarray([s for s in shares if s is not None and not math.isnan(s)], np.float64)
