@@ -256,8 +256,9 @@ class LoopBreaker(StepProcessor):
         self.states = states
         B, P, W = len(histories), self.MAX_PERIOD, self.WINDOW
         # per period: the most states in a row that may repeat the state p before (with chopin_runs, Chopin's
-        # longest at p; else ``states`` at any p, which also makes a loop of them)
-        self.limits = np.minimum(states, np.array(LONGEST_RUNS[:P]) if chopin_runs else states)
+        # longest at p; else ``states`` at any p, which also makes a loop of them).  Never above ``states``, so
+        # a run at a loop's length is always at its limit too
+        self.limits = np.minimum(states, LONGEST_RUNS[:P]) if chopin_runs else np.full(P, states)
         self.ring = np.zeros((B, P, 2 * N_KEYS // 8), np.uint8)  # the last P states, newest first, packed
         self.runs = np.zeros((B, P), np.int64)  # for each period p: states in a row equal to the one p before
         self.repeats = np.zeros((B, P, W), bool)  # for each period: which of the last W states repeated (by t % W)
@@ -319,7 +320,8 @@ class LoopBreaker(StepProcessor):
 
     def on_state(self, new):
         reached, held = self._reached(), self.t < self.forbidden_until
-        self.breaks += (reached | held | (self.runs >= self.limits)).any(-1) | (self.slide >= self.MAX_SLIDE)
+        at_limit = self.runs >= self.limits  # covers the runs of ``reached``; its NEAR loops are added
+        self.breaks += (at_limit | (self.counts >= self.NEAR) | held).any(-1) | (self.slide >= self.MAX_SLIDE)
         # a new loop or a figure stopped at its period's limit (not one held out already); a slide turned
         self.loops += ((reached.any(-1) | self.stopped) & ~held.any(-1)) | self.turned
         self.stopped[:] = False
