@@ -255,9 +255,8 @@ class LoopBreaker(StepProcessor):
     def __init__(self, states: int, histories: list[States], chopin_runs: bool = False) -> None:
         self.states = states
         B, P, W = len(histories), self.MAX_PERIOD, self.WINDOW
-        # per period: the most states in a row that may repeat the state p before (with chopin_runs, Chopin's
-        # longest at p; else ``states`` at any p, which also makes a loop of them).  Never above ``states``, so
-        # a run at a loop's length is always at its limit too
+        # per period: the most states in a row that may repeat the state p before (Chopin's longest at p with
+        # chopin_runs, else ``states``); never above ``states``: a run at a loop's length is at its limit too
         self.limits = np.minimum(states, LONGEST_RUNS[:P]) if chopin_runs else np.full(P, states)
         self.ring = np.zeros((B, P, 2 * N_KEYS // 8), np.uint8)  # the last P states, newest first, packed
         self.runs = np.zeros((B, P), np.int64)  # for each period p: states in a row equal to the one p before
