@@ -23,10 +23,12 @@ boost stopped helping a phrase round a third time (``repeat_passes`` 2) and the 
 after 28 states, the repeat boost stopped helping a moving figure past ``repeat_passes`` and the model's own
 style went unguided, other styles guided at 1 (2026-12-07, late; 8 of 36 differ from phase 5: the style
 guided, and the guards' text of the loops broken); ``decoding_fingerprints_phase7.json`` after the durations'
-top-p went from 0.5 to 0.65 (2026-12-07, late): check refactors against it.  It still holds 36 of 36
+top-p went from 0.5 to 0.65 (2026-12-07, late).  It still held 36 of 36
 after the note head's listening (``listen``) and the hold limit (``max_hold``) came, both off by default
 (on, listening changes 28 of 36, those whose primer holds a whole block; the hold limit at 13 beats 1, the
-threshold's held chords).
+threshold's held chords).  ``decoding_fingerprints_phase8.json`` after the repeat boost stopped helping a
+figure round more than ``repeat_passes`` times too, as it does a phrase (14 of 36 differ from phase 7, those
+where a figure had gone round more than twice): check refactors against it.
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@ piece's), pieces going round a figure more states in a row than any Chopin piece
 (form_measures.beyond_chopin_run: a chord hammered, a trill), pieces sliding one way longer than any Chopin
 piece (form_measures.longest_slide) and pieces holding a key longer than any Chopin piece
 (form_measures.longest_hold) in N pieces of 60 s from the test seeds, as `chopinbot generate --random-seed i
---seconds 60 [--context-states C]` composes them (i = 0..N-1).
+--seconds 60 [--context-states C]` composes them (i = 0..N-1), or (``--split valid``, to choose a setting on)
+from random windows of the valid pieces of runs/dataset.
 
     PYTHONPATH=src python scripts/loop_retries_check.py --pieces 50 [--context-states 0] [--loop-states 0] \
-        [--repeat-boost B] [--repeat-passes N] [--min-keys K] [--max-hold BEATS] [--chopin-runs]
+        [--repeat-boost B] [--repeat-passes N] [--min-keys K] [--max-hold BEATS] [--chopin-runs] [--split valid]
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from chopinbot.compose.decoding import LONGEST_HOLD
 from chopinbot.compose.generate import GenerateConfig, generate
 from chopinbot.compose.seeds import random_seed_index, seed_from_test
 from chopinbot.constants import SHIPPED_MODEL, WARM_STATES
+from chopinbot.dataset.store import Dataset
+from chopinbot.evaluation.continuations import held_out_seeds
 from chopinbot.evaluation.form_measures import (
     CHOPIN_FIGURE_SHARE,
     CHOPIN_PHRASE_PASSES,
@@ -49,6 +52,9 @@ def main() -> None:
     ap.add_argument("--min-keys", type=int, default=GenerateConfig.min_keys)
     ap.add_argument("--max-hold", type=float, default=GenerateConfig.max_hold)
     ap.add_argument("--chopin-runs", action="store_true")
+    ap.add_argument("--split", choices=("test", "valid"), default="test",
+                    help="whose windows seed the pieces: the bundled test pieces (as `generate` picks a random seed) "
+                         "or the valid pieces of runs/dataset (to choose a setting on)")
     args = ap.parse_args()
     model = load_model(args.model)
     breakers = []
@@ -61,9 +67,13 @@ def main() -> None:
 
     decoding.processors_for = spy
     retried, retries, looped, shares, passes, slides, holds, runs, t = 0, 0, 0, [], [], [], [], [], time.perf_counter()
+    valid = held_out_seeds(Dataset("runs/dataset"), "valid", context_states=args.context_states)[0] \
+        if args.split == "valid" else None
     for i in range(args.pieces):
-        idx = random_seed_index(np.random.default_rng(i))
-        seed = seed_from_test(idx, context_states=args.context_states)
+        if valid is None:
+            seed = seed_from_test(random_seed_index(np.random.default_rng(i)), context_states=args.context_states)
+        else:
+            seed = valid[int(np.random.default_rng(i).integers(len(valid)))]
         res = generate(model, seed, GenerateConfig(seconds=args.seconds, random_seed=i, loop_states=args.loop_states,
                                                   repeat_boost=args.repeat_boost, repeat_passes=args.repeat_passes,
                                                   min_keys=args.min_keys, max_hold=args.max_hold,
@@ -79,7 +89,8 @@ def main() -> None:
         runs.append((beyond_chopin_run(res.generated) is not None, loop_runs(res.generated)[:2]))
     breaks = int(sum(b.breaks.sum() for b in breakers))
     loops = int(sum(b.loops.sum() for b in breakers))
-    out = {"model": args.model or SHIPPED_MODEL, "pieces": args.pieces, "context_states": args.context_states,
+    out = {"model": args.model or SHIPPED_MODEL, "pieces": args.pieces, "split": args.split,
+           "context_states": args.context_states,
            "loop_states": args.loop_states, "chopin_runs": args.chopin_runs,
            "repeat_boost": args.repeat_boost, "repeat_passes": args.repeat_passes, "min_keys": args.min_keys,
            "pieces_retried": retried, "retries": retries, "pieces_with_a_loop_guard": looped,

@@ -61,9 +61,10 @@ HELP = {
     "repeat_boost": "How readily a passage heard before (in the seed or the new music) goes on as it went: the "
                     "odds of that continuation are multiplied by this. Chopin repeats figures and motifs; at 1 "
                     "the model seldom does. Higher = more repetition.",
-    "repeat_passes": "How many times in a row the repetition above helps a phrase (more than 16 states) go round "
-                     "again; after that the model alone decides. No Chopin piece plays a phrase three times in a "
-                     "row; without a limit the boost took some round eight times. 0 = no limit.",
+    "repeat_passes": "How many times in a row the repetition above helps a passage (a figure or a phrase) go "
+                     "round again; after that the model alone decides. No Chopin piece plays a phrase three times "
+                     "in a row; without a limit the boost took some round eight times, and kept a chord struck "
+                     "again and again for 20 s. 0 = no limit.",
     "threshold": "A key sounds when its probability is at least this. Lower = more notes. "
                  "The threshold guide below shows the trade-off; the default is the value that was best "
                  "on held-out pieces.",

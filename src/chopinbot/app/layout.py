@@ -177,7 +177,7 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
                   value=REQUEST_DEFAULTS.key_local_p, step=0.05, key="key_local_p", help=HELP["key_local_p"])
         sb.slider("Repetition", min_value=1.0, max_value=32.0, value=REQUEST_DEFAULTS.repeat_boost, step=0.5,
                   key="repeat_boost", help=HELP["repeat_boost"])
-        sb.slider("Phrase repeats", min_value=0, max_value=4, value=REQUEST_DEFAULTS.repeat_passes, step=1,
+        sb.slider("Repeats helped", min_value=0, max_value=4, value=REQUEST_DEFAULTS.repeat_passes, step=1,
                   key="repeat_passes", help=HELP["repeat_passes"])
     else:
         value = sb.slider("Threshold", min_value=THRESHOLD_RANGE[0], max_value=THRESHOLD_RANGE[1],

@@ -100,9 +100,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="multiply the odds of going on as a passage heard before went (the seed's or its own): "
                         "figures and motifs recur, as Chopin's do (default: %(default)s; 1 = the model's own)")
     g.add_argument("--repeat-passes", type=nonneg_int, default=D.repeat_passes, metavar="N",
-                   help="the boost helps a phrase (a passage of more than 16 states) go round at most N times in a "
-                        "row; after that the model alone decides whether it goes round again (default: "
-                        "%(default)s; 0 = no limit)")
+                   help="the boost helps a passage (a figure or a phrase) go round at most N times in a row; after "
+                        "that the model alone decides whether it goes round again (default: %(default)s; 0 = no "
+                        "limit)")
     g.add_argument("--max-hold", type=number_in(0.0, 64.0), default=D.max_hold, metavar="BEATS",
                    help="a key that has sounded this many beats without being struck again is struck again if it "
                         "goes on (default: off; 13 is the longest Chopin ever holds one)")

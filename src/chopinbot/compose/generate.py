@@ -133,12 +133,12 @@ class GenerateConfig:
     #                             from 0.92 to 0.85 (chopin-controls, 2026-12-02); 4 -> 16 took piano-controls'
     #                             from 0.831 to 0.798, its composed excerpts from 0.850 to 0.807 (six paired
     #                             draws, 2026-12-07; 24 and 32 no better; docs/training-history.md)
-    repeat_passes: int = 2  # the boost helps a phrase (> 16 states) go round at most this many times in a row
-    #                         (0 = no limit; compose.repetition.LONG_PASSAGE).  No Chopin piece goes round a phrase
-    #                         twice in full; without a limit 19-24 of 50 pieces did, up to 38 times.  2 brings the
-    #                         replay spread to Chopin's on the valid seeds (share replaying > 0.8: 0.10 against
-    #                         0.065; 0 gives 0.20) at +0.024 in the 20-s realism test, which cannot hear a loop of
-    #                         phrases (its 60-s row is level); 1: 0.03, +0.050 (docs/training-history.md)
+    repeat_passes: int = 2  # the boost helps a passage (a figure or a phrase) go round at most this many times in
+    #                         a row, then the model alone decides (0 = no limit; compose.repetition).  No Chopin
+    #                         piece goes round a phrase twice in full; without a limit 19-24 of 50 pieces did, up
+    #                         to 38 times.  Figures were helped round freely until the model, helped at every
+    #                         round, stayed in them: limited too, fewer pieces go round a figure beyond Chopin's
+    #                         longest run or hold a key beyond his (docs/training-history.md)
     listen: bool = False  # the note head learns the primer (context and seed, up to 512 states) before composing:
     #                       its chords and voicings (model.adaptation).  Key NLL measured the same way 3.47 -> 3.21
     #                       (valid), 3.91 -> 3.78 (test); realism level on the valid seeds (-0.009 +- 0.012, twelve
