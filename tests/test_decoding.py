@@ -11,6 +11,7 @@ from chopinbot.compose import decoding
 from chopinbot.compose.decoding import Decoder, LoopBreaker, StepLimit, StepProcessor, processors_for
 from chopinbot.compose.form import compose_form
 from chopinbot.compose.generate import LOOP_BROKEN, GenerateConfig, check_guards, generate
+from chopinbot.compose.repetition import LONG_PASSAGE, RepeatBoost
 from chopinbot.compose.seeds import seed_from_test
 from chopinbot.constants import BUNDLED_CORPUS_DIR, N_KEYS
 from chopinbot.dataset.store import DEFAULT_SETTINGS as S
@@ -138,6 +139,7 @@ def test_piano_transformer_s_chromatic_scale_turns_where_chopin_s_would(monkeypa
     model = load_model("piano-transformer")  # the model that composed it (the shipped one then)
     seed = seed_from_test(random_seed_index(np.random.default_rng(11)), context_states=0)
     cfg = GenerateConfig(seconds=60, random_seed=11, include_seed=False, top_p=0.5)  # as it was heard
+    monkeypatch.setattr(RepeatBoost, "FREE_PERIOD", LONG_PASSAGE)  # the boost as it was: figures helped freely
     with monkeypatch.context() as m:  # the loop breaker as it was: loops only
         m.setattr(LoopBreaker, "MAX_SLIDE", 10**6)
         assert longest_slide(generate(model, seed, cfg).generated) > 2 * CHOPIN_SLIDE_STATES
@@ -146,7 +148,7 @@ def test_piano_transformer_s_chromatic_scale_turns_where_chopin_s_would(monkeypa
     assert any(g.startswith(LOOP_BROKEN) and "scale turned" in g for g in turned.guards)
 
 
-def test_with_chopin_runs_piano_transformer_s_hammered_chord_stops_where_chopin_s_would():
+def test_with_chopin_runs_piano_transformer_s_hammered_chord_stops_where_chopin_s_would(monkeypatch):
     """The piece that struck one G-major chord 45 times in a row, its last 14 s (2026-12-07):
     `generate --context-states 0 --no-include-seed --seconds 45 --random-seed 5` (38 of 50 such pieces went
     round some figure longer than Chopin does at its period); `--chopin-runs` stops it at Chopin's 12 strikes."""
@@ -156,6 +158,7 @@ def test_with_chopin_runs_piano_transformer_s_hammered_chord_stops_where_chopin_
     model = load_model("piano-transformer")  # the model that composed it (the shipped one then)
     seed = seed_from_test(random_seed_index(np.random.default_rng(5)), context_states=0)
     cfg = GenerateConfig(seconds=45, random_seed=5, include_seed=False)
+    monkeypatch.setattr(RepeatBoost, "FREE_PERIOD", LONG_PASSAGE)  # the boost as it was: figures helped freely
     assert loop_runs(generate(model, seed, cfg).generated)[0] == 44  # repeats after the first strike
     stopped = generate(model, seed, replace(cfg, chopin_runs=True))
     assert beyond_chopin_run(stopped.generated) is None
@@ -207,11 +210,12 @@ def test_the_hold_limit_never_fires_on_real_chopin(name):
     assert limit.struck.sum() == 0
 
 
-def test_with_the_hold_limit_the_shipped_model_holds_no_key_longer_than_chopin():
+def test_with_the_hold_limit_the_shipped_model_holds_no_key_longer_than_chopin(monkeypatch):
     """From the seed alone, test seed 0 held a key for 17 beats (2026-12-07; 19 of 50 such minutes held one
     longer than Chopin ever does, up to 33 beats)."""
     from chopinbot.evaluation.form_measures import longest_hold
 
+    monkeypatch.setattr(RepeatBoost, "FREE_PERIOD", LONG_PASSAGE)  # the boost as it was: figures helped freely
     model = load_model("piano-transformer")
     seed = seed_from_test(0, context_states=0)
     cfg = GenerateConfig(seconds=60, random_seed=0, include_seed=False, max_hold=decoding.LONGEST_HOLD)

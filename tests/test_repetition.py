@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from chopinbot.compose.generate import GenerateConfig, generate
-from chopinbot.compose.repetition import RepeatBoost
+from chopinbot.compose.repetition import LONG_PASSAGE, RepeatBoost
 from chopinbot.compose.seeds import seed_from_test
 from chopinbot.errors import ConfigError
 from chopinbot.model.formats import load_model
@@ -104,6 +104,13 @@ def test_a_figure_is_helped_round_at_most_passes_times_too(passes, heard, helped
     assert found == helped
     if helped:
         assert keys == [30, 31 + heard % 4]
+
+
+def test_figures_went_round_freely_before(monkeypatch):
+    # the boost as it was until figures were limited too (the tests that replay pieces heard then set it so)
+    monkeypatch.setattr(RepeatBoost, "FREE_PERIOD", LONG_PASSAGE)
+    assert _candidate(1, 64, 16) == (True, [30, 31])
+    assert _candidate(1, 40, 20)[0] is False  # a phrase was limited then too
 
 
 def _sequence(n: int) -> np.ndarray:

@@ -54,6 +54,10 @@ LONGEST_SLIDE = 28
 class RepeatBoost:
     """The continuation of each piece's longest earlier match, and the odds boost at its draw."""
 
+    # a passage of at most this many states that repeats in place goes round freely with the boost's help (0: none;
+    # LONG_PASSAGE until figures were limited too, see above: the tests that replay pieces heard then set it back)
+    FREE_PERIOD = 0
+
     def __init__(self, boost: float, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
                  classes: np.ndarray, passes: int = 0, trackers: dict[str, ContinuationTracker] | None = None
                  ) -> None:
@@ -89,7 +93,8 @@ class RepeatBoost:
             # time, which the boost had slid to the end of the keyboard and back) alike
             run = np.where(use_moved, tm.run[km], te.run[ke])
             period = np.where(use_moved, tm.period[km], te.period[ke])
-            found &= run < self.passes * period
+            free = (period <= self.FREE_PERIOD) & ~(use_moved & (tm.shift[km] != 0))
+            found &= free | (run < self.passes * period)
         cls = np.abs(np.log(np.maximum(beats, 1e-6))[:, None] - np.log(self.classes)[None, :]).argmin(-1)
         return keys, onsets, cls, found
 
