@@ -28,7 +28,9 @@ after the note head's listening (``listen``) and the hold limit (``max_hold``) c
 (on, listening changes 28 of 36, those whose primer holds a whole block; the hold limit at 13 beats 1, the
 threshold's held chords).  ``decoding_fingerprints_phase8.json`` after the repeat boost stopped helping a
 figure round more than ``repeat_passes`` times too, as it does a phrase (14 of 36 differ from phase 7, those
-where a figure had gone round more than twice): check refactors against it.
+where a figure had gone round more than twice); ``decoding_fingerprints_phase9.json`` after the loop
+breaker began to stop each short figure where Chopin's longest run at its length stops (``chopin_runs`` on
+by default; 13 of 36 differ from phase 8): check refactors against it.
 """
 
 from __future__ import annotations

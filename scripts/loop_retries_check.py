@@ -8,7 +8,7 @@ piece (form_measures.longest_slide) and pieces holding a key longer than any Cho
 from random windows of the valid pieces of runs/dataset.
 
     PYTHONPATH=src python scripts/loop_retries_check.py --pieces 50 [--context-states 0] [--loop-states 0] \
-        [--repeat-boost B] [--repeat-passes N] [--min-keys K] [--max-hold BEATS] [--chopin-runs] [--split valid]
+        [--repeat-boost B] [--repeat-passes N] [--min-keys K] [--max-hold BEATS] [--no-chopin-runs] [--split valid]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--repeat-passes", type=int, default=GenerateConfig.repeat_passes)
     ap.add_argument("--min-keys", type=int, default=GenerateConfig.min_keys)
     ap.add_argument("--max-hold", type=float, default=GenerateConfig.max_hold)
-    ap.add_argument("--chopin-runs", action="store_true")
+    ap.add_argument("--chopin-runs", action=argparse.BooleanOptionalAction, default=GenerateConfig.chopin_runs)
     ap.add_argument("--split", choices=("test", "valid"), default="test",
                     help="whose windows seed the pieces: the bundled test pieces (as `generate` picks a random seed) "
                          "or the valid pieces of runs/dataset (to choose a setting on)")

@@ -496,9 +496,9 @@ def test_library_error_is_a_message_not_a_traceback(at, monkeypatch):
 
 
 def test_the_hammered_chord_box_reaches_the_composer(at):
-    """Every control reaches the request: `--chopin-runs` is a box on the page (off, as in the library)."""
+    """Every control reaches the request: `--chopin-runs` is a box on the page (on, as in the library)."""
     box = at.checkbox(key="chopin_runs")
-    assert box.value is False and box.help and box.label.startswith("Stop a hammered chord")
-    box.check()
+    assert box.value is True and box.help and box.label.startswith("Stop a hammered chord")
+    box.uncheck()
     res = _generate(at)
-    assert res is not None and res.request.chopin_runs is True
+    assert res is not None and res.request.chopin_runs is False

@@ -138,7 +138,7 @@ def test_piano_transformer_s_chromatic_scale_turns_where_chopin_s_would(monkeypa
 
     model = load_model("piano-transformer")  # the model that composed it (the shipped one then)
     seed = seed_from_test(random_seed_index(np.random.default_rng(11)), context_states=0)
-    cfg = GenerateConfig(seconds=60, random_seed=11, include_seed=False, top_p=0.5)  # as it was heard
+    cfg = GenerateConfig(seconds=60, random_seed=11, include_seed=False, top_p=0.5, chopin_runs=False)  # as heard
     monkeypatch.setattr(RepeatBoost, "FREE_PERIOD", LONG_PASSAGE)  # the boost as it was: figures helped freely
     with monkeypatch.context() as m:  # the loop breaker as it was: loops only
         m.setattr(LoopBreaker, "MAX_SLIDE", 10**6)
@@ -157,14 +157,14 @@ def test_with_chopin_runs_piano_transformer_s_hammered_chord_stops_where_chopin_
 
     model = load_model("piano-transformer")  # the model that composed it (the shipped one then)
     seed = seed_from_test(random_seed_index(np.random.default_rng(5)), context_states=0)
-    cfg = GenerateConfig(seconds=45, random_seed=5, include_seed=False)
+    cfg = GenerateConfig(seconds=45, random_seed=5, include_seed=False, chopin_runs=False)  # as it was heard
     monkeypatch.setattr(RepeatBoost, "FREE_PERIOD", LONG_PASSAGE)  # the boost as it was: figures helped freely
     assert loop_runs(generate(model, seed, cfg).generated)[0] == 44  # repeats after the first strike
     stopped = generate(model, seed, replace(cfg, chopin_runs=True))
     assert beyond_chopin_run(stopped.generated) is None
     assert any(g.startswith(LOOP_BROKEN) and "Chopin's of its length" in g for g in stopped.guards)
-    with pytest.raises(ConfigError, match="loop states"):
-        GenerateConfig(chopin_runs=True, loop_states=0).validate()
+    free = generate(model, seed, replace(cfg, chopin_runs=True, loop_states=0))  # the limits are the breaker's:
+    assert loop_runs(free.generated)[0] == 44 and not free.guards  # with it off, off too
 
 
 def _held(pitch: int, beats: list[float]) -> States:
@@ -218,7 +218,8 @@ def test_with_the_hold_limit_the_shipped_model_holds_no_key_longer_than_chopin(m
     monkeypatch.setattr(RepeatBoost, "FREE_PERIOD", LONG_PASSAGE)  # the boost as it was: figures helped freely
     model = load_model("piano-transformer")
     seed = seed_from_test(0, context_states=0)
-    cfg = GenerateConfig(seconds=60, random_seed=0, include_seed=False, max_hold=decoding.LONGEST_HOLD)
+    cfg = GenerateConfig(seconds=60, random_seed=0, include_seed=False, max_hold=decoding.LONGEST_HOLD,
+                         chopin_runs=False)  # as it was heard
     assert longest_hold(generate(model, seed, replace(cfg, max_hold=0.0)).generated) > 15
     assert longest_hold(generate(model, seed, cfg).generated) <= decoding.LONGEST_HOLD + 1e-6
 

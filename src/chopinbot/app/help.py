@@ -49,8 +49,8 @@ HELP = {
                  "from where it sounds; on, the model copies fewer passages of its seed and sounds a little less "
                  "like Chopin (realism test 0.85 against 0.83).",
     "chopin_runs": "Stop a chord struck again and again (or a short figure going round) where Chopin's longest such "
-                   "run stops: one chord 12 times in a row. Off, a chord may be struck up to 49 times; the realism "
-                   "test still prefers that, as it hears a steady pulse in it.",
+                   "run stops: one chord 12 times in a row, two chords alternating 18 states. Off, only the loop "
+                   "breaker's 48 states stop one.",
     "listen": "Before composing, the model's note head learns the primer (the context and seed, up to 512 "
               "states): its chords and voicings. It predicts real music better so, but did not sound more like Chopin.",
     "key_min_p": "A key that is not sounding may start only if its probability is at least this fraction of the "

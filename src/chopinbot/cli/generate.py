@@ -106,10 +106,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-hold", type=number_in(0.0, 64.0), default=D.max_hold, metavar="BEATS",
                    help="a key that has sounded this many beats without being struck again is struck again if it "
                         "goes on (default: off; 13 is the longest Chopin ever holds one)")
-    g.add_argument("--chopin-runs", action="store_true", default=D.chopin_runs,
+    g.add_argument("--chopin-runs", action=argparse.BooleanOptionalAction, default=D.chopin_runs,
                    help="stop a chord or short figure repeated more times in a row than Chopin ever does (one chord "
                         "11 times after the first, two states alternating 17; the composer struck one up to 49 "
-                        "times); default: off, the realism test liked it less (docs/controls.md)")
+                        "times); default: on (--no-chopin-runs: only the loop breaker's 48 states)")
     g.add_argument("--max-leap", type=number_in(1, N_KEYS, int), default=D.max_leap, metavar="SEMITONES",
                    help="the top voice climbs at most this many semitones at once (default: off)")
     g.add_argument("--notatable", action="store_true", default=D.notatable,
@@ -263,8 +263,8 @@ def run(args: argparse.Namespace) -> int:
         print(res.summary())
         figures = result_figures(res)
         print("measured: " + figures.summary())
-        if figures.beyond_chopin_run is not None and not cfg.chopin_runs:
-            print("  (--chopin-runs stops a chord or figure where Chopin's longest run stops)")
+        if figures.beyond_chopin_run is not None and not (cfg.chopin_runs and cfg.loop_states):
+            print("  (--chopin-runs with the loop breaker on stops a chord or figure where Chopin's longest run stops)")
         print("wrote " + ", ".join(str(w) for w in written))
     return 0
 

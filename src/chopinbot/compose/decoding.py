@@ -234,7 +234,7 @@ class LoopBreaker(StepProcessor):
     loop too.  Constant time per state: a ring of the last ``MAX_PERIOD`` states, and per period a run
     length, the repeats among the last ``WINDOW`` states and the state until which it stays forbidden.
 
-    With ``chopin_runs`` (off by default: the realism test liked it less) shorter runs are bounded too, each
+    With ``chopin_runs`` (on by default since figures are helped round only twice) shorter runs are bounded too, each
     period by Chopin's own longest (``LONGEST_RUNS``): a chord struck more than 11 times in a row, two states
     alternating more than 17.  The state that would go one further is drawn again; nothing is held out after
     it (Chopin strikes a chord again soon after his longest run, so a hold would fire on real music: 86
