@@ -151,6 +151,7 @@ def test_figures_measure_what_the_requests_name():
     assert "one chord struck 20 times in a row (Chopin: at most 12)" in fig.summary()
     twelve = piece_figures(st[:12], bpm=120, key=Key(0, False))
     assert twelve.beyond_chopin_run is None and "in a row" not in twelve.summary()
+    assert fig.beyond_chopin_phrase is None  # a chord struck again is a figure, not a phrase
 
 
 def test_figures_say_how_much_of_the_new_music_was_replayed(tiny_model_dir):

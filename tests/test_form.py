@@ -27,9 +27,11 @@ from chopinbot.evaluation.form_measures import (
     CHOPIN_LOOP_RUNS,
     CHOPIN_PHRASE_PASSES,
     CHOPIN_SLIDE_STATES,
+    beyond_chopin_phrase,
     beyond_chopin_run,
     ends_on_tonic_chord,
     figure_loop_share,
+    longest_phrase,
     longest_slide,
     loop_runs,
     phrase_passes,
@@ -275,6 +277,11 @@ def test_phrase_passes_count_how_often_a_phrase_went_round_in_a_row():
     trill = [[60], [62]] * 40  # it repeats at every even period too, but it is a figure going round: not counted
     assert phrase_passes(_states(trill, [0.25] * 80)) == 0.0
     assert phrase_passes(_states((phrase + trill[:6]) * 3, [0.25] * 78)) == pytest.approx(2.0)  # with one inside
+    # which phrase, and whether beyond Chopin's 1.62: A A A A is, A A is not
+    assert longest_phrase(_states(phrase * 4, [0.25] * 80)) == (20, pytest.approx(3.0))
+    assert beyond_chopin_phrase(_states(phrase * 4, [0.25] * 80)) == (20, pytest.approx(3.0))
+    assert beyond_chopin_phrase(_states(phrase * 2 + [[30]], [0.25] * 41)) is None
+    assert longest_phrase(_states(trill, [0.25] * 80)) == (0, 0.0)
 
 
 def test_no_chopin_piece_goes_round_a_phrase_beyond_the_calibration():

@@ -340,6 +340,10 @@ def test_the_page_says_when_a_chord_was_struck_more_often_than_chopin_ever_does(
     lines = figures_lines(fig, ComposeRequest())
     assert lines[4] == "one chord struck 20 times in a row (Chopin: at most 12)" and len(lines) == 5
     assert len(figures_lines(dataclasses.replace(fig, beyond_chopin_run=None), ComposeRequest())) == 4
+    # and when a phrase went round more times than any of his: a passage of 20 states heard 4 times
+    phrase = figures_lines(dataclasses.replace(fig, beyond_chopin_run=None, beyond_chopin_phrase=(20, 3.0)),
+                           ComposeRequest())
+    assert phrase[4] == "a passage of 20 states heard 4.0 times in a row (Chopin: at most 2.6)"
 
 
 def test_variations_are_different_pieces_each_measured(controls_entry, pool):

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from chopinbot.evaluation.excerpts import EXCERPT_SECONDS, detected_key, time_excerpts
-from chopinbot.evaluation.form_measures import beyond_chopin_run
+from chopinbot.evaluation.form_measures import CHOPIN_PHRASE_PASSES, beyond_chopin_phrase, beyond_chopin_run
 from chopinbot.evaluation.replay import REPLAY_NGRAM, history_index, replay_share
 from chopinbot.music.controls import LOUDNESS_LEVELS
 from chopinbot.music.keys import Key, pitch_name, within_a_fifth
@@ -51,6 +51,9 @@ class PieceFigures:
     # the figure (period p <= 16 states) that went round furthest beyond Chopin's longest run at its period, as
     # (p, states in a row repeating the one p before, Chopin's most); None: none did (form_measures.loop_runs)
     beyond_chopin_run: tuple[int, int, int] | None = None
+    # the passage longer than a figure that went round more times in a row than any in Chopin's pieces, as (its
+    # length in states, passes: 1.0 = heard twice in full); None: none did (form_measures.longest_phrase)
+    beyond_chopin_phrase: tuple[int, float] | None = None
 
     @property
     def register_names(self) -> str:
@@ -68,7 +71,7 @@ class PieceFigures:
         hold = f"{self.key_hold:.0%} of {self.key_excerpts} excerpts" if self.key_excerpts else "too short to judge"
         inside = f" ({self.inside_register:.0%} inside the requested register)" if self.inside_register is not None \
             else ""
-        extra = "".join(f"; {text}" for text in (self.run_text, self.replay_text) if text)
+        extra = "".join(f"; {text}" for text in (self.run_text, self.phrase_text, self.replay_text) if text)
         return (f"density {self.density:.1f} notes/s; register {self.register_names}{inside}; loudness "
                 f"{self.loudness:.0f} ({self.loudness_mark}); key held: {hold}{extra}")
 
@@ -81,6 +84,15 @@ class PieceFigures:
         if p == 1:
             return f"one chord struck {run + 1} times in a row (Chopin: at most {most + 1})"
         return f"a figure of {p} states going round for {run} states in a row (Chopin: at most {most})"
+
+    @property
+    def phrase_text(self) -> str:
+        """A phrase repeated beyond anything in Chopin, said in its words ("" when none was)."""
+        if self.beyond_chopin_phrase is None:
+            return ""
+        p, passes = self.beyond_chopin_phrase
+        return (f"a passage of {p} states heard {passes + 1:.1f} times in a row (Chopin: at most "
+                f"{CHOPIN_PHRASE_PASSES + 1:.1f})")
 
     @property
     def replay_text(self) -> str:
@@ -120,7 +132,8 @@ def piece_figures(states: States, bpm: float, key: Key, register: tuple[int, int
     if register is not None:
         inside = float(((pitch >= register[0]) & (pitch <= register[1])).mean())
     return PieceFigures(seconds, len(notes), len(notes) / max(seconds, 1e-9), int(pitch.min()), int(pitch.max()),
-                        float(notes[:, 3].mean()), hold, count, inside, beyond_chopin_run=beyond_chopin_run(states))
+                        float(notes[:, 3].mean()), hold, count, inside, beyond_chopin_run=beyond_chopin_run(states),
+                        beyond_chopin_phrase=beyond_chopin_phrase(states))
 
 
 def result_figures(result, register: tuple[int, int] | None = None) -> PieceFigures:

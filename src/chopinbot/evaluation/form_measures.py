@@ -153,8 +153,21 @@ def phrase_passes(states: States, periods: tuple[int, int] = PHRASE_PERIODS, fig
     ``p`` in ``periods``.  1.0: a phrase heard twice in full (A A); 3.0: four times.  A run in which every
     state also repeats the state ``q <= figure_period`` before is a figure going round (a trill, an
     ostinato: figure_loop_share's), not a phrase, and is not counted."""
+    return longest_phrase(states, periods, figure_period)[1]
+
+
+def beyond_chopin_phrase(states: States) -> tuple[int, float] | None:
+    """The phrase that went round more times in a row than any in the 48 pieces (``CHOPIN_PHRASE_PASSES``), as
+    (its length in states, its passes); None: none did."""
+    period, passes = longest_phrase(states)
+    return (period, passes) if passes > CHOPIN_PHRASE_PASSES else None
+
+
+def longest_phrase(states: States, periods: tuple[int, int] = PHRASE_PERIODS, figure_period: int = LONG_PASSAGE
+                   ) -> tuple[int, float]:
+    """:func:`phrase_passes` with the period that went round so (0, 0.0: no phrase went round)."""
     x = np.packbits(np.concatenate([states.keys, states.onsets], 1).astype(bool), axis=1)
-    n, best = len(states), 0.0
+    n, best, best_p = len(states), 0.0, 0
     figure = np.zeros(n, bool)  # the states that repeat one of the figure_period before them
     for q in range(1, min(figure_period, n - 1) + 1):
         figure[q:] |= (x[q:] == x[:-q]).all(1)
@@ -166,9 +179,9 @@ def phrase_passes(states: States, periods: tuple[int, int] = PHRASE_PERIODS, fig
         edges = np.flatnonzero(np.diff(np.concatenate([[0], same.view(np.int8), [0]])))
         start, stop = edges[::2] + p, edges[1::2] + p  # the runs, as indices of the repeating states
         phrase = not_figure[stop] - not_figure[start] > 0
-        if phrase.any():
-            best = max(best, float((stop - start)[phrase].max()) / p)
-    return best
+        if phrase.any() and float((stop - start)[phrase].max()) / p > best:
+            best, best_p = float((stop - start)[phrase].max()) / p, p
+    return best_p, best
 
 
 CHOPIN_SLIDE_STATES = LONGEST_SLIDE  # the most in the 48 performed pieces (compose.repetition)
