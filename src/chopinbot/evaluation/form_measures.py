@@ -179,8 +179,9 @@ def longest_phrase(states: States, periods: tuple[int, int] = PHRASE_PERIODS, fi
         edges = np.flatnonzero(np.diff(np.concatenate([[0], same.view(np.int8), [0]])))
         start, stop = edges[::2] + p, edges[1::2] + p  # the runs, as indices of the repeating states
         phrase = not_figure[stop] - not_figure[start] > 0
-        if phrase.any() and float((stop - start)[phrase].max()) / p > best:
-            best, best_p = float((stop - start)[phrase].max()) / p, p
+        passes = float((stop - start)[phrase].max()) / p if phrase.any() else 0.0
+        if passes > best:
+            best, best_p = passes, p
     return best_p, best
 
 
