@@ -172,12 +172,11 @@ class ModelEntry:
 
     @property
     def description(self) -> str:
-        c = self.model.config
         n_params = sum(p.numel() for p in self.model.parameters())
         f1 = self.meta.get("metrics", {}).get("valid_f1_best")
         f1_text = f", valid key F1 {f1:.3f}" if isinstance(f1, (int, float)) else ""
         epoch = self.meta.get("epoch", "?")
-        return f"{c.backbone} {c.layers}×{c.hidden}, {n_params:,} parameters, epoch {epoch}{f1_text}"
+        return f"{self.model.config.shape}, {n_params:,} parameters, epoch {epoch}{f1_text}"
 
 
 _model_cache: dict[tuple, ModelEntry] = {}

@@ -291,8 +291,7 @@ def figures_lines(figures: PieceFigures, request: ComposeRequest) -> list[str]:
     return [f"density {figures.density:.1f} notes/s" + asked(f"{request.density:g}" if request.density else None),
             f"register {register}" + asked(wanted_register) + inside,
             f"loudness {loudness}" + asked(request.loudness),
-            "key held: " + hold] + [text for text in (figures.run_text, figures.phrase_text, figures.replay_text)
-                                    if text]
+            "key held: " + hold] + figures.remarks
 
 
 def new_music(result: GenerationResult | InfillResult) -> States:

@@ -319,8 +319,8 @@ class LoopBreaker(StepProcessor):
 
     def on_state(self, new):
         reached, held = self._reached(), self.t < self.forbidden_until
-        at_limit = self.runs >= self.limits  # covers the runs of ``reached``; its NEAR loops are added
-        self.breaks += (at_limit | (self.counts >= self.NEAR) | held).any(-1) | (self.slide >= self.MAX_SLIDE)
+        at_limit = self.runs >= self.limits  # a run at its period's limit (``reached``'s runs among them)
+        self.breaks += (at_limit | reached | held).any(-1) | (self.slide >= self.MAX_SLIDE)
         # a new loop or a figure stopped at its period's limit (not one held out already); a slide turned
         self.loops += ((reached.any(-1) | self.stopped) & ~held.any(-1)) | self.turned
         self.stopped[:] = False

@@ -71,9 +71,15 @@ class PieceFigures:
         hold = f"{self.key_hold:.0%} of {self.key_excerpts} excerpts" if self.key_excerpts else "too short to judge"
         inside = f" ({self.inside_register:.0%} inside the requested register)" if self.inside_register is not None \
             else ""
-        extra = "".join(f"; {text}" for text in (self.run_text, self.phrase_text, self.replay_text) if text)
+        extra = "".join(f"; {text}" for text in self.remarks)
         return (f"density {self.density:.1f} notes/s; register {self.register_names}{inside}; loudness "
                 f"{self.loudness:.0f} ({self.loudness_mark}); key held: {hold}{extra}")
+
+    @property
+    def remarks(self) -> list[str]:
+        """What the piece did that Chopin never does, and how much of it was replayed: the lines after the
+        controls' figures, where there are any (the command line's summary and the page both list them)."""
+        return [text for text in (self.run_text, self.phrase_text, self.replay_text) if text]
 
     @property
     def run_text(self) -> str:

@@ -112,6 +112,11 @@ class ModelConfig:
         """The backbone's name as people write it: "LSTM" or "Transformer"."""
         return "Transformer" if self.model_type == "transformer" else "LSTM"
 
+    @property
+    def shape(self) -> str:
+        """The network in a few words: "Transformer 3×128", "LSTM 2×128" (kind, blocks or layers, width)."""
+        return f"{self.backbone} {self.layers}×{self.hidden}"
+
     def __post_init__(self) -> None:
         if self.note_head is False:
             for block in OPTIONAL_BLOCKS:

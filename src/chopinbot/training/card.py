@@ -61,12 +61,6 @@ def card_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _backbone(cfg: dict[str, Any]) -> str:
-    """"Transformer 3×128", "LSTM 2×128": what kind of network, how deep and wide."""
-    mcfg = ModelConfig.from_dict(cfg["model"])
-    return f"{mcfg.backbone} {mcfg.layers}×{mcfg.hidden}"
-
-
 def model_summary(folder: str | os.PathLike, name: str | None = None, kind: str = "run") -> dict[str, Any]:
     """Name, kind, composers (the styles it composes in, or the data's composers)
     and held-out key NLL of a bundled model or a run folder, from its model card
@@ -78,7 +72,7 @@ def model_summary(folder: str | os.PathLike, name: str | None = None, kind: str 
 
         card = json.loads(card_path.read_text())
         return {"name": name or card.get("name") or folder.name, "kind": kind,
-                "backbone": _backbone(read_config(resolve_checkpoint(folder))),
+                "backbone": ModelConfig.from_dict(read_config(resolve_checkpoint(folder))["model"]).shape,
                 "composers": card.get("composers") or card.get("styles") or [],
                 "key_nll": card.get("held_out", {}).get("key_nll"),
                 "start_key_nll": card.get("held_out", {}).get("start_key_nll"),
@@ -87,7 +81,7 @@ def model_summary(folder: str | os.PathLike, name: str | None = None, kind: str 
     cfg = read_config(ckpt)
     mcfg = ModelConfig.from_dict(cfg["model"])
     train = cfg.get("train") or {}
-    return {"name": name or folder.name, "kind": kind, "backbone": _backbone(cfg),
+    return {"name": name or folder.name, "kind": kind, "backbone": mcfg.shape,
             "composers": list(mcfg.styles) if mcfg.style_input else [],
             "key_nll": (cfg.get("metrics") or {}).get("valid_key_nll"), "start_key_nll": None,
             "init_from": train.get("init_from"), "folder": str(ckpt)}
