@@ -13,8 +13,10 @@ from chopinbot.dataset.prepare import prepare
 from chopinbot.dataset.store import Dataset, PrepareSettings
 from chopinbot.errors import ConfigError
 from chopinbot.evaluation.baselines import baseline_metrics, fit_rates
-from chopinbot.evaluation.report import EvalSettings, evaluate
+from chopinbot.evaluation.report import EvalSettings, evaluate, key_nll_by_piece
+from chopinbot.model.formats import load_model
 from chopinbot.model.metrics import prf_from_sets
+from chopinbot.model.predict import evaluate_split
 from conftest import make_midi
 
 
@@ -99,10 +101,28 @@ def test_report_end_to_end(tiny_model_dir, tiny_dataset_dir, tmp_path):
     suite = json.loads((out / "realism.json").read_text())  # the realism suite's JSON, beside the report
     assert suite["suite"] == "realism" and suite["figures"]["accuracy"] == realism["rows"]["generated vs Chopin"][
         "accuracy_mean"] and suite["settings"]["split"] == "test"
+    # each test piece scored alone, under the main table
+    by_piece = m["models"][next(iter(m["models"]))]["test_key_nll_by_piece"]
+    assert list(by_piece) == Dataset(tiny_dataset_dir).pieces("test")
+    assert f"| {next(iter(by_piece))} | {by_piece[next(iter(by_piece))]['states']} |" in (out / "report.md").read_text()
     before = (out / "report.md").read_bytes()
     with pytest.raises(ConfigError, match="already holds a report"):  # nothing lost without --force
         evaluate([str(tiny_model_dir)], out, tiny_dataset_dir, EvalSettings(pieces=2, steps=16, progress=False))
     assert (out / "report.md").read_bytes() == before
+
+
+def test_key_nll_by_piece_weighs_back_to_the_split(tiny_model_dir, tiny_dataset_dir):
+    """Each piece scored alone (the report's table by piece): weighted by their states, the split's own NLL."""
+    ds, model = Dataset(tiny_dataset_dir), load_model(str(tiny_model_dir))
+    by_piece = key_nll_by_piece(model, ds, "train")
+    assert sorted(by_piece) == sorted(ds.pieces("train")) and len(by_piece) >= 5
+    whole = evaluate_split(model, SplitData(ds, "train", model.config.vocab)).summary()["key_nll"]
+    weighed = sum(d["key_nll"] * d["states"] for d in by_piece.values()) / sum(d["states"] for d in by_piece.values())
+    assert weighed == pytest.approx(whole, rel=1e-4)
+    assert len({round(d["key_nll"], 3) for d in by_piece.values()}) > 1  # the pieces differ: each was scored alone
+    piece = next(iter(by_piece))
+    one = SplitData(ds, "train", model.config.vocab, keep=lambda seg: seg.piece == piece)
+    assert one.n_targets == by_piece[piece]["states"] < SplitData(ds, "train", model.config.vocab).n_targets
 
 
 def test_report_without_realism(tiny_model_dir, tiny_dataset_dir, tmp_path):

@@ -24,7 +24,7 @@ from chopinbot.constants import N_KEYS
 from chopinbot.dataset.features import AGE_LOOKBACK, DurationVocab, end_positions, velocity_class
 from chopinbot.dataset.inputs import BaseBlock, BatchStates, InputBlock
 from chopinbot.dataset.layout import InputLayout
-from chopinbot.dataset.store import Dataset
+from chopinbot.dataset.store import Dataset, Segment
 from chopinbot.music.states import fold_into_range
 
 Table = TypeVar("Table")
@@ -89,10 +89,12 @@ class Chunk:
 class SplitData:
     """The states of one split of a dataset, ready to batch."""
 
-    def __init__(self, dataset: Dataset, split: str, vocab: DurationVocab) -> None:
+    def __init__(self, dataset: Dataset, split: str, vocab: DurationVocab,
+                 keep: Callable[[Segment], bool] | None = None) -> None:
+        """``keep``: only the segments it accepts (e.g. one piece's, to score it alone)."""
         self.records = dataset.records
         self.vocab = vocab
-        kept = [s for s in dataset.segments(split) if len(s) >= 2]
+        kept = [s for s in dataset.segments(split) if len(s) >= 2 and (keep is None or keep(s))]
         self.segments = [(s.start, s.stop) for s in kept]
         self.composers = [s.composer for s in kept]
         self.n_states = sum(b - a for a, b in self.segments)

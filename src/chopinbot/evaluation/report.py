@@ -105,7 +105,20 @@ def model_metrics(model, ds: Dataset, harshness: float = HARSHNESS) -> dict:
         out["key_nll_listening"] = evaluate_split(model, SplitData(ds, "test", vocab), harshness,
                                                   listen=True).summary()["key_nll"]
     curve = {k: v.tolist() for k, v in test.keys.curve().items()}
-    return {"test": out, "valid_best_threshold": thr, "valid_f1_best": valid.summary()["f1_best"], "curve": curve}
+    return {"test": out, "valid_best_threshold": thr, "valid_f1_best": valid.summary()["f1_best"], "curve": curve,
+            "test_key_nll_by_piece": key_nll_by_piece(model, ds, "test", harshness)}
+
+
+def key_nll_by_piece(model, ds: Dataset, split: str = "test", harshness: float = HARSHNESS) -> dict[str, dict]:
+    """Each piece of ``split`` scored alone: its key NLL (nats/state) and how many states it predicts.  A mean
+    over five test pieces can be one piece's: this says which (the report's "Key NLL by test piece")."""
+    vocab, out = model.config.vocab, {}
+    for piece in ds.pieces(split):
+        data = SplitData(ds, split, vocab, keep=lambda seg, piece=piece: seg.piece == piece)
+        if data.n_targets:
+            out[piece] = {"key_nll": evaluate_split(model, data, harshness).summary()["key_nll"],
+                          "states": data.n_targets}
+    return out
 
 
 def _real_excerpts(ds: Dataset, length: int, split: str = "test") -> list:
@@ -251,8 +264,10 @@ def evaluate(models: list[str | None], out_dir: str | os.PathLike, data: str | o
         metrics["realism"] = by_model[first_desc]
         metrics["realism_by_model"] = {desc: realism_summary(r) for desc, r in by_model.items()}
     atomic_write_json(out / "metrics.json", _jsonable(metrics))
+    by_piece = {desc: d["test_key_nll_by_piece"] for desc, d in details.items()}
     atomic_write_text(out / "report.md", _report_md(rows, stats, pngs, curves, out, settings, format_stats_table,
-                                                    metrics.get("realism"), metrics.get("realism_by_model")))
+                                                    metrics.get("realism"), metrics.get("realism_by_model"),
+                                                    by_piece))
     return metrics
 
 
@@ -301,7 +316,8 @@ def _jsonable(x):
 
 
 def _report_md(rows, stats, pngs, curves, out: Path, settings: EvalSettings, format_stats_table,
-               realism: dict | None = None, realism_by_model: dict | None = None) -> str:
+               realism: dict | None = None, realism_by_model: dict | None = None,
+               nll_by_piece: dict[str, dict] | None = None) -> str:
     cols = [c for c in REPORT_METRICS if any(c[0] in r for r in rows.values())]
     lines = ["# ChopinBot evaluation report", "",
              "All figures on the **test pieces** (never trained on; the threshold is chosen on the valid pieces).",
@@ -312,6 +328,8 @@ def _report_md(rows, stats, pngs, curves, out: Path, settings: EvalSettings, for
              "|---|" + "---|" * len(cols)]
     for name, r in rows.items():
         lines.append(f"| {name} | " + " | ".join(_fmt(r.get(k)) for k, _ in cols) + " |")
+    if nll_by_piece:
+        lines += [""] + _nll_by_piece_md(nll_by_piece)
     lines += ["", f"![threshold guide]({pngs[0].name})", "",
               "## Musical statistics: generated vs real", "",
               f"{stats['n_generated']} generated pieces ({settings.seed_len}-state test seed + {settings.steps} "
@@ -354,6 +372,19 @@ def _report_md(rows, stats, pngs, curves, out: Path, settings: EvalSettings, for
     if curves:
         lines += ["## Training curves", ""] + [f"![{p.stem}](training/{p.name})" for p in curves] + [""]
     return "\n".join(lines)
+
+
+def _nll_by_piece_md(by_model: dict[str, dict]) -> list[str]:
+    """The key NLL of each test piece scored alone, a column per model (its name before the bracket)."""
+    pieces = list(dict.fromkeys(p for d in by_model.values() for p in d))
+    states = {p: next(d[p]["states"] for d in by_model.values() if p in d) for p in pieces}
+    names = [m.split(" (")[0] for m in by_model]
+    lines = ["**Key NLL by test piece** (each scored alone; the mean above weighs them by their states):", "",
+             "| piece | states | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for p in pieces:
+        cells = (_fmt(d.get(p, {}).get("key_nll")) for d in by_model.values())
+        lines.append(f"| {p} | {states[p]} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _fmt(v) -> str:
