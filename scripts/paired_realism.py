@@ -95,7 +95,7 @@ def main() -> None:
             path = out / name / f"{i * STEP}.json"
             if path.exists():
                 done = json.loads(path.read_text())["decoding"]
-                if done != decoding:
+                if done != json.loads(json.dumps(decoding)):  # as JSON keeps it (a tuple comes back a list)
                     raise SystemExit(f"{path} was drawn with {done}, not {decoding}: name the arm anew")
             else:
                 todo.append((args.model, decoding, i * STEP, str(path)))
