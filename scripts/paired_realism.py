@@ -27,6 +27,8 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
+import numpy as np
+
 FIGURES = ("accuracy", "composed_accuracy", "seed_alone_accuracy", "seed_alone_composed_accuracy",
            "phrase_accuracy", "accuracy_no_velocity", "replay_generated_mean", "replay_generated_above_0.8",
            "bass_pulse_generated", "bass_pulse_seed_alone", "top_abs_interval_generated",
@@ -63,18 +65,14 @@ def run_draw(model: str | None, decoding: dict, offset: int, out: str) -> str:
 def paired(base: Path, arm: Path) -> tuple[int, dict[str, tuple[float, float, float]]]:
     """Draws both arms have, and per figure: the base's mean, the mean difference and its standard error."""
     offsets = sorted({p.name for p in base.glob("*.json")} & {p.name for p in arm.glob("*.json")})
+    figures = [[json.loads((d / o).read_text())["figures"] for d in (base, arm)] for o in offsets]
     rows = {}
     for name in FIGURES:
-        pairs = []
-        for o in offsets:
-            a, b = (json.loads((d / o).read_text())["figures"].get(name) for d in (base, arm))
-            if a is not None and b is not None:
-                pairs.append((a, b - a))
-        if pairs:
-            n = len(pairs)
-            mean = sum(d for _, d in pairs) / n
-            se = math.sqrt(sum((d - mean) ** 2 for _, d in pairs) / (n - 1) / n) if n > 1 else math.nan
-            rows[name] = (sum(a for a, _ in pairs) / n, mean, se)
+        pairs = np.array([(a[name], b[name] - a[name]) for a, b in figures
+                          if a.get(name) is not None and b.get(name) is not None]).reshape(-1, 2)
+        if len(pairs):
+            se = pairs[:, 1].std(ddof=1) / math.sqrt(len(pairs)) if len(pairs) > 1 else math.nan
+            rows[name] = (float(pairs[:, 0].mean()), float(pairs[:, 1].mean()), float(se))
     return len(offsets), rows
 
 

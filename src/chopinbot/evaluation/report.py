@@ -264,7 +264,7 @@ def evaluate(models: list[str | None], out_dir: str | os.PathLike, data: str | o
         metrics["realism"] = by_model[first_desc]
         metrics["realism_by_model"] = {desc: realism_summary(r) for desc, r in by_model.items()}
     atomic_write_json(out / "metrics.json", _jsonable(metrics))
-    by_piece = {desc: d["test_key_nll_by_piece"] for desc, d in details.items()}
+    by_piece = {_label(m): details[desc]["test_key_nll_by_piece"] for desc, m, _ in loaded}
     atomic_write_text(out / "report.md", _report_md(rows, stats, pngs, curves, out, settings, format_stats_table,
                                                     metrics.get("realism"), metrics.get("realism_by_model"),
                                                     by_piece))
@@ -375,12 +375,11 @@ def _report_md(rows, stats, pngs, curves, out: Path, settings: EvalSettings, for
 
 
 def _nll_by_piece_md(by_model: dict[str, dict]) -> list[str]:
-    """The key NLL of each test piece scored alone, a column per model (its name before the bracket)."""
+    """The key NLL of each test piece scored alone, a column per model (by its name)."""
     pieces = list(dict.fromkeys(p for d in by_model.values() for p in d))
     states = {p: next(d[p]["states"] for d in by_model.values() if p in d) for p in pieces}
-    names = [m.split(" (")[0] for m in by_model]
     lines = ["**Key NLL by test piece** (each scored alone; the mean above weighs them by their states):", "",
-             "| piece | states | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+             "| piece | states | " + " | ".join(by_model) + " |", "|---|---|" + "---|" * len(by_model)]
     for p in pieces:
         cells = (_fmt(d.get(p, {}).get("key_nll")) for d in by_model.values())
         lines.append(f"| {p} | {states[p]} | " + " | ".join(cells) + " |")
