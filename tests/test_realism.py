@@ -205,7 +205,11 @@ def test_realism_section_end_to_end(tiny_dataset_dir):
     assert composed["replay"]["generated"]["composed"] == 1.0
     assert composed["n_excerpts"]["generated_composed"] == r["n_excerpts"]["generated"]
     assert composed["rows"]["composed generated vs composed Chopin"]["accuracy_mean"] > 0.8
-    assert "Composed music, apart from what it replays" in text
+    phrase = composed["replay_phrase"]  # each whole minute as one: one share a seed, every 60-s window of the pieces
+    assert phrase["generated"]["n"] == len(seeds) and phrase["generated"]["composed"] == 1.0
+    assert phrase["chopin"]["n"] == composed["n_excerpts"]["phrase_chopin"] > 0
+    assert phrase["chopin_same_seeds"]["n"] == len(seeds)
+    assert "Composed music, apart from what it replays" in text and "| generated, 60-s excerpts | " in text
     voices = composed["voices"]  # the scale's top voice steps by a semitone (and drops an octave once in 12)
     assert voices["generated"]["top_abs_interval"]["mean"] == pytest.approx((11 + 11) / 12, abs=0.1)
     assert set(voices) == {"generated", "seed_alone", "chopin"} and voices["chopin"]["bass_pulse"]["n"] > 0

@@ -92,6 +92,11 @@ def test_what_really_followed_the_seeds_is_read_as_a_continuation_is(tiny):
     assert not np.allclose(np.nan_to_num(same[1::3]), np.nan_to_num(same[::3]))  # later excerpts: their own
     with pytest.raises(ValueError, match="held_out_seeds"):
         true_continuation_replays(ds, "test", seeds[:-1], 3)
+    # a whole minute after each seed (the seeds of 20-s windows): one share a seed, read over 60 s
+    minute = true_continuation_replays(ds, "test", seeds, 1, 60.0, windows=20.0)
+    assert len(minute) == len(seeds) and not np.allclose(np.nan_to_num(minute), np.nan_to_num(same[::3]))
+    with pytest.raises(ValueError, match="held_out_seeds"):  # the 60-s windows' seeds are not these
+        true_continuation_replays(ds, "test", seeds, 1, 60.0)
 
 
 def test_realism_suite_schema_and_figure_is_the_protocols(tiny):

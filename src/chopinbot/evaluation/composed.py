@@ -11,6 +11,9 @@ model composed.  Beside it, :func:`composed_realism` gives:
   its excerpts and its composed ones;
 * phrase-scale realism: the whole 60-s continuation as one excerpt against
   60-s excerpts of the same real pieces, since phrases and cadences do not fit in 20 s;
+  and the replay distributions at that scale (``replay_phrase``), the issue's own measure: how often a
+  whole minute is mostly played back, against every 60-s window of the real pieces and what really
+  followed the same seeds (a 20-s excerpt can be all reprise where its minute is not);
 * the pulse and the top voice (:func:`voice_figures`): the bass's regularity
   (:func:`~chopinbot.evaluation.excerpts.bass_pulse`) and the top voice's mean
   interval, generated and from the seed alone against Chopin's mean and sd.
@@ -111,6 +114,11 @@ def composed_realism(ds: Dataset, rs, compose: Compose, seeds, true, continuatio
     Fl, Fr = feature_matrix(long_gen, phrase), feature_matrix(long_real, phrase)
     rows[f"{phrase:g}-s excerpts: generated vs Chopin"] = two_sets_test(
         Fl, [e.group for e in long_gen], Fr, [e.group for e in long_real], rs.test, per_class=len(long_gen))
+    phrase_replay = {  # the same sides at phrase scale: each whole continuation, each 60-s window
+        "generated": [r for cont in continuations if cont.excerpts
+                      for r in continuation_replays(cont.seed, cont.states, 1, phrase)],
+        "chopin": piece_replays(ds, "train", phrase) + piece_replays(ds, rs.split, phrase, first=rs.seed_len),
+        "chopin_same_seeds": true_continuation_replays(ds, rs.split, seeds, 1, phrase, rs.seed_len, windows=seconds)}
     voices = {"generated": voice_figures([e for cont in continuations for e in cont.excerpts], Fg),
               "seed_alone": voice_figures(alone_ex, Fa), "chopin": voice_figures(chopin, Fc)}
     return {"composed_replay": COMPOSED_REPLAY, "mostly_replayed": MOSTLY_REPLAYED, "ngram": REPLAY_NGRAM,
@@ -118,6 +126,7 @@ def composed_realism(ds: Dataset, rs, compose: Compose, seeds, true, continuatio
             "replay": {"generated": replay_distribution(gen_replay), "chopin": replay_distribution(real_replay),
                        "chopin_same_seeds": replay_distribution(same_seeds_replay),
                        "seed_alone": replay_distribution(alone_replay)},
+            "replay_phrase": {side: replay_distribution(r) for side, r in phrase_replay.items()},
             "n_excerpts": {"generated": len(Fg), "generated_composed": int(g.sum()), "chopin": len(Fc),
                            "chopin_composed": int(c.sum()), "seed_alone": len(alone_ex),
                            "seed_alone_composed": int(a.sum()), "phrase_generated": len(long_gen),
@@ -138,14 +147,17 @@ def format_composed_section(composed: dict, main_row: dict | None = None) -> str
              f"states of the piece before it for a real one). *Composed*: replay ≤ {composed['composed_replay']:g}. "
              "Replay rows: *chopin*, every excerpt of the real pieces the classifier reads; *chopin_same_seeds*, "
              "what really followed the generated excerpts' seeds, read against the same seed and context (like "
-             "for like: some places in a piece are reprises).",
+             "for like: some places in a piece are reprises). The rows marked 60 s read each whole continuation, "
+             "and every 60-s window of the real pieces, as one excerpt.",
              "", "| rows | excerpts per class | accuracy |", "|---|---|---|"]
     if main_row:
         lines.append(f"| all excerpts: generated vs Chopin | {main_row.get('n_per_class', '–')} | {acc(main_row)} |")
     for name, r in composed["rows"].items():
         lines.append(f"| {name} | {r.get('n_per_class', 0)} | {acc(r)} |")
     lines += ["", "| replay share | excerpts | mean | quartiles | above 0.8 | composed |", "|---|---|---|---|---|---|"]
-    for name, d in composed["replay"].items():
+    phrase = {f"{name}, {composed['phrase_seconds']:g}-s excerpts": d
+              for name, d in composed.get("replay_phrase", {}).items()}
+    for name, d in {**composed["replay"], **phrase}.items():
         if not d.get("n"):
             lines.append(f"| {name} | 0 | – | – | – | – |")
             continue

@@ -66,9 +66,10 @@ def _figures(r: dict) -> dict:
             "seed_alone_composed_accuracy":
                 crow["seed alone (context 0), composed vs composed Chopin"].get("accuracy_mean"),
             "phrase_accuracy": crow[f"{c['phrase_seconds']:g}-s excerpts: generated vs Chopin"].get("accuracy_mean")})
-        for side, d in c["replay"].items():
-            for k in ("mean", "median", "above_0.8", "composed"):
-                out[f"replay_{side}_{k}"] = d.get(k)
+        for scale, replays in (("replay", c["replay"]), ("replay_phrase", c.get("replay_phrase", {}))):
+            for side, d in replays.items():
+                for k in ("mean", "median", "above_0.8", "composed"):
+                    out[f"{scale}_{side}_{k}"] = d.get(k)
         for side, d in c.get("voices", {}).items():
             for stat, v in d.items():
                 out[f"{stat}_{side}"] = v["mean"]
