@@ -32,7 +32,10 @@ import numpy as np
 FIGURES = ("accuracy", "composed_accuracy", "seed_alone_accuracy", "seed_alone_composed_accuracy",
            "phrase_accuracy", "accuracy_no_velocity", "replay_generated_mean", "replay_generated_above_0.8",
            "bass_pulse_generated", "bass_pulse_seed_alone", "top_abs_interval_generated",
-           "top_abs_interval_seed_alone")
+           "top_abs_interval_seed_alone",
+           # whole minutes (the unit for the replay spread); absent from draws stored before them, which
+           # are then left out of these two rows only
+           "replay_phrase_generated_mean", "replay_phrase_generated_above_0.8")
 STEP = 1000  # between the seed offsets of successive draws (a continuation's random seed: its index + offset)
 
 
