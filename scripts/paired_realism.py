@@ -65,8 +65,9 @@ def run_draw(model: str | None, decoding: dict, offset: int, out: str) -> str:
     return out
 
 
-def paired(base: Path, arm: Path) -> tuple[int, dict[str, tuple[float, float, float]]]:
-    """Draws both arms have, and per figure: the base's mean, the mean difference and its standard error."""
+def paired(base: Path, arm: Path) -> tuple[int, dict[str, tuple[float, float, float, int]]]:
+    """Draws both arms have, and per figure: the base's mean, the mean difference, its standard error and the
+    draws that have the figure (fewer where a draw was stored before it existed)."""
     offsets = sorted({p.name for p in base.glob("*.json")} & {p.name for p in arm.glob("*.json")})
     figures = [[json.loads((d / o).read_text())["figures"] for d in (base, arm)] for o in offsets]
     rows = {}
@@ -75,7 +76,7 @@ def paired(base: Path, arm: Path) -> tuple[int, dict[str, tuple[float, float, fl
                           if a.get(name) is not None and b.get(name) is not None]).reshape(-1, 2)
         if len(pairs):
             se = pairs[:, 1].std(ddof=1) / math.sqrt(len(pairs)) if len(pairs) > 1 else math.nan
-            rows[name] = (float(pairs[:, 0].mean()), float(pairs[:, 1].mean()), float(se))
+            rows[name] = (float(pairs[:, 0].mean()), float(pairs[:, 1].mean()), float(se), len(pairs))
     return len(offsets), rows
 
 
@@ -109,8 +110,9 @@ def main() -> None:
     for name, decoding in arms[1:]:
         n, rows = paired(out / base, out / name)
         print(f"\n{name} {decoding} - {base}, {n} paired draws (lower accuracy: nearer Chopin):")
-        for figure, (a, d, se) in rows.items():
-            print(f"  {figure:30s} {a:7.3f} -> {a + d:7.3f}   {d:+.3f} +- {se:.3f}")
+        for figure, (a, d, se, k) in rows.items():
+            fewer = f"   ({k} draws)" if k < n else ""
+            print(f"  {figure:34s} {a:7.3f} -> {a + d:7.3f}   {d:+.3f} +- {se:.3f}{fewer}")
 
 
 if __name__ == "__main__":

@@ -84,7 +84,12 @@ def composed_realism(ds: Dataset, rs, compose: Compose, seeds, true, continuatio
     seconds = rs.excerpt_seconds
     gen_groups = [e.group for c in continuations for e in c.excerpts]
     gen_replay = replays_of(continuations, seconds)
-    real_replay = piece_replays(ds, "train", seconds) + piece_replays(ds, rs.split, seconds, first=rs.seed_len)
+
+    def real_replays(length: float) -> list[float]:
+        """Every real excerpt of ``length`` the classifier reads: the train pieces', then the split's true windows."""
+        return piece_replays(ds, "train", length) + piece_replays(ds, rs.split, length, first=rs.seed_len)
+
+    real_replay = real_replays(seconds)
     # like for like: what really followed the same seeds, against the same seed and context
     same_seeds_replay = true_continuation_replays(ds, rs.split, seeds, round(rs.continuation_seconds / seconds),
                                                   seconds, rs.seed_len)
@@ -117,7 +122,7 @@ def composed_realism(ds: Dataset, rs, compose: Compose, seeds, true, continuatio
     phrase_replay = {  # the same sides at phrase scale: each whole continuation, each 60-s window
         "generated": [r for cont in continuations if cont.excerpts
                       for r in continuation_replays(cont.seed, cont.states, 1, phrase)],
-        "chopin": piece_replays(ds, "train", phrase) + piece_replays(ds, rs.split, phrase, first=rs.seed_len),
+        "chopin": real_replays(phrase),
         "chopin_same_seeds": true_continuation_replays(ds, rs.split, seeds, 1, phrase, rs.seed_len, windows=seconds)}
     voices = {"generated": voice_figures([e for cont in continuations for e in cont.excerpts], Fg),
               "seed_alone": voice_figures(alone_ex, Fa), "chopin": voice_figures(chopin, Fc)}
