@@ -204,9 +204,11 @@ def test_decoding_threshold_and_temperature(at):
     at.slider(key="temperature").set_value(0.5)
     at.slider(key="repeat_boost").set_value(32.0)  # the top of the range, twice the default
     at.slider(key="repeat_passes").set_value(1)
+    at.slider(key="repeat_span").set_value(96)
     res = _generate(at)
     assert res.request.threshold is None and res.request.temperature == 0.5
-    assert res.request.generate_config().repeat_boost == 32.0 and res.request.generate_config().repeat_passes == 1
+    cfg = res.request.generate_config()
+    assert cfg.repeat_boost == 32.0 and cfg.repeat_passes == 1 and cfg.repeat_span == 96
 
 
 def test_random_seed_reproduces_and_fresh_seed_varies(at):
@@ -446,6 +448,7 @@ def test_controls_offer_what_the_service_accepts(at, tmp_path):
     assert temperature.value == defaults.temperature == library.temperature
     assert at.slider(key="repeat_boost").value == defaults.repeat_boost == library.repeat_boost
     assert at.slider(key="repeat_passes").value == defaults.repeat_passes == library.repeat_passes
+    assert at.slider(key="repeat_span").value == defaults.repeat_span == library.repeat_span
     bpm = at.number_input(key="bpm")
     assert (bpm.min, bpm.max) == BPM_RANGE
     at.radio(key="length_unit").set_value("states").run()

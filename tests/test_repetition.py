@@ -150,6 +150,37 @@ def test_the_run_restarts_when_the_music_leaves_the_phrase():
 def test_negative_passes_are_refused():
     with pytest.raises(ConfigError, match="repeat passes"):
         GenerateConfig(repeat_passes=-1).validate()
+    with pytest.raises(ConfigError, match="repeat span"):
+        GenerateConfig(repeat_span=-1).validate()
+
+
+@pytest.mark.parametrize("span,heard,helped", [
+    (0, 39, True),    # no limit: the phrase heard once is helped round to its end
+    (10, 29, True),   # 9 states gone on as the phrase went: helped to a 10th
+    (10, 30, False),  # 10 already: the model's alone
+    (10, 35, False),
+])
+def test_the_boost_helps_a_repeat_for_at_most_span_states(span, heard, helped):
+    keys = _figure(heard, 20)
+    rb = RepeatBoost(4.0, keys, keys.copy(), np.ones((1, heard)), np.array([0.5, 1.0, 2.0]), span=span)
+    k, _, _, found = rb.candidates()
+    assert found[0] == helped
+    if helped:
+        assert np.flatnonzero(k[0]).tolist() == [30, 31 + heard % 20]
+
+
+def test_a_primer_s_passage_is_copied_on_only_as_long_as_the_span_helps():
+    """From 512 states of the Funeral March (test seed 300), a boost of 100 copies the primer on, all
+    96 new states found in it; helped for at most 8 states in a row, the model alone mostly leaves the copy."""
+    from chopinbot.evaluation.replay import history_index, replay_share
+
+    model = load_model(None)
+    seed = seed_from_test(300)
+    index = history_index(seed.history, seed.home.shift_to(seed.key))
+    replay = {span: np.mean([replay_share(generate(model, seed, GenerateConfig(
+        steps=96, random_seed=i, repeat_boost=100.0, repeat_span=span, include_seed=False)).generated, index)
+        for i in range(3)]) for span in (0, 8)}
+    assert replay[0] > 0.9 and replay[8] < replay[0] - 0.3, replay
 
 
 def test_the_boost_reads_the_lookups_the_model_s_inputs_keep():

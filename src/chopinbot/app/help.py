@@ -65,6 +65,10 @@ HELP = {
                      "round again; after that the model alone decides. No Chopin piece plays a phrase three times "
                      "in a row; without a limit the boost took some round eight times, and kept a chord struck "
                      "again and again for 20 s. 0 = no limit.",
+    "repeat_span": "For how many states in a row the repetition above helps a passage heard before go on as it "
+                   "went; after that the model alone decides. Helped all the way, the continuation of a primer "
+                   "with a reprise may play a whole minute of it back; 96 states is longer than 97 % of Chopin's "
+                   "own repeats. 0 = no limit.",
     "threshold": "A key sounds when its probability is at least this. Lower = more notes. "
                  "The threshold guide below shows the trade-off; the default is the value that was best "
                  "on held-out pieces.",

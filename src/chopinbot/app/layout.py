@@ -179,6 +179,8 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
                   key="repeat_boost", help=HELP["repeat_boost"])
         sb.slider("Repeats helped", min_value=0, max_value=4, value=REQUEST_DEFAULTS.repeat_passes, step=1,
                   key="repeat_passes", help=HELP["repeat_passes"])
+        sb.slider("Repeats run at most (states)", min_value=0, max_value=256, value=REQUEST_DEFAULTS.repeat_span,
+                  step=16, key="repeat_span", help=HELP["repeat_span"])
     else:
         value = sb.slider("Threshold", min_value=THRESHOLD_RANGE[0], max_value=THRESHOLD_RANGE[1],
                           value=round(entry.threshold, 2), step=0.01, key="threshold", help=HELP["threshold"])
@@ -223,6 +225,8 @@ def sidebar_controls(models: dict) -> tuple[ModelEntry, dict]:
         else REQUEST_DEFAULTS.repeat_boost,
         repeat_passes=int(ss.get("repeat_passes", REQUEST_DEFAULTS.repeat_passes)) if decoding == "sampling"
         else REQUEST_DEFAULTS.repeat_passes,
+        repeat_span=int(ss.get("repeat_span", REQUEST_DEFAULTS.repeat_span)) if decoding == "sampling"
+        else REQUEST_DEFAULTS.repeat_span,
         notatable=bool(notatable), listen=bool(listen), chopin_runs=bool(chopin_runs),
         key=None if key == SEED_KEY_OPTION or infill else key,
         bpm=float(bpm) if bpm is not None and not infill else None,

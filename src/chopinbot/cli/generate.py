@@ -28,6 +28,7 @@ from chopinbot.compose.generate import (
     GenerateConfig,
 )
 from chopinbot.compose.infill import DEFAULT_CANDIDATES, MAX_CANDIDATES, parse_span
+from chopinbot.compose.repetition import CHOPIN_REPEAT_SPAN
 from chopinbot.compose.request import InfillSpan, compose_piece
 from chopinbot.compose.seeds import random_seed_index, seed_from_primer, seed_from_test
 from chopinbot.constants import N_KEYS, SEED_STATES, WARM_STATES
@@ -103,6 +104,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the boost helps a passage (a figure or a phrase) go round at most N times in a row; after "
                         "that the model alone decides whether it goes round again (default: %(default)s; 0 = no "
                         "limit)")
+    g.add_argument("--repeat-span", type=nonneg_int, default=D.repeat_span, metavar="STATES",
+                   help="the boost helps a repeat go on for at most this many states in a row; after that the "
+                        "model alone decides whether it goes on: a continuation that plays its primer back no "
+                        f"longer than Chopin would (default: %(default)s = no limit; {CHOPIN_REPEAT_SPAN} is longer "
+                        "than 97 %% of his)")
     g.add_argument("--max-hold", type=number_in(0.0, 64.0), default=D.max_hold, metavar="BEATS",
                    help="a key that has sounded this many beats without being struck again is struck again if it "
                         "goes on (default: off; 13 is the longest Chopin ever holds one)")

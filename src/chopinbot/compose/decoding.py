@@ -13,12 +13,11 @@ each section of a form and its cadence (:mod:`chopinbot.compose.form`), an infil
 5. the stopping criteria (a list too: :class:`StepLimit`, :class:`BeatLimit`, :class:`Stuck`) decide
    whether to go on; if so, the state is fed to the model (one step).
 
-The loop never names a rule (Hugging Face's ``LogitsProcessorList`` and ``StoppingCriteriaList``
-have this shape).  :func:`processors_for` is the one factory that turns a
-:class:`~chopinbot.compose.generate.GenerateConfig` (and the controls asked) into the processor list
-and the stepper (guidance stays a stepper wrapper, :func:`guided_stepper`: it changes the rows
-stepped).  A new decoding rule is one :class:`StepProcessor` class, one config field and one line
-in :func:`processors_for`, and it then applies everywhere, cadences included.
+The loop never names a rule (Hugging Face's ``LogitsProcessorList`` and ``StoppingCriteriaList`` have
+this shape).  :func:`processors_for` is the one factory that turns a ``GenerateConfig`` (and the controls
+asked) into the processor list and the stepper (guidance stays a stepper wrapper, :func:`guided_stepper`:
+it changes the rows stepped).  A new decoding rule is one :class:`StepProcessor` class, one config field
+and one line in :func:`processors_for`, and it then applies everywhere, cadences included.
 """
 
 from __future__ import annotations
@@ -450,6 +449,7 @@ class ComposeSettings(DecodingSettings, Protocol):
     keep_density: bool
     repeat_boost: float
     repeat_passes: int
+    repeat_span: int
     listen: bool
     loop_states: int
     chopin_runs: bool
@@ -504,11 +504,11 @@ def processors_for(model, cfg: ComposeSettings, controls: Controls | None, stepp
     if controls is not None and controls.density is not None and cfg.keep_density:
         processors.append(KeepDensity(DensitySteer(controls.density, B, model.config.duration_classes)))
     if cfg.repeat_boost > 1.0 and model.config.duration_head == "classes":  # the original's seed head has no class
+        trackers = None if inputs is None else continuation_trackers(inputs.trackers)
         processors.append(Repeat(RepeatBoost(cfg.repeat_boost, keys.astype(bool),
                                              np.stack([h.onsets for h in histories]).astype(bool),
                                              np.stack([h.beats for h in histories]), model.config.duration_classes,
-                                             cfg.repeat_passes,
-                                             None if inputs is None else continuation_trackers(inputs.trackers))))
+                                             cfg.repeat_passes, trackers, span=cfg.repeat_span)))
     if cfg.loop_states:
         processors.append(LoopBreaker(cfg.loop_states, histories, cfg.chopin_runs))
     if cfg.max_hold:

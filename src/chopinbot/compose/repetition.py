@@ -50,6 +50,16 @@ LONG_PASSAGE = 16
 # most 2): the loop breaker turns one there, and evaluation.form_measures.longest_slide is measured against it
 LONGEST_SLIDE = 28
 
+# How long a repeat goes on.  In the 37 training pieces of the 48, a repeat of a passage more than LONG_PASSAGE
+# states back that has gone on 8 states stops within 32 states 79 % of the time, within 64 93 %, within 96 97 %
+# (566 such repeats; the longest 409).  The model alone, trained on them, copies almost nothing (whole minutes
+# from the piano corpus's valid seeds: a mean replay of 0.005 against 0.110 for what really followed), because
+# a sampled state seldom starts a match; boosted at every state, a repeat it has found seldom stops: 13 of 276
+# minutes were over 80 % played back, 10 of them where the piece itself moved on.  Helped for at most this many
+# states (``span``): 3 of 276, a mean of 0.116 (scripts/replay_spread.py).  The realism test liked the copies
+# better (docs/training-history.md), so the limit is an option (GenerateConfig.repeat_span)
+CHOPIN_REPEAT_SPAN = 96
+
 
 class RepeatBoost:
     """The continuation of each piece's longest earlier match, and the odds boost at its draw."""
@@ -59,15 +69,18 @@ class RepeatBoost:
     FREE_PERIOD = 0
 
     def __init__(self, boost: float, keys: np.ndarray, onsets: np.ndarray, beats: np.ndarray,
-                 classes: np.ndarray, passes: int = 0, trackers: dict[str, ContinuationTracker] | None = None
-                 ) -> None:
+                 classes: np.ndarray, passes: int = 0, trackers: dict[str, ContinuationTracker] | None = None,
+                 *, span: int = 0) -> None:
         """``keys``/``onsets`` (B, S, 88) and ``beats`` (B, S): the history so far (context and seed);
         ``classes``: the model's rhythmic values, in beats; ``passes``: how many times in a row a passage
         (a figure or a phrase) is helped to go round again (0: no limit);
         ``trackers``: lookups of each kind that the model's inputs already keep over the same states (and
-        step before each draw), read instead of keeping our own: the same matches, found once."""
+        step before each draw), read instead of keeping our own: the same matches, found once;
+        ``span``: for how many states in a row a repeat is helped to go on (0: no limit; see
+        :data:`CHOPIN_REPEAT_SPAN`)."""
         self.boost = float(boost)
         self.passes = int(passes)
+        self.span = int(span)
         self.classes = np.asarray(classes, np.float64)
         if trackers is not None and all(kind in trackers for kind in KINDS):
             self.own = None
@@ -86,15 +99,17 @@ class RepeatBoost:
         onsets = np.where(use_moved[:, None], moved.onsets, exact.onsets) & keys
         beats = np.where(use_moved, moved.beats, exact.beats)
         found = np.maximum(exact.length, moved.length) > 0
+        run = np.where(use_moved, tm.run[km], te.run[ke])  # states in a row gone on as the passage went
         if self.passes:
             # a passage that has already gone round ``passes`` times at this distance (the run as long as the
             # distance times passes) gets no help to go round again: the model alone decides.  A figure, a
             # phrase, and a passage that moves as it repeats (a sequence; a scale, one state moved a step each
             # time, which the boost had slid to the end of the keyboard and back) alike
-            run = np.where(use_moved, tm.run[km], te.run[ke])
             period = np.where(use_moved, tm.period[km], te.period[ke])
             free = (period <= self.FREE_PERIOD) & ~(use_moved & (tm.shift[km] != 0))
             found &= free | (run < self.passes * period)
+        if self.span:  # a repeat already ``span`` states long goes on only if the model alone takes it on
+            found &= run < self.span
         cls = np.abs(np.log(np.maximum(beats, 1e-6))[:, None] - np.log(self.classes)[None, :]).argmin(-1)
         return keys, onsets, cls, found
 
