@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 
-from chopinbot.compose import decoding
-from chopinbot.compose.decoding import LONGEST_HOLD
+from chopinbot.compose import decoding, processors
 from chopinbot.compose.generate import GenerateConfig, generate
+from chopinbot.compose.processors import LONGEST_HOLD
 from chopinbot.compose.seeds import random_seed_index, seed_from_test
 from chopinbot.constants import SHIPPED_MODEL, WARM_STATES
 from chopinbot.dataset.store import Dataset
@@ -62,7 +62,7 @@ def main() -> None:
 
     def spy(*a, **k):
         made = factory(*a, **k)
-        breakers.extend(p for p in made if isinstance(p, decoding.LoopBreaker))
+        breakers.extend(p for p in made if isinstance(p, processors.LoopBreaker))
         return made
 
     decoding.processors_for = spy

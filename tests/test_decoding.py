@@ -7,10 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from chopinbot.compose import decoding
-from chopinbot.compose.decoding import Decoder, LoopBreaker, StepLimit, StepProcessor, processors_for
+from chopinbot.compose import decoding, processors
+from chopinbot.compose.decoding import Decoder, StepLimit, processors_for
 from chopinbot.compose.form import compose_form
 from chopinbot.compose.generate import LOOP_BROKEN, GenerateConfig, check_guards, generate
+from chopinbot.compose.processors import LoopBreaker, StepProcessor
 from chopinbot.compose.repetition import LONG_PASSAGE, RepeatBoost
 from chopinbot.compose.seeds import seed_from_test
 from chopinbot.constants import BUNDLED_CORPUS_DIR, N_KEYS
@@ -45,7 +46,7 @@ def test_a_figure_looping_past_the_limit_has_its_next_state_forbidden():
     other[0, 50] = True
     assert breaker.reject(other, other).tolist() == [False]
     # with chopin_runs, a figure stops where Chopin's longest of its period does: five states, 20 in a row (op. 18)
-    assert decoding.LONGEST_RUNS[4] == 20
+    assert processors.LONGEST_RUNS[4] == 20
     assert LoopBreaker(48, [h[:40]]).reject(go_on, go_on).tolist() == [False]  # 35 states: not yet a loop
     assert LoopBreaker(48, [h[:24]], chopin_runs=True).reject(go_on, go_on).tolist() == [False]  # 19: one more
     assert LoopBreaker(48, [h[:25]], chopin_runs=True).reject(go_on, go_on).tolist() == [True]  # 20: no more
@@ -54,7 +55,7 @@ def test_a_figure_looping_past_the_limit_has_its_next_state_forbidden():
 def test_with_chopin_runs_a_chord_struck_again_and_again_stops_where_chopin_s_longest_does():
     """One chord struck 12 times in a row, 11 repeats (op. 28 no. 17, the corpus's most): no 13th; after 11, a
     12th is free.  Nothing is held out after it: the chord may come back once something else came between."""
-    assert decoding.LONGEST_RUNS[0] == 11
+    assert processors.LONGEST_RUNS[0] == 11
     chord = _figure([48], 1).keys | _figure([55], 1).keys
     h = States(np.repeat(chord, 12, 0), np.repeat(chord, 12, 0), np.full(12, 0.5, np.float32),
                np.zeros(12, np.float32), np.full(12, 70, np.uint8))
@@ -181,8 +182,8 @@ def _held(pitch: int, beats: list[float]) -> States:
 def test_a_key_held_as_long_as_chopin_ever_holds_one_is_struck_again():
     """A bass note held 12 beats may go on; at 13 (the Scherzo of op. 35, the corpus's longest) it is struck
     again if it goes on (released, it is simply gone); the melody's keys are never touched."""
-    assert decoding.LONGEST_HOLD == 13.0 and GenerateConfig.max_hold == 0.0  # off by default
-    limit = decoding.HoldLimit(13.0, [_held(36, [4.0, 4.0, 4.0])])
+    assert processors.LONGEST_HOLD == 13.0 and GenerateConfig.max_hold == 0.0  # off by default
+    limit = processors.HoldLimit(13.0, [_held(36, [4.0, 4.0, 4.0])])
     state = _held(36, [1.0, 1.0])[1:]  # the bass on, unstruck, a melody note struck
     keys, onsets = limit.settle(state.keys.copy(), state.onsets.copy())  # 12 beats: as drawn
     assert np.array_equal(keys, state.keys) and np.array_equal(onsets, state.onsets)
@@ -202,7 +203,7 @@ def test_the_hold_limit_never_fires_on_real_chopin(name):
     """The three pieces holding a key longest (13, 12.4 and 9 beats) never have one struck again by it."""
     st, _, _ = notes_to_states(read_midi(BUNDLED_CORPUS_DIR / name), S.grid_per_beat, S.pedal, S.min_state_beats,
                                S.max_states)
-    limit = decoding.HoldLimit(decoding.LONGEST_HOLD, [st[:1]])
+    limit = processors.HoldLimit(processors.LONGEST_HOLD, [st[:1]])
     for i in range(1, len(st)):
         k, o = st.keys[i : i + 1].astype(bool), st.onsets[i : i + 1].astype(bool)
         assert np.array_equal(limit.settle(k.copy(), o.copy())[1], o), i
@@ -218,10 +219,10 @@ def test_with_the_hold_limit_the_shipped_model_holds_no_key_longer_than_chopin(m
     monkeypatch.setattr(RepeatBoost, "FREE_PERIOD", LONG_PASSAGE)  # the boost as it was: figures helped freely
     model = load_model("piano-transformer")
     seed = seed_from_test(0, context_states=0)
-    cfg = GenerateConfig(seconds=60, random_seed=0, include_seed=False, max_hold=decoding.LONGEST_HOLD,
+    cfg = GenerateConfig(seconds=60, random_seed=0, include_seed=False, max_hold=processors.LONGEST_HOLD,
                          chopin_runs=False)  # as it was heard
     assert longest_hold(generate(model, seed, replace(cfg, max_hold=0.0)).generated) > 15
-    assert longest_hold(generate(model, seed, cfg).generated) <= decoding.LONGEST_HOLD + 1e-6
+    assert longest_hold(generate(model, seed, cfg).generated) <= processors.LONGEST_HOLD + 1e-6
 
 
 def test_a_figure_going_round_with_a_state_changed_now_and_then_is_a_loop():
@@ -318,7 +319,7 @@ def test_max_leap_is_one_processor_that_every_piece_obeys(model):
     """A rule added as one class and one field: with --max-leap 3 no key more than 3 semitones above
     the highest key sounding is ever started; without it the same seed's top voice leaps further."""
     seed = seed_from_test(2, context_states=0)
-    assert not any(isinstance(p, decoding.MelodyLeap) for p in
+    assert not any(isinstance(p, processors.MelodyLeap) for p in
                    processors_for(model, GenerateConfig(), None, None, [seed.history]))
 
     def worst_leap(cfg):
@@ -341,7 +342,7 @@ def test_notatable_rhythm_keeps_every_boundary_on_the_24th_beat_grid():
     """Boundaries an even number of 48ths from where composing starts (sixteenths, triplets,
     sextuplets): an odd value (a 5/48 or a sixty-fourth, 3/48) is never drawn, whatever came before."""
     units = np.array([3, 5, 8, 12, 16, 32, 43, 48])
-    rule = decoding.NotatableRhythm(2, units / 48)
+    rule = processors.NotatableRhythm(2, units / 48)
     even = (units % 2 == 0).tolist()
     assert rule.allowed().tolist() == [even, even]
     keys = np.zeros((2, N_KEYS), bool)
@@ -349,7 +350,7 @@ def test_notatable_rhythm_keeps_every_boundary_on_the_24th_beat_grid():
     assert rule.allowed().tolist() == [even, even]
     logits = rule.tilt_durations(np.zeros((2, 8)), np.ones(2))
     assert np.isneginf(logits[:, 1]).all() and np.isfinite(logits[:, 2]).all()
-    only_odd = decoding.NotatableRhythm(1, np.array([3, 5]) / 48)
+    only_odd = processors.NotatableRhythm(1, np.array([3, 5]) / 48)
     assert np.isfinite(only_odd.tilt_durations(np.zeros((1, 2)), np.ones(1))).all()  # nothing fits: model's choice
 
 

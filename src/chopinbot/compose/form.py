@@ -53,7 +53,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from chopinbot.compose.decoding import BeatLimit, ChordConfinement, Decoder, StepLimit
+from chopinbot.compose.decoding import BeatLimit, Decoder, StepLimit
 from chopinbot.compose.generate import (
     DEFAULT_VELOCITY,
     GenerateConfig,
@@ -64,6 +64,7 @@ from chopinbot.compose.generate import (
     output_key,  # the output key and its mode rule, exactly as generate() decides them
     requested_controls,
 )
+from chopinbot.compose.processors import ChordConfinement
 from chopinbot.compose.seeds import Seed
 from chopinbot.constants import GRID_PER_BEAT, LOWEST_PITCH, N_KEYS, SEED_STATES
 from chopinbot.dataset.features import position_period

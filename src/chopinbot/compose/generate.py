@@ -19,7 +19,7 @@ model's velocity class is drawn from its loudness head and written into the
 generated states (other models' states take the seed's mean velocity).
 
 The step loop and every decoding rule live in :mod:`chopinbot.compose.decoding`; a loop is broken
-where it starts (``loop_states``, :class:`~chopinbot.compose.decoding.LoopBreaker`).
+where it starts (``loop_states``, :class:`~chopinbot.compose.processors.LoopBreaker`).
 
 Guards: the original's decoding often collapsed into silence or one stuck
 chord.  After generating, the result is checked (no notes; a long stretch with
@@ -35,16 +35,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from chopinbot.compose.decoding import (
-    LONGEST_RUNS,
-    STUCK_STATES,
-    BeatLimit,
-    Decoder,
-    LoopBreaker,
-    StepLimit,
-    Stuck,
-    history_end_step,
-)
+from chopinbot.compose.decoding import STUCK_STATES, BeatLimit, Decoder, StepLimit, Stuck, history_end_step
+from chopinbot.compose.processors import LONGEST_RUNS, LoopBreaker
 from chopinbot.compose.seeds import Seed
 from chopinbot.constants import GRID_PER_BEAT, HIGHEST_PITCH, LOWEST_PITCH, MIN_KEYS, N_KEYS
 from chopinbot.errors import ChopinBotError, ConfigError
@@ -152,7 +144,7 @@ class GenerateConfig:
     #                       draws) but worse on test (0.59 -> 0.66, scored once; the Mozart style no nearer Mozart):
     #                       off by default (docs/training-history.md)
     loop_states: int = 48  # a cycle of up to 16 states repeated for this many states is broken there: the state
-    #                        that would go on with it is drawn again (compose.decoding.LoopBreaker; 0 = off).
+    #                        that would go on with it is drawn again (compose.processors.LoopBreaker; 0 = off).
     #                        The corpus's longest such run is 39 states, so 48 never fires on real Chopin
     chopin_runs: bool = True  # the loop breaker also stops each shorter figure where Chopin's longest of its
     #                           length stops (LONGEST_RUNS: a chord struck at most 11 times in a row, two states
@@ -163,13 +155,13 @@ class GenerateConfig:
     #                           level (twelve paired valid draws: overall +0.011 +- 0.010, composed -0.008 +- 0.023;
     #                           before figures were limited it had liked it less; docs/training-history.md)
     max_hold: float = 0.0  # beats: a key that has sounded this long without being struck again is struck again
-    #                        if it goes on (compose.decoding.HoldLimit; 0 = off).  At LONGEST_HOLD = 13, the longest
+    #                        if it goes on (compose.processors.HoldLimit; 0 = off).  At LONGEST_HOLD = 13, the longest
     #                        any key of the 48 pieces is held, no piece holds one longer (19 of 50 one-minute pieces
     #                        did, up to 33 beats), but the realism test liked it less (valid, six paired draws: overall
     #                        +0.009 +- 0.009, composed +0.028 +- 0.012; released instead: +0.027 +- 0.015): off
     max_leap: int | None = None  # semitones: the top voice never climbs more than this at once (None = off;
-    #                              compose.decoding.MelodyLeap)
-    notatable: bool = False  # compose only rhythms a score writes exactly (compose.decoding.NotatableRhythm): the
+    #                              compose.processors.MelodyLeap)
+    notatable: bool = False  # compose only rhythms a score writes exactly (compose.processors.NotatableRhythm): the
     #                          score then has every onset where the MIDI has it.  Off by default: on the valid seeds
     #                          realism went from 0.831 to 0.853 and, on a second draw, from 0.836 to 0.867 (worse),
     #                          seed replay from 0.13 to 0.10 (docs/sheet-music.md)
@@ -314,7 +306,7 @@ class GenerationResult(PieceOutputs):
 
 def notatable_origin(seed: Seed, cfg: GenerateConfig) -> int:
     """The grid step of the seed's source that the notatable grid counts from: ``cfg.notatable_origin``,
-    or the seed's end (:class:`~chopinbot.compose.decoding.NotatableRhythm`)."""
+    or the seed's end (:class:`~chopinbot.compose.processors.NotatableRhythm`)."""
     if cfg.notatable_origin is not None:
         return cfg.notatable_origin
     return history_end_step(seed.history_start_beat, seed.history)

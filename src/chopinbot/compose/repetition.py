@@ -42,7 +42,7 @@ KINDS = ("exact", "transposed")
 # (valid margin 0.049 -> 0.081).  The realism test was level overall (-0.003 +- 0.014, twelve paired draws)
 # and a little against it from the seed alone (+0.023 +- 0.009), where a chord struck again and again reads
 # as a steady bass under a top voice that hardly moves (docs/training-history.md).  LONG_PASSAGE is where a
-# figure ends and a phrase begins: figures are the loop breaker's (compose.decoding.LoopBreaker), phrases are
+# figure ends and a phrase begins: figures are the loop breaker's (compose.processors.LoopBreaker), phrases are
 # measured by evaluation.form_measures.phrase_passes
 LONG_PASSAGE = 16
 # A slide (each state the one before moved up, or each down: a scale) goes on for at most this many states in the

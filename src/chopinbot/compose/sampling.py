@@ -114,7 +114,7 @@ class Sampler:
     def __init__(self, model: ChopinLSTM, cfg: DecodingSettings, rng: np.random.Generator,
                  stepper: NumpyStepper | ModuleStepper | None = None, processors: Sequence = ()) -> None:
         """``stepper``: a joint_keys model's, whose ``conditionals`` give each key's logits given those below.
-        ``processors``: the decoding rules (:class:`~chopinbot.compose.decoding.StepProcessor`), whose
+        ``processors``: the decoding rules (:class:`~chopinbot.compose.processors.StepProcessor`), whose
         ``mask``, ``propose``/``accept`` and ``tilt_durations`` hooks are called at every draw (their
         ``on_state`` is the loop's, after each state)."""
         self.cfg, self.rng = cfg, rng

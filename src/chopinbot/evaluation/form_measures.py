@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chopinbot.compose.decoding import LONGEST_RUNS
 from chopinbot.compose.form import FormResult
+from chopinbot.compose.processors import LONGEST_RUNS
 from chopinbot.compose.repetition import LONG_PASSAGE, LONGEST_SLIDE
 from chopinbot.constants import LOWEST_PITCH
 from chopinbot.evaluation.excerpts import detected_key
@@ -204,7 +204,7 @@ def longest_slide(states: States) -> int:
 
 def longest_hold(states: States) -> float:
     """The most beats any key sounds without being struck again.  Chopin's: at most 13 (the Scherzo of op. 35;
-    median over the pieces 4), the composer's :data:`~chopinbot.compose.decoding.LONGEST_HOLD`."""
+    median over the pieces 4), the composer's :data:`~chopinbot.compose.processors.LONGEST_HOLD`."""
     keys, onsets = np.asarray(states.keys, bool), np.asarray(states.onsets, bool)
     held, best = np.zeros(keys.shape[1]), 0.0
     for k, o, length in zip(keys, onsets, np.asarray(states.beats, np.float64)):

@@ -161,7 +161,7 @@ def infer_metre(keys: np.ndarray, onsets: np.ndarray, units: np.ndarray,
                 signature: tuple[int, int] | None = None, grid_phase: int | None = None) -> Metre:
     """The metre of states given as keys and onsets (n, 88) and lengths in grid steps (n,); with
     ``signature`` only where the bar lies is inferred.  ``grid_phase``: music composed on the 1/24-beat
-    grid from this step (:class:`~chopinbot.compose.decoding.NotatableRhythm`): its beats fall an even
+    grid from this step (:class:`~chopinbot.compose.processors.NotatableRhythm`): its beats fall an even
     number of steps from it, so that every beat is written exactly."""
     t, w, bar_w = _onset_weights(keys, onsets, np.asarray(units, np.int64))
     G = GRID_PER_BEAT
@@ -257,7 +257,7 @@ def continuation_metre(history: States, new: States, keep: int, grid_phase: int 
     phase it started in: after a seed that ends 5/48 of a beat before a beat, its onsets stay 5/48
     off the seed's grid, and the output's own grid is the one its score and MIDI must show.
     ``grid_phase``: the output was composed on the 1/24-beat grid from this step after the start of
-    ``history`` (:class:`~chopinbot.compose.decoding.NotatableRhythm`)."""
+    ``history`` (:class:`~chopinbot.compose.processors.NotatableRhythm`)."""
     whole = States.concat([history, new]) if len(history) else new
     signature = infer_states_metre(whole).first
     out = States.concat([history[len(history) - keep :], new]) if keep else new
