@@ -260,3 +260,17 @@ def test_the_original_design_is_bundled_by_name_and_composes():
     assert (t["window"], t["optimizer"]) == (16, "rmsprop")
     res = generate(model, seed_from_test(0), GenerateConfig(steps=24, random_seed=0))
     assert len(res.generated) == 24 and res.generated.onsets.any()
+
+
+def test_cli_advises_the_repeat_span_when_a_minute_mostly_played_its_primer_back(tmp_path, capsys):
+    """Test seed 300 reads 512 states of the Funeral March first; its minute (random seed 1) plays the march
+    back whole, and the summary says which flag leaves the rest to the model; with that flag it composes a
+    quarter of the minute itself and says nothing more."""
+    advice = "mostly played back from the primer: --repeat-span 96"
+    args = ["generate", "--seed-index", "300", "--seconds", "60", "--random-seed", "1", "--no-include-seed"]
+    assert main([*args, "--out", str(tmp_path / "a.mid")]) == 0
+    out = capsys.readouterr().out
+    assert "replayed 100%" in out and advice in out
+    assert main([*args, "--repeat-span", "96", "--out", str(tmp_path / "b.mid")]) == 0
+    out = capsys.readouterr().out
+    assert "composed 25%" in out and advice not in out

@@ -346,6 +346,19 @@ def test_the_page_says_when_a_chord_was_struck_more_often_than_chopin_ever_does(
     assert phrase[4] == "a passage of 20 states heard 4.0 times in a row (Chopin: at most 2.6)"
 
 
+def test_the_page_advises_the_repeat_span_when_a_long_piece_mostly_played_its_primer_back():
+    fig = PieceFigures(60.0, 200, 3.3, 40, 80, 60.0, 1.0, 3, replayed=0.95)
+    advice = ("mostly played back from the primer: “Repeats run at most” 96 states lets the model compose more of "
+              "its own")
+    assert figures_lines(fig, ComposeRequest(), 250)[-1] == advice
+    for request, states, f in [(ComposeRequest(), 90, fig),  # shorter than the span: it would change nothing
+                               (ComposeRequest(repeat_span=96), 250, fig),  # asked already
+                               (ComposeRequest(repeat_boost=1.0), 250, fig),  # no boost: the model's own copying
+                               (ComposeRequest(threshold=0.5), 250, fig),
+                               (ComposeRequest(), 250, dataclasses.replace(fig, replayed=0.5))]:
+        assert advice not in figures_lines(f, request, states)
+
+
 def test_variations_are_different_pieces_each_measured(controls_entry, pool):
     base = dict(model="tiny-controls", seed_index=2, seconds=None, steps=48, random_seed=5, render_audio=False)
     res = pool.compose(ComposeRequest(**base, variations=3, register=(55, 79), density=8.0, loudness="f"),

@@ -415,7 +415,8 @@ def show_piece(result: ComposeResult, i: int, about: str | None) -> None:
     else:
         st.info(f"No audio player: {piece.audio_note} The MIDI downloads below work without it.")
     st.markdown("**Measured** (the new music):\n" + "\n".join(f"- {line}" for line in
-                                                              figures_lines(piece.figures, result.request)))
+                                                              figures_lines(piece.figures, result.request,
+                                                                            len(piece.new_states))))
     if result.is_infill:
         buttons = [("MIDI: the whole piece, span replaced", piece.midi["all"], result.file_name("infilled"),
                     "audio/midi", "dl_all_0", "primary"),

@@ -41,12 +41,13 @@ from chopinbot.app.settings import (
 from chopinbot.compose.form import form_labels
 from chopinbot.compose.generate import GenerateConfig, GenerationResult
 from chopinbot.compose.infill import DEFAULT_CANDIDATES, MAX_CANDIDATES, PICTURE_MARGIN_BEATS, InfillResult
+from chopinbot.compose.repetition import CHOPIN_REPEAT_SPAN
 from chopinbot.compose.request import InfillSpan, compose_piece
 from chopinbot.compose.seeds import Seed, seed_from_test
 from chopinbot.compose.stepper import NumpyStepper
 from chopinbot.constants import SEED_STATES
 from chopinbot.errors import ChopinBotError, ConfigError
-from chopinbot.evaluation.figures import PieceFigures, piece_figures, result_figures
+from chopinbot.evaluation.figures import PieceFigures, piece_figures, result_figures, span_would_help
 from chopinbot.evaluation.musicstats import STAT_LABELS, compare_stats, piece_stats
 from chopinbot.music.keys import pitch_name
 from chopinbot.music.states import States, states_to_notes, states_to_score
@@ -272,9 +273,10 @@ class ComposeResult:
         return rows
 
 
-def figures_lines(figures: PieceFigures, request: ComposeRequest) -> list[str]:
+def figures_lines(figures: PieceFigures, request: ComposeRequest, states: int = 0) -> list[str]:
     """A piece's measured figures as display lines, each beside what the request asked
-    (density, register, loudness, key hold)."""
+    (density, register, loudness, key hold); ``states``: how many the piece composed (for the advice on
+    a piece mostly played back)."""
     def asked(text: str | None) -> str:
         return f" (asked {text})" if text else ""
 
@@ -291,7 +293,16 @@ def figures_lines(figures: PieceFigures, request: ComposeRequest) -> list[str]:
     return [f"density {figures.density:.1f} notes/s" + asked(f"{request.density:g}" if request.density else None),
             f"register {register}" + asked(wanted_register) + inside,
             f"loudness {loudness}" + asked(request.loudness),
-            "key held: " + hold] + figures.remarks
+            "key held: " + hold] + figures.remarks + replay_advice(figures, request, states)
+
+
+def replay_advice(figures: PieceFigures, request: ComposeRequest, states: int) -> list[str]:
+    """A piece that mostly played its primer back, composed with repeats helped all the way: the control that
+    lets the model compose more of its own (as the command line suggests ``--repeat-span``)."""
+    if not span_would_help(figures, request, states):
+        return []
+    return [f"mostly played back from the primer: “Repeats run at most” {CHOPIN_REPEAT_SPAN} states lets the "
+            "model compose more of its own"]
 
 
 def new_music(result: GenerationResult | InfillResult) -> States:

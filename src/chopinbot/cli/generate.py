@@ -35,7 +35,7 @@ from chopinbot.constants import N_KEYS, SEED_STATES, WARM_STATES
 from chopinbot.dataset.store import PrepareSettings
 from chopinbot.device import resolve_device
 from chopinbot.errors import ConfigError
-from chopinbot.evaluation.figures import result_figures
+from chopinbot.evaluation.figures import result_figures, span_would_help
 from chopinbot.model.checkpoint import model_name, read_config, resolve_checkpoint
 from chopinbot.model.formats import load_model
 from chopinbot.music.controls import LOUDNESS_LEVELS
@@ -271,6 +271,9 @@ def run(args: argparse.Namespace) -> int:
         print("measured: " + figures.summary())
         if figures.beyond_chopin_run is not None and not (cfg.chopin_runs and cfg.loop_states):
             print("  (--chopin-runs with the loop breaker on stops a chord or figure where Chopin's longest run stops)")
+        if span_would_help(figures, cfg, len(res.generated)):
+            print(f"  (mostly played back from the primer: --repeat-span {CHOPIN_REPEAT_SPAN} helps a repeat for "
+                  "no longer than Chopin's, and the model composes more of its own)")
         print("wrote " + ", ".join(str(w) for w in written))
     return 0
 

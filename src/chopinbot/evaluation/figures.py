@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from chopinbot.compose.repetition import CHOPIN_REPEAT_SPAN
 from chopinbot.evaluation.excerpts import EXCERPT_SECONDS, detected_key, time_excerpts
 from chopinbot.evaluation.form_measures import CHOPIN_PHRASE_PASSES, beyond_chopin_phrase, beyond_chopin_run
-from chopinbot.evaluation.replay import REPLAY_NGRAM, history_index, replay_share
+from chopinbot.evaluation.replay import MOSTLY_REPLAYED, REPLAY_NGRAM, history_index, replay_share
 from chopinbot.music.controls import LOUDNESS_LEVELS
 from chopinbot.music.keys import Key, pitch_name, within_a_fifth
 from chopinbot.music.states import States, states_to_notes
@@ -101,12 +102,26 @@ class PieceFigures:
                 f"{CHOPIN_PHRASE_PASSES + 1:.1f})")
 
     @property
+    def mostly_replayed(self) -> bool:
+        """Whether the new music mostly played back what the model read first (over ``MOSTLY_REPLAYED``)."""
+        return self.replayed is not None and not math.isnan(self.replayed) and self.replayed > MOSTLY_REPLAYED
+
+    @property
     def replay_text(self) -> str:
         """How much of the new music was composed and how much replayed ("" when not measured)."""
         if self.replayed is None or math.isnan(self.replayed):
             return ""
         return (f"composed {1 - self.replayed:.0%}, replayed {self.replayed:.0%} (of its {REPLAY_NGRAM}-state "
                 f"figures, those found at any pitch in what the model read first: the seed and its context)")
+
+
+def span_would_help(figures: PieceFigures, cfg, states: int) -> bool:
+    """Whether a piece of ``states`` new states composed with ``cfg`` (a GenerateConfig) mostly played back
+    what it read first, the repeat boost helping repeats all the way, and is longer than
+    :data:`~chopinbot.compose.repetition.CHOPIN_REPEAT_SPAN`: that span would leave the rest to the model
+    (the command line and the page say so)."""
+    return (figures.mostly_replayed and states > CHOPIN_REPEAT_SPAN and not cfg.repeat_span
+            and cfg.repeat_boost > 1 and cfg.threshold is None)
 
 
 def key_hold(notes: np.ndarray, key: Key, seconds: float = EXCERPT_SECONDS) -> tuple[float, int]:
