@@ -18,8 +18,9 @@ given those below it, exactly (:meth:`~chopinbot.compose.sampling.Sampler._draw_
 model's velocity class is drawn from its loudness head and written into the
 generated states (other models' states take the seed's mean velocity).
 
-The step loop and every decoding rule live in :mod:`chopinbot.compose.decoding`; a loop is broken
-where it starts (``loop_states``, :class:`~chopinbot.compose.processors.LoopBreaker`).
+The step loop lives in :mod:`chopinbot.compose.decoding`, every decoding rule in
+:mod:`chopinbot.compose.processors`; a loop is broken where it starts (``loop_states``,
+:class:`~chopinbot.compose.processors.LoopBreaker`).
 
 Guards: the original's decoding often collapsed into silence or one stuck
 chord.  After generating, the result is checked (no notes; a long stretch with
@@ -134,10 +135,11 @@ class GenerateConfig:
     repeat_span: int = 0  # the boost helps a repeat go on for at most this many states in a row, then the model
     #                       alone decides whether it goes on (0 = no limit; compose.repetition.CHOPIN_REPEAT_SPAN).
     #                       Boosted at every state, a repeat the model has found goes on far longer than Chopin's
-    #                       (the model alone copies nothing): 96 states, beyond 97 % of his, halved the minutes
-    #                       played back whole from the valid seeds, but the realism test liked it less (+0.035
-    #                       +- 0.010, six paired draws): off, an option for a continuation that replays its primer
-    #                       no longer than Chopin would (docs/training-history.md)
+    #                       (the model alone copies almost nothing).  At 96 states, longer than 97 % of his, the
+    #                       minutes played back whole from the piano corpus's valid seeds went from 13 to 3 of 276
+    #                       (Chopin's valid seeds: 20-s excerpts over 80 % 0.107 -> 0.051), but the realism test
+    #                       liked it less (+0.035 +- 0.010, six paired draws): off, an option for a continuation
+    #                       that plays its primer back no longer than Chopin would (docs/training-history.md)
     listen: bool = False  # the note head learns the primer (context and seed, up to 512 states) before composing:
     #                       its chords and voicings (model.adaptation).  Key NLL measured the same way 3.47 -> 3.21
     #                       (valid), 3.91 -> 3.78 (test); realism level on the valid seeds (-0.009 +- 0.012, twelve
