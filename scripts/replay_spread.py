@@ -30,25 +30,19 @@ import numpy as np
 SECONDS = 60.0
 
 
-def seeds_and_truths(data: str, split: str, every: int):
-    from chopinbot.constants import SEED_STATES
+def not_chopin(seg) -> bool:
     from chopinbot.dataset.corpus import style_name
+
+    return style_name(seg.composer) != "chopin"
+
+
+def held_out(data: str, split: str, every: int):
+    """The dataset, and every ``every``-th seed of its ``split`` pieces but Chopin's (512 states of context)."""
     from chopinbot.dataset.store import Dataset
     from chopinbot.evaluation.continuations import held_out_seeds
-    from chopinbot.evaluation.excerpts import excerpt_windows
-    from chopinbot.evaluation.replay import continuation_replays
-    from chopinbot.music.states import transpose_states
 
     ds = Dataset(data)
-    keep = lambda seg: style_name(seg.composer) != "chopin"  # noqa: E731
-    seeds, _ = held_out_seeds(ds, split, seconds=SECONDS, keep=keep)
-    after = []
-    for seg in filter(keep, ds.segments(split)):
-        original, _ = transpose_states(ds.states(seg), -seg.shift)
-        after += [original[a:] for a, _ in excerpt_windows(original, SECONDS, first=SEED_STATES)]
-    assert len(after) == len(seeds)
-    truths = [continuation_replays(s, a, 1, SECONDS)[0] for s, a in zip(seeds, after)]
-    return seeds[::every], truths[::every]
+    return ds, held_out_seeds(ds, split, seconds=SECONDS, keep=not_chopin)[0][::every]
 
 
 def run_arm(model: str, decoding: dict, data: str, split: str, every: int, draws: int, part: int,
@@ -61,7 +55,7 @@ def run_arm(model: str, decoding: dict, data: str, split: str, every: int, draws
     from chopinbot.evaluation.replay import continuation_replays
     from chopinbot.model.formats import load_model
 
-    seeds, _ = seeds_and_truths(data, split, every)
+    _, seeds = held_out(data, split, every)
     compose = model_composer(load_model(model), SECONDS, decoding)
     out = []
     for j in range(part, len(seeds) * draws, parts):
@@ -93,7 +87,10 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default="runs/replay_spread")
     args = ap.parse_args()
-    _, truths = seeds_and_truths(args.data, args.split, args.every)
+    from chopinbot.evaluation.replay import true_continuation_replays
+
+    ds, seeds = held_out(args.data, args.split, 1)
+    truths = true_continuation_replays(ds, args.split, seeds, 1, SECONDS, keep=not_chopin)[:: args.every]
     t = np.tile(np.asarray(truths, np.float64), args.draws)
     print(f"{len(t)} seeds; what really followed: mean {np.nanmean(t):.3f}, above 0.8 {np.nanmean(t > 0.8):.3f}")
     for spec in args.arm:

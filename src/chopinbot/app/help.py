@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from chopinbot.app.settings import MAX_REQUEST_SECONDS, MAX_REQUEST_STATES, MAX_UPLOAD_BYTES
 from chopinbot.compose.generate import DENSITY_RANGE, MIN_REGISTER_SPAN
+from chopinbot.compose.repetition import CHOPIN_REPEAT_SPAN
 from chopinbot.constants import SEED_STATES
 from chopinbot.music.controls import LOUDNESS_LEVELS
 
@@ -67,7 +68,8 @@ HELP = {
                      "again and again for 20 s. 0 = no limit.",
     "repeat_span": "For how many states in a row the repetition above helps a passage heard before go on as it "
                    "went; after that the model alone decides. Helped all the way, the continuation of a primer "
-                   "with a reprise may play a whole minute of it back; 96 states is longer than 97 % of Chopin's "
+                   f"with a reprise may play a whole minute of it back; {CHOPIN_REPEAT_SPAN} states is longer "
+                   "than 97 % of Chopin's "
                    "own repeats. 0 = no limit.",
     "threshold": "A key sounds when its probability is at least this. Lower = more notes. "
                  "The threshold guide below shows the trade-off; the default is the value that was best "

@@ -83,15 +83,15 @@ def piece_replays(ds: Dataset, split: str, seconds: float = EXCERPT_SECONDS, fir
 
 def true_continuation_replays(ds: Dataset, split: str, seeds: Sequence[Seed], count: int,
                               seconds: float = EXCERPT_SECONDS, seed_len: int = SEED_STATES,
-                              windows: float | None = None) -> list[float]:
+                              windows: float | None = None, keep=performed_chopin) -> list[float]:
     """What really followed each of ``seeds`` (those of
-    :func:`~chopinbot.evaluation.continuations.held_out_seeds` over the same ``split``, ``seed_len``
-    and windows of ``windows`` seconds (default ``seconds``), in order), measured as a continuation of
-    it is: the replay share of each of its first ``count`` excerpts of ``seconds`` against the seed and
-    its context.  The like-for-like reference for the generated continuations, where
-    :func:`piece_replays` is the reference of every window of the pieces."""
+    :func:`~chopinbot.evaluation.continuations.held_out_seeds` over the same ``split``, ``seed_len``,
+    windows of ``windows`` seconds (default ``seconds``) and segments ``keep`` accepts, in order),
+    measured as a continuation of it is: the replay share of each of its first ``count`` excerpts of
+    ``seconds`` against the seed and its context.  The like-for-like reference for the generated
+    continuations, where :func:`piece_replays` is the reference of every window of the pieces."""
     after = []  # the piece from each seed's end, in the piece's own key (as continuations are)
-    for seg in filter(performed_chopin, ds.segments(split)):
+    for seg in filter(keep, ds.segments(split)):
         original, _ = transpose_states(ds.states(seg), -seg.shift)
         after += [original[a:] for a, _ in excerpt_windows(original, windows or seconds, first=seed_len)]
     if len(after) != len(seeds):
