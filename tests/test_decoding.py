@@ -10,8 +10,8 @@ import pytest
 from chopinbot.compose import decoding, processors
 from chopinbot.compose.decoding import Decoder, StepLimit, processors_for
 from chopinbot.compose.form import compose_form
-from chopinbot.compose.generate import LOOP_BROKEN, GenerateConfig, check_guards, generate
-from chopinbot.compose.processors import LoopBreaker, StepProcessor
+from chopinbot.compose.generate import LOOP_BROKEN, GenerateConfig, check_guards, generate, loop_guard
+from chopinbot.compose.processors import LoopBreak, LoopBreaker, StepProcessor
 from chopinbot.compose.repetition import LONG_PASSAGE, RepeatBoost
 from chopinbot.compose.seeds import seed_from_test
 from chopinbot.constants import BUNDLED_CORPUS_DIR, N_KEYS
@@ -66,6 +66,7 @@ def test_with_chopin_runs_a_chord_struck_again_and_again_stops_where_chopin_s_lo
     assert breaker.reject(chord, chord).tolist() == [True]  # the 13th strike drawn, and drawn again ...
     assert _feed(breaker, _figure([60], 1)) == [False]  # ... as something else: one loop broken
     assert breaker.loops.tolist() == [1]
+    assert breaker.events == [[LoopBreak(0, "chopin", 1, 11)]]  # at the first new state: Chopin's run of chords
     assert _feed(breaker, h[:1]) == [False] and breaker.loops.tolist() == [1]
 
 
@@ -129,6 +130,24 @@ def test_a_scale_is_turned_after_as_many_states_one_way_as_chopin_goes():
     assert not LoopBreaker(48, [scale[1:]]).reject(down, down)[0]  # 27 moves: one more is allowed
     _feed(breaker, _figure([63], 1))
     assert breaker.loops.tolist() == [1] and breaker.slide.tolist() == [1]  # turned: a new slide, upwards
+    assert breaker.events == [[LoopBreak(0, "slide", 1, 28)]]
+
+
+def test_the_guard_line_says_when_and_which_loop_was_broken():
+    """Each loop broken is said with its time in the piece written (the seed's seconds before it, when the
+    piece begins with the seed) and the rule in a listener's words; past four, the rest are counted."""
+    seconds = np.full(40, 0.5, np.float32)
+    line = loop_guard([LoopBreak(4, "chopin", 1, 11), LoopBreak(10, "chopin", 2, 17)], seconds, offset=3.0)
+    assert line == (f"{LOOP_BROKEN} 2 times (at the temperature asked): at 5.0 s, a chord struck 12 times in a row "
+                    "(Chopin's most) was not struck again; at 8.0 s, a figure of 2 states heard 9.5 times in a row "
+                    "(Chopin's most at its length) was not taken round again")
+    assert "a figure of 5 states that went round for 48 states was stopped and kept out for 16 more" in loop_guard(
+        [LoopBreak(0, "loop", 5, 48)], seconds)
+    assert "a figure of 3 states that filled 84 of the last 96 states" in loop_guard([LoopBreak(0, "near", 3, 84)],
+                                                                                    seconds)
+    many = loop_guard([LoopBreak(i, "slide", 1, 28) for i in range(6)], seconds)
+    assert many.startswith(f"{LOOP_BROKEN} 6 times") and many.endswith("; and 2 more")
+    assert many.count("a scale that had gone 28 states one way turned") == 4
 
 
 def test_piano_transformer_s_chromatic_scale_turns_where_chopin_s_would(monkeypatch):
@@ -146,7 +165,8 @@ def test_piano_transformer_s_chromatic_scale_turns_where_chopin_s_would(monkeypa
         assert longest_slide(generate(model, seed, cfg).generated) > 2 * CHOPIN_SLIDE_STATES
     turned = generate(model, seed, cfg)
     assert longest_slide(turned.generated) <= CHOPIN_SLIDE_STATES
-    assert any(g.startswith(LOOP_BROKEN) and "scale turned" in g for g in turned.guards)
+    assert any(g.startswith(LOOP_BROKEN) and "a scale that had gone 28 states one way turned" in g
+               for g in turned.guards)
 
 
 def test_with_chopin_runs_piano_transformer_s_hammered_chord_stops_where_chopin_s_would(monkeypatch):
@@ -163,7 +183,10 @@ def test_with_chopin_runs_piano_transformer_s_hammered_chord_stops_where_chopin_
     assert loop_runs(generate(model, seed, cfg).generated)[0] == 44  # repeats after the first strike
     stopped = generate(model, seed, replace(cfg, chopin_runs=True))
     assert beyond_chopin_run(stopped.generated) is None
-    assert any(g.startswith(LOOP_BROKEN) and "Chopin's of its length" in g for g in stopped.guards)
+    said = [g for g in stopped.guards if g.startswith(LOOP_BROKEN)]
+    assert len(said) == 1 and "a chord struck 12 times in a row (Chopin's most) was not struck again" in said[0]
+    at = float(said[0].split(": at ")[1].split(" s,")[0])  # where the hammering was: its last 14 s
+    assert 31.0 <= at <= stopped.generated.seconds.sum()
     free = generate(model, seed, replace(cfg, chopin_runs=True, loop_states=0))  # the limits are the breaker's:
     assert loop_runs(free.generated)[0] == 44 and not free.guards  # with it off, off too
 

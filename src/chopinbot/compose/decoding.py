@@ -33,6 +33,7 @@ from chopinbot.compose.processors import (
     FollowKeyDrift,
     HoldLimit,
     KeepDensity,
+    LoopBreak,
     LoopBreaker,
     MelodyLeap,
     NotatableRhythm,
@@ -226,6 +227,12 @@ class Decoder:
     def loops_broken(self) -> np.ndarray:
         """(B,) how many times the loop breaker broke a loop in each piece (0 with it off)."""
         return sum((p.loops for p in self.processors if isinstance(p, LoopBreaker)), np.zeros(len(self.prev), np.int64))
+
+    def loop_breaks(self) -> list[list[LoopBreak]]:
+        """Each piece's loops broken, in order: where, and which rule (none with the breaker off)."""
+        breakers = [p for p in self.processors if isinstance(p, LoopBreaker)]
+        return [sorted((e for p in breakers for e in p.events[b]), key=lambda e: e.state)
+                for b in range(len(self.prev))]
 
     def _feed(self, new: NewStates) -> None:
         x = self.inputs(new.keys, new.onsets, new.cls, new.velocity)

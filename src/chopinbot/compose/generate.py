@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from chopinbot.compose.decoding import STUCK_STATES, BeatLimit, Decoder, StepLimit, Stuck, history_end_step
-from chopinbot.compose.processors import LONGEST_RUNS, LoopBreaker
+from chopinbot.compose.processors import LoopBreak, LoopBreaker
 from chopinbot.compose.seeds import Seed
 from chopinbot.constants import GRID_PER_BEAT, HIGHEST_PITCH, LOWEST_PITCH, MIN_KEYS, N_KEYS
 from chopinbot.errors import ChopinBotError, ConfigError
@@ -322,7 +322,7 @@ def notatable_phase(seed: Seed, cfg: GenerateConfig) -> int | None:
     return notatable_origin(seed, cfg) - int(round(seed.history_start_beat * GRID_PER_BEAT))
 
 
-def _continue(*args, **kwargs) -> tuple[list[States], np.ndarray]:
+def _continue(*args, **kwargs) -> tuple[list[States], list[list[LoopBreak]]]:
     # MKL-DNN's LSTM kernel costs ~5x more than the plain one for a short
     # sequence at batch 1 (8.0 vs 1.6 ms measured here), so it is off while generating.
     was = torch.backends.mkldnn.enabled
@@ -337,12 +337,12 @@ def _continue(*args, **kwargs) -> tuple[list[States], np.ndarray]:
 def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig, rng: np.random.Generator,
                     steps: int | None, max_beats: float | None, rerun_window: int = 0, start: float = 0.0,
                     stop_when_stuck: bool = False, engine: str = "auto",
-                    controls: Controls | None = None) -> tuple[list[States], np.ndarray]:
+                    controls: Controls | None = None) -> tuple[list[States], list[list[LoopBreak]]]:
     """Generate after each seed (all seeds the same length, starting at beat
     ``start`` of their source) by :class:`~chopinbot.compose.decoding.Decoder`; returns the new
-    states, and how many loops were broken in each piece.  With ``stop_when_stuck`` an
-    attempt in which every piece has gone ``STUCK_STATES`` states without a struck key ends
-    there (it will be retried), instead of running to full length first.  ``controls``: what a
+    states, and the loops broken in each piece (those within it: a batch's pieces are cut to their own
+    length).  With ``stop_when_stuck`` an attempt in which every piece has gone ``STUCK_STATES`` states
+    without a struck key ends there (it will be retried), instead of running to full length first.  ``controls``: what a
     model with controls is asked for (in its frame)."""
     B = len(seeds)
     decoder = Decoder(model, seeds, cfg, rng, start, controls, engine, rerun_window)
@@ -371,7 +371,8 @@ def _continue_steps(model: ChopinLSTM, seeds: list[States], cfg: GenerateConfig,
             vel = np.where(onset_steps[b, sl].any(1), seeds[b].velocity[seeds[b].velocity > 0].mean().round()
                            if (seeds[b].velocity > 0).any() else DEFAULT_VELOCITY, 0).astype(np.uint8)
         result.append(States(K[b, sl], onset_steps[b, sl], d[sl], np.zeros(len(d[sl]), np.float32), vel))
-    return result, decoder.loops_broken()
+    breaks = decoder.loop_breaks()
+    return result, [[e for e in breaks[b] if e.state < len(result[b])] for b in range(B)]
 
 
 def check_guards(new: States, loops: bool = True) -> list[str]:
@@ -400,14 +401,33 @@ def check_guards(new: States, loops: bool = True) -> list[str]:
 LOOP_BROKEN = "loop broken"  # how the guard line of a loop broken where it started begins
 
 
-def loop_guard(loops: int, states: int, chopin_runs: bool = False) -> str:
-    """The guard line of a piece in which the loop breaker broke ``loops`` loops."""
-    times = "once" if loops == 1 else f"{loops} times"
-    runs = (f"a figure was stopped where it would have gone round longer than any of Chopin's of its length (a "
-            f"chord struck more than {LONGEST_RUNS[0]} times in a row), or one" if chopin_runs else "a figure")
-    return (f"{LOOP_BROKEN} {times}: {runs} that went round for {states} states (or {LoopBreaker.NEAR} of "
-            f"{LoopBreaker.WINDOW}) was stopped there and kept out for {LoopBreaker.HOLD} more, or a scale turned "
-            f"after {LoopBreaker.MAX_SLIDE} states one way (at the temperature asked)")
+SAID_BREAKS = 4  # the loops broken a guard line describes one by one (the rest are counted)
+
+
+def describe_break(e: LoopBreak) -> str:
+    """What the loop breaker did, in a listener's words."""
+    if e.kind == "slide":
+        return f"a scale that had gone {e.limit} states one way turned"
+    if e.kind == "chopin" and e.period == 1:
+        return f"a chord struck {e.limit + 1} times in a row (Chopin's most) was not struck again"
+    figure = "a chord struck again and again" if e.period == 1 else f"a figure of {e.period} states"
+    if e.kind == "chopin":
+        rounds = f"{(e.limit + e.period) / e.period:.1f}".removesuffix(".0")
+        return f"{figure} heard {rounds} times in a row (Chopin's most at its length) was not taken round again"
+    went = (f"went round for {e.limit} states" if e.kind == "loop"
+            else f"filled {e.limit} of the last {LoopBreaker.WINDOW} states")
+    return f"{figure} that {went} was stopped and kept out for {LoopBreaker.HOLD} more"
+
+
+def loop_guard(breaks: list[LoopBreak], seconds: np.ndarray, offset: float = 0.0) -> str:
+    """The guard line of a piece in which the loop breaker broke ``breaks`` (``seconds``: each new state's
+    length; ``offset``: the seconds before the first, in the piece written), each said with its time."""
+    times = "once" if len(breaks) == 1 else f"{len(breaks)} times"
+    starts = offset + np.concatenate([[0.0], np.cumsum(np.asarray(seconds, np.float64))])
+    said = [f"at {starts[e.state]:.1f} s, {describe_break(e)}" for e in breaks[:SAID_BREAKS]]
+    if len(breaks) > SAID_BREAKS:
+        said.append(f"and {len(breaks) - SAID_BREAKS} more")
+    return f"{LOOP_BROKEN} {times} (at the temperature asked): " + "; ".join(said)
 
 
 def _adjust(cfg: GenerateConfig, problems: list[str]) -> tuple[GenerateConfig, str]:
@@ -506,12 +526,13 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
             tries += 1
         if problems:
             guards.append("; ".join(problems) + (" (kept: --no-retry)" if not cfg.retry else " (after retries)"))
+        new.seconds = (new.beats * 60.0 / bpm).astype(np.float32)
         if broken:
-            guards.append(loop_guard(int(broken), cfg.loop_states, cfg.chopin_runs))
+            before = float(seed.states.beats.sum()) * 60.0 / bpm if cfg.include_seed else 0.0
+            guards.append(loop_guard(broken, new.seconds, before))
         if not new.onsets.any() and not (cfg.include_seed and seed.states.keys.any()):
             raise GenerationError("the model produced only silence, even after retries; try sampling or a lower "
                                   "threshold")
-        new.seconds = (new.beats * 60.0 / bpm).astype(np.float32)
         if seed_metre is None:
             context = seed.history[: len(seed.history) - len(seed.states)]
             seed_metre = continuation_metre(context, seed.history[len(context) :], 0)

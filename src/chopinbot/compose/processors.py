@@ -10,6 +10,8 @@ the list; the loop never names a rule.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from chopinbot.compose.guidance import GuidedStepper, KeyDrift
@@ -189,6 +191,21 @@ class FollowKeyDrift(StepProcessor):
         self.stepper.weight = self.drift.weights
 
 
+@dataclass(frozen=True)
+class LoopBreak:
+    """One loop the :class:`LoopBreaker` broke, for the user's guard line: where and which rule.
+
+    ``kind``: "chopin" (a figure of ``period`` states stopped where Chopin's longest run at that period,
+    ``limit`` states each repeating the one ``period`` before, stops), "loop" (one that went round for
+    ``limit`` states), "near" (one heard in ``LoopBreaker.NEAR`` of its last ``WINDOW`` states) or "slide"
+    (a scale turned after ``limit`` states one way; ``period`` 1)."""
+
+    state: int  # the first state drawn instead: its index among the new states
+    kind: str
+    period: int
+    limit: int
+
+
 class LoopBreaker(StepProcessor):
     """A loop is broken where it starts, at the temperature asked, and stays broken a while.
 
@@ -255,11 +272,14 @@ class LoopBreaker(StepProcessor):
         k = min(P, S)
         self.ring[:, :k] = packed[:, ::-1][:, :k]
         self.t = S  # states read (the histories' included)
+        self.t0 = S  # ... before the first new one
         # the slide at the histories' end: how many states in a row moved the one before which way (-1, 0, 1)
         self.last = np.stack([h.keys[-1] for h in histories]).astype(bool)
         self.slide, self.direction = np.zeros(B, np.int64), np.zeros(B, np.int64)
         self.turned = np.zeros(B, bool)  # this state: a draw would have gone on sliding past MAX_SLIDE
         self.stopped = np.zeros(B, bool)  # this state: a draw would have gone round a figure past its period's limit
+        self.stopped_period = np.zeros(B, np.int64)  # ... the shortest such period (to say which figure)
+        self.events: list[list[LoopBreak]] = [[] for _ in range(B)]  # each loop broken, for the guard line
         tail = np.stack([h.keys[-self.MAX_SLIDE - 1:] for h in histories]).astype(bool)
         for i in range(1, tail.shape[1]):
             self._slid(np.sign(moved_by(tail[:, i - 1], tail[:, i])))
@@ -291,15 +311,35 @@ class LoopBreaker(StepProcessor):
             return bad
         # the cycle of period p goes on with the state p - 1 before the newest: ring row p - 1
         same = (self.ring == self._pack(keys, onsets)[:, None]).all(-1)
-        self.stopped |= (same & at_limit).any(-1)
+        hit = same & at_limit
+        first = hit.any(-1) & ~self.stopped
+        self.stopped_period = np.where(first, hit.argmax(-1) + 1, self.stopped_period)
+        self.stopped |= first
         return bad | (same & looping).any(-1)
+
+    def _event(self, b: int, reached: np.ndarray) -> LoopBreak:
+        """The loop piece ``b`` broke at this state (``reached``: (P,) its cycles that had become loops)."""
+        state = self.t - self.t0
+        if self.turned[b]:
+            return LoopBreak(state, "slide", 1, self.MAX_SLIDE)
+        if self.stopped[b]:
+            p = int(self.stopped_period[b])
+            limit = int(self.limits[p - 1])
+            return LoopBreak(state, "chopin" if limit < self.states else "loop", p, limit)
+        p = int(reached.argmax()) + 1
+        if self.runs[b, p - 1] >= self.states:
+            return LoopBreak(state, "loop", p, self.states)
+        return LoopBreak(state, "near", p, self.NEAR)
 
     def on_state(self, new):
         reached, held = self._reached(), self.t < self.forbidden_until
         at_limit = self.runs >= self.limits  # a run at its period's limit (``reached``'s runs among them)
         self.breaks += (at_limit | reached | held).any(-1) | (self.slide >= self.MAX_SLIDE)
         # a new loop or a figure stopped at its period's limit (not one held out already); a slide turned
-        self.loops += ((reached.any(-1) | self.stopped) & ~held.any(-1)) | self.turned
+        broke = ((reached.any(-1) | self.stopped) & ~held.any(-1)) | self.turned
+        self.loops += broke
+        for b in np.flatnonzero(broke):  # seldom: a few times a piece at most
+            self.events[b].append(self._event(b, reached[b]))
         self.stopped[:] = False
         self.turned[:] = False
         self._slid(np.sign(moved_by(self.last, new.keys)))
