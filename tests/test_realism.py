@@ -209,6 +209,7 @@ def test_realism_section_end_to_end(tiny_dataset_dir):
     assert phrase["generated"]["n"] == len(seeds) and phrase["generated"]["composed"] == 1.0
     assert phrase["chopin"]["n"] == composed["n_excerpts"]["phrase_chopin"] > 0
     assert phrase["chopin_same_seeds"]["n"] == len(seeds)
+    assert phrase["chopin_every_minute"]["n"] > 0 and "| chopin_every_minute, 60-s excerpts | " in text
     assert "Composed music, apart from what it replays" in text and "| generated, 60-s excerpts | " in text
     voices = composed["voices"]  # the scale's top voice steps by a semitone (and drops an octave once in 12)
     assert voices["generated"]["top_abs_interval"]["mean"] == pytest.approx((11 + 11) / 12, abs=0.1)

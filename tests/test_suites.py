@@ -18,6 +18,7 @@ from chopinbot.errors import ConfigError
 from chopinbot.evaluation import suites
 from chopinbot.evaluation.continuations import (
     continue_seeds,
+    performed_chopin,
     held_out_seeds,
     model_composer,
     split_excerpts,
@@ -26,6 +27,7 @@ from chopinbot.evaluation.continuations import (
 from chopinbot.evaluation.realism import ClassifierSettings, RealismSettings, evaluate_realism
 from chopinbot.evaluation.replay import (
     continuation_replays,
+    every_window_replays,
     piece_replays,
     replay_distribution,
     true_continuation_replays,
@@ -33,7 +35,8 @@ from chopinbot.evaluation.replay import (
 from chopinbot.evaluation.suites.realism import RealismSuiteSettings, realism_suite
 from chopinbot.evaluation.suites.schema import SCHEMA_KEYS, suite_result
 from chopinbot.model.formats import load_model
-from chopinbot.music.states import transpose_states
+from chopinbot.dataset.store import Segment
+from chopinbot.music.states import States, transpose_states
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -82,13 +85,24 @@ def test_replay_of_the_seeds_own_context_is_total_and_real_replays_line_up(tiny)
 
 def test_what_really_followed_the_seeds_is_read_as_a_continuation_is(tiny):
     """The like-for-like replay reference: each seed's true continuation against the seed and its context.
-    Its first excerpt after each seed is the true window, read against the 528 states before it, as
-    piece_replays reads it; the next ones are read against the same history, as a continuation's are."""
+    Its first excerpt after each seed is the true window, read against the 528 states of its key segment
+    before it (a seed's context is its segment's), as piece_replays reads a piece's first segment (a later
+    one, piece_replays reads with the piece before it too: never less); the next ones are read against the
+    same history, as a continuation's are."""
     _, ds = tiny
     seeds, _ = held_out_seeds(ds, "test")
     same = true_continuation_replays(ds, "test", seeds, 3)
     assert len(same) == 3 * len(seeds)
-    np.testing.assert_allclose(same[::3], piece_replays(ds, "test", first=16))
+    whole = np.nan_to_num(piece_replays(ds, "test", first=16))
+    assert (whole >= np.nan_to_num(same[::3]) - 1e-12).all()
+    opening = {min(s.start for s in ds.segments("test") if s.piece == p) for p in ds.pieces("test")}
+
+    def first_segment(seg):
+        return performed_chopin(seg) and seg.start in opening
+
+    firsts, _ = held_out_seeds(ds, "test", keep=first_segment)
+    np.testing.assert_allclose(true_continuation_replays(ds, "test", firsts, 1, keep=first_segment),
+                               piece_replays(ds, "test", first=16, keep=first_segment))
     assert not np.allclose(np.nan_to_num(same[1::3]), np.nan_to_num(same[::3]))  # later excerpts: their own
     with pytest.raises(ValueError, match="held_out_seeds"):
         true_continuation_replays(ds, "test", seeds[:-1], 3)
@@ -97,6 +111,42 @@ def test_what_really_followed_the_seeds_is_read_as_a_continuation_is(tiny):
     assert len(minute) == len(seeds) and not np.allclose(np.nan_to_num(minute), np.nan_to_num(same[::3]))
     with pytest.raises(ValueError, match="held_out_seeds"):  # the 60-s windows' seeds are not these
         true_continuation_replays(ds, "test", seeds, 1, 60.0)
+
+
+class _TwoKeys:
+    """A dataset of one piece in two key segments: A then B in C major, then A again in the second segment,
+    which the key finder put in E-flat (its states shifted there, as a segment's are)."""
+
+    def __init__(self):
+        rng = np.random.default_rng(0)
+
+        def passage(n):
+            keys = np.zeros((n, 88), bool)
+            keys[np.arange(n)[:, None], 39 + rng.integers(0, 24, (n, 3))] = True
+            return States(keys, keys.copy(), np.full(n, 1.0, np.float32), np.full(n, 0.5, np.float32),
+                          np.full(n, 64, np.uint8))
+
+        a, b = passage(40), passage(40)  # 20 s each
+        self.original = {0: States.concat([a, b]), 80: a}
+        self._segments = [Segment("p", 0, 80, "C major", 0, False, 0, "test"),
+                          Segment("p", 80, 120, "Eb major", 3, False, -3, "test")]
+
+    def segments(self, split=None):
+        return [s for s in self._segments if split in (None, s.split)]
+
+    def states(self, seg):
+        return transpose_states(self.original[seg.start], seg.shift)[0]
+
+
+def test_a_reprise_in_another_key_segment_is_replay_of_the_piece_before_it():
+    """The real side's replay reads the piece before an excerpt, not its key segment: A B | A (the reprise in a
+    segment of its own, after a modulation) replays A whole; read within its segment it had nothing before it."""
+    ds = _TwoKeys()
+    assert piece_replays(ds, "test", 20.0) == [0.0, 0.0, 1.0]
+    assert every_window_replays(ds, "test", 20.0, first=0) == [0.0, 0.0, 1.0]  # laid across the whole piece
+    # from 16 states in: 16-56 (none heard before), 56-96 (B's last 24 states, then A's first 16: 9 of 33 n-grams)
+    assert every_window_replays(ds, "test", 20.0, first=16) == [0.0, pytest.approx(9 / 33)]
+    assert piece_replays(ds, "test", 20.0, before=40) == [0.0, 0.0, 0.0]  # 40 states before: B alone
 
 
 def test_realism_suite_schema_and_figure_is_the_protocols(tiny):

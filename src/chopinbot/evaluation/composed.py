@@ -43,6 +43,7 @@ from chopinbot.evaluation.replay import (
     MOSTLY_REPLAYED,
     REPLAY_NGRAM,
     continuation_replays,
+    every_window_replays,
     piece_replays,
     replay_distribution,
     true_continuation_replays,
@@ -123,6 +124,8 @@ def composed_realism(ds: Dataset, rs, compose: Compose, seeds, true, continuatio
         "generated": [r for cont in continuations if cont.excerpts
                       for r in continuation_replays(cont.seed, cont.states, 1, phrase)],
         "chopin": real_replays(phrase),
+        "chopin_every_minute": every_window_replays(ds, "train", phrase, rs.seed_len)
+        + every_window_replays(ds, rs.split, phrase, rs.seed_len),
         "chopin_same_seeds": true_continuation_replays(ds, rs.split, seeds, 1, phrase, rs.seed_len, windows=seconds)}
     voices = {"generated": voice_figures([e for cont in continuations for e in cont.excerpts], Fg),
               "seed_alone": voice_figures(alone_ex, Fa), "chopin": voice_figures(chopin, Fc)}
@@ -153,7 +156,9 @@ def format_composed_section(composed: dict, main_row: dict | None = None) -> str
              "Replay rows: *chopin*, every excerpt of the real pieces the classifier reads; *chopin_same_seeds*, "
              "what really followed the generated excerpts' seeds, read against the same seed and context (like "
              "for like: some places in a piece are reprises). The rows marked 60 s read each whole continuation, "
-             "and every 60-s window of the real pieces, as one excerpt.",
+             "and every 60-s window of the real pieces, as one excerpt; *chopin_every_minute*, every minute of "
+             "the real pieces laid across each whole piece from where a continuation may start (after a "
+             "seed), read as a continuation is: the every-window reference of how often a minute is played back.",
              "", "| rows | excerpts per class | accuracy |", "|---|---|---|"]
     if main_row:
         lines.append(f"| all excerpts: generated vs Chopin | {main_row.get('n_per_class', '–')} | {acc(main_row)} |")
