@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 from chopinbot.compose.generate import GenerateConfig, generate
-from chopinbot.dataset.store import Dataset
+from chopinbot.dataset.store import Dataset, Segment
 from chopinbot.errors import ConfigError
 from chopinbot.evaluation import suites
 from chopinbot.evaluation.continuations import (
     continue_seeds,
-    performed_chopin,
     held_out_seeds,
     model_composer,
+    performed_chopin,
     split_excerpts,
     with_context,
 )
@@ -35,7 +35,6 @@ from chopinbot.evaluation.replay import (
 from chopinbot.evaluation.suites.realism import RealismSuiteSettings, realism_suite
 from chopinbot.evaluation.suites.schema import SCHEMA_KEYS, suite_result
 from chopinbot.model.formats import load_model
-from chopinbot.dataset.store import Segment
 from chopinbot.music.states import States, transpose_states
 
 pytestmark = pytest.mark.usefixtures("one_thread")
