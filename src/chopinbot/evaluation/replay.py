@@ -88,10 +88,10 @@ def piece_replays(ds: Dataset, split: str, seconds: float = EXCERPT_SECONDS, fir
     :func:`~chopinbot.evaluation.realism.split_excerpts` (``first=0``) or of the true windows of
     :func:`~chopinbot.evaluation.continuations.held_out_seeds` (``first=SEED_STATES``): its n-grams
     found, at any transposition, in the ``before`` states of the piece just before it.  The piece, not
-    its key segment: a reprise after a middle section in another key is in a segment of its own, and
-    each segment's first minute would have nothing before it (read within segments, every 60-s window of
-    the 48 pieces after their first 16 states replayed 0.103 on average, and none over 0.8; read in the
-    whole pieces, 0.148 and 0.012 -- issue 27's own calibration, two minutes before, found more still)."""
+    its key segment: a reprise after a middle section in another key is in a segment of its own, whose
+    first excerpt had nothing before it.  Every 60-s window of the 48 pieces' segments after their first 16
+    states, read within its segment, replayed 0.112 on average (0.012 of them over 0.8); read with the piece
+    before it, 0.123 (0.024).  (Laid across whole pieces, :func:`every_window_replays`: 0.154, 0.020.)"""
     out = []
     segments = list(filter(keep, ds.segments(split)))
     pieces = piece_states(ds, segments)
@@ -126,7 +126,7 @@ def true_continuation_replays(ds: Dataset, split: str, seeds: Sequence[Seed], co
     windows of ``windows`` seconds (default ``seconds``) and segments ``keep`` accepts, in order),
     measured as a continuation of it is: the replay share of each of its first ``count`` excerpts of
     ``seconds`` against the seed and its context.  The like-for-like reference for the generated
-    continuations, where :func:`piece_replays` is the reference of every window of the pieces."""
+    continuations, where :func:`every_window_replays` is the reference of every window of the pieces."""
     after = []  # the piece from each seed's end, in the piece's own key (as continuations are)
     for seg in filter(keep, ds.segments(split)):
         original, _ = transpose_states(ds.states(seg), -seg.shift)
