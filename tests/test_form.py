@@ -307,3 +307,18 @@ def test_no_chopin_piece_slides_beyond_the_calibration():
     st, _, _ = notes_to_states(read_midi(BUNDLED_CORPUS_DIR / "chpn_op53.mid"), S.grid_per_beat, S.pedal,
                                S.min_state_beats, S.max_states)
     assert longest_slide(st) == CHOPIN_SLIDE_STATES
+
+
+def test_a_section_s_loop_guard_gives_its_time_in_the_whole_piece():
+    """A loop broken in B is said at its time in the piece written, inside B, not at its time into B (the
+    section is composed as a continuation of its own, which counts from 0)."""
+    from chopinbot.compose.generate import LOOP_BROKEN
+    from chopinbot.model.formats import load_model
+
+    res = compose_form(load_model("chopin-editions"), seed_from_test(12),  # a two-state figure stopped in B
+                       GenerateConfig(steps=None, seconds=40.0, random_seed=3), "ABA")
+    said = [g for g in res.guards if g.startswith(f"B: {LOOP_BROKEN}")]
+    assert len(said) == 1
+    at = float(said[0].split(": at ")[1].split(" s,")[0])
+    b = next(s for s in res.sections if s.label == "B")
+    assert b.start_seconds + 1.0 < at < b.end_seconds

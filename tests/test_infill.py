@@ -3,13 +3,15 @@ by the model's likelihood of what follows it; the rest of the piece untouched.""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from chopinbot.cli import main
-from chopinbot.compose.generate import GenerateConfig
+from chopinbot.compose.generate import LOOP_BROKEN, GenerateConfig
 from chopinbot.compose.infill import (
     MAX_SPAN_BEATS,
     bar_start_tick,
@@ -216,3 +218,15 @@ def test_cli_infill_errors(tiny_model_dir, tmp_path, capsys, extra, message):
     assert main(["generate", "--model", str(tiny_model_dir), "--infill", "5b", "8b", "--out", str(out)] + extra) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_loop_broken_in_the_span_is_said_at_its_time_in_the_file():
+    """The span is composed as a continuation from 0 s; the guard gives each loop broken at its time in the
+    file the user named (lstm-repeats at threshold 0.95 goes round two states, broken twice in 10-16 s)."""
+    res = infill(load_model("lstm-repeats"), BUNDLED_CORPUS_DIR / "chp_op18.mid", 10, 16,
+                 cfg=GenerateConfig(threshold=0.95, steps=None), candidates=2)
+    said = [g for g in res.guards if g.startswith(LOOP_BROKEN)]
+    assert len(said) == 1 and said[0].startswith(f"{LOOP_BROKEN} 2 times")
+    times = [float(t) for t in re.findall(r"at (\d+\.\d) s,", said[0])]
+    a, b = res.span_seconds
+    assert len(times) == 2 and all(a < t < b for t in times), (times, (a, b))

@@ -56,9 +56,11 @@ import torch
 from chopinbot.compose.decoding import BeatLimit, Decoder, StepLimit
 from chopinbot.compose.generate import (
     DEFAULT_VELOCITY,
+    LOOP_BROKEN,
     GenerateConfig,
     GenerationResult,
     generate,
+    loop_guard,
     notatable_origin,
     notatable_phase,
     output_key,  # the output key and its mode rule, exactly as generate() decides them
@@ -247,11 +249,17 @@ def _continue(model: ChopinLSTM, draft: _Draft, beats: float, cfg: GenerateConfi
               random_seed: int | None, engine: str) -> tuple[States, list[str]]:
     """The model's next ``beats`` of the piece (the model's frame), and the guards that fired.  A section
     stuck in a figure is not composed again: the loop breaker (``cfg.loop_states``) breaks it where it
-    starts, as in every continuation."""
+    starts, as in every continuation; its guard line gives each break's time in the whole piece written
+    (the section begins where the draft ends), not in the section."""
     sec = replace(cfg, seconds=beats * 60.0 / draft.bpm, bpm=draft.bpm, key=None, include_seed=False,
                   random_seed=random_seed)
     res = generate(model, draft.seed(), sec, engine=engine, controls=controls)
-    return fit_beats(res.states, beats), list(res.guards)
+    new = fit_beats(res.states, beats)
+    guards = [g for g in res.guards if not g.startswith(LOOP_BROKEN)]
+    breaks = [e for e in res.loop_breaks if e.state < len(new)]
+    if breaks:
+        guards.append(loop_guard(breaks, res.generated.seconds, draft.out_beats * 60.0 / draft.bpm))
+    return new, guards
 
 
 def _replay(opening: States, prev_keys: np.ndarray) -> States:

@@ -253,6 +253,7 @@ class GenerationResult(PieceOutputs):
     # what the model read before its new music (the seed and its context), at the seed's pitch: what
     # the new music's replay is measured against (evaluation.figures; None: not kept, e.g. a form's sections)
     history: States | None = None
+    loop_breaks: list[LoopBreak] = field(default_factory=list)  # the loops broken in the new music, in order
 
     @property
     def generated(self) -> States:
@@ -544,5 +545,6 @@ def generate(model: ChopinLSTM, seed: Seed, cfg: GenerateConfig | None = None, b
         metre = continuation_metre(seed.history, new, len(seed.states) if cfg.include_seed else 0,
                                    notatable_phase(seed, cfg))
         results.append(GenerationResult(out_states, len(seed.states) if cfg.include_seed else 0, key, bpm,
-                                        seed.source, guards, attempt_cfg, metre, seed_metre, seed.history))
+                                        seed.source, guards, attempt_cfg, metre, seed_metre, seed.history,
+                                        loop_breaks=list(broken)))
     return results[0] if batch == 1 else results

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from chopinbot.compose.generate import GenerateConfig, generate, requested_controls
+from chopinbot.compose.generate import LOOP_BROKEN, GenerateConfig, generate, loop_guard, requested_controls
 from chopinbot.compose.seeds import window_seed
 from chopinbot.constants import GRID_PER_BEAT, N_KEYS, SEED_STATES, WARM_STATES
 from chopinbot.dataset.layout import InputLayout
@@ -411,11 +411,12 @@ class InfillResult(PieceOutputs):
 def infill_piece(model: ChopinLSTM, piece: States, key: Key, start: int, end: int,
                  cfg: GenerateConfig | None = None, candidates: int = DEFAULT_CANDIDATES,
                  lookahead: int = LOOKAHEAD_STATES, steer: bool = False, context_states: int = WARM_STATES,
-                 source: str = "piece") -> InfillResult:
+                 source: str = "piece", *, start_second: float = 0.0) -> InfillResult:
     """Compose states ``[start, end)`` of ``piece`` (in its own key ``key``, timed) anew: ``candidates``
     spans sampled from what precedes (decoded as ``cfg`` says), the one kept under which the model finds
     the next ``lookahead`` states of the piece most likely (:func:`continuation_nll`).  ``steer``: a
-    model with controls is asked for the controls of what follows (:func:`steering_controls`)."""
+    model with controls is asked for the controls of what follows (:func:`steering_controls`).
+    ``start_second``: where the piece's first state lies in its file (the loop guard's times are the file's)."""
     cfg = cfg or GenerateConfig()
     if cfg.key is not None or cfg.bpm is not None:
         raise ConfigError("an infill keeps the piece's key and tempo: leave key and bpm unset")
@@ -457,8 +458,15 @@ def infill_piece(model: ChopinLSTM, piece: States, key: Key, start: int, end: in
     nll = continuation_nll(model, seed.history, spans + [original], after, seed.history_start_beat, cfg.style)
     chosen = int(np.argmin(nll[:-1]))
     states = splice(piece, start, end, spans[chosen], key)
-    return InfillResult(states, (start, len(states) - (n - end)), piece, (start, end), key, source, nll[:-1],
-                        chosen, float(nll[-1]), len(after), spans, steer, results[chosen].guards, cfg)
+    span = (start, len(states) - (n - end))
+    # the kept candidate's loops broken, said at their times in the file (its span composed from 0 s)
+    guards = [g for g in results[chosen].guards if not g.startswith(LOOP_BROKEN)]
+    breaks = [e for e in results[chosen].loop_breaks if e.state < span[1] - span[0]]
+    if breaks:
+        before = start_second + float(states.seconds[:start].astype(np.float64).sum())
+        guards.append(loop_guard(breaks, states.seconds[span[0]:span[1]], before))
+    return InfillResult(states, span, piece, (start, end), key, source, nll[:-1], chosen, float(nll[-1]),
+                        len(after), spans, steer, guards, cfg, start_second=start_second)
 
 
 def splice(piece: States, start: int, end: int, span: States, key: Key) -> States:
@@ -489,6 +497,5 @@ def infill(model: ChopinLSTM, source: str | os.PathLike | bytes, start: float, e
     a, b = piece.span_states(start, end, unit)
     key = piece.key_at(a, b, lookahead)
     label = f"{piece.label} ({_fmt(start, unit)} to {_fmt(end, unit)})"
-    result = infill_piece(model, piece.states, key, a, b, cfg, candidates, lookahead, steer, context_states, label)
-    result.start_second = float(piece.boundary_seconds[0])
-    return result
+    return infill_piece(model, piece.states, key, a, b, cfg, candidates, lookahead, steer, context_states, label,
+                        start_second=float(piece.boundary_seconds[0]))
