@@ -224,10 +224,6 @@ class Decoder:
         self.window = list(x_seed.transpose(1, 0, 2)) if rerun_window else []
         self.pending: NewStates | None = None  # the last state drawn, not yet fed to the model
 
-    def loops_broken(self) -> np.ndarray:
-        """(B,) how many times the loop breaker broke a loop in each piece (0 with it off)."""
-        return sum((p.loops for p in self.processors if isinstance(p, LoopBreaker)), np.zeros(len(self.prev), np.int64))
-
     def loop_breaks(self) -> list[list[LoopBreak]]:
         """Each piece's loops broken, in order: where, and which rule (none with the breaker off)."""
         breakers = [p for p in self.processors if isinstance(p, LoopBreaker)]
