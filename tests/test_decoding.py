@@ -133,6 +133,23 @@ def test_a_scale_is_turned_after_as_many_states_one_way_as_chopin_goes():
     assert breaker.events == [[LoopBreak(0, "slide", 1, 28)]]
 
 
+def test_each_loop_broken_is_kept_with_its_rule_and_period():
+    """What the guard line will say: a five-note figure run into the 48-state loop (chopin_runs off), and a
+    two-state alternation with a state changed now and then, 88 of its last 96 states repeating (a near loop)."""
+    breaker = LoopBreaker(48, [_figure([36, 43, 48, 43, 40], 12)])
+    _feed(breaker, _figure([50], 1))
+    assert breaker.events == [[LoopBreak(0, "loop", 5, 48)]]
+    pitches = [60 if i % 2 == 0 else 64 for i in range(100)]
+    for i in (20, 45, 70, 95):
+        pitches[i] = 50
+    breaker = LoopBreaker(48, [_figure(pitches, 1)])
+    assert breaker.counts[0, 1] == 88 and breaker.runs[0, 1] < 48
+    _feed(breaker, _figure([30], 1))
+    assert breaker.events == [[LoopBreak(0, "near", 2, 84)]]
+    _feed(breaker, _figure([60, 64], 1))  # no new loop: the events stay as they were
+    assert len(breaker.events[0]) == 1
+
+
 def test_the_guard_line_says_when_and_which_loop_was_broken():
     """Each loop broken is said with its time in the piece written (the seed's seconds before it, when the
     piece begins with the seed) and the rule in a listener's words; past four, the rest are counted."""
