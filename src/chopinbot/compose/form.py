@@ -56,14 +56,13 @@ import torch
 from chopinbot.compose.decoding import BeatLimit, Decoder, StepLimit
 from chopinbot.compose.generate import (
     DEFAULT_VELOCITY,
-    LOOP_BROKEN,
     GenerateConfig,
     GenerationResult,
     generate,
-    loop_guard,
     notatable_origin,
     notatable_phase,
     output_key,  # the output key and its mode rule, exactly as generate() decides them
+    placed_loop_guards,
     requested_controls,
 )
 from chopinbot.compose.processors import ChordConfinement
@@ -255,11 +254,7 @@ def _continue(model: ChopinLSTM, draft: _Draft, beats: float, cfg: GenerateConfi
                   random_seed=random_seed)
     res = generate(model, draft.seed(), sec, engine=engine, controls=controls)
     new = fit_beats(res.states, beats)
-    guards = [g for g in res.guards if not g.startswith(LOOP_BROKEN)]
-    breaks = [e for e in res.loop_breaks if e.state < len(new)]
-    if breaks:
-        guards.append(loop_guard(breaks, res.generated.seconds, draft.out_beats * 60.0 / draft.bpm))
-    return new, guards
+    return new, placed_loop_guards(res, len(new), res.generated.seconds, draft.out_beats * 60.0 / draft.bpm)
 
 
 def _replay(opening: States, prev_keys: np.ndarray) -> States:

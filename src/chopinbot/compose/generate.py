@@ -431,6 +431,17 @@ def loop_guard(breaks: list[LoopBreak], seconds: np.ndarray, offset: float = 0.0
     return f"{LOOP_BROKEN} {times} (at the temperature asked): " + "; ".join(said)
 
 
+def placed_loop_guards(result: GenerationResult, kept: int, seconds: np.ndarray, offset: float) -> list[str]:
+    """``result``'s guards, its loop guard said again for the part of its new music that is kept (the first
+    ``kept`` states, lasting ``seconds``) where that part lies in a longer piece, ``offset`` seconds in (a form's
+    section, an infilled span; ``generate`` counts from the continuation's own start)."""
+    guards = [g for g in result.guards if not g.startswith(LOOP_BROKEN)]
+    breaks = [e for e in result.loop_breaks if e.state < kept]
+    if breaks:
+        guards.append(loop_guard(breaks, seconds, offset))
+    return guards
+
+
 def _adjust(cfg: GenerateConfig, problems: list[str]) -> tuple[GenerateConfig, str]:
     if cfg.threshold is not None and any(p.startswith(("silence", "stuck")) for p in problems):
         t = max(0.05, cfg.threshold - 0.1)

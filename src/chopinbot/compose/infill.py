@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from chopinbot.compose.generate import LOOP_BROKEN, GenerateConfig, generate, loop_guard, requested_controls
+from chopinbot.compose.generate import GenerateConfig, generate, placed_loop_guards, requested_controls
 from chopinbot.compose.seeds import window_seed
 from chopinbot.constants import GRID_PER_BEAT, N_KEYS, SEED_STATES, WARM_STATES
 from chopinbot.dataset.layout import InputLayout
@@ -460,11 +460,8 @@ def infill_piece(model: ChopinLSTM, piece: States, key: Key, start: int, end: in
     states = splice(piece, start, end, spans[chosen], key)
     span = (start, len(states) - (n - end))
     # the kept candidate's loops broken, said at their times in the file (its span composed from 0 s)
-    guards = [g for g in results[chosen].guards if not g.startswith(LOOP_BROKEN)]
-    breaks = [e for e in results[chosen].loop_breaks if e.state < span[1] - span[0]]
-    if breaks:
-        before = start_second + float(states.seconds[:start].astype(np.float64).sum())
-        guards.append(loop_guard(breaks, states.seconds[span[0]:span[1]], before))
+    before = start_second + float(states.seconds[:start].astype(np.float64).sum())
+    guards = placed_loop_guards(results[chosen], span[1] - span[0], states.seconds[span[0]:span[1]], before)
     return InfillResult(states, span, piece, (start, end), key, source, nll[:-1], chosen, float(nll[-1]),
                         len(after), spans, steer, guards, cfg, start_second=start_second)
 

@@ -259,7 +259,6 @@ class LoopBreaker(StepProcessor):
         self.forbidden_until = np.zeros((B, P), np.int64)  # for each period: the state count it is forbidden to
         self.multiples = (np.arange(1, P + 1)[None, :] % np.arange(1, P + 1)[:, None]) == 0  # [p, q]: p divides q
         self.breaks = np.zeros(B, np.int64)  # new states drawn while a loop was forbidden
-        self.loops = np.zeros(B, np.int64)  # loops broken: a cycle reached ``states``, ``NEAR`` or its period's limit
         packed = np.stack([self._pack(h.keys, h.onsets) for h in histories])  # (B, S, bytes)
         S = packed.shape[1]
         for p in range(1, min(P, S - 1) + 1):  # each period's run and repeats at the histories' end
@@ -277,12 +276,17 @@ class LoopBreaker(StepProcessor):
         self.last = np.stack([h.keys[-1] for h in histories]).astype(bool)
         self.slide, self.direction = np.zeros(B, np.int64), np.zeros(B, np.int64)
         self.turned = np.zeros(B, bool)  # this state: a draw would have gone on sliding past MAX_SLIDE
-        self.stopped = np.zeros(B, bool)  # this state: a draw would have gone round a figure past its period's limit
-        self.stopped_period = np.zeros(B, np.int64)  # ... the shortest such period (to say which figure)
+        # this state: the shortest period at which a draw would have gone round a figure past its limit (0: none)
+        self.stopped_period = np.zeros(B, np.int64)
         self.events: list[list[LoopBreak]] = [[] for _ in range(B)]  # each loop broken, for the guard line
         tail = np.stack([h.keys[-self.MAX_SLIDE - 1:] for h in histories]).astype(bool)
         for i in range(1, tail.shape[1]):
             self._slid(np.sign(moved_by(tail[:, i - 1], tail[:, i])))
+
+    @property
+    def loops(self) -> np.ndarray:
+        """(B,) loops broken in each piece: a cycle reached ``states``, ``NEAR`` or its period's limit, or a slide."""
+        return np.array([len(e) for e in self.events], np.int64)
 
     @staticmethod
     def _pack(keys: np.ndarray, onsets: np.ndarray) -> np.ndarray:
@@ -312,9 +316,8 @@ class LoopBreaker(StepProcessor):
         # the cycle of period p goes on with the state p - 1 before the newest: ring row p - 1
         same = (self.ring == self._pack(keys, onsets)[:, None]).all(-1)
         hit = same & at_limit
-        first = hit.any(-1) & ~self.stopped
+        first = hit.any(-1) & (self.stopped_period == 0)
         self.stopped_period = np.where(first, hit.argmax(-1) + 1, self.stopped_period)
-        self.stopped |= first
         return bad | (same & looping).any(-1)
 
     def _event(self, b: int, reached: np.ndarray) -> LoopBreak:
@@ -322,7 +325,7 @@ class LoopBreaker(StepProcessor):
         state = self.t - self.t0
         if self.turned[b]:
             return LoopBreak(state, "slide", 1, self.MAX_SLIDE)
-        if self.stopped[b]:
+        if self.stopped_period[b]:
             p = int(self.stopped_period[b])
             limit = int(self.limits[p - 1])
             return LoopBreak(state, "chopin" if limit < self.states else "loop", p, limit)
@@ -336,11 +339,10 @@ class LoopBreaker(StepProcessor):
         at_limit = self.runs >= self.limits  # a run at its period's limit (``reached``'s runs among them)
         self.breaks += (at_limit | reached | held).any(-1) | (self.slide >= self.MAX_SLIDE)
         # a new loop or a figure stopped at its period's limit (not one held out already); a slide turned
-        broke = ((reached.any(-1) | self.stopped) & ~held.any(-1)) | self.turned
-        self.loops += broke
+        broke = ((reached.any(-1) | (self.stopped_period > 0)) & ~held.any(-1)) | self.turned
         for b in np.flatnonzero(broke):  # seldom: a few times a piece at most
             self.events[b].append(self._event(b, reached[b]))
-        self.stopped[:] = False
+        self.stopped_period[:] = 0
         self.turned[:] = False
         self._slid(np.sign(moved_by(self.last, new.keys)))
         self.last = np.asarray(new.keys, bool)
