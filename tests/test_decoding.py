@@ -195,7 +195,8 @@ def test_with_chopin_runs_piano_transformer_s_hammered_chord_stops_where_chopin_
 
     model = load_model("piano-transformer")  # the model that composed it (the shipped one then)
     seed = seed_from_test(random_seed_index(np.random.default_rng(5)), context_states=0)
-    cfg = GenerateConfig(seconds=45, random_seed=5, include_seed=False, chopin_runs=False)  # as it was heard
+    then = 60 * seed.states.total_beats / seed.states.total_seconds  # its tempo then: the 16 states' own
+    cfg = GenerateConfig(seconds=45, bpm=then, random_seed=5, include_seed=False, chopin_runs=False)  # as heard
     monkeypatch.setattr(RepeatBoost, "FREE_PERIOD", LONG_PASSAGE)  # the boost as it was: figures helped freely
     assert loop_runs(generate(model, seed, cfg).generated)[0] == 44  # repeats after the first strike
     stopped = generate(model, seed, replace(cfg, chopin_runs=True))

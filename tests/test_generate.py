@@ -10,8 +10,9 @@ import pytest
 from chopinbot.app.request import ComposeRequest
 from chopinbot.cli import main
 from chopinbot.compose.generate import GenerateConfig, GenerationError, check_guards, generate
-from chopinbot.compose.seeds import list_seeds, seed_from_primer, seed_from_test
+from chopinbot.compose.seeds import list_seeds, seed_from_primer, seed_from_test, source_tempo
 from chopinbot.errors import ConfigError, MidiError
+from chopinbot.evaluation.realism import CALIBRATION_DIR
 from chopinbot.model.formats import load_model
 from chopinbot.music.keys import Key
 from chopinbot.music.states import States
@@ -101,6 +102,30 @@ def test_primer_in_f_sharp_minor_continues_in_its_key(model, tmp_path, sharps):
     # the primer comes back at its own pitches
     primer_pitches = sorted({p for _, _, p in _fsharp_minor_notes()})
     assert sorted(set(_seed_notes(res)[:, 2].astype(int))) == primer_pitches
+
+
+def test_a_primer_that_ends_slowing_down_is_continued_at_its_own_tempo():
+    # the primer: the Wanderer Fantasy's Adagio ends in a ritardando (its last two beats at 10-52 bpm);
+    # read as its last 16 states it had given 34 bpm, and the continuation crawled
+    primer = CALIBRATION_DIR / "Schubert" / "schub_d760_2.mid"
+    seed = seed_from_primer(primer, 16)
+    tail = seed.states
+    assert 60 * tail.total_beats / tail.total_seconds < 40  # what the last 16 states alone say
+    assert seed.bpm == pytest.approx(61, abs=2)  # the piece's last four bars
+    assert seed_from_primer(primer, 16, context_states=0).bpm == seed.bpm  # the source's tempo, not the context's
+
+
+def test_source_tempo_reads_the_last_beats_and_a_held_chord_does_not_drag_it():
+    beats = np.array([0.5] * 40 + [4.0], np.float32)  # 20 beats at 120 bpm, then a chord held 4 beats for 6 s
+    secs = np.array([0.25] * 40 + [6.0], np.float32)
+    states = States(np.zeros((41, 88), bool), np.zeros((41, 88), bool), beats, secs, np.zeros(41, np.uint8))
+    assert source_tempo(states) == pytest.approx(120)  # beats over seconds would say 80 over the last 16 beats
+    assert source_tempo(states[:6]) == pytest.approx(120)  # shorter than 16 beats: all of it
+    slower = secs.copy()
+    slower[:20] = 0.5  # the first 10 beats at 60 bpm: all but 2 of them before the last 16 beats
+    assert source_tempo(States(states.keys, states.onsets, beats, slower, states.velocity)) == pytest.approx(120)
+    # read over the whole piece (24 beats), 14 of them are at 60 bpm or slower
+    assert source_tempo(States(states.keys, states.onsets, beats, slower, states.velocity), 30) == pytest.approx(60)
 
 
 def _format0(path):

@@ -76,7 +76,8 @@ HELP = {
                  "on held-out pieces.",
     "key": "Transpose the result into this key. A major seed cannot become minor by transposition: "
            "then the relative key is used (and said so).",
-    "bpm": "Tempo of the result in beats per minute; empty = the seed's own tempo.",
+    "bpm": "Tempo of the result in beats per minute; empty = the seed's own tempo (over its last 16 beats, "
+           "so a primer's closing ritardando does not slow it down).",
     "style": "Whose style to compose in. This model learnt several composers' piano music with a style input, "
              "and composes further in a style other than its own (Chopin) than its own prediction goes "
              "(style guidance 1): its Mozart is nearer real Mozart than real Chopin (docs/training-history.md).",

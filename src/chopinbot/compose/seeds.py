@@ -41,7 +41,7 @@ class Seed:
 
     states: States
     key: Key  # the key of the source (the output goes back to it unless told otherwise)
-    bpm: float  # the source's tempo around the seed
+    bpm: float  # the source's tempo where the seed ends (:func:`source_tempo`)
     source: str  # e.g. "chpn-p24.mid @ state 160" or "primer my.mid (last 16 states)"
     start_beat: float = 0.0  # where the seed starts, in beats from its source's start (the metre's phase)
     context: States | None = None  # the states just before the window, read first (None: none)
@@ -75,10 +75,30 @@ class SeedInfo:
     seconds: float
 
 
-def _tempo(states: States) -> float:
-    secs = float(states.seconds.astype(np.float64).sum())
-    beats = float(states.beats.astype(np.float64).sum())
-    return float(np.clip(60.0 * beats / secs, 30, 240)) if secs > 0 else 100.0
+TEMPO_BEATS = 16.0  # a seed's tempo is read over this many beats of its source (about four bars)
+
+
+def source_tempo(states: States, last_beats: float = TEMPO_BEATS) -> float:
+    """The tempo (bpm, clipped to 30..240) of the last ``last_beats`` beats of ``states``: the tempo
+    at which the median beat of them is played.
+
+    The median, not beats over seconds, because a source's last states are often its final
+    ritardando or a held chord: the end of Schubert's D 760, second movement, read as 16 states
+    (two beats) gave 34 bpm, and a continuation crawling at half the piece's tempo; its last 16
+    beats' median is 61 bpm, the piece's own (its mean over the whole piece 64)."""
+    beats = states.beats.astype(np.float64)
+    secs = states.seconds.astype(np.float64)
+    timed = (beats > 0) & (secs > 0)
+    if not timed.any():
+        return 100.0
+    beats, secs = beats[timed], secs[timed]
+    n = min(len(beats), int(np.searchsorted(np.cumsum(beats[::-1]), last_beats)) + 1)  # states in the last beats
+    beats, secs = beats[-n:], secs[-n:]
+    bpm = 60.0 * beats / secs
+    order = np.argsort(bpm)
+    covered = np.cumsum(beats[order])
+    median = bpm[order][int(np.searchsorted(covered, covered[-1] / 2))]
+    return float(np.clip(median, 30, 240))
 
 
 @functools.lru_cache(maxsize=4)
@@ -173,8 +193,8 @@ def window_seed(states: States, key: Key, position: int, seed_len: int, piece: s
     window = states[position : position + seed_len]
     start = float(states.beats[:position].astype(np.float64).sum())
     context = states[max(0, position - context_states) : position]
-    return Seed(window, key, _tempo(window), f"{piece} ({key.name}) @ state {position}, {len(window)} states", start,
-                context)
+    return Seed(window, key, source_tempo(states[: position + len(window)]),
+                f"{piece} ({key.name}) @ state {position}, {len(window)} states", start, context)
 
 
 def seed_from_test(index: int, seed_len: int = SEED_STATES, settings: PrepareSettings = DEFAULT_SETTINGS,
@@ -262,5 +282,5 @@ def seed_from_primer(
     if notes.time_signatures:  # the metre in force where the seed starts
         at = bounds[first] if first < len(bounds) else 0
         metre = next(((n, d) for t, n, d in reversed(notes.time_signatures) if t <= at), notes.time_signatures[0][1:])
-    return Seed(tail, key, _tempo(tail), f"primer {label} ({key.name}, last {len(tail)} states)", start, context,
+    return Seed(tail, key, source_tempo(home), f"primer {label} ({key.name}, last {len(tail)} states)", start, context,
                 metre)
