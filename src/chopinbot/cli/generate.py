@@ -139,7 +139,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="states to generate (default: %(default)s)")
     g.add_argument("--seconds", type=number_in(0.0, MAX_SECONDS, low_open=True),
                    help="generate this many seconds instead of --steps")
-    g.add_argument("--bpm", type=number_in(*BPM_RANGE), help="tempo (default: the seed's own, read over the last 16 beats before its end)")
+    g.add_argument("--bpm", type=number_in(*BPM_RANGE),
+                   help="tempo (default: the seed's own, read over the last 16 beats before its end)")
     g.add_argument("--key", help="output key, e.g. 'C', 'A minor', 'F#m' (default: the seed's key)")
     g.add_argument("--style", help="compose in this composer's style, for a model with a style input "
                                    "(see `chopinbot styles`; default: the model's own)")
