@@ -32,8 +32,10 @@ where a figure had gone round more than twice); ``decoding_fingerprints_phase9.j
 breaker began to stop each short figure where Chopin's longest run at its length stops (``chopin_runs`` on
 by default; 13 of 36 differ from phase 8); ``decoding_fingerprints_phase10.json`` after the loop guard's line
 began to say when and which loop each time (2026-12-08; 12 of 36 differ from phase 9, those where a loop broke,
-and ``--states-only`` hashes of all 36 were the same before and after: only the text moved): check refactors
-against it.
+and ``--states-only`` hashes of all 36 were the same before and after: only the text moved);
+``decoding_fingerprints_phase11.json`` after a seed's tempo became its source's over the last 16 beats
+(``compose.seeds.source_tempo``; 16 of 36 differ from phase 10, those whose length is in seconds or whose
+guards say a time): check refactors against it.
 """
 
 from __future__ import annotations
