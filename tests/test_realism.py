@@ -130,6 +130,11 @@ def test_timed_notes_windows_and_steady_tempo():
     assert len(ex) == 2 and all(np.allclose(np.diff(e.notes[:, 0]), 1.0) for e in ex)  # played evenly
     cut = time_excerpts(timed_notes(_states(10, np.full(10, 1.0))), "g", None, 3.0)
     assert len(cut) == 3 and all(e.notes[:, 1].max() <= 3.0 for e in cut)
+    ending_in_a_rest = _states(10, np.full(10, 1.0))
+    ending_in_a_rest.keys[8:] = ending_in_a_rest.onsets[8:] = False  # its last 2 s are silent
+    notes = timed_notes(ending_in_a_rest)
+    assert len(time_excerpts(notes, "g", None, 3.0)) == 2  # the last note ends at 8 s
+    assert len(time_excerpts(notes, "g", None, 3.0, ending_in_a_rest.total_seconds)) == 3  # the piece, at 10
 
 
 def test_classifier_test_sees_a_shift_and_not_noise():

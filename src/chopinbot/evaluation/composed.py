@@ -114,7 +114,8 @@ def composed_realism(ds: Dataset, rs, compose: Compose, seeds, true, continuatio
     # phrase scale: each whole continuation against 60-s excerpts of the same real pieces
     phrase = PHRASE_SECONDS
     long_gen = [e for cont in continuations if cont.excerpts  # a continuation that gave no excerpt: none
-                for e in time_excerpts(timed_notes(cont.states), cont.excerpts[0].group, cont.seed.key, phrase)]
+                for e in time_excerpts(timed_notes(cont.states), cont.excerpts[0].group, cont.seed.key, phrase,
+                                       cont.states.total_seconds)]
     _, long_true = held_out_seeds(ds, rs.split, rs.seed_len, phrase, rs.steady)
     long_real = split_excerpts(ds, "train", phrase, rs.steady) + long_true
     Fl, Fr = feature_matrix(long_gen, phrase), feature_matrix(long_real, phrase)

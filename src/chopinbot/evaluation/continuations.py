@@ -105,7 +105,8 @@ def run_continuations(compose: Compose, seeds: Sequence[Seed], random_seeds: Seq
         res = compose(seed, rs)
         states = States.empty() if res is None else getattr(res, "states", res)
         group = groups[i] if groups is not None else seed.source.split(" ", 1)[0]
-        ex = time_excerpts(timed_notes(states), group, seed.key, excerpt_seconds) if excerpt_seconds else []
+        ex = (time_excerpts(timed_notes(states), group, seed.key, excerpt_seconds, states.total_seconds)
+              if excerpt_seconds else [])
         out.append(Continuation(seed, i, rs, states, res, ex))
         bar.update()
     bar.close()

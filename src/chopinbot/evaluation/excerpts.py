@@ -116,13 +116,17 @@ def state_excerpts(states: States, group: str, key: Key | None, seconds: float =
     return out
 
 
-def time_excerpts(notes: np.ndarray, group: str, key: Key | None, seconds: float = EXCERPT_SECONDS) -> list[Excerpt]:
+def time_excerpts(notes: np.ndarray, group: str, key: Key | None, seconds: float = EXCERPT_SECONDS,
+                  total: float | None = None) -> list[Excerpt]:
     """Consecutive excerpts ``[k * seconds, (k + 1) * seconds)`` of notes in seconds (a
     generated piece, whose states all play at one tempo): every note sounding in
     a window, cut to it, in seconds from the window's start (a note held into a
-    window starts at 0 there, as in :func:`state_excerpts`)."""
+    window starts at 0 there, as in :func:`state_excerpts`).  ``total``: the piece's
+    length (its states' seconds), so that a piece ending in a rest keeps its last
+    excerpt, as a real one cut by :func:`excerpt_windows` does; None: its last note's end."""
     n = np.asarray(notes, np.float64).reshape(-1, 4)
-    total = n[:, 1].max() if len(n) else 0.0
+    if total is None:
+        total = n[:, 1].max() if len(n) else 0.0
     out = []
     for k in range(int((total + 1e-3) // seconds)):  # 1 ms of slack for float32 state lengths
         a = k * seconds
