@@ -24,6 +24,7 @@ from chopinbot.evaluation.excerpts import (
     time_excerpts,
     timed_notes,
 )
+from chopinbot.evaluation.figures import key_hold
 from chopinbot.evaluation.realism import (
     CALIBRATION_DIR,
     ClassifierSettings,
@@ -135,6 +136,10 @@ def test_timed_notes_windows_and_steady_tempo():
     notes = timed_notes(ending_in_a_rest)
     assert len(time_excerpts(notes, "g", None, 3.0)) == 2  # the last note ends at 8 s
     assert len(time_excerpts(notes, "g", None, 3.0, ending_in_a_rest.total_seconds)) == 3  # the piece, at 10
+    # the summary's key hold counts the piece's excerpts the same way
+    c_major = Key(0, False)
+    assert key_hold(notes, c_major, 3.0)[1] == 2
+    assert key_hold(notes, c_major, 3.0, ending_in_a_rest.total_seconds)[1] == 3
 
 
 def test_classifier_test_sees_a_shift_and_not_noise():

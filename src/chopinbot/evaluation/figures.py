@@ -124,14 +124,16 @@ def span_would_help(figures: PieceFigures, cfg, states: int) -> bool:
             and cfg.repeat_boost > 1 and cfg.threshold is None)
 
 
-def key_hold(notes: np.ndarray, key: Key, seconds: float = EXCERPT_SECONDS) -> tuple[float, int]:
+def key_hold(notes: np.ndarray, key: Key, seconds: float = EXCERPT_SECONDS,
+             total: float | None = None) -> tuple[float, int]:
     """The share of consecutive ``seconds``-long excerpts of ``notes`` (N, 4: start and end in
     seconds, pitch, velocity) whose detected key lies within one fifth of ``key``, and their
-    count; a piece shorter than one excerpt (but at least MIN_KEY_SECONDS) is one excerpt."""
+    count; a piece shorter than one excerpt (but at least MIN_KEY_SECONDS) is one excerpt.
+    ``total``: the piece's length in seconds (a closing rest included; None: its last note's end)."""
     n = np.asarray(notes, np.float64).reshape(-1, 4)
     if len(n) == 0:
         return math.nan, 0
-    excerpts = [e.notes for e in time_excerpts(n, "", key, seconds) if len(e.notes)]
+    excerpts = [e.notes for e in time_excerpts(n, "", key, seconds, total) if len(e.notes)]
     if not excerpts and n[:, 1].max() >= MIN_KEY_SECONDS:
         excerpts = [n]
     if not excerpts:
@@ -148,7 +150,7 @@ def piece_figures(states: States, bpm: float, key: Key, register: tuple[int, int
     if len(notes) == 0:
         return PieceFigures(seconds, 0, 0.0, -1, -1, math.nan, math.nan, 0, None if register is None else math.nan)
     pitch = notes[:, 2].astype(np.int64)
-    hold, count = key_hold(notes, key)
+    hold, count = key_hold(notes, key, total=seconds)
     inside = None
     if register is not None:
         inside = float(((pitch >= register[0]) & (pitch <= register[1])).mean())

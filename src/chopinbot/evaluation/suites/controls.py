@@ -134,7 +134,7 @@ def controls_check(model, s: ControlsSettings, progress: bool = True) -> dict:
                     r = c.result
                     notes = states_to_notes(r.generated).astype(np.float64)
                     notes[:, :2] *= 60.0 / r.bpm
-                    share, count = key_hold(notes, r.key)
+                    share, count = key_hold(notes, r.key, total=r.generated.total_beats * 60.0 / r.bpm)
                     holds += [share] * count
                 out[f"key {label} {'held' if hold else 'free'}"] = {
                     "key_hold": float(np.mean(holds)) if holds else float("nan"), "excerpts": len(holds)}
