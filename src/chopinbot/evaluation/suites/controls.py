@@ -29,7 +29,7 @@ from chopinbot.dataset.corpus import style_name
 from chopinbot.dataset.store import Dataset
 from chopinbot.errors import ConfigError
 from chopinbot.evaluation.continuations import continue_seeds, held_out_seeds
-from chopinbot.evaluation.figures import key_hold, result_figures
+from chopinbot.evaluation.figures import piece_figures, result_figures
 from chopinbot.evaluation.suites.schema import Suite, suite_result
 from chopinbot.music.controls import LOUDNESS_LEVELS
 from chopinbot.music.keys import ALL_KEYS
@@ -131,11 +131,8 @@ def controls_check(model, s: ControlsSettings, progress: bool = True) -> dict:
                                         {"key": wants[i].name, "hold_key": hold, **guidance}):
                     if c.failed:
                         continue
-                    r = c.result
-                    notes = states_to_notes(r.generated).astype(np.float64)
-                    notes[:, :2] *= 60.0 / r.bpm
-                    share, count = key_hold(notes, r.key, total=r.generated.total_beats * 60.0 / r.bpm)
-                    holds += [share] * count
+                    figures = piece_figures(c.result.generated, c.result.bpm, c.result.key)  # as the summary's
+                    holds += [figures.key_hold] * figures.key_excerpts
                 out[f"key {label} {'held' if hold else 'free'}"] = {
                     "key_hold": float(np.mean(holds)) if holds else float("nan"), "excerpts": len(holds)}
     return out
